@@ -1,0 +1,365 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctnet/ctnet/network"
+	"github.com/ctnet/ctnet/store"
+)
+
+func (a *app) psCommand() *cobra.Command {
+	var all, quiet bool
+	var format string
+	cmd := &cobra.Command{
+		Use:   "ps [-a] [-q]",
+		Short: "List containers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			cs, err := m.Containers(all)
+			if err != nil {
+				return err
+			}
+			if quiet {
+				for _, c := range cs {
+					fmt.Fprintln(a.stdout, c.ID[:12])
+				}
+				return nil
+			}
+			if format == "json" {
+				return writeJSON(a.stdout, cs)
+			}
+			t := newTable(a.stdout, "CONTAINER ID", "NAME", "STATUS", "NETWORK", "IP", "PORTS", "COMMAND")
+			for _, c := range cs {
+				t.row(c.ID[:12], c.Name, status(c), networksOf(c), ipsOf(c), portsOf(c.Ports), command(c))
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "show exited containers too")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only container IDs")
+	addFormatFlag(cmd, &format)
+	return cmd
+}
+
+func status(c *store.Container) string {
+	switch {
+	case c.State == store.StateExited:
+		code := "?"
+		if c.ExitCode >= 0 {
+			code = fmt.Sprint(c.ExitCode)
+		}
+		if c.Finished.IsZero() {
+			return fmt.Sprintf("Exited (%s)", code)
+		}
+		return fmt.Sprintf("Exited (%s) %s ago", code, human(time.Since(c.Finished)))
+	case c.Attached:
+		return "Attached " + human(time.Since(c.Created))
+	case c.State == store.StateCreated:
+		return "Created"
+	}
+	return "Up " + human(time.Since(c.Created))
+}
+
+func human(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%d seconds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%d minutes", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d hours", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days", int(d.Hours()/24))
+}
+
+func networksOf(c *store.Container) string {
+	if c.Mode != store.ModeBridge {
+		if c.Mode == store.ModeContainer {
+			return "container:" + c.SharedWith[:12]
+		}
+		return c.Mode
+	}
+	var names []string
+	for _, at := range c.Attachments {
+		names = append(names, at.Network)
+	}
+	return strings.Join(names, ",")
+}
+
+func ipsOf(c *store.Container) string {
+	if c.State == store.StateExited {
+		return ""
+	}
+	var ips []string
+	for _, at := range c.Attachments {
+		ips = append(ips, at.IP.String())
+	}
+	return strings.Join(ips, ",")
+}
+
+func portsOf(ports []store.Port) string {
+	var out []string
+	for _, p := range ports {
+		out = append(out, portString(p))
+	}
+	return strings.Join(out, ", ")
+}
+
+func portString(p store.Port) string {
+	host := "0.0.0.0"
+	if p.HostIP.IsValid() && !p.HostIP.IsUnspecified() {
+		host = p.HostIP.String()
+	}
+	return fmt.Sprintf("%s:%d->%d/%s", host, p.HostPort, p.ContainerPort, p.Proto)
+}
+
+func command(c *store.Container) string {
+	if c.Attached {
+		return "(attached " + c.NetNS + ")"
+	}
+	s := strings.Join(c.Command, " ")
+	if len(s) > 40 {
+		s = s[:37] + "..."
+	}
+	return s
+}
+
+func (a *app) stopCommand() *cobra.Command {
+	var timeout int
+	cmd := &cobra.Command{
+		Use:   "stop NAME...",
+		Short: "Stop containers: SIGTERM, then SIGKILL after a timeout",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout < 0 {
+				return usage("bad --time %d: use 0 or more seconds", timeout)
+			}
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return eachName(a, args, func(name string) error {
+				return m.Stop(name, time.Duration(timeout)*time.Second)
+			})
+		},
+	}
+	cmd.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before killing")
+	return cmd
+}
+
+// eachName runs fn for every name, printing those that succeed, and fails if any did.
+func eachName(a *app, names []string, fn func(string) error) error {
+	var failed []error
+	for _, name := range names {
+		if err := fn(name); err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		fmt.Fprintln(a.stdout, name)
+	}
+	if len(failed) == 1 {
+		return failed[0]
+	}
+	return errors.Join(failed...)
+}
+
+func (a *app) rmCommand() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm [-f] NAME...",
+		Short: "Remove containers (and detach attached namespaces)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return eachName(a, args, func(name string) error { return m.Remove(name, force) })
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running container first")
+	return cmd
+}
+
+func (a *app) inspectCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show a container's network: links, addresses, routes, neighbours, ports, firewall entries",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			info, err := m.InspectContainer(args[0])
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(a.stdout, info)
+			}
+			return printContainer(a, info)
+		},
+	}
+	addFormatFlag(cmd, &format)
+	return cmd
+}
+
+func printContainer(a *app, info *network.ContainerInspect) error {
+	c := info.Container
+	w := a.stdout
+	fmt.Fprintf(w, "Container %s (%s)\n", c.Name, c.ID)
+	fmt.Fprintf(w, "  state:    %s\n", status(c))
+	fmt.Fprintf(w, "  mode:     %s\n", c.Mode)
+	if c.NetNS != "" {
+		fmt.Fprintf(w, "  netns:    %s\n", c.NetNS)
+	}
+	if c.Process.Valid() {
+		fmt.Fprintf(w, "  pid:      %d\n", c.Process.PID)
+	}
+	if len(c.Command) > 0 {
+		fmt.Fprintf(w, "  command:  %s\n", strings.Join(c.Command, " "))
+	}
+	if len(c.Attachments) > 0 {
+		fmt.Fprintln(w, "\nNetworks")
+		t := newTable(w, "  NETWORK", "INTERFACE", "HOST VETH", "IP", "GATEWAY", "MAC")
+		for _, at := range c.Attachments {
+			t.row("  "+at.Network, at.IfName, at.HostVeth, fmt.Sprintf("%s/%d", at.IP, at.PrefixLen), at.Gateway.String(), at.MAC)
+		}
+		t.flush()
+	}
+	if len(c.Ports) > 0 {
+		fmt.Fprintln(w, "\nPorts")
+		for _, p := range c.Ports {
+			fmt.Fprintf(w, "  %s\n", portString(p))
+		}
+	}
+	if st := info.Stack; st != nil {
+		fmt.Fprintln(w, "\nLinks (inside the container)")
+		t := newTable(w, "  INDEX", "NAME", "TYPE", "STATE", "MTU", "MAC", "ADDRESSES")
+		for _, l := range st.Links {
+			t.row(fmt.Sprint("  ", l.Index), l.Name, l.Type, l.State, fmt.Sprint(l.MTU), l.MAC, strings.Join(l.Addresses, " "))
+		}
+		t.flush()
+		fmt.Fprintln(w, "\nRoutes")
+		t = newTable(w, "  DESTINATION", "GATEWAY", "DEVICE", "SCOPE", "SOURCE")
+		for _, r := range st.Routes {
+			t.row("  "+r.Destination, r.Gateway, r.Device, r.Scope, r.Source)
+		}
+		t.flush()
+		fmt.Fprintln(w, "\nNeighbours")
+		t = newTable(w, "  ADDRESS", "MAC", "DEVICE", "STATE")
+		for _, n := range st.Neighbours {
+			t.row("  "+n.Address, n.MAC, n.Device, n.State)
+		}
+		t.flush()
+	}
+	if len(info.Firewall) > 0 {
+		fmt.Fprintln(w, "\nFirewall entries")
+		for _, e := range info.Firewall {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
+	return nil
+}
+
+func (a *app) portCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "port NAME",
+		Short: "List a container's published ports",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			c, err := m.Container(args[0])
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(a.stdout, c.Ports)
+			}
+			for _, p := range c.Ports {
+				host := "0.0.0.0"
+				if p.HostIP.IsValid() {
+					host = p.HostIP.String()
+				}
+				fmt.Fprintf(a.stdout, "%d/%s -> %s:%d\n", p.ContainerPort, p.Proto, host, p.HostPort)
+			}
+			return nil
+		},
+	}
+	addFormatFlag(cmd, &format)
+	return cmd
+}
+
+func (a *app) attachCommand() *cobra.Command {
+	var f runFlags
+	var netnsPath string
+	cmd := &cobra.Command{
+		Use:   "attach --netns PATH --name NAME [--network NET] [--ip IP] [-p PORT]...",
+		Short: "Connect a network namespace made by something else, as a container without a process",
+		Long: `Connect a namespace that another tool made (ip netns add, unshare, a runtime) to a
+network: eth0 with an address, a default route, published ports. "ctnet rm NAME" detaches
+it again and leaves the namespace itself alone.`,
+		Example: "  ip netns add demo && ctnet attach --netns /run/netns/demo --name demo -p 8080:80",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if netnsPath == "" {
+				return usage("attach needs --netns PATH: the namespace to connect")
+			}
+			if f.name == "" {
+				return usage("attach needs --name NAME: the name to give the container")
+			}
+			spec, err := f.spec(nil)
+			if err != nil {
+				return err
+			}
+			spec.NetNS = netnsPath
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			c, err := m.Create(spec)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, c.ID)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&netnsPath, "netns", "", "path of the network namespace (e.g. /run/netns/NAME, /proc/PID/ns/net)")
+	fl.StringVar(&f.name, "name", "", "container name")
+	fl.StringVar(&f.network, "network", "", "network name (default: bridge)")
+	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp] (repeatable)")
+	return cmd
+}

@@ -1,0 +1,124 @@
+// Command ctnet gives processes their own isolated network on a Linux host: network
+// namespaces, veth pairs, bridges, NAT and published ports, or a user-mode network
+// for unprivileged users.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctnet/ctnet/network"
+)
+
+// Exit statuses of ctnet itself, as Docker uses them for run and exec; otherwise a
+// command's own status passes through.
+const (
+	exitFailure        = 1
+	exitRunFailure     = 125
+	exitCannotExecute  = 126
+	exitCommandMissing = 127
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == monitorArg {
+		os.Exit(runMonitor())
+	}
+	os.Exit(execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// exitError carries an exit status up to main: the command's own when it ran, or ctnet's.
+type exitError struct {
+	code int
+	err  error // nil when the status is the command's own
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// app is the state shared by all subcommands.
+type app struct {
+	root   string
+	debug  bool
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	cmd := a.rootCommand()
+	cmd.SetArgs(args)
+	cmd.SetIn(stdin)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	err := cmd.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(stderr, "ctnet: %s\n", oneLine(ee.err))
+		}
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "ctnet: %s\n", oneLine(err))
+	return exitFailure
+}
+
+// oneLine keeps an error to the single line users read first.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ctnet",
+		Short: "Isolated networks for processes on one Linux host",
+		Long: `ctnet gives processes ("containers") their own network: a network namespace, a veth
+pair into a bridge, an address, routes, NAT to the outside, published ports and isolation
+between networks. Unprivileged users get a user-mode network instead.`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+	}
+	root.PersistentFlags().StringVar(&a.root, "root", os.Getenv("CTNET_ROOT"),
+		"directory for all of ctnet's state and runtime files (default /var/lib/ctnet and /run/ctnet; env CTNET_ROOT)")
+	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "log what ctnet does to stderr")
+	root.AddCommand(a.runCommand(), a.execCommand(), a.psCommand(), a.stopCommand(), a.rmCommand(),
+		a.inspectCommand(), a.portCommand(), a.attachCommand(), a.networkCommand(), a.gcCommand(),
+		a.doctorCommand())
+	return root
+}
+
+func (a *app) logger() *slog.Logger {
+	level := slog.LevelWarn
+	if a.debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func (a *app) manager() (*network.Manager, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("this command needs root: run it with sudo (unprivileged users get user-mode networking from `ctnet run`)")
+	}
+	return network.New(network.Options{Root: a.root, Logger: a.logger()})
+}
+
+// usage wraps an argument error so it reads like the others.
+func usage(format string, args ...any) error {
+	return fmt.Errorf(format, args...)
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) gcCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Reconcile the kernel with ctnet's state and remove what nothing owns",
+		Long: `Release containers whose process is gone; remove interfaces, namespaces, firewall
+elements, addresses and ports that nothing owns; restore bridges and firewall entries
+that are missing. Prints one line per change, nothing when there was nothing to do.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			report, err := m.GC()
+			for _, line := range report {
+				fmt.Fprintln(a.stdout, line)
+			}
+			return err
+		},
+	}
+}
+
+func (a *app) doctorCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "doctor",
+		Short: "Check the host for what would break ctnet's networks, and say how to fix it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			findings, err := m.Doctor()
+			if err != nil {
+				return err
+			}
+			problems := 0
+			for _, f := range findings {
+				if f.Problem {
+					problems++
+					fmt.Fprintf(a.stdout, "problem: %s\n   fix: %s\n", f.Text, f.Fix)
+				} else {
+					fmt.Fprintf(a.stdout, "ok: %s\n", f.Text)
+				}
+			}
+			if problems > 0 {
+				return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) found", problems)}
+			}
+			return nil
+		},
+	}
+}

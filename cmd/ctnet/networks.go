@@ -1,0 +1,249 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctnet/ctnet/network"
+)
+
+func (a *app) networkCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "network",
+		Short: "Manage networks",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(a.networkCreateCommand(), a.networkLsCommand(), a.networkInspectCommand(),
+		a.networkRmCommand(), a.networkConnectCommand(), a.networkDisconnectCommand())
+	return cmd
+}
+
+func (a *app) networkCreateCommand() *cobra.Command {
+	var spec network.NetworkSpec
+	var labels, opts []string
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a bridge network",
+		Long: `Create a network: a Linux bridge holding the gateway address, IPAM over the subnet,
+masquerade for the way out and isolation from other networks. Without --subnet a free
+subnet is picked from 172.17-31.0.0/16 and 192.168.0.0/16 (as /20s) that overlaps no
+route or address of the host and no other network.`,
+		Example: `  ctnet network create web
+  ctnet network create backend --subnet 172.30.0.0/24 --internal
+  ctnet network create routed --subnet 10.99.0.0/24 --opt masquerade=false`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec.Name = args[0]
+			var err error
+			if spec.Labels, err = network.ParseLabels(labels); err != nil {
+				return err
+			}
+			for _, o := range opts {
+				k, v, _ := strings.Cut(o, "=")
+				switch k {
+				case "masquerade":
+					b, err := strconv.ParseBool(v)
+					if err != nil {
+						return usage("bad --opt %q: masquerade takes true or false", o)
+					}
+					spec.Masquerade = &b
+				default:
+					return usage("unknown --opt %q: the only option is masquerade=true|false", o)
+				}
+			}
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			n, err := m.CreateNetwork(spec)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, n.ID)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&spec.Subnet, "subnet", "", "IPv4 subnet in CIDR notation (default: a free one from the pools)")
+	fl.StringVar(&spec.Gateway, "gateway", "", "gateway address, held by the bridge (default: the subnet's first address)")
+	fl.StringVar(&spec.Bridge, "bridge", "", "bridge interface name, at most 15 bytes (default: ct-<id>)")
+	fl.IntVar(&spec.MTU, "mtu", 0, "MTU (default: that of the host's default route interface)")
+	fl.BoolVar(&spec.Internal, "internal", false, "no way out and no way in: containers reach only each other")
+	fl.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	fl.StringArrayVarP(&opts, "opt", "o", nil, "driver option: masquerade=false for a routed network")
+	return cmd
+}
+
+func (a *app) networkLsCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List networks",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			ns, err := m.Networks()
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(a.stdout, ns)
+			}
+			t := newTable(a.stdout, "NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "MTU", "FLAGS")
+			for _, n := range ns {
+				var flags []string
+				if n.Internal {
+					flags = append(flags, "internal")
+				}
+				if !n.Masquerade && !n.Internal {
+					flags = append(flags, "routed")
+				}
+				t.row(n.ID[:12], n.Name, n.Bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
+			}
+			return t.flush()
+		},
+	}
+	addFormatFlag(cmd, &format)
+	return cmd
+}
+
+func (a *app) networkInspectCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "inspect NAME...",
+		Short: "Show networks with their containers and firewall entries",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			var all []*network.NetworkInspect
+			for _, name := range args {
+				info, err := m.InspectNetwork(name)
+				if err != nil {
+					return err
+				}
+				all = append(all, info)
+			}
+			if format == "json" {
+				return writeJSON(a.stdout, all)
+			}
+			for i, info := range all {
+				if i > 0 {
+					fmt.Fprintln(a.stdout)
+				}
+				printNetwork(a, info)
+			}
+			return nil
+		},
+	}
+	addFormatFlag(cmd, &format)
+	return cmd
+}
+
+func printNetwork(a *app, info *network.NetworkInspect) {
+	w := a.stdout
+	fmt.Fprintf(w, "Network %s (%s)\n", info.Name, info.ID)
+	fmt.Fprintf(w, "  bridge:     %s\n  subnet:     %s\n  gateway:    %s\n  mtu:        %d\n", info.Bridge, info.Subnet, info.Gateway, info.MTU)
+	fmt.Fprintf(w, "  internal:   %t\n  masquerade: %t\n", info.Internal, info.Masquerade)
+	if len(info.Labels) > 0 {
+		keys := make([]string, 0, len(info.Labels))
+		for k := range info.Labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "  label:      %s=%s\n", k, info.Labels[k])
+		}
+	}
+	fmt.Fprintln(w, "\nContainers")
+	t := newTable(w, "  NAME", "INTERFACE", "HOST VETH", "IP", "MAC")
+	for _, c := range info.Containers {
+		t.row("  "+c.Name, c.Interface, c.HostVeth, c.IP, c.MAC)
+	}
+	t.flush()
+	if len(info.Firewall) > 0 {
+		fmt.Fprintln(w, "\nFirewall entries")
+		for _, e := range info.Firewall {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
+}
+
+func (a *app) networkRmCommand() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove networks (refused while containers use them, unless --force)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return eachName(a, args, func(name string) error { return m.RemoveNetwork(name, force) })
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "disconnect running containers first")
+	return cmd
+}
+
+func (a *app) networkConnectCommand() *cobra.Command {
+	var ip string
+	cmd := &cobra.Command{
+		Use:   "connect NETWORK CONTAINER",
+		Short: "Connect a running container to another network (as eth1, eth2, ...)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			att, err := m.Connect(args[0], args[1], ip)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s %s/%d\n", att.IfName, att.IP, att.PrefixLen)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ip, "ip", "", "IPv4 address on the network (default: the next free one)")
+	return cmd
+}
+
+func (a *app) networkDisconnectCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "disconnect NETWORK CONTAINER",
+		Short: "Disconnect a container from a network",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.manager()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return m.Disconnect(args[0], args[1])
+		},
+	}
+}

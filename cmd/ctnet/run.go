@@ -1,0 +1,369 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/network"
+	"github.com/ctnet/ctnet/sandbox"
+	"github.com/ctnet/ctnet/store"
+)
+
+// monitorArg is the hidden first argument of the process `run -d` leaves behind to
+// supervise a detached container.
+const monitorArg = "__ctnet_monitor"
+
+type runFlags struct {
+	name, network, ip, hostname string
+	publish                     []string
+	detach, autoRemove          bool
+}
+
+func (a *app) runCommand() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- CMD [ARG...]",
+		Short: "Run a command in a new container network",
+		Long: `Run CMD in its own network namespace attached to a network (the default network
+"bridge" unless --network says otherwise), with stdio attached; ctnet exits with CMD's
+status and releases the container's network when CMD ends. With -d, ctnet prints the
+container's ID and leaves a small supervisor process that releases it when CMD ends.
+
+--network takes a network name or one of Docker's modes: host (the host's own stack),
+none (loopback only) or container:NAME (another container's namespace).`,
+		Example: `  ctnet run --name web -p 8080:80 -- python3 -m http.server 80
+  ctnet run -d --name db --network backend --ip 172.30.0.10 -- redis-server
+  ctnet run --network none -- ip addr`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, err := f.spec(args)
+			if err != nil {
+				return &exitError{code: exitRunFailure, err: err}
+			}
+			if f.detach {
+				return a.runDetached(spec)
+			}
+			return a.runForeground(spec)
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	fl := cmd.Flags()
+	fl.StringVar(&f.name, "name", "", "container name (default: a generated one)")
+	fl.StringVar(&f.network, "network", "", "network name, or host, none, container:NAME (default: bridge)")
+	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp] (repeatable)")
+	fl.StringVar(&f.hostname, "hostname", "", "hostname inside the container (default: its short ID)")
+	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container ID")
+	fl.BoolVar(&f.autoRemove, "rm", false, "remove the container's record when it exits")
+	return cmd
+}
+
+func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
+	spec := network.ContainerSpec{Name: f.name, Network: f.network, IP: f.ip, Hostname: f.hostname,
+		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove}
+	for _, p := range f.publish {
+		ps, err := network.ParsePort(p)
+		if err != nil {
+			return spec, err
+		}
+		spec.Ports = append(spec.Ports, ps)
+	}
+	return spec, nil
+}
+
+func (a *app) runForeground(spec network.ContainerSpec) error {
+	m, err := a.manager()
+	if err != nil {
+		return &exitError{code: exitRunFailure, err: err}
+	}
+	defer m.Close()
+	spec.Supervisor = proc.Self()
+	c, err := m.Create(spec)
+	if err != nil {
+		return &exitError{code: exitRunFailure, err: err}
+	}
+	forwardSignals := !isTerminal(os.Stdin)
+	code, err := supervise(m, c, os.Stdin, os.Stdout, os.Stderr, forwardSignals, nil)
+	if err != nil {
+		return &exitError{code: code, err: err}
+	}
+	return &exitError{code: code}
+}
+
+// supervise starts the container's process, records it, waits for it, and releases
+// the container's network when it ends. started runs once the process is recorded.
+func supervise(m *network.Manager, c *store.Container, stdin io.Reader, stdout, stderr io.Writer, forwardSIGINT bool, started func()) (int, error) {
+	spec, err := processSpec(m, c)
+	if err != nil {
+		m.Exited(c.ID, exitRunFailure)
+		return exitRunFailure, err
+	}
+	spec.Argv, spec.Stdin, spec.Stdout, spec.Stderr = c.Command, stdin, stdout, stderr
+	// Signals arriving from now on are for the container: they are forwarded once it runs.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	cmd, err := sandbox.Start(spec)
+	if err != nil {
+		code := startFailureCode(err)
+		if rerr := m.Exited(c.ID, code); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return code, err
+	}
+	id, err := proc.Identify(cmd.Process.Pid)
+	if err != nil {
+		id = proc.ID{PID: cmd.Process.Pid, BootID: proc.BootID()}
+	}
+	if err := m.Started(c.ID, id); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		m.Exited(c.ID, exitRunFailure)
+		return exitRunFailure, err
+	}
+	if started != nil {
+		started()
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				if s == syscall.SIGINT && !forwardSIGINT {
+					continue // the terminal sent it to the container's process group already
+				}
+				cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	cmd.Wait()
+	close(done)
+	code := sandbox.ExitCode(cmd.ProcessState)
+	if err := m.Exited(c.ID, code); err != nil {
+		return code, fmt.Errorf("release container %s: %w", c.Name, err)
+	}
+	return code, nil
+}
+
+// processSpec says which namespaces the container's process enters.
+func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
+	var spec sandbox.Spec
+	switch c.Mode {
+	case store.ModeHost:
+		return spec, nil
+	case store.ModeContainer:
+		spec.NetNS = c.NetNS
+		owner, err := m.Container(c.SharedWith)
+		if err == nil && owner.Process.Alive() {
+			spec.UTSNS = "/proc/" + strconv.Itoa(owner.Process.PID) + "/ns/uts"
+		}
+		return spec, nil
+	}
+	spec.NetNS = c.NetNS
+	spec.Hostname = c.Hostname
+	if spec.Hostname == "" {
+		spec.Hostname = c.ID[:12]
+	}
+	return spec, nil
+}
+
+func startFailureCode(err error) int {
+	switch {
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, os.ErrNotExist):
+		return exitCommandMissing
+	case errors.Is(err, os.ErrPermission):
+		return exitCannotExecute
+	}
+	return exitRunFailure
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// runDetached starts the supervisor, which creates and runs the container, and waits
+// only until it reports the container running.
+func (a *app) runDetached(spec network.ContainerSpec) error {
+	if os.Geteuid() != 0 {
+		return &exitError{code: exitRunFailure, err: errors.New("this command needs root: run it with sudo")}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return &exitError{code: exitRunFailure, err: err}
+	}
+	input, err := json.Marshal(spec)
+	if err != nil {
+		return &exitError{code: exitRunFailure, err: err}
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return &exitError{code: exitRunFailure, err: err}
+	}
+	defer statusR.Close()
+	root := a.root
+	if root != "" {
+		if root, err = filepath.Abs(root); err != nil {
+			return &exitError{code: exitRunFailure, err: err}
+		}
+	}
+	cmd := exec.Command(self, monitorArg)
+	cmd.Env = append(os.Environ(), "CTNET_ROOT="+root, "CTNET_DEBUG="+strconv.FormatBool(a.debug))
+	cmd.Stdin = strings.NewReader(string(input))
+	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		statusW.Close()
+		return &exitError{code: exitRunFailure, err: fmt.Errorf("start supervisor: %w", err)}
+	}
+	statusW.Close()
+	line, _ := bufio.NewReader(statusR).ReadString('\n')
+	word, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+	switch word {
+	case "ok":
+		cmd.Process.Release()
+		fmt.Fprintln(a.stdout, rest)
+		return nil
+	case "error":
+		cmd.Wait()
+		codeText, msg, _ := strings.Cut(rest, " ")
+		code, _ := strconv.Atoi(codeText)
+		return &exitError{code: code, err: errors.New(msg)}
+	}
+	err = cmd.Wait()
+	return &exitError{code: exitRunFailure, err: fmt.Errorf("supervisor ended before the container started: %v", err)}
+}
+
+// runMonitor is the detached supervisor: it creates the container, runs its process
+// with output to a log file, and releases the network when the process ends.
+func runMonitor() int {
+	status := os.NewFile(3, "status")
+	report := func(format string, args ...any) {
+		if status != nil {
+			fmt.Fprintf(status, format+"\n", args...)
+			status.Close()
+			status = nil
+		}
+	}
+	var spec network.ContainerSpec
+	if err := json.NewDecoder(os.Stdin).Decode(&spec); err != nil {
+		report("error %d read container spec: %v", exitRunFailure, err)
+		return exitRunFailure
+	}
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	a := &app{root: os.Getenv("CTNET_ROOT"), debug: os.Getenv("CTNET_DEBUG") == "true", stderr: os.Stderr}
+	m, err := a.manager()
+	if err != nil {
+		report("error %d %s", exitRunFailure, oneLine(err))
+		return exitRunFailure
+	}
+	defer m.Close()
+	spec.Supervisor = proc.Self()
+	c, err := m.Create(spec)
+	if err != nil {
+		report("error %d %s", exitRunFailure, oneLine(err))
+		return exitRunFailure
+	}
+	logFile, err := openLog(c)
+	if err != nil {
+		m.Exited(c.ID, exitRunFailure)
+		report("error %d %s", exitRunFailure, oneLine(err))
+		return exitRunFailure
+	}
+	defer logFile.Close()
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		m.Exited(c.ID, exitRunFailure)
+		report("error %d %s", exitRunFailure, oneLine(err))
+		return exitRunFailure
+	}
+	defer devNull.Close()
+	code, err := supervise(m, c, devNull, logFile, logFile, true, func() { report("ok %s", c.ID) })
+	if err != nil {
+		report("error %d %s", code, oneLine(err))
+		fmt.Fprintf(logFile, "ctnet: %s\n", oneLine(err))
+	}
+	return code
+}
+
+func openLog(c *store.Container) (*os.File, error) {
+	if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create runtime directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(c.RuntimeDir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open container log: %w", err)
+	}
+	return f, nil
+}
+
+func (a *app) execCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "exec NAME -- CMD [ARG...]",
+		Short: "Run a command inside a running container's network namespace",
+		Long: `Run CMD inside the container's network (and UTS) namespace with stdio attached, as
+nsenter --net does; ctnet exits with CMD's status.`,
+		Example: "  ctnet exec web -- ip addr",
+		Args:    cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.manager()
+			if err != nil {
+				return &exitError{code: exitRunFailure, err: err}
+			}
+			defer m.Close()
+			c, err := m.Container(args[0])
+			if err != nil {
+				return &exitError{code: exitRunFailure, err: err}
+			}
+			if c.State == store.StateExited {
+				return &exitError{code: exitRunFailure, err: fmt.Errorf("container %s is not running", c.Name)}
+			}
+			argv := args[1:]
+			if argv[0] == "--" {
+				argv = argv[1:]
+			}
+			if len(argv) == 0 {
+				return &exitError{code: exitRunFailure, err: usage("exec needs a command after the container name")}
+			}
+			spec := sandbox.Spec{Argv: argv, NetNS: c.NetNS, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+			if c.Process.Alive() && c.Mode != store.ModeHost {
+				spec.UTSNS = "/proc/" + strconv.Itoa(c.Process.PID) + "/ns/uts"
+			}
+			sigs := make(chan os.Signal, 8)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGINT)
+			defer signal.Stop(sigs)
+			p, err := sandbox.Start(spec)
+			if err != nil {
+				return &exitError{code: startFailureCode(err), err: err}
+			}
+			forwardSIGINT := !isTerminal(os.Stdin)
+			go func() {
+				for s := range sigs {
+					if s != syscall.SIGINT || forwardSIGINT {
+						p.Process.Signal(s)
+					}
+				}
+			}()
+			p.Wait()
+			return &exitError{code: sandbox.ExitCode(p.ProcessState)}
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	return cmd
+}

@@ -1,0 +1,262 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	inetTable   = &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	bridgeTable = &nftables.Table{Name: TableName, Family: nftables.TableFamilyBridge}
+)
+
+// elementsPerMessage bounds one netlink message: the kernel refuses a message larger
+// than the socket's send buffer.
+const elementsPerMessage = 512
+
+// elements is the state turned into set elements, per table and set name.
+type elements struct {
+	inet   map[string][]nftables.SetElement
+	bridge map[string][]nftables.SetElement
+}
+
+func ifname(name string) []byte {
+	b := make([]byte, 16)
+	copy(b, name)
+	return b
+}
+
+// pad4 pads a concatenation component to its 32-bit register boundary.
+func pad4(b []byte) []byte {
+	if r := len(b) % 4; r != 0 {
+		b = append(b, make([]byte, 4-r)...)
+	}
+	return b
+}
+
+func cat(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, pad4(p)...)
+	}
+	return out
+}
+
+func port16(p uint16) []byte {
+	b := make([]byte, 2)
+	binary.BigEndian.PutUint16(b, p)
+	return b
+}
+
+func (s State) elements() (elements, error) {
+	e := elements{inet: map[string][]nftables.SetElement{}, bridge: map[string][]nftables.SetElement{}}
+	addI := func(set string, el nftables.SetElement) { e.inet[set] = append(e.inet[set], el) }
+	addB := func(set string, el nftables.SetElement) { e.bridge[set] = append(e.bridge[set], el) }
+	for _, n := range s.Networks {
+		br := ifname(n.Bridge)
+		first, last := n.Subnet.Masked().Addr().As4(), lastAddr(n)
+		subnet := nftables.SetElement{Key: cat(first[:], br), KeyEnd: cat(last[:], br)}
+		addI(setBridges, nftables.SetElement{Key: br})
+		addI(setSameBridge, nftables.SetElement{Key: cat(br, br)})
+		addI(setSubnets, subnet)
+		if n.Internal {
+			addI(setInternal, nftables.SetElement{Key: br})
+			continue
+		}
+		if n.Masquerade {
+			addI(setMasqSubnets, subnet)
+			addI(setNATBridges, nftables.SetElement{Key: br})
+		}
+	}
+	for _, p := range s.Ports {
+		proto, err := ProtoNumber(p.Proto)
+		if err != nil {
+			return e, err
+		}
+		if !p.ContainerIP.Is4() {
+			return e, fmt.Errorf("port %s: container address must be IPv4", p)
+		}
+		cip := p.ContainerIP.As4()
+		val := cat(cip[:], port16(p.ContainerPort))
+		if p.AnyAddress() {
+			addI(mapPortsAny, nftables.SetElement{Key: cat([]byte{proto}, port16(p.HostPort)), Val: val})
+			continue
+		}
+		if !p.HostIP.Is4() {
+			return e, fmt.Errorf("port %s: host address must be IPv4", p)
+		}
+		hip := p.HostIP.As4()
+		addI(mapPorts, nftables.SetElement{Key: cat(hip[:], []byte{proto}, port16(p.HostPort)), Val: val})
+	}
+	for _, ep := range s.Endpoints {
+		if len(ep.MAC) != 6 || !ep.IP.Is4() {
+			return e, fmt.Errorf("endpoint %s: needs a MAC and an IPv4 address", ep.HostVeth)
+		}
+		port := ifname(ep.HostVeth)
+		ip := ep.IP.As4()
+		addB(setPorts, nftables.SetElement{Key: port})
+		addB(setPortMACs, nftables.SetElement{Key: cat(port, ep.MAC)})
+		addB(setPortIPs, nftables.SetElement{Key: cat(port, ip[:])})
+	}
+	return e, nil
+}
+
+func lastAddr(n Network) [4]byte {
+	a := n.Subnet.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(a[:]) | (uint32(1)<<(32-n.Subnet.Bits()) - 1)
+	var out [4]byte
+	binary.BigEndian.PutUint32(out[:], v)
+	return out
+}
+
+func newSet(t *nftables.Table, s setSpec) *nftables.Set {
+	set := &nftables.Set{
+		Table:         t,
+		Name:          s.name,
+		KeyType:       s.keyType(),
+		Interval:      s.interval,
+		Concatenation: len(s.key) > 1,
+	}
+	if len(s.key) == 1 && s.key[0] == nftables.TypeIFName {
+		// nft prints a lone string key in host byte order only when told so.
+		set.KeyByteOrder = binaryutil.NativeEndian
+	}
+	if s.data != nil {
+		set.IsMap = true
+		set.DataType = concat(s.data)
+	}
+	return set
+}
+
+// Apply adds and removes the change's elements in one batch: either all of it takes
+// effect or none. It fails if the tables are missing or an element to remove is not
+// there; the caller then rebuilds from its whole state.
+func Apply(c *nftables.Conn, ch Change) error {
+	if ch.Empty() {
+		return nil
+	}
+	add, err := ch.Add.elements()
+	if err != nil {
+		return err
+	}
+	del, err := ch.Remove.elements()
+	if err != nil {
+		return err
+	}
+	queue := func(t *nftables.Table, specs []setSpec, els map[string][]nftables.SetElement, fn func(*nftables.Set, []nftables.SetElement) error) error {
+		for _, s := range specs {
+			for chunk := range chunks(els[s.name]) {
+				if err := fn(newSet(t, s), chunk); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, step := range []error{
+		queue(inetTable, inetSets, del.inet, c.SetDeleteElements),
+		queue(bridgeTable, bridgeSets, del.bridge, c.SetDeleteElements),
+		queue(inetTable, inetSets, add.inet, c.SetAddElements),
+		queue(bridgeTable, bridgeSets, add.bridge, c.SetAddElements),
+	} {
+		if step != nil {
+			return fmt.Errorf("update firewall: %w", step)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("update firewall: %w", err)
+	}
+	return nil
+}
+
+func chunks(els []nftables.SetElement) func(func([]nftables.SetElement) bool) {
+	return func(yield func([]nftables.SetElement) bool) {
+		for len(els) > 0 {
+			n := min(len(els), elementsPerMessage)
+			if !yield(els[:n]) {
+				return
+			}
+			els = els[n:]
+		}
+	}
+}
+
+// Rebuild replaces both tables with ones holding exactly the state, in one batch.
+func Rebuild(c *nftables.Conn, s State) error {
+	els, err := s.Sorted().elements()
+	if err != nil {
+		return err
+	}
+	if err := build(c, inetTable, inetSets, inetChains, inetRules, els.inet); err != nil {
+		return err
+	}
+	if err := build(c, bridgeTable, bridgeSets, bridgeChains, bridgeRules, els.bridge); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("rebuild firewall: %w", err)
+	}
+	return nil
+}
+
+func build(c *nftables.Conn, t *nftables.Table, sets []setSpec, chains []chainSpec, rules []ruleSpec, els map[string][]nftables.SetElement) error {
+	// Adding before deleting makes the delete valid whether or not the table existed.
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	for _, s := range sets {
+		set := newSet(t, s)
+		if err := c.AddSet(set, nil); err != nil {
+			return fmt.Errorf("rebuild firewall: set %s: %w", s.name, err)
+		}
+		for chunk := range chunks(els[s.name]) {
+			if err := c.SetAddElements(set, chunk); err != nil {
+				return fmt.Errorf("rebuild firewall: set %s: %w", s.name, err)
+			}
+		}
+	}
+	byName := map[string]*nftables.Chain{}
+	for _, cs := range chains {
+		ch := &nftables.Chain{Name: cs.name, Table: t}
+		if cs.hook != nil {
+			accept := nftables.ChainPolicyAccept
+			ch.Type, ch.Hooknum, ch.Priority, ch.Policy = cs.typ, cs.hook, nftables.ChainPriorityRef(nftables.ChainPriority(cs.priority)), &accept
+		}
+		byName[cs.name] = c.AddChain(ch)
+	}
+	for _, r := range rules {
+		c.AddRule(&nftables.Rule{Table: t, Chain: byName[r.chain], Exprs: r.exprs, UserData: comment(r.comment)})
+	}
+	return nil
+}
+
+// Delete removes both of ctnet's tables; tables that do not exist are not an error.
+func Delete(c *nftables.Conn) error {
+	for _, t := range []*nftables.Table{inetTable, bridgeTable} {
+		c.AddTable(t)
+		c.DelTable(t)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete firewall tables: %w", err)
+	}
+	return nil
+}
+
+// Exists reports whether ctnet's inet table is present.
+func Exists(c *nftables.Conn) (bool, error) { return tableExists(c, inetTable) }
+
+func tableExists(c *nftables.Conn, t *nftables.Table) (bool, error) {
+	_, err := c.ListTableOfFamily(t.Name, t.Family)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up firewall table: %w", err)
+	}
+	return true, nil
+}

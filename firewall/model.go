@@ -1,0 +1,115 @@
+// Package firewall programs ctnet's nftables tables from desired state, over netlink.
+//
+// ctnet owns two tables in a namespace and touches no other: `inet ctnet` (NAT for
+// the way out, DNAT for published ports, isolation between networks) and
+// `bridge ctnet` (anti-spoofing on container ports, which only a bridge-family hook
+// sees for traffic between two containers of one bridge). Their rules are fixed; all
+// per-network, per-container and per-port data lives in sets and maps, so the rules a
+// packet traverses and the cost of one change do not grow with the number of
+// containers, networks or ports. A change adds or removes elements in one batch;
+// Rebuild replaces both tables atomically from the whole state.
+package firewall
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// TableName is the name of both of ctnet's tables.
+const TableName = "ctnet"
+
+// Network is one network's share of the firewall.
+type Network struct {
+	Bridge     string
+	Subnet     netip.Prefix
+	Internal   bool // no way out, no way in
+	Masquerade bool // traffic leaving by another interface is masqueraded
+}
+
+// Endpoint is one container interface: the host end of its veth and the only source
+// MAC and IPv4 address it may send from.
+type Endpoint struct {
+	HostVeth string
+	MAC      net.HardwareAddr
+	IP       netip.Addr
+}
+
+// Port is one published port. An invalid or unspecified HostIP means every local
+// address of the host.
+type Port struct {
+	Proto         string // tcp, udp or sctp
+	HostIP        netip.Addr
+	HostPort      uint16
+	ContainerIP   netip.Addr
+	ContainerPort uint16
+}
+
+// AnyAddress reports whether the port is published on every host address.
+func (p Port) AnyAddress() bool { return !p.HostIP.IsValid() || p.HostIP.IsUnspecified() }
+
+func (p Port) String() string {
+	host := "*"
+	if !p.AnyAddress() {
+		host = p.HostIP.String()
+	}
+	return fmt.Sprintf("%s:%d/%s -> %s:%d", host, p.HostPort, p.Proto, p.ContainerIP, p.ContainerPort)
+}
+
+// State is everything the tables hold.
+type State struct {
+	Networks  []Network
+	Endpoints []Endpoint
+	Ports     []Port
+}
+
+// Change is a set of element additions and removals applied in one batch. Removals
+// run first, so a change can move an element.
+type Change struct {
+	Add, Remove State
+}
+
+// Empty reports whether the change does nothing.
+func (c Change) Empty() bool {
+	return c.Add.empty() && c.Remove.empty()
+}
+
+func (s State) empty() bool {
+	return len(s.Networks) == 0 && len(s.Endpoints) == 0 && len(s.Ports) == 0
+}
+
+// Sorted returns the state in a canonical order (for rendering and comparison).
+func (s State) Sorted() State {
+	out := State{
+		Networks:  slices.Clone(s.Networks),
+		Endpoints: slices.Clone(s.Endpoints),
+		Ports:     slices.Clone(s.Ports),
+	}
+	slices.SortFunc(out.Networks, func(a, b Network) int { return strings.Compare(a.Bridge, b.Bridge) })
+	slices.SortFunc(out.Endpoints, func(a, b Endpoint) int { return strings.Compare(a.HostVeth, b.HostVeth) })
+	slices.SortFunc(out.Ports, func(a, b Port) int {
+		if c := a.HostIP.Compare(b.HostIP); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Proto, b.Proto); c != 0 {
+			return c
+		}
+		return int(a.HostPort) - int(b.HostPort)
+	})
+	return out
+}
+
+// ProtoNumber is the IP protocol number of a published port's protocol.
+func ProtoNumber(proto string) (byte, error) {
+	switch proto {
+	case "tcp":
+		return 6, nil
+	case "udp":
+		return 17, nil
+	case "sctp":
+		return 132, nil
+	}
+	return 0, fmt.Errorf("unknown protocol %q: use tcp, udp or sctp", proto)
+}

@@ -1,0 +1,298 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// The tables' fixed structure: sets, chains and rules. Each rule carries the nft text
+// that means the same thing, so Render and the netlink programming cannot drift apart
+// unnoticed (a test loads both into namespaces and compares what nft lists).
+
+// Registers: a concatenation is laid out in consecutive 32-bit registers starting at
+// reg 1 (NFT_REG_1 is the same storage as NFT_REG32_00, numbered 8).
+const (
+	reg1  = unix.NFT_REG_1
+	reg9  = 9 // NFT_REG32_01
+	reg10 = 10
+	reg12 = 12 // NFT_REG32_04, right after a 16-byte ifname in reg 1
+)
+
+// Set names, as they appear in `nft list table`.
+const (
+	setBridges     = "bridges"      // every ctnet bridge
+	setSameBridge  = "same_bridge"  // bridge . bridge, for traffic routed back where it came from
+	setInternal    = "internal"     // bridges of --internal networks
+	setNATBridges  = "nat_bridges"  // bridges of masquerading networks: closed to routed traffic from outside
+	setSubnets     = "subnets"      // subnet . bridge of every network
+	setMasqSubnets = "masq_subnets" // subnet . bridge of masquerading networks
+	mapPorts       = "ports"        // host ip . proto . port → container ip . port
+	mapPortsAny    = "ports_any"    // proto . port → container ip . port, for every host address
+	setPorts       = "ports"        // (bridge table) container-facing bridge ports
+	setPortMACs    = "port_macs"    // (bridge table) port . MAC a container may send from
+	setPortIPs     = "port_ips"     // (bridge table) port . IPv4 address a container may send from
+)
+
+type setSpec struct {
+	name     string
+	key      []nftables.SetDatatype
+	data     []nftables.SetDatatype // a map when set
+	interval bool
+}
+
+func (s setSpec) keyType() nftables.SetDatatype { return concat(s.key) }
+
+func concat(types []nftables.SetDatatype) nftables.SetDatatype {
+	if len(types) == 1 {
+		return types[0]
+	}
+	return nftables.MustConcatSetType(types...)
+}
+
+var inetSets = []setSpec{
+	{name: setBridges, key: []nftables.SetDatatype{nftables.TypeIFName}},
+	{name: setSameBridge, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeIFName}},
+	{name: setInternal, key: []nftables.SetDatatype{nftables.TypeIFName}},
+	{name: setNATBridges, key: []nftables.SetDatatype{nftables.TypeIFName}},
+	{name: setSubnets, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
+	{name: setMasqSubnets, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
+	{name: mapPorts,
+		key:  []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService},
+		data: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeInetService}},
+	{name: mapPortsAny,
+		key:  []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService},
+		data: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeInetService}},
+}
+
+var bridgeSets = []setSpec{
+	{name: setPorts, key: []nftables.SetDatatype{nftables.TypeIFName}},
+	{name: setPortMACs, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeEtherAddr}},
+	{name: setPortIPs, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeIPAddr}},
+}
+
+type chainSpec struct {
+	name     string
+	typ      nftables.ChainType
+	hook     *nftables.ChainHook
+	priority int32
+	prioText string // nft's name for the priority
+}
+
+var inetChains = []chainSpec{
+	{name: "prerouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPrerouting, priority: -100, prioText: "dstnat"},
+	{name: "output", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookOutput, priority: -100, prioText: "-100"},
+	{name: "publish"},
+	{name: "postrouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting, priority: 100, prioText: "srcnat"},
+	{name: "forward", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookForward, priority: 0, prioText: "filter"},
+}
+
+var bridgeChains = []chainSpec{
+	{name: "prerouting", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookPrerouting, priority: -200, prioText: "filter"},
+}
+
+type ruleSpec struct {
+	chain   string
+	text    string
+	comment string
+	exprs   []expr.Any
+}
+
+func native32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+
+func be16(v uint16) []byte {
+	b := make([]byte, 2)
+	binary.BigEndian.PutUint16(b, v)
+	return b
+}
+
+func meta(key expr.MetaKey, reg uint32) expr.Any { return &expr.Meta{Key: key, Register: reg} }
+
+func load(base expr.PayloadBase, offset, length, reg uint32) expr.Any {
+	return &expr.Payload{OperationType: expr.PayloadLoad, Base: base, Offset: offset, Len: length, DestRegister: reg}
+}
+
+func cmp(op expr.CmpOp, reg uint32, data []byte) expr.Any {
+	return &expr.Cmp{Op: op, Register: reg, Data: data}
+}
+
+func lookup(set string, reg uint32) expr.Any { return &expr.Lookup{SourceRegister: reg, SetName: set} }
+
+func notIn(set string, reg uint32) expr.Any {
+	return &expr.Lookup{SourceRegister: reg, SetName: set, Invert: true}
+}
+
+func mapLookup(set string) expr.Any {
+	return &expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: set}
+}
+
+func verdict(kind expr.VerdictKind) expr.Any { return &expr.Verdict{Kind: kind} }
+
+func jump(chain string) expr.Any { return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain} }
+
+func ipv4Only() []expr.Any {
+	return []expr.Any{meta(expr.MetaKeyNFPROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.NFPROTO_IPV4})}
+}
+
+// ctBits matches packets whose conntrack key has any of mask's bits set.
+func ctBits(key expr.CtKey, mask uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: key, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: native32(mask), Xor: native32(0)},
+		cmp(expr.CmpOpNeq, reg1, native32(0)),
+	}
+}
+
+const (
+	ctStatusDNAT         = 1 << 5 // IPS_DST_NAT
+	ctStateEstablished   = 1 << 1
+	ctStateRelated       = 1 << 2
+	rtnLocal             = 2 // RTN_LOCAL
+	ipv4SaddrOffset      = 12
+	ipv4DaddrOffset      = 16
+	ipv6SaddrOffset      = 8
+	transportDportOffset = 2
+	etherSaddrOffset     = 6
+	arpSenderEtherOffset = 8
+	arpSenderIPOffset    = 14
+	etherTypeIPv4        = 0x0800
+	etherTypeARP         = 0x0806
+	etherTypeIPv6        = 0x86dd
+)
+
+// protocol matches the frame's ethertype as the kernel parsed it (meta protocol),
+// which is what nft generates for a bridge-family dependency.
+func protocol(etherType uint16) []expr.Any {
+	return one(meta(expr.MetaKeyPROTOCOL, reg1), cmp(expr.CmpOpEq, reg1, be16(etherType)))
+}
+
+var (
+	ipv6LinkLocal     = netip.MustParseAddr("fe80::").AsSlice()
+	ipv6LinkLocalMask = netip.MustParseAddr("ffc0::").AsSlice()
+)
+
+func join(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func one(e ...expr.Any) []expr.Any { return e }
+
+func fibDaddrLocal() []expr.Any {
+	return one(
+		&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+		cmp(expr.CmpOpEq, reg1, native32(rtnLocal)),
+	)
+}
+
+func dnatFromMap() expr.Any {
+	return &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: reg9, RegProtoMax: reg9, Specified: true}
+}
+
+var inetRules = []ruleSpec{
+	{chain: "prerouting", text: "fib daddr type local jump publish",
+		comment: "published ports on local addresses",
+		exprs:   join(fibDaddrLocal(), one(jump("publish")))},
+	{chain: "output", text: "fib daddr type local jump publish",
+		comment: "published ports, from the host itself",
+		exprs:   join(fibDaddrLocal(), one(jump("publish")))},
+	{chain: "publish", text: "dnat ip to ip daddr . meta l4proto . th dport map @" + mapPorts,
+		exprs: join(ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1),
+			meta(expr.MetaKeyL4PROTO, reg9),
+			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg10),
+			mapLookup(mapPorts), dnatFromMap()))},
+	{chain: "publish", text: "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @" + mapPortsAny,
+		exprs: join(ipv4Only(), one(
+			meta(expr.MetaKeyL4PROTO, reg1),
+			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg9),
+			mapLookup(mapPortsAny), dnatFromMap()))},
+	{chain: "postrouting", text: "ct status dnat ip saddr . oifname @" + setSubnets + " masquerade",
+		comment: "hairpin: a container reaching a published port of its own network",
+		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+			meta(expr.MetaKeyOIFNAME, reg9),
+			lookup(setSubnets, reg1), &expr.Masq{}))},
+	{chain: "postrouting", text: "ip saddr . oifname @" + setSubnets + " return",
+		comment: "traffic that stays on its own network",
+		exprs: join(ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+			meta(expr.MetaKeyOIFNAME, reg9),
+			lookup(setSubnets, reg1), verdict(expr.VerdictReturn)))},
+	{chain: "postrouting", text: "ct status dnat ip saddr 127.0.0.0/8 masquerade",
+		comment: "the host reaching a published port on 127.0.0.1",
+		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 1, reg1),
+			cmp(expr.CmpOpEq, reg1, []byte{127}), &expr.Masq{}))},
+	{chain: "postrouting", text: "ip saddr . iifname @" + setMasqSubnets + " masquerade",
+		comment: "the way out",
+		exprs: join(ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+			meta(expr.MetaKeyIIFNAME, reg9),
+			lookup(setMasqSubnets, reg1), &expr.Masq{}))},
+	{chain: "forward", text: "iifname . oifname @" + setSameBridge + " accept",
+		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), meta(expr.MetaKeyOIFNAME, reg12),
+			lookup(setSameBridge, reg1), verdict(expr.VerdictAccept))},
+	{chain: "forward", text: "iifname @" + setInternal + " drop",
+		comment: "internal networks have no way out",
+		exprs:   one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setInternal, reg1), verdict(expr.VerdictDrop))},
+	{chain: "forward", text: "oifname @" + setInternal + " drop",
+		comment: "and no way in",
+		exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setInternal, reg1), verdict(expr.VerdictDrop))},
+	{chain: "forward", text: "ct state established,related accept",
+		exprs: join(ctBits(expr.CtKeySTATE, ctStateEstablished|ctStateRelated), one(verdict(expr.VerdictAccept)))},
+	{chain: "forward", text: "ct status dnat accept",
+		comment: "published ports",
+		exprs:   join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(verdict(expr.VerdictAccept)))},
+	{chain: "forward", text: "iifname @" + setBridges + " oifname @" + setBridges + " drop",
+		comment: "networks are isolated from each other",
+		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setBridges, reg1),
+			meta(expr.MetaKeyOIFNAME, reg1), lookup(setBridges, reg1), verdict(expr.VerdictDrop))},
+	{chain: "forward", text: "oifname @" + setNATBridges + " drop",
+		comment: "masqueraded networks are reached only through published ports",
+		exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setNATBridges, reg1), verdict(expr.VerdictDrop))},
+}
+
+var bridgeRules = []ruleSpec{
+	{chain: "prerouting", text: "iifname != @" + setPorts + " accept",
+		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), notIn(setPorts, reg1), verdict(expr.VerdictAccept))},
+	{chain: "prerouting", text: "iifname . ether saddr != @" + setPortMACs + " drop",
+		comment: "a container sends only from its own MAC",
+		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseLLHeader, etherSaddrOffset, 6, reg12),
+			notIn(setPortMACs, reg1), verdict(expr.VerdictDrop))},
+	{chain: "prerouting", text: "iifname . ip saddr @" + setPortIPs + " accept",
+		comment: "and only from its own address",
+		exprs: join(protocol(etherTypeIPv4), one(
+			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg12),
+			lookup(setPortIPs, reg1), verdict(expr.VerdictAccept)))},
+	{chain: "prerouting", text: "iifname . arp saddr ip @" + setPortIPs + " iifname . arp saddr ether @" + setPortMACs + " accept",
+		exprs: join(protocol(etherTypeARP), one(
+			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderIPOffset, 4, reg12),
+			lookup(setPortIPs, reg1),
+			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderEtherOffset, 6, reg12),
+			lookup(setPortMACs, reg1), verdict(expr.VerdictAccept)))},
+	{chain: "prerouting", text: "ip6 saddr fe80::/10 accept",
+		comment: "IPv6 link-local only: ctnet networks are IPv4",
+		exprs: join(protocol(etherTypeIPv6), one(
+			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 16, Mask: ipv6LinkLocalMask, Xor: make([]byte, 16)},
+			cmp(expr.CmpOpEq, reg1, ipv6LinkLocal), verdict(expr.VerdictAccept)))},
+	{chain: "prerouting", text: "drop",
+		comment: "anything else from a container port is spoofed or not IP",
+		exprs:   one(verdict(expr.VerdictDrop))},
+}
+
+func comment(text string) []byte {
+	if text == "" {
+		return nil
+	}
+	return userdata.AppendString(nil, userdata.TypeComment, text)
+}

@@ -1,0 +1,156 @@
+// Package proc identifies processes across PID reuse and waits for processes that are
+// not the caller's children.
+package proc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ID names one process for its whole life: a PID is reused, a PID with its start time
+// on one boot is not.
+type ID struct {
+	PID       int    `json:"pid,omitempty"`
+	StartTime uint64 `json:"start_time,omitempty"` // clock ticks after boot
+	BootID    string `json:"boot_id,omitempty"`
+}
+
+// Valid reports whether the ID names a process at all.
+func (id ID) Valid() bool { return id.PID > 0 }
+
+var (
+	bootOnce sync.Once
+	bootID   string
+)
+
+// BootID is the kernel's identifier of the current boot.
+func BootID() string {
+	bootOnce.Do(func() {
+		b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		bootID = strings.TrimSpace(string(b))
+	})
+	return bootID
+}
+
+// Identify returns the ID of the running process pid.
+func Identify(pid int) (ID, error) {
+	st, err := startTime(pid)
+	if err != nil {
+		return ID{}, err
+	}
+	return ID{PID: pid, StartTime: st, BootID: BootID()}, nil
+}
+
+// Self is the calling process's ID.
+func Self() ID {
+	id, err := Identify(os.Getpid())
+	if err != nil {
+		// /proc is missing: fall back to the PID alone, which still identifies us while we run.
+		return ID{PID: os.Getpid(), BootID: BootID()}
+	}
+	return id
+}
+
+func startTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	// fields[0] is field 3 (state); start time is field 22.
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	if fields[0] == "Z" || fields[0] == "X" {
+		return 0, errZombie
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+var errZombie = errors.New("process has exited")
+
+// Alive reports whether the process the ID names is still running (a zombie is not).
+func (id ID) Alive() bool {
+	if !id.Valid() || id.BootID != BootID() {
+		return false
+	}
+	st, err := startTime(id.PID)
+	return err == nil && (id.StartTime == 0 || st == id.StartTime)
+}
+
+// Open returns a pidfd for the process the ID names, or an error if it is gone.
+func (id ID) Open() (int, error) {
+	fd, err := unix.PidfdOpen(id.PID, 0)
+	if err != nil {
+		return -1, err
+	}
+	// Checked after opening: from here on the pidfd cannot be recycled.
+	if !id.Alive() {
+		unix.Close(fd)
+		return -1, unix.ESRCH
+	}
+	return fd, nil
+}
+
+// Signal sends sig to the process the ID names; a process that is already gone is
+// not an error.
+func (id ID) Signal(sig unix.Signal) error {
+	fd, err := id.Open()
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("signal process %d: %w", id.PID, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal process %d: %w", id.PID, err)
+	}
+	return nil
+}
+
+// Wait waits up to timeout for the process the ID names to end and reports whether it
+// did. It works for processes that are not children of the caller.
+func (id ID) Wait(timeout time.Duration) bool {
+	fd, err := id.Open()
+	if err != nil {
+		return true
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(timeout)
+	for {
+		ms := int(time.Until(deadline).Milliseconds())
+		if ms < 0 {
+			ms = 0
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, ms)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if n > 0 {
+			return true
+		}
+		// A zombie is readable on its pidfd only once reaped by its parent; for our
+		// purpose an exited process is gone.
+		if !id.Alive() {
+			return true
+		}
+		if ms == 0 || err != nil {
+			return false
+		}
+	}
+}

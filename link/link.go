@@ -1,0 +1,443 @@
+// Package link creates and removes the interfaces, addresses and routes of ctnet's
+// networks and containers, over netlink handles bound to each namespace.
+//
+// Ensure* functions are idempotent; Delete* functions treat "already gone" as
+// success, so teardown can always be repeated.
+package link
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/netns"
+)
+
+// MaxNameLen is the longest interface name the kernel accepts (IFNAMSIZ - 1).
+const MaxNameLen = 15
+
+// ErrNotFound is returned when a link does not exist.
+var ErrNotFound = errors.New("link not found")
+
+// Owner tags written as the link alias mark ctnet's links, so garbage collection
+// recognises exactly what ctnet made.
+const (
+	aliasPrefix          = "ctnet:"
+	networkAliasPrefix   = aliasPrefix + "network:"
+	containerAliasPrefix = aliasPrefix + "container:"
+)
+
+// NetworkAlias is the alias of a network's bridge.
+func NetworkAlias(networkID string) string { return networkAliasPrefix + networkID }
+
+// ContainerAlias is the alias of a container's host-side veth.
+func ContainerAlias(containerID string) string { return containerAliasPrefix + containerID }
+
+// ParseAlias returns the kind ("network" or "container") and ID of a ctnet alias.
+func ParseAlias(alias string) (kind, id string, ok bool) {
+	switch {
+	case strings.HasPrefix(alias, networkAliasPrefix):
+		return "network", alias[len(networkAliasPrefix):], true
+	case strings.HasPrefix(alias, containerAliasPrefix):
+		return "container", alias[len(containerAliasPrefix):], true
+	}
+	return "", "", false
+}
+
+// CheckName says why name cannot be an interface name, or nil.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("interface name is empty")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("interface name %q is %d bytes long: the kernel allows at most %d", name, len(name), MaxNameLen)
+	case name == "." || name == "..":
+		return fmt.Errorf("interface name %q is not allowed", name)
+	}
+	for _, r := range name {
+		if r <= ' ' || r == '/' || r == ':' || r >= 0x7f {
+			return fmt.Errorf("interface name %q contains %q: use letters, digits, '-', '_' or '.'", name, r)
+		}
+	}
+	return nil
+}
+
+// retryDump repeats a netlink dump the kernel interrupted because the table changed
+// while it was being read.
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var (
+		res []T
+		err error
+	)
+	for range 10 {
+		res, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return res, err
+		}
+	}
+	return res, err
+}
+
+func isNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}
+
+// ByName returns the link called name in ns, or ErrNotFound.
+func ByName(ns *netns.NS, name string) (netlink.Link, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	l, err := h.LinkByName(name)
+	if isNotFound(err) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return l, err
+}
+
+// List returns every link of ns.
+func List(ns *netns.NS) ([]netlink.Link, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	return retryDump(h.LinkList)
+}
+
+// RandomMAC returns a random, locally administered unicast MAC address.
+func RandomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac)
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
+}
+
+// MACFor derives a stable, locally administered MAC from an IPv4 address, as Docker
+// does (02:42 followed by the address), so a container's MAC follows its address.
+func MACFor(ip netip.Addr) net.HardwareAddr {
+	a := ip.As4()
+	return net.HardwareAddr{0x02, 0x42, a[0], a[1], a[2], a[3]}
+}
+
+// Bridge describes a network's bridge.
+type Bridge struct {
+	Name    string
+	MTU     int
+	Gateway netip.Prefix // the bridge's address: gateway/subnet bits
+	Alias   string
+}
+
+// EnsureBridge makes the bridge exist, up, with its MTU and gateway address; it
+// reports whether it created the link. An existing link of another kind, or a
+// bridge that another owner tagged, is a conflict.
+func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return 0, false, err
+	}
+	l, err := h.LinkByName(b.Name)
+	switch {
+	case err == nil:
+		if l.Type() != "bridge" {
+			return 0, false, fmt.Errorf("ensure bridge %s: an interface of type %s already has that name", b.Name, l.Type())
+		}
+		if l.Attrs().Alias != b.Alias {
+			return 0, false, fmt.Errorf("ensure bridge %s: the bridge exists but does not belong to this network (alias %q)", b.Name, l.Attrs().Alias)
+		}
+	case isNotFound(err):
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name, attrs.MTU, attrs.Alias, attrs.Flags = b.Name, b.MTU, b.Alias, net.FlagUp
+		attrs.HardwareAddr = RandomMAC() // a fixed MAC: the bridge would otherwise take its ports' lowest and change as they come and go
+		br := &netlink.Bridge{LinkAttrs: attrs}
+		if err := h.LinkAdd(br); err != nil {
+			return 0, false, fmt.Errorf("create bridge %s: %w", b.Name, err)
+		}
+		created = true
+		if l, err = h.LinkByName(b.Name); err != nil {
+			return 0, true, fmt.Errorf("create bridge %s: %w", b.Name, err)
+		}
+	default:
+		return 0, false, fmt.Errorf("look up bridge %s: %w", b.Name, err)
+	}
+	if l.Attrs().MTU != b.MTU {
+		if err := h.LinkSetMTU(l, b.MTU); err != nil {
+			return l.Attrs().Index, created, fmt.Errorf("set MTU of %s: %w", b.Name, err)
+		}
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(l); err != nil {
+			return l.Attrs().Index, created, fmt.Errorf("bring up %s: %w", b.Name, err)
+		}
+	}
+	addr := &netlink.Addr{IPNet: ipNet(b.Gateway)}
+	if err := h.AddrReplace(l, addr); err != nil {
+		return l.Attrs().Index, created, fmt.Errorf("add address %s to %s: %w", b.Gateway, b.Name, err)
+	}
+	return l.Attrs().Index, created, nil
+}
+
+// Delete removes the link called name. A link that does not exist is not an error.
+func Delete(ns *netns.NS, name string) error {
+	sock, err := ns.RouteSocket()
+	if err != nil {
+		return err
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete link %s: %w", name, err)
+	}
+	return nil
+}
+
+// Veth describes a veth pair whose host end joins a bridge and whose peer is born
+// inside the container's namespace.
+type Veth struct {
+	HostName    string
+	MasterIndex int
+	MTU         int
+	Alias       string
+	PeerName    string
+	PeerNS      *netns.NS
+	PeerMAC     net.HardwareAddr
+	// Hairpin lets the bridge send a frame back out of the port it came in by: a
+	// container reaching its own published port through the host's address needs it.
+	Hairpin bool
+}
+
+// AddVeth creates the pair in one netlink request — the host end enslaved and up, the
+// peer born in its namespace with its MAC, so nothing is moved — then brings the peer
+// up. It returns the peer's interface index inside its namespace.
+func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
+	sock, err := host.RouteSocket()
+	if err != nil {
+		return 0, err
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(v.HostName)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(v.MTU))))
+	if v.MasterIndex > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(v.MasterIndex))))
+	}
+	if v.Alias != "" {
+		req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(v.Alias)))
+	}
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	peer := data.AddRtAttr(nl.VETH_INFO_PEER, nil)
+	// The peer cannot be created up: the kernel opens it before pairing the two ends.
+	nl.NewIfInfomsgChild(peer, unix.AF_UNSPEC)
+	peer.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(v.PeerName))
+	peer.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(v.MTU)))
+	if v.PeerMAC != nil {
+		peer.AddRtAttr(unix.IFLA_ADDRESS, []byte(v.PeerMAC))
+	}
+	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(v.PeerNS.Fd())))
+	req.AddData(info)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return 0, fmt.Errorf("create veth %s: an interface called %s or %s already exists", v.HostName, v.HostName, v.PeerName)
+		}
+		return 0, fmt.Errorf("create veth %s: %w", v.HostName, err)
+	}
+	if v.Hairpin {
+		if err := setHairpin(sock, v.HostName); err != nil {
+			return 0, err
+		}
+	}
+	ph, err := v.PeerNS.Netlink()
+	if err != nil {
+		return 0, err
+	}
+	l, err := ph.LinkByName(v.PeerName)
+	if err != nil {
+		return 0, fmt.Errorf("find %s in the container: %w", v.PeerName, err)
+	}
+	if err := ph.LinkSetUp(l); err != nil {
+		return 0, fmt.Errorf("bring up %s in the container: %w", v.PeerName, err)
+	}
+	return l.Attrs().Index, nil
+}
+
+// setHairpin turns on hairpin mode of a bridge port, addressed by name so no lookup
+// of its index is needed. The kernel applies bridge-port settings only to a port that
+// already exists, so this cannot ride along with the creation.
+func setHairpin(sock *nl.SocketHandle, name string) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_SLAVE_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_SLAVE_DATA, nil)
+	data.AddRtAttr(nl.IFLA_BRPORT_MODE, []byte{1})
+	req.AddData(info)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("set hairpin mode on %s: %w", name, err)
+	}
+	return nil
+}
+
+// Iface is the layer-3 set-up of a container interface.
+type Iface struct {
+	Index   int
+	Address netip.Prefix // the container's address with the subnet's bits
+	Gateway netip.Addr   // default route via this address; none if invalid
+}
+
+// ConfigureIface adds the address and, if a gateway is given, the default route.
+func ConfigureIface(ns *netns.NS, i Iface) error {
+	h, err := ns.Netlink()
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: ipNet(i.Address), LinkIndex: i.Index}
+	if err := h.AddrAdd(nil, addr); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add address %s: the container already has it", i.Address)
+		}
+		return fmt.Errorf("add address %s: %w", i.Address, err)
+	}
+	if i.Gateway.IsValid() {
+		r := &netlink.Route{LinkIndex: i.Index, Gw: i.Gateway.AsSlice()}
+		if err := h.RouteAdd(r); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("add default route via %s: the container already has a default route", i.Gateway)
+			}
+			return fmt.Errorf("add default route via %s: %w", i.Gateway, err)
+		}
+	}
+	return nil
+}
+
+// LoopbackUp brings lo up.
+func LoopbackUp(ns *netns.NS) error {
+	h, err := ns.Netlink()
+	if err != nil {
+		return err
+	}
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find loopback: %w", err)
+	}
+	if lo.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	return nil
+}
+
+// Use is an IPv4 prefix the namespace already reaches directly.
+type Use struct {
+	Prefix netip.Prefix
+	Kind   string // "route" or "address"
+	Iface  string
+}
+
+func (u Use) String() string {
+	if u.Kind == "address" {
+		return fmt.Sprintf("address %s on %s", u.Prefix, u.Iface)
+	}
+	return fmt.Sprintf("route %s dev %s", u.Prefix, u.Iface)
+}
+
+// UsedPrefixes returns the destinations of the namespace's non-default IPv4 routes in
+// the main table and the subnets of its addresses (loopback aside).
+func UsedPrefixes(ns *netns.NS) ([]Use, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	links, err := retryDump(h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []Use
+	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if p, ok := prefixOf(r.Dst); ok && p.Bits() > 0 {
+			out = append(out, Use{Prefix: p.Masked(), Kind: "route", Iface: names[r.LinkIndex]})
+		}
+	}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && !p.Addr().IsLoopback() {
+			out = append(out, Use{Prefix: p, Kind: "address", Iface: names[a.LinkIndex]})
+		}
+	}
+	return out, nil
+}
+
+// DefaultRouteMTU returns the MTU of the interface the IPv4 default route leaves by,
+// or 0 if there is no default route.
+func DefaultRouteMTU(ns *netns.NS) (int, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return 0, err
+	}
+	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return 0, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask) {
+			if r.LinkIndex == 0 {
+				continue
+			}
+			l, err := h.LinkByIndex(r.LinkIndex)
+			if err != nil {
+				return 0, fmt.Errorf("find default route interface: %w", err)
+			}
+			return l.Attrs().MTU, nil
+		}
+	}
+	return 0, nil
+}
+
+func isZeroMask(m net.IPMask) bool {
+	ones, _ := m.Size()
+	return ones == 0
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}

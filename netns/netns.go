@@ -1,0 +1,290 @@
+// Package netns creates, opens and removes network namespaces and gives each one a
+// netlink handle and an nftables connection bound to it at the socket.
+//
+// It is the only package that switches an OS thread into another namespace (Do), so
+// the rules for doing that safely live in one place: the switching goroutine is fresh,
+// its thread is locked for the whole switch, and a thread that cannot be switched back
+// stays locked so the Go runtime discards it instead of reusing it in a foreign
+// namespace.
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// NS is an open network namespace. Its handles are created on first use and closed
+// by Close.
+type NS struct {
+	path string
+	file *os.File
+
+	mu    sync.Mutex
+	link  *netlink.Handle
+	route *nl.SocketHandle
+	nft   *nftables.Conn
+}
+
+// Open opens the namespace at path (a bind mount, /proc/PID/ns/net, /run/netns/NAME).
+func Open(path string) (*NS, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	if err := checkNetNS(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	return &NS{path: path, file: f}, nil
+}
+
+// Current opens the namespace of the calling thread. Outside Do that is the process's
+// own namespace, because no other code in ctnet moves threads.
+func Current() (*NS, error) {
+	return Open("/proc/thread-self/ns/net")
+}
+
+var errNotNetNS = errors.New("not a network namespace")
+
+func checkNetNS(f *os.File) error {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	// nsfs for bind mounts and /proc/PID/ns files; proc for the magic links that are
+	// not yet resolved on some kernels.
+	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
+		return errNotNetNS
+	}
+	nstype, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	if err == nil && nstype != unix.CLONE_NEWNET {
+		return errNotNetNS
+	}
+	return nil
+}
+
+// New creates a namespace and pins it with a bind mount at path, whose parent
+// directory must exist. On error nothing is left behind.
+func New(path string) (*NS, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return nil, fmt.Errorf("create network namespace %s: %w", path, err)
+	}
+	f.Close()
+	err = onFreshThread(func(orig int) error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare: %w", err)
+		}
+		return unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+	})
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("create network namespace %s: %w", path, err)
+	}
+	ns, err := Open(path)
+	if err != nil {
+		Remove(path)
+		return nil, err
+	}
+	return ns, nil
+}
+
+// Remove unmounts and deletes a namespace pinned by New. A path that is already gone
+// or no longer mounted is not an error, so teardown can be repeated.
+func Remove(path string) error {
+	err := unix.Unmount(path, unix.MNT_DETACH)
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount network namespace %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove network namespace %s: %w", path, err)
+	}
+	return nil
+}
+
+// IsMounted reports whether path is a pinned namespace (a bind mount of nsfs).
+func IsMounted(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.NSFS_MAGIC
+}
+
+// Path is the path the namespace was opened from.
+func (n *NS) Path() string { return n.path }
+
+// Fd is a descriptor referring to the namespace, valid until Close.
+func (n *NS) Fd() int { return int(n.file.Fd()) }
+
+// ID identifies the namespace itself (its nsfs inode), whichever path opened it.
+func (n *NS) ID() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(n.Fd(), &st); err != nil {
+		return 0, fmt.Errorf("stat network namespace %s: %w", n.path, err)
+	}
+	return st.Ino, nil
+}
+
+// Same reports whether a and b are the same namespace.
+func Same(a, b *NS) bool {
+	ia, err1 := a.ID()
+	ib, err2 := b.ID()
+	return err1 == nil && err2 == nil && ia == ib
+}
+
+// Do runs fn on a fresh, locked OS thread that has entered the namespace. fn must
+// not start goroutines that depend on the namespace: they run elsewhere.
+func (n *NS) Do(fn func() error) error {
+	return onFreshThread(func(int) error {
+		if err := unix.Setns(n.Fd(), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("enter network namespace %s: %w", n.path, err)
+		}
+		return fn()
+	})
+}
+
+// onFreshThread runs fn on a new goroutine whose thread is locked, passing a
+// descriptor of the thread's original namespace, and switches the thread back
+// afterwards. If switching back fails the thread stays locked and dies with the
+// goroutine.
+func onFreshThread(fn func(orig int) error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		ferr := fn(int(orig.Fd()))
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("restore thread network namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Netlink returns the namespace's rtnetlink handle, created inside it on first use.
+func (n *NS) Netlink() (*netlink.Handle, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.link != nil {
+		return n.link, nil
+	}
+	var h *netlink.Handle
+	err := n.Do(func() (err error) {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", n.path, err)
+	}
+	n.link = h
+	return h, nil
+}
+
+// RouteSocket returns a raw rtnetlink socket in the namespace, for requests the
+// netlink library cannot express in one message.
+func (n *NS) RouteSocket() (*nl.SocketHandle, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.route != nil {
+		return n.route, nil
+	}
+	var s *nl.NetlinkSocket
+	err := n.Do(func() (err error) {
+		s, err = nl.Subscribe(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", n.path, err)
+	}
+	n.route = &nl.SocketHandle{Socket: s}
+	return n.route, nil
+}
+
+// NFT returns a lasting nftables connection whose socket lives in the namespace.
+func (n *NS) NFT() (*nftables.Conn, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nft != nil {
+		return n.nft, nil
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(n.Fd()), nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("open nftables in %s: %w", n.path, err)
+	}
+	n.nft = c
+	return c, nil
+}
+
+// WriteSysctl writes value to /proc/sys/<key> as seen from inside the namespace
+// (key like "net/ipv4/ip_forward"). A value already in place is not rewritten.
+func (n *NS) WriteSysctl(key, value string) error {
+	return n.Do(func() error { return writeSysctl(key, value) })
+}
+
+// ReadSysctl reads /proc/sys/<key> inside the namespace.
+func (n *NS) ReadSysctl(key string) (string, error) {
+	var v string
+	err := n.Do(func() error {
+		b, err := os.ReadFile(filepath.Join("/proc/sys", key))
+		v = string(trimNewline(b))
+		return err
+	})
+	return v, err
+}
+
+func writeSysctl(key, value string) error {
+	p := filepath.Join("/proc/sys", key)
+	cur, err := os.ReadFile(p)
+	if err == nil && string(trimNewline(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("set sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Close closes the namespace's handles and descriptor. The namespace itself lives on
+// while anything else holds it.
+func (n *NS) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.link != nil {
+		n.link.Close()
+		n.link = nil
+	}
+	if n.route != nil {
+		n.route.Close()
+		n.route = nil
+	}
+	if n.nft != nil {
+		n.nft.CloseLasting()
+		n.nft = nil
+	}
+	return n.file.Close()
+}

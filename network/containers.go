@@ -1,0 +1,733 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/ipam"
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/netns"
+	"github.com/ctnet/ctnet/store"
+)
+
+// ContainerSpec describes a container to create.
+type ContainerSpec struct {
+	Name string
+	// Network is a network name, or a mode: "host", "none", "container:NAME". Empty
+	// means the default network.
+	Network  string
+	IP       string
+	Ports    []PortSpec
+	Hostname string
+	Command  []string
+	// NetNS, when set, is a namespace something else made: the container is attached
+	// to it and has no process of its own (ctnet attach).
+	NetNS      string
+	Detach     bool
+	AutoRemove bool
+	// Supervisor is the process that runs the container and releases it when it
+	// exits; zero means the caller.
+	Supervisor proc.ID
+}
+
+// Create makes a container's network: a namespace (or the one given), its interface
+// on the network with an address and a default route, and its published ports. The
+// container is "created" until Started records its process; an attached namespace is
+// "running" at once.
+func (m *Manager) Create(spec ContainerSpec) (*store.Container, error) {
+	var c *store.Container
+	err := m.mutate(func(o *op) (err error) {
+		c, err = m.create(o, spec)
+		return err
+	})
+	return c, err
+}
+
+func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
+	c := &store.Container{
+		ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Hostname: spec.Hostname,
+		Command: spec.Command, Detach: spec.Detach, AutoRemove: spec.AutoRemove,
+		Supervisor: spec.Supervisor, State: store.StateCreated, Ports: []store.Port{}, Attachments: []store.Attachment{},
+	}
+	if !c.Supervisor.Valid() {
+		c.Supervisor = self()
+	}
+	if err := m.checkNewName(o, c); err != nil {
+		return nil, err
+	}
+	if spec.Hostname != "" {
+		if err := checkHostname(spec.Hostname); err != nil {
+			return nil, err
+		}
+	}
+	c.RuntimeDir = m.containerDir(c.ID)
+	mode := spec.Network
+	switch {
+	case mode == store.ModeHost || mode == store.ModeNone || strings.HasPrefix(mode, "container:"):
+		if spec.NetNS != "" {
+			return nil, invalid("attach connects a namespace to a network: --network %s is not a network", mode)
+		}
+		if len(spec.Ports) > 0 {
+			return nil, invalid("-p has no effect with --network %s: the container does not have its own ports on a ctnet network", mode)
+		}
+		if spec.IP != "" {
+			return nil, invalid("--ip needs a network: it has no effect with --network %s", mode)
+		}
+	}
+	switch {
+	case mode == store.ModeHost:
+		c.Mode = store.ModeHost
+		if spec.Hostname != "" {
+			return nil, invalid("--hostname has no effect with --network host: the container uses the host's name")
+		}
+	case mode == store.ModeNone:
+		c.Mode = store.ModeNone
+		if err := m.ownNetNS(o, c); err != nil {
+			return nil, err
+		}
+	case strings.HasPrefix(mode, "container:"):
+		if err := m.shareNetNS(o, c, strings.TrimPrefix(mode, "container:")); err != nil {
+			return nil, err
+		}
+	default:
+		c.Mode = store.ModeBridge
+		n, err := m.resolveNetwork(o, mode)
+		if err != nil {
+			return nil, err
+		}
+		if n.Internal && len(spec.Ports) > 0 {
+			return nil, invalid("network %s is internal: published ports could not be reached; drop -p or use another network", n.Name)
+		}
+		if spec.NetNS != "" {
+			if err := m.foreignNetNS(o, c, spec.NetNS); err != nil {
+				return nil, err
+			}
+		} else if err := m.ownNetNS(o, c); err != nil {
+			return nil, err
+		}
+		att, err := m.allocateAttachment(o, c, n, spec.IP)
+		if err != nil {
+			return nil, err
+		}
+		if c.Ports, err = m.allocatePorts(o, spec.Ports, att.IP, c.ID); err != nil {
+			return nil, err
+		}
+		if err := m.plumbAttachment(o, c, n, att); err != nil {
+			return nil, err
+		}
+		c.Attachments = append(c.Attachments, *att)
+		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{
+			Endpoints: []firewall.Endpoint{fwEndpoint(att)}, Ports: fwPorts(c.Ports)}}); err != nil {
+			return nil, err
+		}
+	}
+	if c.Attached {
+		c.State = store.StateRunning
+	}
+	if err := o.tx.PutContainer(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (m *Manager) checkNewName(o *op, c *store.Container) error {
+	if c.Name == "" {
+		for range 100 {
+			c.Name = randomName()
+			if _, err := o.tx.Container(c.Name); errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+		}
+		c.Name = c.ID[:12]
+	}
+	if err := checkName("container", c.Name); err != nil {
+		return err
+	}
+	existing, err := o.tx.Container(c.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if existing.Name != c.Name {
+		return nil // c.Name matched another container's ID prefix, not its name
+	}
+	return fmt.Errorf("%w: the name %s is already used by container %s (%s): remove it or choose another name",
+		ErrConflict, c.Name, existing.ID[:12], m.stateOf(existing))
+}
+
+// checkHostname applies the kernel's and RFC 1123's rules to a hostname.
+func checkHostname(h string) error {
+	if len(h) > 64 {
+		return invalid("bad --hostname %q: at most 64 characters", printable(h))
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return invalid("bad --hostname %q: use dot-separated labels of letters, digits and '-'", printable(h))
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return invalid("bad --hostname %q: use dot-separated labels of letters, digits and '-'", printable(h))
+			}
+		}
+	}
+	return nil
+}
+
+// resolveNetwork returns the named network, or the default one for "".
+func (m *Manager) resolveNetwork(o *op, name string) (*store.Network, error) {
+	if name == "" || name == DefaultNetwork {
+		return m.ensureDefaultNetwork(o)
+	}
+	n, err := o.tx.Network(name)
+	if err != nil {
+		return nil, notFound("network", name, err)
+	}
+	return n, nil
+}
+
+// ownNetNS creates the container's namespace under the root, with loopback up.
+func (m *Manager) ownNetNS(o *op, c *store.Container) error {
+	c.NetNS = filepath.Join(m.netnsDir(), c.ID)
+	c.OwnsNetNS = true
+	ns, err := netns.New(c.NetNS)
+	if err != nil {
+		return err
+	}
+	o.undo.did("create namespace "+c.NetNS, func() error { return netns.Remove(c.NetNS) })
+	o.keep(ns)
+	if err := link.LoopbackUp(ns); err != nil {
+		return err
+	}
+	o.undo.did("bring up loopback", nil)
+	return nil
+}
+
+// foreignNetNS attaches to a namespace someone else made, leaving it theirs.
+func (m *Manager) foreignNetNS(o *op, c *store.Container, path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return invalid("bad --netns %q: %v", printable(path), err)
+	}
+	ns, err := netns.Open(abs)
+	if err != nil {
+		return invalid("bad --netns: %v", err)
+	}
+	o.keep(ns)
+	if netns.Same(ns, m.host) {
+		return invalid("--netns %s is the host's own namespace: attach a container's namespace", abs)
+	}
+	c.NetNS, c.Attached = abs, true
+	if err := link.LoopbackUp(ns); err != nil {
+		return err
+	}
+	o.undo.did("bring up loopback", nil)
+	return nil
+}
+
+// shareNetNS makes c join the namespace of another, live container.
+func (m *Manager) shareNetNS(o *op, c *store.Container, ref string) error {
+	target, err := o.tx.Container(ref)
+	if err != nil {
+		return notFound("container", ref, err)
+	}
+	if target.State == store.StateExited || !isAlive(target) {
+		return fmt.Errorf("%w: container %s is not running: --network container:%s needs a running container", ErrConflict, target.Name, ref)
+	}
+	if target.Mode == store.ModeHost {
+		c.Mode = store.ModeHost
+		return nil
+	}
+	c.Mode, c.SharedWith = store.ModeContainer, target.ID
+	if target.SharedWith != "" {
+		c.SharedWith = target.SharedWith
+	}
+	c.NetNS = target.NetNS
+	return nil
+}
+
+// allocateAttachment chooses c's address and interface names on n and records them.
+func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network, wantIP string) (*store.Attachment, error) {
+	index := len(c.Attachments)
+	for i := range c.Attachments {
+		if c.Attachments[i].NetworkID == n.ID {
+			return nil, fmt.Errorf("%w: container %s is already connected to network %s", ErrConflict, c.Name, n.Name)
+		}
+	}
+	used := map[string]bool{}
+	for _, a := range c.Attachments {
+		used[a.IfName] = true
+	}
+	for used["eth"+strconv.Itoa(index)] {
+		index++
+	}
+	att := &store.Attachment{
+		Network: n.Name, NetworkID: n.ID, IfName: "eth" + strconv.Itoa(index),
+		PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway,
+	}
+	ip, err := m.allocateIP(o, n, wantIP)
+	if err != nil {
+		return nil, err
+	}
+	att.IP, att.MAC = ip, link.MACFor(ip).String()
+	att.HostVeth = "vc" + c.ID[:8]
+	if index > 0 {
+		att.HostVeth += "-" + strconv.Itoa(index)
+	}
+	if owner := o.tx.VethOwner(att.HostVeth); owner != "" && owner != c.ID {
+		return nil, fmt.Errorf("%w: host interface %s is already used by container %s", ErrConflict, att.HostVeth, owner[:12])
+	}
+	if err := o.tx.PutLease(n.ID, ip, c.ID); err != nil {
+		return nil, err
+	}
+	if err := o.tx.PutVeth(att.HostVeth, c.ID); err != nil {
+		return nil, err
+	}
+	return att, nil
+}
+
+func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, error) {
+	if want == "" {
+		return ipam.Next(n.Subnet, o.tx.Cursor(n.ID), func(a netip.Addr) bool {
+			return a == n.Gateway || o.tx.LeaseOwner(n.ID, a) != ""
+		})
+	}
+	ip, err := ipam.ParseAddr("--ip", want)
+	if err != nil {
+		return netip.Addr{}, invalid("%v", err)
+	}
+	if err := ipam.CheckAddr("--ip", n.Subnet, ip); err != nil {
+		return netip.Addr{}, invalid("bad --ip for network %s: %v", n.Name, err)
+	}
+	if ip == n.Gateway {
+		return netip.Addr{}, invalid("bad --ip: %s is the gateway of network %s", ip, n.Name)
+	}
+	if owner := o.tx.LeaseOwner(n.ID, ip); owner != "" {
+		holder, err := o.tx.Container(owner)
+		if err == nil && holder.State != store.StateExited && !isAlive(holder) {
+			if err := m.release(o, holder, -1); err != nil {
+				return netip.Addr{}, err
+			}
+		} else {
+			name := owner[:12]
+			if err == nil {
+				name = holder.Name
+			}
+			return netip.Addr{}, fmt.Errorf("%w: address %s on network %s is already used by container %s", ErrConflict, ip, n.Name, name)
+		}
+	}
+	return ip, nil
+}
+
+// plumbAttachment creates the veth pair into the bridge and configures the container
+// end: address, and for eth0 the default route.
+func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, att *store.Attachment) error {
+	ns, err := o.open(c.NetNS)
+	if err != nil {
+		return err
+	}
+	br, err := link.ByName(m.host, n.Bridge)
+	if errors.Is(err, link.ErrNotFound) {
+		// The bridge went missing behind our back: make it again.
+		if err := m.plumbNetwork(o, n); err != nil {
+			return err
+		}
+		br, err = link.ByName(m.host, n.Bridge)
+	}
+	if err != nil {
+		return err
+	}
+	mac := link.MACFor(att.IP)
+	peer, err := link.AddVeth(m.host, link.Veth{
+		HostName: att.HostVeth, MasterIndex: br.Attrs().Index, MTU: n.MTU, Alias: link.ContainerAlias(c.ID),
+		PeerName: att.IfName, PeerNS: ns, PeerMAC: mac, Hairpin: true,
+	})
+	if err != nil {
+		return err
+	}
+	o.undo.did("create veth "+att.HostVeth, func() error { return link.Delete(m.host, att.HostVeth) })
+	iface := link.Iface{Index: peer, Address: netip.PrefixFrom(att.IP, att.PrefixLen)}
+	if att.IfName == "eth0" && !n.Internal {
+		iface.Gateway = att.Gateway
+	}
+	if err := link.ConfigureIface(ns, iface); err != nil {
+		return err
+	}
+	o.undo.did("configure "+att.IfName, nil)
+	return nil
+}
+
+func fwEndpoint(a *store.Attachment) firewall.Endpoint {
+	mac := link.MACFor(a.IP)
+	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: mac, IP: a.IP}
+}
+
+func fwPorts(ports []store.Port) []firewall.Port {
+	out := make([]firewall.Port, len(ports))
+	for i, p := range ports {
+		out[i] = firewall.Port{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, ContainerIP: p.ContainerIP, ContainerPort: p.ContainerPort}
+	}
+	return out
+}
+
+// Started records the container's process, making it "running".
+func (m *Manager) Started(ref string, process proc.ID) error {
+	return m.mutate(func(o *op) error {
+		c, err := o.tx.Container(ref)
+		if err != nil {
+			return notFound("container", ref, err)
+		}
+		c.Process, c.State = process, store.StateRunning
+		return o.tx.PutContainer(c)
+	})
+}
+
+// Exited releases the container's network after its process ended with exitCode;
+// with auto-remove the record goes too. It is idempotent.
+func (m *Manager) Exited(ref string, exitCode int) error {
+	return m.mutate(func(o *op) error {
+		c, err := o.tx.Container(ref)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // removed meanwhile (rm -f)
+		}
+		if err != nil {
+			return err
+		}
+		if c.State == store.StateExited {
+			if c.ExitCode < 0 && exitCode >= 0 {
+				c.ExitCode = exitCode
+				return o.tx.PutContainer(c)
+			}
+			return nil
+		}
+		return m.release(o, c, exitCode)
+	})
+}
+
+// release frees everything the container holds on the host: firewall entries, veths,
+// its own namespace, leases, ports, veth names; the record stays as "exited" unless
+// auto-remove. Teardown steps tolerate what is already gone. exitCode -1 means
+// unknown.
+func (m *Manager) release(o *op, c *store.Container, exitCode int) error {
+	if err := m.unplumb(o, c); err != nil {
+		return err
+	}
+	c.State, c.ExitCode, c.Finished = store.StateExited, exitCode, time.Now().UTC()
+	if c.AutoRemove {
+		return m.deleteRecord(o, c)
+	}
+	return o.tx.PutContainer(c)
+}
+
+func (m *Manager) unplumb(o *op, c *store.Container) error {
+	var eps []firewall.Endpoint
+	for i := range c.Attachments {
+		eps = append(eps, fwEndpoint(&c.Attachments[i]))
+	}
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: eps, Ports: fwPorts(c.Ports)}}); err != nil {
+		return err
+	}
+	for _, a := range c.Attachments {
+		if err := link.Delete(m.host, a.HostVeth); err != nil {
+			return err
+		}
+		o.undo.did("delete veth "+a.HostVeth, nil)
+		if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
+			return err
+		}
+		if err := o.tx.DeleteVeth(a.HostVeth); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.Ports {
+		if err := o.tx.DeletePort(p); err != nil {
+			return err
+		}
+	}
+	if c.OwnsNetNS {
+		o.closeNS(c.NetNS)
+		if err := netns.Remove(c.NetNS); err != nil {
+			return err
+		}
+		o.undo.did("remove namespace "+c.NetNS, nil)
+	}
+	return nil
+}
+
+func (m *Manager) deleteRecord(o *op, c *store.Container) error {
+	if err := os.RemoveAll(c.RuntimeDir); err != nil {
+		return fmt.Errorf("remove runtime files of %s: %w", c.Name, err)
+	}
+	return o.tx.DeleteContainer(c)
+}
+
+// Remove removes containers. A running one is refused unless force, which kills it;
+// an attached namespace is detached and left to its owner.
+func (m *Manager) Remove(ref string, force bool) error {
+	return m.mutate(func(o *op) error {
+		c, err := o.tx.Container(ref)
+		if err != nil {
+			return notFound("container", ref, err)
+		}
+		return m.remove(o, c, force)
+	})
+}
+
+func (m *Manager) remove(o *op, c *store.Container, force bool) error {
+	if c.State != store.StateExited && isAlive(c) && !c.Attached {
+		if !force {
+			return fmt.Errorf("%w: container %s is running: stop it first, or use rm -f", ErrConflict, c.Name)
+		}
+		if err := killAndWait(c); err != nil {
+			return err
+		}
+	}
+	if err := m.checkNoSharers(o, c); err != nil {
+		return err
+	}
+	if c.State != store.StateExited {
+		if err := m.unplumb(o, c); err != nil {
+			return err
+		}
+	}
+	return m.deleteRecord(o, c)
+}
+
+// checkNoSharers refuses to take away a namespace that live containers joined.
+func (m *Manager) checkNoSharers(o *op, c *store.Container) error {
+	if !c.OwnsNetNS {
+		return nil
+	}
+	all, err := o.tx.Containers()
+	if err != nil {
+		return err
+	}
+	for _, other := range all {
+		if other.SharedWith == c.ID && other.State != store.StateExited && isAlive(other) {
+			return fmt.Errorf("%w: container %s runs in the network namespace of %s: remove it first", ErrConflict, other.Name, c.Name)
+		}
+	}
+	return nil
+}
+
+func killAndWait(c *store.Container) error {
+	target := c.Process
+	if !target.Valid() {
+		target = c.Supervisor
+	}
+	if err := target.Signal(unix.SIGKILL); err != nil {
+		return err
+	}
+	if !target.Wait(10 * time.Second) {
+		return fmt.Errorf("kill container %s: process %d did not exit", c.Name, target.PID)
+	}
+	return nil
+}
+
+// Stop sends SIGTERM to the container's process, SIGKILL after timeout, and waits
+// until its supervisor has released the network (or releases it itself if the
+// supervisor is gone).
+func (m *Manager) Stop(ref string, timeout time.Duration) error {
+	var c *store.Container
+	err := m.view(func(tx *store.Tx) (err error) {
+		c, err = tx.Container(ref)
+		return notFound("container", ref, err)
+	})
+	if err != nil {
+		return err
+	}
+	if c.Attached {
+		return invalid("container %s is an attached namespace without a process: use rm to detach it", c.Name)
+	}
+	if c.State != store.StateExited && isAlive(c) {
+		target := c.Process
+		if !target.Valid() {
+			target = c.Supervisor
+		}
+		if err := target.Signal(unix.SIGTERM); err != nil {
+			return err
+		}
+		if !target.Wait(timeout) {
+			if err := target.Signal(unix.SIGKILL); err != nil {
+				return err
+			}
+			target.Wait(10 * time.Second)
+		}
+		// The supervisor releases the network when it sees the exit; give it the chance
+		// to record the real exit status.
+		c.Supervisor.Wait(5 * time.Second)
+	}
+	return m.mutate(func(o *op) error {
+		c, err := o.tx.Container(c.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // auto-removed
+		}
+		if err != nil || c.State == store.StateExited {
+			return err
+		}
+		return m.release(o, c, -1)
+	})
+}
+
+// isAlive reports whether a container still holds its network: its process runs, or,
+// before the process started, its supervisor does. An attached namespace is alive
+// until rm.
+func isAlive(c *store.Container) bool {
+	switch {
+	case c.Attached:
+		return true
+	case c.Process.Valid():
+		return c.Process.Alive()
+	default:
+		return c.Supervisor.Alive()
+	}
+}
+
+// stateOf is the state a container is in now: a container whose process died
+// unnoticed reads as exited.
+func (m *Manager) stateOf(c *store.Container) string {
+	if c.State != store.StateExited && !isAlive(c) {
+		return store.StateExited
+	}
+	return c.State
+}
+
+// Containers lists containers ordered by name, with their current state; only
+// running ones unless all.
+func (m *Manager) Containers(all bool) ([]*store.Container, error) {
+	var out []*store.Container
+	err := m.view(func(tx *store.Tx) error {
+		cs, err := tx.Containers()
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			c.State = m.stateOf(c)
+			if all || c.State != store.StateExited {
+				out = append(out, c)
+			}
+		}
+		return nil
+	})
+	slices.SortStableFunc(out, func(a, b *store.Container) int { return b.Created.Compare(a.Created) })
+	return out, err
+}
+
+// Container returns one container's record with its current state.
+func (m *Manager) Container(ref string) (*store.Container, error) {
+	var c *store.Container
+	err := m.view(func(tx *store.Tx) (err error) {
+		c, err = tx.Container(ref)
+		return notFound("container", ref, err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.State = m.stateOf(c)
+	return c, nil
+}
+
+// Connect attaches a running container to another network as its next ethN.
+func (m *Manager) Connect(network, ref, ip string) (*store.Attachment, error) {
+	var att *store.Attachment
+	err := m.mutate(func(o *op) error {
+		c, n, err := m.liveBridgeContainer(o, network, ref)
+		if err != nil {
+			return err
+		}
+		if att, err = m.allocateAttachment(o, c, n, ip); err != nil {
+			return err
+		}
+		if err := m.plumbAttachment(o, c, n, att); err != nil {
+			return err
+		}
+		c.Attachments = append(c.Attachments, *att)
+		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(att)}}}); err != nil {
+			return err
+		}
+		return o.tx.PutContainer(c)
+	})
+	return att, err
+}
+
+// Disconnect removes a container's interface on a network, with the ports published
+// on it.
+func (m *Manager) Disconnect(network, ref string) error {
+	return m.mutate(func(o *op) error {
+		c, n, err := m.liveBridgeContainer(o, network, ref)
+		if err != nil {
+			return err
+		}
+		return m.disconnect(o, c, n)
+	})
+}
+
+func (m *Manager) liveBridgeContainer(o *op, network, ref string) (*store.Container, *store.Network, error) {
+	c, err := o.tx.Container(ref)
+	if err != nil {
+		return nil, nil, notFound("container", ref, err)
+	}
+	n, err := o.tx.Network(network)
+	if err != nil {
+		return nil, nil, notFound("network", network, err)
+	}
+	if c.State == store.StateExited || !isAlive(c) {
+		return nil, nil, fmt.Errorf("%w: container %s is not running", ErrConflict, c.Name)
+	}
+	if c.Mode != store.ModeBridge {
+		return nil, nil, invalid("container %s uses --network %s: only containers with their own namespace on ctnet networks can be connected", c.Name, c.Mode)
+	}
+	return c, n, nil
+}
+
+func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error {
+	i := slices.IndexFunc(c.Attachments, func(a store.Attachment) bool { return a.NetworkID == n.ID })
+	if i < 0 {
+		return fmt.Errorf("%w: container %s is not connected to network %s", ErrNotFound, c.Name, n.Name)
+	}
+	att := c.Attachments[i]
+	var ports, kept []store.Port
+	for _, p := range c.Ports {
+		if p.ContainerIP == att.IP {
+			ports = append(ports, p)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(&att)}, Ports: fwPorts(ports)}}); err != nil {
+		return err
+	}
+	if err := link.Delete(m.host, att.HostVeth); err != nil {
+		return err
+	}
+	o.undo.did("delete veth "+att.HostVeth, nil)
+	for _, p := range ports {
+		if err := o.tx.DeletePort(p); err != nil {
+			return err
+		}
+	}
+	if err := o.tx.DeleteLease(n.ID, att.IP); err != nil {
+		return err
+	}
+	if err := o.tx.DeleteVeth(att.HostVeth); err != nil {
+		return err
+	}
+	c.Attachments = slices.Delete(c.Attachments, i, i+1)
+	c.Ports = kept
+	if c.Ports == nil {
+		c.Ports = []store.Port{}
+	}
+	return o.tx.PutContainer(c)
+}

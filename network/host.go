@@ -1,0 +1,153 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/store"
+)
+
+const (
+	metaHost       = "host"       // which boot and host namespace the kernel state was made in
+	metaForwarding = "forwarding" // "1" when ctnet turned net.ipv4.ip_forward on
+)
+
+// hostIdentity names this boot and this host namespace. Namespace inode numbers are
+// reused; the namespace cookie is not.
+func (m *Manager) hostIdentity() (string, error) {
+	sock, err := m.host.RouteSocket()
+	if err != nil {
+		return "", err
+	}
+	cookie, err := unix.GetsockoptUint64(sock.Socket.GetFd(), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return "", fmt.Errorf("identify host namespace: %w", err)
+	}
+	return proc.BootID() + "/" + strconv.FormatUint(cookie, 10), nil
+}
+
+// checkHost notices that the kernel state is not the one the store was made against
+// (a reboot, or a fresh host namespace with the same root) and restores networks and
+// firewall from the store before anything else runs.
+func (m *Manager) checkHost(o *op) error {
+	id, err := m.hostIdentity()
+	if err != nil {
+		return err
+	}
+	prev := o.tx.Meta(metaHost)
+	if prev == id {
+		return nil
+	}
+	if prev != "" {
+		m.log.Info("host changed since the last command: restoring networks and firewall from the store", "was", prev, "now", id)
+		if err := o.tx.PutMeta(metaForwarding, ""); err != nil {
+			return err
+		}
+		if _, err := m.reconcile(o, true); err != nil {
+			return fmt.Errorf("restore after host change: %w", err)
+		}
+	}
+	return o.tx.PutMeta(metaHost, id)
+}
+
+// enableForwarding turns IPv4 forwarding on in the host namespace, remembering that
+// ctnet did so it can turn it off with the last network.
+func (m *Manager) enableForwarding(o *op) error {
+	cur, err := m.host.ReadSysctl("net/ipv4/ip_forward")
+	if err != nil {
+		return err
+	}
+	if cur == "1" {
+		return nil
+	}
+	if err := m.host.WriteSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	o.undo.did("enable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "0") })
+	return o.tx.PutMeta(metaForwarding, "1")
+}
+
+func (m *Manager) maybeDisableForwarding(o *op) error {
+	if o.tx.Meta(metaForwarding) != "1" {
+		return nil
+	}
+	networks, err := o.tx.Networks()
+	if err != nil || len(networks) > 0 {
+		return err
+	}
+	if err := m.host.WriteSysctl("net/ipv4/ip_forward", "0"); err != nil {
+		return err
+	}
+	o.undo.did("disable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "1") })
+	return o.tx.PutMeta(metaForwarding, "")
+}
+
+// applyFirewall applies a change element by element. If that fails — the tables are
+// missing, or differ from the store — it rebuilds them whole from the store, which
+// already holds the change. The undo rebuilds from the last committed state: it runs
+// only on failure, where being right matters more than being quick.
+func (m *Manager) applyFirewall(o *op, ch firewall.Change) error {
+	if ch.Empty() {
+		return nil
+	}
+	conn, err := m.host.NFT()
+	if err != nil {
+		return err
+	}
+	if err := firewall.Apply(conn, ch); err != nil {
+		if rerr := m.rebuildFirewall(o.tx); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		m.log.Info("firewall rebuilt from the store", "reason", err)
+	}
+	o.undo.did("update firewall", func() error { return o.store.View(m.rebuildFirewall) })
+	return nil
+}
+
+// rebuildFirewall makes the tables hold exactly what the store describes; with no
+// networks there are no tables.
+func (m *Manager) rebuildFirewall(tx *store.Tx) error {
+	conn, err := m.host.NFT()
+	if err != nil {
+		return err
+	}
+	state, err := desiredFirewall(tx)
+	if err != nil {
+		return err
+	}
+	if len(state.Networks) == 0 {
+		return firewall.Delete(conn)
+	}
+	return firewall.Rebuild(conn, state)
+}
+
+// desiredFirewall is the firewall state the store describes.
+func desiredFirewall(tx *store.Tx) (firewall.State, error) {
+	var s firewall.State
+	networks, err := tx.Networks()
+	if err != nil {
+		return s, err
+	}
+	for _, n := range networks {
+		s.Networks = append(s.Networks, fwNetwork(n))
+	}
+	containers, err := tx.Containers()
+	if err != nil {
+		return s, err
+	}
+	for _, c := range containers {
+		if c.State == store.StateExited {
+			continue
+		}
+		for i := range c.Attachments {
+			s.Endpoints = append(s.Endpoints, fwEndpoint(&c.Attachments[i]))
+		}
+		s.Ports = append(s.Ports, fwPorts(c.Ports)...)
+	}
+	return s, nil
+}

@@ -1,0 +1,120 @@
+package network
+
+import (
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/netns"
+	"github.com/ctnet/ctnet/store"
+)
+
+// ContainerInspect is a container's record with what the kernel holds for it.
+type ContainerInspect struct {
+	*store.Container
+	// Stack is the container's namespace as seen from inside (absent when the
+	// container has exited or uses the host's namespace).
+	Stack    *link.Stack      `json:"stack,omitempty"`
+	Firewall []firewall.Entry `json:"firewall"`
+}
+
+// InspectContainer reads a container's record, its namespace's stack and its
+// firewall entries.
+func (m *Manager) InspectContainer(ref string) (*ContainerInspect, error) {
+	c, err := m.Container(ref)
+	if err != nil {
+		return nil, err
+	}
+	out := &ContainerInspect{Container: c, Firewall: []firewall.Entry{}}
+	if c.State != store.StateExited && c.NetNS != "" {
+		ns, err := netns.Open(c.NetNS)
+		if err != nil {
+			return nil, err
+		}
+		defer ns.Close()
+		if out.Stack, err = link.Snapshot(ns); err != nil {
+			return nil, err
+		}
+	}
+	if c.State == store.StateExited {
+		return out, nil
+	}
+	var keys []string
+	for _, a := range c.Attachments {
+		keys = append(keys, a.HostVeth, a.IP.String())
+	}
+	out.Firewall, err = m.firewallEntries(keys)
+	return out, err
+}
+
+// NetworkMember is one container on a network.
+type NetworkMember struct {
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	Interface string `json:"interface"`
+	HostVeth  string `json:"host_veth"`
+	IP        string `json:"ip"`
+	MAC       string `json:"mac"`
+}
+
+// NetworkInspect is a network's record with its members and firewall entries.
+type NetworkInspect struct {
+	*store.Network
+	Containers []NetworkMember  `json:"containers"`
+	Firewall   []firewall.Entry `json:"firewall"`
+}
+
+// InspectNetwork reads a network's record, its running containers and its firewall
+// entries.
+func (m *Manager) InspectNetwork(ref string) (*NetworkInspect, error) {
+	out := &NetworkInspect{Containers: []NetworkMember{}}
+	err := m.view(func(tx *store.Tx) error {
+		n, err := tx.Network(ref)
+		if err != nil {
+			return notFound("network", ref, err)
+		}
+		out.Network = n
+		leases, err := tx.Leases(n.ID)
+		if err != nil {
+			return err
+		}
+		for _, id := range leases {
+			c, err := tx.Container(id)
+			if err != nil || m.stateOf(c) == store.StateExited {
+				continue
+			}
+			for _, a := range c.Attachments {
+				if a.NetworkID == n.ID {
+					out.Containers = append(out.Containers, NetworkMember{Name: c.Name, ID: c.ID, Interface: a.IfName,
+						HostVeth: a.HostVeth, IP: a.IP.String(), MAC: a.MAC})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Firewall, err = m.firewallEntries([]string{out.Bridge, out.Subnet.Addr().String()})
+	return out, err
+}
+
+// firewallEntries lists the kernel's ctnet elements that mention any of keys.
+func (m *Manager) firewallEntries(keys []string) ([]firewall.Entry, error) {
+	conn, err := m.host.NFT()
+	if err != nil {
+		return nil, err
+	}
+	all, err := firewall.List(conn)
+	if err != nil {
+		return nil, err
+	}
+	out := []firewall.Entry{}
+	for _, e := range all {
+		for _, k := range keys {
+			if e.Mentions(k) {
+				out = append(out, e)
+				break
+			}
+		}
+	}
+	return out, nil
+}

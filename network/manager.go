@@ -1,0 +1,230 @@
+// Package network is ctnet's orchestrator: networks, containers and their
+// attachments, published ports, garbage collection and restore. It is the public Go
+// API under the CLI; a runtime or a test harness can use it the same way.
+//
+// Every change follows one pattern (mutate): take the root's exclusive lock, open the
+// store, validate everything, record the new state in the store transaction, make the
+// kernel follow with an undo pushed for every step, and commit the store last. If
+// anything fails the undo runs in reverse and the transaction is rolled back, so the
+// store and the kernel agree afterwards.
+package network
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/ipam"
+	"github.com/ctnet/ctnet/netns"
+	"github.com/ctnet/ctnet/store"
+)
+
+// Sentinel errors callers branch on (errors.Is).
+var (
+	ErrNotFound      = store.ErrNotFound
+	ErrConflict      = store.ErrConflict
+	ErrPortInUse     = errors.New("port in use")
+	ErrPoolExhausted = ipam.ErrPoolExhausted
+	ErrInvalid       = errors.New("invalid argument")
+)
+
+// Options says where a Manager keeps its state and which namespace is the host.
+type Options struct {
+	// Root, when set, holds everything: state, lock, namespace mounts, runtime files.
+	Root string
+	// StateDir and RunDir are used when Root is empty (defaults /var/lib/ctnet and
+	// /run/ctnet).
+	StateDir, RunDir string
+	// HostNetNS is the path of the namespace that plays the host; empty means the
+	// namespace of the calling thread when New runs.
+	HostNetNS string
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+	// Pools are the address pools subnets are picked from; nil means ipam.DefaultPools.
+	Pools []ipam.Pool
+}
+
+// Manager manages the networks and containers of one root on one host namespace.
+type Manager struct {
+	stateDir, runDir string
+	host             *netns.NS
+	log              *slog.Logger
+	pools            []ipam.Pool
+}
+
+// New opens the host namespace and prepares the root's directories.
+func New(opts Options) (*Manager, error) {
+	m := &Manager{log: opts.Logger, pools: opts.Pools}
+	if m.log == nil {
+		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if m.pools == nil {
+		m.pools = ipam.DefaultPools
+	}
+	switch {
+	case opts.Root != "":
+		root, err := filepath.Abs(opts.Root)
+		if err != nil {
+			return nil, fmt.Errorf("resolve root %s: %w", opts.Root, err)
+		}
+		m.stateDir, m.runDir = root, root
+	default:
+		m.stateDir, m.runDir = opts.StateDir, opts.RunDir
+		if m.stateDir == "" {
+			m.stateDir = "/var/lib/ctnet"
+		}
+		if m.runDir == "" {
+			m.runDir = "/run/ctnet"
+		}
+	}
+	var err error
+	if opts.HostNetNS != "" {
+		m.host, err = netns.Open(opts.HostNetNS)
+	} else {
+		m.host, err = netns.Current()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close releases the host namespace's handles.
+func (m *Manager) Close() error { return m.host.Close() }
+
+// StateDir is where the database and lock live.
+func (m *Manager) StateDir() string { return m.stateDir }
+
+// RunDir is where namespace mounts and per-container runtime files live.
+func (m *Manager) RunDir() string { return m.runDir }
+
+// Host is the host namespace.
+func (m *Manager) Host() *netns.NS { return m.host }
+
+func (m *Manager) netnsDir() string { return filepath.Join(m.runDir, "netns") }
+
+func (m *Manager) containerDir(id string) string { return filepath.Join(m.runDir, "containers", id) }
+
+func (m *Manager) ensureDirs() error {
+	for _, d := range []string{m.stateDir, m.runDir, m.netnsDir(), filepath.Join(m.runDir, "containers")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// op is one change in progress: its store transaction and its undo stack.
+type op struct {
+	tx    *store.Tx
+	undo  *undo
+	store *store.Store
+	nss   map[string]*netns.NS // namespaces opened during the change, by path
+}
+
+// open returns the namespace at path, opened once per change.
+func (o *op) open(path string) (*netns.NS, error) {
+	if ns, ok := o.nss[path]; ok {
+		return ns, nil
+	}
+	ns, err := netns.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	o.keep(ns)
+	return ns, nil
+}
+
+// keep adds a namespace opened elsewhere to the change's cache.
+func (o *op) keep(ns *netns.NS) {
+	if o.nss == nil {
+		o.nss = map[string]*netns.NS{}
+	}
+	o.nss[ns.Path()] = ns
+}
+
+// closeNS closes a cached namespace, before its mount is removed.
+func (o *op) closeNS(path string) {
+	if ns, ok := o.nss[path]; ok {
+		ns.Close()
+		delete(o.nss, path)
+	}
+}
+
+func (o *op) closeAll() {
+	for path := range o.nss {
+		o.closeNS(path)
+	}
+}
+
+// mutate runs fn under the exclusive lock in one store transaction; if fn or the
+// commit fails, the undo runs and the transaction rolls back.
+func (m *Manager) mutate(fn func(o *op) error) error {
+	if err := m.ensureDirs(); err != nil {
+		return err
+	}
+	s, err := store.Open(m.stateDir)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	o := &op{undo: &undo{}, store: s}
+	defer o.closeAll()
+	err = s.Update(func(tx *store.Tx) error {
+		o.tx = tx
+		if err := m.checkHost(o); err != nil {
+			return err
+		}
+		return fn(o)
+	})
+	if err != nil {
+		if uerr := o.undo.run(); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undo: %w", uerr))
+		}
+		return err
+	}
+	return nil
+}
+
+// view runs fn under the shared lock in a read-only transaction.
+func (m *Manager) view(fn func(tx *store.Tx) error) error {
+	s, err := store.OpenShared(m.stateDir)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.View(fn)
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// inputError is bad input: its message says what to fix, and it matches ErrInvalid.
+type inputError struct{ msg string }
+
+func (e *inputError) Error() string        { return e.msg }
+func (e *inputError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(format string, args ...any) error {
+	return &inputError{msg: fmt.Sprintf(format, args...)}
+}
+
+// self is this process's identity, recorded as a container's supervisor.
+func self() proc.ID { return proc.Self() }
+
+func quoteList(items []string) string {
+	if len(items) > 5 {
+		items = append(items[:5:5], fmt.Sprintf("and %d more", len(items)-5))
+	}
+	return strings.Join(items, ", ")
+}

@@ -1,0 +1,337 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/ipam"
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/store"
+)
+
+// DefaultNetwork is the network containers join when none is named; it is created
+// on first use with bridge DefaultBridge.
+const (
+	DefaultNetwork = "bridge"
+	DefaultBridge  = "ctnet0"
+	defaultMTU     = 1500
+)
+
+// NetworkSpec is what `network create` asks for. Zero values mean "choose".
+type NetworkSpec struct {
+	Name       string
+	Subnet     string // CIDR; empty picks a free one from the pools
+	Gateway    string // empty is the subnet's first address
+	Bridge     string // empty is ct-<id>
+	MTU        int    // 0 is the MTU of the host's default route interface
+	Internal   bool
+	Masquerade *bool // nil is true
+	Labels     map[string]string
+}
+
+// CreateNetwork creates a network: its record, its bridge and its firewall entries.
+func (m *Manager) CreateNetwork(spec NetworkSpec) (*store.Network, error) {
+	var n *store.Network
+	err := m.mutate(func(o *op) (err error) {
+		n, err = m.createNetwork(o, spec)
+		return err
+	})
+	return n, err
+}
+
+func (m *Manager) createNetwork(o *op, spec NetworkSpec) (*store.Network, error) {
+	n, err := m.planNetwork(o.tx, spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.tx.PutNetwork(n); err != nil {
+		return nil, err
+	}
+	if err := m.plumbNetwork(o, n); err != nil {
+		return nil, err
+	}
+	if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{Networks: []firewall.Network{fwNetwork(n)}}}); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// planNetwork validates a spec against the store and the host and fills in defaults;
+// it changes nothing.
+func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, error) {
+	if err := checkName("network", spec.Name); err != nil {
+		return nil, err
+	}
+	if isModeName(spec.Name) {
+		return nil, invalid("network name %q is reserved for the --network mode of that name: choose another", spec.Name)
+	}
+	if _, err := tx.Network(spec.Name); err == nil {
+		return nil, fmt.Errorf("%w: network %s already exists", ErrConflict, spec.Name)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if err := checkLabels(spec.Labels); err != nil {
+		return nil, err
+	}
+	n := &store.Network{
+		ID: newID(), Name: spec.Name, Driver: "bridge", Internal: spec.Internal,
+		Masquerade: !spec.Internal && (spec.Masquerade == nil || *spec.Masquerade),
+		Labels:     spec.Labels, Created: time.Now().UTC(), MTU: spec.MTU,
+	}
+	if spec.Internal && spec.Masquerade != nil && *spec.Masquerade {
+		return nil, invalid("an --internal network has no way out: drop --opt masquerade=true")
+	}
+	n.Bridge = spec.Bridge
+	if n.Bridge == "" {
+		n.Bridge = "ct-" + n.ID[:12]
+	}
+	if err := link.CheckName(n.Bridge); err != nil {
+		return nil, invalid("bad --bridge: %v", err)
+	}
+	networks, err := tx.Networks()
+	if err != nil {
+		return nil, err
+	}
+	for _, other := range networks {
+		if other.Bridge == n.Bridge {
+			return nil, fmt.Errorf("%w: bridge %s is already used by network %s", ErrConflict, n.Bridge, other.Name)
+		}
+	}
+	if l, err := link.ByName(m.host, n.Bridge); err == nil {
+		if _, _, ours := link.ParseAlias(l.Attrs().Alias); !ours || l.Type() != "bridge" {
+			return nil, fmt.Errorf("%w: an interface called %s already exists on the host: choose another --bridge", ErrConflict, n.Bridge)
+		}
+	} else if !errors.Is(err, link.ErrNotFound) {
+		return nil, err
+	}
+	if err := m.pickSubnet(n, spec, networks); err != nil {
+		return nil, err
+	}
+	if n.MTU == 0 {
+		mtu, err := link.DefaultRouteMTU(m.host)
+		if err != nil {
+			return nil, err
+		}
+		n.MTU = mtu
+		if n.MTU == 0 {
+			n.MTU = defaultMTU
+		}
+	}
+	if n.MTU < 68 || n.MTU > 65535 {
+		return nil, invalid("bad --mtu %d: use a value from 68 to 65535", n.MTU)
+	}
+	return n, nil
+}
+
+func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*store.Network) error {
+	uses, err := link.UsedPrefixes(m.host)
+	if err != nil {
+		return err
+	}
+	ours := map[string]bool{}
+	for _, other := range networks {
+		ours[other.Bridge] = true
+	}
+	// What is on ctnet's own bridges is accounted for by their networks.
+	var hostUses []link.Use
+	var taken []netip.Prefix
+	for _, u := range uses {
+		if !ours[u.Iface] {
+			hostUses = append(hostUses, u)
+			taken = append(taken, u.Prefix)
+		}
+	}
+	for _, other := range networks {
+		taken = append(taken, other.Subnet)
+	}
+	if spec.Subnet == "" {
+		if spec.Gateway != "" {
+			return invalid("--gateway needs --subnet")
+		}
+		n.Subnet, err = ipam.PickSubnet(m.pools, taken)
+		if err != nil {
+			return err
+		}
+		n.Gateway = ipam.FirstHost(n.Subnet)
+		return nil
+	}
+	n.Subnet, err = ipam.ParseSubnet(spec.Subnet)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	for _, other := range networks {
+		if other.Subnet.Overlaps(n.Subnet) {
+			return fmt.Errorf("%w: subnet %s overlaps %s of network %s", ErrConflict, n.Subnet, other.Subnet, other.Name)
+		}
+	}
+	for _, u := range hostUses {
+		if u.Prefix.Overlaps(n.Subnet) {
+			return fmt.Errorf("%w: subnet %s overlaps the host's %s", ErrConflict, n.Subnet, u)
+		}
+	}
+	n.Gateway = ipam.FirstHost(n.Subnet)
+	if spec.Gateway != "" {
+		gw, err := ipam.ParseAddr("--gateway", spec.Gateway)
+		if err != nil {
+			return invalid("%v", err)
+		}
+		if err := ipam.CheckAddr("gateway", n.Subnet, gw); err != nil {
+			return invalid("bad --gateway: %v", err)
+		}
+		n.Gateway = gw
+	}
+	return nil
+}
+
+func fwNetwork(n *store.Network) firewall.Network {
+	return firewall.Network{Bridge: n.Bridge, Subnet: n.Subnet, Internal: n.Internal, Masquerade: n.Masquerade}
+}
+
+// plumbNetwork makes the network's bridge and sysctls exist.
+func (m *Manager) plumbNetwork(o *op, n *store.Network) error {
+	gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
+	_, created, err := link.EnsureBridge(m.host, link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: gw, Alias: link.NetworkAlias(n.ID)})
+	if created {
+		o.undo.did("create bridge "+n.Bridge, func() error { return link.Delete(m.host, n.Bridge) })
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.enableForwarding(o); err != nil {
+		return err
+	}
+	// 127.0.0.1:PORT published ports are DNAT'd out of this bridge with a loopback source.
+	if err := m.host.WriteSysctl("net/ipv4/conf/"+n.Bridge+"/route_localnet", "1"); err != nil {
+		return err
+	}
+	o.undo.did("set route_localnet on "+n.Bridge, nil)
+	return nil
+}
+
+// RemoveNetwork removes networks. A network with running containers is refused unless
+// force, which disconnects them first.
+func (m *Manager) RemoveNetwork(name string, force bool) error {
+	return m.mutate(func(o *op) error {
+		n, err := o.tx.Network(name)
+		if err != nil {
+			return notFound("network", name, err)
+		}
+		users, err := m.networkUsers(o, n)
+		if err != nil {
+			return err
+		}
+		if len(users) > 0 && !force {
+			names := make([]string, len(users))
+			for i, c := range users {
+				names[i] = c.Name
+			}
+			return fmt.Errorf("%w: network %s has running containers (%s): remove them first, or use --force to disconnect them",
+				ErrConflict, n.Name, quoteList(names))
+		}
+		for _, c := range users {
+			if err := m.disconnect(o, c, n); err != nil {
+				return err
+			}
+		}
+		return m.removeNetwork(o, n)
+	})
+}
+
+func (m *Manager) removeNetwork(o *op, n *store.Network) error {
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Networks: []firewall.Network{fwNetwork(n)}}}); err != nil {
+		return err
+	}
+	if err := link.Delete(m.host, n.Bridge); err != nil {
+		return err
+	}
+	o.undo.did("delete bridge "+n.Bridge, nil)
+	if err := o.tx.DeleteNetwork(n); err != nil {
+		return err
+	}
+	remaining, err := o.tx.Networks()
+	if err != nil {
+		return err
+	}
+	if len(remaining) == 0 {
+		// Nothing needs the tables any more: leave the host's ruleset as it was.
+		conn, err := m.host.NFT()
+		if err != nil {
+			return err
+		}
+		if err := firewall.Delete(conn); err != nil {
+			return err
+		}
+		o.undo.did("delete firewall tables", func() error { return o.store.View(m.rebuildFirewall) })
+	}
+	return m.maybeDisableForwarding(o)
+}
+
+// networkUsers returns the live containers attached to n; dead ones found on the way
+// are released, since only a live container may keep a network.
+func (m *Manager) networkUsers(o *op, n *store.Network) ([]*store.Container, error) {
+	leases, err := o.tx.Leases(n.ID)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var users []*store.Container
+	for _, id := range leases {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		c, err := o.tx.Container(id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c.State == store.StateExited {
+			continue
+		}
+		if !isAlive(c) {
+			if err := m.release(o, c, -1); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		users = append(users, c)
+	}
+	slices.SortFunc(users, func(a, b *store.Container) int { return strings.Compare(a.Name, b.Name) })
+	return users, nil
+}
+
+// ensureDefaultNetwork returns the default network, creating it if needed.
+func (m *Manager) ensureDefaultNetwork(o *op) (*store.Network, error) {
+	n, err := o.tx.Network(DefaultNetwork)
+	if err == nil {
+		return n, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	return m.createNetwork(o, NetworkSpec{Name: DefaultNetwork, Bridge: DefaultBridge})
+}
+
+// Networks lists every network, ordered by name.
+func (m *Manager) Networks() ([]*store.Network, error) {
+	var out []*store.Network
+	err := m.view(func(tx *store.Tx) (err error) {
+		out, err = tx.Networks()
+		return err
+	})
+	return out, err
+}
+
+func notFound(kind, name string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: no %s called %s", ErrNotFound, kind, name)
+	}
+	return err
+}

@@ -1,0 +1,102 @@
+// Package sandbox starts a container's process inside its namespaces.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Spec describes the process to start.
+type Spec struct {
+	Argv           []string
+	Env            []string // nil is the caller's environment
+	Dir            string
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	ExtraFiles     []*os.File
+	NetNS          string // network namespace path; empty is the caller's
+	Hostname       string // when set, a new UTS namespace with this hostname
+	UTSNS          string // otherwise, a UTS namespace to join (a path), if any
+	NewSession     bool   // setsid: detach from the caller's terminal
+}
+
+// Start starts the process in its namespaces. The namespaces are entered on a locked
+// thread that is never unlocked, so the Go runtime discards it afterwards instead of
+// reusing a thread that lives in a container's namespaces.
+func Start(spec Spec) (*exec.Cmd, error) {
+	if len(spec.Argv) == 0 {
+		return nil, errors.New("start process: no command given")
+	}
+	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
+	cmd.Env, cmd.Dir = spec.Env, spec.Dir
+	cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = spec.Stdin, spec.Stdout, spec.Stderr, spec.ExtraFiles
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: spec.NewSession}
+	if cmd.Err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Argv[0], cmd.Err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- enterAndStart(spec, cmd)
+	}()
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+func enterAndStart(spec Spec, cmd *exec.Cmd) error {
+	if spec.NetNS != "" {
+		if err := setns(spec.NetNS, unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+	}
+	switch {
+	case spec.Hostname != "":
+		if err := unix.Unshare(unix.CLONE_NEWUTS); err != nil {
+			return fmt.Errorf("create UTS namespace: %w", err)
+		}
+		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+			return fmt.Errorf("set hostname: %w", err)
+		}
+	case spec.UTSNS != "":
+		if err := setns(spec.UTSNS, unix.CLONE_NEWUTS); err != nil {
+			return err
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", spec.Argv[0], err)
+	}
+	return nil
+}
+
+func setns(path string, kind int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.Setns(int(f.Fd()), kind); err != nil {
+		return fmt.Errorf("enter namespace %s: %w", path, err)
+	}
+	return nil
+}
+
+// ExitCode is the status a shell would report for a finished process: its exit
+// code, or 128+N if signal N killed it.
+func ExitCode(state *os.ProcessState) int {
+	if state == nil {
+		return -1
+	}
+	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return state.ExitCode()
+}

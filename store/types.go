@@ -1,0 +1,92 @@
+package store
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/proc"
+)
+
+// Network is a network's desired state: everything needed to rebuild its bridge and
+// firewall entries from scratch.
+type Network struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Driver     string            `json:"driver"`
+	Bridge     string            `json:"bridge"`
+	Subnet     netip.Prefix      `json:"subnet"`
+	Gateway    netip.Addr        `json:"gateway"`
+	MTU        int               `json:"mtu"`
+	Internal   bool              `json:"internal"`
+	Masquerade bool              `json:"masquerade"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Created    time.Time         `json:"created"`
+}
+
+// Container modes, as Docker names them.
+const (
+	ModeBridge    = "bridge"    // own namespace, attached to ctnet networks
+	ModeHost      = "host"      // the host's own namespace
+	ModeNone      = "none"      // own namespace with loopback only
+	ModeContainer = "container" // another container's namespace
+	ModeUserNet   = "usernet"   // rootless: own user+network namespace, user-mode stack
+)
+
+// Container states.
+const (
+	StateCreated = "created" // resources made, process not started yet
+	StateRunning = "running" // process alive, or attached without a process
+	StateExited  = "exited"  // process gone; network resources released
+)
+
+// Container is a container's record: its namespace, its attachments and published
+// ports, and the process that owns it.
+type Container struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Mode    string    `json:"mode"`
+	// NetNS is the namespace path: a mount under the root's netns directory when
+	// OwnsNetNS, else a path that something else made (attach).
+	NetNS     string `json:"netns,omitempty"`
+	OwnsNetNS bool   `json:"owns_netns"`
+	// SharedWith is the container whose namespace this one joined (container:NAME).
+	SharedWith  string       `json:"shared_with,omitempty"`
+	Hostname    string       `json:"hostname,omitempty"`
+	Command     []string     `json:"command,omitempty"`
+	Attachments []Attachment `json:"networks"`
+	Ports       []Port       `json:"ports"`
+	// Attached marks a namespace connected with attach: no process, alive until rm.
+	Attached   bool      `json:"attached"`
+	Detach     bool      `json:"detach"`
+	AutoRemove bool      `json:"auto_remove"`
+	State      string    `json:"state"`
+	Process    proc.ID   `json:"process"`
+	Supervisor proc.ID   `json:"supervisor"`
+	ExitCode   int       `json:"exit_code"`
+	Finished   time.Time `json:"finished,omitzero"`
+	// RuntimeDir holds per-container runtime files (logs, sockets).
+	RuntimeDir string `json:"runtime_dir,omitempty"`
+}
+
+// Attachment is one interface of a container on one network.
+type Attachment struct {
+	Network   string     `json:"network"`
+	NetworkID string     `json:"network_id"`
+	IfName    string     `json:"interface"`
+	HostVeth  string     `json:"host_veth"`
+	IP        netip.Addr `json:"ip"`
+	PrefixLen int        `json:"prefix_len"`
+	Gateway   netip.Addr `json:"gateway"`
+	MAC       string     `json:"mac"`
+}
+
+// Port is one published port: HostIP:HostPort/Proto forwarded to the container's
+// IP:ContainerPort. A published range is stored as one Port per host port.
+type Port struct {
+	HostIP        netip.Addr `json:"host_ip"`
+	HostPort      uint16     `json:"host_port"`
+	ContainerPort uint16     `json:"container_port"`
+	Proto         string     `json:"proto"`
+	ContainerIP   netip.Addr `json:"container_ip"`
+}

@@ -1,0 +1,220 @@
+package usernet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// ErrPingNotPermitted means the kernel refuses unprivileged ICMP sockets to
+// this process: its groups are outside net.ipv4.ping_group_range.
+var ErrPingNotPermitted = errors.New("ping not permitted")
+
+const (
+	icmpIdleTimeout = 30 * time.Second
+	maxICMPFlows    = 256
+	replyTTL        = 64
+)
+
+// icmpForwarder relays echo requests through unprivileged ICMP sockets
+// (SOCK_DGRAM, IPPROTO_ICMP): one socket per destination and container
+// echo identifier. The kernel gives each socket its own identifier, so
+// replies are told apart by socket and get the container's back.
+type icmpForwarder struct {
+	s *Stack
+
+	mu     sync.Mutex
+	flows  map[icmpFlowKey]*icmpFlow
+	denied bool
+}
+
+type icmpFlowKey struct {
+	dst   netip.Addr
+	ident uint16
+}
+
+type icmpFlow struct {
+	conn       *net.UDPConn
+	lastActive atomic.Int64
+}
+
+func (f *icmpForwarder) init(s *Stack) {
+	f.s = s
+	f.flows = make(map[icmpFlowKey]*icmpFlow)
+}
+
+// handleEcho is gVisor's default handler for ICMP: it consumes echo
+// requests to outside destinations; the stack itself answers those to the
+// gateway and DNS addresses (returning false).
+func (f *icmpForwarder) handleEcho(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	h := header.ICMPv4(pkt.TransportHeader().Slice())
+	if len(h) < header.ICMPv4MinimumSize || h.Type() != header.ICMPv4Echo {
+		return false
+	}
+	dst := toAddr(id.LocalAddress)
+	if dst == f.s.cfg.Gateway || dst == f.s.cfg.DNS {
+		return false
+	}
+	if _, ok := f.s.hostTarget(dst, 0); !ok {
+		return true
+	}
+	flow := f.flow(icmpFlowKey{dst: dst, ident: h.Ident()})
+	if flow == nil {
+		return true
+	}
+	msg := stack.PayloadSince(pkt.TransportHeader())
+	defer msg.Release()
+	flow.lastActive.Store(time.Now().UnixNano())
+	// The kernel sets the identifier and the checksum.
+	flow.conn.WriteToUDPAddrPort(msg.AsSlice(), netip.AddrPortFrom(dst, 0))
+	return true
+}
+
+// flow returns the socket for key, opening it (and its reply reader) on
+// first use; nil when ping is not permitted or too many flows are open.
+func (f *icmpForwarder) flow(key icmpFlowKey) *icmpFlow {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fl, ok := f.flows[key]; ok {
+		return fl
+	}
+	if f.denied || f.flows == nil || len(f.flows) >= maxICMPFlows {
+		return nil
+	}
+	conn, err := openPingSocket()
+	if err != nil {
+		if errors.Is(err, ErrPingNotPermitted) {
+			f.denied = true
+			f.s.log.Warn("icmp echo from the container is dropped", "err", err)
+		} else {
+			f.s.log.Debug("open icmp socket", "err", err)
+		}
+		return nil
+	}
+	fl := &icmpFlow{conn: conn}
+	fl.lastActive.Store(time.Now().UnixNano())
+	if !f.s.spawn(func() { f.relayReplies(key, fl) }) {
+		conn.Close()
+		return nil
+	}
+	f.flows[key] = fl
+	return fl
+}
+
+// relayReplies injects the echo replies of one flow until it is idle.
+func (f *icmpForwarder) relayReplies(key icmpFlowKey, fl *icmpFlow) {
+	defer func() {
+		f.mu.Lock()
+		if f.flows != nil {
+			delete(f.flows, key)
+		}
+		f.mu.Unlock()
+		fl.conn.Close()
+	}()
+	if !f.s.track(fl.conn) {
+		return
+	}
+	defer f.s.untrack(fl.conn)
+	buf := make([]byte, maxDatagram)
+	for {
+		fl.conn.SetReadDeadline(time.Unix(0, fl.lastActive.Load()).Add(icmpIdleTimeout))
+		n, err := fl.conn.Read(buf)
+		if isTimeout(err) {
+			if time.Since(time.Unix(0, fl.lastActive.Load())) < icmpIdleTimeout {
+				continue
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+		reply := header.ICMPv4(buf[:n])
+		if n < header.ICMPv4MinimumSize || reply.Type() != header.ICMPv4EchoReply {
+			continue
+		}
+		reply.SetIdent(key.ident)
+		reply.SetChecksum(0)
+		reply.SetChecksum(^checksum.Checksum(reply, 0))
+		f.inject(key.dst, reply)
+	}
+}
+
+// inject sends an ICMP message from src (a spoofed, outside address) to the
+// container.
+func (f *icmpForwarder) inject(src netip.Addr, msg []byte) {
+	s := f.s
+	r, err := s.ns.FindRoute(nicID, tcpip.AddrFrom4(src.As4()), tcpip.AddrFrom4(s.cfg.Guest.As4()), ipv4.ProtocolNumber, false)
+	if err != nil {
+		return
+	}
+	defer r.Release()
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: header.ICMPv4MinimumSize + int(r.MaxHeaderLength()),
+		Payload:            buffer.MakeWithData(msg[header.ICMPv4MinimumSize:]),
+	})
+	defer pkt.DecRef()
+	copy(pkt.TransportHeader().Push(header.ICMPv4MinimumSize), msg[:header.ICMPv4MinimumSize])
+	pkt.TransportProtocolNumber = header.ICMPv4ProtocolNumber
+	r.WritePacket(stack.NetworkHeaderParams{Protocol: header.ICMPv4ProtocolNumber, TTL: replyTTL}, pkt)
+}
+
+func (f *icmpForwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flows = nil
+}
+
+// openPingSocket opens an unprivileged ICMP echo socket, wrapped as a
+// *net.UDPConn (the kernel presents it as a datagram socket whose "port"
+// is the echo identifier).
+func openPingSocket() (*net.UDPConn, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+			return nil, pingDeniedError()
+		}
+		return nil, fmt.Errorf("open icmp socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "icmp")
+	defer f.Close()
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("open icmp socket: %w", err)
+	}
+	return c.(*net.UDPConn), nil
+}
+
+// CheckPing reports whether this process may open unprivileged ICMP echo
+// sockets, which usernet needs to forward the container's pings; the error
+// wraps ErrPingNotPermitted and says which sysctl to change.
+func CheckPing() error {
+	c, err := openPingSocket()
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func pingDeniedError() error {
+	groupRange := "unknown"
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ping_group_range"); err == nil {
+		groupRange = strings.Join(strings.Fields(string(b)), " ")
+	}
+	return fmt.Errorf("%w: gid %d is outside net.ipv4.ping_group_range (%q); allow it with sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"",
+		ErrPingNotPermitted, os.Getegid(), groupRange)
+}

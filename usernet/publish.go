@@ -1,0 +1,413 @@
+package usernet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	innerConnectTimeout = 10 * time.Second
+	// maxPublishedUDPFlows bounds the inner sockets one published UDP port
+	// keeps open; datagrams from further clients are dropped.
+	maxPublishedUDPFlows = 1024
+	acceptRetryDelay     = 100 * time.Millisecond
+)
+
+// Port is a published port: the host listens on HostIP:HostPort and every
+// connection or UDP flow is relayed to GuestPort on the container address.
+type Port struct {
+	Proto     string     // "tcp" or "udp"
+	HostIP    netip.Addr // the zero Addr: all IPv4 addresses
+	HostPort  uint16
+	GuestPort uint16
+}
+
+func (p Port) String() string {
+	host := "0.0.0.0"
+	if p.HostIP.IsValid() {
+		host = p.HostIP.String()
+	}
+	return fmt.Sprintf("%s:%d->%d/%s", host, p.HostPort, p.GuestPort, p.Proto)
+}
+
+func (p Port) validate() error {
+	if p.Proto != "tcp" && p.Proto != "udp" {
+		return fmt.Errorf("%w: port %s: protocol must be tcp or udp", ErrInvalidConfig, p)
+	}
+	if p.HostPort == 0 || p.GuestPort == 0 {
+		return fmt.Errorf("%w: port %s: ports must be non-zero", ErrInvalidConfig, p)
+	}
+	if p.HostIP.IsValid() && !p.HostIP.Is4() {
+		return fmt.Errorf("%w: port %s: host address must be IPv4", ErrInvalidConfig, p)
+	}
+	return nil
+}
+
+// InnerSocketFunc returns a new socket of proto ("tcp" or "udp") that was
+// created inside the container's network namespace with IP_TRANSPARENT set
+// (which needs CAP_NET_ADMIN there, so the in-namespace helper makes it).
+type InnerSocketFunc func(proto string) (*os.File, error)
+
+// Publish listens on the host and relays each client to the container
+// without going through the user-mode stack: the inner socket, born in the
+// container's namespace, is bound to the client's own address (that is what
+// IP_TRANSPARENT allows) and connected to the container, so the container
+// sees the client's real address and port; TCP bytes then move socket to
+// socket with splice(2), never through user space.
+//
+// The container's replies go to the client's address, which is not local in
+// its namespace; the namespace must route them back to the inner socket
+// instead of out of the TAP, which the sandbox does with a policy rule per
+// published port (from the guest address, protocol and source port → a
+// table whose default route is "local ... dev lo").
+func (s *Stack) Publish(p Port, newInner InnerSocketFunc) error {
+	if err := p.validate(); err != nil {
+		return err
+	}
+	hostIP := netip.IPv4Unspecified()
+	if p.HostIP.IsValid() {
+		hostIP = p.HostIP
+	}
+	local := netip.AddrPortFrom(hostIP, p.HostPort)
+	guest := netip.AddrPortFrom(s.cfg.Guest, p.GuestPort)
+	switch p.Proto {
+	case "tcp":
+		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(local))
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", p, err)
+		}
+		if !s.track(ln) {
+			return ErrClosed
+		}
+		if !s.spawn(func() { s.acceptTCP(ln, guest, newInner) }) {
+			s.untrack(ln)
+			ln.Close()
+			return ErrClosed
+		}
+	case "udp":
+		ln, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(local))
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", p, err)
+		}
+		wildcard := hostIP.IsUnspecified()
+		if wildcard {
+			// Replies must leave from the address the client sent to,
+			// which only IP_PKTINFO tells on a wildcard socket.
+			if err := setSockoptInt(ln, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+				ln.Close()
+				return fmt.Errorf("publish %s: %w", p, err)
+			}
+		}
+		if !s.track(ln) {
+			return ErrClosed
+		}
+		relay := &publishedUDP{s: s, ln: ln, guest: guest, newInner: newInner, wildcard: wildcard,
+			flows: make(map[udpClientKey]*publishedUDPFlow)}
+		if !s.spawn(relay.serve) {
+			s.untrack(ln)
+			ln.Close()
+			return ErrClosed
+		}
+	}
+	s.log.Debug("published port", "port", p.String())
+	return nil
+}
+
+func (s *Stack) acceptTCP(ln *net.TCPListener, guest netip.AddrPort, newInner InnerSocketFunc) {
+	defer s.untrack(ln)
+	defer ln.Close()
+	for {
+		c, err := ln.AcceptTCP()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			// EMFILE and friends: back off rather than spin.
+			s.log.Warn("accept published connection", "err", err)
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(acceptRetryDelay):
+			}
+			continue
+		}
+		if !s.spawn(func() { s.relayPublishedTCP(c, guest, newInner) }) {
+			c.Close()
+			return
+		}
+	}
+}
+
+func (s *Stack) relayPublishedTCP(client *net.TCPConn, guest netip.AddrPort, newInner InnerSocketFunc) {
+	from := client.RemoteAddr().(*net.TCPAddr).AddrPort()
+	c, err := dialInner("tcp", from, guest, newInner)
+	if err != nil {
+		s.log.Debug("relay published connection", "client", from, "err", err)
+		client.SetLinger(0)
+		client.Close()
+		return
+	}
+	inner := c.(*net.TCPConn)
+	inner.SetNoDelay(true)
+	if !s.track(client) {
+		inner.Close()
+		return
+	}
+	defer s.untrack(client)
+	if !s.track(inner) {
+		client.Close()
+		return
+	}
+	defer s.untrack(inner)
+	abort := func() {
+		client.SetLinger(0)
+		inner.SetLinger(0)
+		client.Close()
+		inner.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		spliceHalf(inner, client, abort)
+	}()
+	spliceHalf(client, inner, abort)
+	<-done
+	client.Close()
+	inner.Close()
+}
+
+// spliceHalf copies src to dst; between two TCP sockets, (*net.TCPConn)
+// ReadFrom uses splice(2) through a pipe, so the bytes stay in the kernel.
+func spliceHalf(dst, src *net.TCPConn, abort func()) {
+	if _, err := dst.ReadFrom(src); err != nil {
+		abort()
+		return
+	}
+	dst.CloseWrite()
+}
+
+// dialInner binds a socket from newInner to the client's address and
+// connects it to the container.
+func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) (net.Conn, error) {
+	f, err := newInner(proto)
+	if err != nil {
+		return nil, fmt.Errorf("make inner socket: %w", err)
+	}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("make inner socket: %w", err)
+	}
+	var bindErr error
+	if err := raw.Control(func(fd uintptr) {
+		// The same client address may be bound again while an earlier
+		// connection from it lingers in TIME_WAIT.
+		if bindErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); bindErr != nil {
+			return
+		}
+		bindErr = unix.Bind(int(fd), &unix.SockaddrInet4{Addr: from.Addr().Unmap().As4(), Port: int(from.Port())})
+	}); err != nil {
+		bindErr = err
+	}
+	if bindErr != nil {
+		f.Close()
+		return nil, fmt.Errorf("bind inner socket to %s: %w", from, bindErr)
+	}
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("make inner socket: %w", err)
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("make inner socket: unexpected %T", c)
+	}
+	raw, err = sc.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("make inner socket: %w", err)
+	}
+	sa := &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}
+	var connErr error
+	if err := raw.Control(func(fd uintptr) { connErr = unix.Connect(int(fd), sa) }); err != nil {
+		connErr = err
+	}
+	if errors.Is(connErr, unix.EINPROGRESS) {
+		c.SetWriteDeadline(time.Now().Add(innerConnectTimeout))
+		if err := raw.Write(func(fd uintptr) bool {
+			// Called at once and again whenever the socket turns
+			// writable: done when connected or failed.
+			if soErr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soErr != 0 {
+				connErr = err
+				if soErr != 0 {
+					connErr = syscall.Errno(soErr)
+				}
+				return true
+			}
+			_, err := unix.Getpeername(int(fd))
+			connErr = err
+			return err == nil
+		}); err != nil {
+			connErr = err
+		}
+		c.SetWriteDeadline(time.Time{})
+	}
+	if connErr != nil {
+		c.Close()
+		return nil, fmt.Errorf("connect inner socket to %s: %w", to, connErr)
+	}
+	return c, nil
+}
+
+func setSockoptInt(c syscall.Conn, level, opt, value int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// publishedUDP relays one published UDP port: a flow per client address,
+// each with its own transparent inner socket.
+type publishedUDP struct {
+	s        *Stack
+	ln       *net.UDPConn
+	guest    netip.AddrPort
+	newInner InnerSocketFunc
+	wildcard bool
+
+	mu    sync.Mutex
+	flows map[udpClientKey]*publishedUDPFlow
+}
+
+type udpClientKey struct {
+	client netip.AddrPort
+	local  netip.Addr // the address the client sent to (wildcard only)
+}
+
+type publishedUDPFlow struct {
+	inner      net.Conn
+	lastActive atomic.Int64
+}
+
+func (r *publishedUDP) serve() {
+	s := r.s
+	defer s.untrack(r.ln)
+	defer r.ln.Close()
+	buf := make([]byte, maxDatagram)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+	for {
+		n, oobn, _, client, err := r.ln.ReadMsgUDPAddrPort(buf, oob)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		key := udpClientKey{client: client}
+		if r.wildcard {
+			key.local = pktinfoDst(oob[:oobn])
+		}
+		flow := r.flow(key)
+		if flow == nil {
+			continue
+		}
+		flow.lastActive.Store(time.Now().UnixNano())
+		flow.inner.Write(buf[:n])
+	}
+}
+
+// flow returns the flow of key, dialling its inner socket on first use.
+func (r *publishedUDP) flow(key udpClientKey) *publishedUDPFlow {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f, ok := r.flows[key]; ok {
+		return f
+	}
+	if len(r.flows) >= maxPublishedUDPFlows {
+		return nil
+	}
+	inner, err := dialInner("udp", key.client, r.guest, r.newInner)
+	if err != nil {
+		r.s.log.Debug("relay published datagram", "client", key.client, "err", err)
+		return nil
+	}
+	f := &publishedUDPFlow{inner: inner}
+	f.lastActive.Store(time.Now().UnixNano())
+	if !r.s.track(inner) {
+		return nil
+	}
+	if !r.s.spawn(func() { r.relayReplies(key, f) }) {
+		r.s.untrack(inner)
+		inner.Close()
+		return nil
+	}
+	r.flows[key] = f
+	return f
+}
+
+// relayReplies sends the container's datagrams back to the client, from the
+// address the client used, until the flow is idle.
+func (r *publishedUDP) relayReplies(key udpClientKey, f *publishedUDPFlow) {
+	defer func() {
+		r.mu.Lock()
+		delete(r.flows, key)
+		r.mu.Unlock()
+		r.s.untrack(f.inner)
+		f.inner.Close()
+	}()
+	var oob []byte
+	if key.local.IsValid() {
+		oob = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: key.local.As4()})
+	}
+	buf := make([]byte, maxDatagram)
+	for {
+		f.inner.SetReadDeadline(time.Unix(0, f.lastActive.Load()).Add(udpIdleTimeout))
+		n, err := f.inner.Read(buf)
+		if isTimeout(err) {
+			if time.Since(time.Unix(0, f.lastActive.Load())) < udpIdleTimeout {
+				continue
+			}
+			return
+		}
+		if err != nil && !isTransientUDPError(err) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		f.lastActive.Store(time.Now().UnixNano())
+		r.ln.WriteMsgUDPAddrPort(buf[:n], oob, key.client)
+	}
+}
+
+// pktinfoDst returns the destination address in an IP_PKTINFO control
+// message, or the zero Addr.
+func pktinfoDst(oob []byte) netip.Addr {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return netip.Addr{}
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo {
+			info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&m.Data[0]))
+			return netip.AddrFrom4(info.Addr)
+		}
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,192 @@
+package usernet
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+const (
+	// maxPendingTCP bounds connection attempts being dialled at once, the
+	// analogue of a listen backlog; further SYNs are dropped and retried.
+	maxPendingTCP  = 512
+	tcpDialTimeout = 30 * time.Second
+	// relayBufferSize is large so that one read of the gVisor receive
+	// queue and one write(2) move many 64 KiB segments.
+	relayBufferSize = 256 << 10
+)
+
+var relayBuffers = sync.Pool{New: func() any {
+	b := make([]byte, relayBufferSize)
+	return &b
+}}
+
+// hostTarget maps a destination the container addressed to the host address
+// to dial, or reports false when it must be refused.
+func (s *Stack) hostTarget(dst netip.Addr, port uint16) (netip.AddrPort, bool) {
+	switch {
+	case dst == s.cfg.Gateway:
+		if s.cfg.AllowHostLoopback {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port), true
+		}
+		return netip.AddrPort{}, false
+	case s.cfg.Subnet.Contains(dst):
+		// The DNS address, the subnet's other addresses and its
+		// broadcast are not the outside world.
+		return netip.AddrPort{}, false
+	case !dst.Is4(), dst.IsUnspecified(), dst.IsLoopback(), dst.IsMulticast(),
+		dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(dst, port), true
+}
+
+// handleTCP passes segments to the gVisor forwarder, which runs forwardTCP
+// in a goroutine of its own for each new connection. Because that goroutine
+// is started by gVisor, it is counted here, before it exists, so that Close
+// can wait for it: a pure SYN that is not a duplicate of a pending one is
+// exactly the case in which the forwarder spawns (its own duplicate and
+// in-flight checks never trigger first, see buildNetstack).
+func (s *Stack) handleTCP(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	h := header.TCP(pkt.TransportHeader().Slice())
+	if len(h) < header.TCPMinimumSize || !h.Flags().Contains(header.TCPFlagSyn) || h.Flags().Contains(header.TCPFlagAck) {
+		return s.tcpForwarder.HandlePacket(id, pkt)
+	}
+	s.mu.Lock()
+	if _, dup := s.tcpPending[id]; dup || s.closed || len(s.tcpPending) >= maxPendingTCP {
+		s.mu.Unlock()
+		return true
+	}
+	s.tcpPending[id] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if s.tcpForwarder.HandlePacket(id, pkt) {
+		return true
+	}
+	s.completeTCP(id)
+	s.wg.Done()
+	return false
+}
+
+// completeTCP forgets a pending connection once the forwarder's request is
+// completed (so the forwarder has forgotten it first).
+func (s *Stack) completeTCP(id stack.TransportEndpointID) {
+	s.mu.Lock()
+	delete(s.tcpPending, id)
+	s.mu.Unlock()
+}
+
+// forwardTCP dials the host side first and only then completes the
+// container's handshake, so a refused or unreachable destination looks to
+// the container like a reset, as it would without the stack in between.
+func (s *Stack) forwardTCP(r *tcp.ForwarderRequest) {
+	defer s.wg.Done()
+	id := r.ID()
+	complete := func(reset bool) {
+		r.Complete(reset)
+		s.completeTCP(id)
+	}
+	dst := toAddr(id.LocalAddress)
+	ctx, cancel := context.WithTimeout(s.ctx, tcpDialTimeout)
+	var host net.Conn
+	var err error
+	if dst == s.cfg.DNS && id.LocalPort == 53 {
+		host, err = s.dialResolverTCP(ctx)
+	} else if target, ok := s.hostTarget(dst, id.LocalPort); !ok {
+		err = errRefused
+	} else {
+		var d net.Dialer
+		host, err = d.DialContext(ctx, "tcp", target.String())
+	}
+	cancel()
+	if err != nil {
+		s.log.Debug("refuse tcp connection", "dst", dst, "port", id.LocalPort, "err", err)
+		complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		host.Close()
+		complete(true)
+		return
+	}
+	complete(false)
+	s.relayTCP(ep, gonet.NewTCPConn(&wq, ep), host)
+}
+
+var errRefused = errors.New("destination refused by policy")
+
+type closeWriter interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// relayTCP copies both ways until both directions are finished. A clean
+// end of stream is passed on as a half close (FIN); an error aborts both
+// connections (RST) so that neither side waits forever.
+func (s *Stack) relayTCP(ep tcpip.Endpoint, guest *gonet.TCPConn, host net.Conn) {
+	if !s.track(guest) {
+		host.Close()
+		return
+	}
+	defer s.untrack(guest)
+	if !s.track(host) {
+		guest.Close()
+		return
+	}
+	defer s.untrack(host)
+	abort := func() {
+		ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+		if tc, ok := host.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		guest.Close()
+		host.Close()
+	}
+	hostCW, _ := host.(closeWriter)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		relayHalf(hostCW, guest, abort)
+	}()
+	relayHalf(guest, host, abort)
+	<-done
+	guest.Close()
+	host.Close()
+}
+
+// relayHalf copies src to dst and half-closes dst at the end of src.
+func relayHalf(dst closeWriter, src io.Reader, abort func()) {
+	bp := relayBuffers.Get().(*[]byte)
+	defer relayBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				abort()
+				return
+			}
+		}
+		if rerr == io.EOF {
+			dst.CloseWrite()
+			return
+		}
+		if rerr != nil {
+			abort()
+			return
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package usernet
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+const (
+	// udpIdleTimeout ends a flow without traffic either way, like a NAT's
+	// UDP mapping (Linux conntrack keeps a replied flow 120 s, an
+	// unreplied one 30 s).
+	udpIdleTimeout = 60 * time.Second
+	maxDatagram    = 65535
+)
+
+var datagramBuffers = sync.Pool{New: func() any {
+	b := make([]byte, maxDatagram)
+	return &b
+}}
+
+// forwardUDP is called by gVisor for the first datagram of a flow the stack
+// has no endpoint for. Returning false lets gVisor answer with ICMP port
+// unreachable.
+func (s *Stack) forwardUDP(r *udp.ForwarderRequest) bool {
+	id := r.ID()
+	dst := toAddr(id.LocalAddress)
+	if dst == s.cfg.DNS && id.LocalPort == 53 {
+		return s.serveDNS(r)
+	}
+	target, ok := s.hostTarget(dst, id.LocalPort)
+	if !ok {
+		return false
+	}
+	host, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
+	if err != nil {
+		s.log.Debug("refuse udp flow", "dst", target, "err", err)
+		return false
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		host.Close()
+		return true
+	}
+	guest := gonet.NewUDPConn(&wq, ep)
+	if !s.spawn(func() { s.relayUDP(guest, host) }) {
+		guest.Close()
+		host.Close()
+	}
+	return true
+}
+
+// relayUDP moves datagrams both ways until the flow has been idle for
+// udpIdleTimeout or the stack closes.
+func (s *Stack) relayUDP(guest *gonet.UDPConn, host *net.UDPConn) {
+	if !s.track(guest) {
+		host.Close()
+		return
+	}
+	defer s.untrack(guest)
+	if !s.track(host) {
+		guest.Close()
+		return
+	}
+	defer s.untrack(host)
+	var lastActive atomic.Int64
+	lastActive.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		copyDatagrams(host, guest, &lastActive)
+		guest.Close()
+		host.Close()
+	}()
+	copyDatagrams(guest, host, &lastActive)
+	guest.Close()
+	host.Close()
+	<-done
+}
+
+// copyDatagrams relays until an error, or until a read has waited for
+// udpIdleTimeout while the other direction was idle too.
+func copyDatagrams(dst, src net.Conn, lastActive *atomic.Int64) {
+	bp := datagramBuffers.Get().(*[]byte)
+	defer datagramBuffers.Put(bp)
+	buf := *bp
+	for {
+		src.SetReadDeadline(time.Unix(0, lastActive.Load()).Add(udpIdleTimeout))
+		n, err := src.Read(buf)
+		if isTimeout(err) {
+			if time.Since(time.Unix(0, lastActive.Load())) < udpIdleTimeout {
+				continue
+			}
+			return
+		}
+		if err != nil && !isTransientUDPError(err) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		lastActive.Store(time.Now().UnixNano())
+		if _, err := dst.Write(buf[:n]); err != nil && !isTransientUDPError(err) {
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isTransientUDPError tells errors that concern one datagram (the ICMP
+// error an earlier one caused, a full buffer) from a dead flow.
+func isTransientUDPError(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}

@@ -1,0 +1,186 @@
+package usernet
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+func TestConfigWithDefaults(t *testing.T) {
+	addr := netip.MustParseAddr
+	for _, tc := range []struct {
+		name                string
+		in                  Config
+		gateway, dns, guest netip.Addr
+		mtu                 uint32
+		wantErr             bool
+	}{
+		{name: "slirp4netns defaults", gateway: addr("10.0.2.2"), dns: addr("10.0.2.3"), guest: addr("10.0.2.100"), mtu: 65520},
+		{name: "other subnet", in: Config{Subnet: netip.MustParsePrefix("10.77.0.0/24"), MTU: 1500},
+			gateway: addr("10.77.0.2"), dns: addr("10.77.0.3"), guest: addr("10.77.0.100"), mtu: 1500},
+		{name: "unmasked subnet", in: Config{Subnet: netip.MustParsePrefix("10.77.0.9/24")},
+			gateway: addr("10.77.0.2"), dns: addr("10.77.0.3"), guest: addr("10.77.0.100"), mtu: 65520},
+		{name: "explicit guest", in: Config{Guest: addr("10.0.2.15")},
+			gateway: addr("10.0.2.2"), dns: addr("10.0.2.3"), guest: addr("10.0.2.15"), mtu: 65520},
+		{name: "subnet too small for .100", in: Config{Subnet: netip.MustParsePrefix("10.0.2.0/28")}, wantErr: true},
+		{name: "ipv6 subnet", in: Config{Subnet: netip.MustParsePrefix("fd00::/64")}, wantErr: true},
+		{name: "guest outside subnet", in: Config{Guest: addr("192.0.2.1")}, wantErr: true},
+		{name: "guest is gateway", in: Config{Guest: addr("10.0.2.2")}, wantErr: true},
+		{name: "mtu too large", in: Config{MTU: 65521}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Resolvers = []netip.AddrPort{}
+			got, err := tc.in.WithDefaults()
+			if tc.wantErr {
+				if !errors.Is(err, ErrInvalidConfig) {
+					t.Fatalf("err = %v, want ErrInvalidConfig", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Gateway != tc.gateway || got.DNS != tc.dns || got.Guest != tc.guest || got.MTU != tc.mtu || got.Logger == nil {
+				t.Errorf("got gateway %s dns %s guest %s mtu %d", got.Gateway, got.DNS, got.Guest, got.MTU)
+			}
+		})
+	}
+}
+
+func TestResolvConfNameservers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(path, []byte("# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver  ::ffff:198.51.100.53\nnameserver fe80::1%eth0\nnameserver bogus\noptions ndots:2\n"), 0o600)
+	got, err := ResolvConfNameservers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.AddrPort{
+		netip.MustParseAddrPort("192.0.2.53:53"),
+		netip.MustParseAddrPort("198.51.100.53:53"),
+		netip.MustParseAddrPort("[fe80::1%eth0]:53"),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if _, err := ResolvConfNameservers(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: err = %v", err)
+	}
+}
+
+func TestServfail(t *testing.T) {
+	var q dns.Msg
+	q.SetQuestion("probe.ctnet.test.", dns.TypeA)
+	q.Id = 4242
+	packed, _ := q.Pack()
+	var a dns.Msg
+	if err := a.Unpack(servfail(packed)); err != nil {
+		t.Fatal(err)
+	}
+	if a.Id != 4242 || !a.Response || a.Rcode != dns.RcodeServerFailure || len(a.Question) != 1 {
+		t.Errorf("answer = %v", a)
+	}
+	if servfail([]byte{1, 2, 3}) != nil {
+		t.Error("servfail of garbage should be nil")
+	}
+}
+
+func TestHostTarget(t *testing.T) {
+	s := &Stack{}
+	for _, allow := range []bool{false, true} {
+		cfg, err := Config{AllowHostLoopback: allow, Resolvers: []netip.AddrPort{}}.WithDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.cfg = cfg
+		for _, tc := range []struct {
+			dst  string
+			want string // "" = refused
+		}{
+			{"10.0.2.2", map[bool]string{false: "", true: "127.0.0.1:80"}[allow]},
+			{"10.0.2.3", ""},
+			{"10.0.2.77", ""},
+			{"10.0.2.255", ""},
+			{"224.0.0.251", ""},
+			{"255.255.255.255", ""},
+			{"0.0.0.0", ""},
+			{"198.51.100.1", "198.51.100.1:80"},
+			{"10.1.2.3", "10.1.2.3:80"},
+		} {
+			got, ok := s.hostTarget(netip.MustParseAddr(tc.dst), 80)
+			if (tc.want == "") == ok || (ok && got.String() != tc.want) {
+				t.Errorf("allow=%v %s: got %v %v, want %q", allow, tc.dst, got, ok, tc.want)
+			}
+		}
+	}
+}
+
+func TestEncodeVnetHdr(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		gso     stack.GSO
+		payload int
+		want    []byte
+	}{
+		{name: "no offload", payload: 100, want: make([]byte, vnetHdrSize)},
+		{name: "partial checksum", payload: 100,
+			gso:  stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, L3HdrLen: 20, CsumOffset: 16, MSS: 1460},
+			want: []byte{1, 0, 54, 0, 0, 0, 34, 0, 16, 0}},
+		{name: "segmentation", payload: 3000,
+			gso:  stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, L3HdrLen: 20, CsumOffset: 16, MSS: 1460},
+			want: []byte{1, 1, 54, 0, 0xb4, 0x05, 34, 0, 16, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+				ReserveHeaderBytes: 54,
+				Payload:            buffer.MakeWithData(make([]byte, tc.payload)),
+			})
+			defer pkt.DecRef()
+			pkt.TransportHeader().Push(20)
+			pkt.NetworkHeader().Push(20)
+			pkt.LinkHeader().Push(header.EthernetMinimumSize)
+			pkt.GSOOptions = tc.gso
+			got := make([]byte, vnetHdrSize)
+			encodeVnetHdr(got, pkt)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckPingExplainsSysctl(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ping_group_range")
+	if err != nil || strings.Join(strings.Fields(string(b)), " ") != "1 0" {
+		t.Skip("needs net.ipv4.ping_group_range = 1 0 (nobody may ping)")
+	}
+	err = CheckPing()
+	if !errors.Is(err, ErrPingNotPermitted) || !strings.Contains(err.Error(), "net.ipv4.ping_group_range") {
+		t.Errorf("CheckPing() = %v, want ErrPingNotPermitted naming the sysctl", err)
+	}
+}
+
+func TestPortValidate(t *testing.T) {
+	for _, tc := range []struct {
+		p  Port
+		ok bool
+	}{
+		{Port{Proto: "tcp", HostPort: 8080, GuestPort: 80}, true},
+		{Port{Proto: "udp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 53, GuestPort: 53}, true},
+		{Port{Proto: "sctp", HostPort: 1, GuestPort: 1}, false},
+		{Port{Proto: "tcp", HostPort: 0, GuestPort: 80}, false},
+		{Port{Proto: "tcp", HostIP: netip.MustParseAddr("::1"), HostPort: 1, GuestPort: 1}, false},
+	} {
+		if err := tc.p.validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v", tc.p, err)
+		}
+	}
+}
