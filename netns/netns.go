@@ -143,14 +143,33 @@ func Same(a, b *NS) bool {
 }
 
 // Do runs fn on a fresh, locked OS thread that has entered the namespace. fn must
-// not start goroutines that depend on the namespace: they run elsewhere.
+// not start goroutines that depend on the namespace: they run elsewhere. For the
+// process's own namespace it runs fn directly: no switch is needed, and an
+// unprivileged process could not make it.
 func (n *NS) Do(fn func() error) error {
+	if n.isProcessNS() {
+		return fn()
+	}
 	return onFreshThread(func(int) error {
 		if err := unix.Setns(n.Fd(), unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("enter network namespace %s: %w", n.path, err)
 		}
 		return fn()
 	})
+}
+
+// processNS is the namespace the process started in; outside Do every thread is in it.
+var processNS = func() uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}()
+
+func (n *NS) isProcessNS() bool {
+	id, err := n.ID()
+	return err == nil && id != 0 && id == processNS
 }
 
 // onFreshThread runs fn on a new goroutine whose thread is locked, passing a

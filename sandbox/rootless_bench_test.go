@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ctnet/ctnet/usernet"
-	"github.com/ctnet/ctnet/usernet/usernettest"
+	"github.com/ctnet/ctnet/internal/lab"
 )
 
 // iperf3Gbps prints the received throughput of an iperf3 -J report on
@@ -25,8 +25,8 @@ func BenchmarkRootlessIperf3(b *testing.B) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		b.Skip("needs iperf3")
 	}
-	sb := usernettest.NewSandbox(b)
-	usernettest.AllowTUN(b)
+	sb := lab.NewSandbox(b)
+	lab.AllowTUN(b)
 	server := sb.Command(context.Background(), "iperf3", "-s", "-B", "127.0.0.1", "-p", "5301")
 	if err := server.Start(); err != nil {
 		b.Fatal(err)

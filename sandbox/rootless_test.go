@@ -21,7 +21,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ctnet/ctnet/usernet"
-	"github.com/ctnet/ctnet/usernet/usernettest"
+	"github.com/ctnet/ctnet/internal/lab"
 )
 
 // The test binary is also the rootless helper (re-executed by
@@ -87,7 +87,7 @@ func runRootlessTestDriver(stdin io.Reader, stdout io.Writer) int {
 		wr.Close()
 		ww.Close()
 	}
-	base := usernettest.TakeBaseline()
+	base := lab.TakeBaseline()
 	done := driverEvent{Event: "done"}
 	defer func() { enc.Encode(done) }()
 
@@ -170,7 +170,7 @@ func runRootlessTestDriver(stdin io.Reader, stdout io.Writer) int {
 	return 0
 }
 
-func leakReport(base usernettest.Baseline) string {
+func leakReport(base lab.Baseline) string {
 	if err := base.CheckLeaks(5 * time.Second); err != nil {
 		return err.Error()
 	}
@@ -188,11 +188,11 @@ type rootlessRun struct {
 
 // startRootless runs the driver as the test user inside sb and waits for
 // its "ready" (or early "done") event.
-func startRootless(t testing.TB, sb *usernettest.Sandbox, sc driverScenario) *rootlessRun {
+func startRootless(t testing.TB, sb *lab.Sandbox, sc driverScenario) *rootlessRun {
 	t.Helper()
-	uid, gid := usernettest.TestUser(t)
-	dir := usernettest.UserDir(t, uid, gid)
-	exe := usernettest.ExecutableCopy(t, strings.TrimSuffix(dir, "/user"))
+	uid, gid := lab.TestUser(t)
+	dir := lab.UserDir(t, uid, gid)
+	exe := lab.ExecutableCopy(t, strings.TrimSuffix(dir, "/user"))
 	sc.RuntimeDir = dir + "/run"
 	arg, _ := json.Marshal(sc)
 	args := append(sb.AsUser(uid, gid), exe, rootlessTestDriverArg, string(arg))
@@ -252,15 +252,15 @@ func (r *rootlessRun) finish() driverEvent {
 	if done.LeftFiles != "" {
 		r.t.Errorf("runtime directory not empty after Wait: %s", done.LeftFiles)
 	}
-	if done.PID != 0 && usernettest.ProcessExists(done.PID) {
+	if done.PID != 0 && lab.ProcessExists(done.PID) {
 		r.t.Errorf("container process %d still exists", done.PID)
 	}
 	if done.NetNS != "" {
 		deadline := time.Now().Add(5 * time.Second)
-		for usernettest.NamespaceInUse(done.NetNS) && time.Now().Before(deadline) {
+		for lab.NamespaceInUse(done.NetNS) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		if usernettest.NamespaceInUse(done.NetNS) {
+		if lab.NamespaceInUse(done.NetNS) {
 			r.t.Errorf("container network namespace %s still in use", done.NetNS)
 		}
 	}
@@ -308,8 +308,8 @@ print("DNS", socket.inet_ntoa(r[-4:]))
 `
 
 func TestRootlessOutbound(t *testing.T) {
-	sb := usernettest.NewSandbox(t)
-	usernettest.AllowTUN(t)
+	sb := lab.NewSandbox(t)
+	lab.AllowTUN(t)
 	sb.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
 	sb.AddLoopbackAddr(t, "198.51.100.1/32")
 	serveHTTP(t, sb.ListenTCP(t, "198.51.100.1:8080"), "hello from the sandbox\n")
@@ -362,8 +362,8 @@ func TestRootlessHostLoopback(t *testing.T) {
 		{"allowed maps gateway to 127.0.0.1", true, "hello from host loopback"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sb := usernettest.NewSandbox(t)
-			usernettest.AllowTUN(t)
+			sb := lab.NewSandbox(t)
+			lab.AllowTUN(t)
 			serveHTTP(t, sb.ListenTCP(t, "127.0.0.1:8081"), "hello from host loopback\n")
 			run := startRootless(t, sb, driverScenario{
 				Argv:              []string{"/bin/sh", "-c", "curl -sS --max-time 5 http://10.0.2.2:8081/ || echo REFUSED $?"},
@@ -403,8 +403,8 @@ while True:
 `
 
 func TestRootlessPublishedPorts(t *testing.T) {
-	sb := usernettest.NewSandbox(t)
-	usernettest.AllowTUN(t)
+	sb := lab.NewSandbox(t)
+	lab.AllowTUN(t)
 	sb.AddLoopbackAddr(t, "198.51.100.1/32")
 	sb.AddLoopbackAddr(t, "198.51.100.7/32")
 	run := startRootless(t, sb, driverScenario{
@@ -457,9 +457,9 @@ print(s.recv(100).decode())
 }
 
 func TestRootlessTUNForbidden(t *testing.T) {
-	sb := usernettest.NewSandbox(t)
+	sb := lab.NewSandbox(t)
 	// The lock and mode dance of AllowTUN, but this test needs 0600.
-	usernettest.AllowTUN(t)
+	lab.AllowTUN(t)
 	if err := os.Chmod("/dev/net/tun", 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func TestRootlessTUNForbidden(t *testing.T) {
 }
 
 func TestRootlessNetworkNoneExitCode(t *testing.T) {
-	sb := usernettest.NewSandbox(t)
+	sb := lab.NewSandbox(t)
 	run := startRootless(t, sb, driverScenario{
 		Argv:    []string{"/bin/sh", "-c", "ip -o link; exit 7"},
 		Network: RootlessNetworkNone,

@@ -1,15 +1,13 @@
-// Package usernettest holds fixtures for tests of rootless networking: a
+// Package lab holds the fixtures of ctnet's tests: a
 // throwaway "host" network namespace per test, in-process servers inside
 // it, the unprivileged test user, /dev/net/tun access, and leak baselines.
 //
 // Everything runs in namespaces the test makes: the machine's own network
 // namespace is never configured and receives no traffic.
-package usernettest
+package lab
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -53,10 +51,13 @@ type Sandbox struct {
 // NewSandbox makes a namespace "ctl-<random>" with lo up, removed at cleanup.
 func NewSandbox(t testing.TB) *Sandbox {
 	t.Helper()
+	return newSandbox(t, "ctl-")
+}
+
+func newSandbox(t testing.TB, prefix string) *Sandbox {
+	t.Helper()
 	RequireRoot(t)
-	b := make([]byte, 4)
-	rand.Read(b)
-	s := &Sandbox{Name: "ctl-" + hex.EncodeToString(b)}
+	s := &Sandbox{Name: RandomName(prefix)}
 	s.Path = "/run/netns/" + s.Name
 	if out, err := exec.Command("ip", "netns", "add", s.Name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", s.Name, err, out)

@@ -1,0 +1,272 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The "wan" side of a sandbox: a second namespace behind a veth, standing in for the
+// rest of the world (TEST-NET-3).
+const (
+	HostUplinkIP = "203.0.113.1"
+	WANIP        = "203.0.113.2"
+	uplinkPrefix = "/24"
+)
+
+// Main runs the tests and removes the ctnet binary built for them; call it from
+// TestMain.
+func Main(m interface{ Run() int }) int {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	return code
+}
+
+var build struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// Binary builds cmd/ctnet once per test process and returns its path (world
+// readable and executable, so the unprivileged test user can run it too).
+func Binary(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			build.err = err
+			return
+		}
+		build.dir, err = os.MkdirTemp("", "ctnet-bin-")
+		if err != nil {
+			build.err = err
+			return
+		}
+		os.Chmod(build.dir, 0o755)
+		build.path = filepath.Join(build.dir, "ctnet")
+		cmd := exec.Command("go", "build", "-o", build.path, "./cmd/ctnet")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("go build ./cmd/ctnet: %v: %s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.path
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// WAN is the namespace on the far side of the sandbox's uplink.
+type WAN struct {
+	Sandbox
+}
+
+// AddWAN connects the sandbox to a new "wan" namespace: the sandbox's uplink
+// (HostUplinkIP, interface "uplink0") and the wan's end (WANIP), with the sandbox's
+// default route pointing at the wan, as a host's would at its router.
+func (s *Sandbox) AddWAN(t testing.TB) *WAN {
+	t.Helper()
+	w := &WAN{Sandbox: *newSandbox(t, "ctw-")}
+	mustRun(t, "ip", "link", "add", "uplink0", "netns", s.Name, "type", "veth", "peer", "name", "wan0", "netns", w.Name)
+	s.MustRun(t, "ip", "addr", "add", HostUplinkIP+uplinkPrefix, "dev", "uplink0")
+	s.MustRun(t, "ip", "link", "set", "uplink0", "up")
+	w.MustRun(t, "ip", "addr", "add", WANIP+uplinkPrefix, "dev", "wan0")
+	w.MustRun(t, "ip", "link", "set", "wan0", "up")
+	s.MustRun(t, "ip", "route", "add", "default", "via", WANIP)
+	return w
+}
+
+func mustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Root makes a fresh ctnet root directory for the test. At cleanup it fails the
+// test if anything is still mounted under it, then removes it.
+func Root(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ctnet-root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if m := MountsUnder(dir); len(m) > 0 {
+			t.Errorf("mounts left under the ctnet root: %v", m)
+			for _, p := range m {
+				exec.Command("umount", "-l", p).Run()
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
+// MountsUnder lists the mount points at or below dir.
+func MountsUnder(dir string) []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// Result is what a command printed and its exit status.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+}
+
+// Ctnet runs the ctnet binary inside the sandbox with the given root.
+func (s *Sandbox) Ctnet(t testing.TB, root string, args ...string) Result {
+	t.Helper()
+	return s.CtnetEnv(t, root, nil, args...)
+}
+
+// CtnetEnv is Ctnet with extra environment variables.
+func (s *Sandbox) CtnetEnv(t testing.TB, root string, env []string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := s.Command(ctx, append([]string{Binary(t), "--root", root}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run ctnet %v: %v", args, err)
+	}
+	return r
+}
+
+// MustCtnet runs ctnet and fails the test unless it exits 0; it returns stdout.
+func (s *Sandbox) MustCtnet(t testing.TB, root string, args ...string) string {
+	t.Helper()
+	r := s.Ctnet(t, root, args...)
+	if r.Code != 0 {
+		t.Fatalf("ctnet %s: %s", strings.Join(args, " "), r)
+	}
+	return r.Stdout
+}
+
+// Try runs a command in the sandbox and returns its combined output and error.
+func (s *Sandbox) Try(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := s.Command(ctx, args...).CombinedOutput()
+	return string(out), err
+}
+
+// InNetNS returns the argument prefix that runs a command in a namespace file (a
+// container's, as `ctnet inspect` reports it) without entering ctnet.
+func InNetNS(path string) []string {
+	return []string{"nsenter", "--net=" + path}
+}
+
+var ifindexRE = regexp.MustCompile(`(?m)^\d+: `)
+
+// Snapshot is the kernel state of the sandbox that ctnet may change, as independent
+// tools print it.
+type Snapshot map[string]string
+
+// Snapshot records links, addresses, routes, the nft ruleset, named namespaces and
+// mounts under root.
+func (s *Sandbox) Snapshot(t testing.TB, root string) Snapshot {
+	t.Helper()
+	snap := Snapshot{}
+	for name, args := range map[string][]string{
+		"ip -d link": {"ip", "-d", "link"},
+		"ip addr":    {"ip", "addr"},
+		"ip route":   {"ip", "route", "show", "table", "all"},
+		"nft":        {"nft", "list", "ruleset"},
+	} {
+		snap[name] = ifindexRE.ReplaceAllString(s.MustRun(t, args...), "N: ")
+	}
+	netns, _ := exec.Command("ip", "netns", "list").Output()
+	snap["ip netns"] = string(netns)
+	snap["mounts under root"] = strings.Join(MountsUnder(root), "\n")
+	return snap
+}
+
+// Diff describes how two snapshots differ, or "" if they are the same.
+func (a Snapshot) Diff(b Snapshot) string {
+	var out []string
+	for k, va := range a {
+		if vb := b[k]; va != vb {
+			out = append(out, fmt.Sprintf("%s differs:\n--- before\n%s\n--- after\n%s", k, va, vb))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// RandomName returns prefix followed by 8 random hex digits.
+func RandomName(prefix string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// ProcessesOf returns the PIDs of processes running the given executable.
+func ProcessesOf(exe string) []int {
+	var out []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + p.Name() + "/exe"); err == nil && l == exe && ProcessExists(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
