@@ -85,7 +85,7 @@ func Snapshot(ns *netns.NS) (*Stack, error) {
 	}
 	for _, r := range routes {
 		ri := RouteInfo{Destination: "default", Device: names[r.LinkIndex], Scope: r.Scope.String()}
-		if r.Dst != nil {
+		if r.Dst != nil && !isZeroMask(r.Dst.Mask) {
 			ri.Destination = r.Dst.String()
 		}
 		if r.Gw != nil {

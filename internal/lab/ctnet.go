@@ -225,9 +225,11 @@ func (s *Sandbox) Snapshot(t testing.TB, root string) Snapshot {
 	snap := Snapshot{}
 	for name, args := range map[string][]string{
 		"ip -d link": {"ip", "-d", "link"},
-		"ip addr":    {"ip", "addr"},
-		"ip route":   {"ip", "route", "show", "table", "all"},
-		"nft":        {"nft", "list", "ruleset"},
+		// IPv4 only: IPv6 link-local addresses appear late on new links (DAD), and
+		// ctnet's networks are IPv4.
+		"ip addr":  {"ip", "-4", "addr"},
+		"ip route": {"ip", "-4", "route", "show", "table", "all"},
+		"nft":      {"nft", "list", "ruleset"},
 	} {
 		snap[name] = ifindexRE.ReplaceAllString(s.MustRun(t, args...), "N: ")
 	}

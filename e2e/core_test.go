@@ -1,0 +1,318 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+var lookPath = exec.LookPath
+
+// The reference article's scenario: two containers on one network reach each other
+// and the gateway, the host reaches both, TCP works between them.
+func TestArticleScenario(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "web", "--subnet", "172.30.0.0/24")
+	e.runDetached("--name", "a", "--network", "web", "--", "sleep", "600")
+	e.runDetached(append([]string{"--name", "b", "--network", "web", "--"}, peerServer(7000)...)...)
+	a, b := e.ip("a"), e.ip("b")
+	if a == b || !strings.HasPrefix(a, "172.30.0.") || !strings.HasPrefix(b, "172.30.0.") {
+		t.Fatalf("addresses %s and %s: want two distinct ones in 172.30.0.0/24", a, b)
+	}
+	// The bridge holds the gateway, as `ip` sees it.
+	if out, _ := e.hostRun("ip", "-4", "addr", "show"); !strings.Contains(out, "172.30.0.1/24") {
+		t.Errorf("no bridge with the gateway address 172.30.0.1/24 on the host:\n%s", out)
+	}
+	checks := []struct {
+		what string
+		run  func(...string) (string, error)
+		to   string
+	}{
+		{"a pings b", e.containerRun("a"), b},
+		{"b pings a", e.containerRun("b"), a},
+		{"a pings the gateway", e.containerRun("a"), "172.30.0.1"},
+		{"the host pings a", e.hostRun, a},
+		{"the host pings b", e.hostRun, b},
+	}
+	for _, c := range checks {
+		if !pingOK(c.run, c.to) {
+			t.Errorf("%s (%s): no reply", c.what, c.to)
+		}
+	}
+	var seen string
+	if !eventually(func() bool { seen = askPeer(e.containerRun("a"), b, 7000); return seen != "" }) {
+		t.Fatalf("TCP from a to b:7000: no answer")
+	}
+	if seen != a {
+		t.Errorf("b saw a's connection from %q, want %s", seen, a)
+	}
+	// Inside: eth0 with the address and a default route via the gateway.
+	out, _ := e.inContainer("a", "ip", "-4", "route")
+	if !strings.Contains(out, "default via 172.30.0.1 dev eth0") {
+		t.Errorf("a's routes: want a default route via 172.30.0.1:\n%s", out)
+	}
+	e.must("rm", "-f", "a", "b")
+	e.must("network", "rm", "web")
+}
+
+// host, none and container:NAME behave as Docker's network modes do.
+func TestNetworkModes(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "owner", "--", "sleep", "600")
+	ownerIP := e.ip("owner")
+	cases := []struct {
+		mode        string
+		wantLinks   []string // interfaces the container sees (besides lo)
+		notLinks    []string
+		reachesHost bool // reaches the host's uplink address
+		wantIP      string
+	}{
+		{mode: "host", wantLinks: []string{"uplink0", "ctnet0"}, reachesHost: true},
+		{mode: "none", notLinks: []string{"eth0", "uplink0"}},
+		{mode: "container:owner", wantLinks: []string{"eth0"}, notLinks: []string{"uplink0"}, reachesHost: true, wantIP: ownerIP},
+	}
+	for _, c := range cases {
+		t.Run(c.mode, func(t *testing.T) {
+			r := e.ctnet("run", "--rm", "--network", c.mode, "--", "sh", "-c", "ip -o link; ip -o -4 addr; ping -c1 -W1 "+lab.HostUplinkIP+" >/dev/null && echo REACHED")
+			if r.Code != 0 && c.reachesHost {
+				t.Fatalf("run --network %s: %s", c.mode, r)
+			}
+			for _, l := range c.wantLinks {
+				if !strings.Contains(r.Stdout, " "+l+":") && !strings.Contains(r.Stdout, " "+l+"@") {
+					t.Errorf("--network %s: interface %s not seen inside:\n%s", c.mode, l, r.Stdout)
+				}
+			}
+			for _, l := range c.notLinks {
+				if strings.Contains(r.Stdout, " "+l+":") || strings.Contains(r.Stdout, " "+l+"@") {
+					t.Errorf("--network %s: interface %s seen inside, want it absent:\n%s", c.mode, l, r.Stdout)
+				}
+			}
+			if !strings.Contains(r.Stdout, " lo ") && !strings.Contains(r.Stdout, "lo:") {
+				t.Errorf("--network %s: no loopback inside:\n%s", c.mode, r.Stdout)
+			}
+			if got := strings.Contains(r.Stdout, "REACHED"); got != c.reachesHost {
+				t.Errorf("--network %s: reaches the host = %t, want %t", c.mode, got, c.reachesHost)
+			}
+			if c.wantIP != "" && !strings.Contains(r.Stdout, c.wantIP+"/") {
+				t.Errorf("--network %s: want the owner's address %s inside:\n%s", c.mode, c.wantIP, r.Stdout)
+			}
+		})
+	}
+	e.must("rm", "-f", "owner")
+	e.must("network", "rm", "bridge")
+}
+
+// A namespace made with `ip netns add` joins a network with attach and is left to
+// its owner, with only loopback, after rm.
+func TestAttachForeignNamespace(t *testing.T) {
+	e := newEnv(t)
+	name := lab.RandomName("ctx-")
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", name).Run()
+	e.runDetached("--name", "peer", "--", "sleep", "600")
+	e.must("attach", "--netns", "/run/netns/"+name, "--name", "ext")
+	ext := func(args ...string) (string, error) {
+		return e.host.Try(append([]string{"ip", "netns", "exec", name}, args...)...)
+	}
+	out, _ := ext("ip", "-4", "-o", "addr")
+	if !strings.Contains(out, e.ip("ext")+"/") {
+		t.Errorf("attached namespace lacks its address %s:\n%s", e.ip("ext"), out)
+	}
+	if !pingOK(ext, "172.17.0.1") {
+		t.Errorf("attached namespace cannot reach the gateway")
+	}
+	if !pingOK(ext, e.ip("peer")) {
+		t.Errorf("attached namespace cannot reach another container")
+	}
+	e.must("rm", "ext")
+	if _, err := os.Stat("/run/netns/" + name); err != nil {
+		t.Fatalf("rm removed the attached namespace: %v", err)
+	}
+	links, _ := ext("ip", "-o", "link")
+	if n := len(strings.Split(strings.TrimSpace(links), "\n")); n != 1 || !strings.Contains(links, "lo:") {
+		t.Errorf("after rm the namespace should hold only loopback:\n%s", links)
+	}
+	e.must("rm", "-f", "peer")
+	e.must("network", "rm", "bridge")
+}
+
+// After rm and network rm nothing of ctnet remains (newEnv's cleanup compares the
+// whole sandbox); the explicit check here also covers namespaces and mounts.
+func TestNothingRemainsAfterRemoval(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "n1")
+	e.must("network", "create", "n2", "--internal")
+	e.runDetached("--name", "c1", "--network", "n1", "-p", "8080:80", "--", "sleep", "600")
+	e.runDetached("--name", "c2", "--network", "n2", "--", "sleep", "600")
+	e.must("network", "connect", "n1", "c2")
+	nsPaths := []string{e.inspect("c1").NetNS, e.inspect("c2").NetNS}
+	e.must("rm", "-f", "c1", "c2")
+	e.must("network", "rm", "n1", "n2")
+	for _, p := range nsPaths {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("container namespace %s still exists", p)
+		}
+	}
+	if diff := e.before.Diff(e.host.Snapshot(t, e.root)); diff != "" {
+		t.Errorf("ctnet left state behind:\n%s", diff)
+	}
+}
+
+// 50 containers on one network get 50 distinct addresses.
+func TestFiftyDistinctAddresses(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "big", "--subnet", "10.77.0.0/24")
+	seen := map[string]string{}
+	var names []string
+	for i := range 50 {
+		name := fmt.Sprintf("c%02d", i)
+		e.runDetached("--name", name, "--network", "big", "--", "sleep", "600")
+		ip := e.ip(name)
+		if other, dup := seen[ip]; dup {
+			t.Errorf("%s and %s both got %s", name, other, ip)
+		}
+		seen[ip] = name
+		names = append(names, name)
+	}
+	e.must(append([]string{"rm", "-f"}, names...)...)
+	e.must("network", "rm", "big")
+}
+
+// Networks whose subnet overlaps another network or a host route are refused,
+// naming what they clash with.
+func TestOverlappingSubnetsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "first", "--subnet", "10.50.0.0/16")
+	if out, err := e.hostRun("ip", "route", "add", "10.60.0.0/24", "via", lab.WANIP); err != nil {
+		t.Fatalf("add host route: %v: %s", err, out)
+	}
+	cases := []struct{ subnet, mention string }{
+		{"10.50.3.0/24", "first"},
+		{"10.0.0.0/8", "first"},
+		{"10.60.0.128/25", "10.60.0.0/24"},
+		{"203.0.113.0/25", "uplink0"},
+	}
+	for _, c := range cases {
+		r := e.ctnet("network", "create", "clash", "--subnet", c.subnet)
+		if r.Code == 0 || !strings.Contains(r.Stderr, c.mention) {
+			t.Errorf("network create --subnet %s: want a refusal naming %q, got %s", c.subnet, c.mention, r)
+		}
+	}
+	// A network without --subnet avoids the host's routes and the other networks.
+	e.must("network", "create", "auto")
+	e.must("network", "rm", "first", "auto")
+	e.hostRun("ip", "route", "del", "10.60.0.0/24")
+}
+
+// CMD's exit status passes through; --rm removes the record; the network is
+// released when CMD ends.
+func TestForegroundRun(t *testing.T) {
+	e := newEnv(t)
+	cases := []struct {
+		args     []string
+		wantCode int
+	}{
+		{[]string{"--name", "seven", "--", "sh", "-c", "exit 7"}, 7},
+		{[]string{"--name", "missing", "--", "/nonexistent/command"}, 127},
+		{[]string{"--rm", "--name", "gone", "--", "true"}, 0},
+		{[]string{"--name", "killed", "--", "sh", "-c", "kill -9 $$"}, 137},
+	}
+	for _, c := range cases {
+		r := e.ctnet(append([]string{"run"}, c.args...)...)
+		if r.Code != c.wantCode {
+			t.Errorf("run %v: exit %d, want %d (%s)", c.args, r.Code, c.wantCode, r)
+		}
+	}
+	ps := e.must("ps", "-a")
+	if !strings.Contains(ps, "Exited (7)") {
+		t.Errorf("ps -a should list seven as Exited (7):\n%s", ps)
+	}
+	if strings.Contains(ps, "gone") {
+		t.Errorf("--rm container still listed:\n%s", ps)
+	}
+	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, "vc") {
+		t.Errorf("exited containers still have veths:\n%s", out)
+	}
+	e.must("rm", "seven", "missing", "killed")
+	e.must("network", "rm", "bridge")
+}
+
+// A container whose processes were all killed behind ctnet's back reads as exited,
+// and rm frees its resources.
+func TestKilledBehindCtnetsBack(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "victim", "--", "sleep", "600")
+	c := e.inspect("victim")
+	for _, pid := range []int{c.Supervisor.PID, c.Process.PID} {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if !eventually(func() bool { return strings.Contains(e.must("ps", "-a"), "Exited") }) {
+		t.Fatalf("ps -a does not show the killed container as exited:\n%s", e.must("ps", "-a"))
+	}
+	e.must("rm", "victim")
+	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, c.Networks[0].HostVeth) {
+		t.Errorf("rm left the veth %s:\n%s", c.Networks[0].HostVeth, out)
+	}
+	e.must("network", "rm", "bridge")
+}
+
+// connect adds eth1 on another network; disconnect takes it away.
+func TestConnectDisconnect(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "front", "--subnet", "10.81.0.0/24")
+	e.must("network", "create", "back", "--subnet", "10.82.0.0/24")
+	e.runDetached("--name", "app", "--network", "front", "--", "sleep", "600")
+	e.runDetached("--name", "db", "--network", "back", "--", "sleep", "600")
+	out := e.must("network", "connect", "back", "app")
+	if !strings.HasPrefix(out, "eth1 10.82.0.") {
+		t.Fatalf("connect: want eth1 with an address in 10.82.0.0/24, got %q", out)
+	}
+	if !pingOK(e.containerRun("app"), e.ip("db")) {
+		t.Errorf("app cannot reach db over its new interface")
+	}
+	e.must("network", "disconnect", "back", "app")
+	links, _ := e.inContainer("app", "ip", "-o", "link")
+	if strings.Contains(links, "eth1") {
+		t.Errorf("eth1 still present after disconnect:\n%s", links)
+	}
+	e.must("rm", "-f", "app", "db")
+	e.must("network", "rm", "front", "back")
+}
+
+// stop ends the process and releases the network; exec runs inside and passes the
+// exit status through; inspect shows the article's inspect-net-stack view.
+func TestStopExecInspect(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "svc", "--hostname", "svc-host", "--", "sleep", "600")
+	if r := e.ctnet("exec", "svc", "--", "sh", "-c", "hostname; ip -o -4 addr show eth0; exit 3"); r.Code != 3 ||
+		!strings.Contains(r.Stdout, "svc-host") || !strings.Contains(r.Stdout, e.ip("svc")) {
+		t.Errorf("exec: want hostname svc-host, eth0's address and status 3, got %s", r)
+	}
+	table := e.must("inspect", "svc")
+	for _, want := range []string{"Links (inside the container)", "eth0", "Routes", "default", "Neighbours", "172.17.0.1"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, table)
+		}
+	}
+	start := time.Now()
+	e.must("stop", "svc")
+	if d := time.Since(start); d > 9*time.Second {
+		t.Errorf("stop waited %v for sleep, which dies on SIGTERM", d)
+	}
+	if c := e.inspect("svc"); c.State != "exited" {
+		t.Errorf("after stop: state %q, want exited", c.State)
+	}
+	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, "vc") {
+		t.Errorf("stop left the veth:\n%s", out)
+	}
+	e.must("rm", "svc")
+	e.must("network", "rm", "bridge")
+}

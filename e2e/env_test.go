@@ -1,0 +1,198 @@
+// Package e2e tests ctnet end to end: the real binary, in sandbox namespaces, checked
+// with iproute2, nft and real traffic.
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
+
+// env is one test's world: a sandbox host with a wan behind it and a ctnet root.
+type env struct {
+	t      *testing.T
+	host   *lab.Sandbox
+	wan    *lab.WAN
+	root   string
+	before lab.Snapshot
+}
+
+// newEnv makes the sandbox and, at cleanup, removes every container and network the
+// test left and fails it if the sandbox is not back to how it started.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	lab.RequireRoot(t)
+	for _, tool := range []string{"nft", "socat", "ping"} {
+		if _, err := lookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+	e := &env{t: t, host: lab.NewSandbox(t)}
+	e.wan = e.host.AddWAN(t)
+	e.root = lab.Root(t)
+	e.before = e.host.Snapshot(t, e.root)
+	bin := lab.Binary(t)
+	t.Cleanup(func() {
+		if ids := strings.Fields(e.ctnet("ps", "-a", "-q").Stdout); len(ids) > 0 {
+			t.Errorf("containers left by the test: %v", ids)
+			e.ctnet(append([]string{"rm", "-f"}, ids...)...)
+		}
+		for _, n := range e.networks() {
+			t.Errorf("network left by the test: %s", n)
+			e.ctnet("network", "rm", "-f", n)
+		}
+		if diff := e.before.Diff(e.host.Snapshot(t, e.root)); diff != "" {
+			t.Errorf("the sandbox is not as it was before the test:\n%s", diff)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(lab.ProcessesOf(bin)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if pids := lab.ProcessesOf(bin); len(pids) > 0 {
+			t.Errorf("ctnet processes left running: %v", pids)
+		}
+	})
+	return e
+}
+
+func (e *env) ctnet(args ...string) lab.Result {
+	e.t.Helper()
+	return e.host.Ctnet(e.t, e.root, args...)
+}
+
+func (e *env) must(args ...string) string {
+	e.t.Helper()
+	return e.host.MustCtnet(e.t, e.root, args...)
+}
+
+func (e *env) networks() []string {
+	e.t.Helper()
+	var ns []struct{ Name string }
+	e.decode(e.must("network", "ls", "--format", "json"), &ns)
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+func (e *env) decode(s string, v any) {
+	e.t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		e.t.Fatalf("decode %q: %v", s, err)
+	}
+}
+
+// container is the part of `ctnet inspect --format json` the tests read.
+type container struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	NetNS    string `json:"netns"`
+	ExitCode int    `json:"exit_code"`
+	Networks []struct {
+		Network   string `json:"network"`
+		Interface string `json:"interface"`
+		HostVeth  string `json:"host_veth"`
+		IP        string `json:"ip"`
+		Gateway   string `json:"gateway"`
+	} `json:"networks"`
+	Process struct {
+		PID int `json:"pid"`
+	} `json:"process"`
+	Supervisor struct {
+		PID int `json:"pid"`
+	} `json:"supervisor"`
+}
+
+func (e *env) inspect(name string) container {
+	e.t.Helper()
+	var c container
+	e.decode(e.must("inspect", "--format", "json", name), &c)
+	return c
+}
+
+func (e *env) ip(name string) string {
+	e.t.Helper()
+	c := e.inspect(name)
+	if len(c.Networks) == 0 {
+		e.t.Fatalf("container %s has no network", name)
+	}
+	return c.Networks[0].IP
+}
+
+// runDetached starts a container in the background and removes it at cleanup.
+func (e *env) runDetached(args ...string) string {
+	e.t.Helper()
+	id := strings.TrimSpace(e.must(append([]string{"run", "-d"}, args...)...))
+	return id
+}
+
+// inContainer runs a command inside a container's namespace with nsenter, not
+// through ctnet, so the check is independent of ctnet's own exec.
+func (e *env) inContainer(name string, args ...string) (string, error) {
+	e.t.Helper()
+	c := e.inspect(name)
+	return e.host.Try(append(lab.InNetNS(c.NetNS), args...)...)
+}
+
+// peerServer is a socat command line for a server that answers every TCP
+// connection with the address it sees the client at.
+func peerServer(port int) []string {
+	return []string{"socat", fmt.Sprintf("TCP-LISTEN:%d,fork,reuseaddr", port), "SYSTEM:echo $SOCAT_PEERADDR"}
+}
+
+func udpPeerServer(port int) []string {
+	return []string{"socat", fmt.Sprintf("UDP-RECVFROM:%d,fork,reuseaddr", port), "SYSTEM:echo $SOCAT_PEERADDR"}
+}
+
+// askPeer connects to addr:port over TCP from the command prefix and returns what
+// the server says (the client address it saw), or "" if it could not connect.
+func askPeer(run func(args ...string) (string, error), addr string, port int) string {
+	out, err := run("socat", "-T2", "-", fmt.Sprintf("TCP:%s:%d,connect-timeout=2", addr, port))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+func askPeerUDP(run func(args ...string) (string, error), addr string, port int) string {
+	out, err := run("sh", "-c", fmt.Sprintf("echo hi | socat -T2 - UDP:%s:%d", addr, port))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+// eventually retries fn until it returns true or a few seconds pass: servers in
+// containers need a moment to start listening.
+func eventually(fn func() bool) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if fn() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (e *env) hostRun(args ...string) (string, error) { return e.host.Try(args...) }
+func (e *env) wanRun(args ...string) (string, error)  { return e.wan.Try(args...) }
+func (e *env) containerRun(name string) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) { return e.inContainer(name, args...) }
+}
+
+func pingOK(run func(args ...string) (string, error), addr string) bool {
+	_, err := run("ping", "-c1", "-W1", addr)
+	return err == nil
+}
