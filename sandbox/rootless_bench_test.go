@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ctnet/ctnet/usernet"
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/usernet"
 )
 
 // iperf3Gbps prints the received throughput of an iperf3 -J report on

@@ -20,8 +20,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/ctnet/ctnet/usernet"
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/usernet"
 )
 
 // The test binary is also the rootless helper (re-executed by
