@@ -1,0 +1,315 @@
+package e2e
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// A published port answers from the wan, from the host (127.0.0.1 and its own
+// address), from another container and from the container itself, and the server
+// sees the wan client's real address.
+func TestPublishedPortReachability(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached(append([]string{"--name", "web", "-p", "8080:8000", "--"}, peerServer(8000)...)...)
+	e.runDetached("--name", "other", "--", "sleep", "600")
+	cases := []struct {
+		from, addr string
+		run        func(...string) (string, error)
+		wantPeer   string // the client address the server must see; "" means any
+	}{
+		{"the wan", lab.HostUplinkIP, e.wanRun, lab.WANIP},
+		{"the host at 127.0.0.1", "127.0.0.1", e.hostRun, ""},
+		{"the host at its uplink address", lab.HostUplinkIP, e.hostRun, ""},
+		{"another container", lab.HostUplinkIP, e.containerRun("other"), ""},
+		{"the container itself", lab.HostUplinkIP, e.containerRun("web"), ""},
+	}
+	for _, c := range cases {
+		var got string
+		if !eventually(func() bool { got = askPeer(c.run, c.addr, 8080); return got != "" }) {
+			t.Errorf("%s: %s:8080 does not answer", c.from, c.addr)
+			continue
+		}
+		if c.wantPeer != "" && got != c.wantPeer {
+			t.Errorf("%s: the server saw the client as %s, want %s", c.from, got, c.wantPeer)
+		}
+	}
+	if out := e.must("port", "web"); !strings.Contains(out, "8000/tcp -> 0.0.0.0:8080") {
+		t.Errorf("ctnet port web: %q", out)
+	}
+	info := e.must("inspect", "web")
+	if !regexp.MustCompile(`ports_any: tcp \. 8080 : 172\.17\.0\.\d+ \. 8000`).MatchString(info) {
+		t.Errorf("inspect does not show the port's firewall entry:\n%s", info)
+	}
+	if !strings.Contains(e.must("network", "inspect", "bridge"), `"ctnet0"`) {
+		t.Errorf("network inspect shows no firewall entries of the bridge")
+	}
+	e.must("rm", "-f", "web", "other")
+	e.must("network", "rm", "bridge")
+}
+
+// Containers reach the wan masqueraded behind the host's address; an internal
+// network has no way out.
+func TestWayOut(t *testing.T) {
+	e := newEnv(t)
+	srv := e.wan.Command(t.Context(), peerServer(9999)...)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	e.must("network", "create", "sealed", "--internal")
+	e.runDetached("--name", "out", "--", "sleep", "600")
+	e.runDetached("--name", "in", "--network", "sealed", "--", "sleep", "600")
+	var got string
+	if !eventually(func() bool { got = askPeer(e.containerRun("out"), lab.WANIP, 9999); return got != "" }) {
+		t.Fatalf("a container cannot reach the wan")
+	}
+	if got != lab.HostUplinkIP {
+		t.Errorf("the wan saw the container as %s, want the host's uplink address %s", got, lab.HostUplinkIP)
+	}
+	if got := askPeer(e.containerRun("in"), lab.WANIP, 9999); got != "" {
+		t.Errorf("a container on an internal network reached the wan (seen as %s)", got)
+	}
+	if pingOK(e.containerRun("in"), lab.WANIP) {
+		t.Errorf("a container on an internal network pings the wan")
+	}
+	e.must("rm", "-f", "out", "in")
+	e.must("network", "rm", "bridge", "sealed")
+}
+
+// UDP publishing, port ranges, and a 127.0.0.1 binding that only the host reaches.
+func TestUDPRangesAndLoopbackBinding(t *testing.T) {
+	e := newEnv(t)
+	server := "socat UDP-RECVFROM:53,fork,reuseaddr 'SYSTEM:echo $SOCAT_PEERADDR' & " +
+		"for p in 7100 7101 7102; do socat TCP-LISTEN:$p,fork,reuseaddr 'SYSTEM:echo $SOCAT_PEERADDR' & done; " +
+		"socat TCP-LISTEN:8000,fork,reuseaddr 'SYSTEM:echo $SOCAT_PEERADDR' & wait"
+	e.runDetached("--name", "multi", "-p", "5353:53/udp", "-p", "9100-9102:7100-7102", "-p", "127.0.0.1:8081:8000", "--", "sh", "-c", server)
+	var got string
+	if !eventually(func() bool { got = askPeerUDP(e.wanRun, lab.HostUplinkIP, 5353); return got != "" }) {
+		t.Errorf("UDP port 5353 does not answer from the wan")
+	} else if got != lab.WANIP {
+		t.Errorf("UDP: the server saw %s, want %s", got, lab.WANIP)
+	}
+	for port := 9100; port <= 9102; port++ {
+		if !eventually(func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, port) != "" }) {
+			t.Errorf("port %d of the published range does not answer", port)
+		}
+	}
+	if !eventually(func() bool { return askPeer(e.hostRun, "127.0.0.1", 8081) != "" }) {
+		t.Errorf("127.0.0.1:8081 does not answer from the host")
+	}
+	if got := askPeer(e.wanRun, lab.HostUplinkIP, 8081); got != "" {
+		t.Errorf("a 127.0.0.1 binding answered from the wan")
+	}
+	e.wan.Try("ip", "route", "add", "127.0.0.0/8", "via", lab.HostUplinkIP)
+	if got := askPeer(e.wanRun, "127.0.0.1", 8081); got != "" {
+		t.Errorf("a 127.0.0.1 binding answered the wan routing to 127.0.0.1")
+	}
+	e.must("rm", "-f", "multi")
+	e.must("network", "rm", "bridge")
+}
+
+// Containers on different networks cannot reach each other by any protocol.
+func TestIsolationBetweenNetworks(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "red", "--subnet", "10.91.0.0/24")
+	e.must("network", "create", "blue", "--subnet", "10.92.0.0/24")
+	for _, c := range []struct{ name, net string }{{"r", "red"}, {"b", "blue"}} {
+		e.runDetached("--name", c.name, "--network", c.net, "--", "sh", "-c",
+			"socat TCP-LISTEN:7000,fork,reuseaddr 'SYSTEM:echo hi' & socat UDP-RECVFROM:7001,fork,reuseaddr 'SYSTEM:echo hi' & wait")
+	}
+	ips := map[string]string{"r": e.ip("r"), "b": e.ip("b")}
+	// Each server answers on its own network first, so silence below is isolation,
+	// not a dead server.
+	for name := range ips {
+		if !eventually(func() bool { return askPeer(e.hostRun, ips[name], 7000) != "" }) {
+			t.Fatalf("%s's server does not answer the host", name)
+		}
+	}
+	for _, dir := range []struct{ from, to string }{{"r", "b"}, {"b", "r"}} {
+		run := e.containerRun(dir.from)
+		if got := askPeer(run, ips[dir.to], 7000); got != "" {
+			t.Errorf("TCP from %s to %s got through", dir.from, dir.to)
+		}
+		if got := askPeerUDP(run, ips[dir.to], 7001); got != "" {
+			t.Errorf("UDP from %s to %s got through", dir.from, dir.to)
+		}
+		if pingOK(run, ips[dir.to]) {
+			t.Errorf("ICMP from %s to %s got through", dir.from, dir.to)
+		}
+	}
+	e.must("rm", "-f", "r", "b")
+	e.must("network", "rm", "red", "blue")
+}
+
+const spoofScript = `
+import socket, struct, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+payload = b"probe-from-" + src.encode()
+udp = struct.pack("!HHHH", 4444, port, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(3):
+    s.sendto(ip + udp, (dst, 0))
+`
+
+// Packets a container forges with another source address never reach the bridge's
+// other ports or the wan; the same packets with its own source do (so the probe
+// works).
+func TestAntiSpoofing(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "forger", "--", "sleep", "600")
+	e.runDetached("--name", "victim", "--", "socat", "-u", "UDP-RECV:5555", "STDOUT")
+	forger, victim := e.ip("forger"), e.ip("victim")
+	wanLog := t.TempDir() + "/wan"
+	wanRecv := e.wan.Command(t.Context(), "socat", "-u", "UDP-RECV:5555", "CREATE:"+wanLog)
+	if err := wanRecv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { wanRecv.Process.Kill(); wanRecv.Wait() }()
+	victimSaw := func(src string) bool {
+		out, _ := e.host.Try("sh", "-c", "cat "+e.root+"/containers/*/log")
+		return strings.Contains(out, "probe-from-"+src)
+	}
+	wanSaw := func(src string) bool {
+		out, _ := e.host.Try("cat", wanLog)
+		return strings.Contains(out, "probe-from-"+src)
+	}
+	send := func(src, dst string) {
+		if out, err := e.inContainer("forger", "python3", "-c", spoofScript, src, dst, "5555"); err != nil {
+			t.Fatalf("send raw packet: %v: %s", err, out)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let the receivers bind
+	send(forger, victim)
+	send(forger, lab.WANIP)
+	if !eventually(func() bool { return victimSaw(forger) && wanSaw(forger) }) {
+		t.Fatalf("the unforged probes did not arrive: the test cannot tell anything")
+	}
+	for _, forged := range []string{"172.17.0.99", lab.WANIP, "10.1.2.3"} {
+		send(forged, victim)
+		send(forged, lab.WANIP)
+	}
+	time.Sleep(time.Second)
+	for _, forged := range []string{"172.17.0.99", lab.WANIP, "10.1.2.3"} {
+		if victimSaw(forged) {
+			t.Errorf("a packet forged from %s reached another container", forged)
+		}
+		if wanSaw(forged) {
+			t.Errorf("a packet forged from %s reached the wan", forged)
+		}
+	}
+	e.must("rm", "-f", "forger", "victim")
+	e.must("network", "rm", "bridge")
+}
+
+// ruleCount counts the rules in ctnet's tables as nft lists them.
+func ruleCount(t *testing.T, e *env) int {
+	out, err := e.hostRun("nft", "list", "ruleset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, inChain := 0, false
+	for _, line := range strings.Split(out, "\n") {
+		s := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(s, "chain "):
+			inChain = true
+		case s == "}":
+			inChain = false
+		case inChain && s != "" && !strings.HasPrefix(s, "type "):
+			n++
+		}
+	}
+	return n
+}
+
+// With 1,000 published ports a packet traverses as many rules as with one: ports
+// live in maps, not rules.
+func TestRuleCountIndependentOfPorts(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "one", "-p", "20000:80", "--", "sleep", "600")
+	withOne := ruleCount(t, e)
+	e.runDetached("--name", "many", "-p", "21000-21998:21000-21998", "--", "sleep", "600")
+	withThousand := ruleCount(t, e)
+	if withOne != withThousand {
+		t.Errorf("rules with 1 published port: %d, with 1,000: %d; want the same", withOne, withThousand)
+	}
+	out, _ := e.hostRun("nft", "list", "map", "inet", "ctnet", "ports_any")
+	if n := strings.Count(out, ":"); n < 1000 {
+		t.Errorf("the ports map holds %d elements, want 1,000", n)
+	}
+	e.must("rm", "-f", "one", "many")
+	e.must("network", "rm", "bridge")
+}
+
+// After everything is removed ctnet's tables are gone and the rest of the ruleset
+// is byte-identical to before.
+func TestRulesetRestored(t *testing.T) {
+	e := newEnv(t)
+	e.host.MustRun(t, "nft", "add table ip other; add chain ip other input { type filter hook input priority 0; policy accept; }; add rule ip other input tcp dport 22 counter accept")
+	defer e.host.Try("nft", "delete", "table", "ip", "other")
+	before := e.host.MustRun(t, "nft", "list", "ruleset")
+	e.runDetached("--name", "p", "-p", "8080:80", "--", "sleep", "600")
+	if !strings.Contains(e.host.MustRun(t, "nft", "list", "ruleset"), "table inet ctnet") {
+		t.Fatalf("ctnet's table is not there while a container runs")
+	}
+	e.must("rm", "-f", "p")
+	e.must("network", "rm", "bridge")
+	if after := e.host.MustRun(t, "nft", "list", "ruleset"); after != before {
+		t.Errorf("ruleset differs after removal:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// A port published twice, or held by a host process, is refused with a message
+// naming the holder, and nothing changes.
+func TestPortClashes(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "holder", "-p", "8080:80", "--", "sleep", "600")
+	listener := e.host.Command(t.Context(), "socat", "TCP-LISTEN:8090,reuseaddr,fork", "SYSTEM:true")
+	if err := listener.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { listener.Process.Kill(); listener.Wait() }()
+	eventually(func() bool { out, _ := e.hostRun("ss", "-ltn"); return strings.Contains(out, ":8090") })
+	before := e.host.Snapshot(t, e.root)
+	cases := []struct{ publish, mention string }{
+		{"8080:80", "holder"},
+		{"0.0.0.0:8080:81", "holder"},
+		{"8090:80", "socat"},
+		{"203.0.113.1:8090:80", "socat"},
+	}
+	for _, c := range cases {
+		r := e.ctnet("run", "--rm", "-p", c.publish, "--", "true")
+		if r.Code == 0 || !strings.Contains(r.Stderr, c.mention) {
+			t.Errorf("-p %s: want a refusal naming %s, got %s", c.publish, c.mention, r)
+		}
+	}
+	if diff := before.Diff(e.host.Snapshot(t, e.root)); diff != "" {
+		t.Errorf("a refused run changed the host:\n%s", diff)
+	}
+	e.must("rm", "-f", "holder")
+	e.must("network", "rm", "bridge")
+}
+
+// doctor names a foreign table whose forward chain drops by policy, and says what
+// to do.
+func TestDoctorFindsForeignDrop(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "d", "--", "sleep", "600")
+	if r := e.ctnet("doctor"); r.Code != 0 {
+		t.Errorf("doctor on a healthy host: %s", r)
+	}
+	e.host.MustRun(t, "nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }")
+	defer e.host.Try("nft", "delete", "table", "ip", "filter")
+	r := e.ctnet("doctor")
+	if r.Code == 0 || !strings.Contains(r.Stdout, "table ip filter chain FORWARD") || !strings.Contains(r.Stdout, "fix:") {
+		t.Errorf("doctor should name table ip filter chain FORWARD and a fix, got %s", r)
+	}
+	e.must("rm", "-f", "d")
+	e.must("network", "rm", "bridge")
+}
