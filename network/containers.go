@@ -244,7 +244,7 @@ func (m *Manager) shareNetNS(o *op, c *store.Container, ref string) error {
 		return notFound("container", ref, err)
 	}
 	if target.State == store.StateExited || !isAlive(target) {
-		return fmt.Errorf("%w: container %s is not running: --network container:%s needs a running container", ErrConflict, target.Name, ref)
+		return tagged(ErrConflict, "container %s is not running: --network container:%s needs a running container", target.Name, ref)
 	}
 	if target.Mode == store.ModeHost {
 		c.Mode = store.ModeHost
@@ -263,7 +263,7 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 	index := len(c.Attachments)
 	for i := range c.Attachments {
 		if c.Attachments[i].NetworkID == n.ID {
-			return nil, fmt.Errorf("%w: container %s is already connected to network %s", ErrConflict, c.Name, n.Name)
+			return nil, tagged(ErrConflict, "container %s is already connected to network %s", c.Name, n.Name)
 		}
 	}
 	used := map[string]bool{}
@@ -287,7 +287,7 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 		att.HostVeth += "-" + strconv.Itoa(index)
 	}
 	if owner := o.tx.VethOwner(att.HostVeth); owner != "" && owner != c.ID {
-		return nil, fmt.Errorf("%w: host interface %s is already used by container %s", ErrConflict, att.HostVeth, owner[:12])
+		return nil, tagged(ErrConflict, "host interface %s is already used by container %s", att.HostVeth, owner[:12])
 	}
 	if err := o.tx.PutLease(n.ID, ip, c.ID); err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, 
 			if err == nil {
 				name = holder.Name
 			}
-			return netip.Addr{}, fmt.Errorf("%w: address %s on network %s is already used by container %s", ErrConflict, ip, n.Name, name)
+			return netip.Addr{}, tagged(ErrConflict, "address %s on network %s is already used by container %s: choose another --ip, or leave it out", ip, n.Name, name)
 		}
 	}
 	return ip, nil
@@ -488,7 +488,7 @@ func (m *Manager) Remove(ref string, force bool) error {
 func (m *Manager) remove(o *op, c *store.Container, force bool) error {
 	if c.State != store.StateExited && isAlive(c) && !c.Attached {
 		if !force {
-			return fmt.Errorf("%w: container %s is running: stop it first, or use rm -f", ErrConflict, c.Name)
+			return tagged(ErrConflict, "container %s is running: stop it first, or use rm -f", c.Name)
 		}
 		if err := killAndWait(c); err != nil {
 			return err
@@ -516,7 +516,7 @@ func (m *Manager) checkNoSharers(o *op, c *store.Container) error {
 	}
 	for _, other := range all {
 		if other.SharedWith == c.ID && other.State != store.StateExited && isAlive(other) {
-			return fmt.Errorf("%w: container %s runs in the network namespace of %s: remove it first", ErrConflict, other.Name, c.Name)
+			return tagged(ErrConflict, "container %s runs in the network namespace of %s: remove it first", other.Name, c.Name)
 		}
 	}
 	return nil
@@ -684,7 +684,7 @@ func (m *Manager) liveBridgeContainer(o *op, network, ref string) (*store.Contai
 		return nil, nil, notFound("network", network, err)
 	}
 	if c.State == store.StateExited || !isAlive(c) {
-		return nil, nil, fmt.Errorf("%w: container %s is not running", ErrConflict, c.Name)
+		return nil, nil, tagged(ErrConflict, "container %s is not running", c.Name)
 	}
 	if c.Mode != store.ModeBridge {
 		return nil, nil, invalid("container %s uses --network %s: only containers with their own namespace on ctnet networks can be connected", c.Name, c.Mode)
@@ -695,7 +695,7 @@ func (m *Manager) liveBridgeContainer(o *op, network, ref string) (*store.Contai
 func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error {
 	i := slices.IndexFunc(c.Attachments, func(a store.Attachment) bool { return a.NetworkID == n.ID })
 	if i < 0 {
-		return fmt.Errorf("%w: container %s is not connected to network %s", ErrNotFound, c.Name, n.Name)
+		return tagged(ErrNotFound, "container %s is not connected to network %s", c.Name, n.Name)
 	}
 	att := c.Attachments[i]
 	var ports, kept []store.Port

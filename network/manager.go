@@ -209,6 +209,19 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
+// taggedError reads as its message alone and matches its sentinel with errors.Is.
+type taggedError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *taggedError) Error() string        { return e.msg }
+func (e *taggedError) Is(target error) bool { return target == e.sentinel }
+
+func tagged(sentinel error, format string, args ...any) error {
+	return &taggedError{msg: fmt.Sprintf(format, args...), sentinel: sentinel}
+}
+
 // inputError is bad input: its message says what to fix, and it matches ErrInvalid.
 type inputError struct{ msg string }
 

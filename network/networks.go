@@ -71,7 +71,7 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 		return nil, invalid("network name %q is reserved for the --network mode of that name: choose another", spec.Name)
 	}
 	if _, err := tx.Network(spec.Name); err == nil {
-		return nil, fmt.Errorf("%w: network %s already exists", ErrConflict, spec.Name)
+		return nil, tagged(ErrConflict, "network %s already exists", spec.Name)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
@@ -99,12 +99,12 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	}
 	for _, other := range networks {
 		if other.Bridge == n.Bridge {
-			return nil, fmt.Errorf("%w: bridge %s is already used by network %s", ErrConflict, n.Bridge, other.Name)
+			return nil, tagged(ErrConflict, "bridge %s is already used by network %s", n.Bridge, other.Name)
 		}
 	}
 	if l, err := link.ByName(m.host, n.Bridge); err == nil {
 		if _, _, ours := link.ParseAlias(l.Attrs().Alias); !ours || l.Type() != "bridge" {
-			return nil, fmt.Errorf("%w: an interface called %s already exists on the host: choose another --bridge", ErrConflict, n.Bridge)
+			return nil, tagged(ErrConflict, "an interface called %s already exists on the host: choose another --bridge", n.Bridge)
 		}
 	} else if !errors.Is(err, link.ErrNotFound) {
 		return nil, err
@@ -166,12 +166,12 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 	}
 	for _, other := range networks {
 		if other.Subnet.Overlaps(n.Subnet) {
-			return fmt.Errorf("%w: subnet %s overlaps %s of network %s", ErrConflict, n.Subnet, other.Subnet, other.Name)
+			return tagged(ErrConflict, "subnet %s overlaps %s of network %s: choose another --subnet, or leave it out to get a free one", n.Subnet, other.Subnet, other.Name)
 		}
 	}
 	for _, u := range hostUses {
 		if u.Prefix.Overlaps(n.Subnet) {
-			return fmt.Errorf("%w: subnet %s overlaps the host's %s", ErrConflict, n.Subnet, u)
+			return tagged(ErrConflict, "subnet %s overlaps the host's %s: choose another --subnet, or leave it out to get a free one", n.Subnet, u)
 		}
 	}
 	n.Gateway = ipam.FirstHost(n.Subnet)
@@ -331,7 +331,7 @@ func (m *Manager) Networks() ([]*store.Network, error) {
 
 func notFound(kind, name string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: no %s called %s", ErrNotFound, kind, name)
+		return tagged(ErrNotFound, "no %s called %s", kind, name)
 	}
 	return err
 }

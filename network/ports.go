@@ -163,7 +163,7 @@ func (m *Manager) allocatePorts(o *op, specs []PortSpec, containerIP netip.Addr,
 				}
 			}
 			if !found {
-				return nil, fmt.Errorf("%w: no free port in %s: last tried: %v", ErrPortInUse, portRange(spec.HostPort, spec.HostPortEnd), lastErr)
+				return nil, tagged(ErrPortInUse, "no free port in %s: last tried: %v", portRange(spec.HostPort, spec.HostPortEnd), lastErr)
 			}
 		default:
 			for i := range count {
@@ -206,7 +206,7 @@ func (m *Manager) checkPortFree(o *op, p store.Port) error {
 		if err == nil {
 			name = c.Name
 		}
-		return fmt.Errorf("%w: host port %s/%d is already published by container %s", ErrPortInUse, p.Proto, p.HostPort, name)
+		return tagged(ErrPortInUse, "host port %s/%d is already published by container %s", p.Proto, p.HostPort, name)
 	}
 	return m.checkHostSocket(p.Proto, p.HostIP, p.HostPort)
 }
@@ -247,7 +247,7 @@ func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) erro
 		return nil
 	case errors.Is(bindErr, unix.EADDRINUSE):
 		who := m.portHolder(proto, port)
-		return fmt.Errorf("%w: host port %s/%d is already in use on the host%s", ErrPortInUse, proto, port, who)
+		return tagged(ErrPortInUse, "host port %s/%d is already in use on the host%s", proto, port, who)
 	case errors.Is(bindErr, unix.EADDRNOTAVAIL):
 		return invalid("host address %s is not an address of this host", ip)
 	}
@@ -304,7 +304,7 @@ func (m *Manager) freeHostPort(o *op, proto string, ip netip.Addr, taken map[str
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: no free host port found", ErrPortInUse)
+	return 0, tagged(ErrPortInUse, "no free host port found")
 }
 
 // portHolder names the host process holding a port, as " by NAME (pid N)", or "".
