@@ -39,7 +39,30 @@ type ContainerSpec struct {
 	// Supervisor is the process that runs the container and releases it when it
 	// exits; zero means the caller.
 	Supervisor proc.ID
+	// UserNet configures the user-mode network of an unprivileged user's container.
+	UserNet UserNetSpec
 }
+
+// UserNetSpec is what run asks of a user-mode network; zero values are
+// slirp4netns' defaults (10.0.2.0/24, MTU 65520).
+type UserNetSpec struct {
+	CIDR              string
+	MTU               int
+	AllowHostLoopback bool
+	DNS               []string // resolvers 10.0.2.3 forwards to; empty: the host's
+}
+
+func (s UserNetSpec) isZero() bool {
+	return s.CIDR == "" && s.MTU == 0 && !s.AllowHostLoopback && len(s.DNS) == 0
+}
+
+// Defaults of the user-mode network, slirp4netns' conventions.
+var (
+	DefaultUserNetSubnet = netip.MustParsePrefix("10.0.2.0/24")
+	userNetGuestOffset   = 100 // the container is .100 of the subnet
+)
+
+const defaultUserNetMTU = 65520
 
 // Create makes a container's network: a namespace (or the one given), its interface
 // on the network with an address and a default route, and its published ports. The
@@ -72,8 +95,22 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		}
 	}
 	c.RuntimeDir = m.containerDir(c.ID)
+	if m.rootless {
+		if err := m.createRootless(o, c, spec); err != nil {
+			return nil, err
+		}
+		if err := o.tx.PutContainer(c); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	if !spec.UserNet.isZero() {
+		return nil, invalid("--cidr, --mtu, --dns and --allow-host-loopback configure the user-mode network of unprivileged users; as root use a ctnet network")
+	}
 	mode := spec.Network
 	switch {
+	case mode == store.ModeUserNet:
+		return nil, invalid("--network usernet is the user-mode network of unprivileged users: as root, use a ctnet network (the default)")
 	case mode == store.ModeHost || mode == store.ModeNone || strings.HasPrefix(mode, "container:"):
 		if spec.NetNS != "" {
 			return nil, invalid("attach connects a namespace to a network: --network %s is not a network", mode)
@@ -139,6 +176,109 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// createRootless records an unprivileged user's container. Its namespaces are made
+// by the rootless sandbox when it starts, so there is nothing to change in the
+// kernel here.
+func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec) error {
+	if spec.NetNS != "" {
+		return invalid("attach needs root: unprivileged users cannot connect namespaces to networks")
+	}
+	if spec.IP != "" {
+		return invalid("--ip needs a ctnet network, which only root has: a user-mode network gives every container %s", UserNetGuest(DefaultUserNetSubnet))
+	}
+	mode := spec.Network
+	switch {
+	case mode == "" || mode == store.ModeUserNet:
+		c.Mode = store.ModeUserNet
+		un, err := parseUserNet(spec.UserNet)
+		if err != nil {
+			return err
+		}
+		c.UserNet = un
+		for _, p := range spec.Ports {
+			if p.Proto == "sctp" {
+				return invalid("bad port %s: user-mode networks publish tcp and udp only", p)
+			}
+		}
+		ports, err := m.allocatePorts(o, spec.Ports, UserNetGuest(un.Subnet), c.ID)
+		if err != nil {
+			return err
+		}
+		c.Ports = ports
+		return nil
+	case len(spec.Ports) > 0:
+		return invalid("-p needs the user-mode network: it has no effect with --network %s", mode)
+	case !spec.UserNet.isZero():
+		return invalid("--cidr, --mtu, --dns and --allow-host-loopback configure the user-mode network: they have no effect with --network %s", mode)
+	case mode == store.ModeNone:
+		c.Mode = store.ModeNone
+	case mode == store.ModeHost:
+		c.Mode = store.ModeHost
+	case strings.HasPrefix(mode, "container:"):
+		ref := strings.TrimPrefix(mode, "container:")
+		target, err := o.tx.Container(ref)
+		if err != nil {
+			return notFound("container", ref, err)
+		}
+		if target.State == store.StateExited || !isAlive(target) {
+			return tagged(ErrConflict, "container %s is not running: --network container:%s needs a running container", target.Name, ref)
+		}
+		switch target.Mode {
+		case store.ModeHost:
+			c.Mode = store.ModeHost
+		case store.ModeContainer:
+			c.Mode, c.SharedWith = store.ModeContainer, target.SharedWith
+		default:
+			c.Mode, c.SharedWith = store.ModeContainer, target.ID
+		}
+	default:
+		return invalid("unprivileged users have no bridge networks: use --network usernet (the default), none, host or container:NAME, or run ctnet as root")
+	}
+	return nil
+}
+
+func parseUserNet(spec UserNetSpec) (*store.UserNet, error) {
+	un := &store.UserNet{Subnet: DefaultUserNetSubnet, MTU: defaultUserNetMTU, AllowHostLoopback: spec.AllowHostLoopback}
+	if spec.CIDR != "" {
+		p, err := ipam.ParseSubnet(spec.CIDR)
+		if err != nil {
+			return nil, invalid("bad --cidr: %v", err)
+		}
+		if p.Bits() > 24 {
+			return nil, invalid("bad --cidr %s: use a /24 or larger, the container is its .%d", p, userNetGuestOffset)
+		}
+		un.Subnet = p
+	}
+	for _, d := range spec.DNS {
+		ap, err := netip.ParseAddrPort(d)
+		if err != nil {
+			a, aerr := ipam.ParseAddr("--dns", d)
+			if aerr != nil {
+				return nil, invalid("bad --dns %q: want an IPv4 address, optionally with :port", printable(d))
+			}
+			ap = netip.AddrPortFrom(a, 53)
+		}
+		if !ap.Addr().Is4() || ap.Port() == 0 {
+			return nil, invalid("bad --dns %q: want an IPv4 address, optionally with :port", printable(d))
+		}
+		un.Resolvers = append(un.Resolvers, ap)
+	}
+	if spec.MTU != 0 {
+		if spec.MTU < 1280 || spec.MTU > 65520 {
+			return nil, invalid("bad --mtu %d: use a value from 1280 to 65520", spec.MTU)
+		}
+		un.MTU = spec.MTU
+	}
+	return un, nil
+}
+
+// UserNetGuest is the container's address in a user-mode subnet.
+func UserNetGuest(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	a[3] = byte(userNetGuestOffset)
+	return netip.AddrFrom4(a)
 }
 
 func (m *Manager) checkNewName(o *op, c *store.Container) error {
@@ -374,6 +514,20 @@ func fwEndpoint(a *store.Attachment) firewall.Endpoint {
 	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: mac, IP: a.IP}
 }
 
+// fwContainer is a container's share of the firewall: only containers on bridge
+// networks have one (a rootless container's ports are served by its user-mode stack).
+func fwContainer(c *store.Container) firewall.State {
+	var s firewall.State
+	if c.Mode != store.ModeBridge {
+		return s
+	}
+	for i := range c.Attachments {
+		s.Endpoints = append(s.Endpoints, fwEndpoint(&c.Attachments[i]))
+	}
+	s.Ports = fwPorts(c.Ports)
+	return s
+}
+
 func fwPorts(ports []store.Port) []firewall.Port {
 	out := make([]firewall.Port, len(ports))
 	for i, p := range ports {
@@ -432,11 +586,7 @@ func (m *Manager) release(o *op, c *store.Container, exitCode int) error {
 }
 
 func (m *Manager) unplumb(o *op, c *store.Container) error {
-	var eps []firewall.Endpoint
-	for i := range c.Attachments {
-		eps = append(eps, fwEndpoint(&c.Attachments[i]))
-	}
-	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: eps, Ports: fwPorts(c.Ports)}}); err != nil {
+	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(c)}); err != nil {
 		return err
 	}
 	for _, a := range c.Attachments {

@@ -270,6 +270,9 @@ func holdsIP(c *store.Container, networkID string, ip netip.Addr) bool {
 // reconcileFirewall reports how the kernel's tables differ from the store and, if they
 // do, rebuilds them atomically.
 func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
+	if m.rootless {
+		return nil // no firewall: and nftables would refuse an unprivileged user
+	}
 	conn, err := m.host.NFT()
 	if err != nil {
 		return err

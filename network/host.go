@@ -144,10 +144,9 @@ func desiredFirewall(tx *store.Tx) (firewall.State, error) {
 		if c.State == store.StateExited {
 			continue
 		}
-		for i := range c.Attachments {
-			s.Endpoints = append(s.Endpoints, fwEndpoint(&c.Attachments[i]))
-		}
-		s.Ports = append(s.Ports, fwPorts(c.Ports)...)
+		share := fwContainer(c)
+		s.Endpoints = append(s.Endpoints, share.Endpoints...)
+		s.Ports = append(s.Ports, share.Ports...)
 	}
 	return s, nil
 }

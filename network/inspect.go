@@ -34,7 +34,7 @@ func (m *Manager) InspectContainer(ref string) (*ContainerInspect, error) {
 			return nil, err
 		}
 	}
-	if c.State == store.StateExited {
+	if c.State == store.StateExited || c.Mode != store.ModeBridge {
 		return out, nil
 	}
 	var keys []string

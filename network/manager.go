@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/ipam"
 	"github.com/ctnet/ctnet/netns"
@@ -49,6 +51,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Pools are the address pools subnets are picked from; nil means ipam.DefaultPools.
 	Pools []ipam.Pool
+	// Rootless manages an unprivileged user's containers: user-mode networks only,
+	// no bridges, no firewall. The default directories are then
+	// $XDG_DATA_HOME/ctnet and $XDG_RUNTIME_DIR/ctnet.
+	Rootless bool
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -57,11 +63,12 @@ type Manager struct {
 	host             *netns.NS
 	log              *slog.Logger
 	pools            []ipam.Pool
+	rootless         bool
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -77,11 +84,15 @@ func New(opts Options) (*Manager, error) {
 		m.stateDir, m.runDir = root, root
 	default:
 		m.stateDir, m.runDir = opts.StateDir, opts.RunDir
+		defaultState, defaultRun := "/var/lib/ctnet", "/run/ctnet"
+		if m.rootless {
+			defaultState, defaultRun = userDirs()
+		}
 		if m.stateDir == "" {
-			m.stateDir = "/var/lib/ctnet"
+			m.stateDir = defaultState
 		}
 		if m.runDir == "" {
-			m.runDir = "/run/ctnet"
+			m.runDir = defaultRun
 		}
 	}
 	var err error
@@ -95,6 +106,30 @@ func New(opts Options) (*Manager, error) {
 	}
 	return m, nil
 }
+
+// userDirs are an unprivileged user's state and runtime directories, as the XDG
+// base directory specification places them, with its fallbacks.
+func userDirs() (state, run string) {
+	data := os.Getenv("XDG_DATA_HOME")
+	if data == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			home = filepath.Join(os.TempDir(), fmt.Sprintf("ctnet-home-%d", os.Getuid()))
+		}
+		data = filepath.Join(home, ".local", "share")
+	}
+	runtime := os.Getenv("XDG_RUNTIME_DIR")
+	if runtime == "" {
+		runtime = fmt.Sprintf("/run/user/%d", os.Getuid())
+		if st, err := os.Stat(runtime); err != nil || !st.IsDir() || unix.Access(runtime, unix.W_OK) != nil {
+			runtime = filepath.Join(os.TempDir(), fmt.Sprintf("ctnet-run-%d", os.Getuid()))
+		}
+	}
+	return filepath.Join(data, "ctnet"), filepath.Join(runtime, "ctnet")
+}
+
+// Rootless reports whether the manager manages an unprivileged user's containers.
+func (m *Manager) Rootless() bool { return m.rootless }
 
 // Close releases the host namespace's handles.
 func (m *Manager) Close() error { return m.host.Close() }
@@ -110,7 +145,11 @@ func (m *Manager) Host() *netns.NS { return m.host }
 
 func (m *Manager) netnsDir() string { return filepath.Join(m.runDir, "netns") }
 
-func (m *Manager) containerDir(id string) string { return filepath.Join(m.runDir, "containers", id) }
+// containerDir is named by the short ID: it holds a unix socket, whose path the kernel
+// limits to 107 bytes.
+func (m *Manager) containerDir(id string) string {
+	return filepath.Join(m.runDir, "containers", id[:12])
+}
 
 func (m *Manager) ensureDirs() error {
 	for _, d := range []string{m.stateDir, m.runDir, m.netnsDir(), filepath.Join(m.runDir, "containers")} {

@@ -71,10 +71,8 @@ func ParsePort(s string) (PortSpec, error) {
 	case 2:
 		hostPorts, cPorts = parts[0], parts[1]
 	case 3:
+		// An empty address means every address, as in Docker's "::80".
 		hostIP, hostPorts, cPorts = parts[0], parts[1], parts[2]
-		if hostIP == "" {
-			return bad("empty host address")
-		}
 	default:
 		return bad("too many ':'")
 	}
@@ -95,9 +93,8 @@ func ParsePort(s string) (PortSpec, error) {
 		if cLen != 0 && hostLen != cLen {
 			return bad("the host and container ranges differ in length")
 		}
-	} else if hostIP == "" && len(parts) == 2 {
-		return bad("empty host port")
 	}
+	// An empty host port (":80", "127.0.0.1::80") means "choose one", as in Docker.
 	return spec, nil
 }
 
@@ -250,6 +247,8 @@ func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) erro
 		return tagged(ErrPortInUse, "host port %s/%d is already in use on the host%s", proto, port, who)
 	case errors.Is(bindErr, unix.EADDRNOTAVAIL):
 		return invalid("host address %s is not an address of this host", ip)
+	case errors.Is(bindErr, unix.EACCES):
+		return invalid("host port %d is privileged: unprivileged users can publish ports from net.ipv4.ip_unprivileged_port_start (usually 1024) up", port)
 	}
 	return fmt.Errorf("check host port %s/%d: %w", proto, port, bindErr)
 }

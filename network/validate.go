@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/ctnet/ctnet/ipam"
 )
 
 // Names become file names, map keys and parts of interface aliases: one conservative
@@ -16,7 +19,7 @@ const maxNameLen = 64
 func checkName(kind, name string) error {
 	switch {
 	case name == "":
-		return invalid("%s name is empty", kind)
+		return invalid("%s name is empty: use letters, digits, '_', '.' and '-', starting with a letter or digit", kind)
 	case len(name) > maxNameLen:
 		return invalid("%s name %q is too long: at most %d characters", kind, name, maxNameLen)
 	case !nameRE.MatchString(name):
@@ -39,7 +42,7 @@ func printable(s string) string {
 
 // isModeName reports whether a --network value names a mode rather than a network.
 func isModeName(s string) bool {
-	return s == "host" || s == "none" || strings.HasPrefix(s, "container:")
+	return s == "host" || s == "none" || s == "usernet" || strings.HasPrefix(s, "container:")
 }
 
 // ParseLabels turns k=v strings into a map.
@@ -55,16 +58,91 @@ func ParseLabels(items []string) (map[string]string, error) {
 		}
 		out[k] = v
 	}
-	return out, checkLabels(out)
+	if err := checkLabels(out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
+// checkLabels refuses keys that could not be shown as they are (labels are printed
+// in tables, where a control character would rewrite the terminal) and values that
+// are not text.
 func checkLabels(labels map[string]string) error {
 	for k, v := range labels {
-		if k == "" || len(k) > 256 || strings.ContainsAny(k, "\x00\n=") || !utf8.ValidString(k) {
-			return invalid("bad label key %q: use 1 to 256 printable characters without '='", printable(k))
+		if k == "" || len(k) > 256 || !utf8.ValidString(k) || strings.ContainsRune(k, '=') ||
+			strings.IndexFunc(k, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			return invalid("bad label key %q: use 1 to 256 bytes of printable characters without '='", printable(k))
 		}
 		if len(v) > 4096 || strings.ContainsRune(v, 0) || !utf8.ValidString(v) {
-			return invalid("bad value for label %q: use at most 4096 characters of valid UTF-8", printable(k))
+			return invalid("bad value for label %q: use at most 4096 bytes of valid UTF-8 without NUL", printable(k))
+		}
+	}
+	return nil
+}
+
+// check says why p is not a spec ParsePort could have returned, or nil. A spec that
+// did not come from ParsePort — the detached supervisor decodes its specs from JSON —
+// must meet the same invariants before ports are allocated from it: a range that
+// ends before it starts would wrap around to 65536 ports.
+func (p PortSpec) check() error {
+	bad := func(why string) error {
+		return invalid("bad port %s: %s (use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp|/sctp], e.g. 8080:80)", printable(p.String()), why)
+	}
+	cLen, hostLen := int(p.CPEnd)-int(p.ContainerPort), int(p.HostPortEnd)-int(p.HostPort)
+	switch {
+	case p.Proto != "tcp" && p.Proto != "udp" && p.Proto != "sctp":
+		return bad("protocol must be tcp, udp or sctp")
+	case p.HostIP.IsValid() && !p.HostIP.Is4():
+		return bad("host address must be an IPv4 address")
+	case p.ContainerPort == 0:
+		return bad("container port must be from 1 to 65535")
+	case cLen < 0:
+		return bad("the container range ends before it starts")
+	case p.HostPort == 0 && p.HostPortEnd != 0:
+		return bad("a host range needs its first port")
+	case p.HostPort != 0 && hostLen < 0:
+		return bad("the host range ends before it starts")
+	case p.HostPort != 0 && cLen != 0 && hostLen != cLen:
+		return bad("the host and container ranges differ in length")
+	}
+	return nil
+}
+
+// checkSpec says what is wrong with a ContainerSpec on its own, before anything is
+// looked up: the detached supervisor reads its spec as JSON from stdin, so the spec
+// may not have passed the command line's parsers.
+func checkSpec(spec ContainerSpec) error {
+	if spec.Name != "" {
+		if err := checkName("container", spec.Name); err != nil {
+			return err
+		}
+	}
+	if spec.Hostname != "" {
+		if err := checkHostname(spec.Hostname); err != nil {
+			return err
+		}
+	}
+	switch ref, shared := strings.CutPrefix(spec.Network, "container:"); {
+	case shared:
+		if err := checkName("container", ref); err != nil {
+			return invalid("bad --network %q: %v", printable(spec.Network), err)
+		}
+	case spec.Network != "" && !isModeName(spec.Network):
+		if err := checkName("network", spec.Network); err != nil {
+			return err
+		}
+	}
+	if spec.IP != "" {
+		if _, err := ipam.ParseAddr("--ip", spec.IP); err != nil {
+			return invalid("%v", err)
+		}
+	}
+	if strings.ContainsRune(spec.NetNS, 0) {
+		return invalid("bad --netns %q: use the path of a network namespace file", printable(spec.NetNS))
+	}
+	for _, p := range spec.Ports {
+		if err := p.check(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -93,28 +94,52 @@ func open(dir string, how int) (*Store, error) {
 	}
 	s := &Store{path: filepath.Join(dir, FileName), lock: lock}
 	readOnly := how == unix.LOCK_SH
-	if readOnly {
-		if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
-			return s, nil
-		}
+	switch info, err := os.Stat(s.path); {
+	case errors.Is(err, os.ErrNotExist) && readOnly:
+		return s, nil
+	case err == nil && info.Size() == 0:
+		// bbolt would initialise an empty file as a new database. But every
+		// database ctnet made holds its meta pages from the start, so an empty
+		// one was truncated: refusing it keeps what the kernel holds from being
+		// silently forgotten.
+		lock.Close()
+		return nil, s.corrupt("open", fmt.Errorf("%w: the file is empty", ErrCorrupt))
 	}
-	err = catch(s.path, func() (err error) {
+	// The file is kept so that a panic inside bolt.Open, which leaves its
+	// database unreachable, does not leave the file (and bbolt's lock on it) open.
+	var file *os.File
+	err = catch(func() (err error) {
 		s.db, err = bolt.Open(s.path, 0o600, &bolt.Options{
-			Timeout:        5 * time.Second,
-			ReadOnly:       readOnly,
-			NoFreelistSync: true,
-			FreelistType:   bolt.FreelistMapType,
+			Timeout:  5 * time.Second,
+			ReadOnly: readOnly,
+			// The freelist is written with every commit (NoFreelistSync false). Without
+			// it bbolt rebuilds the list by checking the whole tree, at every writable
+			// open and every rolled-back update, and reports damage it finds there by
+			// panicking in a goroutine of its own: no recover can catch that, so one
+			// damaged page would crash every ctnet command instead of failing it.
+			FreelistType: bolt.FreelistMapType,
+			OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+				f, err := os.OpenFile(name, flag, perm)
+				file = f
+				return f, err
+			},
 		})
 		return err
 	})
 	if err != nil {
+		if s.db == nil && file != nil && errors.Is(err, errPanicked) {
+			file.Close()
+		}
 		lock.Close()
-		return nil, s.corrupt(err)
+		return nil, s.corrupt("open", err)
 	}
 	if !readOnly {
-		if err := s.Update(initBuckets); err != nil {
+		err := catch(func() error {
+			return s.db.Update(func(btx *bolt.Tx) error { return initBuckets(&Tx{tx: btx}) })
+		})
+		if err != nil {
 			s.Close()
-			return nil, err
+			return nil, s.corrupt("open", err)
 		}
 	}
 	return s, nil
@@ -122,7 +147,9 @@ func open(dir string, how int) (*Store, error) {
 
 func initBuckets(tx *Tx) error {
 	for _, b := range allBuckets {
-		if _, err := tx.tx.CreateBucketIfNotExists(b); err != nil {
+		if _, err := tx.tx.CreateBucketIfNotExists(b); errors.Is(err, bolt.ErrIncompatibleValue) {
+			return fmt.Errorf("%w: %q is a value where a bucket belongs", ErrCorrupt, b)
+		} else if err != nil {
 			return err
 		}
 	}
@@ -135,26 +162,56 @@ func initBuckets(tx *Tx) error {
 	return nil
 }
 
-// catch turns a panic of the database library (it panics on some corrupted pages)
-// into an error.
-func catch(path string, fn func() error) (err error) {
+// errPanicked marks an error made from a panic of the database library.
+var errPanicked = errors.New("the database library panicked")
+
+// catch turns a panic of the database library into an error: bbolt panics on some
+// corrupted pages, and reading a page past the end of a truncated file faults
+// (SIGBUS, or SIGSEGV past the mapping), which SetPanicOnFault turns into a panic
+// instead of killing the process. Faults are caught only in this goroutine, where
+// bbolt reads pages for Open, View and Update.
+func catch(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+			// A panic text can span lines; errors here are printed as one.
+			err = fmt.Errorf("%w: %w: %s", ErrCorrupt, errPanicked, oneLine(fmt.Errorf("%v", r)))
 		}
 	}()
 	return fn()
 }
 
-func (s *Store) corrupt(err error) error {
-	damaged := errors.Is(err, ErrCorrupt) || errors.Is(err, bolt.ErrInvalid) ||
+// oneLine is an error's text on one line: messages here end up in one-line reports.
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+// damaged reports whether err means the database file is damaged, as opposed to
+// being unreadable for another reason (permissions, a lock timeout).
+func damaged(err error) bool {
+	return errors.Is(err, ErrCorrupt) || errors.Is(err, bolt.ErrInvalid) ||
 		errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) ||
 		strings.Contains(err.Error(), "file size too small")
-	if !damaged {
-		return fmt.Errorf("open state database %s: %w", s.path, err)
+}
+
+// corrupt names the file in an error of verb ("open", "read", "update") and, when
+// the file is damaged, says how to recover.
+func (s *Store) corrupt(verb string, err error) error {
+	if !damaged(err) {
+		return fmt.Errorf("%s state database %s: %w", verb, s.path, err)
 	}
-	return fmt.Errorf("open state database %s: %w: %v (move it aside with `mv %s %s.broken`; then `ctnet gc` removes the kernel objects it described, and networks must be created again)",
-		s.path, ErrCorrupt, err, s.path, s.path)
+	if !errors.Is(err, ErrCorrupt) {
+		err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	q := shellQuote(s.path)
+	return fmt.Errorf("%s state database %s: %w (move it aside with `mv %s %s`; then `ctnet gc` removes the kernel objects it described, and networks must be created again)",
+		verb, s.path, err, q, shellQuote(s.path+".broken"))
+}
+
+// shellQuote quotes a path for the command the recovery hint suggests.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=,:@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // Path is the database file.
@@ -174,11 +231,11 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	if s.db == nil || s.db.IsReadOnly() {
 		return errors.New("update state: database opened read-only")
 	}
-	err := catch(s.path, func() error {
+	err := catch(func() error {
 		return s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
 	})
 	if errors.Is(err, ErrCorrupt) {
-		return s.corrupt(err)
+		return s.corrupt("update", err)
 	}
 	return err
 }
@@ -188,11 +245,11 @@ func (s *Store) View(fn func(*Tx) error) error {
 	if s.db == nil {
 		return fn(&Tx{})
 	}
-	err := catch(s.path, func() error {
+	err := catch(func() error {
 		return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
 	})
 	if errors.Is(err, ErrCorrupt) {
-		return s.corrupt(err)
+		return s.corrupt("read", err)
 	}
 	return err
 }
@@ -219,7 +276,7 @@ func get[T any](b *bolt.Bucket, key string) (*T, error) {
 	}
 	rec := new(T)
 	if err := json.Unmarshal(v, rec); err != nil {
-		return nil, fmt.Errorf("%w: record %q: %v", ErrCorrupt, key, err)
+		return nil, fmt.Errorf("%w: record %q: %s", ErrCorrupt, key, oneLine(err))
 	}
 	return rec, nil
 }
@@ -232,7 +289,7 @@ func all[T any](b *bolt.Bucket) ([]*T, error) {
 	err := b.ForEach(func(k, v []byte) error {
 		rec := new(T)
 		if err := json.Unmarshal(v, rec); err != nil {
-			return fmt.Errorf("%w: record %q: %v", ErrCorrupt, k, err)
+			return fmt.Errorf("%w: record %q: %s", ErrCorrupt, k, oneLine(err))
 		}
 		out = append(out, rec)
 		return nil
@@ -433,6 +490,9 @@ func (t *Tx) PortHolders(proto string, port uint16) map[netip.Addr]string {
 	prefix := portKey(proto, netip.Addr{}, port)[:3]
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(k) != 19 {
+			continue // not a key PutPort writes: a damaged database, as Ports skips it
+		}
 		ip := netip.AddrFrom16([16]byte(k[3:19])).Unmap()
 		out[ip] = string(v)
 	}

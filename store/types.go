@@ -67,6 +67,16 @@ type Container struct {
 	Finished   time.Time `json:"finished,omitzero"`
 	// RuntimeDir holds per-container runtime files (logs, sockets).
 	RuntimeDir string `json:"runtime_dir,omitempty"`
+	// UserNet configures the user-mode network of a rootless container.
+	UserNet *UserNet `json:"usernet,omitempty"`
+}
+
+// UserNet is the configuration of a rootless container's user-mode network.
+type UserNet struct {
+	Subnet            netip.Prefix     `json:"subnet"`
+	MTU               int              `json:"mtu"`
+	AllowHostLoopback bool             `json:"allow_host_loopback"`
+	Resolvers         []netip.AddrPort `json:"resolvers,omitempty"` // empty: the host's
 }
 
 // Attachment is one interface of a container on one network.

@@ -103,6 +103,9 @@ func ipsOf(c *store.Container) string {
 	if c.State == store.StateExited {
 		return ""
 	}
+	if c.UserNet != nil {
+		return network.UserNetGuest(c.UserNet.Subnet).String()
+	}
 	var ips []string
 	for _, at := range c.Attachments {
 		ips = append(ips, at.IP.String())
@@ -342,7 +345,7 @@ it again and leaves the namespace itself alone.`,
 				return err
 			}
 			spec.NetNS = netnsPath
-			m, err := a.manager()
+			m, err := a.rootManager("attach")
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctnet/ctnet/network"
+	"github.com/ctnet/ctnet/sandbox"
 )
 
 // Exit statuses of ctnet itself, as Docker uses them for run and exec; otherwise a
@@ -26,8 +27,14 @@ const (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == monitorArg {
-		os.Exit(runMonitor())
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case sandbox.RootlessChildArg:
+			sandbox.RootlessChildMain()
+			return
+		case monitorArg:
+			os.Exit(runMonitor())
+		}
 	}
 	os.Exit(execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -111,11 +118,24 @@ func (a *app) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 }
 
+// logger is for the user-mode stack: its warnings (ping not permitted, a resolver
+// down) go where the container's errors go.
+func logger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// manager opens the root's manager: an unprivileged user manages their own
+// containers, on user-mode networks.
 func (a *app) manager() (*network.Manager, error) {
+	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0})
+}
+
+// rootManager is manager for commands that only root can carry out.
+func (a *app) rootManager(what string) (*network.Manager, error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("this command needs root: run it with sudo (unprivileged users get user-mode networking from `ctnet run`)")
+		return nil, fmt.Errorf("%s needs root: unprivileged users have user-mode networks only (ctnet run, ps, exec, stop, rm)", what)
 	}
-	return network.New(network.Options{Root: a.root, Logger: a.logger()})
+	return a.manager()
 }
 
 // usage wraps an argument error so it reads like the others.

@@ -35,7 +35,7 @@ func (a *app) doctorCommand() *cobra.Command {
 		Short: "Check the host for what would break ctnet's networks, and say how to fix it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
+			m, err := a.rootManager("doctor")
 			if err != nil {
 				return err
 			}

@@ -55,7 +55,7 @@ route or address of the host and no other network.`,
 					return usage("unknown --opt %q: the only option is masquerade=true|false", o)
 				}
 			}
-			m, err := a.manager()
+			m, err := a.rootManager("network create")
 			if err != nil {
 				return err
 			}
@@ -196,7 +196,7 @@ func (a *app) networkRmCommand() *cobra.Command {
 		Short:   "Remove networks (refused while containers use them, unless --force)",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
+			m, err := a.rootManager("network rm")
 			if err != nil {
 				return err
 			}
@@ -215,7 +215,7 @@ func (a *app) networkConnectCommand() *cobra.Command {
 		Short: "Connect a running container to another network (as eth1, eth2, ...)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
+			m, err := a.rootManager("network connect")
 			if err != nil {
 				return err
 			}
@@ -238,7 +238,7 @@ func (a *app) networkDisconnectCommand() *cobra.Command {
 		Short: "Disconnect a container from a network",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
+			m, err := a.rootManager("network disconnect")
 			if err != nil {
 				return err
 			}

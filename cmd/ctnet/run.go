@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,6 +31,7 @@ type runFlags struct {
 	name, network, ip, hostname string
 	publish                     []string
 	detach, autoRemove          bool
+	userNet                     network.UserNetSpec
 }
 
 func (a *app) runCommand() *cobra.Command {
@@ -44,7 +45,12 @@ status and releases the container's network when CMD ends. With -d, ctnet prints
 container's ID and leaves a small supervisor process that releases it when CMD ends.
 
 --network takes a network name or one of Docker's modes: host (the host's own stack),
-none (loopback only) or container:NAME (another container's namespace).`,
+none (loopback only) or container:NAME (another container's namespace).
+
+Run by an unprivileged user, ctnet makes a user namespace too and gives the container a
+user-mode network (usernet): tap0 with 10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3,
+TCP, UDP and ping to wherever the user can reach, and published ports that keep the
+client's address.`,
 		Example: `  ctnet run --name web -p 8080:80 -- python3 -m http.server 80
   ctnet run -d --name db --network backend --ip 172.30.0.10 -- redis-server
   ctnet run --network none -- ip addr`,
@@ -69,12 +75,16 @@ none (loopback only) or container:NAME (another container's namespace).`,
 	fl.StringVar(&f.hostname, "hostname", "", "hostname inside the container (default: its short ID)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container ID")
 	fl.BoolVar(&f.autoRemove, "rm", false, "remove the container's record when it exits")
+	fl.StringVar(&f.userNet.CIDR, "cidr", "", "user-mode network subnet (unprivileged users; default 10.0.2.0/24)")
+	fl.IntVar(&f.userNet.MTU, "mtu", 0, "user-mode network MTU (unprivileged users; default 65520)")
+	fl.StringArrayVar(&f.userNet.DNS, "dns", nil, "resolver the user-mode DNS at 10.0.2.3 forwards to (unprivileged users; default: the host's; repeatable)")
+	fl.BoolVar(&f.userNet.AllowHostLoopback, "allow-host-loopback", false, "let the container reach the host's 127.0.0.1 at 10.0.2.2 (unprivileged users)")
 	return cmd
 }
 
 func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
 	spec := network.ContainerSpec{Name: f.name, Network: f.network, IP: f.ip, Hostname: f.hostname,
-		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove}
+		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet}
 	for _, p := range f.publish {
 		ps, err := network.ParsePort(p)
 		if err != nil {
@@ -106,18 +116,12 @@ func (a *app) runForeground(spec network.ContainerSpec) error {
 
 // supervise starts the container's process, records it, waits for it, and releases
 // the container's network when it ends. started runs once the process is recorded.
-func supervise(m *network.Manager, c *store.Container, stdin io.Reader, stdout, stderr io.Writer, forwardSIGINT bool, started func()) (int, error) {
-	spec, err := processSpec(m, c)
-	if err != nil {
-		m.Exited(c.ID, exitRunFailure)
-		return exitRunFailure, err
-	}
-	spec.Argv, spec.Stdin, spec.Stdout, spec.Stderr = c.Command, stdin, stdout, stderr
+func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os.File, forwardSIGINT bool, started func()) (int, error) {
 	// Signals arriving from now on are for the container: they are forwarded once it runs.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	cmd, err := sandbox.Start(spec)
+	p, err := startProcess(m, c, stdio{stdin, stdout, stderr})
 	if err != nil {
 		code := startFailureCode(err)
 		if rerr := m.Exited(c.ID, code); rerr != nil {
@@ -125,13 +129,15 @@ func supervise(m *network.Manager, c *store.Container, stdin io.Reader, stdout, 
 		}
 		return code, err
 	}
-	id, err := proc.Identify(cmd.Process.Pid)
-	if err != nil {
-		id = proc.ID{PID: cmd.Process.Pid, BootID: proc.BootID()}
+	var id proc.ID // stays zero when the process runs where its PID is not visible
+	if pid := p.pid(); pid > 0 {
+		if id, err = proc.Identify(pid); err != nil {
+			id = proc.ID{PID: pid, BootID: proc.BootID()}
+		}
 	}
 	if err := m.Started(c.ID, id); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
+		p.signal(syscall.SIGKILL)
+		p.wait()
 		m.Exited(c.ID, exitRunFailure)
 		return exitRunFailure, err
 	}
@@ -146,41 +152,18 @@ func supervise(m *network.Manager, c *store.Container, stdin io.Reader, stdout, 
 				if s == syscall.SIGINT && !forwardSIGINT {
 					continue // the terminal sent it to the container's process group already
 				}
-				cmd.Process.Signal(s)
+				p.signal(s.(syscall.Signal))
 			case <-done:
 				return
 			}
 		}
 	}()
-	cmd.Wait()
+	code, werr := p.wait()
 	close(done)
-	code := sandbox.ExitCode(cmd.ProcessState)
 	if err := m.Exited(c.ID, code); err != nil {
-		return code, fmt.Errorf("release container %s: %w", c.Name, err)
+		return code, errors.Join(werr, fmt.Errorf("release container %s: %w", c.Name, err))
 	}
-	return code, nil
-}
-
-// processSpec says which namespaces the container's process enters.
-func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
-	var spec sandbox.Spec
-	switch c.Mode {
-	case store.ModeHost:
-		return spec, nil
-	case store.ModeContainer:
-		spec.NetNS = c.NetNS
-		owner, err := m.Container(c.SharedWith)
-		if err == nil && owner.Process.Alive() {
-			spec.UTSNS = "/proc/" + strconv.Itoa(owner.Process.PID) + "/ns/uts"
-		}
-		return spec, nil
-	}
-	spec.NetNS = c.NetNS
-	spec.Hostname = c.Hostname
-	if spec.Hostname == "" {
-		spec.Hostname = c.ID[:12]
-	}
-	return spec, nil
+	return code, werr
 }
 
 func startFailureCode(err error) int {
@@ -201,9 +184,6 @@ func isTerminal(f *os.File) bool {
 // runDetached starts the supervisor, which creates and runs the container, and waits
 // only until it reports the container running.
 func (a *app) runDetached(spec network.ContainerSpec) error {
-	if os.Geteuid() != 0 {
-		return &exitError{code: exitRunFailure, err: errors.New("this command needs root: run it with sudo")}
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return &exitError{code: exitRunFailure, err: err}
@@ -341,6 +321,9 @@ nsenter --net does; ctnet exits with CMD's status.`,
 			if len(argv) == 0 {
 				return &exitError{code: exitRunFailure, err: usage("exec needs a command after the container name")}
 			}
+			if m.Rootless() && c.Mode != store.ModeHost {
+				return execRootless(m, c, argv)
+			}
 			spec := sandbox.Spec{Argv: argv, NetNS: c.NetNS, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 			if c.Process.Alive() && c.Mode != store.ModeHost {
 				spec.UTSNS = "/proc/" + strconv.Itoa(c.Process.PID) + "/ns/uts"
@@ -366,4 +349,24 @@ nsenter --net does; ctnet exits with CMD's status.`,
 	}
 	cmd.Flags().SetInterspersed(false)
 	return cmd
+}
+
+// execRootless runs argv in an unprivileged user's container through its helper,
+// which alone can enter the container's user namespace.
+func execRootless(m *network.Manager, c *store.Container, argv []string) error {
+	dir := c.RuntimeDir
+	if c.Mode == store.ModeContainer {
+		owner, err := m.Container(c.SharedWith)
+		if err != nil {
+			return &exitError{code: exitRunFailure, err: err}
+		}
+		dir = owner.RuntimeDir
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP)
+	defer cancel()
+	code, err := sandbox.ExecRootless(ctx, dir, argv, nil, os.Stdin, os.Stdout, os.Stderr)
+	if err != nil {
+		return &exitError{code: exitRunFailure, err: err}
+	}
+	return &exitError{code: code}
 }
