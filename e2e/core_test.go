@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -314,5 +315,71 @@ func TestStopExecInspect(t *testing.T) {
 		t.Errorf("stop left the veth:\n%s", out)
 	}
 	e.must("rm", "svc")
+	e.must("network", "rm", "bridge")
+}
+
+// netnsInode identifies a container's namespace while it runs.
+func (e *env) netnsInode(name string) uint64 {
+	e.t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(e.inspect(name).NetNS, &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// processesIn lists the processes in the namespace with inode ino.
+func processesIn(ino uint64) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+ent.Name()+"/ns/net", &st) == nil && st.Ino == ino && lab.ProcessExists(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// What a container's command leaves running in the background ends with the
+// container: when the command exits, on rm -f, and on rm after its supervisor died.
+func TestBackgroundProcessesEndWithContainer(t *testing.T) {
+	e := newEnv(t)
+	cases := []struct {
+		name string
+		end  func(name string)
+	}{
+		{"rm -f", func(name string) { e.must("rm", "-f", name) }},
+		{"stop", func(name string) { e.must("stop", name); e.must("rm", name) }},
+		{"supervisor killed, then rm", func(name string) {
+			c := e.inspect(name)
+			syscall.Kill(c.Supervisor.PID, syscall.SIGKILL)
+			syscall.Kill(c.Process.PID, syscall.SIGKILL)
+			eventually(func() bool { return !lab.ProcessExists(c.Process.PID) })
+			e.must("rm", name)
+		}},
+		{"command exits", func(name string) {
+			e.must("exec", name, "--", "sh", "-c", "kill $(cat /proc/1/comm >/dev/null; pgrep -f 'sleep 601' | head -1)")
+			eventually(func() bool { return strings.Contains(e.must("ps", "-a"), "Exited") })
+			e.must("rm", name)
+		}},
+	}
+	for i, c := range cases {
+		name := fmt.Sprintf("bg%d", i)
+		e.runDetached("--name", name, "--", "sh", "-c", "sleep 600 & socat TCP-LISTEN:7000,fork SYSTEM:true & sleep 601")
+		eventually(func() bool { return len(processesIn(e.netnsInode(name))) >= 4 })
+		ino := e.netnsInode(name)
+		c.end(name)
+		if !eventually(func() bool { return len(processesIn(ino)) == 0 }) {
+			t.Errorf("%s: processes left in the container's namespace: %v", c.name, processesIn(ino))
+			for _, pid := range processesIn(ino) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 	e.must("network", "rm", "bridge")
 }

@@ -608,6 +608,10 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 	}
 	if c.OwnsNetNS {
 		o.closeNS(c.NetNS)
+		if !c.Supervisor.Alive() {
+			// No supervisor will end what the container's command left running.
+			proc.KillInNetNS(proc.NetNSInode(c.NetNS))
+		}
 		if err := netns.Remove(c.NetNS); err != nil {
 			return err
 		}
@@ -682,6 +686,9 @@ func killAndWait(c *store.Container) error {
 	}
 	if !target.Wait(10 * time.Second) {
 		return fmt.Errorf("kill container %s: process %d did not exit", c.Name, target.PID)
+	}
+	if c.OwnsNetNS {
+		proc.KillInNetNS(proc.NetNSInode(c.NetNS))
 	}
 	return nil
 }

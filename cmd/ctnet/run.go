@@ -121,6 +121,12 @@ func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	// The namespace is identified before the process starts: rm may unmount it while
+	// the process still runs.
+	var nsIno uint64
+	if c.OwnsNetNS {
+		nsIno = proc.NetNSInode(c.NetNS)
+	}
 	p, err := startProcess(m, c, stdio{stdin, stdout, stderr})
 	if err != nil {
 		code := startFailureCode(err)
@@ -160,6 +166,7 @@ func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os
 	}()
 	code, werr := p.wait()
 	close(done)
+	proc.KillInNetNS(nsIno) // what the command left behind ends with it
 	if err := m.Exited(c.ID, code); err != nil {
 		return code, errors.Join(werr, fmt.Errorf("release container %s: %w", c.Name, err))
 	}

@@ -154,3 +154,54 @@ func (id ID) Wait(timeout time.Duration) bool {
 		}
 	}
 }
+
+// NetNSInode is the identity of the network namespace at path (a bind mount or a
+// /proc/PID/ns/net link), or 0 if it cannot be read.
+func NetNSInode(path string) uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// KillInNetNS kills every process whose network namespace is ino (except the
+// caller), repeating until none is left, and returns how many it killed. A
+// container's processes live exactly as long as the container: what its main
+// process left behind must not linger in a namespace whose network is gone.
+func KillInNetNS(ino uint64) int {
+	if ino == 0 {
+		return 0
+	}
+	self := os.Getpid()
+	killed := 0
+	for range 20 {
+		found := 0
+		entries, err := os.ReadDir("/proc")
+		if err != nil {
+			return killed
+		}
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == self {
+				continue
+			}
+			var st unix.Stat_t
+			if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) != nil || st.Ino != ino {
+				continue
+			}
+			if _, err := startTime(pid); err != nil {
+				continue // a zombie: already dead, its parent reaps it
+			}
+			found++
+			if unix.Kill(pid, unix.SIGKILL) == nil {
+				killed++
+			}
+		}
+		if found == 0 {
+			return killed
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return killed
+}

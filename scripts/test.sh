@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs ctnet's whole test suite as root: static checks, unit tests, end-to-end tests in
+# sandbox network namespaces (never the machine's own), and a short fuzz pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+"$(dirname "$0")/deps.sh"
+
+echo "== go vet"
+go vet ./...
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+[ -z "$unformatted" ] || { echo "gofmt would change: $unformatted" >&2; exit 1; }
+echo "== go test -race"
+go test -race -count=1 -timeout 30m ./...
+echo "== fuzz (short)"
+"$(dirname "$0")/fuzz-short.sh" "${FUZZ_SECONDS:-5}"
+echo "== all tests passed"
