@@ -46,7 +46,7 @@ ctnet network create demo --subnet 172.18.0.0/16
 ctnet network ls
 
 step "Two containers: namespace, veth pair into the bridge, address, default route (the article's netns0/netns1)"
-ctnet run -d --name web --network demo -p 8080:8000 -- socat TCP-LISTEN:8000,fork,reuseaddr 'SYSTEM:echo hello from web, you are $SOCAT_PEERADDR'
+ctnet run -d --name web --network demo -p 8080:8000 -- socat TCP-LISTEN:8000,fork,reuseaddr 'SYSTEM:echo hello from web - you are $SOCAT_PEERADDR'
 ctnet run -d --name client --network demo -- sleep 600
 ctnet ps
 
