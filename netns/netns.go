@@ -244,7 +244,13 @@ func (n *NS) NFT() (*nftables.Conn, error) {
 	if n.nft != nil {
 		return n.nft, nil
 	}
-	c, err := nftables.New(nftables.WithNetNSFd(n.Fd()), nftables.AsLasting())
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if !n.isProcessNS() {
+		// Without the option the socket is made on the calling thread, which outside
+		// Do is in the process's own namespace: no thread switch needed.
+		opts = append(opts, nftables.WithNetNSFd(n.Fd()))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open nftables in %s: %w", n.path, err)
 	}
