@@ -313,3 +313,30 @@ func TestDoctorFindsForeignDrop(t *testing.T) {
 	e.must("rm", "-f", "d")
 	e.must("network", "rm", "bridge")
 }
+
+// A network with masquerade off is routed: the wan sees the container's own address,
+// and reaches the container directly when it routes the subnet to the host.
+func TestRoutedNetwork(t *testing.T) {
+	e := newEnv(t)
+	srv := e.wan.Command(t.Context(), peerServer(9998)...)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	e.wan.MustRun(t, "ip", "route", "add", "10.93.0.0/24", "via", lab.HostUplinkIP)
+	e.must("network", "create", "routed", "--subnet", "10.93.0.0/24", "--opt", "masquerade=false")
+	e.runDetached(append([]string{"--name", "r", "--network", "routed", "--"}, peerServer(7000)...)...)
+	ip := e.ip("r")
+	var got string
+	if !eventually(func() bool { got = askPeer(e.containerRun("r"), lab.WANIP, 9998); return got != "" }) {
+		t.Fatalf("a container on a routed network cannot reach the wan")
+	}
+	if got != ip {
+		t.Errorf("the wan saw %s, want the container's own address %s (no masquerade)", got, ip)
+	}
+	if got := askPeer(e.wanRun, ip, 7000); got != lab.WANIP {
+		t.Errorf("the wan reaching the container directly: server saw %q, want %s", got, lab.WANIP)
+	}
+	e.must("rm", "-f", "r")
+	e.must("network", "rm", "routed")
+}
