@@ -40,16 +40,18 @@ func ParseSubnet(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("invalid subnet %q: want CIDR notation like 172.30.0.0/16", s)
 	}
 	if !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("invalid subnet %q: only IPv4 subnets are supported", s)
+		return netip.Prefix{}, fmt.Errorf("invalid subnet %q: only IPv4 subnets are supported, want CIDR notation like 172.30.0.0/16", s)
 	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("invalid subnet %q: host bits are set, did you mean %s?", s, p.Masked())
-	}
+	// The size comes first, so the correction offered for host bits is a subnet
+	// that is accepted.
 	if p.Bits() > MaxPrefixLen {
 		return netip.Prefix{}, fmt.Errorf("invalid subnet %q: too small, use a prefix of /%d or shorter", s, MaxPrefixLen)
 	}
 	if p.Bits() < 8 {
 		return netip.Prefix{}, fmt.Errorf("invalid subnet %q: too large, use a prefix of /8 or longer", s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("invalid subnet %q: host bits are set, did you mean %s?", s, p.Masked())
 	}
 	return p, nil
 }
@@ -66,8 +68,11 @@ func ParseAddr(what, s string) (netip.Addr, error) {
 // FirstHost is the first usable address of a subnet, the default gateway.
 func FirstHost(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
 
-// Broadcast is the last address of an IPv4 subnet.
+// Broadcast is the last address of an IPv4 subnet, or the zero Addr if p is not one.
 func Broadcast(p netip.Prefix) netip.Addr {
+	if !isIPv4(p) {
+		return netip.Addr{}
+	}
 	host := uint64(1)<<(32-p.Bits()) - 1
 	return fromUint(uint32(toUint(p.Masked().Addr()) | host))
 }
@@ -75,8 +80,12 @@ func Broadcast(p netip.Prefix) netip.Addr {
 // IsHost reports whether a is a usable host address of p (not the network or
 // broadcast address).
 func IsHost(p netip.Prefix, a netip.Addr) bool {
-	return p.Contains(a) && a != p.Masked().Addr() && a != Broadcast(p)
+	return isIPv4(p) && p.Contains(a) && a != p.Masked().Addr() && a != Broadcast(p)
 }
+
+// isIPv4 reports whether p is a valid IPv4 prefix (not an IPv4-mapped IPv6 one):
+// the arithmetic here works on 32-bit addresses only.
+func isIPv4(p netip.Prefix) bool { return p.IsValid() && p.Addr().Is4() }
 
 // CheckAddr says why a is not assignable in p, or nil.
 func CheckAddr(what string, p netip.Prefix, a netip.Addr) error {
@@ -93,6 +102,14 @@ func CheckAddr(what string, p netip.Prefix, a netip.Addr) error {
 // released addresses are reused last (stale ARP entries age out first). An invalid
 // cursor starts at the beginning.
 func Next(p netip.Prefix, cursor netip.Addr, used func(netip.Addr) bool) (netip.Addr, error) {
+	if !isIPv4(p) {
+		return netip.Addr{}, fmt.Errorf("allocate address in %s: not an IPv4 subnet", p)
+	}
+	if p.Bits() > MaxPrefixLen {
+		// A /31 or /32 has no host address; the loops below would step past
+		// 255.255.255.255 to the zero Addr and return it.
+		return netip.Addr{}, fmt.Errorf("allocate address in %s: %w", p, ErrPoolExhausted)
+	}
 	first, last := FirstHost(p), Broadcast(p).Prev()
 	if !cursor.IsValid() || !p.Contains(cursor) || cursor.Compare(last) >= 0 {
 		cursor = p.Masked().Addr()
@@ -116,6 +133,12 @@ func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
 // PickSubnet returns the first subnet of the pools that overlaps none of taken.
 func PickSubnet(pools []Pool, taken []netip.Prefix) (netip.Prefix, error) {
 	for _, pool := range pools {
+		// Pools come from the caller: one the loop below cannot carve (a size
+		// outside the base's prefix length../30, or no IPv4 base) is an error, not
+		// a negative shift.
+		if !isIPv4(pool.Base) || pool.Size < max(pool.Base.Bits(), 8) || pool.Size > MaxPrefixLen {
+			return netip.Prefix{}, fmt.Errorf("pick a subnet: bad pool %s with size /%d: want an IPv4 base and a size from its prefix length (at least /8) to /%d", pool.Base, pool.Size, MaxPrefixLen)
+		}
 		step := uint64(1) << (32 - pool.Size)
 		count := uint64(1) << (pool.Size - pool.Base.Bits())
 		base := toUint(pool.Base.Masked().Addr())
@@ -126,7 +149,7 @@ func PickSubnet(pools []Pool, taken []netip.Prefix) (netip.Prefix, error) {
 			}
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("pick a subnet: every subnet of the default pools is in use or overlaps a host route (%w); give one with --subnet", ErrPoolExhausted)
+	return netip.Prefix{}, fmt.Errorf("pick a subnet: every subnet of the pools is in use or overlaps a host route (%w); give one with --subnet", ErrPoolExhausted)
 }
 
 func overlapsAny(p netip.Prefix, taken []netip.Prefix) bool {

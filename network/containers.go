@@ -78,6 +78,9 @@ func (m *Manager) Create(spec ContainerSpec) (*store.Container, error) {
 }
 
 func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
 	c := &store.Container{
 		ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Hostname: spec.Hostname,
 		Command: spec.Command, Detach: spec.Detach, AutoRemove: spec.AutoRemove,
@@ -281,6 +284,9 @@ func UserNetGuest(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
+// shortID is how people see a container ID: its first 12 characters.
+func shortID(id string) string { return id[:min(12, len(id))] }
+
 func (m *Manager) checkNewName(o *op, c *store.Container) error {
 	if c.Name == "" {
 		for range 100 {
@@ -427,7 +433,7 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 		att.HostVeth += "-" + strconv.Itoa(index)
 	}
 	if owner := o.tx.VethOwner(att.HostVeth); owner != "" && owner != c.ID {
-		return nil, tagged(ErrConflict, "host interface %s is already used by container %s", att.HostVeth, owner[:12])
+		return nil, tagged(ErrConflict, "host interface %s is already used by container %s", att.HostVeth, shortID(owner))
 	}
 	if err := o.tx.PutLease(n.ID, ip, c.ID); err != nil {
 		return nil, err
@@ -440,9 +446,21 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 
 func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, error) {
 	if want == "" {
-		return ipam.Next(n.Subnet, o.tx.Cursor(n.ID), func(a netip.Addr) bool {
-			return a == n.Gateway || o.tx.LeaseOwner(n.ID, a) != ""
-		})
+		next := func() (netip.Addr, error) {
+			return ipam.Next(n.Subnet, o.tx.Cursor(n.ID), func(a netip.Addr) bool {
+				return a == n.Gateway || o.tx.LeaseOwner(n.ID, a) != ""
+			})
+		}
+		ip, err := next()
+		if errors.Is(err, ipam.ErrPoolExhausted) {
+			// Containers whose process died still hold their addresses until gc runs:
+			// release them, as gc would, and look again.
+			if _, err := m.networkUsers(o, n); err != nil {
+				return netip.Addr{}, err
+			}
+			ip, err = next()
+		}
+		return ip, err
 	}
 	ip, err := ipam.ParseAddr("--ip", want)
 	if err != nil {
@@ -461,7 +479,7 @@ func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, 
 				return netip.Addr{}, err
 			}
 		} else {
-			name := owner[:12]
+			name := shortID(owner)
 			if err == nil {
 				name = holder.Name
 			}

@@ -145,5 +145,10 @@ func checkSpec(spec ContainerSpec) error {
 			return err
 		}
 	}
+	if !spec.UserNet.isZero() {
+		if _, err := parseUserNet(spec.UserNet); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -57,6 +58,11 @@ type Store struct {
 	path string
 	lock *os.File
 	db   *bolt.DB
+	// file is the database file as bbolt opened it.
+	file *os.File
+	// broken is set when bbolt panicked: its locks and caches may be left half
+	// updated, so the database is not used again, only released.
+	broken error
 }
 
 // FileName is the database's name inside the state directory.
@@ -98,16 +104,18 @@ func open(dir string, how int) (*Store, error) {
 	case errors.Is(err, os.ErrNotExist) && readOnly:
 		return s, nil
 	case err == nil && info.Size() == 0:
-		// bbolt would initialise an empty file as a new database. But every
-		// database ctnet made holds its meta pages from the start, so an empty
-		// one was truncated: refusing it keeps what the kernel holds from being
-		// silently forgotten.
+		// bbolt would initialise an empty file as a new database. An empty file is
+		// one whose creation was cut short or one that lost its content, and ctnet
+		// cannot tell which: refusing it keeps the state of the kernel's objects
+		// from being forgotten without a word.
 		lock.Close()
 		return nil, s.corrupt("open", fmt.Errorf("%w: the file is empty", ErrCorrupt))
+	case err == nil:
+		if err := checkPath(s.path); err != nil {
+			lock.Close()
+			return nil, s.corrupt("open", err)
+		}
 	}
-	// The file is kept so that a panic inside bolt.Open, which leaves its
-	// database unreachable, does not leave the file (and bbolt's lock on it) open.
-	var file *os.File
 	err = catch(func() (err error) {
 		s.db, err = bolt.Open(s.path, 0o600, &bolt.Options{
 			Timeout:  5 * time.Second,
@@ -120,24 +128,23 @@ func open(dir string, how int) (*Store, error) {
 			FreelistType: bolt.FreelistMapType,
 			OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
 				f, err := os.OpenFile(name, flag, perm)
-				file = f
+				s.file = f
 				return f, err
 			},
 		})
 		return err
 	})
 	if err != nil {
-		if s.db == nil && file != nil && errors.Is(err, errPanicked) {
-			file.Close()
+		if errors.Is(err, errPanicked) {
+			s.broken = err
 		}
-		lock.Close()
+		s.Close()
 		return nil, s.corrupt("open", err)
 	}
 	if !readOnly {
-		err := catch(func() error {
+		if err := s.run(func() error {
 			return s.db.Update(func(btx *bolt.Tx) error { return initBuckets(&Tx{tx: btx}) })
-		})
-		if err != nil {
+		}); err != nil {
 			s.Close()
 			return nil, s.corrupt("open", err)
 		}
@@ -169,16 +176,76 @@ var errPanicked = errors.New("the database library panicked")
 // corrupted pages, and reading a page past the end of a truncated file faults
 // (SIGBUS, or SIGSEGV past the mapping), which SetPanicOnFault turns into a panic
 // instead of killing the process. Faults are caught only in this goroutine, where
-// bbolt reads pages for Open, View and Update.
+// bbolt reads pages for Open, View and Update. A panic that starts in the caller's
+// own code is a bug, not damage, and goes on: calling it corruption would tell the
+// user to throw the database away.
 func catch(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
+			if !panickedInDatabase() {
+				panic(r)
+			}
 			// A panic text can span lines; errors here are printed as one.
 			err = fmt.Errorf("%w: %w: %s", ErrCorrupt, errPanicked, oneLine(fmt.Errorf("%v", r)))
 		}
 	}()
 	return fn()
+}
+
+// panickedInDatabase reports, from a deferred function of a panicking goroutine,
+// whether the panic started in bbolt or in this package's reading of its data: the
+// first frame past the panic machinery and the standard library called from there.
+func panickedInDatabase() bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	for {
+		f, more := frames.Next()
+		if !inStandardLibrary(f.Function) {
+			for _, prefix := range databaseCode {
+				if strings.HasPrefix(f.Function, prefix) {
+					return true
+				}
+			}
+			return false
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// databaseCode is where a panic means the data is damaged: bbolt, and the code here
+// that decodes what it returns.
+var databaseCode = []string{
+	"go.etcd.io/bbolt",
+	"github.com/ctnet/ctnet/store.(*Tx).",
+	"github.com/ctnet/ctnet/store.get[",
+	"github.com/ctnet/ctnet/store.all[",
+	"github.com/ctnet/ctnet/store.decode[",
+	"github.com/ctnet/ctnet/store.lookupID",
+	"github.com/ctnet/ctnet/store.initBuckets",
+}
+
+// inStandardLibrary reports whether a function name (as runtime.Frame gives it)
+// belongs to the standard library, whose import paths have no dot in their first
+// element.
+func inStandardLibrary(function string) bool {
+	first, _, _ := strings.Cut(function, "/")
+	return !strings.Contains(first, ".") || !strings.Contains(function, "/")
+}
+
+// run calls fn, which uses the database, under catch; after a panic of bbolt the
+// database is not used again.
+func (s *Store) run(fn func() error) error {
+	if s.broken != nil {
+		return s.broken
+	}
+	err := catch(fn)
+	if errors.Is(err, errPanicked) {
+		s.broken = err
+	}
+	return err
 }
 
 // oneLine is an error's text on one line: messages here end up in one-line reports.
@@ -220,7 +287,15 @@ func (s *Store) Path() string { return s.path }
 // Close closes the database and releases the lock.
 func (s *Store) Close() error {
 	var err error
-	if s.db != nil {
+	switch {
+	case s.broken != nil && s.file != nil:
+		// bbolt may hold its own locks after a panic, and closing it would wait
+		// for them. Its mapping of the file stays behind and keeps the open file,
+		// and so bbolt's flock, alive after the close: unlock explicitly, or the
+		// next open of the file in this process would wait for it.
+		unix.Flock(int(s.file.Fd()), unix.LOCK_UN)
+		err = s.file.Close()
+	case s.db != nil:
 		err = s.db.Close()
 	}
 	return errors.Join(err, s.lock.Close())
@@ -231,7 +306,7 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	if s.db == nil || s.db.IsReadOnly() {
 		return errors.New("update state: database opened read-only")
 	}
-	err := catch(func() error {
+	err := s.run(func() error {
 		return s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
 	})
 	if errors.Is(err, ErrCorrupt) {
@@ -245,7 +320,7 @@ func (s *Store) View(fn func(*Tx) error) error {
 	if s.db == nil {
 		return fn(&Tx{})
 	}
-	err := catch(func() error {
+	err := s.run(func() error {
 		return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
 	})
 	if errors.Is(err, ErrCorrupt) {
@@ -274,9 +349,19 @@ func get[T any](b *bolt.Bucket, key string) (*T, error) {
 	if v == nil {
 		return nil, ErrNotFound
 	}
+	return decode[T]([]byte(key), v)
+}
+
+// decode reads one record stored under key.
+func decode[T any](key, v []byte) (*T, error) {
 	rec := new(T)
 	if err := json.Unmarshal(v, rec); err != nil {
 		return nil, fmt.Errorf("%w: record %q: %s", ErrCorrupt, key, oneLine(err))
+	}
+	if r, ok := any(rec).(record); ok {
+		if err := r.checkRecord(string(key)); err != nil {
+			return nil, fmt.Errorf("%w: record %q %v", ErrCorrupt, key, err)
+		}
 	}
 	return rec, nil
 }
@@ -287,9 +372,9 @@ func all[T any](b *bolt.Bucket) ([]*T, error) {
 		return out, nil
 	}
 	err := b.ForEach(func(k, v []byte) error {
-		rec := new(T)
-		if err := json.Unmarshal(v, rec); err != nil {
-			return fmt.Errorf("%w: record %q: %s", ErrCorrupt, k, oneLine(err))
+		rec, err := decode[T](k, v)
+		if err != nil {
+			return err
 		}
 		out = append(out, rec)
 		return nil

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -99,4 +100,45 @@ type Port struct {
 	ContainerPort uint16     `json:"container_port"`
 	Proto         string     `json:"proto"`
 	ContainerIP   netip.Addr `json:"container_ip"`
+}
+
+// record is what the store keeps under a name. Its checks run on every read, so the
+// rest of ctnet can rely on them whatever the file holds: a record stored under
+// another name than its own would not be found by it, and IDs are cut to their
+// first 12 digits wherever they are shown.
+type record interface{ checkRecord(key string) error }
+
+func (n *Network) checkRecord(key string) error { return checkNameAndID(key, n.Name, n.ID) }
+
+func (c *Container) checkRecord(key string) error {
+	if err := checkNameAndID(key, c.Name, c.ID); err != nil {
+		return err
+	}
+	if c.SharedWith != "" && !isID(c.SharedWith) {
+		return fmt.Errorf("shares the namespace of %q, which is not an ID", c.SharedWith)
+	}
+	return nil
+}
+
+func checkNameAndID(key, name, id string) error {
+	if name != key {
+		return fmt.Errorf("holds the name %q", name)
+	}
+	if !isID(id) {
+		return fmt.Errorf("has the ID %q, not 64 hexadecimal digits", id)
+	}
+	return nil
+}
+
+// isID reports whether s is an ID as ctnet makes them: 32 random bytes in hex.
+func isID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
