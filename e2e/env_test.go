@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,14 +54,31 @@ func newEnv(t *testing.T) *env {
 			t.Errorf("the sandbox is not as it was before the test:\n%s", diff)
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for len(lab.ProcessesOf(bin)) > 0 && time.Now().Before(deadline) {
+		for len(processesOfRoot(bin, e.root)) > 0 && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		if pids := lab.ProcessesOf(bin); len(pids) > 0 {
+		if pids := processesOfRoot(bin, e.root); len(pids) > 0 {
 			t.Errorf("ctnet processes left running: %v", pids)
 		}
 	})
 	return e
+}
+
+// processesOfRoot returns the PIDs of ctnet processes working on root: commands
+// given --root, and supervisors, which get it in CTNET_ROOT. Tests that run in
+// parallel each see only their own.
+func processesOfRoot(bin, root string) []int {
+	var out []int
+	for _, pid := range lab.ProcessesOf(bin) {
+		dir := "/proc/" + strconv.Itoa(pid)
+		cmdline, _ := os.ReadFile(dir + "/cmdline")
+		environ, _ := os.ReadFile(dir + "/environ")
+		environ = append([]byte{0}, environ...)
+		if bytes.Contains(cmdline, []byte("\x00"+root+"\x00")) || bytes.Contains(environ, []byte("\x00CTNET_ROOT="+root+"\x00")) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (e *env) ctnet(args ...string) lab.Result {

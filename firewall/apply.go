@@ -58,6 +58,9 @@ func (s State) elements() (elements, error) {
 	addI := func(set string, el nftables.SetElement) { e.inet[set] = append(e.inet[set], el) }
 	addB := func(set string, el nftables.SetElement) { e.bridge[set] = append(e.bridge[set], el) }
 	for _, n := range s.Networks {
+		if !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() {
+			return e, fmt.Errorf("network on %s: subnet %s is not an IPv4 subnet", n.Bridge, n.Subnet)
+		}
 		br := ifname(n.Bridge)
 		first, last := n.Subnet.Masked().Addr().As4(), lastAddr(n)
 		subnet := nftables.SetElement{Key: cat(first[:], br), KeyEnd: cat(last[:], br)}
@@ -245,6 +248,21 @@ func Delete(c *nftables.Conn) error {
 		return fmt.Errorf("delete firewall tables: %w", err)
 	}
 	return nil
+}
+
+// Tables lists which of ctnet's tables are present, as "FAMILY ctnet".
+func Tables(c *nftables.Conn) ([]string, error) {
+	var out []string
+	for _, t := range []*nftables.Table{inetTable, bridgeTable} {
+		ok, err := tableExists(c, t)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, familyName(t.Family)+" "+TableName)
+		}
+	}
+	return out, nil
 }
 
 // Exists reports whether ctnet's inet table is present.

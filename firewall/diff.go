@@ -28,6 +28,14 @@ func Diff(c *nftables.Conn, s State) (extra, missing []string, err error) {
 		want  map[string][]nftables.SetElement
 	}{{inetTable, inetSets, want.inet}, {bridgeTable, bridgeSets, want.bridge}} {
 		fam := familyName(tbl.t.Family)
+		// GetSetElements does not wrap its errors: a missing table must be found
+		// before its sets are read.
+		if ok, err := tableExists(c, tbl.t); err != nil {
+			return nil, nil, err
+		} else if !ok {
+			missing = append(missing, fmt.Sprintf("table %s %s", fam, TableName))
+			continue
+		}
 		for _, spec := range tbl.specs {
 			have, err := c.GetSetElements(newSet(tbl.t, spec))
 			if errors.Is(err, unix.ENOENT) {

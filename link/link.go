@@ -51,19 +51,44 @@ func ParseAlias(alias string) (kind, id string, ok bool) {
 	return "", "", false
 }
 
-// CheckName says why name cannot be an interface name, or nil.
+// Group is the device group of every link ctnet creates. Unlike the alias, which the
+// kernel takes only once a link exists, the group is set by the request that creates
+// the link: a link of this group without an alias is one ctnet made and died before
+// tagging.
+const Group uint32 = 0x63746e74 // "ctnt"
+
+// Untagged is the kind Owner gives a link of ctnet's group without an alias.
+const Untagged = "untagged"
+
+// Owner says whose a link is: the kind and ID of its alias, or kind Untagged for a
+// link ctnet created but did not tag.
+func Owner(l netlink.Link) (kind, id string, ok bool) {
+	if kind, id, ok := ParseAlias(l.Attrs().Alias); ok {
+		return kind, id, true
+	}
+	if l.Attrs().Alias == "" && l.Attrs().Group == Group {
+		return Untagged, "", true
+	}
+	return "", "", false
+}
+
+// CheckName says why name cannot be an interface name, or nil. It allows less than
+// the kernel does: one alphabet that is safe everywhere the name goes — netlink, nft
+// strings, file names under /proc/sys/net — and no '%', which the kernel would
+// replace with a number (`br%d` becomes br0), creating a link ctnet cannot find.
 func CheckName(name string) error {
+	const use = "use letters, digits, '-', '_' or '.', at most 15 of them"
 	switch {
 	case name == "":
-		return errors.New("interface name is empty")
+		return fmt.Errorf("interface name is empty: %s", use)
 	case len(name) > MaxNameLen:
 		return fmt.Errorf("interface name %q is %d bytes long: the kernel allows at most %d", name, len(name), MaxNameLen)
 	case name == "." || name == "..":
-		return fmt.Errorf("interface name %q is not allowed", name)
+		return fmt.Errorf("interface name %q is not allowed: %s, other than '.' and '..'", name, use)
 	}
 	for _, r := range name {
-		if r <= ' ' || r == '/' || r == ':' || r >= 0x7f {
-			return fmt.Errorf("interface name %q contains %q: use letters, digits, '-', '_' or '.'", name, r)
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("interface name %q contains %q: %s", name, r, use)
 		}
 	}
 	return nil
@@ -149,12 +174,17 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		if l.Type() != "bridge" {
 			return 0, false, fmt.Errorf("ensure bridge %s: an interface of type %s already has that name", b.Name, l.Type())
 		}
-		if l.Attrs().Alias != b.Alias {
+		if kind, _, _ := Owner(l); kind == Untagged && b.Alias != "" {
+			// ctnet made it and died before tagging it: finish the job.
+			if err := h.LinkSetAlias(l, b.Alias); err != nil {
+				return 0, false, fmt.Errorf("tag bridge %s: %w", b.Name, err)
+			}
+		} else if l.Attrs().Alias != b.Alias {
 			return 0, false, fmt.Errorf("ensure bridge %s: the bridge exists but does not belong to this network (alias %q)", b.Name, l.Attrs().Alias)
 		}
 	case isNotFound(err):
 		attrs := netlink.NewLinkAttrs()
-		attrs.Name, attrs.MTU, attrs.Alias, attrs.Flags = b.Name, b.MTU, b.Alias, net.FlagUp
+		attrs.Name, attrs.MTU, attrs.Alias, attrs.Flags, attrs.Group = b.Name, b.MTU, b.Alias, net.FlagUp, Group
 		attrs.HardwareAddr = RandomMAC() // a fixed MAC: the bridge would otherwise take its ports' lowest and change as they come and go
 		br := &netlink.Bridge{LinkAttrs: attrs}
 		if err := h.LinkAdd(br); err != nil {
@@ -163,6 +193,12 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		created = true
 		if l, err = h.LinkByName(b.Name); err != nil {
 			return 0, true, fmt.Errorf("create bridge %s: %w", b.Name, err)
+		}
+		// The kernel ignores an alias in the request that creates a link.
+		if b.Alias != "" {
+			if err := h.LinkSetAlias(l, b.Alias); err != nil {
+				return 0, true, fmt.Errorf("tag bridge %s: %w", b.Name, err)
+			}
 		}
 	default:
 		return 0, false, fmt.Errorf("look up bridge %s: %w", b.Name, err)
@@ -216,8 +252,9 @@ type Veth struct {
 }
 
 // AddVeth creates the pair in one netlink request — the host end enslaved and up, the
-// peer born in its namespace with its MAC, so nothing is moved — then brings the peer
-// up. It returns the peer's interface index inside its namespace.
+// peer born in its namespace with its MAC, so nothing is moved — then tags the host end
+// with its alias and brings the peer up. It returns the peer's interface index inside
+// its namespace. On error nothing is left behind.
 func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	sock, err := host.RouteSocket()
 	if err != nil {
@@ -230,11 +267,9 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	req.AddData(msg)
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(v.HostName)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(v.MTU))))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(Group)))
 	if v.MasterIndex > 0 {
 		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(v.MasterIndex))))
-	}
-	if v.Alias != "" {
-		req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(v.Alias)))
 	}
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
@@ -255,10 +290,16 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 		}
 		return 0, fmt.Errorf("create veth %s: %w", v.HostName, err)
 	}
-	if v.Hairpin {
-		if err := setHairpin(sock, v.HostName); err != nil {
-			return 0, err
+	defer func() {
+		if err != nil {
+			// Deleting the host end deletes the pair.
+			if derr := Delete(host, v.HostName); derr != nil {
+				err = errors.Join(err, derr)
+			}
 		}
+	}()
+	if err := setPort(sock, v.HostName, v.Alias, v.Hairpin); err != nil {
+		return 0, err
 	}
 	ph, err := v.PeerNS.Netlink()
 	if err != nil {
@@ -274,21 +315,31 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	return l.Attrs().Index, nil
 }
 
-// setHairpin turns on hairpin mode of a bridge port, addressed by name so no lookup
-// of its index is needed. The kernel applies bridge-port settings only to a port that
-// already exists, so this cannot ride along with the creation.
-func setHairpin(sock *nl.SocketHandle, name string) error {
+// setPort sets the alias of an existing link and, with hairpin, turns on hairpin
+// mode of the bridge port it is, in one request addressed by name so no lookup of its
+// index is needed. Neither can ride along with the creation: the kernel ignores an
+// alias in a request that creates a link, and applies bridge-port settings only to a
+// port that already exists.
+func setPort(sock *nl.SocketHandle, name, alias string, hairpin bool) error {
+	if alias == "" && !hairpin {
+		return nil
+	}
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
-	info.AddRtAttr(nl.IFLA_INFO_SLAVE_KIND, nl.NonZeroTerminated("bridge"))
-	data := info.AddRtAttr(nl.IFLA_INFO_SLAVE_DATA, nil)
-	data.AddRtAttr(nl.IFLA_BRPORT_MODE, []byte{1})
-	req.AddData(info)
+	if alias != "" {
+		req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
+	}
+	if hairpin {
+		info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+		info.AddRtAttr(nl.IFLA_INFO_SLAVE_KIND, nl.NonZeroTerminated("bridge"))
+		data := info.AddRtAttr(nl.IFLA_INFO_SLAVE_DATA, nil)
+		data.AddRtAttr(nl.IFLA_BRPORT_MODE, []byte{1})
+		req.AddData(info)
+	}
 	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		return fmt.Errorf("set hairpin mode on %s: %w", name, err)
+		return fmt.Errorf("set alias and hairpin mode of %s: %w", name, err)
 	}
 	return nil
 }

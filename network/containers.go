@@ -86,6 +86,11 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		Command: spec.Command, Detach: spec.Detach, AutoRemove: spec.AutoRemove,
 		Supervisor: spec.Supervisor, State: store.StateCreated, Ports: []store.Port{}, Attachments: []store.Attachment{},
 	}
+	// Host veths are named by the ID's first 8 hex digits: an ID that shares them with
+	// another container's would make a clash that is nobody's conflict. Draw again.
+	for o.tx.VethOwner("vc"+c.ID[:8]) != "" {
+		c.ID = newID()
+	}
 	if !c.Supervisor.Valid() {
 		c.Supervisor = self()
 	}
@@ -757,16 +762,19 @@ func (m *Manager) Stop(ref string, timeout time.Duration) error {
 }
 
 // isAlive reports whether a container still holds its network: its process runs, or,
-// before the process started, its supervisor does. An attached namespace is alive
-// until rm.
+// before the process is recorded, its supervisor does — or, if the supervisor died
+// between starting the process and recording it, some process is in the container's
+// own namespace. An attached namespace is alive until rm.
 func isAlive(c *store.Container) bool {
 	switch {
 	case c.Attached:
 		return true
 	case c.Process.Valid():
 		return c.Process.Alive()
+	case c.Supervisor.Alive():
+		return true
 	default:
-		return c.Supervisor.Alive()
+		return c.OwnsNetNS && c.Mode != store.ModeUserNet && proc.NetNSInUse(proc.NetNSInode(c.NetNS))
 	}
 }
 

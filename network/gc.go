@@ -6,8 +6,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
@@ -29,6 +33,11 @@ func (m *Manager) GC() ([]string, error) {
 
 // reconcile is GC's work inside a change. With restore, the host is known to be new
 // (bridges and firewall are rebuilt without asking the kernel first).
+//
+// It first makes the store right — containers whose process or namespace is gone
+// are marked exited — and then makes the kernel follow the store, object by object:
+// what the store lacks is removed, what it describes and the kernel lacks is made.
+// Every object changed gets one line of the report.
 func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	var report []string
 	say := func(format string, args ...any) { report = append(report, fmt.Sprintf(format, args...)) }
@@ -40,31 +49,49 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	networkIDs := map[string]*store.Network{}
 	for _, n := range networks {
 		networkIDs[n.ID] = n
-		if _, err := link.ByName(m.host, n.Bridge); err == nil && !restore {
-			continue
-		} else if err != nil && !errors.Is(err, link.ErrNotFound) {
+		br, err := link.ByName(m.host, n.Bridge)
+		var why string
+		switch {
+		case errors.Is(err, link.ErrNotFound):
+			why = "recreated bridge %s of network %s"
+		case err != nil:
 			return nil, err
+		case isUntagged(br):
+			why = "finished bridge %s of network %s: an interrupted command left it untagged"
+		case !restore:
+			continue
 		}
 		if err := m.plumbNetwork(o, n); err != nil {
 			return nil, err
 		}
-		say("recreated bridge %s of network %s", n.Bridge, n.Name)
+		if why != "" {
+			say(why, n.Bridge, n.Name)
+		}
 	}
 
 	containers, err := o.tx.Containers()
 	if err != nil {
 		return nil, err
 	}
+	records := map[string]*store.Container{}
 	live := map[string]*store.Container{}
 	for _, c := range containers {
+		records[c.ID] = c
 		if c.State == store.StateExited {
 			continue
 		}
-		if !isAlive(c) || !m.netnsPresent(c) {
-			if err := m.release(o, c, -1); err != nil {
+		var why string
+		switch {
+		case !isAlive(c):
+			why = "its process is gone"
+		case !m.netnsPresent(c):
+			why = "its network namespace is gone"
+		}
+		if why != "" {
+			if err := m.forget(o, c); err != nil {
 				return nil, err
 			}
-			say("released container %s: its process is gone%s", c.Name, describeHoldings(c))
+			say("released container %s (%s): %s", c.Name, c.ID[:12], why)
 			continue
 		}
 		live[c.ID] = c
@@ -73,10 +100,10 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 		}
 	}
 
-	if err := m.removeOrphanLinks(o, networkIDs, live, say); err != nil {
+	if err := m.removeOrphanLinks(o, networkIDs, live, records, say); err != nil {
 		return nil, err
 	}
-	if err := m.removeOrphanNamespaces(live, say); err != nil {
+	if err := m.removeOrphanNamespaces(o, live, records, say); err != nil {
 		return nil, err
 	}
 	if err := m.removeOrphanRecords(o, networks, live, say); err != nil {
@@ -85,22 +112,29 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	if err := m.reconcileFirewall(o, say); err != nil {
 		return nil, err
 	}
+	if err := m.reconcileForwarding(o, len(networks), say); err != nil {
+		return nil, err
+	}
 	m.removeOrphanRuntimeDirs(o, say)
 	return report, nil
 }
 
-func describeHoldings(c *store.Container) string {
-	var s string
-	for _, a := range c.Attachments {
-		s += fmt.Sprintf("; freed %s on %s and interface %s", a.IP, a.Network, a.HostVeth)
+// forget records that a container has exited without touching the kernel: what it
+// held there is then nobody's, and the passes that follow remove it object by object.
+func (m *Manager) forget(o *op, c *store.Container) error {
+	c.State, c.ExitCode, c.Finished = store.StateExited, -1, time.Now().UTC()
+	if c.AutoRemove {
+		return m.deleteRecord(o, c)
 	}
-	for _, p := range c.Ports {
-		s += fmt.Sprintf("; unpublished %s/%d", p.Proto, p.HostPort)
+	return o.tx.PutContainer(c)
+}
+
+// exitedOrGone says why an object of container id is not needed any more.
+func exitedOrGone(records map[string]*store.Container, id string) string {
+	if c := records[id]; c != nil {
+		return "its container " + c.Name + " has exited"
 	}
-	if c.OwnsNetNS {
-		s += "; removed namespace " + c.NetNS
-	}
-	return s
+	return "its container is gone"
 }
 
 // netnsPresent reports whether a container's namespace can still be entered.
@@ -119,18 +153,33 @@ func (m *Manager) netnsPresent(c *store.Container) bool {
 	return true
 }
 
-// replumb recreates the host side of a live container whose veth is missing.
+// replumb recreates the veth of a live container that is missing or no longer a
+// port of its network's bridge (the bridge was made again).
 func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.Network, say func(string, ...any)) error {
 	for i := range c.Attachments {
 		a := &c.Attachments[i]
-		if _, err := link.ByName(m.host, a.HostVeth); err == nil {
-			continue
-		} else if !errors.Is(err, link.ErrNotFound) {
-			return err
-		}
 		n := networks[a.NetworkID]
 		if n == nil {
 			continue // its network is gone; removeOrphanRecords drops the lease
+		}
+		veth, err := link.ByName(m.host, a.HostVeth)
+		if err != nil && !errors.Is(err, link.ErrNotFound) {
+			return err
+		}
+		if err == nil {
+			br, err := link.ByName(m.host, n.Bridge)
+			if err != nil {
+				return err
+			}
+			// A veth of another bridge, or left untagged by an interrupted plumbing, is
+			// made again.
+			if veth.Attrs().MasterIndex == br.Attrs().Index && veth.Attrs().Alias == link.ContainerAlias(c.ID) {
+				continue
+			}
+			if err := link.Delete(m.host, a.HostVeth); err != nil {
+				return err
+			}
+			o.undo.did("delete veth "+a.HostVeth, nil)
 		}
 		ns, err := o.open(c.NetNS)
 		if err != nil {
@@ -141,6 +190,7 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 		if err := link.Delete(ns, a.IfName); err != nil {
 			return err
 		}
+		o.undo.did("delete "+a.IfName+" of "+c.Name, nil)
 		if err := m.plumbAttachment(o, c, n, a); err != nil {
 			return err
 		}
@@ -151,19 +201,24 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 
 // removeOrphanLinks deletes host links tagged as ctnet's whose network or container no
 // longer exists, or that a live container does not use.
-func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, live map[string]*store.Container, say func(string, ...any)) error {
+func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, live, records map[string]*store.Container, say func(string, ...any)) error {
 	links, err := link.List(m.host)
 	if err != nil {
 		return err
 	}
 	for _, l := range links {
-		kind, id, ok := link.ParseAlias(l.Attrs().Alias)
+		kind, id, ok := link.Owner(l)
 		if !ok {
 			continue
 		}
 		name := l.Attrs().Name
 		var why string
 		switch kind {
+		case link.Untagged:
+			// A network's bridge or a live container's veth is finished by plumbing.
+			if !linkInUse(networks, live, name) {
+				why = "ctnet made it and was interrupted before tagging it"
+			}
 		case "network":
 			if n := networks[id]; n == nil || n.Bridge != name {
 				why = "its network no longer exists"
@@ -171,9 +226,9 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 		case "container":
 			c := live[id]
 			if c == nil {
-				why = "its container is gone"
+				why = exitedOrGone(records, id)
 			} else if !usesVeth(c, name) {
-				why = "its container does not use it"
+				why = "its container " + c.Name + " does not use it"
 			}
 		}
 		if why == "" {
@@ -188,6 +243,26 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 	return nil
 }
 
+func isUntagged(l netlink.Link) bool {
+	kind, _, _ := link.Owner(l)
+	return kind == link.Untagged
+}
+
+// linkInUse reports whether name is a network's bridge or a live container's veth.
+func linkInUse(networks map[string]*store.Network, live map[string]*store.Container, name string) bool {
+	for _, n := range networks {
+		if n.Bridge == name {
+			return true
+		}
+	}
+	for _, c := range live {
+		if usesVeth(c, name) {
+			return true
+		}
+	}
+	return false
+}
+
 func usesVeth(c *store.Container, name string) bool {
 	for _, a := range c.Attachments {
 		if a.HostVeth == name {
@@ -199,7 +274,7 @@ func usesVeth(c *store.Container, name string) bool {
 
 // removeOrphanNamespaces unmounts namespaces under the root that no live container
 // owns.
-func (m *Manager) removeOrphanNamespaces(live map[string]*store.Container, say func(string, ...any)) error {
+func (m *Manager) removeOrphanNamespaces(o *op, live, records map[string]*store.Container, say func(string, ...any)) error {
 	entries, err := os.ReadDir(m.netnsDir())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -212,10 +287,21 @@ func (m *Manager) removeOrphanNamespaces(live map[string]*store.Container, say f
 			continue
 		}
 		path := filepath.Join(m.netnsDir(), e.Name())
+		o.closeNS(path)
+		// What the container's command left running ends with its namespace.
+		killed := proc.KillInNetNS(proc.NetNSInode(path))
 		if err := netns.Remove(path); err != nil {
 			return err
 		}
-		say("removed network namespace %s: no container owns it", path)
+		o.undo.did("remove namespace "+path, nil)
+		why := "no container owns it"
+		if records[e.Name()] != nil {
+			why = exitedOrGone(records, e.Name())
+		}
+		if killed > 0 {
+			why += fmt.Sprintf(" (ended %d processes left in it)", killed)
+		}
+		say("removed network namespace %s: %s", path, why)
 	}
 	return nil
 }
@@ -282,14 +368,17 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 		return err
 	}
 	if len(want.Networks) == 0 {
-		exists, err := firewall.Exists(conn)
-		if err != nil || !exists {
+		tables, err := firewall.Tables(conn)
+		if err != nil || len(tables) == 0 {
 			return err
 		}
 		if err := firewall.Delete(conn); err != nil {
 			return err
 		}
-		say("removed firewall tables: no network needs them")
+		o.undo.did("delete firewall tables", nil)
+		for _, t := range tables {
+			say("removed firewall table %s: no network needs it", t)
+		}
 		return nil
 	}
 	extra, missing, err := firewall.Diff(conn, want)
@@ -310,6 +399,30 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 	}
 	o.undo.did("rebuild firewall", nil)
 	return nil
+}
+
+// reconcileForwarding turns IPv4 forwarding off when ctnet turned it on and no
+// network is left, and on again when ctnet turned it on for networks that still
+// exist (a crash between the commit and the switch).
+func (m *Manager) reconcileForwarding(o *op, networks int, say func(string, ...any)) error {
+	if m.rootless {
+		return nil
+	}
+	if networks == 0 {
+		off, err := m.maybeDisableForwarding(o)
+		if off {
+			say("turned IPv4 forwarding off: no network needs it")
+		}
+		return err
+	}
+	if o.tx.Meta(metaForwarding) != "1" {
+		return nil // the administrator's choice
+	}
+	on, err := m.enableForwarding(o)
+	if on {
+		say("turned IPv4 forwarding on again: networks need it")
+	}
+	return err
 }
 
 func (m *Manager) removeOrphanRuntimeDirs(o *op, say func(string, ...any)) {

@@ -56,35 +56,52 @@ func (m *Manager) checkHost(o *op) error {
 }
 
 // enableForwarding turns IPv4 forwarding on in the host namespace, remembering that
-// ctnet did so it can turn it off with the last network.
-func (m *Manager) enableForwarding(o *op) error {
+// ctnet did so it can turn it off with the last network. Nothing in the kernel says
+// who turned forwarding on, so the store must say it first: the switch is made after
+// the commit. A crash in between leaves forwarding off where the store wants it on,
+// which gc repairs; the reverse would leave it on for good. It reports whether it
+// will turn forwarding on.
+func (m *Manager) enableForwarding(o *op) (bool, error) {
+	if o.forwarding {
+		return false, nil // already arranged in this change
+	}
 	cur, err := m.host.ReadSysctl("net/ipv4/ip_forward")
 	if err != nil {
-		return err
+		return false, err
 	}
 	if cur == "1" {
-		return nil
+		return false, nil
 	}
-	if err := m.host.WriteSysctl("net/ipv4/ip_forward", "1"); err != nil {
-		return err
+	if err := o.tx.PutMeta(metaForwarding, "1"); err != nil {
+		return false, err
 	}
-	o.undo.did("enable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "0") })
-	return o.tx.PutMeta(metaForwarding, "1")
+	o.forwarding = true
+	o.afterCommit("enable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "1") })
+	return true, nil
 }
 
-func (m *Manager) maybeDisableForwarding(o *op) error {
+// maybeDisableForwarding turns IPv4 forwarding off when ctnet turned it on and no
+// network is left; it reports whether it did. It runs before the commit, so the store
+// never forgets a switch the kernel still has.
+func (m *Manager) maybeDisableForwarding(o *op) (bool, error) {
 	if o.tx.Meta(metaForwarding) != "1" {
-		return nil
+		return false, nil
 	}
 	networks, err := o.tx.Networks()
 	if err != nil || len(networks) > 0 {
-		return err
+		return false, err
 	}
-	if err := m.host.WriteSysctl("net/ipv4/ip_forward", "0"); err != nil {
-		return err
+	cur, err := m.host.ReadSysctl("net/ipv4/ip_forward")
+	if err != nil {
+		return false, err
 	}
-	o.undo.did("disable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "1") })
-	return o.tx.PutMeta(metaForwarding, "")
+	if cur != "0" {
+		if err := m.host.WriteSysctl("net/ipv4/ip_forward", "0"); err != nil {
+			return false, err
+		}
+		o.undo.did("disable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "1") })
+	}
+	return cur != "0", o.tx.PutMeta(metaForwarding, "")
 }
 
 // applyFirewall applies a change element by element. If that fails — the tables are
@@ -100,13 +117,56 @@ func (m *Manager) applyFirewall(o *op, ch firewall.Change) error {
 		return err
 	}
 	if err := firewall.Apply(conn, ch); err != nil {
-		if rerr := m.rebuildFirewall(o.tx); rerr != nil {
+		want, derr := desiredFirewall(o.tx)
+		if derr != nil {
+			return errors.Join(err, derr)
+		}
+		// The store may or may not record the change yet (a removal usually does not):
+		// rebuild from the store with the change applied.
+		if rerr := firewall.Rebuild(conn, withChange(want, ch)); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 		m.log.Info("firewall rebuilt from the store", "reason", err)
 	}
 	o.undo.did("update firewall", func() error { return o.store.View(m.rebuildFirewall) })
 	return nil
+}
+
+// withChange is s with the change's removals taken out and its additions in, each
+// once. Elements are identified as the kernel keys them: networks by bridge,
+// endpoints by veth, ports by host address, protocol and port.
+func withChange(s firewall.State, ch firewall.Change) firewall.State {
+	netKey := func(n firewall.Network) string { return n.Bridge }
+	epKey := func(e firewall.Endpoint) string { return e.HostVeth }
+	portKey := func(p firewall.Port) string {
+		host := "*"
+		if !p.AnyAddress() {
+			host = p.HostIP.String()
+		}
+		return fmt.Sprintf("%s %s %d", host, p.Proto, p.HostPort)
+	}
+	return firewall.State{
+		Networks:  merge(s.Networks, ch.Remove.Networks, ch.Add.Networks, netKey),
+		Endpoints: merge(s.Endpoints, ch.Remove.Endpoints, ch.Add.Endpoints, epKey),
+		Ports:     merge(s.Ports, ch.Remove.Ports, ch.Add.Ports, portKey),
+	}
+}
+
+func merge[T any](have, remove, add []T, key func(T) string) []T {
+	drop := map[string]bool{}
+	for _, x := range remove {
+		drop[key(x)] = true
+	}
+	for _, x := range add {
+		drop[key(x)] = true // replaced by the added version below
+	}
+	var out []T
+	for _, x := range have {
+		if !drop[key(x)] {
+			out = append(out, x)
+		}
+	}
+	return append(out, add...)
 }
 
 // rebuildFirewall makes the tables hold exactly what the store describes; with no

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/ipam"
 	"github.com/ctnet/ctnet/netns"
@@ -166,6 +167,31 @@ type op struct {
 	undo  *undo
 	store *store.Store
 	nss   map[string]*netns.NS // namespaces opened during the change, by path
+	// committed are kernel changes made only once the store records them: a crash
+	// before them leaves the store describing a change the kernel lacks, which gc
+	// makes, rather than the reverse, which nothing could attribute.
+	committed []undoStep
+	// forwarding is set once the change has arranged to turn IPv4 forwarding on.
+	forwarding bool
+}
+
+// afterCommit makes a kernel change once the transaction has committed.
+func (o *op) afterCommit(what string, fn func() error) {
+	o.committed = append(o.committed, undoStep{what: what, fn: fn})
+}
+
+// runCommitted makes the changes deferred to after the commit; the store already
+// describes them, so a failure is reported and left to gc to repair.
+func (o *op) runCommitted() error {
+	var errs []error
+	for _, step := range o.committed {
+		if err := step.fn(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w (ctnet gc retries it)", step.what, err))
+			continue
+		}
+		fault.Point()
+	}
+	return errors.Join(errs...)
 }
 
 // open returns the namespace at path, opened once per change.
@@ -229,17 +255,38 @@ func (m *Manager) mutate(fn func(o *op) error) error {
 		}
 		return err
 	}
-	return nil
+	return o.runCommitted()
 }
 
-// view runs fn under the shared lock in a read-only transaction.
+// view runs fn under the shared lock in a read-only transaction. If the host changed
+// since the last command (a reboot), it first restores networks and firewall under the
+// exclusive lock, so that reading commands too see, and leave, the state restored.
 func (m *Manager) view(fn func(tx *store.Tx) error) error {
-	s, err := store.OpenShared(m.stateDir)
+	id, err := m.hostIdentity()
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	return s.View(fn)
+	for restored := false; ; restored = true {
+		s, err := store.OpenShared(m.stateDir)
+		if err != nil {
+			return err
+		}
+		changed := false
+		err = s.View(func(tx *store.Tx) error {
+			if prev := tx.Meta(metaHost); prev != "" && prev != id && !restored {
+				changed = true
+				return nil
+			}
+			return fn(tx)
+		})
+		s.Close()
+		if !changed {
+			return err
+		}
+		if err := m.mutate(func(*op) error { return nil }); err != nil {
+			return err
+		}
+	}
 }
 
 func newID() string {

@@ -103,7 +103,7 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 		}
 	}
 	if l, err := link.ByName(m.host, n.Bridge); err == nil {
-		if _, _, ours := link.ParseAlias(l.Attrs().Alias); !ours || l.Type() != "bridge" {
+		if _, _, ours := link.Owner(l); !ours || l.Type() != "bridge" {
 			return nil, tagged(ErrConflict, "an interface called %s already exists on the host: choose another --bridge", n.Bridge)
 		}
 	} else if !errors.Is(err, link.ErrNotFound) {
@@ -202,7 +202,10 @@ func (m *Manager) plumbNetwork(o *op, n *store.Network) error {
 	if err != nil {
 		return err
 	}
-	if err := m.enableForwarding(o); err != nil {
+	if !created {
+		o.undo.did("set up bridge "+n.Bridge, nil) // its MTU, state and address, if they had changed
+	}
+	if _, err := m.enableForwarding(o); err != nil {
 		return err
 	}
 	// 127.0.0.1:PORT published ports are DNAT'd out of this bridge with a loopback source.
@@ -268,7 +271,8 @@ func (m *Manager) removeNetwork(o *op, n *store.Network) error {
 		}
 		o.undo.did("delete firewall tables", func() error { return o.store.View(m.rebuildFirewall) })
 	}
-	return m.maybeDisableForwarding(o)
+	_, err = m.maybeDisableForwarding(o)
+	return err
 }
 
 // networkUsers returns the live containers attached to n; dead ones found on the way

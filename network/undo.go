@@ -27,12 +27,15 @@ func (u *undo) did(what string, fn func() error) {
 }
 
 // run reverses every recorded change, newest first, and keeps going past failures.
+// Each reversal is a kernel change too, and a crash point.
 func (u *undo) run() error {
 	var errs []error
 	for i := len(u.steps) - 1; i >= 0; i-- {
 		if err := u.steps[i].fn(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", u.steps[i].what, err))
+			continue
 		}
+		fault.Point()
 	}
 	u.steps = nil
 	return errors.Join(errs...)

@@ -27,9 +27,11 @@ type Spec struct {
 	NewSession     bool   // setsid: detach from the caller's terminal
 }
 
-// Start starts the process in its namespaces. The namespaces are entered on a locked
-// thread that is never unlocked, so the Go runtime discards it afterwards instead of
-// reusing a thread that lives in a container's namespaces.
+// Start starts the process in its namespaces. They are entered on a locked thread,
+// which returns to its own namespaces afterwards; if it cannot, it stays locked, so
+// the Go runtime discards it instead of reusing a thread that lives in a container's
+// namespaces. (Discarding alone is not enough: when the thread is the main one, the
+// runtime keeps it, and the whole process then reads as being in the container.)
 func Start(spec Spec) (*exec.Cmd, error) {
 	if len(spec.Argv) == 0 {
 		return nil, errors.New("start process: no command given")
@@ -44,7 +46,16 @@ func Start(spec Spec) (*exec.Cmd, error) {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		errc <- enterAndStart(spec, cmd)
+		restore, err := saveNamespaces(spec.NetNS != "", spec.Hostname != "" || spec.UTSNS != "")
+		if err != nil {
+			errc <- err
+			return
+		}
+		err = enterAndStart(spec, cmd)
+		if restore() {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	if err := <-errc; err != nil {
 		return nil, err
@@ -75,6 +86,42 @@ func enterAndStart(spec Spec, cmd *exec.Cmd) error {
 		return fmt.Errorf("start %s: %w", spec.Argv[0], err)
 	}
 	return nil
+}
+
+// saveNamespaces opens the calling thread's network and UTS namespaces, those it is
+// about to leave, and returns a function that puts the thread back into them and
+// reports whether it could.
+func saveNamespaces(net, uts bool) (restore func() bool, err error) {
+	type saved struct {
+		f    *os.File
+		kind int
+	}
+	var all []saved
+	for _, ns := range []struct {
+		leave bool
+		name  string
+		kind  int
+	}{{net, "net", unix.CLONE_NEWNET}, {uts, "uts", unix.CLONE_NEWUTS}} {
+		if !ns.leave {
+			continue
+		}
+		f, err := os.Open("/proc/thread-self/ns/" + ns.name)
+		if err != nil {
+			for _, s := range all {
+				s.f.Close()
+			}
+			return nil, fmt.Errorf("open the thread's %s namespace: %w", ns.name, err)
+		}
+		all = append(all, saved{f, ns.kind})
+	}
+	return func() bool {
+		ok := true
+		for _, s := range all {
+			ok = ok && unix.Setns(int(s.f.Fd()), s.kind) == nil
+			s.f.Close()
+		}
+		return ok
+	}, nil
 }
 
 func setns(path string, kind int) error {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,6 +107,19 @@ func (s *Sandbox) AddWAN(t testing.TB) *WAN {
 	w.MustRun(t, "ip", "addr", "add", WANIP+uplinkPrefix, "dev", "wan0")
 	w.MustRun(t, "ip", "link", "set", "wan0", "up")
 	s.MustRun(t, "ip", "route", "add", "default", "via", WANIP)
+	// The carrier comes up a moment later; a snapshot taken before would differ from
+	// every later one.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l := s.MustRun(t, "ip", "-o", "link", "show", "uplink0")
+		if !strings.Contains(l, "NO-CARRIER") && strings.Contains(l, " state UP ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("uplink0 in %s has no carrier: %s", s.Name, l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return w
 }
 
@@ -215,14 +229,30 @@ func InNetNS(path string) []string {
 var (
 	ifindexRE = regexp.MustCompile(`(?m)^\d+: `)
 	timerRE   = regexp.MustCompile(`(\w+_timer)\s+[\d.]+`) // bridge timers tick between two reads
+	// nft lists the elements of an interval set in the order of the set's internal
+	// structure, which depends on the order they were added in.
+	elementsRE = regexp.MustCompile(`elements = \{([^}]*)\}`)
 )
+
+// sortElements rewrites every "elements = { ... }" of nft's output with the elements
+// sorted, one per line.
+func sortElements(ruleset string) string {
+	return elementsRE.ReplaceAllStringFunc(ruleset, func(block string) string {
+		var els []string
+		for _, e := range strings.Split(elementsRE.FindStringSubmatch(block)[1], ",") {
+			els = append(els, strings.TrimSpace(e))
+		}
+		sort.Strings(els)
+		return "elements = {\n\t" + strings.Join(els, ",\n\t") + " }"
+	})
+}
 
 // Snapshot is the kernel state of the sandbox that ctnet may change, as independent
 // tools print it.
 type Snapshot map[string]string
 
-// Snapshot records links, addresses, routes, the nft ruleset, named namespaces and
-// mounts under root.
+// Snapshot records links, addresses, routes, the nft ruleset, and the namespace files
+// and mounts under root.
 func (s *Sandbox) Snapshot(t testing.TB, root string) Snapshot {
 	t.Helper()
 	snap := Snapshot{}
@@ -234,13 +264,45 @@ func (s *Sandbox) Snapshot(t testing.TB, root string) Snapshot {
 		"ip route": {"ip", "-4", "route", "show", "table", "all"},
 		"nft":      {"nft", "list", "ruleset"},
 	} {
-		out := ifindexRE.ReplaceAllString(s.MustRun(t, args...), "N: ")
-		snap[name] = timerRE.ReplaceAllString(out, "$1")
+		out := ifindexRE.ReplaceAllString(s.stableOutput(t, args...), "N: ")
+		out = timerRE.ReplaceAllString(out, "$1")
+		if name == "nft" {
+			out = sortElements(out)
+		}
+		snap[name] = out
 	}
-	netns, _ := exec.Command("ip", "netns", "list").Output()
-	snap["ip netns"] = string(netns)
+	// ctnet's namespaces are files under the root, pinned by mounts there. The machine's
+	// `ip netns` list is not recorded: tests running in parallel, and other programs,
+	// add and remove their own named namespaces meanwhile.
+	var files []string
+	entries, _ := os.ReadDir(filepath.Join(root, "netns"))
+	for _, e := range entries {
+		files = append(files, e.Name())
+	}
+	snap["namespaces under root"] = strings.Join(files, "\n")
 	snap["mounts under root"] = strings.Join(MountsUnder(root), "\n")
 	return snap
+}
+
+// stableOutput runs a command in the sandbox and returns its standard output. ip
+// names the namespace at the far end of a veth by looking through /run/netns, and
+// complains on standard error ("Peer netns reference is invalid") when a namespace
+// there is removed meanwhile, by another test or program: that read is repeated.
+func (s *Sandbox) stableOutput(t testing.TB, args ...string) string {
+	t.Helper()
+	for try := 0; ; try++ {
+		var stderr bytes.Buffer
+		cmd := s.Command(context.Background(), args...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err == nil && stderr.Len() == 0 {
+			return string(out)
+		}
+		if err != nil || try == 20 {
+			t.Fatalf("in %s: %s: %v: %s%s", s.Name, strings.Join(args, " "), err, out, stderr.Bytes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Diff describes how two snapshots differ, or "" if they are the same.

@@ -205,3 +205,29 @@ func KillInNetNS(ino uint64) int {
 	}
 	return killed
 }
+
+// NetNSInUse reports whether a live process (not a zombie) is in the network
+// namespace whose inode is ino.
+func NetNSInUse(ino uint64) bool {
+	if ino == 0 {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) != nil || st.Ino != ino {
+			continue
+		}
+		if _, err := startTime(pid); err == nil {
+			return true
+		}
+	}
+	return false
+}

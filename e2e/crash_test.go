@@ -1,0 +1,357 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/fault"
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// crashCase is a command killed after each of its kernel changes in turn.
+type crashCase struct {
+	name string
+	// base makes what must survive every crash unchanged; setup makes the command's
+	// precondition before every attempt.
+	base, setup func(e *env)
+	cmd         []string
+	// atomic: killed before its commit, the command leaves the store as it was, and gc
+	// puts the kernel back as it was. rm -f is not: it kills the container's process
+	// before its first kernel change; nor is gc.
+	atomic bool
+	// done tells whether the store shows the command's whole effect: a kill after
+	// the commit (at a change made only once the store records it) leaves that.
+	done func(st storeState) bool
+	// repaired: another ctnet process (the killed container's supervisor) may release
+	// the container before gc runs, leaving gc nothing to do.
+	repaired bool
+	// retry: besides gc, running the command again must repair a crash (removals).
+	retry bool
+	// wantErr: the command fails, saying this, once it has made some changes: its
+	// undo runs, and is killed in turn.
+	wantErr string
+}
+
+func keepNetwork(e *env) {
+	e.must("network", "create", "keep", "--subnet", "10.66.0.0/24")
+	e.runDetached("--name", "k1", "--network", "keep", "-p", "8080:80", "--", "sleep", "600")
+	e.runDetached("--name", "k2", "--network", "keep", "--", "sleep", "600")
+}
+
+func nothing(*env) {}
+
+// TestCrash kills ctnet with SIGKILL right after its k-th kernel change, for every k
+// until the command completes, during run, rm, network create/rm, connect,
+// disconnect and gc itself. After every kill, `ctnet gc` must report what it
+// repaired, one line per object, leave the kernel exactly as the store describes
+// (checked with iproute2 and nft) and a second gc nothing to do; an atomic command
+// leaves store and kernel as they were before it; the containers and networks that
+// existed before keep their records and their kernel objects.
+func TestCrash(t *testing.T) {
+	cases := []crashCase{
+		{name: "run -d on a new default network", base: keepNetwork, setup: nothing, atomic: true,
+			cmd: []string{"run", "-d", "--name", "victim", "-p", "9090:80", "--", "sleep", "600"}},
+		{name: "run -d", base: keepNetwork, setup: nothing, atomic: true,
+			cmd: []string{"run", "-d", "--name", "victim", "--network", "keep", "-p", "9090:80", "-p", "9091:81/udp", "--", "sleep", "600"}},
+		{name: "run --rm", base: keepNetwork, setup: nothing, atomic: true,
+			cmd: []string{"run", "--rm", "--name", "victim", "--network", "keep", "-p", "9090:80", "--", "true"}},
+		{name: "run refused after its first changes", atomic: true,
+			base: func(e *env) {
+				keepNetwork(e)
+				listener := e.host.Command(e.t.Context(), "socat", "TCP-LISTEN:8090,reuseaddr,fork", "SYSTEM:true")
+				if err := listener.Start(); err != nil {
+					e.t.Fatal(err)
+				}
+				e.t.Cleanup(func() { listener.Process.Kill(); listener.Wait() })
+				eventually(func() bool { out, _ := e.hostRun("ss", "-ltn"); return strings.Contains(out, ":8090") })
+			},
+			setup:   nothing,
+			cmd:     []string{"run", "-d", "--name", "victim", "--network", "keep", "-p", "8090:80", "--", "sleep", "600"},
+			wantErr: "8090"},
+		{name: "rm -f", base: keepNetwork, repaired: true, retry: true,
+			setup: func(e *env) {
+				e.must("network", "create", "extra", "--subnet", "10.67.0.0/24")
+				e.runDetached("--name", "victim", "--network", "keep", "-p", "9090:80", "--", "sleep", "600")
+				e.must("network", "connect", "extra", "victim")
+			},
+			cmd: []string{"rm", "-f", "victim"}},
+		{name: "network create", base: keepNetwork, setup: nothing, atomic: true,
+			cmd: []string{"network", "create", "extra"}},
+		{name: "network create first", base: nothing, setup: nothing, atomic: true,
+			done: func(st storeState) bool { return len(st.Networks) == 1 && st.Networks[0].Name == "first" },
+			cmd:  []string{"network", "create", "first"}},
+		{name: "network rm", base: keepNetwork, atomic: true, retry: true,
+			setup: func(e *env) { e.must("network", "create", "extra") },
+			cmd:   []string{"network", "rm", "extra"}},
+		{name: "network rm last", base: nothing, atomic: true, retry: true,
+			setup: func(e *env) { e.must("network", "create", "only") },
+			cmd:   []string{"network", "rm", "only"}},
+		{name: "network rm -f with a running container", base: keepNetwork, atomic: true, retry: true,
+			setup: func(e *env) {
+				e.must("network", "create", "extra")
+				e.runDetached("--name", "victim", "--network", "extra", "-p", "9090:80", "--", "sleep", "600")
+			},
+			cmd: []string{"network", "rm", "-f", "extra"}},
+		{name: "connect", base: keepNetwork, atomic: true,
+			setup: func(e *env) {
+				e.must("network", "create", "extra")
+				e.runDetached("--name", "victim", "--network", "keep", "--", "sleep", "600")
+			},
+			cmd: []string{"network", "connect", "extra", "victim"}},
+		{name: "disconnect", base: keepNetwork, atomic: true, retry: true,
+			setup: func(e *env) {
+				e.must("network", "create", "extra")
+				e.runDetached("--name", "victim", "--network", "keep", "--", "sleep", "600")
+				e.must("network", "connect", "extra", "victim")
+			},
+			cmd: []string{"network", "disconnect", "extra", "victim"}},
+		{name: "gc", base: keepNetwork,
+			setup: func(e *env) {
+				e.must("network", "create", "extra")
+				e.runDetached("--name", "victim", "--network", "extra", "-p", "9090:80", "--", "sleep", "600")
+				e.must("network", "connect", "keep", "victim")
+				e.killContainer("victim")
+				bridge := ""
+				for _, n := range e.store().Networks {
+					if n.Name == "extra" {
+						bridge = n.Bridge
+					}
+				}
+				e.host.MustRun(e.t, "ip", "link", "del", bridge)
+			},
+			cmd: []string{"gc"}},
+	}
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			c.base(e)
+			base := crashBase{store: e.store(), kernel: e.kernelState()}
+			kills := 0
+			for k := 1; ; k++ {
+				if k > 100 {
+					t.Fatalf("%s made more than 100 kernel changes without completing", c.name)
+				}
+				repairs := []string{"gc"}
+				if c.retry {
+					repairs = append(repairs, "retry")
+				}
+				completed := false
+				for _, repair := range repairs {
+					killed := e.crashOnce(t, c, k, repair, base)
+					completed = !killed
+					if killed {
+						kills++
+					}
+				}
+				if completed {
+					break
+				}
+			}
+			if kills == 0 {
+				t.Fatalf("ctnet %s completed without a kernel change to kill it after", strings.Join(c.cmd, " "))
+			}
+			e.removeAll()
+		})
+	}
+}
+
+type crashBase struct {
+	store  storeState
+	kernel lab.Snapshot
+}
+
+// crashOnce runs the case's command killed after its k-th kernel change, repairs with
+// gc or by running the command again, checks the result and goes back to the base
+// state. It reports whether the command was killed.
+func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base crashBase) bool {
+	t.Helper()
+	c.setup(e)
+	preStore, preKernel := e.store(), e.kernelState()
+	victim, _ := preStore.container("victim")
+	cmd := strings.Join(c.cmd, " ")
+	r := e.host.CtnetEnv(t, e.root, []string{fmt.Sprintf("%s=%d", fault.EnvKillAfter, k)}, c.cmd...)
+	if r.Code != -1 && !strings.Contains(r.Stderr, "signal: killed") {
+		if (r.Code == 0) != (c.wantErr == "") || !strings.Contains(r.Stderr, c.wantErr) {
+			t.Fatalf("ctnet %s (not killed at k=%d): %s; want failure %q", cmd, k, r, c.wantErr)
+		}
+		if report := e.gc(); len(report) > 0 {
+			t.Errorf("after ctnet %s completed, gc found work:\n%s", cmd, strings.Join(report, "\n"))
+		}
+		e.checkConsistent(t)
+		e.backTo(t, base)
+		return false
+	}
+	t.Logf("k=%d: killed; repair with %s", k, repair)
+	if c.repaired {
+		waitGone(t, victim.Supervisor.PID)
+	}
+	// Whether the crash left anything to repair: a kill after the undo had reversed
+	// everything, or after the commit, leaves nothing.
+	untouched := e.store().raw == preStore.raw && preKernel.Diff(e.kernelState()) == ""
+	var report []string
+	switch repair {
+	case "gc":
+		before := e.kernelObjects()
+		report = e.gc()
+		after := e.kernelObjects()
+		checkReport(t, report, before, after)
+	case "retry":
+		if r := e.ctnet(c.cmd...); r.Code != 0 {
+			t.Errorf("k=%d: ctnet %s again after the crash: %s", k, cmd, r)
+		}
+	}
+	if again := e.gc(); len(again) > 0 {
+		t.Errorf("k=%d: gc after the %s repair found work:\n%s", k, repair, strings.Join(again, "\n"))
+	}
+	e.checkConsistent(t)
+	st := e.store()
+	completed := c.done != nil && c.done(st) // killed after the commit
+	if repair == "gc" && len(report) == 0 && !c.repaired && !completed && !untouched {
+		t.Errorf("k=%d: gc after the crash reports nothing", k)
+	}
+	if c.atomic && repair == "gc" {
+		switch {
+		case st.raw == preStore.raw:
+			if diff := preKernel.Diff(e.kernelState()); diff != "" {
+				t.Errorf("k=%d: after gc the kernel is not as before the killed command:\n%s", k, diff)
+			}
+		case !completed:
+			t.Errorf("k=%d: the killed command changed the store partly:\n--- before\n%s\n--- after\n%s", k, preStore.raw, st.raw)
+		}
+	}
+	for _, want := range base.store.Containers {
+		got, ok := st.container(want.Name)
+		if !ok || got.State != want.State || fmt.Sprint(got.Networks) != fmt.Sprint(want.Networks) {
+			t.Errorf("k=%d: container %s was %+v before, now %+v (present %t)", k, want.Name, want, got, ok)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("k=%d: gc report:\n%s", k, strings.Join(report, "\n"))
+	}
+	e.backTo(t, base)
+	return true
+}
+
+// backTo removes every container and network that is not in base and checks that
+// store and kernel are as they were.
+func (e *env) backTo(t *testing.T, b crashBase) {
+	t.Helper()
+	base, kernel := b.store, b.kernel
+	st := e.store()
+	for _, c := range st.Containers {
+		if _, ok := base.container(c.Name); !ok {
+			e.must("rm", "-f", c.Name)
+		}
+	}
+	for _, n := range st.Networks {
+		if !strings.Contains(base.raw, `"name": "`+n.Name+`"`) {
+			e.must("network", "rm", "-f", n.Name)
+		}
+	}
+	if st := e.store(); st.raw != base.raw {
+		t.Fatalf("the store is not back to how it was:\n--- before\n%s\n--- after\n%s", base.raw, st.raw)
+	}
+	if diff := kernel.Diff(e.kernelState()); diff != "" {
+		t.Fatalf("the kernel is not back to how it was:\n%s", diff)
+	}
+}
+
+// removeAll removes every container and network.
+func (e *env) removeAll() {
+	e.t.Helper()
+	st := e.store()
+	for _, c := range st.Containers {
+		e.must("rm", "-f", c.Name)
+	}
+	for _, n := range st.Networks {
+		e.must("network", "rm", "-f", n.Name)
+	}
+}
+
+// SIGKILL at arbitrary moments, not only after kernel changes: during the store's
+// commit, between the commit and the container's start, while a process waits for the
+// lock. Whatever the moment, gc leaves store and kernel consistent, the containers and
+// networks that existed before keep their records, and the state file stays readable.
+func TestCrashAtRandomMoments(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	keepNetwork(e)
+	base := crashBase{store: e.store(), kernel: e.kernelState()}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 2))
+	ops := []struct {
+		setup func()
+		cmd   []string
+	}{
+		{func() {}, []string{"run", "--rm", "--name", "victim", "--network", "keep", "-p", "9090:80", "--", "sleep", "0.1"}},
+		{func() {}, []string{"run", "--rm", "--name", "victim", "-p", "9090:80", "--", "sleep", "0.1"}},
+		{func() { e.runDetached("--name", "victim", "--network", "keep", "--", "sleep", "600") }, []string{"rm", "-f", "victim"}},
+		{func() {}, []string{"network", "create", "extra"}},
+		{func() { e.must("network", "create", "extra") }, []string{"network", "rm", "extra"}},
+		{func() { e.runDetached("--name", "victim", "--network", "keep", "--", "sleep", "600") }, []string{"network", "connect", "bridge", "victim"}},
+	}
+	const rounds = 30
+	killed := 0
+	for i := range rounds {
+		op := ops[i%len(ops)]
+		op.setup()
+		delay := time.Duration(r.IntN(60_000)) * time.Microsecond
+		cmd := e.host.Command(t.Context(), append([]string{lab.Binary(t), "--root", e.root}, op.cmd...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGKILL)
+		if err := cmd.Wait(); err != nil && strings.Contains(err.Error(), "killed") {
+			killed++
+		}
+		// The checks below are exact once the victim is settled: a killed rm -f may
+		// have killed its process, and its supervisor then releases it; a killed
+		// foreground run leaves its process to end on its own, unsupervised.
+		// A SIGKILL that rm sent just before it died may take a moment to end the
+		// process.
+		if c, ok := e.store().container("victim"); ok {
+			deadline := time.Now().Add(500 * time.Millisecond)
+			for c.Process.PID > 0 && lab.ProcessExists(c.Process.PID) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			switch {
+			case c.Process.PID > 0 && !lab.ProcessExists(c.Process.PID):
+				waitGone(t, c.Supervisor.PID)
+			case !lab.ProcessExists(c.Supervisor.PID):
+				// Its process may not even be recorded yet: wait until nothing runs in
+				// its namespace.
+				var st syscall.Stat_t
+				if syscall.Stat(c.NetNS, &st) == nil && !eventually(func() bool { return len(processesIn(st.Ino)) == 0 }) {
+					t.Fatalf("round %d: processes %v outlive their container's supervisor", i, processesIn(st.Ino))
+				}
+			}
+		}
+		report := e.gc()
+		if again := e.gc(); len(again) > 0 {
+			t.Errorf("round %d (%s killed after %v): a second gc found work:\n%s", i, strings.Join(op.cmd, " "), delay, strings.Join(again, "\n"))
+		}
+		e.checkConsistent(t)
+		st := e.store()
+		for _, want := range base.store.Containers {
+			if got, ok := st.container(want.Name); !ok || got.State != want.State || fmt.Sprint(got.Networks) != fmt.Sprint(want.Networks) {
+				t.Errorf("round %d: container %s was %+v before, now %+v (present %t)", i, want.Name, want, got, ok)
+			}
+		}
+		if t.Failed() {
+			t.Fatalf("round %d: ctnet %s killed after %v; gc report:\n%s", i, strings.Join(op.cmd, " "), delay, strings.Join(report, "\n"))
+		}
+		e.backTo(t, base)
+	}
+	t.Logf("%d of %d commands were killed before they finished", killed, rounds)
+	if killed < rounds/3 {
+		t.Errorf("only %d of %d commands were killed before they finished: the delays are too long to test anything", killed, rounds)
+	}
+	e.removeAll()
+}

@@ -1,0 +1,555 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// The reliability tests (gc, crashes, reboots, concurrency, soak) compare what the
+// store says, read through the CLI, with what the kernel holds, read with iproute2
+// and nft. The helpers here do both readings.
+
+// storeNetwork is the part of `ctnet network ls --format json` the checks read.
+type storeNetwork struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Bridge     string `json:"bridge"`
+	Subnet     string `json:"subnet"`
+	Gateway    string `json:"gateway"`
+	Internal   bool   `json:"internal"`
+	Masquerade bool   `json:"masquerade"`
+}
+
+// storeContainer is the part of `ctnet ps -a --format json` the checks read.
+type storeContainer struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Mode      string `json:"mode"`
+	NetNS     string `json:"netns"`
+	OwnsNetNS bool   `json:"owns_netns"`
+	Networks  []struct {
+		Network   string `json:"network"`
+		NetworkID string `json:"network_id"`
+		Interface string `json:"interface"`
+		HostVeth  string `json:"host_veth"`
+		IP        string `json:"ip"`
+		PrefixLen int    `json:"prefix_len"`
+	} `json:"networks"`
+	Ports []struct {
+		HostPort int    `json:"host_port"`
+		Proto    string `json:"proto"`
+	} `json:"ports"`
+	Process struct {
+		PID int `json:"pid"`
+	} `json:"process"`
+	Supervisor struct {
+		PID int `json:"pid"`
+	} `json:"supervisor"`
+}
+
+// storeState is what the store says, through the CLI; raw is the CLI's JSON, for
+// comparing two readings.
+type storeState struct {
+	Networks   []storeNetwork
+	Containers []storeContainer
+	raw        string
+}
+
+func (e *env) store() storeState {
+	e.t.Helper()
+	var s storeState
+	ps := e.must("ps", "-a", "--format", "json")
+	ls := e.must("network", "ls", "--format", "json")
+	e.decode(ps, &s.Containers)
+	e.decode(ls, &s.Networks)
+	s.raw = "containers:\n" + ps + "networks:\n" + ls
+	return s
+}
+
+func (s storeState) container(name string) (storeContainer, bool) {
+	for _, c := range s.Containers {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return storeContainer{}, false
+}
+
+// hostLink is one link of `ip -j -d addr` in the sandbox.
+type hostLink struct {
+	Name     string   `json:"ifname"`
+	Alias    string   `json:"ifalias"`
+	Group    string   `json:"group"`
+	Master   string   `json:"master"`
+	Flags    []string `json:"flags"`
+	LinkInfo struct {
+		Kind string `json:"info_kind"`
+	} `json:"linkinfo"`
+	Addrs []struct {
+		Family    string `json:"family"`
+		Local     string `json:"local"`
+		PrefixLen int    `json:"prefixlen"`
+	} `json:"addr_info"`
+}
+
+func (l hostLink) hasAddr(cidr string) bool {
+	for _, a := range l.Addrs {
+		if fmt.Sprintf("%s/%d", a.Local, a.PrefixLen) == cidr {
+			return true
+		}
+	}
+	return false
+}
+
+func (l hostLink) up() bool { return slices.Contains(l.Flags, "UP") }
+
+// ctnetGroup is the device group ctnet gives the links it creates (link.Group).
+const ctnetGroup = "1668574836"
+
+// ctnets reports whether the link is ctnet's by its tag or by its group.
+func (l hostLink) ctnets() bool { return strings.HasPrefix(l.Alias, "ctnet:") || l.Group == ctnetGroup }
+
+// linksIn reads the links of a namespace (the sandbox for prefix nil) with iproute2.
+func (e *env) linksIn(prefix []string) map[string]hostLink {
+	e.t.Helper()
+	out := e.output(append(prefix, "ip", "-j", "-d", "addr", "show")...)
+	var links []hostLink
+	e.decode(out, &links)
+	m := map[string]hostLink{}
+	for _, l := range links {
+		m[l.Name] = l
+	}
+	return m
+}
+
+// output runs a command in the sandbox and returns its standard output; what it
+// says on standard error is ignored (ip complains there when a namespace it looks
+// at is being removed by someone else), a failure is fatal.
+func (e *env) output(args ...string) string {
+	e.t.Helper()
+	var stderr bytes.Buffer
+	cmd := e.host.Command(e.t.Context(), args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		e.t.Fatalf("%s: %v: %s%s", strings.Join(args, " "), err, out, stderr.Bytes())
+	}
+	return string(out)
+}
+
+// nftElements lists the elements of every set and map of ctnet's tables as nft
+// prints them in JSON, as "family set: element"; tables lists the tables.
+func (e *env) nftElements() (tables []string, elements map[string]bool) {
+	e.t.Helper()
+	out := e.output("nft", "-j", "list", "ruleset")
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	e.decode(out, &doc)
+	elements = map[string]bool{}
+	for _, obj := range doc.Nftables {
+		if raw, ok := obj["table"]; ok {
+			var tbl struct{ Family, Name string }
+			e.decode(string(raw), &tbl)
+			if tbl.Name == "ctnet" {
+				tables = append(tables, tbl.Family+" ctnet")
+			}
+		}
+		for _, kind := range []string{"set", "map"} {
+			raw, ok := obj[kind]
+			if !ok {
+				continue
+			}
+			var set struct {
+				Family, Table, Name string
+				Elem                []any
+			}
+			e.decode(string(raw), &set)
+			if set.Table != "ctnet" {
+				continue
+			}
+			for _, el := range set.Elem {
+				elements[set.Family+" "+set.Name+": "+nftText(el)] = true
+			}
+		}
+	}
+	slices.Sort(tables)
+	return tables, elements
+}
+
+// nftText renders an element of nft's JSON output the way nft's text output does.
+func nftText(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return fmt.Sprint(v)
+	case []any: // a map element: key and value
+		parts := make([]string, len(v))
+		for i, p := range v {
+			parts[i] = nftText(p)
+		}
+		return strings.Join(parts, " : ")
+	case map[string]any:
+		switch {
+		case v["concat"] != nil:
+			var parts []string
+			for _, p := range v["concat"].([]any) {
+				parts = append(parts, nftText(p))
+			}
+			return strings.Join(parts, " . ")
+		case v["prefix"] != nil:
+			p := v["prefix"].(map[string]any)
+			return fmt.Sprintf("%s/%v", nftText(p["addr"]), p["len"])
+		case v["range"] != nil:
+			r := v["range"].([]any)
+			return nftText(r[0]) + "-" + nftText(r[1])
+		case v["elem"] != nil:
+			return nftText(v["elem"].(map[string]any)["val"])
+		}
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// nftSet is the elements of one of ctnet's sets.
+func nftSet(elements map[string]bool, family, set string) []string {
+	var out []string
+	for el := range elements {
+		if rest, ok := strings.CutPrefix(el, family+" "+set+": "); ok {
+			out = append(out, rest)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// namespacesUnderRoot lists ctnet's namespace files and the mounts that pin them.
+func (e *env) namespacesUnderRoot() (files, mounts []string) {
+	entries, _ := os.ReadDir(filepath.Join(e.root, "netns"))
+	for _, ent := range entries {
+		files = append(files, filepath.Join(e.root, "netns", ent.Name()))
+	}
+	mounts = lab.MountsUnder(e.root)
+	slices.Sort(mounts)
+	return files, mounts
+}
+
+// checkConsistent fails the test unless the kernel holds exactly what the store
+// describes: for every network a bridge with its gateway address and the network's
+// tag; for every live container a veth into its network's bridge, its address inside
+// its namespace, and its namespace pinned under the root; no other link tagged as
+// ctnet's and nothing else under the root; firewall tables holding those bridges,
+// veths, addresses and ports and no others (no tables without networks); IPv4
+// forwarding on exactly while there are networks (every sandbox starts with it off).
+func (e *env) checkConsistent(t *testing.T) {
+	t.Helper()
+	st := e.store()
+	links := e.linksIn(nil)
+	wantAlias := map[string]string{} // link name → tag
+	bridgeOf := map[string]string{}  // network ID → bridge
+	var wantBridges []string
+	for _, n := range st.Networks {
+		wantAlias[n.Bridge] = "ctnet:network:" + n.ID
+		bridgeOf[n.ID] = n.Bridge
+		wantBridges = append(wantBridges, n.Bridge)
+		l, ok := links[n.Bridge]
+		switch {
+		case !ok:
+			t.Errorf("network %s: its bridge %s is missing", n.Name, n.Bridge)
+			continue
+		case l.LinkInfo.Kind != "bridge" || !l.up():
+			t.Errorf("network %s: %s is a %q link, up=%t: want an up bridge", n.Name, n.Bridge, l.LinkInfo.Kind, l.up())
+		}
+		subnet, err := netip.ParsePrefix(n.Subnet)
+		if err != nil {
+			t.Fatalf("network %s: subnet %q: %v", n.Name, n.Subnet, err)
+		}
+		if gw := fmt.Sprintf("%s/%d", n.Gateway, subnet.Bits()); !l.hasAddr(gw) {
+			t.Errorf("network %s: bridge %s lacks the gateway address %s", n.Name, n.Bridge, gw)
+		}
+	}
+	var wantNS, wantPortIPs []string
+	ports := 0
+	for _, c := range st.Containers {
+		if c.State == "exited" {
+			continue
+		}
+		if c.OwnsNetNS {
+			wantNS = append(wantNS, c.NetNS)
+		}
+		ports += len(c.Ports)
+		var inside map[string]hostLink
+		if len(c.Networks) > 0 {
+			inside = e.linksIn(lab.InNetNS(c.NetNS))
+		}
+		for _, a := range c.Networks {
+			wantAlias[a.HostVeth] = "ctnet:container:" + c.ID
+			wantPortIPs = append(wantPortIPs, a.HostVeth+" . "+a.IP)
+			l, ok := links[a.HostVeth]
+			switch {
+			case !ok:
+				t.Errorf("container %s: its veth %s is missing", c.Name, a.HostVeth)
+			case l.Master != bridgeOf[a.NetworkID] || !l.up():
+				t.Errorf("container %s: veth %s has master %q, up=%t: want an up port of %q", c.Name, a.HostVeth, l.Master, l.up(), bridgeOf[a.NetworkID])
+			}
+			if !inside[a.Interface].hasAddr(fmt.Sprintf("%s/%d", a.IP, a.PrefixLen)) {
+				t.Errorf("container %s: %s inside lacks %s/%d", c.Name, a.Interface, a.IP, a.PrefixLen)
+			}
+		}
+	}
+	for name, l := range links {
+		if l.ctnets() && wantAlias[name] != l.Alias {
+			t.Errorf("interface %s (tag %q, group %s) is not the store's", name, l.Alias, l.Group)
+		}
+	}
+	for name, alias := range wantAlias {
+		if l, ok := links[name]; ok && l.Alias != alias {
+			t.Errorf("interface %s is tagged %q, want %q", name, l.Alias, alias)
+		}
+	}
+	slices.Sort(wantNS)
+	files, mounts := e.namespacesUnderRoot()
+	if !slices.Equal(files, wantNS) || !slices.Equal(mounts, wantNS) {
+		t.Errorf("namespaces under the root: files %v, mounts %v; the store's live containers own %v", files, mounts, wantNS)
+	}
+	tables, elements := e.nftElements()
+	if len(st.Networks) == 0 {
+		if len(tables) > 0 {
+			t.Errorf("firewall tables %v remain without networks", tables)
+		}
+	} else {
+		if !slices.Equal(tables, []string{"bridge ctnet", "inet ctnet"}) {
+			t.Errorf("firewall tables %v, want bridge ctnet and inet ctnet", tables)
+		}
+		slices.Sort(wantBridges)
+		if got := nftSet(elements, "inet", "bridges"); !slices.Equal(got, wantBridges) {
+			t.Errorf("firewall set bridges holds %v, want %v", got, wantBridges)
+		}
+		slices.Sort(wantPortIPs)
+		if got := nftSet(elements, "bridge", "port_ips"); !slices.Equal(got, wantPortIPs) {
+			t.Errorf("firewall set port_ips holds %v, want %v", got, wantPortIPs)
+		}
+		if got := len(nftSet(elements, "inet", "ports")) + len(nftSet(elements, "inet", "ports_any")); got != ports {
+			t.Errorf("firewall port maps hold %d elements, the store publishes %d ports", got, ports)
+		}
+	}
+	wantForward := "0"
+	if len(st.Networks) > 0 {
+		wantForward = "1"
+	}
+	if out, _ := e.hostRun("sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != wantForward {
+		t.Errorf("net.ipv4.ip_forward is %s with %d networks, want %s", strings.TrimSpace(out), len(st.Networks), wantForward)
+	}
+}
+
+// gc runs `ctnet gc` and returns its report, one entry per line.
+func (e *env) gc() []string {
+	e.t.Helper()
+	r := e.ctnet("gc")
+	if r.Code != 0 || r.Stderr != "" {
+		e.t.Fatalf("ctnet gc: %s", r)
+	}
+	return lines(r.Stdout)
+}
+
+func lines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// kernelObjects are ctnet's objects in the sandbox, each keyed by how a gc report
+// line names it: links (tagged, or of ctnet's group) by name, namespaces by path, firewall tables as
+// "table FAMILY ctnet", and set elements (counted, not named: a line describes its
+// element as nft would).
+type kernelObjects struct {
+	named    map[string]bool // links and namespaces
+	tables   []string
+	elements map[string]bool
+}
+
+func (e *env) kernelObjects() kernelObjects {
+	e.t.Helper()
+	k := kernelObjects{named: map[string]bool{}}
+	for name, l := range e.linksIn(nil) {
+		if l.ctnets() {
+			k.named[name] = true
+		}
+	}
+	files, mounts := e.namespacesUnderRoot()
+	for _, p := range append(files, mounts...) {
+		k.named[p] = true
+	}
+	k.tables, k.elements = e.nftElements()
+	return k
+}
+
+// checkReport checks a gc report against what changed in the kernel while gc ran:
+// every link and namespace that came or went is named by exactly one line (besides
+// lines about firewall elements, which may name a bridge or veth too), a table
+// that came or went by at least one, and there are as many lines about firewall
+// elements as elements that came or went in tables that stayed. Lines are distinct
+// and each is about one thing (no lists joined with ";").
+func checkReport(t *testing.T, report []string, before, after kernelObjects) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, l := range report {
+		if seen[l] {
+			t.Errorf("gc report repeats the line %q", l)
+		}
+		seen[l] = true
+		if strings.Contains(l, ";") {
+			t.Errorf("gc report line %q is about several objects: want one line per object", l)
+		}
+	}
+	for name := range symmetricDiff(before.named, after.named) {
+		re := regexp.MustCompile(`(^|[^\w./-])` + regexp.QuoteMeta(name) + `($|[^\w/-])`)
+		n := 0
+		for _, l := range report {
+			if re.MatchString(l) && !strings.Contains(l, "firewall element") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("gc changed %s: %d report lines name it, want 1:\n%s", name, n, strings.Join(report, "\n"))
+		}
+	}
+	for _, tbl := range symmetricDiffList(before.tables, after.tables) {
+		if !slices.ContainsFunc(report, func(l string) bool { return strings.Contains(l, "table "+tbl) }) {
+			t.Errorf("gc added or removed firewall table %s: no report line says so:\n%s", tbl, strings.Join(report, "\n"))
+		}
+	}
+	changed := 0
+	for el := range symmetricDiff(before.elements, after.elements) {
+		family := strings.Fields(el)[0]
+		if slices.Contains(before.tables, family+" ctnet") && slices.Contains(after.tables, family+" ctnet") {
+			changed++
+		}
+	}
+	elementLines := 0
+	for _, l := range report {
+		if strings.Contains(l, "firewall element") {
+			elementLines++
+		}
+	}
+	if elementLines != changed {
+		t.Errorf("gc changed %d firewall elements, the report has %d lines about elements:\n%s", changed, elementLines, strings.Join(report, "\n"))
+	}
+}
+
+func symmetricDiff(a, b map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		if !b[k] {
+			out[k] = true
+		}
+	}
+	for k := range b {
+		if !a[k] {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+func symmetricDiffList(a, b []string) []string {
+	am, bm := map[string]bool{}, map[string]bool{}
+	for _, x := range a {
+		am[x] = true
+	}
+	for _, x := range b {
+		bm[x] = true
+	}
+	var out []string
+	for k := range symmetricDiff(am, bm) {
+		out = append(out, k)
+	}
+	return out
+}
+
+// killContainer kills a detached container's process and its supervisor behind
+// ctnet's back, as a crash or a reboot would, and waits until both are gone.
+func (e *env) killContainer(name string) {
+	e.t.Helper()
+	c := e.inspect(name)
+	for _, pid := range []int{c.Supervisor.PID, c.Process.PID} {
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if !eventually(func() bool { return !lab.ProcessExists(c.Supervisor.PID) && !lab.ProcessExists(c.Process.PID) }) {
+		e.t.Fatalf("container %s: processes %d and %d survive SIGKILL", name, c.Supervisor.PID, c.Process.PID)
+	}
+}
+
+// waitGone waits for a process to end.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for pid > 0 && lab.ProcessExists(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d does not end", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kernelState describes the sandbox as ctnet may change it, without what differs
+// between two equal configurations built at different times: interface indexes,
+// MAC addresses a bridge picks at random, offload limits a bridge inherits from the
+// ports it had, the order of links and of set elements. It covers the host's links
+// with their addresses, its routes, the nft ruleset, IPv4 forwarding, ctnet's
+// namespaces under the root and, inside each, its links and routes.
+func (e *env) kernelState() lab.Snapshot {
+	e.t.Helper()
+	s := lab.Snapshot{}
+	describe := func(prefix []string) (links, routes string) {
+		var ls []string
+		for _, l := range e.linksIn(prefix) {
+			var addrs []string
+			for _, a := range l.Addrs {
+				if a.Family == "inet" {
+					addrs = append(addrs, fmt.Sprintf("%s/%d", a.Local, a.PrefixLen))
+				}
+			}
+			slices.Sort(addrs)
+			ls = append(ls, fmt.Sprintf("%s kind=%s master=%s alias=%s up=%t addrs=%v", l.Name, l.LinkInfo.Kind, l.Master, l.Alias, l.up(), addrs))
+		}
+		slices.Sort(ls)
+		out := e.output(append(prefix, "ip", "-4", "route", "show", "table", "all")...)
+		rs := lines(strings.ReplaceAll(out, " linkdown", ""))
+		slices.Sort(rs)
+		return strings.Join(ls, "\n"), strings.Join(rs, "\n")
+	}
+	s["links"], s["routes"] = describe(nil)
+	snap := e.host.Snapshot(e.t, e.root)
+	for _, k := range []string{"nft", "namespaces under root", "mounts under root"} {
+		s[k] = snap[k]
+	}
+	fwd, _ := e.hostRun("sysctl", "-n", "net.ipv4.ip_forward")
+	s["ip_forward"] = strings.TrimSpace(fwd)
+	files, _ := e.namespacesUnderRoot()
+	for _, f := range files {
+		links, routes := describe(lab.InNetNS(f))
+		s["inside "+filepath.Base(f)] = links + "\n" + routes
+	}
+	return s
+}
