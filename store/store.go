@@ -143,6 +143,14 @@ func open(dir string, how int) (*Store, error) {
 	}
 	if !readOnly {
 		if err := s.run(func() error {
+			// A write transaction costs two fsyncs even when it changes nothing: look first.
+			ready := false
+			if err := s.db.View(func(btx *bolt.Tx) (err error) {
+				ready, err = bucketsReady(btx)
+				return err
+			}); err != nil || ready {
+				return err
+			}
 			return s.db.Update(func(btx *bolt.Tx) error { return initBuckets(&Tx{tx: btx}) })
 		}); err != nil {
 			s.Close()
@@ -150,6 +158,24 @@ func open(dir string, how int) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// bucketsReady reports whether the database already has every bucket and a schema
+// this ctnet understands.
+func bucketsReady(btx *bolt.Tx) (bool, error) {
+	for _, b := range allBuckets {
+		if btx.Bucket(b) == nil {
+			return false, nil
+		}
+	}
+	return true, checkSchema(btx.Bucket(bMeta).Get([]byte("schema")))
+}
+
+func checkSchema(v []byte) error {
+	if v != nil && (len(v) != 1 || v[0] > schemaVersion) {
+		return fmt.Errorf("state database schema %v is newer than this ctnet understands (%d): upgrade ctnet", v, schemaVersion)
+	}
+	return nil
 }
 
 func initBuckets(tx *Tx) error {
@@ -161,12 +187,11 @@ func initBuckets(tx *Tx) error {
 		}
 	}
 	meta := tx.tx.Bucket(bMeta)
-	if v := meta.Get([]byte("schema")); v == nil {
+	v := meta.Get([]byte("schema"))
+	if v == nil {
 		return meta.Put([]byte("schema"), []byte{schemaVersion})
-	} else if len(v) != 1 || v[0] > schemaVersion {
-		return fmt.Errorf("state database schema %v is newer than this ctnet understands (%d): upgrade ctnet", v, schemaVersion)
 	}
-	return nil
+	return checkSchema(v)
 }
 
 // errPanicked marks an error made from a panic of the database library.
