@@ -653,13 +653,21 @@ func (m *Manager) deleteRecord(o *op, c *store.Container) error {
 // Remove removes containers. A running one is refused unless force, which kills it;
 // an attached namespace is detached and left to its owner.
 func (m *Manager) Remove(ref string, force bool) error {
-	return m.mutate(func(o *op) error {
+	var supervisor proc.ID
+	err := m.mutate(func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if err != nil {
 			return notFound("container", ref, err)
 		}
+		supervisor = c.Supervisor
 		return m.remove(o, c, force)
 	})
+	if err == nil && supervisor.Valid() && supervisor != self() {
+		// A killed container's supervisor still wakes up to release it (finding it
+		// gone); once rm returns nothing of the container may still work on the root.
+		supervisor.Wait(10 * time.Second)
+	}
+	return err
 }
 
 func (m *Manager) remove(o *op, c *store.Container, force bool) error {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -281,7 +282,11 @@ func runMonitor() int {
 		return exitRunFailure
 	}
 	defer devNull.Close()
-	code, err := supervise(m, c, devNull, logFile, logFile, true, func() { report("ok %s", c.ID) })
+	code, err := supervise(m, c, devNull, logFile, logFile, true, func() {
+		report("ok %s", c.ID)
+		// From here on the supervisor only waits: give back what starting took.
+		debug.FreeOSMemory()
+	})
 	if err != nil {
 		report("error %d %s", code, oneLine(err))
 		fmt.Fprintf(logFile, "ctnet: %s\n", oneLine(err))
