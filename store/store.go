@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -110,10 +111,13 @@ func open(dir string, how int) (*Store, error) {
 		// from being forgotten without a word.
 		lock.Close()
 		return nil, s.corrupt("open", fmt.Errorf("%w: the file is empty", ErrCorrupt))
-	case err == nil:
+	case err == nil && !s.stampMatches(info):
 		if err := checkPath(s.path); err != nil {
 			lock.Close()
 			return nil, s.corrupt("open", err)
+		}
+		if !readOnly {
+			s.writeStamp()
 		}
 	}
 	err = catch(func() (err error) {
@@ -337,7 +341,44 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	if errors.Is(err, ErrCorrupt) {
 		return s.corrupt("update", err)
 	}
+	if err == nil {
+		s.writeStamp()
+	}
 	return err
+}
+
+// The whole-file check before bbolt opens a file reads every page: milliseconds once
+// the file has grown, on every command. A file that ctnet itself wrote last and that
+// nothing has touched since needs no check. The stamp — the file's size, modification
+// time and inode as they were right after ctnet's last commit or check — lives in the
+// lock file, which only the holder of the exclusive lock writes.
+
+func fileStamp(info os.FileInfo) string {
+	st, _ := info.Sys().(*syscall.Stat_t)
+	var ino uint64
+	if st != nil {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%d %d %d\n", info.Size(), info.ModTime().UnixNano(), ino)
+}
+
+func (s *Store) stampMatches(info os.FileInfo) bool {
+	buf := make([]byte, 80)
+	n, _ := s.lock.ReadAt(buf, 0)
+	return n > 0 && string(buf[:n]) == fileStamp(info)
+}
+
+// writeStamp records the database file as verified; a failure only costs a check at
+// the next open.
+func (s *Store) writeStamp() {
+	info, err := os.Stat(s.path)
+	if err != nil {
+		return
+	}
+	stamp := fileStamp(info)
+	if s.lock.Truncate(0) == nil {
+		s.lock.WriteAt([]byte(stamp), 0)
+	}
 }
 
 // View runs fn in a read-only transaction.
