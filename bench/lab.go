@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The lab's addresses: the sandbox host's uplink and the "wan" namespace behind it
+// (TEST-NET-3), as in internal/lab.
+const (
+	hostUplinkIP = "203.0.113.1"
+	wanIP        = "203.0.113.2"
+)
+
+// cleanups is the LIFO stack of everything the harness made; it runs on normal
+// exit, on error and on SIGINT/SIGTERM, so nothing is left behind.
+type cleanups struct {
+	mu    sync.Mutex
+	steps []cleanupStep
+}
+
+type cleanupStep struct {
+	what string
+	fn   func() error
+}
+
+func (c *cleanups) add(what string, fn func() error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.steps = append(c.steps, cleanupStep{what, fn})
+}
+
+// mark returns the current depth, for runAbove.
+func (c *cleanups) mark() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.steps)
+}
+
+// runAbove undoes, newest first, the steps added since mark.
+func (c *cleanups) runAbove(mark int) error {
+	var errs []error
+	for {
+		c.mu.Lock()
+		if len(c.steps) <= mark {
+			c.mu.Unlock()
+			return errors.Join(errs...)
+		}
+		step := c.steps[len(c.steps)-1]
+		c.steps = c.steps[:len(c.steps)-1]
+		c.mu.Unlock()
+		if err := step.fn(); err != nil {
+			errs = append(errs, fmt.Errorf("clean up %s: %w", step.what, err))
+		}
+	}
+}
+
+// nsThread is an OS thread parked in one network namespace. Processes started from
+// it are born in that namespace (the kernel copies the forking thread's namespaces),
+// and sockets opened on it belong to it, so the harness never pays for nsenter in
+// a timed region and never switches its own threads back and forth.
+type nsThread struct {
+	path string
+	jobs chan func()
+}
+
+func newNSThread(path string) (*nsThread, error) {
+	t := &nsThread{path: path, jobs: make(chan func())}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: when the goroutine ends, the runtime ends the thread with it
+		// instead of handing a thread in a foreign namespace to other goroutines.
+		runtime.LockOSThread()
+		f, err := os.Open(path)
+		if err == nil {
+			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+			f.Close()
+		}
+		errc <- err
+		if err != nil {
+			return
+		}
+		for job := range t.jobs {
+			job()
+		}
+	}()
+	if err := <-errc; err != nil {
+		return nil, fmt.Errorf("enter namespace %s: %w", path, err)
+	}
+	return t, nil
+}
+
+// do runs fn on the thread and waits for it.
+func (t *nsThread) do(fn func()) {
+	done := make(chan struct{})
+	t.jobs <- func() {
+		defer close(done)
+		fn()
+	}
+	<-done
+}
+
+func (t *nsThread) close() { close(t.jobs) }
+
+// start starts cmd inside the thread's namespace.
+func (t *nsThread) start(cmd *exec.Cmd) error {
+	var err error
+	t.do(func() { err = cmd.Start() })
+	return err
+}
+
+// run runs argv inside the namespace with stdin and extra environment, and returns
+// its stdout; the error carries stderr.
+func (t *nsThread) run(ctx context.Context, stdin []byte, env []string, argv ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := t.start(cmd); err != nil {
+		return nil, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+	}
+	if err := cmd.Wait(); err != nil {
+		// CNI plugins and netavark report errors as JSON on stdout.
+		msg := strings.TrimSpace(stderr.String() + " " + stdout.String())
+		if len(msg) > 400 {
+			msg = msg[:400] + "…"
+		}
+		return stdout.Bytes(), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, msg)
+	}
+	return stdout.Bytes(), nil
+}
+
+// commandLine is a command prefix (setpriv, nsenter, ctnet exec) followed by args,
+// in an array of its own: command lines built on one prefix never overwrite each
+// other.
+func commandLine(prefix []string, args ...string) []string {
+	return append(slices.Clip(prefix), args...)
+}
+
+// runAll runs each command in turn and stops at the first failure.
+func (t *nsThread) runAll(ctx context.Context, cmds [][]string) error {
+	for _, argv := range cmds {
+		if _, err := t.run(ctx, nil, nil, argv...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listen opens a TCP listener inside the namespace.
+func (t *nsThread) listen(addr string) (net.Listener, error) {
+	var ln net.Listener
+	var err error
+	t.do(func() { ln, err = net.Listen("tcp4", addr) })
+	return ln, err
+}
+
+// dial connects from inside the namespace.
+func (t *nsThread) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	t.do(func() { c, err = net.DialTimeout("tcp4", addr, timeout) })
+	return c, err
+}
+
+// lab is one sandbox: a "host" namespace with a "wan" namespace behind its uplink.
+// Every tool run gets a fresh one, so no tool inherits another's rules.
+type lab struct {
+	id        string
+	hostPath  string
+	wanPath   string
+	host, wan *nsThread
+	clean     *cleanups
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// addNetNS makes a named namespace (as `ip netns add` does, which the peers' scripts
+// use too) and registers its removal.
+func addNetNS(ctx context.Context, clean *cleanups, name string) (string, error) {
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
+	}
+	clean.add("namespace "+name, func() error { return delNetNS(name) })
+	return "/run/netns/" + name, nil
+}
+
+func delNetNS(name string) error {
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns del %s: %v: %s", name, err, out)
+	}
+	return nil
+}
+
+func newLab(ctx context.Context, clean *cleanups) (*lab, error) {
+	l := &lab{id: randomHex(4), clean: clean}
+	var err error
+	if l.hostPath, err = addNetNS(ctx, clean, "ctb-"+l.id); err != nil {
+		return nil, err
+	}
+	if l.wanPath, err = addNetNS(ctx, clean, "ctbw-"+l.id); err != nil {
+		return nil, err
+	}
+	if l.host, err = newNSThread(l.hostPath); err != nil {
+		return nil, err
+	}
+	clean.add("host namespace thread", func() error { l.host.close(); return nil })
+	if l.wan, err = newNSThread(l.wanPath); err != nil {
+		return nil, err
+	}
+	clean.add("wan namespace thread", func() error { l.wan.close(); return nil })
+	// The uplink is made from the host side with its peer born in the wan namespace.
+	err = l.host.runAll(ctx, [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "wan0", "netns", l.wanPath},
+		{"ip", "addr", "add", hostUplinkIP + "/24", "dev", "uplink0"},
+		{"ip", "link", "set", "uplink0", "up"},
+		{"ip", "route", "add", "default", "via", wanIP},
+		{"sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = l.wan.runAll(ctx, [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "addr", "add", wanIP + "/24", "dev", "wan0"},
+		{"ip", "link", "set", "wan0", "up"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// containerNS names container i's namespace in this lab.
+func (l *lab) containerNS(i int) string { return fmt.Sprintf("ctbc%s-%d", l.id, i) }
+
+// addContainerNamespaces makes the namespaces of containers 1..n, outside any timed
+// region (the peers' scripts make them with `ip netns add` beforehand too).
+func (l *lab) addContainerNamespaces(ctx context.Context, n int) error {
+	for i := 1; i <= n; i++ {
+		if _, err := addNetNS(ctx, l.clean, l.containerNS(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// background starts a long-running process inside a namespace and registers that
+// it be killed (by its PID) and reaped.
+func background(clean *cleanups, t *nsThread, argv ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := t.start(cmd); err != nil {
+		return nil, fmt.Errorf("start %s: %w", strings.Join(argv, " "), err)
+	}
+	clean.add("process "+argv[0], func() error {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil
+	})
+	return cmd, nil
+}
+
+// waitListening waits until something accepts TCP connections at addr, seen from t.
+func waitListening(ctx context.Context, t *nsThread, addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := t.dial(addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("nothing listens on %s in %s: %w", addr, t.path, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
