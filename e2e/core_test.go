@@ -239,6 +239,7 @@ func TestForegroundRun(t *testing.T) {
 	if strings.Contains(ps, "gone") {
 		t.Errorf("--rm container still listed:\n%s", ps)
 	}
+	e.host.AwaitDyingVeths(t)
 	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, "vc") {
 		t.Errorf("exited containers still have veths:\n%s", out)
 	}
@@ -259,6 +260,7 @@ func TestKilledBehindCtnetsBack(t *testing.T) {
 		t.Fatalf("ps -a does not show the killed container as exited:\n%s", e.must("ps", "-a"))
 	}
 	e.must("rm", "victim")
+	e.host.AwaitDyingVeths(t)
 	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, c.Networks[0].HostVeth) {
 		t.Errorf("rm left the veth %s:\n%s", c.Networks[0].HostVeth, out)
 	}
@@ -311,6 +313,7 @@ func TestStopExecInspect(t *testing.T) {
 	if c := e.inspect("svc"); c.State != "exited" {
 		t.Errorf("after stop: state %q, want exited", c.State)
 	}
+	e.host.AwaitDyingVeths(t)
 	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, "vc") {
 		t.Errorf("stop left the veth:\n%s", out)
 	}

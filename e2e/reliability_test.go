@@ -125,6 +125,9 @@ func (l hostLink) ctnets() bool { return strings.HasPrefix(l.Alias, "ctnet:") ||
 // linksIn reads the links of a namespace (the sandbox for prefix nil) with iproute2.
 func (e *env) linksIn(prefix []string) map[string]hostLink {
 	e.t.Helper()
+	if prefix == nil {
+		e.host.AwaitDyingVeths(e.t)
+	}
 	out := e.output(append(prefix, "ip", "-j", "-d", "addr", "show")...)
 	var links []hostLink
 	e.decode(out, &links)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -491,4 +492,54 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	}
 	ones, _ := n.Mask.Size()
 	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+// Dying reports whether a veth's peer namespace is being destroyed: the kernel then
+// names no peer namespace for it (asking about a link makes the kernel give a live
+// peer namespace an id), and removes the pair with the namespace, batched and without
+// anyone waiting. A link that is already gone counts as dying.
+func Dying(ns *netns.NS, name string) (bool, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return false, err
+	}
+	l, err := h.LinkByName(name)
+	if isNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return IsDying(l, func(index int) netlink.Link {
+		peer, _ := h.LinkByIndex(index)
+		return peer
+	}), nil
+}
+
+// IsDying is Dying for a link already read; byIndex finds a link of the same
+// namespace by index (nil if none). A veth with both ends in one namespace names no
+// peer namespace either, and is not dying.
+func IsDying(l netlink.Link, byIndex func(int) netlink.Link) bool {
+	if l.Type() != "veth" || l.Attrs().NetNsID >= 0 {
+		return false
+	}
+	peer := byIndex(l.Attrs().ParentIndex)
+	return peer == nil || peer.Type() != "veth" || peer.Attrs().ParentIndex != l.Attrs().Index
+}
+
+// AwaitDying waits up to timeout for the veth's peer namespace to start being
+// destroyed, and reports whether it did. Something outside may hold the namespace
+// open, in which case the pair stays until deleted.
+func AwaitDying(ns *netns.NS, name string, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		dying, err := Dying(ns, name)
+		if err != nil || dying {
+			return dying, err
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		time.Sleep(pause)
+	}
 }

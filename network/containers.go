@@ -612,11 +612,21 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(c)}); err != nil {
 		return err
 	}
-	for _, a := range c.Attachments {
-		if err := link.Delete(m.host, a.HostVeth); err != nil {
+	if c.OwnsNetNS {
+		o.closeNS(c.NetNS)
+		if !c.Supervisor.Alive() {
+			// No supervisor will end what the container's command left running.
+			proc.KillInNetNS(proc.NetNSInode(c.NetNS))
+		}
+		if err := netns.Remove(c.NetNS); err != nil {
 			return err
 		}
-		o.undo.did("delete veth "+a.HostVeth, nil)
+		o.undo.did("remove namespace "+c.NetNS, nil)
+	}
+	for _, a := range c.Attachments {
+		if err := m.removeVeth(o, c, a.HostVeth); err != nil {
+			return err
+		}
 		if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
 			return err
 		}
@@ -629,20 +639,28 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 			return err
 		}
 	}
-	if c.OwnsNetNS {
-		o.closeNS(c.NetNS)
-		if !c.Supervisor.Alive() {
-			// No supervisor will end what the container's command left running.
-			proc.KillInNetNS(proc.NetNSInode(c.NetNS))
-		}
-		if err := netns.Remove(c.NetNS); err != nil {
-			return err
-		}
-		o.undo.did("remove namespace "+c.NetNS, nil)
-	}
 	return nil
 }
 
+// removeVeth takes a container's veth pair off the host. Deleting one costs the
+// kernel two RCU grace periods (tens of milliseconds); a container's own namespace,
+// once unmounted and empty, is destroyed by the kernel with its pairs in a batched
+// cleanup nobody waits for. So for such a container ctnet waits only until the
+// kernel has begun (the pair's peer namespace is gone), and deletes the pair itself
+// only if something outside still holds the namespace.
+func (m *Manager) removeVeth(o *op, c *store.Container, name string) error {
+	if c.OwnsNetNS {
+		dying, err := link.AwaitDying(m.host, name, 100*time.Millisecond)
+		if err != nil || dying {
+			return err
+		}
+	}
+	if err := link.Delete(m.host, name); err != nil {
+		return err
+	}
+	o.undo.did("delete veth "+name, nil)
+	return nil
+}
 func (m *Manager) deleteRecord(o *op, c *store.Container) error {
 	if err := os.RemoveAll(c.RuntimeDir); err != nil {
 		return fmt.Errorf("remove runtime files of %s: %w", c.Name, err)

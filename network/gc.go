@@ -206,10 +206,18 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 	if err != nil {
 		return err
 	}
+	byIndex := func(index int) netlink.Link {
+		for _, l := range links {
+			if l.Attrs().Index == index {
+				return l
+			}
+		}
+		return nil
+	}
 	for _, l := range links {
 		kind, id, ok := link.Owner(l)
-		if !ok {
-			continue
+		if !ok || link.IsDying(l, byIndex) {
+			continue // not ctnet's, or going with its namespace: the kernel removes it
 		}
 		name := l.Attrs().Name
 		var why string

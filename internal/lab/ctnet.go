@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -255,6 +256,7 @@ type Snapshot map[string]string
 // and mounts under root.
 func (s *Sandbox) Snapshot(t testing.TB, root string) Snapshot {
 	t.Helper()
+	s.AwaitDyingVeths(t)
 	snap := Snapshot{}
 	for name, args := range map[string][]string{
 		"ip -d link": {"ip", "-d", "link"},
@@ -337,4 +339,46 @@ func ProcessesOf(exe string) []int {
 		}
 	}
 	return out
+}
+
+// AwaitDyingVeths waits until no ctnet veth in the sandbox is dying: one whose peer's
+// namespace the kernel is destroying (it names no peer namespace for it), which the
+// kernel removes a few milliseconds later. ctnet leaves the veths of containers that
+// owned their namespace to that batched cleanup, so a reading right after `rm` would
+// otherwise catch them on their way out.
+func (s *Sandbox) AwaitDyingVeths(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var links []struct {
+			Name     string `json:"ifname"`
+			Alias    string `json:"ifalias"`
+			Peer     string `json:"link"`
+			NetNSID  *int   `json:"link_netnsid"`
+			LinkInfo struct {
+				Kind string `json:"info_kind"`
+			} `json:"linkinfo"`
+		}
+		if err := json.Unmarshal([]byte(s.stableOutput(t, "ip", "-j", "-d", "link")), &links); err != nil {
+			t.Fatalf("read links of %s: %v", s.Name, err)
+		}
+		here := map[string]bool{}
+		for _, l := range links {
+			here[l.Name] = true
+		}
+		var dying []string
+		for _, l := range links {
+			// A pair with both ends here names no peer namespace either.
+			if l.LinkInfo.Kind == "veth" && l.NetNSID == nil && !here[l.Peer] && strings.HasPrefix(l.Alias, "ctnet:") {
+				dying = append(dying, l.Name)
+			}
+		}
+		if len(dying) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("veths %v in %s are still dying after 10s", dying, s.Name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
