@@ -396,6 +396,24 @@ func LoopbackUp(ns *netns.NS) error {
 	return nil
 }
 
+// linksByIndex lists the namespace's links, with their names by index (routes,
+// addresses and neighbours name their interface by index).
+func linksByIndex(ns *netns.NS) (*netlink.Handle, []netlink.Link, map[int]string, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	links, err := retryDump(h.LinkList)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	return h, links, names, nil
+}
+
 // Use is an IPv4 prefix the namespace already reaches directly.
 type Use struct {
 	Prefix netip.Prefix
@@ -413,17 +431,9 @@ func (u Use) String() string {
 // UsedPrefixes returns the destinations of the namespace's non-default IPv4 routes in
 // the main table and the subnets of its addresses (loopback aside).
 func UsedPrefixes(ns *netns.NS) ([]Use, error) {
-	h, err := ns.Netlink()
+	h, _, names, err := linksByIndex(ns)
 	if err != nil {
 		return nil, err
-	}
-	links, err := retryDump(h.LinkList)
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	var out []Use
 	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V4) })
@@ -494,10 +504,9 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a.Unmap(), ones), true
 }
 
-// Dying reports whether a veth's peer namespace is being destroyed: the kernel then
-// names no peer namespace for it (asking about a link makes the kernel give a live
-// peer namespace an id), and removes the pair with the namespace, batched and without
-// anyone waiting. A link that is already gone counts as dying.
+// Dying reports whether a veth's peer namespace is being destroyed, so the kernel
+// will remove the pair with the namespace, batched and without anyone waiting. A
+// link that is already gone counts as dying.
 func Dying(ns *netns.NS, name string) (bool, error) {
 	h, err := ns.Netlink()
 	if err != nil {
@@ -510,15 +519,44 @@ func Dying(ns *netns.NS, name string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return IsDying(l, func(index int) netlink.Link {
-		peer, _ := h.LinkByIndex(index)
-		return peer
-	}), nil
+	if l.Type() != "veth" {
+		return false, nil
+	}
+	if l.Attrs().NetNsID < 0 {
+		return IsDying(l, func(index int) netlink.Link {
+			peer, _ := h.LinkByIndex(index)
+			return peer
+		}), nil
+	}
+	return peerNamespaceGone(ns, l.Attrs().NetNsID)
 }
 
-// IsDying is Dying for a link already read; byIndex finds a link of the same
-// namespace by index (nil if none). A veth with both ends in one namespace names no
-// peer namespace either, and is not dying.
+// peerNamespaceGone asks the kernel for the namespace behind a namespace id: it
+// refuses (ENOENT) once the namespace's last reference is gone, even before its
+// cleanup has started and the id is dropped.
+func peerNamespaceGone(ns *netns.NS, id int) (bool, error) {
+	sock, err := ns.RouteSocket()
+	if err != nil {
+		return false, err
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_GETNSID, unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	req.AddData(nl.NewRtGenMsg())
+	req.AddData(nl.NewRtAttr(netlink.NETNSA_NSID, nl.Uint32Attr(uint32(id))))
+	_, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNSID)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, unix.ENOENT):
+		return true, nil
+	}
+	return false, fmt.Errorf("look up peer namespace %d: %w", id, err)
+}
+
+// IsDying reports, for a link already read, whether it is a veth whose peer's
+// namespace the kernel has begun to destroy: such a veth names no peer namespace.
+// byIndex finds a link of the same namespace by index (nil if none): a veth with both
+// ends in one namespace names no peer namespace either, and is not dying.
 func IsDying(l netlink.Link, byIndex func(int) netlink.Link) bool {
 	if l.Type() != "veth" || l.Attrs().NetNsID >= 0 {
 		return false

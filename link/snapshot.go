@@ -50,17 +50,9 @@ type NeighInfo struct {
 
 // Snapshot reads the namespace's IPv4 stack.
 func Snapshot(ns *netns.NS) (*Stack, error) {
-	h, err := ns.Netlink()
+	h, links, names, err := linksByIndex(ns)
 	if err != nil {
 		return nil, err
-	}
-	links, err := retryDump(h.LinkList)
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	st := &Stack{Links: []LinkInfo{}, Routes: []RouteInfo{}, Neighbours: []NeighInfo{}}
 	for _, l := range links {

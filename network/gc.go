@@ -242,6 +242,11 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 		if why == "" {
 			continue
 		}
+		if dying, err := link.Dying(m.host, name); err != nil {
+			return err
+		} else if dying {
+			continue // its namespace's last reference is gone: the kernel removes it
+		}
 		if err := link.Delete(m.host, name); err != nil {
 			return err
 		}

@@ -159,16 +159,11 @@ func (s *Stack) relayPublishedTCP(client *net.TCPConn, guest netip.AddrPort, new
 	}
 	inner := c.(*net.TCPConn)
 	inner.SetNoDelay(true)
-	if !s.track(client) {
-		inner.Close()
+	untrack, ok := s.trackPair(client, inner)
+	if !ok {
 		return
 	}
-	defer s.untrack(client)
-	if !s.track(inner) {
-		client.Close()
-		return
-	}
-	defer s.untrack(inner)
+	defer untrack()
 	abort := func() {
 		client.SetLinger(0)
 		inner.SetLinger(0)

@@ -137,16 +137,11 @@ type closeWriter interface {
 // end of stream is passed on as a half close (FIN); an error aborts both
 // connections (RST) so that neither side waits forever.
 func (s *Stack) relayTCP(ep tcpip.Endpoint, guest *gonet.TCPConn, host net.Conn) {
-	if !s.track(guest) {
-		host.Close()
+	untrack, ok := s.trackPair(guest, host)
+	if !ok {
 		return
 	}
-	defer s.untrack(guest)
-	if !s.track(host) {
-		guest.Close()
-		return
-	}
-	defer s.untrack(host)
+	defer untrack()
 	abort := func() {
 		ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
 		if tc, ok := host.(*net.TCPConn); ok {

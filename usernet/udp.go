@@ -61,16 +61,11 @@ func (s *Stack) forwardUDP(r *udp.ForwarderRequest) bool {
 // relayUDP moves datagrams both ways until the flow has been idle for
 // udpIdleTimeout or the stack closes.
 func (s *Stack) relayUDP(guest *gonet.UDPConn, host *net.UDPConn) {
-	if !s.track(guest) {
-		host.Close()
+	untrack, ok := s.trackPair(guest, host)
+	if !ok {
 		return
 	}
-	defer s.untrack(guest)
-	if !s.track(host) {
-		guest.Close()
-		return
-	}
-	defer s.untrack(host)
+	defer untrack()
 	var lastActive atomic.Int64
 	lastActive.Store(time.Now().UnixNano())
 	done := make(chan struct{})

@@ -287,6 +287,21 @@ func (s *Stack) track(c io.Closer) bool {
 	return true
 }
 
+// trackPair tracks both ends of a relay, or closes both if the stack is closing; the
+// returned func untracks them.
+func (s *Stack) trackPair(a, b io.Closer) (untrack func(), ok bool) {
+	if !s.track(a) {
+		b.Close()
+		return nil, false
+	}
+	if !s.track(b) {
+		s.untrack(a)
+		a.Close()
+		return nil, false
+	}
+	return func() { s.untrack(a); s.untrack(b) }, true
+}
+
 func (s *Stack) untrack(c io.Closer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -23,29 +23,26 @@ func (a *app) psCommand() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			cs, err := m.Containers(all)
-			if err != nil {
-				return err
-			}
-			if quiet {
-				for _, c := range cs {
-					fmt.Fprintln(a.stdout, c.ID[:12])
+			return a.withManager(func(m *network.Manager) error {
+				cs, err := m.Containers(all)
+				if err != nil {
+					return err
 				}
-				return nil
-			}
-			if format == "json" {
-				return writeJSON(a.stdout, cs)
-			}
-			t := newTable(a.stdout, "CONTAINER ID", "NAME", "STATUS", "NETWORK", "IP", "PORTS", "COMMAND")
-			for _, c := range cs {
-				t.row(c.ID[:12], c.Name, status(c), networksOf(c), ipsOf(c), portsOf(c.Ports), command(c))
-			}
-			return t.flush()
+				if quiet {
+					for _, c := range cs {
+						fmt.Fprintln(a.stdout, c.ID[:12])
+					}
+					return nil
+				}
+				if format == "json" {
+					return writeJSON(a.stdout, cs)
+				}
+				t := newTable(a.stdout, "CONTAINER ID", "NAME", "STATUS", "NETWORK", "IP", "PORTS", "COMMAND")
+				for _, c := range cs {
+					t.row(c.ID[:12], c.Name, status(c), networksOf(c), ipsOf(c), portsOf(c.Ports), command(c))
+				}
+				return t.flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show exited containers too")
@@ -150,13 +147,10 @@ func (a *app) stopCommand() *cobra.Command {
 			if timeout < 0 {
 				return usage("bad --time %d: use 0 or more seconds", timeout)
 			}
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return eachName(a, args, func(name string) error {
-				return m.Stop(name, time.Duration(timeout)*time.Second)
+			return a.withManager(func(m *network.Manager) error {
+				return eachName(a, args, func(name string) error {
+					return m.Stop(name, time.Duration(timeout)*time.Second)
+				})
 			})
 		},
 	}
@@ -187,12 +181,9 @@ func (a *app) rmCommand() *cobra.Command {
 		Short: "Remove containers (and detach attached namespaces)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return eachName(a, args, func(name string) error { return m.Remove(name, force) })
+			return a.withManager(func(m *network.Manager) error {
+				return eachName(a, args, func(name string) error { return m.Remove(name, force) })
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running container first")
@@ -209,19 +200,16 @@ func (a *app) inspectCommand() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			info, err := m.InspectContainer(args[0])
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return writeJSON(a.stdout, info)
-			}
-			return printContainer(a, info)
+			return a.withManager(func(m *network.Manager) error {
+				info, err := m.InspectContainer(args[0])
+				if err != nil {
+					return err
+				}
+				if format == "json" {
+					return writeJSON(a.stdout, info)
+				}
+				return printContainer(a, info)
+			})
 		},
 	}
 	addFormatFlag(cmd, &format)
@@ -296,26 +284,23 @@ func (a *app) portCommand() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			c, err := m.Container(args[0])
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return writeJSON(a.stdout, c.Ports)
-			}
-			for _, p := range c.Ports {
-				host := "0.0.0.0"
-				if p.HostIP.IsValid() {
-					host = p.HostIP.String()
+			return a.withManager(func(m *network.Manager) error {
+				c, err := m.Container(args[0])
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(a.stdout, "%d/%s -> %s:%d\n", p.ContainerPort, p.Proto, host, p.HostPort)
-			}
-			return nil
+				if format == "json" {
+					return writeJSON(a.stdout, c.Ports)
+				}
+				for _, p := range c.Ports {
+					host := "0.0.0.0"
+					if p.HostIP.IsValid() {
+						host = p.HostIP.String()
+					}
+					fmt.Fprintf(a.stdout, "%d/%s -> %s:%d\n", p.ContainerPort, p.Proto, host, p.HostPort)
+				}
+				return nil
+			})
 		},
 	}
 	addFormatFlag(cmd, &format)
@@ -345,17 +330,14 @@ it again and leaves the namespace itself alone.`,
 				return err
 			}
 			spec.NetNS = netnsPath
-			m, err := a.rootManager("attach")
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			c, err := m.Create(spec)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, c.ID)
-			return nil
+			return a.withRootManager("attach", func(m *network.Manager) error {
+				c, err := m.Create(spec)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, c.ID)
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()

@@ -130,6 +130,26 @@ func (a *app) manager() (*network.Manager, error) {
 	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0})
 }
 
+// withManager runs fn with the root's manager, closed afterwards.
+func (a *app) withManager(fn func(*network.Manager) error) error {
+	m, err := a.manager()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return fn(m)
+}
+
+// withRootManager is withManager for commands that only root can carry out.
+func (a *app) withRootManager(what string, fn func(*network.Manager) error) error {
+	m, err := a.rootManager(what)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return fn(m)
+}
+
 // rootManager is manager for commands that only root can carry out.
 func (a *app) rootManager(what string) (*network.Manager, error) {
 	if os.Geteuid() != 0 {

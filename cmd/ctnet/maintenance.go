@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ctnet/ctnet/network"
 )
 
 func (a *app) gcCommand() *cobra.Command {
@@ -15,16 +17,13 @@ elements, addresses and ports that nothing owns; restore bridges and firewall en
 that are missing. Prints one line per change, nothing when there was nothing to do.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.manager()
-			if err != nil {
+			return a.withManager(func(m *network.Manager) error {
+				report, err := m.GC()
+				for _, line := range report {
+					fmt.Fprintln(a.stdout, line)
+				}
 				return err
-			}
-			defer m.Close()
-			report, err := m.GC()
-			for _, line := range report {
-				fmt.Fprintln(a.stdout, line)
-			}
-			return err
+			})
 		},
 	}
 }
@@ -35,28 +34,25 @@ func (a *app) doctorCommand() *cobra.Command {
 		Short: "Check the host for what would break ctnet's networks, and say how to fix it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.rootManager("doctor")
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			findings, err := m.Doctor()
-			if err != nil {
-				return err
-			}
-			problems := 0
-			for _, f := range findings {
-				if f.Problem {
-					problems++
-					fmt.Fprintf(a.stdout, "problem: %s\n   fix: %s\n", f.Text, f.Fix)
-				} else {
-					fmt.Fprintf(a.stdout, "ok: %s\n", f.Text)
+			return a.withRootManager("doctor", func(m *network.Manager) error {
+				findings, err := m.Doctor()
+				if err != nil {
+					return err
 				}
-			}
-			if problems > 0 {
-				return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) found", problems)}
-			}
-			return nil
+				problems := 0
+				for _, f := range findings {
+					if f.Problem {
+						problems++
+						fmt.Fprintf(a.stdout, "problem: %s\n   fix: %s\n", f.Text, f.Fix)
+					} else {
+						fmt.Fprintf(a.stdout, "ok: %s\n", f.Text)
+					}
+				}
+				if problems > 0 {
+					return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) found", problems)}
+				}
+				return nil
+			})
 		},
 	}
 }

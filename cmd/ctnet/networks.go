@@ -55,17 +55,14 @@ route or address of the host and no other network.`,
 					return usage("unknown --opt %q: the only option is masquerade=true|false", o)
 				}
 			}
-			m, err := a.rootManager("network create")
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			n, err := m.CreateNetwork(spec)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, n.ID)
-			return nil
+			return a.withRootManager("network create", func(m *network.Manager) error {
+				n, err := m.CreateNetwork(spec)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, n.ID)
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -90,30 +87,27 @@ func (a *app) networkLsCommand() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			ns, err := m.Networks()
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return writeJSON(a.stdout, ns)
-			}
-			t := newTable(a.stdout, "NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "MTU", "FLAGS")
-			for _, n := range ns {
-				var flags []string
-				if n.Internal {
-					flags = append(flags, "internal")
+			return a.withManager(func(m *network.Manager) error {
+				ns, err := m.Networks()
+				if err != nil {
+					return err
 				}
-				if !n.Masquerade && !n.Internal {
-					flags = append(flags, "routed")
+				if format == "json" {
+					return writeJSON(a.stdout, ns)
 				}
-				t.row(n.ID[:12], n.Name, n.Bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
-			}
-			return t.flush()
+				t := newTable(a.stdout, "NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "MTU", "FLAGS")
+				for _, n := range ns {
+					var flags []string
+					if n.Internal {
+						flags = append(flags, "internal")
+					}
+					if !n.Masquerade && !n.Internal {
+						flags = append(flags, "routed")
+					}
+					t.row(n.ID[:12], n.Name, n.Bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
+				}
+				return t.flush()
+			})
 		},
 	}
 	addFormatFlag(cmd, &format)
@@ -130,29 +124,26 @@ func (a *app) networkInspectCommand() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			m, err := a.manager()
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			var all []*network.NetworkInspect
-			for _, name := range args {
-				info, err := m.InspectNetwork(name)
-				if err != nil {
-					return err
+			return a.withManager(func(m *network.Manager) error {
+				var all []*network.NetworkInspect
+				for _, name := range args {
+					info, err := m.InspectNetwork(name)
+					if err != nil {
+						return err
+					}
+					all = append(all, info)
 				}
-				all = append(all, info)
-			}
-			if format == "json" {
-				return writeJSON(a.stdout, all)
-			}
-			for i, info := range all {
-				if i > 0 {
-					fmt.Fprintln(a.stdout)
+				if format == "json" {
+					return writeJSON(a.stdout, all)
 				}
-				printNetwork(a, info)
-			}
-			return nil
+				for i, info := range all {
+					if i > 0 {
+						fmt.Fprintln(a.stdout)
+					}
+					printNetwork(a, info)
+				}
+				return nil
+			})
 		},
 	}
 	addFormatFlag(cmd, &format)
@@ -196,12 +187,9 @@ func (a *app) networkRmCommand() *cobra.Command {
 		Short:   "Remove networks (refused while containers use them, unless --force)",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.rootManager("network rm")
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return eachName(a, args, func(name string) error { return m.RemoveNetwork(name, force) })
+			return a.withRootManager("network rm", func(m *network.Manager) error {
+				return eachName(a, args, func(name string) error { return m.RemoveNetwork(name, force) })
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "disconnect running containers first")
@@ -215,17 +203,14 @@ func (a *app) networkConnectCommand() *cobra.Command {
 		Short: "Connect a running container to another network (as eth1, eth2, ...)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.rootManager("network connect")
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			att, err := m.Connect(args[0], args[1], ip)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s %s/%d\n", att.IfName, att.IP, att.PrefixLen)
-			return nil
+			return a.withRootManager("network connect", func(m *network.Manager) error {
+				att, err := m.Connect(args[0], args[1], ip)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%s %s/%d\n", att.IfName, att.IP, att.PrefixLen)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&ip, "ip", "", "IPv4 address on the network (default: the next free one)")
@@ -238,12 +223,9 @@ func (a *app) networkDisconnectCommand() *cobra.Command {
 		Short: "Disconnect a container from a network",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.rootManager("network disconnect")
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return m.Disconnect(args[0], args[1])
+			return a.withRootManager("network disconnect", func(m *network.Manager) error {
+				return m.Disconnect(args[0], args[1])
+			})
 		},
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +17,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/netns"
 )
 
 // The "wan" side of a sandbox: a second namespace behind a veth, standing in for the
@@ -341,36 +343,32 @@ func ProcessesOf(exe string) []int {
 	return out
 }
 
-// AwaitDyingVeths waits until no ctnet veth in the sandbox is dying: one whose peer's
-// namespace the kernel is destroying (it names no peer namespace for it), which the
-// kernel removes a few milliseconds later. ctnet leaves the veths of containers that
+// AwaitDyingVeths waits until no ctnet veth in the sandbox is dying: one whose
+// peer's namespace has lost its last reference, which the kernel removes with the
+// namespace a few milliseconds later. ctnet leaves the veths of containers that
 // owned their namespace to that batched cleanup, so a reading right after `rm` would
-// otherwise catch them on their way out.
+// otherwise catch them on their way out. Only the waiting asks the kernel through
+// ctnet's link package; what tests then assert they read with iproute2.
 func (s *Sandbox) AwaitDyingVeths(t testing.TB) {
 	t.Helper()
+	ns, err := netns.Open(s.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var links []struct {
-			Name     string `json:"ifname"`
-			Alias    string `json:"ifalias"`
-			Peer     string `json:"link"`
-			NetNSID  *int   `json:"link_netnsid"`
-			LinkInfo struct {
-				Kind string `json:"info_kind"`
-			} `json:"linkinfo"`
-		}
-		if err := json.Unmarshal([]byte(s.stableOutput(t, "ip", "-j", "-d", "link")), &links); err != nil {
-			t.Fatalf("read links of %s: %v", s.Name, err)
-		}
-		here := map[string]bool{}
-		for _, l := range links {
-			here[l.Name] = true
+		links, err := link.List(ns)
+		if err != nil {
+			t.Fatalf("list links of %s: %v", s.Name, err)
 		}
 		var dying []string
 		for _, l := range links {
-			// A pair with both ends here names no peer namespace either.
-			if l.LinkInfo.Kind == "veth" && l.NetNSID == nil && !here[l.Peer] && strings.HasPrefix(l.Alias, "ctnet:") {
-				dying = append(dying, l.Name)
+			if l.Type() != "veth" || !strings.HasPrefix(l.Attrs().Alias, "ctnet:") {
+				continue
+			}
+			if gone, err := link.Dying(ns, l.Attrs().Name); err == nil && gone {
+				dying = append(dying, l.Attrs().Name)
 			}
 		}
 		if len(dying) == 0 {
