@@ -31,7 +31,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	lab.RequireRoot(t)
-	for _, tool := range []string{"nft", "socat", "ping"} {
+	for _, tool := range []string{"nft", "socat", "ping", "curl"} {
 		if _, err := lookPath(tool); err != nil {
 			t.Skipf("needs %s", tool)
 		}

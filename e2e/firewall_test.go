@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -9,12 +12,36 @@ import (
 	"github.com/ctnet/ctnet/internal/lab"
 )
 
-// A published port answers from the wan, from the host (127.0.0.1 and its own
-// address), from another container and from the container itself, and the server
-// sees the wan client's real address.
+// httpPeerServer is a socat command line for an HTTP server that answers every
+// request with the address it sees the client at. The handler is a script file
+// because socat's address syntax mangles inline shell.
+func httpPeerServer(t *testing.T, port int) []string {
+	handler := filepath.Join(t.TempDir(), "peer-address.sh")
+	script := `while read -r line && [ "${#line}" -gt 1 ]; do :; done
+printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n%s\n' "$SOCAT_PEERADDR"
+`
+	if err := os.WriteFile(handler, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"socat", fmt.Sprintf("TCP-LISTEN:%d,fork,reuseaddr", port), "SYSTEM:sh " + handler}
+}
+
+// httpGet fetches http://addr:port/ with curl from the command prefix and returns the
+// body, or "" if there was no answer.
+func httpGet(run func(args ...string) (string, error), addr string, port int) string {
+	out, err := run("curl", "-sf", "-m", "3", fmt.Sprintf("http://%s:%d/", addr, port))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+// An HTTP server in a container published with -p 8080:8000 answers a client in the
+// wan, the host at 127.0.0.1 and at its own address, another container and itself,
+// and records the wan client's real address.
 func TestPublishedPortReachability(t *testing.T) {
 	e := newEnv(t)
-	e.runDetached(append([]string{"--name", "web", "-p", "8080:8000", "--"}, peerServer(8000)...)...)
+	e.runDetached(append([]string{"--name", "web", "-p", "8080:8000", "--"}, httpPeerServer(t, 8000)...)...)
 	e.runDetached("--name", "other", "--", "sleep", "600")
 	cases := []struct {
 		from, addr string
@@ -29,8 +56,8 @@ func TestPublishedPortReachability(t *testing.T) {
 	}
 	for _, c := range cases {
 		var got string
-		if !eventually(func() bool { got = askPeer(c.run, c.addr, 8080); return got != "" }) {
-			t.Errorf("%s: %s:8080 does not answer", c.from, c.addr)
+		if !eventually(func() bool { got = httpGet(c.run, c.addr, 8080); return got != "" }) {
+			t.Errorf("%s: http://%s:8080/ does not answer", c.from, c.addr)
 			continue
 		}
 		if c.wantPeer != "" && got != c.wantPeer {
