@@ -222,6 +222,7 @@ func buildCtnet(ctx context.Context, dir string) (string, error) {
 	path := filepath.Join(dir, "ctnet")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./cmd/ctnet")
 	cmd.Dir = strings.TrimSpace(string(root))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as the README builds it
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/ctnet: %v: %s", err, out)
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -85,6 +87,30 @@ func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return exitFailure
 }
 
+// version names the build: the module version when installed with go install, else
+// the commit it was built from, which is what a bug report needs.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	if rev := settings["vcs.revision"]; rev != "" && (v == "" || v == "(devel)") {
+		v = rev
+		if len(v) > 12 {
+			v = v[:12]
+		}
+		if settings["vcs.modified"] == "true" {
+			v += "-dirty"
+		}
+	}
+	return fmt.Sprintf("%s (%s, %s/%s)", v, info.GoVersion, runtime.GOOS, runtime.GOARCH)
+}
+
 // oneLine keeps an error to the single line users read first.
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
@@ -100,7 +126,9 @@ between networks. Unprivileged users get a user-mode network instead.`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		Version:           version(),
 	}
+	root.SetVersionTemplate("ctnet {{.Version}}\n")
 	root.PersistentFlags().StringVar(&a.root, "root", os.Getenv("CTNET_ROOT"),
 		"directory for all of ctnet's state and runtime files (default /var/lib/ctnet and /run/ctnet; env CTNET_ROOT)")
 	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "log what ctnet does to stderr")

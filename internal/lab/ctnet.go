@@ -66,6 +66,7 @@ func Binary(t testing.TB) string {
 		build.path = filepath.Join(build.dir, "ctnet")
 		cmd := exec.Command("go", "build", "-o", build.path, "./cmd/ctnet")
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			build.err = fmt.Errorf("go build ./cmd/ctnet: %v: %s", err, out)
 		}
