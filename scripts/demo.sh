@@ -69,7 +69,7 @@ echo "from client:     $(H "$bin/ctnet" --root "$root" exec client -- socat -T2 
 
 step "What ctnet made, as the article's inspect-net-stack.sh shows it"
 ctnet inspect web
-H nft list table inet ctnet | head -40
+H nft list table inet ctnet | sed -n 1,40p  # sed reads to the end: head would SIGPIPE nft under pipefail
 
 step "Everything undone"
 ctnet rm -f web client
