@@ -386,3 +386,30 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 	}
 	e.must("network", "rm", "bridge")
 }
+
+// logs prints what a detached container wrote to stdout and stderr, follows it with
+// -f until the container exits, keeps it until rm, and refuses a container whose
+// output went to a terminal.
+func TestLogs(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "talker", "--", "sh", "-c", "echo one; echo two >&2; sleep 1; echo three")
+	const want = "one\ntwo\nthree\n"
+	if r := e.ctnet("logs", "-f", "talker"); r.Code != 0 || r.Stdout != want {
+		t.Errorf("logs -f: want the whole output %q once the container exits, got %s", want, r)
+	}
+	if c := e.inspect("talker"); c.State != "exited" {
+		t.Errorf("logs -f returned while talker is %s", c.State)
+	}
+	if got := e.must("logs", "talker"); got != want {
+		t.Errorf("logs after exit: got %q, want %q", got, want)
+	}
+	e.must("run", "--name", "foreground", "--", "true")
+	if r := e.ctnet("logs", "foreground"); r.Code == 0 || !strings.Contains(r.Stderr, "not started with -d") {
+		t.Errorf("logs of a foreground container: want an error that says it was not started with -d, got %s", r)
+	}
+	if r := e.ctnet("logs", "nosuch"); r.Code == 0 || !strings.Contains(r.Stderr, "nosuch") {
+		t.Errorf("logs of an unknown container: want an error naming it, got %s", r)
+	}
+	e.must("rm", "talker", "foreground")
+	e.must("network", "rm", "bridge")
+}

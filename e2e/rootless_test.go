@@ -202,7 +202,7 @@ func (u *userEnv) inspectPID(name string) int {
 	return c.Process.PID
 }
 
-// none, container:NAME and host work rootless, as for root.
+// none, container:NAME and logs work rootless, as for root.
 func TestRootlessModes(t *testing.T) {
 	u := newUserEnv(t)
 	u.must("run", "-d", "--name", "base", "--", "sleep", "600")
@@ -217,6 +217,11 @@ func TestRootlessModes(t *testing.T) {
 		}
 	}
 	u.must("rm", "-f", "base")
+	u.must("run", "-d", "--name", "talker", "--", "sh", "-c", "echo out; echo err >&2")
+	if r := u.ctnet("logs", "-f", "talker"); r.Code != 0 || r.Stdout != "out\nerr\n" {
+		t.Errorf("logs -f of a rootless container: want \"out\\nerr\\n\", got %s", r)
+	}
+	u.must("rm", "talker")
 }
 
 // When /dev/net/tun cannot be opened, and when ping is not permitted, the user is

@@ -298,7 +298,7 @@ func openLog(c *store.Container) (*os.File, error) {
 	if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create runtime directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(c.RuntimeDir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(logPath(c), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open container log: %w", err)
 	}
