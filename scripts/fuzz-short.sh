@@ -15,11 +15,25 @@ cd "$(dirname "$0")/.."
 
 # Packages whose tests declare fuzz targets; go test -list gives their exact names.
 packages=$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u)
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 count=0
 for pkg in $packages; do
 	for target in $(go test -list='^Fuzz' "$pkg" | grep '^Fuzz'); do
 		echo "== $pkg $target (${seconds}s)"
-		go test -run='^$' -fuzz="^${target}\$" -fuzztime="${seconds}s" "$pkg"
+		corpus="$pkg/testdata/fuzz/$target"
+		before=$(ls "$corpus" 2>/dev/null | wc -l)
+		if ! go test -run='^$' -fuzz="^${target}\$" -fuzztime="${seconds}s" "$pkg" 2>&1 | tee "$log"; then
+			# Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a
+			# failure, "context deadline exceeded", with no failing input
+			# (go.dev/issue/75804, fixed in Go 1.27). A real failure saves its input.
+			after=$(ls "$corpus" 2>/dev/null | wc -l)
+			if [ "$after" -eq "$before" ] && tail -n 5 "$log" | grep -q '^    context deadline exceeded$'; then
+				echo "(not a failure: go.dev/issue/75804, the fuzzing deadline reported as an error; no failing input was saved)"
+			else
+				exit 1
+			fi
+		fi
 		count=$((count + 1))
 	done
 done
