@@ -56,7 +56,9 @@ ctnet exec client -- ping -c1 -W1 172.18.0.1
 H ping -c1 -W1 172.18.0.3 | tail -2
 
 step "The way out: masquerade behind the host's address (the article's MASQUERADE rule)"
-W socat TCP-LISTEN:9000,fork,reuseaddr 'SYSTEM:echo the wan sees you as $SOCAT_PEERADDR' &
+# nsenter itself, not the W function: $! must be the server's PID (nsenter execs
+# socat), not a subshell's whose socat would outlive the kill.
+nsenter --net=/run/netns/$wan socat TCP-LISTEN:9000,fork,reuseaddr 'SYSTEM:echo the wan sees you as $SOCAT_PEERADDR' &
 wan_server=$!
 sleep 0.3
 ctnet exec client -- socat -T2 - TCP:203.0.113.2:9000
