@@ -413,3 +413,54 @@ func TestLogs(t *testing.T) {
 	e.must("rm", "talker", "foreground")
 	e.must("network", "rm", "bridge")
 }
+
+// A container has its own resolv.conf, hosts and hostname, as Docker's do: --dns
+// names its resolver, which it reaches through masquerade; --add-host and its own
+// hostname resolve from its hosts file; exec sees the same files; the host's files
+// and mounts stay as they were.
+func TestContainerNameFiles(t *testing.T) {
+	e := newEnv(t)
+	hostMounts := func() string {
+		out, _ := e.hostRun("sh", "-c", "grep -c -E ' /etc/(resolv.conf|hosts|hostname) ' /proc/self/mountinfo; md5sum /etc/resolv.conf /etc/hosts")
+		return out
+	}
+	before := hostMounts()
+	resolver := e.wan.ListenUDP(t, lab.WANIP+":53")
+	go serveDNS(resolver, "svc.test.", "198.51.100.77")
+	e.runDetached("--name", "named", "--hostname", "web1", "--dns", lab.WANIP,
+		"--add-host", "db.internal:192.0.2.5", "--", "sleep", "600")
+	ip := e.ip("named")
+	cases := []struct{ name, want string }{
+		{"svc.test", "198.51.100.77"}, // through the resolver in the wan
+		{"db.internal", "192.0.2.5"},  // --add-host
+		{"web1", ip},                  // its own hostname
+		{"localhost", "127.0.0.1"},
+	}
+	for _, c := range cases {
+		r := e.ctnet("exec", "named", "--", "getent", "ahostsv4", c.name)
+		if r.Code != 0 || !strings.HasPrefix(r.Stdout, c.want+" ") {
+			t.Errorf("getent ahostsv4 %s in the container: want %s, got %s", c.name, c.want, r)
+		}
+	}
+	if r := e.ctnet("exec", "named", "--", "cat", "/etc/resolv.conf", "/etc/hostname"); !strings.Contains(r.Stdout, "nameserver "+lab.WANIP+"\n") ||
+		!strings.HasSuffix(r.Stdout, "web1\n") {
+		t.Errorf("the container's resolv.conf and hostname: want nameserver %s and web1, got %s", lab.WANIP, r)
+	}
+	if after := hostMounts(); after != before {
+		t.Errorf("the host's files or mounts changed while a container ran:\nbefore %s\nafter  %s", before, after)
+	}
+	for _, bad := range [][]string{
+		{"--dns", "203.0.113.2:53"},
+		{"--dns", "nameserver"},
+		{"--add-host", "db.internal"},
+		{"--add-host", "-bad-:192.0.2.5"},
+		{"--network", "host", "--dns", "203.0.113.2"},
+		{"--network", "container:named", "--add-host", "db:192.0.2.5"},
+	} {
+		if r := e.ctnet(append(append([]string{"run", "--rm"}, bad...), "--", "true")...); r.Code == 0 || !strings.Contains(r.Stderr, "--") {
+			t.Errorf("run %v: want a refusal that names the flag, got %s", bad, r)
+		}
+	}
+	e.must("rm", "-f", "named")
+	e.must("network", "rm", "bridge")
+}

@@ -96,7 +96,8 @@ func (u *userEnv) must(args ...string) string {
 }
 
 // A rootless container reaches a sandbox server over HTTP, pings it, and resolves a
-// name through 10.0.2.3 with a resolver the test runs.
+// name through 10.0.2.3 with a resolver the test runs: with the C library, which
+// reads the container's resolv.conf, and with a query sent to 10.0.2.3 by hand.
 func TestRootlessWayOut(t *testing.T) {
 	u := newUserEnv(t)
 	u.host.AddLoopbackAddr(t, "198.51.100.10/32")
@@ -106,6 +107,7 @@ func TestRootlessWayOut(t *testing.T) {
 	go serveDNS(resolver, "svc.test.", "198.51.100.77")
 	r := u.ctnet("run", "--rm", "--dns", "198.51.100.10:5353", "--", "sh", "-c",
 		"curl -s -m5 http://198.51.100.10:8080/; echo; ping -c1 -W2 198.51.100.10 >/dev/null && echo PING-OK; "+
+			"getent ahostsv4 svc.test | sed -n 's/ .*//;1s/^/RESOLVED /p'; "+
 			"python3 -c 'import socket,struct,sys\n"+
 			"q=struct.pack(\"!HHHHHH\",7,0x100,1,0,0,0)+b\"\\x03svc\\x04test\\x00\"+struct.pack(\"!HH\",1,1)\n"+
 			"s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(q,(\"10.0.2.3\",53))\n"+
@@ -113,7 +115,7 @@ func TestRootlessWayOut(t *testing.T) {
 	if r.Code != 0 {
 		t.Fatalf("rootless run: %s", r)
 	}
-	for _, want := range []string{"hello from the sandbox", "PING-OK", "DNS 198.51.100.77"} {
+	for _, want := range []string{"hello from the sandbox", "PING-OK", "RESOLVED 198.51.100.77\n", "DNS 198.51.100.77"} {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("rootless container output lacks %q:\n%s", want, r)
 		}

@@ -41,6 +41,12 @@ type ContainerSpec struct {
 	Supervisor proc.ID
 	// UserNet configures the user-mode network of an unprivileged user's container.
 	UserNet UserNetSpec
+	// DNS are the nameservers of the container's resolv.conf (default: the host's
+	// that a container can reach). In a user-mode network the container asks
+	// 10.0.2.3, which forwards to these.
+	DNS []string
+	// ExtraHosts are NAME:IP lines for the container's hosts file (Docker's --add-host).
+	ExtraHosts []string
 }
 
 // UserNetSpec is what run asks of a user-mode network; zero values are
@@ -49,11 +55,10 @@ type UserNetSpec struct {
 	CIDR              string
 	MTU               int
 	AllowHostLoopback bool
-	DNS               []string // resolvers 10.0.2.3 forwards to; empty: the host's
 }
 
 func (s UserNetSpec) isZero() bool {
-	return s.CIDR == "" && s.MTU == 0 && !s.AllowHostLoopback && len(s.DNS) == 0
+	return s.CIDR == "" && s.MTU == 0 && !s.AllowHostLoopback
 }
 
 // Defaults of the user-mode network, slirp4netns' conventions.
@@ -79,6 +84,9 @@ func (m *Manager) Create(spec ContainerSpec) (*store.Container, error) {
 
 func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	if _, err := parseDNS(spec.DNS, m.rootless); err != nil {
 		return nil, err
 	}
 	c := &store.Container{
@@ -107,13 +115,16 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if err := m.createRootless(o, c, spec); err != nil {
 			return nil, err
 		}
+		if err := m.writeEtcFiles(o, c, spec); err != nil {
+			return nil, err
+		}
 		if err := o.tx.PutContainer(c); err != nil {
 			return nil, err
 		}
 		return c, nil
 	}
 	if !spec.UserNet.isZero() {
-		return nil, invalid("--cidr, --mtu, --dns and --allow-host-loopback configure the user-mode network of unprivileged users; as root use a ctnet network")
+		return nil, invalid("--cidr, --mtu and --allow-host-loopback configure the user-mode network of unprivileged users; as root use a ctnet network")
 	}
 	mode := spec.Network
 	switch {
@@ -177,6 +188,9 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 			return nil, err
 		}
 	}
+	if err := m.writeEtcFiles(o, c, spec); err != nil {
+		return nil, err
+	}
 	if c.Attached {
 		c.State = store.StateRunning
 	}
@@ -200,7 +214,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec) 
 	switch {
 	case mode == "" || mode == store.ModeUserNet:
 		c.Mode = store.ModeUserNet
-		un, err := parseUserNet(spec.UserNet)
+		un, err := parseUserNet(spec.UserNet, spec.DNS)
 		if err != nil {
 			return err
 		}
@@ -218,7 +232,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec) 
 		return nil
 	case len(spec.Ports) > 0:
 		return invalid("-p needs the user-mode network: it has no effect with --network %s", mode)
-	case !spec.UserNet.isZero():
+	case !spec.UserNet.isZero() || len(spec.DNS) > 0:
 		return invalid("--cidr, --mtu, --dns and --allow-host-loopback configure the user-mode network: they have no effect with --network %s", mode)
 	case mode == store.ModeNone:
 		c.Mode = store.ModeNone
@@ -247,7 +261,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec) 
 	return nil
 }
 
-func parseUserNet(spec UserNetSpec) (*store.UserNet, error) {
+func parseUserNet(spec UserNetSpec, dns []string) (*store.UserNet, error) {
 	un := &store.UserNet{Subnet: DefaultUserNetSubnet, MTU: defaultUserNetMTU, AllowHostLoopback: spec.AllowHostLoopback}
 	if spec.CIDR != "" {
 		p, err := ipam.ParseSubnet(spec.CIDR)
@@ -259,7 +273,7 @@ func parseUserNet(spec UserNetSpec) (*store.UserNet, error) {
 		}
 		un.Subnet = p
 	}
-	for _, d := range spec.DNS {
+	for _, d := range dns {
 		ap, err := netip.ParseAddrPort(d)
 		if err != nil {
 			a, aerr := ipam.ParseAddr("--dns", d)
@@ -286,6 +300,14 @@ func parseUserNet(spec UserNetSpec) (*store.UserNet, error) {
 func UserNetGuest(p netip.Prefix) netip.Addr {
 	a := p.Masked().Addr().As4()
 	a[3] = byte(userNetGuestOffset)
+	return netip.AddrFrom4(a)
+}
+
+// UserNetDNS is the address of a user-mode network's DNS forwarder: the subnet's
+// .3, as in slirp4netns.
+func UserNetDNS(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	a[3] = 3
 	return netip.AddrFrom4(a)
 }
 

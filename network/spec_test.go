@@ -76,9 +76,12 @@ func TestCheckSpecFromJSON(t *testing.T) {
 		{"NUL in netns", `{"NetNS":"/run/netns/a\u0000b"}`, "netns"},
 		{"bad port", `{"Ports":[{"ContainerPort":80,"CPEnd":0,"Proto":"tcp"}]}`, "container range"},
 		{"IPv6 host address", `{"Ports":[{"HostIP":"::1","ContainerPort":80,"CPEnd":80,"Proto":"tcp"}]}`, "IPv4"},
-		{"user-mode network", `{"Network":"usernet","UserNet":{"CIDR":"10.0.3.0/24","MTU":1500,"DNS":["1.1.1.1","9.9.9.9:5353"]}}`, ""},
+		{"user-mode network", `{"Network":"usernet","UserNet":{"CIDR":"10.0.3.0/24","MTU":1500},"DNS":["1.1.1.1","9.9.9.9:5353"]}`, ""},
 		{"user-mode subnet too small", `{"UserNet":{"CIDR":"10.0.3.0/25"}}`, "--cidr"},
-		{"user-mode resolver not IPv4", `{"UserNet":{"DNS":["[::1]:53"]}}`, "--dns"},
+		{"resolver not an address", `{"DNS":["nameserver"]}`, "--dns"},
+		{"name files", `{"DNS":["192.0.2.53","2001:db8::53"],"ExtraHosts":["db.internal:192.0.2.5","v6:2001:db8::5"]}`, ""},
+		{"extra host without an address", `{"ExtraHosts":["db.internal"]}`, "--add-host"},
+		{"extra host with a bad name", `{"ExtraHosts":["-db:192.0.2.5"]}`, "--add-host"},
 		{"user-mode MTU", `{"UserNet":{"MTU":100}}`, "--mtu"},
 	}
 	for _, tt := range tests {
@@ -127,6 +130,13 @@ func FuzzContainerSpecJSON(f *testing.F) {
 		}
 		if spec.Name != "" && checkName("container", spec.Name) != nil {
 			t.Fatalf("accepted container name %q", spec.Name)
+		}
+		// Accepted names and addresses become lines of the container's hosts file and
+		// resolv.conf: nothing in them may start another line, field or comment.
+		for _, v := range append(append([]string{}, spec.DNS...), spec.ExtraHosts...) {
+			if strings.ContainsAny(v, " \t\r\n#;") {
+				t.Fatalf("accepted --dns or --add-host %q, which would break its file", v)
+			}
 		}
 		for _, p := range spec.Ports {
 			again, err := ParsePort(p.String())

@@ -155,9 +155,14 @@ func checkSpec(spec ContainerSpec) error {
 		}
 	}
 	if !spec.UserNet.isZero() {
-		if _, err := parseUserNet(spec.UserNet); err != nil {
+		if _, err := parseUserNet(spec.UserNet, nil); err != nil {
 			return err
 		}
 	}
-	return nil
+	// A port is for the user-mode forwarder only; create knows which this is.
+	if _, err := parseDNS(spec.DNS, true); err != nil {
+		return err
+	}
+	_, err := parseExtraHosts(spec.ExtraHosts)
+	return err
 }

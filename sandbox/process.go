@@ -25,7 +25,12 @@ type Spec struct {
 	Hostname       string // when set, a new UTS namespace with this hostname
 	UTSNS          string // otherwise, a UTS namespace to join (a path), if any
 	NewSession     bool   // setsid: detach from the caller's terminal
+	// Files are bound over host paths in a mount namespace of the process's own.
+	Files []BindFile
 }
+
+// BindFile covers Target with Source in a container's mount namespace.
+type BindFile struct{ Source, Target string }
 
 // Start starts the process in its namespaces. They are entered on a locked thread,
 // which returns to its own namespaces afterwards; if it cannot, it stays locked, so
@@ -52,7 +57,9 @@ func Start(spec Spec) (*exec.Cmd, error) {
 			return
 		}
 		err = enterAndStart(spec, cmd)
-		if restore() {
+		// A thread that made a mount namespace has its own root and working directory
+		// too, so it never goes back to the pool even if its other namespaces could.
+		if restore() && len(spec.Files) == 0 {
 			runtime.UnlockOSThread()
 		}
 		errc <- err
@@ -82,8 +89,40 @@ func enterAndStart(spec Spec, cmd *exec.Cmd) error {
 			return err
 		}
 	}
+	if len(spec.Files) > 0 {
+		if err := bindFiles(spec.Files); err != nil {
+			return err
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", spec.Argv[0], err)
+	}
+	return nil
+}
+
+// bindFiles gives the calling thread a mount namespace of its own (unshare unshares
+// its root and working directory with it, leaving the other threads alone) in which
+// files cover host paths. The namespace is the host's slave: mounts made on the host
+// later still appear in it, and nothing mounted in it leaks out.
+func bindFiles(files []BindFile) error {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("create mount namespace: %w", err)
+	}
+	return mountFiles(files)
+}
+
+// mountFiles binds files in the caller's mount namespace, a new one.
+func mountFiles(files []BindFile) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make the mount namespace a slave of the host's: %w", err)
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f.Target); err != nil {
+			continue // the host has no such file (or a dangling link): nothing to cover
+		}
+		if err := unix.Mount(f.Source, f.Target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mount %s over %s: %w", f.Source, f.Target, err)
+		}
 	}
 	return nil
 }

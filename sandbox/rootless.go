@@ -62,6 +62,9 @@ type RootlessSpec struct {
 	// RuntimeDir is the container's own directory (made 0700 if missing)
 	// for its control socket; it is left empty when the container ends.
 	RuntimeDir string
+	// Files are bound over host paths in the container's mount namespace,
+	// which every process of the container shares.
+	Files []BindFile
 }
 
 // RootlessContainer is a running rootless container.
@@ -155,6 +158,9 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 	if spec.Hostname != "" {
 		cloneFlags |= unix.CLONE_NEWUTS
 	}
+	if len(spec.Files) > 0 {
+		cloneFlags |= unix.CLONE_NEWNS
+	}
 	helper := &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        []string{os.Args[0], RootlessChildArg},
@@ -214,7 +220,7 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 	guest := netip.PrefixFrom(netCfg.Guest, netCfg.Subnet.Bits())
 	childCfg := &rootlessChildConfig{
 		Argv: spec.Argv, Env: env, Dir: spec.Dir, Hostname: spec.Hostname, Network: network,
-		MTU: netCfg.MTU, Guest: guest, Gateway: netCfg.Gateway, Ports: spec.Ports,
+		MTU: netCfg.MTU, Guest: guest, Gateway: netCfg.Gateway, Ports: spec.Ports, Files: spec.Files,
 	}
 	if err := sendRootless(lifecycle, rootlessMessage{Op: opMapped}); err != nil {
 		return nil, err

@@ -175,6 +175,13 @@ func runRootlessHelper() int {
 // setUpRootlessNamespaces configures the namespaces the helper was cloned
 // into and returns the TAP (nil with network "none").
 func setUpRootlessNamespaces(cfg rootlessChildConfig) (*os.File, error) {
+	// The helper was born in its own mount namespace when there are files: every
+	// thread is in it, and so is every process it starts.
+	if len(cfg.Files) > 0 {
+		if err := mountFiles(cfg.Files); err != nil {
+			return nil, nsSetupError(err)
+		}
+	}
 	if cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 			return nil, nsSetupError(fmt.Errorf("set hostname: %w", err))

@@ -61,6 +61,7 @@ type rootlessChildConfig struct {
 	Guest    netip.Prefix   `json:"guest"`
 	Gateway  netip.Addr     `json:"gateway"`
 	Ports    []usernet.Port `json:"ports,omitempty"`
+	Files    []BindFile     `json:"files,omitempty"`
 }
 
 // maxRootlessMessage bounds one message: argv and env of a command.

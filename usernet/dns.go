@@ -1,14 +1,10 @@
 package usernet
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -27,34 +23,6 @@ const (
 )
 
 var errNoResolvers = errors.New("no dns resolvers configured")
-
-// ResolvConfNameservers returns the nameservers listed in a resolv.conf
-// file, with port 53, in order.
-func ResolvConfNameservers(path string) ([]netip.AddrPort, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read resolvers: %w", err)
-	}
-	defer f.Close()
-	var servers []netip.AddrPort
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 || fields[0] != "nameserver" {
-			continue
-		}
-		// A zone ("fe80::1%eth0") is kept: the host socket can use it.
-		addr, err := netip.ParseAddr(fields[1])
-		if err != nil {
-			continue
-		}
-		servers = append(servers, netip.AddrPortFrom(addr.Unmap(), 53))
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read resolvers: %w", err)
-	}
-	return servers, nil
-}
 
 // serveDNS takes over a UDP flow to the DNS address: each query is sent to
 // the resolvers in turn (one datagram relay per query, so a dead first

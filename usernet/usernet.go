@@ -30,6 +30,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/ctnet/ctnet/internal/nameconf"
 )
 
 // Defaults follow slirp4netns so that tools and habits carry over.
@@ -139,11 +141,14 @@ func (cfg Config) WithDefaults() (Config, error) {
 		return cfg, fmt.Errorf("%w: guest %s collides with gateway or dns", ErrInvalidConfig, cfg.Guest)
 	}
 	if cfg.Resolvers == nil {
-		servers, err := ResolvConfNameservers("/etc/resolv.conf")
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		// The forwarder runs on the host, so the host's loopback resolvers serve too.
+		host, err := nameconf.ReadResolvConf(nameconf.HostResolvConf)
+		if err != nil {
 			return cfg, err
 		}
-		cfg.Resolvers = servers
+		for _, s := range host.Nameservers {
+			cfg.Resolvers = append(cfg.Resolvers, netip.AddrPortFrom(s, 53))
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -53,26 +52,6 @@ func TestConfigWithDefaults(t *testing.T) {
 				t.Errorf("got gateway %s dns %s guest %s mtu %d", got.Gateway, got.DNS, got.Guest, got.MTU)
 			}
 		})
-	}
-}
-
-func TestResolvConfNameservers(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(path, []byte("# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver  ::ffff:198.51.100.53\nnameserver fe80::1%eth0\nnameserver bogus\noptions ndots:2\n"), 0o600)
-	got, err := ResolvConfNameservers(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []netip.AddrPort{
-		netip.MustParseAddrPort("192.0.2.53:53"),
-		netip.MustParseAddrPort("198.51.100.53:53"),
-		netip.MustParseAddrPort("[fe80::1%eth0]:53"),
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	if _, err := ResolvConfNameservers(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("missing file: err = %v", err)
 	}
 }
 

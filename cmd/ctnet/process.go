@@ -48,8 +48,13 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 	}
 	spec := sandbox.RootlessSpec{
 		Argv: c.Command, Stdin: io.in, Stdout: io.out, Stderr: io.err,
-		Hostname: hostnameOf(c), RuntimeDir: c.RuntimeDir, Network: sandbox.RootlessNetworkNone,
+		Hostname: network.Hostname(c), RuntimeDir: c.RuntimeDir, Network: sandbox.RootlessNetworkNone,
 	}
+	files, err := bindFiles(m, c)
+	if err != nil {
+		return nil, err
+	}
+	spec.Files = files
 	if c.Mode == store.ModeUserNet {
 		spec.Network = sandbox.RootlessNetworkUserNet
 		spec.UserNet = usernet.Config{MTU: uint32(c.UserNet.MTU), Subnet: c.UserNet.Subnet,
@@ -65,11 +70,15 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 	return rootlessProcess{rc}, nil
 }
 
-func hostnameOf(c *store.Container) string {
-	if c.Hostname != "" {
-		return c.Hostname
+// bindFiles lists the files that cover the host's /etc/resolv.conf, hosts and
+// hostname in the container's processes.
+func bindFiles(m *network.Manager, c *store.Container) ([]sandbox.BindFile, error) {
+	files, err := m.EtcFiles(c)
+	var binds []sandbox.BindFile
+	for _, f := range files {
+		binds = append(binds, sandbox.BindFile{Source: f.Source, Target: f.Target})
 	}
-	return c.ID[:12]
+	return binds, err
 }
 
 // processSpec says which namespaces a root container's process enters.
@@ -84,11 +93,14 @@ func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
 		if err == nil && owner.Process.Alive() {
 			spec.UTSNS = "/proc/" + strconv.Itoa(owner.Process.PID) + "/ns/uts"
 		}
-		return spec, nil
+		spec.Files, err = bindFiles(m, c)
+		return spec, err
 	}
 	spec.NetNS = c.NetNS
-	spec.Hostname = hostnameOf(c)
-	return spec, nil
+	spec.Hostname = network.Hostname(c)
+	var err error
+	spec.Files, err = bindFiles(m, c)
+	return spec, err
 }
 
 type kernelProcess struct{ cmd *exec.Cmd }

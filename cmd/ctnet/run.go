@@ -30,7 +30,7 @@ const monitorArg = "__ctnet_monitor"
 
 type runFlags struct {
 	name, network, ip, hostname string
-	publish                     []string
+	publish, dns, addHosts      []string
 	detach, autoRemove          bool
 	userNet                     network.UserNetSpec
 }
@@ -78,14 +78,15 @@ client's address.`,
 	fl.BoolVar(&f.autoRemove, "rm", false, "remove the container's record when it exits")
 	fl.StringVar(&f.userNet.CIDR, "cidr", "", "user-mode network subnet (unprivileged users; default 10.0.2.0/24)")
 	fl.IntVar(&f.userNet.MTU, "mtu", 0, "user-mode network MTU (unprivileged users; default 65520)")
-	fl.StringArrayVar(&f.userNet.DNS, "dns", nil, "resolver the user-mode DNS at 10.0.2.3 forwards to (unprivileged users; default: the host's; repeatable)")
+	fl.StringArrayVar(&f.dns, "dns", nil, "nameserver of the container's resolv.conf (default: the host's it can reach; for unprivileged users, what 10.0.2.3 forwards to; repeatable)")
+	fl.StringArrayVar(&f.addHosts, "add-host", nil, "NAME:IP line for the container's /etc/hosts (repeatable)")
 	fl.BoolVar(&f.userNet.AllowHostLoopback, "allow-host-loopback", false, "let the container reach the host's 127.0.0.1 at 10.0.2.2 (unprivileged users)")
 	return cmd
 }
 
 func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
 	spec := network.ContainerSpec{Name: f.name, Network: f.network, IP: f.ip, Hostname: f.hostname,
-		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet}
+		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet, DNS: f.dns, ExtraHosts: f.addHosts}
 	for _, p := range f.publish {
 		ps, err := network.ParsePort(p)
 		if err != nil {
@@ -339,6 +340,9 @@ nsenter --net does; ctnet exits with CMD's status.`,
 			spec := sandbox.Spec{Argv: argv, NetNS: c.NetNS, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 			if c.Process.Alive() && c.Mode != store.ModeHost {
 				spec.UTSNS = "/proc/" + strconv.Itoa(c.Process.PID) + "/ns/uts"
+			}
+			if spec.Files, err = bindFiles(m, c); err != nil {
+				return &exitError{code: exitRunFailure, err: err}
 			}
 			sigs := make(chan os.Signal, 8)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGINT)
