@@ -417,7 +417,8 @@ func TestLogs(t *testing.T) {
 // A container has its own resolv.conf, hosts and hostname, as Docker's do: --dns
 // names its resolver, which it reaches through masquerade; --add-host and its own
 // hostname resolve from its hosts file; exec sees the same files; the host's files
-// and mounts stay as they were.
+// and mounts stay as they were, and the container's mount namespace holds no copy of
+// another container's namespace pin.
 func TestContainerNameFiles(t *testing.T) {
 	e := newEnv(t)
 	hostMounts := func() string {
@@ -425,6 +426,7 @@ func TestContainerNameFiles(t *testing.T) {
 		return out
 	}
 	before := hostMounts()
+	e.runDetached("--name", "earlier", "--", "sleep", "600")
 	resolver := e.wan.ListenUDP(t, lab.WANIP+":53")
 	go serveDNS(resolver, "svc.test.", "198.51.100.77")
 	e.runDetached("--name", "named", "--hostname", "web1", "--dns", lab.WANIP,
@@ -449,6 +451,10 @@ func TestContainerNameFiles(t *testing.T) {
 	if after := hostMounts(); after != before {
 		t.Errorf("the host's files or mounts changed while a container ran:\nbefore %s\nafter  %s", before, after)
 	}
+	mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", e.inspect("named").Process.PID))
+	if err != nil || strings.Contains(string(mounts), " - nsfs ") || !strings.Contains(string(mounts), " /etc/resolv.conf ") {
+		t.Errorf("the container's mounts: want /etc/resolv.conf and no namespace pins (%v):\n%s", err, mounts)
+	}
 	for _, bad := range [][]string{
 		{"--dns", "203.0.113.2:53"},
 		{"--dns", "nameserver"},
@@ -461,6 +467,6 @@ func TestContainerNameFiles(t *testing.T) {
 			t.Errorf("run %v: want a refusal that names the flag, got %s", bad, r)
 		}
 	}
-	e.must("rm", "-f", "named")
+	e.must("rm", "-f", "named", "earlier")
 	e.must("network", "rm", "bridge")
 }

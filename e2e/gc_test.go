@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -480,4 +481,23 @@ func TestGCSupervisorDiedBeforeRecording(t *testing.T) {
 	e.checkConsistent(t)
 	e.must("rm", "victim")
 	e.must("network", "rm", "bridge")
+}
+
+// A crash between making the namespace directory a mount point and pinning a
+// namespace into it leaves the directory mounted and empty; gc unmounts it.
+func TestGCReleasesEmptyPinDir(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := filepath.Join(e.root, "netns")
+	e.must("network", "create", "one", "--subnet", "10.73.0.0/24") // makes the root's directories
+	if out, err := exec.Command("mount", "--bind", dir, dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount --bind %s: %v: %s", dir, err, out)
+	}
+	if report := e.gc(); !slices.Equal(report, []string{"unmounted " + dir + ": it holds no namespace"}) {
+		t.Errorf("gc with an empty mounted namespace directory: want it unmounted, one line, got %q", report)
+	}
+	if m := lab.MountsUnder(e.root); len(m) > 0 {
+		t.Errorf("mounts left under the root after gc: %v", m)
+	}
+	e.must("network", "rm", "one")
 }

@@ -241,12 +241,25 @@ func nftSet(elements map[string]bool, family, set string) []string {
 }
 
 // namespacesUnderRoot lists ctnet's namespace files and the mounts that pin them.
+// The directory that holds them is a mount point of its own exactly while it holds
+// any; otherwise the test fails.
 func (e *env) namespacesUnderRoot() (files, mounts []string) {
-	entries, _ := os.ReadDir(filepath.Join(e.root, "netns"))
+	dir := filepath.Join(e.root, "netns")
+	entries, _ := os.ReadDir(dir)
 	for _, ent := range entries {
-		files = append(files, filepath.Join(e.root, "netns", ent.Name()))
+		files = append(files, filepath.Join(dir, ent.Name()))
 	}
-	mounts = lab.MountsUnder(e.root)
+	dirMounted := false
+	for _, m := range lab.MountsUnder(e.root) {
+		if m == dir {
+			dirMounted = true
+		} else {
+			mounts = append(mounts, m)
+		}
+	}
+	if dirMounted != (len(files) > 0) {
+		e.t.Errorf("%s is a mount point: %v, while it holds %d namespaces; want a mount point exactly while it holds any", dir, dirMounted, len(files))
+	}
 	slices.Sort(mounts)
 	return files, mounts
 }

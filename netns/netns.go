@@ -72,11 +72,22 @@ func checkNetNS(f *os.File) error {
 	return nil
 }
 
+// SystemPinDir is where iproute2 pins the namespaces of ip netns add.
+const SystemPinDir = "/run/netns"
+
 // New creates a namespace and pins it with a bind mount at path, whose parent
-// directory must exist. On error nothing is left behind.
+// directory must exist. The directory becomes a mount point of its own while it
+// holds pins, as ip netns makes /run/netns one: a mount namespace copied from this
+// one (a container's) can then drop all the pins it copied with one unmount of the
+// directory instead of one per pin. On error nothing is left behind.
 func New(path string) (*NS, error) {
+	dir := filepath.Dir(path)
+	if err := makePinDir(dir); err != nil {
+		return nil, fmt.Errorf("create network namespace %s: %w", path, err)
+	}
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
 	if err != nil {
+		ReleasePinDir(dir)
 		return nil, fmt.Errorf("create network namespace %s: %w", path, err)
 	}
 	f.Close()
@@ -88,6 +99,7 @@ func New(path string) (*NS, error) {
 	})
 	if err != nil {
 		os.Remove(path)
+		ReleasePinDir(dir)
 		return nil, fmt.Errorf("create network namespace %s: %w", path, err)
 	}
 	ns, err := Open(path)
@@ -108,7 +120,53 @@ func Remove(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove network namespace %s: %w", path, err)
 	}
+	_, err = ReleasePinDir(filepath.Dir(path))
+	return err
+}
+
+// makePinDir makes dir a private mount point, unless it is one. Private: a pin made
+// later need not be copied into every container's mount namespace.
+func makePinDir(dir string) error {
+	if mounted, err := isMountPoint(dir); err != nil || mounted {
+		return err
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("make %s a mount point: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("make %s a private mount: %w", dir, err)
+	}
 	return nil
+}
+
+// ReleasePinDir unmounts dir once it holds no pins, so nothing of ctnet stays
+// mounted without a namespace in it, and reports whether it did.
+func ReleasePinDir(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) > 0 {
+		return false, nil // gone already, or still in use
+	}
+	if mounted, err := isMountPoint(dir); err != nil || !mounted {
+		return false, err
+	}
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		return false, fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+// isMountPoint reports whether dir is the root of a mount: its mount differs from
+// its parent's.
+func isMountPoint(dir string) (bool, error) {
+	var self, parent unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &self); err != nil {
+		return false, fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if err := unix.Statx(unix.AT_FDCWD, filepath.Join(dir, ".."), 0, unix.STATX_MNT_ID, &parent); err != nil {
+		return false, fmt.Errorf("stat %s: %w", filepath.Dir(dir), err)
+	}
+	return self.Mnt_id != parent.Mnt_id, nil
 }
 
 // IsMounted reports whether path is a pinned namespace (a bind mount of nsfs).

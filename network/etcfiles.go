@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ctnet/ctnet/internal/nameconf"
+	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
 )
 
@@ -23,6 +24,10 @@ var etcFiles = []struct{ name, target string }{
 
 // EtcFile is a file ctnet wrote for a container and the path it covers inside it.
 type EtcFile struct{ Source, Target string }
+
+// PinDirs are the directories of namespace pins a container's mount namespace
+// drops: ctnet's own and iproute2's.
+func (m *Manager) PinDirs() []string { return []string{m.netnsDir(), netns.SystemPinDir} }
 
 // Hostname is a container's hostname: --hostname, else its short ID, as Docker's.
 func Hostname(c *store.Container) string {

@@ -316,7 +316,12 @@ func (m *Manager) removeOrphanNamespaces(o *op, live, records map[string]*store.
 		}
 		say("removed network namespace %s: %s", path, why)
 	}
-	return nil
+	// A crash between making the directory a mount point and pinning into it.
+	released, err := netns.ReleasePinDir(m.netnsDir())
+	if released {
+		say("unmounted %s: it holds no namespace", m.netnsDir())
+	}
+	return err
 }
 
 // removeOrphanRecords drops leases, ports and veth names held by containers that are

@@ -25,8 +25,10 @@ type Spec struct {
 	Hostname       string // when set, a new UTS namespace with this hostname
 	UTSNS          string // otherwise, a UTS namespace to join (a path), if any
 	NewSession     bool   // setsid: detach from the caller's terminal
-	// Files are bound over host paths in a mount namespace of the process's own.
-	Files []BindFile
+	// Files are bound over host paths in a mount namespace of the process's own,
+	// from which the directories of namespace pins in DropPins are detached.
+	Files    []BindFile
+	DropPins []string
 }
 
 // BindFile covers Target with Source in a container's mount namespace.
@@ -90,7 +92,7 @@ func enterAndStart(spec Spec, cmd *exec.Cmd) error {
 		}
 	}
 	if len(spec.Files) > 0 {
-		if err := bindFiles(spec.Files); err != nil {
+		if err := bindFiles(spec.Files, spec.DropPins); err != nil {
 			return err
 		}
 	}
@@ -102,13 +104,24 @@ func enterAndStart(spec Spec, cmd *exec.Cmd) error {
 
 // bindFiles gives the calling thread a mount namespace of its own (unshare unshares
 // its root and working directory with it, leaving the other threads alone) in which
-// files cover host paths. The namespace is the host's slave: mounts made on the host
+// files cover host paths, without the copies of the host's namespace pins under the
+// directories dropPins. The namespace is the host's slave: mounts made on the host
 // later still appear in it, and nothing mounted in it leaks out.
-func bindFiles(files []BindFile) error {
+func bindFiles(files []BindFile, dropPins []string) error {
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("create mount namespace: %w", err)
 	}
-	return mountFiles(files)
+	if err := mountFiles(files); err != nil {
+		return err
+	}
+	// Each copied pin would cost kernel memory for as long as the container runs: a
+	// thousand containers would hold a million mounts between them.
+	for _, dir := range dropPins {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("drop %s from the container's mounts: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // mountFiles binds files in the caller's mount namespace, a new one.

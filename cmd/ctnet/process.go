@@ -70,6 +70,17 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 	return rootlessProcess{rc}, nil
 }
 
+// setMounts gives a root container's process the files that cover the host's
+// /etc/resolv.conf, hosts and hostname, in a mount namespace without the host's
+// namespace pins.
+func setMounts(m *network.Manager, c *store.Container, spec *sandbox.Spec) error {
+	files, err := bindFiles(m, c)
+	if len(files) > 0 {
+		spec.Files, spec.DropPins = files, m.PinDirs()
+	}
+	return err
+}
+
 // bindFiles lists the files that cover the host's /etc/resolv.conf, hosts and
 // hostname in the container's processes.
 func bindFiles(m *network.Manager, c *store.Container) ([]sandbox.BindFile, error) {
@@ -93,14 +104,11 @@ func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
 		if err == nil && owner.Process.Alive() {
 			spec.UTSNS = "/proc/" + strconv.Itoa(owner.Process.PID) + "/ns/uts"
 		}
-		spec.Files, err = bindFiles(m, c)
-		return spec, err
+		return spec, setMounts(m, c, &spec)
 	}
 	spec.NetNS = c.NetNS
 	spec.Hostname = network.Hostname(c)
-	var err error
-	spec.Files, err = bindFiles(m, c)
-	return spec, err
+	return spec, setMounts(m, c, &spec)
 }
 
 type kernelProcess struct{ cmd *exec.Cmd }

@@ -341,7 +341,7 @@ nsenter --net does; ctnet exits with CMD's status.`,
 			if c.Process.Alive() && c.Mode != store.ModeHost {
 				spec.UTSNS = "/proc/" + strconv.Itoa(c.Process.PID) + "/ns/uts"
 			}
-			if spec.Files, err = bindFiles(m, c); err != nil {
+			if err := setMounts(m, c, &spec); err != nil {
 				return &exitError{code: exitRunFailure, err: err}
 			}
 			sigs := make(chan os.Signal, 8)
