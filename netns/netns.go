@@ -125,9 +125,14 @@ func Remove(path string) error {
 }
 
 // makePinDir makes dir a private mount point, unless it is one. Private: a pin made
-// later need not be copied into every container's mount namespace.
+// later need not be copied into every container's mount namespace. A directory that
+// already holds pins (an older ctnet's) stays as it is until it empties: a mount
+// over it would hide them.
 func makePinDir(dir string) error {
 	if mounted, err := isMountPoint(dir); err != nil || mounted {
+		return err
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
 		return err
 	}
 	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {

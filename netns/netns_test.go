@@ -1,0 +1,88 @@
+package netns
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountsUnder lists the mount points at or below dir.
+func mountsUnder(dir string) []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// The pin directory is a mount point while it holds pins, made on the first and
+// released with the last; one that holds pins already (an older ctnet's) is left as
+// it is, its pins usable, until it empties.
+func TestPinDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it mounts") // internal/lab cannot be imported here: it imports netns
+	}
+	dir := filepath.Join(t.TempDir(), "netns")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, m := range mountsUnder(dir) {
+			unix.Unmount(m, unix.MNT_DETACH)
+		}
+	})
+	old := filepath.Join(dir, "old")
+	if err := os.WriteFile(old, nil, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := onFreshThread(func(int) error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		return unix.Mount("/proc/thread-self/ns/net", old, "none", unix.MS_BIND, "")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pin := func(name string, wantDirMounted bool) {
+		t.Helper()
+		ns, err := New(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Close()
+		if mounted, err := isMountPoint(dir); err != nil || mounted != wantDirMounted {
+			t.Errorf("after pinning %s: %s is a mount point: %v, %v; want %v", name, dir, mounted, err, wantDirMounted)
+		}
+	}
+	remove := func(names ...string) {
+		t.Helper()
+		for _, name := range names {
+			if err := Remove(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pin("beside-old", false)
+	if prev, err := Open(old); err != nil {
+		t.Errorf("an older ctnet's pin: %v", err)
+	} else {
+		prev.Close()
+	}
+	remove("old", "beside-old")
+	pin("first", true)
+	pin("second", true)
+	remove("first")
+	if mounted, _ := isMountPoint(dir); !mounted {
+		t.Errorf("%s stopped being a mount point while it still holds a pin", dir)
+	}
+	remove("second")
+	if m := mountsUnder(dir); len(m) > 0 {
+		t.Errorf("mounts left after the last pin was removed: %v", m)
+	}
+}
