@@ -452,8 +452,8 @@ func TestContainerNameFiles(t *testing.T) {
 		t.Errorf("the host's files or mounts changed while a container ran:\nbefore %s\nafter  %s", before, after)
 	}
 	mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", e.inspect("named").Process.PID))
-	if err != nil || strings.Contains(string(mounts), " - nsfs ") || !strings.Contains(string(mounts), " /etc/resolv.conf ") {
-		t.Errorf("the container's mounts: want /etc/resolv.conf and no namespace pins (%v):\n%s", err, mounts)
+	if err != nil || strings.Contains(string(mounts), " "+e.root+"/netns/") || !strings.Contains(string(mounts), " /etc/resolv.conf ") {
+		t.Errorf("the container's mounts: want /etc/resolv.conf and no copy of ctnet's namespace pins (%v):\n%s", err, mounts)
 	}
 	for _, bad := range [][]string{
 		{"--dns", "203.0.113.2:53"},

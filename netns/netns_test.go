@@ -33,8 +33,11 @@ func TestPinDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for _, m := range mountsUnder(dir) {
-			unix.Unmount(m, unix.MNT_DETACH)
+		// Mounts can stack on one path: unmount until none is left.
+		for range 10 {
+			for _, m := range mountsUnder(dir) {
+				unix.Unmount(m, unix.MNT_DETACH)
+			}
 		}
 	})
 	old := filepath.Join(dir, "old")
