@@ -69,6 +69,9 @@ echo "from the wan:    $(W socat -T2 - TCP:203.0.113.1:8080)"
 echo "from the host:   $(H socat -T2 - TCP:127.0.0.1:8080)"
 echo "from client:     $(H "$bin/ctnet" --root "$root" exec client -- socat -T2 - TCP:203.0.113.1:8080)"
 
+step "Name files of its own, as Docker gives a container (the host's resolv.conf may point at a stub on its loopback)"
+ctnet exec client -- sh -c 'echo "hostname: $(cat /etc/hostname)"; grep ^nameserver /etc/resolv.conf; tail -n 1 /etc/hosts'
+
 step "What ctnet made, as the article's inspect-net-stack.sh shows it"
 ctnet inspect web
 H nft list table inet ctnet | sed -n 1,40p  # sed reads to the end: head would SIGPIPE nft under pipefail
