@@ -265,9 +265,6 @@ func Tables(c *nftables.Conn) ([]string, error) {
 	return out, nil
 }
 
-// Exists reports whether ctnet's inet table is present.
-func Exists(c *nftables.Conn) (bool, error) { return tableExists(c, inetTable) }
-
 func tableExists(c *nftables.Conn, t *nftables.Table) (bool, error) {
 	_, err := c.ListTableOfFamily(t.Name, t.Family)
 	if errors.Is(err, unix.ENOENT) {

@@ -399,13 +399,13 @@ func LoopbackUp(ns *netns.NS) error {
 // linksByIndex lists the namespace's links, with their names by index (routes,
 // addresses and neighbours name their interface by index).
 func linksByIndex(ns *netns.NS) (*netlink.Handle, []netlink.Link, map[int]string, error) {
-	h, err := ns.Netlink()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	links, err := retryDump(h.LinkList)
+	links, err := List(ns)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("list links: %w", err)
+	}
+	h, err := ns.Netlink() // made by List, kept by ns
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	names := map[int]string{}
 	for _, l := range links {

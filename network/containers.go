@@ -19,6 +19,7 @@ import (
 	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
+	"github.com/ctnet/ctnet/usernet"
 )
 
 // ContainerSpec describes a container to create.
@@ -61,11 +62,8 @@ func (s UserNetSpec) isZero() bool {
 	return s.CIDR == "" && s.MTU == 0 && !s.AllowHostLoopback
 }
 
-// Defaults of the user-mode network, slirp4netns' conventions.
-var (
-	DefaultUserNetSubnet = netip.MustParsePrefix("10.0.2.0/24")
-	userNetGuestOffset   = 100 // the container is .100 of the subnet
-)
+// DefaultUserNetSubnet is the user-mode network's, slirp4netns' convention.
+var DefaultUserNetSubnet = usernet.DefaultSubnet
 
 const defaultUserNetMTU = 65520
 
@@ -86,8 +84,15 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
-	if _, err := parseDNS(spec.DNS, m.rootless); err != nil {
-		return nil, err
+	// Checked by checkSpec: parsing cannot fail now.
+	dns, _ := parseDNS(spec.DNS)
+	extra, _ := parseExtraHosts(spec.ExtraHosts)
+	var servers []netip.Addr // a user-mode network's go to its forwarder instead
+	if !m.rootless {
+		var err error
+		if servers, err = resolvConfServers(dns); err != nil {
+			return nil, err
+		}
 	}
 	c := &store.Container{
 		ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Hostname: spec.Hostname,
@@ -105,17 +110,12 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 	if err := m.checkNewName(o, c); err != nil {
 		return nil, err
 	}
-	if spec.Hostname != "" {
-		if err := checkHostname(spec.Hostname); err != nil {
-			return nil, err
-		}
-	}
 	c.RuntimeDir = m.containerDir(c.ID)
 	if m.rootless {
-		if err := m.createRootless(o, c, spec); err != nil {
+		if err := m.createRootless(o, c, spec, dns); err != nil {
 			return nil, err
 		}
-		if err := m.writeEtcFiles(o, c, spec); err != nil {
+		if err := m.writeEtcFiles(o, c, servers, extra); err != nil {
 			return nil, err
 		}
 		if err := o.tx.PutContainer(c); err != nil {
@@ -188,7 +188,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 			return nil, err
 		}
 	}
-	if err := m.writeEtcFiles(o, c, spec); err != nil {
+	if err := m.writeEtcFiles(o, c, servers, extra); err != nil {
 		return nil, err
 	}
 	if c.Attached {
@@ -203,7 +203,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 // createRootless records an unprivileged user's container. Its namespaces are made
 // by the rootless sandbox when it starts, so there is nothing to change in the
 // kernel here.
-func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec) error {
+func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, dns []netip.AddrPort) error {
 	if spec.NetNS != "" {
 		return invalid("attach needs root: unprivileged users cannot connect namespaces to networks")
 	}
@@ -214,7 +214,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec) 
 	switch {
 	case mode == "" || mode == store.ModeUserNet:
 		c.Mode = store.ModeUserNet
-		un, err := parseUserNet(spec.UserNet, spec.DNS)
+		un, err := parseUserNet(spec.UserNet, dns)
 		if err != nil {
 			return err
 		}
@@ -261,7 +261,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec) 
 	return nil
 }
 
-func parseUserNet(spec UserNetSpec, dns []string) (*store.UserNet, error) {
+func parseUserNet(spec UserNetSpec, dns []netip.AddrPort) (*store.UserNet, error) {
 	un := &store.UserNet{Subnet: DefaultUserNetSubnet, MTU: defaultUserNetMTU, AllowHostLoopback: spec.AllowHostLoopback}
 	if spec.CIDR != "" {
 		p, err := ipam.ParseSubnet(spec.CIDR)
@@ -269,23 +269,18 @@ func parseUserNet(spec UserNetSpec, dns []string) (*store.UserNet, error) {
 			return nil, invalid("bad --cidr: %v", err)
 		}
 		if p.Bits() > 24 {
-			return nil, invalid("bad --cidr %s: use a /24 or larger, the container is its .%d", p, userNetGuestOffset)
+			return nil, invalid("bad --cidr %s: use a /24 or larger, for the gateway at .2, DNS at .3 and the container at .100", p)
 		}
 		un.Subnet = p
 	}
 	for _, d := range dns {
-		ap, err := netip.ParseAddrPort(d)
-		if err != nil {
-			a, aerr := ipam.ParseAddr("--dns", d)
-			if aerr != nil {
-				return nil, invalid("bad --dns %q: want an IPv4 address, optionally with :port", printable(d))
-			}
-			ap = netip.AddrPortFrom(a, 53)
+		if !d.Addr().Is4() {
+			return nil, invalid("bad --dns %s: the user-mode forwarder asks IPv4 resolvers", d.Addr())
 		}
-		if !ap.Addr().Is4() || ap.Port() == 0 {
-			return nil, invalid("bad --dns %q: want an IPv4 address, optionally with :port", printable(d))
+		if d.Port() == 0 {
+			d = netip.AddrPortFrom(d.Addr(), 53)
 		}
-		un.Resolvers = append(un.Resolvers, ap)
+		un.Resolvers = append(un.Resolvers, d)
 	}
 	if spec.MTU != 0 {
 		if spec.MTU < 1280 || spec.MTU > 65520 {
@@ -296,20 +291,16 @@ func parseUserNet(spec UserNetSpec, dns []string) (*store.UserNet, error) {
 	return un, nil
 }
 
-// UserNetGuest is the container's address in a user-mode subnet.
-func UserNetGuest(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	a[3] = byte(userNetGuestOffset)
-	return netip.AddrFrom4(a)
+// userNetAddrs are the addresses the user-mode stack derives from a subnet: the
+// gateway, the DNS forwarder and the container's. p is checked when the container
+// is made, so deriving cannot fail.
+func userNetAddrs(p netip.Prefix) usernet.Config {
+	cfg, _ := usernet.Config{Subnet: p}.WithDefaults()
+	return cfg
 }
 
-// UserNetDNS is the address of a user-mode network's DNS forwarder: the subnet's
-// .3, as in slirp4netns.
-func UserNetDNS(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	a[3] = 3
-	return netip.AddrFrom4(a)
-}
+// UserNetGuest is the container's address in a user-mode subnet.
+func UserNetGuest(p netip.Prefix) netip.Addr { return userNetAddrs(p).Guest }
 
 // shortID is how people see a container ID: its first 12 characters.
 func shortID(id string) string { return id[:min(12, len(id))] }
@@ -322,7 +313,7 @@ func (m *Manager) checkNewName(o *op, c *store.Container) error {
 				return nil
 			}
 		}
-		c.Name = c.ID[:12]
+		c.Name = shortID(c.ID)
 	}
 	if err := checkName("container", c.Name); err != nil {
 		return err

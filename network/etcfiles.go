@@ -37,66 +37,79 @@ func Hostname(c *store.Container) string {
 	return shortID(c.ID)
 }
 
-// EtcFiles lists the files that cover the host's inside c: its own, or those of the
-// container whose namespace it shares; none for host mode or an attached namespace.
-func (m *Manager) EtcFiles(c *store.Container) ([]EtcFile, error) {
-	dir := c.RuntimeDir
-	switch {
-	case c.Mode == store.ModeHost || c.Attached:
-		return nil, nil
-	case c.Mode == store.ModeContainer:
-		owner, err := m.Container(c.SharedWith)
-		if err != nil {
-			return nil, err
-		}
-		dir = owner.RuntimeDir
+// EtcFiles lists the files ctnet wrote for c and the host paths they cover inside
+// it; none for host mode, an attached namespace, or a container made before ctnet
+// wrote them. A container in container:NAME mode uses NAME's.
+func EtcFiles(c *store.Container) []EtcFile {
+	if !hasEtcFiles(c) {
+		return nil
 	}
 	var files []EtcFile
 	for _, f := range etcFiles {
-		source := filepath.Join(dir, f.name)
-		// Containers made before ctnet wrote these files have none.
+		source := filepath.Join(c.RuntimeDir, f.name)
 		if _, err := os.Stat(source); err == nil {
 			files = append(files, EtcFile{Source: source, Target: f.target})
 		}
 	}
-	return files, nil
+	return files
 }
 
-// checkNameOptionsApply refuses --dns and --add-host where the container has no
-// files of its own for them to go into.
-func checkNameOptionsApply(c *store.Container, spec ContainerSpec) error {
+// hasEtcFiles reports whether c gets files of its own: not in host mode, where it
+// uses the host's; not in container:NAME mode, where it uses NAME's; not when
+// attached, with no process to give them to.
+func hasEtcFiles(c *store.Container) bool {
+	return c.Mode != store.ModeHost && c.Mode != store.ModeContainer && !c.Attached
+}
+
+// checkNameOptionsApply refuses --dns and --add-host where the container would
+// have no files of its own for them to go into; the spec alone says so.
+func checkNameOptionsApply(spec ContainerSpec) error {
 	if len(spec.DNS)+len(spec.ExtraHosts) == 0 {
 		return nil
 	}
 	switch {
 	case spec.NetNS != "":
 		return invalid("--dns and --add-host configure a container's own files: attach starts no process to give them to")
-	case c.Mode == store.ModeHost:
+	case spec.Network == store.ModeHost:
 		return invalid("--dns and --add-host have no effect with --network host: the container uses the host's files")
-	case c.Mode == store.ModeContainer:
+	case strings.HasPrefix(spec.Network, "container:"):
 		return invalid("--dns and --add-host have no effect with --network container:NAME: the container uses NAME's files")
 	}
 	return nil
 }
 
-// parseDNS reads --dns for a resolv.conf, which cannot name a port; a user-mode
-// network's forwarder can (withPort), and parseUserNet reads those.
-func parseDNS(specs []string, withPort bool) ([]netip.Addr, error) {
-	var dns []netip.Addr
+// parseDNS reads --dns: an IP address, or IP:PORT for the forwarder of an
+// unprivileged user's network (port 0 when none is given).
+func parseDNS(specs []string) ([]netip.AddrPort, error) {
+	var dns []netip.AddrPort
 	for _, d := range specs {
-		if _, err := netip.ParseAddrPort(d); err == nil {
-			if withPort {
-				continue
+		ap, err := netip.ParseAddrPort(d)
+		if err != nil {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(d); err == nil {
+				ap = netip.AddrPortFrom(a, 0)
 			}
-			return nil, invalid("bad --dns %q: a resolv.conf takes an address without a port", printable(d))
+		} else if ap.Port() == 0 {
+			err = fmt.Errorf("port 0")
 		}
-		a, err := netip.ParseAddr(d)
-		if err != nil || a.Zone() != "" {
-			return nil, invalid("bad --dns %q: want an IP address", printable(d))
+		if err != nil || ap.Addr().Zone() != "" {
+			return nil, invalid("bad --dns %q: want an IP address (unprivileged users may add :PORT)", printable(d))
 		}
-		dns = append(dns, a.Unmap())
+		dns = append(dns, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
 	return dns, nil
+}
+
+// resolvConfServers are --dns as a resolv.conf can name them: without ports.
+func resolvConfServers(dns []netip.AddrPort) ([]netip.Addr, error) {
+	var servers []netip.Addr
+	for _, d := range dns {
+		if d.Port() != 0 {
+			return nil, invalid("bad --dns %s: a resolv.conf takes an address without a port", d)
+		}
+		servers = append(servers, d.Addr())
+	}
+	return servers, nil
 }
 
 func parseExtraHosts(specs []string) ([]nameconf.Host, error) {
@@ -117,13 +130,9 @@ func parseExtraHosts(specs []string) ([]nameconf.Host, error) {
 
 // writeEtcFiles writes c's resolv.conf, hosts and hostname into its runtime
 // directory. Modes that use someone else's files get none.
-func (m *Manager) writeEtcFiles(o *op, c *store.Container, spec ContainerSpec) error {
-	if err := checkNameOptionsApply(c, spec); err != nil || c.Mode == store.ModeHost || c.Mode == store.ModeContainer || c.Attached {
-		return err
-	}
-	extra, err := parseExtraHosts(spec.ExtraHosts)
-	if err != nil {
-		return err
+func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, extra []nameconf.Host) error {
+	if !hasEtcFiles(c) {
+		return nil
 	}
 	var resolver nameconf.Resolver
 	var addrs []netip.Addr
@@ -133,13 +142,10 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, spec ContainerSpec) e
 		if err != nil {
 			return err
 		}
-		resolver = nameconf.Resolver{Nameservers: []netip.Addr{UserNetDNS(c.UserNet.Subnet)}, Other: host.Other}
+		resolver = nameconf.Resolver{Nameservers: []netip.Addr{userNetAddrs(c.UserNet.Subnet).DNS}, Other: host.Other}
 		addrs = append(addrs, UserNetGuest(c.UserNet.Subnet))
 	} else {
-		dns, err := parseDNS(spec.DNS, false)
-		if err != nil {
-			return err
-		}
+		var err error
 		if resolver, err = nameconf.ForContainer(dns, nameconf.HostResolvConf, nameconf.SystemdUpstream); err != nil {
 			return err
 		}

@@ -91,7 +91,7 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 			if err := m.forget(o, c); err != nil {
 				return nil, err
 			}
-			say("released container %s (%s): %s", c.Name, c.ID[:12], why)
+			say("released container %s (%s): %s", c.Name, shortID(c.ID), why)
 			continue
 		}
 		live[c.ID] = c

@@ -159,8 +159,11 @@ func checkSpec(spec ContainerSpec) error {
 			return err
 		}
 	}
+	if err := checkNameOptionsApply(spec); err != nil {
+		return err
+	}
 	// A port is for the user-mode forwarder only; create knows which this is.
-	if _, err := parseDNS(spec.DNS, true); err != nil {
+	if _, err := parseDNS(spec.DNS); err != nil {
 		return err
 	}
 	_, err := parseExtraHosts(spec.ExtraHosts)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"math/bits"
 	"os"
 )
@@ -26,30 +25,21 @@ import (
 // {root u64, sequence u64}, followed by an inline leaf page when root is 0. Integers
 // are in the machine's byte order.
 func checkPath(path string) error {
-	f, err := os.Open(path)
+	// Read whole, in one read: ctnet's database is small, and walking it in memory
+	// costs less than a read per page.
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	_, err = walkFile(f)
+	_, err = walkFile(data)
 	return err
 }
 
-// walkFile checks the file and returns what it walked: the pages reached, and the
-// meta page in use. The file is read whole, in one read: ctnet's database is small,
-// and walking it in memory costs less than a read per page.
-func walkFile(f *os.File) (*fileCheck, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	data := make([]byte, fi.Size())
-	n, err := f.ReadAt(data, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	data = data[:n]
+// walkFile checks a database file's content and returns what it walked: the pages
+// reached, and the meta page in use.
+func walkFile(data []byte) (*fileCheck, error) {
 	c := &fileCheck{data: data}
+	var err error
 	if c.meta, err = c.chooseMeta(); err != nil {
 		return nil, err
 	}
@@ -140,9 +130,6 @@ func (c *fileCheck) chooseMeta() (meta, error) {
 			return meta{}, err0
 		}
 		pageSize = int64(m1.pageSize)
-		if m0, err0 = c.readMeta(0); err0 == nil && int64(m0.pageSize) != pageSize {
-			err0 = fmt.Errorf("%w: the meta pages disagree on the page size", ErrCorrupt)
-		}
 	}
 	m1, err1 := c.readMeta(pageSize)
 	if err1 == nil && int64(m1.pageSize) != pageSize {

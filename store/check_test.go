@@ -14,15 +14,7 @@ import (
 // its freelist page) with the given flags, so damage lands where it matters.
 func pageOfType(t *testing.T, data []byte, flag uint16) int {
 	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	c, err := walkFile(f)
+	c, err := walkFile(data)
 	if err != nil {
 		t.Fatalf("the undamaged database: %v", err)
 	}
@@ -150,7 +142,7 @@ func TestOpensDatabaseWithoutFreelist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := walkFile(mustOpenFile(t, path))
+	c, err := walkFile(mustReadFile(t, path))
 	if err != nil {
 		t.Fatalf("the old-style database: %v", err)
 	}
@@ -168,7 +160,7 @@ func TestOpensDatabaseWithoutFreelist(t *testing.T) {
 		return nil
 	})
 	s.Close()
-	if c, err = walkFile(mustOpenFile(t, path)); err != nil {
+	if c, err = walkFile(mustReadFile(t, path)); err != nil {
 		t.Fatalf("after an open by this version: %v", err)
 	}
 	if c.meta.freelist == noFreelist {
@@ -176,12 +168,11 @@ func TestOpensDatabaseWithoutFreelist(t *testing.T) {
 	}
 }
 
-func mustOpenFile(t *testing.T, path string) *os.File {
+func mustReadFile(t *testing.T, path string) []byte {
 	t.Helper()
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
-	return f
+	return data
 }

@@ -101,6 +101,7 @@ func open(dir string, how int) (*Store, error) {
 	}
 	s := &Store{path: filepath.Join(dir, FileName), lock: lock}
 	readOnly := how == unix.LOCK_SH
+	stamped := false // the file is as ctnet's last commit left it
 	switch info, err := os.Stat(s.path); {
 	case errors.Is(err, os.ErrNotExist) && readOnly:
 		return s, nil
@@ -111,16 +112,15 @@ func open(dir string, how int) (*Store, error) {
 		// from being forgotten without a word.
 		lock.Close()
 		return nil, s.corrupt("open", fmt.Errorf("%w: the file is empty", ErrCorrupt))
-	case err == nil && !s.stampMatches(info):
+	case err == nil && s.stampMatches(info):
+		stamped = true
+	case err == nil:
 		if err := checkPath(s.path); err != nil {
 			lock.Close()
 			return nil, s.corrupt("open", err)
 		}
-		if !readOnly {
-			s.writeStamp()
-		}
 	}
-	err = catch(func() (err error) {
+	err = s.run(func() (err error) {
 		s.db, err = bolt.Open(s.path, 0o600, &bolt.Options{
 			Timeout:  5 * time.Second,
 			ReadOnly: readOnly,
@@ -139,27 +139,31 @@ func open(dir string, how int) (*Store, error) {
 		return err
 	})
 	if err != nil {
-		if errors.Is(err, errPanicked) {
-			s.broken = err
-		}
 		s.Close()
 		return nil, s.corrupt("open", err)
 	}
-	if !readOnly {
-		if err := s.run(func() error {
-			// A write transaction costs two fsyncs even when it changes nothing: look first.
-			ready := false
-			if err := s.db.View(func(btx *bolt.Tx) (err error) {
-				ready, err = bucketsReady(btx)
-				return err
-			}); err != nil || ready {
-				return err
-			}
-			return s.db.Update(func(btx *bolt.Tx) error { return initBuckets(&Tx{tx: btx}) })
-		}); err != nil {
-			s.Close()
-			return nil, s.corrupt("open", err)
+	if readOnly {
+		return s, nil
+	}
+	if err := s.run(func() error {
+		// A write transaction costs two fsyncs even when it changes nothing: look first.
+		ready := false
+		if err := s.db.View(func(btx *bolt.Tx) (err error) {
+			ready, err = bucketsReady(btx)
+			return err
+		}); err != nil || ready {
+			return err
 		}
+		stamped = false
+		return s.db.Update(func(btx *bolt.Tx) error { return initBuckets(&Tx{tx: btx}) })
+	}); err != nil {
+		s.Close()
+		return nil, s.corrupt("open", err)
+	}
+	// Checked, created or initialised just now (bbolt may have written to it too):
+	// the next open need not check it again.
+	if !stamped {
+		s.writeStamp()
 	}
 	return s, nil
 }

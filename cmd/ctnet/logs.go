@@ -49,7 +49,8 @@ keep printing as it writes until the container exits.`,
 					return fmt.Errorf("read the log of %s: %w", c.Name, err)
 				}
 				defer f.Close()
-				writing := func() bool { return follow && c.State != store.StateExited && c.Supervisor.Alive() }
+				// The supervisor writes the log, its last line after the container exits.
+				writing := func() bool { return follow && c.Supervisor.Alive() }
 				return copyLog(a.stdout, f, writing)
 			})
 		},

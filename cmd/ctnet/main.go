@@ -170,20 +170,10 @@ func (a *app) withManager(fn func(*network.Manager) error) error {
 
 // withRootManager is withManager for commands that only root can carry out.
 func (a *app) withRootManager(what string, fn func(*network.Manager) error) error {
-	m, err := a.rootManager(what)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	return fn(m)
-}
-
-// rootManager is manager for commands that only root can carry out.
-func (a *app) rootManager(what string) (*network.Manager, error) {
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%s needs root: unprivileged users have user-mode networks only (ctnet run, ps, exec, stop, rm)", what)
+		return fmt.Errorf("%s needs root: unprivileged users have user-mode networks only (ctnet run, ps, exec, stop, rm)", what)
 	}
-	return a.manager()
+	return a.withManager(fn)
 }
 
 // usage wraps an argument error so it reads like the others.

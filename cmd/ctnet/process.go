@@ -50,11 +50,7 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 		Argv: c.Command, Stdin: io.in, Stdout: io.out, Stderr: io.err,
 		Hostname: network.Hostname(c), RuntimeDir: c.RuntimeDir, Network: sandbox.RootlessNetworkNone,
 	}
-	files, err := bindFiles(m, c)
-	if err != nil {
-		return nil, err
-	}
-	spec.Files = files
+	spec.Files = bindFiles(c)
 	if c.Mode == store.ModeUserNet {
 		spec.Network = sandbox.RootlessNetworkUserNet
 		spec.UserNet = usernet.Config{MTU: uint32(c.UserNet.MTU), Subnet: c.UserNet.Subnet,
@@ -72,27 +68,24 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 
 // setMounts gives a root container's process the files that cover the host's
 // /etc/resolv.conf, hosts and hostname, in a mount namespace without the host's
-// namespace pins.
-func setMounts(m *network.Manager, c *store.Container, spec *sandbox.Spec) error {
-	files, err := bindFiles(m, c)
-	if len(files) > 0 {
+// namespace pins. filesOf is the container whose files they are: its own, or in
+// container:NAME mode NAME's.
+func setMounts(m *network.Manager, filesOf *store.Container, spec *sandbox.Spec) {
+	if files := bindFiles(filesOf); len(files) > 0 {
 		spec.Files, spec.DropPins = files, m.PinDirs()
 	}
-	return err
 }
 
-// bindFiles lists the files that cover the host's /etc/resolv.conf, hosts and
-// hostname in the container's processes.
-func bindFiles(m *network.Manager, c *store.Container) ([]sandbox.BindFile, error) {
-	files, err := m.EtcFiles(c)
+func bindFiles(filesOf *store.Container) []sandbox.BindFile {
 	var binds []sandbox.BindFile
-	for _, f := range files {
-		binds = append(binds, sandbox.BindFile{Source: f.Source, Target: f.Target})
+	for _, f := range network.EtcFiles(filesOf) {
+		binds = append(binds, sandbox.BindFile(f))
 	}
-	return binds, err
+	return binds
 }
 
-// processSpec says which namespaces a root container's process enters.
+// processSpec says which namespaces a root container's process enters, with the
+// files it sees.
 func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
 	var spec sandbox.Spec
 	switch c.Mode {
@@ -101,14 +94,19 @@ func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
 	case store.ModeContainer:
 		spec.NetNS = c.NetNS
 		owner, err := m.Container(c.SharedWith)
-		if err == nil && owner.Process.Alive() {
+		if err != nil {
+			return spec, err
+		}
+		if owner.Process.Alive() {
 			spec.UTSNS = "/proc/" + strconv.Itoa(owner.Process.PID) + "/ns/uts"
 		}
-		return spec, setMounts(m, c, &spec)
+		setMounts(m, owner, &spec)
+		return spec, nil
 	}
 	spec.NetNS = c.NetNS
 	spec.Hostname = network.Hostname(c)
-	return spec, setMounts(m, c, &spec)
+	setMounts(m, c, &spec)
+	return spec, nil
 }
 
 type kernelProcess struct{ cmd *exec.Cmd }

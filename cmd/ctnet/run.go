@@ -341,9 +341,13 @@ nsenter --net does; ctnet exits with CMD's status.`,
 			if c.Process.Alive() && c.Mode != store.ModeHost {
 				spec.UTSNS = "/proc/" + strconv.Itoa(c.Process.PID) + "/ns/uts"
 			}
-			if err := setMounts(m, c, &spec); err != nil {
-				return &exitError{code: exitRunFailure, err: err}
+			filesOf := c
+			if c.Mode == store.ModeContainer {
+				if filesOf, err = m.Container(c.SharedWith); err != nil {
+					return &exitError{code: exitRunFailure, err: err}
+				}
 			}
+			setMounts(m, filesOf, &spec)
 			sigs := make(chan os.Signal, 8)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGINT)
 			defer signal.Stop(sigs)

@@ -170,36 +170,16 @@ func NetNSInode(path string) uint64 {
 // container's processes live exactly as long as the container: what its main
 // process left behind must not linger in a namespace whose network is gone.
 func KillInNetNS(ino uint64) int {
-	if ino == 0 {
-		return 0
-	}
-	self := os.Getpid()
 	killed := 0
 	for range 20 {
-		found := 0
-		entries, err := os.ReadDir("/proc")
-		if err != nil {
+		pids := livePIDsInNetNS(ino)
+		if len(pids) == 0 {
 			return killed
 		}
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == self {
-				continue
-			}
-			var st unix.Stat_t
-			if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) != nil || st.Ino != ino {
-				continue
-			}
-			if _, err := startTime(pid); err != nil {
-				continue // a zombie: already dead, its parent reaps it
-			}
-			found++
+		for _, pid := range pids {
 			if unix.Kill(pid, unix.SIGKILL) == nil {
 				killed++
 			}
-		}
-		if found == 0 {
-			return killed
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -209,16 +189,25 @@ func KillInNetNS(ino uint64) int {
 // NetNSInUse reports whether a live process (not a zombie) is in the network
 // namespace whose inode is ino.
 func NetNSInUse(ino uint64) bool {
+	return len(livePIDsInNetNS(ino)) > 0
+}
+
+// livePIDsInNetNS lists the processes other than the caller in the network
+// namespace whose inode is ino, leaving out zombies: they are dead already, and
+// their parents reap them.
+func livePIDsInNetNS(ino uint64) []int {
 	if ino == 0 {
-		return false
+		return nil
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return false
+		return nil
 	}
+	self := os.Getpid()
+	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || pid == self {
 			continue
 		}
 		var st unix.Stat_t
@@ -226,8 +215,8 @@ func NetNSInUse(ino uint64) bool {
 			continue
 		}
 		if _, err := startTime(pid); err == nil {
-			return true
+			pids = append(pids, pid)
 		}
 	}
-	return false
+	return pids
 }
