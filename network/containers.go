@@ -636,10 +636,15 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 		}
 		o.undo.did("remove namespace "+c.NetNS, nil)
 	}
+	// All of a container's veths have their peers in the one namespace: once one
+	// shows that something still holds it, the others need not be waited for.
+	awaitCleanup := c.OwnsNetNS
 	for _, a := range c.Attachments {
-		if err := m.removeVeth(o, c, a.HostVeth); err != nil {
+		dying, err := m.removeVeth(o, a.HostVeth, awaitCleanup)
+		if err != nil {
 			return err
 		}
+		awaitCleanup = awaitCleanup && dying
 		if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
 			return err
 		}
@@ -658,21 +663,21 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 // removeVeth takes a container's veth pair off the host. Deleting one costs the
 // kernel two RCU grace periods (tens of milliseconds); a container's own namespace,
 // once unmounted and empty, is destroyed by the kernel with its pairs in a batched
-// cleanup nobody waits for. So for such a container ctnet waits only until the
-// kernel has begun (the pair's peer namespace is gone), and deletes the pair itself
-// only if something outside still holds the namespace.
-func (m *Manager) removeVeth(o *op, c *store.Container, name string) error {
-	if c.OwnsNetNS {
+// cleanup nobody waits for. So for such a container (awaitCleanup) ctnet waits only
+// until the kernel has begun (the pair's peer namespace is gone) and reports that,
+// and deletes the pair itself only if something outside still holds the namespace.
+func (m *Manager) removeVeth(o *op, name string, awaitCleanup bool) (dying bool, err error) {
+	if awaitCleanup {
 		dying, err := link.AwaitDying(m.host, name, 100*time.Millisecond)
 		if err != nil || dying {
-			return err
+			return dying, err
 		}
 	}
 	if err := link.Delete(m.host, name); err != nil {
-		return err
+		return false, err
 	}
 	o.undo.did("delete veth "+name, nil)
-	return nil
+	return false, nil
 }
 func (m *Manager) deleteRecord(o *op, c *store.Container) error {
 	if err := os.RemoveAll(c.RuntimeDir); err != nil {
