@@ -366,7 +366,13 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 			e.must("rm", name)
 		}},
 		{"command exits", func(name string) {
-			e.must("exec", name, "--", "sh", "-c", "kill $(cat /proc/1/comm >/dev/null; pgrep -f 'sleep 601' | head -1)")
+			// The foreground sleep is killed from outside: an exec'd killer would itself
+			// be ended by the teardown it sets off.
+			for _, pid := range processesIn(e.netnsInode(name)) {
+				if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(cmdline) == "sleep\x00601\x00" {
+					syscall.Kill(pid, syscall.SIGTERM)
+				}
+			}
 			eventually(func() bool { return strings.Contains(e.must("ps", "-a"), "Exited") })
 			e.must("rm", name)
 		}},
