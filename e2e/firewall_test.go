@@ -211,10 +211,16 @@ func TestAntiSpoofing(t *testing.T) {
 			t.Fatalf("send raw packet: %v: %s", err, out)
 		}
 	}
-	time.Sleep(300 * time.Millisecond) // let the receivers bind
-	send(forger, victim)
-	send(forger, lab.WANIP)
-	if !eventually(func() bool { return victimSaw(forger) && wanSaw(forger) }) {
+	// Sent again until both arrive: the receivers may still be binding.
+	if !eventually(func() bool {
+		if !victimSaw(forger) {
+			send(forger, victim)
+		}
+		if !wanSaw(forger) {
+			send(forger, lab.WANIP)
+		}
+		return victimSaw(forger) && wanSaw(forger)
+	}) {
 		t.Fatalf("the unforged probes did not arrive: the test cannot tell anything")
 	}
 	for _, forged := range []string{"172.17.0.99", lab.WANIP, "10.1.2.3"} {
