@@ -507,6 +507,20 @@ func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, 
 	return ip, nil
 }
 
+// removeNamespace unpins a namespace ctnet made, first ending the processes still in
+// it if killLeftovers, and says how many it ended.
+func (m *Manager) removeNamespace(o *op, path string, killLeftovers bool) (killed int, err error) {
+	o.closeNS(path)
+	if killLeftovers {
+		killed = proc.KillInNetNS(proc.NetNSInode(path))
+	}
+	if err := netns.Remove(path); err != nil {
+		return killed, err
+	}
+	o.undo.did("remove namespace "+path, nil)
+	return killed, nil
+}
+
 // plumbAttachment creates the veth pair into the bridge and configures the container
 // end: address, and for eth0 the default route.
 func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, att *store.Attachment) error {
@@ -517,7 +531,7 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	br, err := link.ByName(m.host, n.Bridge)
 	if errors.Is(err, link.ErrNotFound) {
 		// The bridge went missing behind our back: make it again.
-		if err := m.plumbNetwork(o, n); err != nil {
+		if _, err := m.plumbNetwork(o, n); err != nil {
 			return err
 		}
 		br, err = link.ByName(m.host, n.Bridge)
@@ -626,15 +640,10 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 		return err
 	}
 	if c.OwnsNetNS {
-		o.closeNS(c.NetNS)
-		if !c.Supervisor.Alive() {
-			// No supervisor will end what the container's command left running.
-			proc.KillInNetNS(proc.NetNSInode(c.NetNS))
-		}
-		if err := netns.Remove(c.NetNS); err != nil {
+		// Without a supervisor, nothing else ends what the container's command left running.
+		if _, err := m.removeNamespace(o, c.NetNS, !c.Supervisor.Alive()); err != nil {
 			return err
 		}
-		o.undo.did("remove namespace "+c.NetNS, nil)
 	}
 	// All of a container's veths have their peers in the one namespace: once one
 	// shows that something still holds it, the others need not be waited for.

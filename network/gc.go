@@ -11,7 +11,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ctnet/ctnet/firewall"
-	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
@@ -47,6 +46,7 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 		return nil, err
 	}
 	networkIDs := map[string]*store.Network{}
+	bridges := map[string]int{} // network ID to its bridge's index
 	for _, n := range networks {
 		networkIDs[n.ID] = n
 		br, err := link.ByName(m.host, n.Bridge)
@@ -59,9 +59,10 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 		case isUntagged(br):
 			why = "finished bridge %s of network %s: an interrupted command left it untagged"
 		case !restore:
+			bridges[n.ID] = br.Attrs().Index
 			continue
 		}
-		if err := m.plumbNetwork(o, n); err != nil {
+		if bridges[n.ID], err = m.plumbNetwork(o, n); err != nil {
 			return nil, err
 		}
 		if why != "" {
@@ -95,7 +96,7 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 			continue
 		}
 		live[c.ID] = c
-		if err := m.replumb(o, c, networkIDs, say); err != nil {
+		if err := m.replumb(o, c, networkIDs, bridges, say); err != nil {
 			return nil, err
 		}
 	}
@@ -155,7 +156,7 @@ func (m *Manager) netnsPresent(c *store.Container) bool {
 
 // replumb recreates the veth of a live container that is missing or no longer a
 // port of its network's bridge (the bridge was made again).
-func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.Network, say func(string, ...any)) error {
+func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.Network, bridges map[string]int, say func(string, ...any)) error {
 	for i := range c.Attachments {
 		a := &c.Attachments[i]
 		n := networks[a.NetworkID]
@@ -167,13 +168,9 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 			return err
 		}
 		if err == nil {
-			br, err := link.ByName(m.host, n.Bridge)
-			if err != nil {
-				return err
-			}
 			// A veth of another bridge, or left untagged by an interrupted plumbing, is
 			// made again.
-			if veth.Attrs().MasterIndex == br.Attrs().Index && veth.Attrs().Alias == link.ContainerAlias(c.ID) {
+			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) {
 				continue
 			}
 			if err := link.Delete(m.host, a.HostVeth); err != nil {
@@ -300,13 +297,11 @@ func (m *Manager) removeOrphanNamespaces(o *op, live, records map[string]*store.
 			continue
 		}
 		path := filepath.Join(m.netnsDir(), e.Name())
-		o.closeNS(path)
 		// What the container's command left running ends with its namespace.
-		killed := proc.KillInNetNS(proc.NetNSInode(path))
-		if err := netns.Remove(path); err != nil {
+		killed, err := m.removeNamespace(o, path, true)
+		if err != nil {
 			return err
 		}
-		o.undo.did("remove namespace "+path, nil)
 		why := "no container owns it"
 		if records[e.Name()] != nil {
 			why = exitedOrGone(records, e.Name())

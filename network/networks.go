@@ -52,7 +52,7 @@ func (m *Manager) createNetwork(o *op, spec NetworkSpec) (*store.Network, error)
 	if err := o.tx.PutNetwork(n); err != nil {
 		return nil, err
 	}
-	if err := m.plumbNetwork(o, n); err != nil {
+	if _, err := m.plumbNetwork(o, n); err != nil {
 		return nil, err
 	}
 	if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{Networks: []firewall.Network{fwNetwork(n)}}}); err != nil {
@@ -193,27 +193,27 @@ func fwNetwork(n *store.Network) firewall.Network {
 }
 
 // plumbNetwork makes the network's bridge and sysctls exist.
-func (m *Manager) plumbNetwork(o *op, n *store.Network) error {
+func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err error) {
 	gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
-	_, created, err := link.EnsureBridge(m.host, link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: gw, Alias: link.NetworkAlias(n.ID)})
+	index, created, err := link.EnsureBridge(m.host, link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: gw, Alias: link.NetworkAlias(n.ID)})
 	if created {
 		o.undo.did("create bridge "+n.Bridge, func() error { return link.Delete(m.host, n.Bridge) })
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !created {
 		o.undo.did("set up bridge "+n.Bridge, nil) // its MTU, state and address, if they had changed
 	}
 	if _, err := m.enableForwarding(o); err != nil {
-		return err
+		return 0, err
 	}
 	// 127.0.0.1:PORT published ports are DNAT'd out of this bridge with a loopback source.
 	if err := m.host.WriteSysctl("net/ipv4/conf/"+n.Bridge+"/route_localnet", "1"); err != nil {
-		return err
+		return 0, err
 	}
 	o.undo.did("set route_localnet on "+n.Bridge, nil)
-	return nil
+	return index, nil
 }
 
 // RemoveNetwork removes networks. A network with running containers is refused unless
