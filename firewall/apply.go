@@ -57,6 +57,12 @@ func (s State) elements() (elements, error) {
 	e := elements{inet: map[string][]nftables.SetElement{}, bridge: map[string][]nftables.SetElement{}}
 	addI := func(set string, el nftables.SetElement) { e.inet[set] = append(e.inet[set], el) }
 	addB := func(set string, el nftables.SetElement) { e.bridge[set] = append(e.bridge[set], el) }
+	if s.Owner != "" {
+		if len(s.Owner) > MaxOwnerLen {
+			return e, fmt.Errorf("owner %q is longer than the %d bytes nftables keeps in a comment", s.Owner, MaxOwnerLen)
+		}
+		addI(setOwner, nftables.SetElement{Key: ifname(ownerKey), Comment: s.Owner})
+	}
 	for _, n := range s.Networks {
 		if !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() {
 			return e, fmt.Errorf("network on %s: subnet %s is not an IPv4 subnet", n.Bridge, n.Subnet)

@@ -81,7 +81,7 @@ func familyName(f nftables.TableFamily) string {
 }
 
 func elementKey(e nftables.SetElement) string {
-	return hex.EncodeToString(e.Key) + "-" + hex.EncodeToString(e.KeyEnd) + ":" + hex.EncodeToString(e.Val)
+	return hex.EncodeToString(e.Key) + "-" + hex.EncodeToString(e.KeyEnd) + ":" + hex.EncodeToString(e.Val) + " " + e.Comment
 }
 
 // describe prints an element as nft would: components joined by " . ".
@@ -92,6 +92,9 @@ func describe(spec setSpec, e nftables.SetElement) string {
 	}
 	if spec.data != nil {
 		out += " : " + describeValue(spec.data, e.Val)
+	}
+	if e.Comment != "" {
+		out += fmt.Sprintf(" comment %q", e.Comment)
 	}
 	return out
 }

@@ -60,6 +60,10 @@ func (p Port) String() string {
 
 // State is everything the tables hold.
 type State struct {
+	// Owner is the ctnet root that manages the tables (its state directory). Two roots
+	// on one host namespace would share the tables and bridge names and each would
+	// remove the other's objects as orphans, so the tables say whose they are.
+	Owner     string
 	Networks  []Network
 	Endpoints []Endpoint
 	Ports     []Port
@@ -83,6 +87,7 @@ func (s State) empty() bool {
 // Sorted returns the state in a canonical order (for rendering and comparison).
 func (s State) Sorted() State {
 	out := State{
+		Owner:     s.Owner,
 		Networks:  slices.Clone(s.Networks),
 		Endpoints: slices.Clone(s.Endpoints),
 		Ports:     slices.Clone(s.Ports),

@@ -17,6 +17,9 @@ func Render(s State) string {
 
 func inetElements(s State) map[string][]string {
 	out := map[string][]string{}
+	if s.Owner != "" {
+		out[setOwner] = []string{fmt.Sprintf("%q comment %q", ownerKey, s.Owner)}
+	}
 	for _, n := range s.Networks {
 		br := fmt.Sprintf("%q", n.Bridge)
 		subnet := n.Subnet.Masked().String() + " . " + br

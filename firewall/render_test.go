@@ -31,6 +31,7 @@ func mac(s string) net.HardwareAddr {
 func representative() State {
 	a := netip.MustParseAddr
 	return State{
+		Owner: "/var/lib/ctnet",
 		Networks: []Network{
 			{Bridge: "ctnet0", Subnet: netip.MustParsePrefix("172.17.0.0/16"), Masquerade: true},
 			{Bridge: "ct-0123456789ab", Subnet: netip.MustParsePrefix("172.18.0.0/16"), Internal: true},

@@ -37,6 +37,7 @@ const (
 	setPorts       = "ports"        // (bridge table) container-facing bridge ports
 	setPortMACs    = "port_macs"    // (bridge table) port . MAC a container may send from
 	setPortIPs     = "port_ips"     // (bridge table) port . IPv4 address a container may send from
+	setOwner       = "owner"        // one element, "root", whose comment is the ctnet root managing the tables
 )
 
 type setSpec struct {
@@ -68,7 +69,10 @@ var inetSets = []setSpec{
 	{name: mapPortsAny,
 		key:  []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService},
 		data: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeInetService}},
+	ownerSet,
 }
+
+var ownerSet = setSpec{name: setOwner, key: []nftables.SetDatatype{nftables.TypeIFName}}
 
 var bridgeSets = []setSpec{
 	{name: setPorts, key: []nftables.SetDatatype{nftables.TypeIFName}},

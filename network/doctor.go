@@ -33,11 +33,26 @@ func (m *Manager) Doctor() ([]Finding, error) {
 		if networks, err = tx.Networks(); err != nil {
 			return err
 		}
-		want, err = desiredFirewall(tx)
+		want, err = m.desiredFirewall(tx)
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	conn, err := m.host.NFT()
+	if err != nil {
+		return nil, err
+	}
+	if owner, _, err := firewall.Owner(conn); err != nil {
+		return nil, err
+	} else if owner != "" && owner != m.stateDir {
+		if rootExists(owner) {
+			bad(fmt.Sprintf("use `ctnet --root %s`, or give this root a network namespace of its own", owner),
+				"ctnet's firewall tables here belong to the ctnet root %s, not to %s", owner, m.stateDir)
+		} else {
+			bad("run `ctnet gc`: it takes the tables over and removes what the other root left",
+				"ctnet's firewall tables here belong to the ctnet root %s, which no longer exists", owner)
+		}
 	}
 	if len(networks) > 0 {
 		if v, err := m.host.ReadSysctl("net/ipv4/ip_forward"); err != nil {
@@ -54,10 +69,6 @@ func (m *Manager) Doctor() ([]Finding, error) {
 				return nil, err
 			}
 		}
-		conn, err := m.host.NFT()
-		if err != nil {
-			return nil, err
-		}
 		extra, missing, err := firewall.Diff(conn, want)
 		if err != nil {
 			return nil, err
@@ -68,10 +79,6 @@ func (m *Manager) Doctor() ([]Finding, error) {
 		} else {
 			ok("ctnet's firewall tables match its state")
 		}
-	}
-	conn, err := m.host.NFT()
-	if err != nil {
-		return nil, err
 	}
 	foreign, err := firewall.ForeignDropChains(conn)
 	if err != nil {

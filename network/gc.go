@@ -376,7 +376,7 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
-	want, err := desiredFirewall(o.tx)
+	want, err := m.desiredFirewall(o.tx)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package network
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +37,17 @@ func (m *Manager) hostIdentity() (string, error) {
 // (a reboot, or a fresh host namespace with the same root) and restores networks and
 // firewall from the store before anything else runs.
 func (m *Manager) checkHost(o *op) error {
+	if tookOver, err := m.checkOwner(); err != nil {
+		return err
+	} else if tookOver {
+		report, err := m.reconcile(o, false)
+		if err != nil {
+			return fmt.Errorf("clean up after the root the firewall tables were recorded as: %w", err)
+		}
+		for _, line := range report {
+			m.log.Warn(line)
+		}
+	}
 	id, err := m.hostIdentity()
 	if err != nil {
 		return err
@@ -53,6 +66,39 @@ func (m *Manager) checkHost(o *op) error {
 		}
 	}
 	return o.tx.PutMeta(metaHost, id)
+}
+
+// checkOwner refuses to work on a host namespace whose tables another ctnet root
+// manages: both would use the same tables and bridge names, and each one's gc would
+// remove the other's objects. Tables recorded as a root that no longer exists, or
+// made before roots were recorded, become this root's, and it reports that it took
+// them over: what the other root left is then for this one's gc to remove.
+func (m *Manager) checkOwner() (tookOver bool, err error) {
+	if m.rootless {
+		return false, nil // no tables
+	}
+	conn, err := m.host.NFT()
+	if err != nil {
+		return false, err
+	}
+	owner, present, err := firewall.Owner(conn)
+	if err != nil || !present || owner == m.stateDir {
+		return false, err
+	}
+	if rootExists(owner) {
+		return false, tagged(ErrConflict, "this host's network namespace is managed by the ctnet root %s: use --root %s, or give this root a network namespace of its own", owner, owner)
+	}
+	m.log.Warn("taking over the firewall tables: the ctnet root they were recorded as no longer exists", "root", owner)
+	return true, firewall.Claim(conn, m.stateDir)
+}
+
+// rootExists reports whether stateDir holds a ctnet database.
+func rootExists(stateDir string) bool {
+	if stateDir == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(stateDir, store.FileName))
+	return err == nil
 }
 
 // enableForwarding turns IPv4 forwarding on in the host namespace, remembering that
@@ -117,7 +163,7 @@ func (m *Manager) applyFirewall(o *op, ch firewall.Change) error {
 		return err
 	}
 	if err := firewall.Apply(conn, ch); err != nil {
-		want, derr := desiredFirewall(o.tx)
+		want, derr := m.desiredFirewall(o.tx)
 		if derr != nil {
 			return errors.Join(err, derr)
 		}
@@ -146,6 +192,7 @@ func withChange(s firewall.State, ch firewall.Change) firewall.State {
 		return fmt.Sprintf("%s %s %d", host, p.Proto, p.HostPort)
 	}
 	return firewall.State{
+		Owner:     s.Owner,
 		Networks:  merge(s.Networks, ch.Remove.Networks, ch.Add.Networks, netKey),
 		Endpoints: merge(s.Endpoints, ch.Remove.Endpoints, ch.Add.Endpoints, epKey),
 		Ports:     merge(s.Ports, ch.Remove.Ports, ch.Add.Ports, portKey),
@@ -176,7 +223,7 @@ func (m *Manager) rebuildFirewall(tx *store.Tx) error {
 	if err != nil {
 		return err
 	}
-	state, err := desiredFirewall(tx)
+	state, err := m.desiredFirewall(tx)
 	if err != nil {
 		return err
 	}
@@ -187,8 +234,8 @@ func (m *Manager) rebuildFirewall(tx *store.Tx) error {
 }
 
 // desiredFirewall is the firewall state the store describes.
-func desiredFirewall(tx *store.Tx) (firewall.State, error) {
-	var s firewall.State
+func (m *Manager) desiredFirewall(tx *store.Tx) (firewall.State, error) {
+	s := firewall.State{Owner: m.stateDir}
 	networks, err := tx.Networks()
 	if err != nil {
 		return s, err

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/ipam"
@@ -78,11 +79,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	switch {
 	case opts.Root != "":
-		root, err := filepath.Abs(opts.Root)
-		if err != nil {
-			return nil, fmt.Errorf("resolve root %s: %w", opts.Root, err)
-		}
-		m.stateDir, m.runDir = root, root
+		m.stateDir, m.runDir = opts.Root, opts.Root
 	default:
 		m.stateDir, m.runDir = opts.StateDir, opts.RunDir
 		defaultState, defaultRun := "/var/lib/ctnet", "/run/ctnet"
@@ -95,6 +92,16 @@ func New(opts Options) (*Manager, error) {
 		if m.runDir == "" {
 			m.runDir = defaultRun
 		}
+	}
+	for _, dir := range []*string{&m.stateDir, &m.runDir} {
+		abs, err := filepath.Abs(*dir)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", *dir, err)
+		}
+		*dir = abs
+	}
+	if !m.rootless && len(m.stateDir) > firewall.MaxOwnerLen {
+		return nil, invalid("ctnet root %s is %d bytes long: use one of at most %d bytes (the host's firewall table records it)", m.stateDir, len(m.stateDir), firewall.MaxOwnerLen)
 	}
 	var err error
 	if opts.HostNetNS != "" {
