@@ -55,3 +55,59 @@ func TestRenderMatchesKernel(t *testing.T) {
 		t.Errorf("Owner() = %q, %v, %v; want %q, true, nil", owner, present, err, state.Owner)
 	}
 }
+
+// Owner reads what Claim and Rebuild record, in every shape ctnet's inet table can be
+// found in; Claim replaces an owner and adds one to a table made without the set.
+func TestOwnerAndClaim(t *testing.T) {
+	lab.RequireRoot(t)
+	cases := []struct {
+		name        string
+		setup       string // nft script loaded first; "" for none
+		wantOwner   string
+		wantPresent bool
+	}{
+		{"no table", "", "", false},
+		{"table without the owner set", "add table inet ctnet", "", true},
+		{"owner set without an element", Render(State{}), "", true},
+		{"recorded owner", Render(State{Owner: "/var/lib/ctnet"}), "/var/lib/ctnet", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sb := lab.NewSandbox(t)
+			if c.setup != "" {
+				load := sb.Command(t.Context(), "nft", "-f", "-")
+				load.Stdin = strings.NewReader(c.setup)
+				if out, err := load.CombinedOutput(); err != nil {
+					t.Fatalf("nft -f: %v\n%s", err, out)
+				}
+			}
+			ns, err := netns.Open(sb.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Close()
+			conn, err := ns.NFT()
+			if err != nil {
+				t.Fatal(err)
+			}
+			owner, present, err := Owner(conn)
+			if err != nil || owner != c.wantOwner || present != c.wantPresent {
+				t.Errorf("Owner() = %q, %v, %v; want %q, %v, nil", owner, present, err, c.wantOwner, c.wantPresent)
+			}
+			if !present {
+				return
+			}
+			const next = "/srv/other root"
+			if err := Claim(conn, next); err != nil {
+				t.Fatalf("Claim: %v", err)
+			}
+			out, err := sb.Try("nft", "list", "set", "inet", "ctnet", "owner")
+			if err != nil || !strings.Contains(out, `elements = { "root" comment "/srv/other root" }`) {
+				t.Errorf("after Claim, nft lists the owner set as:\n%s (%v)", out, err)
+			}
+			if owner, _, err := Owner(conn); err != nil || owner != next {
+				t.Errorf("Owner() after Claim = %q, %v; want %q", owner, err, next)
+			}
+		})
+	}
+}

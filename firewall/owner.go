@@ -18,20 +18,20 @@ const MaxOwnerLen = 253
 // Owner reports the owner recorded in ctnet's inet table, and whether the table
 // exists at all. Tables that predate the owner set have an owner of "".
 func Owner(c *nftables.Conn) (owner string, present bool, err error) {
-	// GetSetElements does not wrap its errors: a missing table must be found first.
-	if ok, err := tableExists(c, inetTable); err != nil || !ok {
-		return "", false, err
-	}
-	// Nor can a missing set be told from other errors: the table's sets are listed.
-	sets, err := c.GetSets(inetTable)
-	if err != nil {
-		return "", true, fmt.Errorf("read firewall owner: %w", err)
-	}
-	if !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == setOwner }) {
-		return "", true, nil
-	}
 	els, err := c.GetSetElements(newSet(inetTable, ownerSet))
 	if err != nil {
+		// GetSetElements does not wrap its errors, so a missing table or set cannot be
+		// told from other failures by the error: they are looked up (the rare path).
+		if ok, terr := tableExists(c, inetTable); terr != nil || !ok {
+			return "", false, terr
+		}
+		sets, serr := c.GetSets(inetTable)
+		if serr != nil {
+			return "", true, fmt.Errorf("read firewall owner: %w", serr)
+		}
+		if !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == setOwner }) {
+			return "", true, nil
+		}
 		return "", true, fmt.Errorf("read firewall owner: %w", err)
 	}
 	for _, e := range els {
