@@ -103,7 +103,7 @@ func TestReboot(t *testing.T) {
 	e.must("network", "rm", "web", "sealed", "bridge")
 }
 
-// bridges describes the sandbox's bridges tagged as ctnet's: name, tag, addresses.
+// bridges describes the sandbox's bridges tagged as ctnet's: name, tag, MAC, addresses.
 func (e *env) bridges() []string {
 	e.t.Helper()
 	var out []string
@@ -115,7 +115,7 @@ func (e *env) bridges() []string {
 					addrs = append(addrs, a.Local)
 				}
 			}
-			out = append(out, l.Name+" "+l.Alias+" "+strings.Join(addrs, ",")+" up="+map[bool]string{true: "yes", false: "no"}[l.up()])
+			out = append(out, l.Name+" "+l.Alias+" "+l.Address+" "+strings.Join(addrs, ",")+" up="+map[bool]string{true: "yes", false: "no"}[l.up()])
 		}
 	}
 	slices.Sort(out)

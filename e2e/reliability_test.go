@@ -94,6 +94,7 @@ type hostLink struct {
 	Alias    string   `json:"ifalias"`
 	Group    string   `json:"group"`
 	Master   string   `json:"master"`
+	Address  string   `json:"address"` // the MAC
 	Flags    []string `json:"flags"`
 	LinkInfo struct {
 		Kind string `json:"info_kind"`
@@ -530,7 +531,7 @@ func waitGone(t *testing.T, pid int) {
 
 // kernelState describes the sandbox as ctnet may change it, without what differs
 // between two equal configurations built at different times: interface indexes,
-// MAC addresses a bridge picks at random, offload limits a bridge inherits from the
+// MAC addresses the kernel picks for host veth ends, offload limits a bridge inherits from the
 // ports it had, the order of links and of set elements. It covers the host's links
 // with their addresses, its routes, the nft ruleset, IPv4 forwarding, ctnet's
 // namespaces under the root and, inside each, its links and routes.

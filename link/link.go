@@ -6,7 +6,6 @@
 package link
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -138,14 +137,6 @@ func List(ns *netns.NS) ([]netlink.Link, error) {
 	return retryDump(h.LinkList)
 }
 
-// RandomMAC returns a random, locally administered unicast MAC address.
-func RandomMAC() net.HardwareAddr {
-	mac := make(net.HardwareAddr, 6)
-	rand.Read(mac)
-	mac[0] = mac[0]&0xfe | 0x02
-	return mac
-}
-
 // MACFor derives a stable, locally administered MAC from an IPv4 address, as Docker
 // does (02:42 followed by the address), so a container's MAC follows its address.
 func MACFor(ip netip.Addr) net.HardwareAddr {
@@ -186,7 +177,11 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 	case isNotFound(err):
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name, attrs.MTU, attrs.Alias, attrs.Flags, attrs.Group = b.Name, b.MTU, b.Alias, net.FlagUp, Group
-		attrs.HardwareAddr = RandomMAC() // a fixed MAC: the bridge would otherwise take its ports' lowest and change as they come and go
+		// A MAC set explicitly stays: the bridge would otherwise take its ports' lowest
+		// and change as they come and go. Derived from the gateway address, it is the
+		// same when the bridge is made again (after a reboot, or by gc), so containers'
+		// neighbour entries for the gateway stay right.
+		attrs.HardwareAddr = MACFor(b.Gateway.Addr())
 		br := &netlink.Bridge{LinkAttrs: attrs}
 		if err := h.LinkAdd(br); err != nil {
 			return 0, false, fmt.Errorf("create bridge %s: %w", b.Name, err)
