@@ -33,9 +33,10 @@ func (m *Manager) hostIdentity() (string, error) {
 	return proc.BootID() + "/" + strconv.FormatUint(cookie, 10), nil
 }
 
-// checkHost notices that the kernel state is not the one the store was made against
-// (a reboot, or a fresh host namespace with the same root) and restores networks and
-// firewall from the store before anything else runs.
+// checkHost runs first in every change. It refuses a host namespace that another
+// root manages (checkOwner), and notices that the kernel state is not the one the
+// store was made against (a reboot, or a fresh host namespace with the same root),
+// restoring networks and firewall from the store before anything else runs.
 func (m *Manager) checkHost(o *op) error {
 	if tookOver, err := m.checkOwner(); err != nil {
 		return err
