@@ -10,6 +10,7 @@ import (
 func TestBadInputChangesNothing(t *testing.T) {
 	e := newEnv(t)
 	e.runDetached("--name", "existing", "--ip", "172.17.0.2", "--", "sleep", "600")
+	e.must("network", "create", "other", "--subnet", "10.77.0.0/24")
 	storeBefore := e.must("ps", "-a", "--format", "json") + e.must("network", "ls", "--format", "json")
 	kernelBefore := e.host.Snapshot(t, e.root)
 	cases := []struct {
@@ -56,6 +57,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"attach", "--netns", "/nonexistent", "--name", "x"}, "--netns"},
 		{[]string{"attach", "--netns", e.host.Path, "--name", "x"}, "host's own namespace"},
 		{[]string{"attach", "--name", "x"}, "needs --netns"},
+		{[]string{"attach", "--netns", "/nonexistent", "--name", "x", "--ifname", "averyveryverylongname"}, "at most 15"},
+		{[]string{"attach", "--netns", "/nonexistent", "--name", "x", "--ifname", "lo"}, "loopback"},
+		{[]string{"attach", "--netns", "/nonexistent", "--name", "x", "--network", "none", "--ifname", "net1"}, "no effect"},
+		{[]string{"network", "connect", "other", "existing", "--ifname", "eth0"}, "already has an interface called eth0"},
+		{[]string{"network", "connect", "other", "existing", "--ifname", "lo"}, "loopback"},
 		{[]string{"rm", "nosuch"}, "no container called nosuch"},
 		{[]string{"network", "rm", "nosuch"}, "no network called nosuch"},
 		{[]string{"network", "rm", "bridge"}, "use --force"},
@@ -85,5 +91,5 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Errorf("refused commands changed the kernel:\n%s", diff)
 	}
 	e.must("rm", "-f", "existing")
-	e.must("network", "rm", "bridge")
+	e.must("network", "rm", "bridge", "other")
 }

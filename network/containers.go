@@ -48,6 +48,17 @@ type ContainerSpec struct {
 	DNS []string
 	// ExtraHosts are NAME:IP lines for the container's hosts file (Docker's --add-host).
 	ExtraHosts []string
+	// IfName names the container's interface on its network (default eth0). The
+	// default route goes through the interface called eth0, so a namespace that
+	// already has its own (a CNI runtime's secondary network) keeps it.
+	IfName string
+}
+
+// ConnectOptions are the choices of Connect: the address (default: the next free)
+// and the interface name (default: the next free ethN).
+type ConnectOptions struct {
+	IP     string
+	IfName string
 }
 
 // UserNetSpec is what run asks of a user-mode network; zero values are
@@ -172,7 +183,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		} else if err := m.ownNetNS(o, c); err != nil {
 			return nil, err
 		}
-		att, err := m.allocateAttachment(o, c, n, spec.IP)
+		att, err := m.allocateAttachment(o, c, n, spec.IP, spec.IfName)
 		if err != nil {
 			return nil, err
 		}
@@ -422,8 +433,9 @@ func (m *Manager) shareNetNS(o *op, c *store.Container, ref string) error {
 	return nil
 }
 
-// allocateAttachment chooses c's address and interface names on n and records them.
-func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network, wantIP string) (*store.Attachment, error) {
+// allocateAttachment chooses c's address and interface names on n and records them:
+// the interface is wantIfName, or else the next free ethN.
+func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network, wantIP, wantIfName string) (*store.Attachment, error) {
 	index := len(c.Attachments)
 	for i := range c.Attachments {
 		if c.Attachments[i].NetworkID == n.ID {
@@ -437,8 +449,15 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 	for used["eth"+strconv.Itoa(index)] {
 		index++
 	}
+	ifName := "eth" + strconv.Itoa(index)
+	if wantIfName != "" {
+		if used[wantIfName] {
+			return nil, tagged(ErrConflict, "container %s already has an interface called %s: choose another", c.Name, wantIfName)
+		}
+		ifName = wantIfName
+	}
 	att := &store.Attachment{
-		Network: n.Name, NetworkID: n.ID, IfName: "eth" + strconv.Itoa(index),
+		Network: n.Name, NetworkID: n.ID, IfName: ifName,
 		PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway,
 	}
 	ip, err := m.allocateIP(o, n, wantIP)
@@ -875,15 +894,21 @@ func (m *Manager) Container(ref string) (*store.Container, error) {
 	return c, nil
 }
 
-// Connect attaches a running container to another network as its next ethN.
-func (m *Manager) Connect(network, ref, ip string) (*store.Attachment, error) {
+// Connect attaches a running container to another network, as its next ethN unless
+// opts names the interface.
+func (m *Manager) Connect(network, ref string, opts ConnectOptions) (*store.Attachment, error) {
+	if opts.IfName != "" {
+		if err := checkIfName(opts.IfName); err != nil {
+			return nil, err
+		}
+	}
 	var att *store.Attachment
 	err := m.mutate(func(o *op) error {
 		c, n, err := m.liveBridgeContainer(o, network, ref)
 		if err != nil {
 			return err
 		}
-		if att, err = m.allocateAttachment(o, c, n, ip); err != nil {
+		if att, err = m.allocateAttachment(o, c, n, opts.IP, opts.IfName); err != nil {
 			return err
 		}
 		if err := m.plumbAttachment(o, c, n, att); err != nil {

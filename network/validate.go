@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ctnet/ctnet/ipam"
+	"github.com/ctnet/ctnet/link"
 )
 
 // validName is Docker's name alphabet, [a-zA-Z0-9][a-zA-Z0-9_.-]*: names become file
@@ -146,6 +147,14 @@ func checkSpec(spec ContainerSpec) error {
 			return invalid("%v", err)
 		}
 	}
+	if spec.IfName != "" {
+		if err := checkIfName(spec.IfName); err != nil {
+			return err
+		}
+		if isModeName(spec.Network) {
+			return invalid("--ifname names the interface on a ctnet network: it has no effect with --network %s", spec.Network)
+		}
+	}
 	if strings.ContainsRune(spec.NetNS, 0) {
 		return invalid("bad --netns %q: use the path of a network namespace file", printable(spec.NetNS))
 	}
@@ -168,4 +177,16 @@ func checkSpec(spec ContainerSpec) error {
 	}
 	_, err := parseExtraHosts(spec.ExtraHosts)
 	return err
+}
+
+// checkIfName checks a container interface name asked for: one the kernel takes, and
+// not loopback's.
+func checkIfName(name string) error {
+	if err := link.CheckName(name); err != nil {
+		return invalid("bad --ifname: %v", err)
+	}
+	if name == "lo" {
+		return invalid("bad --ifname lo: that is the loopback interface; use another name, e.g. eth0")
+	}
+	return nil
 }

@@ -309,9 +309,9 @@ func (a *app) portCommand() *cobra.Command {
 
 func (a *app) attachCommand() *cobra.Command {
 	var f runFlags
-	var netnsPath string
+	var netnsPath, ifName string
 	cmd := &cobra.Command{
-		Use:   "attach --netns PATH --name NAME [--network NET] [--ip IP] [-p PORT]...",
+		Use:   "attach --netns PATH --name NAME [--network NET] [--ip IP] [--ifname IF] [-p PORT]...",
 		Short: "Connect a network namespace made by something else, as a container without a process",
 		Long: `Connect a namespace that another tool made (ip netns add, unshare, a runtime) to a
 network: eth0 with an address, a default route, published ports. "ctnet rm NAME" detaches
@@ -329,7 +329,7 @@ it again and leaves the namespace itself alone.`,
 			if err != nil {
 				return err
 			}
-			spec.NetNS = netnsPath
+			spec.NetNS, spec.IfName = netnsPath, ifName
 			return a.withRootManager("attach", func(m *network.Manager) error {
 				c, err := m.Create(spec)
 				if err != nil {
@@ -345,6 +345,7 @@ it again and leaves the namespace itself alone.`,
 	fl.StringVar(&f.name, "name", "", "container name")
 	fl.StringVar(&f.network, "network", "", "network name (default: bridge)")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
+	fl.StringVar(&ifName, "ifname", "", "name of the interface in the namespace (default eth0; only eth0 gets the default route)")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp] (repeatable)")
 	return cmd
 }

@@ -197,14 +197,14 @@ func (a *app) networkRmCommand() *cobra.Command {
 }
 
 func (a *app) networkConnectCommand() *cobra.Command {
-	var ip string
+	var opts network.ConnectOptions
 	cmd := &cobra.Command{
 		Use:   "connect NETWORK CONTAINER",
 		Short: "Connect a running container to another network (as eth1, eth2, ...)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withRootManager("network connect", func(m *network.Manager) error {
-				att, err := m.Connect(args[0], args[1], ip)
+				att, err := m.Connect(args[0], args[1], opts)
 				if err != nil {
 					return err
 				}
@@ -213,7 +213,8 @@ func (a *app) networkConnectCommand() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&ip, "ip", "", "IPv4 address on the network (default: the next free one)")
+	cmd.Flags().StringVar(&opts.IP, "ip", "", "IPv4 address on the network (default: the next free one)")
+	cmd.Flags().StringVar(&opts.IfName, "ifname", "", "name of the container's new interface (default: the next free ethN)")
 	return cmd
 }
 
