@@ -41,8 +41,13 @@ func Main(m interface{ Run() int }) int {
 }
 
 var build struct {
-	once sync.Once
+	mu   sync.Mutex
 	dir  string
+	bins map[string]*builtBinary // by command name
+}
+
+type builtBinary struct {
+	once sync.Once
 	path string
 	err  error
 }
@@ -51,30 +56,58 @@ var build struct {
 // readable and executable, so the unprivileged test user can run it too).
 func Binary(t testing.TB) string {
 	t.Helper()
-	build.once.Do(func() {
+	return buildCommand(t, "ctnet")
+}
+
+// CNIPlugin builds cmd/ctnet-cni once per test process and returns its path.
+func CNIPlugin(t testing.TB) string {
+	t.Helper()
+	return buildCommand(t, "ctnet-cni")
+}
+
+func buildCommand(t testing.TB, name string) string {
+	t.Helper()
+	build.mu.Lock()
+	if build.bins == nil {
+		build.bins = map[string]*builtBinary{}
+	}
+	b := build.bins[name]
+	if b == nil {
+		b = &builtBinary{}
+		build.bins[name] = b
+	}
+	build.mu.Unlock()
+	b.once.Do(func() {
 		root, err := moduleRoot()
 		if err != nil {
-			build.err = err
+			b.err = err
 			return
 		}
-		build.dir, err = os.MkdirTemp("", "ctnet-bin-")
+		build.mu.Lock()
+		if build.dir == "" {
+			build.dir, err = os.MkdirTemp("", "ctnet-bin-")
+			if err == nil {
+				os.Chmod(build.dir, 0o755)
+			}
+		}
+		dir := build.dir
+		build.mu.Unlock()
 		if err != nil {
-			build.err = err
+			b.err = err
 			return
 		}
-		os.Chmod(build.dir, 0o755)
-		build.path = filepath.Join(build.dir, "ctnet")
-		cmd := exec.Command("go", "build", "-o", build.path, "./cmd/ctnet")
+		b.path = filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", b.path, "./cmd/"+name)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("go build ./cmd/ctnet: %v: %s", err, out)
+			b.err = fmt.Errorf("go build ./cmd/%s: %v: %s", name, err, out)
 		}
 	})
-	if build.err != nil {
-		t.Fatal(build.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return build.path
+	return b.path
 }
 
 func moduleRoot() (string, error) {

@@ -1,0 +1,367 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/ctnet/ctnet/network"
+	"github.com/ctnet/ctnet/store"
+)
+
+// netConf is the network configuration a runtime passes on stdin. The network is
+// created on the first ADD with these settings; later ADDs must agree with them.
+type netConf struct {
+	types.PluginConf
+	Subnet   string `json:"subnet,omitempty"`  // default: a free one from ctnet's pools
+	Gateway  string `json:"gateway,omitempty"` // default: the subnet's first address
+	Bridge   string `json:"bridge,omitempty"`  // default: ct-<network id>
+	MTU      int    `json:"mtu,omitempty"`     // default: that of the host's default route
+	Internal bool   `json:"internal,omitempty"`
+	IPMasq   *bool  `json:"ipMasq,omitempty"` // default true
+	// Root is the ctnet root; by default the CLI's (/var/lib/ctnet and /run/ctnet), so
+	// `ctnet ps` lists what the runtime attached.
+	Root          string `json:"root,omitempty"`
+	RuntimeConfig struct {
+		PortMappings []portMapping `json:"portMappings,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+}
+
+// portMapping is the portMappings capability's entry, as the portmap plugin takes it.
+type portMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+func parseConf(stdin []byte) (*netConf, error) {
+	conf := &netConf{}
+	if err := json.Unmarshal(stdin, conf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration", err.Error())
+	}
+	return conf, nil // skel has checked that it has a name
+}
+
+// portSpecs turns port mappings into ctnet's, through the parser of -p so that both
+// accept and refuse the same. Mappings on an IPv6 host address are skipped, as the
+// portmap plugin skips those of the other family than the container's: ctnet's
+// networks are IPv4, and a dual-stack runtime sends both.
+func (c *netConf) portSpecs() ([]network.PortSpec, error) {
+	var out []network.PortSpec
+	for _, pm := range c.RuntimeConfig.PortMappings {
+		if ip, err := netip.ParseAddr(pm.HostIP); err == nil && ip.Is6() && !ip.Is4In6() {
+			continue
+		}
+		proto := strings.ToLower(pm.Protocol)
+		if proto == "" {
+			proto = "tcp"
+		}
+		s := fmt.Sprintf("%d:%d/%s", pm.HostPort, pm.ContainerPort, proto)
+		if pm.HostIP != "" {
+			s = pm.HostIP + ":" + s
+		}
+		p, err := network.ParsePort(s)
+		if err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("port mapping %s: %v", s, err), "")
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// containerName is the ctnet container standing for a CNI container ID: "cni-" and the
+// ID. An ID that would make the name longer than ctnet's 64 characters keeps its start
+// and a hash of the whole, and one with characters a name cannot hold is hashed.
+func containerName(id string) string {
+	const prefix, maxLen = "cni-", 64
+	sum := sha256.Sum256([]byte(id))
+	hash := hex.EncodeToString(sum[:])
+	valid := id != "" && strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == ""
+	switch {
+	case !valid:
+		return prefix + hash[:32]
+	case len(prefix)+len(id) <= maxLen:
+		return prefix + id
+	default:
+		return prefix + id[:maxLen-len(prefix)-13] + "-" + hash[:12]
+	}
+}
+
+func manager(conf *netConf) (*network.Manager, error) {
+	return network.New(network.Options{Root: conf.Root})
+}
+
+// ensureNetwork returns the configuration's network, creating it on first use.
+func ensureNetwork(m *network.Manager, conf *netConf) (*store.Network, error) {
+	for range 2 {
+		if n, err := findNetwork(m, conf.Name); err != nil || n != nil {
+			if n != nil && conf.Subnet != "" && n.Subnet.String() != conf.Subnet {
+				return nil, types.NewError(types.ErrInvalidNetworkConfig,
+					fmt.Sprintf("ctnet network %s exists with subnet %s, the configuration asks for %s: remove it or change the configuration", n.Name, n.Subnet, conf.Subnet), "")
+			}
+			return n, err
+		}
+		n, err := m.CreateNetwork(network.NetworkSpec{
+			Name: conf.Name, Subnet: conf.Subnet, Gateway: conf.Gateway, Bridge: conf.Bridge,
+			MTU: conf.MTU, Internal: conf.Internal, Masquerade: conf.IPMasq,
+		})
+		if !errors.Is(err, network.ErrConflict) {
+			return n, err
+		}
+		// Another ADD made it meanwhile (or the name clashes): look again.
+	}
+	return nil, fmt.Errorf("create network %s: it exists and cannot be found", conf.Name)
+}
+
+func findNetwork(m *network.Manager, name string) (*store.Network, error) {
+	networks, err := m.Networks()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range networks {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return nil, nil
+}
+
+// findContainer returns the container standing for a CNI container ID, or nil.
+func findContainer(m *network.Manager, id string) (*store.Container, error) {
+	c, err := m.Container(containerName(id))
+	if errors.Is(err, network.ErrNotFound) {
+		return nil, nil
+	}
+	return c, err
+}
+
+func attachmentOn(c *store.Container, networkName string) *store.Attachment {
+	for i := range c.Attachments {
+		if c.Attachments[i].Network == networkName {
+			return &c.Attachments[i]
+		}
+	}
+	return nil
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ports, err := conf.portSpecs()
+	if err != nil {
+		return err
+	}
+	m, err := manager(conf)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	n, err := ensureNetwork(m, conf)
+	if err != nil {
+		return err
+	}
+	c, err := findContainer(m, args.ContainerID)
+	if err != nil {
+		return err
+	}
+	var att *store.Attachment
+	switch {
+	case c == nil:
+		c, err = m.Create(network.ContainerSpec{
+			Name: containerName(args.ContainerID), Network: n.Name, NetNS: args.Netns, IfName: args.IfName, Ports: ports,
+		})
+		if err != nil {
+			return err
+		}
+		att = &c.Attachments[0]
+	case !sameFile(c.NetNS, args.Netns):
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("container %s is attached with namespace %s, not %s: DEL it first", args.ContainerID, c.NetNS, args.Netns), "")
+	case attachmentOn(c, n.Name) != nil:
+		// A repeated ADD: the attachment it asks for exists.
+		if att = attachmentOn(c, n.Name); att.IfName != args.IfName {
+			return types.NewError(types.ErrInvalidEnvironmentVariables,
+				fmt.Sprintf("container %s is already on network %s as %s", args.ContainerID, n.Name, att.IfName), "")
+		}
+	default:
+		if len(ports) > 0 {
+			return types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("port mappings go with a container's first network: %s is on %s already", args.ContainerID, c.Attachments[0].Network), "")
+		}
+		if att, err = m.Connect(n.Name, c.Name, network.ConnectOptions{IfName: args.IfName}); err != nil {
+			return err
+		}
+	}
+	return types.PrintResult(result(conf, n, att, args.Netns), conf.CNIVersion)
+}
+
+// result describes an attachment as the spec's ADD result: the host veth, the
+// interface in the sandbox with its address, and the default route on eth0.
+func result(conf *netConf, n *store.Network, att *store.Attachment, netns string) *types100.Result {
+	r := &types100.Result{
+		CNIVersion: types100.ImplementedSpecVersion,
+		Interfaces: []*types100.Interface{
+			{Name: att.HostVeth},
+			{Name: att.IfName, Mac: att.MAC, Mtu: n.MTU, Sandbox: netns},
+		},
+		IPs: []*types100.IPConfig{{
+			Interface: types100.Int(1),
+			Address:   net.IPNet{IP: att.IP.AsSlice(), Mask: net.CIDRMask(att.PrefixLen, 32)},
+			Gateway:   att.Gateway.AsSlice(),
+		}},
+		DNS: conf.DNS,
+	}
+	if att.IfName == "eth0" && !n.Internal {
+		r.Routes = []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: att.Gateway.AsSlice()}}
+	}
+	return r
+}
+
+func sameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
+}
+
+// cmdDel releases the container's attachment on the network: the container itself
+// when it was its last, leaving the namespace to the runtime. What is already gone
+// is not an error, as the spec asks, and the namespace may be gone too.
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	m, err := manager(conf)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	c, err := findContainer(m, args.ContainerID)
+	if err != nil || c == nil {
+		return err
+	}
+	return release(m, c, conf.Name)
+}
+
+func release(m *network.Manager, c *store.Container, networkName string) error {
+	if attachmentOn(c, networkName) == nil {
+		return nil
+	}
+	if len(c.Attachments) == 1 {
+		return m.Remove(c.Name, false)
+	}
+	return m.Disconnect(networkName, c.Name)
+}
+
+// cmdCheck confirms that the attachment exists, in the store and in the kernel: the
+// interface in the namespace with its address.
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
+	}
+	m, err := manager(conf)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	c, err := findContainer(m, args.ContainerID)
+	if err != nil {
+		return err
+	}
+	var att *store.Attachment
+	if c != nil {
+		att = attachmentOn(c, conf.Name)
+	}
+	if att == nil || att.IfName != args.IfName {
+		return fmt.Errorf("container %s has no interface %s on network %s", args.ContainerID, args.IfName, conf.Name)
+	}
+	info, err := m.InspectContainer(c.Name)
+	if err != nil {
+		return err
+	}
+	if info.Stack == nil {
+		return fmt.Errorf("container %s: its namespace cannot be read", args.ContainerID)
+	}
+	want := fmt.Sprintf("%s/%d", att.IP, att.PrefixLen)
+	for _, l := range info.Stack.Links {
+		if l.Name == att.IfName {
+			if slices.Contains(l.Addresses, want) {
+				return nil
+			}
+			return fmt.Errorf("interface %s of container %s lacks its address %s", att.IfName, args.ContainerID, want)
+		}
+	}
+	return fmt.Errorf("container %s: interface %s is missing from its namespace", args.ContainerID, att.IfName)
+}
+
+// cmdGC releases this network's attachments that the runtime no longer lists as
+// valid. Only the plugin's own containers (named cni-…) are considered.
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	m, err := manager(conf)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	valid := map[string]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[containerName(a.ContainerID)+" "+a.IfName] = true
+	}
+	containers, err := m.Containers(true)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range containers {
+		att := attachmentOn(c, conf.Name)
+		if !strings.HasPrefix(c.Name, "cni-") || !c.Attached || att == nil || valid[c.Name+" "+att.IfName] {
+			continue
+		}
+		if err := release(m, c, conf.Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cmdStatus says whether ADD can work: the root's state can be read.
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	m, err := manager(conf)
+	if err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "ctnet is not usable", err.Error())
+	}
+	defer m.Close()
+	if _, err := m.Networks(); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "ctnet's state cannot be read", err.Error())
+	}
+	return nil
+}

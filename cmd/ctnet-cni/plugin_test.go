@@ -1,0 +1,119 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ctnet/ctnet/network"
+)
+
+func TestContainerName(t *testing.T) {
+	long := strings.Repeat("0123456789abcdef", 4) // a containerd ID: 64 hex digits
+	tests := []struct {
+		id, want string
+	}{
+		{"pod-a", "cni-pod-a"},
+		{"k8s_POD.default_1", "cni-k8s_POD.default_1"},
+		{strings.Repeat("a", 60), "cni-" + strings.Repeat("a", 60)},
+		{long, "cni-" + long[:47] + "-"},       // then 12 hex digits of a hash
+		{"with space", "cni-"},                 // then 32 hex digits of a hash
+		{"../../etc", "cni-"},                  // '/' cannot be in a name
+		{"-leading-dash", "cni--leading-dash"}, // valid after the prefix
+	}
+	seen := map[string]string{}
+	for _, tt := range tests {
+		got := containerName(tt.id)
+		if !strings.HasPrefix(got, tt.want) || len(got) > 64 || strings.ContainsAny(got, "/ ") {
+			t.Errorf("containerName(%q) = %q, want %q… of at most 64 characters", tt.id, got, tt.want)
+		}
+		if other, dup := seen[got]; dup {
+			t.Errorf("containerName gives %q for both %q and %q", got, other, tt.id)
+		}
+		seen[got] = tt.id
+		if again := containerName(tt.id); again != got {
+			t.Errorf("containerName(%q) is not stable: %q, then %q", tt.id, got, again)
+		}
+	}
+	if a, b := containerName(long), containerName(long[:63]+"x"); a == b {
+		t.Errorf("IDs that differ only after the kept prefix map to one name %q", a)
+	}
+}
+
+func TestPortSpecs(t *testing.T) {
+	tests := []struct {
+		name, conf string
+		want       []string // PortSpec.String() of each
+		wantErr    string
+	}{
+		{"none", `{"name":"n"}`, nil, ""},
+		{"tcp by default", `{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80}]}}`, []string{"8080:80/tcp"}, ""},
+		{"protocol in capitals, host address",
+			`{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":53,"containerPort":5353,"protocol":"UDP","hostIP":"127.0.0.1"}]}}`,
+			[]string{"127.0.0.1:53:5353/udp"}, ""},
+		{"port out of range", `{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":70000,"containerPort":80}]}}`, nil, "65535"},
+		{"unknown protocol", `{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"icmp"}]}}`, nil, "tcp, udp or sctp"},
+		{"IPv6 host address skipped, as portmap skips the other family",
+			`{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"hostIP":"::"},{"hostPort":80,"containerPort":80,"hostIP":"0.0.0.0"}]}}`,
+			[]string{"0.0.0.0:80:80/tcp"}, ""},
+		{"host address that is not one", `{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"hostIP":"nohost"}]}}`, nil, "port mapping"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf, err := parseConf([]byte(tt.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			specs, err := conf.portSpecs()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("want an error saying %q, got %v", tt.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range specs {
+				got = append(got, s.String())
+			}
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzNetConf feeds the plugin what a runtime could: any configuration bytes and any
+// container ID. Nothing panics; every port mapping accepted reads back the same
+// through the -p parser; every container ID maps to a ctnet container name.
+func FuzzNetConf(f *testing.F) {
+	f.Add([]byte(`{"cniVersion":"1.1.0","name":"podnet","type":"ctnet","subnet":"10.88.0.0/16"}`), "pod-a")
+	f.Add([]byte(`{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}}`), strings.Repeat("f", 64))
+	f.Add([]byte(`{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":-1,"containerPort":0,"protocol":"UDP","hostIP":"::"}]}}`), "../x y")
+	f.Add([]byte(`{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":53,"containerPort":53,"protocol":"sctp","hostIP":"1.2.3.4:5"}]}}`), "")
+	f.Fuzz(func(t *testing.T, conf []byte, id string) {
+		name := containerName(id)
+		if !strings.HasPrefix(name, "cni-") || len(name) > 64 ||
+			strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != "" {
+			t.Fatalf("containerName(%q) = %q: not a ctnet container name", id, name)
+		}
+		c, err := parseConf(conf)
+		if err != nil {
+			return
+		}
+		specs, err := c.portSpecs()
+		if err != nil {
+			if strings.ContainsAny(err.Error(), "\n\r") {
+				t.Fatalf("error spans lines: %q", err)
+			}
+			return
+		}
+		for _, s := range specs {
+			back, err := network.ParsePort(s.String())
+			if err != nil || back != s {
+				t.Fatalf("port %v reads back as %v, %v", s, back, err)
+			}
+		}
+	})
+}

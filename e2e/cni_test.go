@@ -1,0 +1,235 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// cniResult is the part of an ADD result the tests read.
+type cniResult struct {
+	CNIVersion string `json:"cniVersion"`
+	Interfaces []struct {
+		Name    string `json:"name"`
+		MAC     string `json:"mac"`
+		Sandbox string `json:"sandbox"`
+	} `json:"interfaces"`
+	IPs []struct {
+		Address   string `json:"address"`
+		Gateway   string `json:"gateway"`
+		Interface *int   `json:"interface"`
+	} `json:"ips"`
+	Routes []struct {
+		Dst string `json:"dst"`
+		GW  string `json:"gw"`
+	} `json:"routes"`
+}
+
+// cniPlugin runs ctnet-cni in the sandbox's host namespace as a runtime does: the
+// CNI_ variables and the network configuration on stdin.
+type cniPlugin struct {
+	t    *testing.T
+	e    *env
+	path string
+}
+
+func (p cniPlugin) call(command, containerID, netnsPath, ifName, conf string) lab.Result {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := p.e.host.Command(ctx, p.path)
+	cmd.Env = append(os.Environ(), "CNI_COMMAND="+command, "CNI_CONTAINERID="+containerID,
+		"CNI_NETNS="+netnsPath, "CNI_IFNAME="+ifName, "CNI_PATH="+filepath.Dir(p.path))
+	cmd.Stdin = strings.NewReader(conf)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	r := lab.Result{}
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			p.t.Fatalf("run %s: %v", p.path, err)
+		}
+		r.Code = exit.ExitCode()
+	}
+	r.Stdout, r.Stderr = stdout.String(), stderr.String()
+	return r
+}
+
+func (p cniPlugin) add(containerID, netnsPath, ifName, conf string) cniResult {
+	p.t.Helper()
+	r := p.call("ADD", containerID, netnsPath, ifName, conf)
+	var res cniResult
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &res) != nil {
+		p.t.Fatalf("ADD %s %s: %s", containerID, ifName, r)
+	}
+	return res
+}
+
+// withPrevResult is conf with a CHECK's prevResult.
+func withPrevResult(t *testing.T, conf string, prev cniResult) string {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(conf), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["prevResult"] = prev
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// ctnet-cni, driven as containerd drives a plugin, attaches namespaces a runtime made
+// to a ctnet network: the result describes what iproute2 then finds, pods reach each
+// other, the wan and their published port, `ctnet ps` lists them, a second network
+// gives a named interface without a second default route, CHECK finds what is
+// broken, GC releases what the runtime no longer lists, DEL is idempotent and works
+// after the namespace is gone, errors come as the spec's JSON, and nothing is left.
+func TestCNIPlugin(t *testing.T) {
+	e := newEnv(t)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	confOf := func(name, subnet, extra string) string {
+		return fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "type": "ctnet", "subnet": %q, "root": %q%s}`, name, subnet, e.root, extra)
+	}
+	podnet := confOf("podnet", "10.88.0.0/24", "")
+	published := confOf("podnet", "10.88.0.0/24",
+		`, "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}`)
+	second := confOf("podnet2", "10.89.0.0/24", "")
+	podA, podB := lab.NewSandbox(t), lab.NewSandbox(t)
+
+	resA := p.add("pod-a", podA.Path, "eth0", published)
+	resB := p.add("pod-b", podB.Path, "eth0", podnet)
+	if len(resA.IPs) != 1 || len(resA.Interfaces) != 2 || resA.IPs[0].Interface == nil || *resA.IPs[0].Interface != 1 ||
+		resA.Interfaces[1].Name != "eth0" || resA.Interfaces[1].Sandbox != podA.Path ||
+		resA.IPs[0].Gateway != "10.88.0.1" || len(resA.Routes) != 1 || resA.Routes[0].Dst != "0.0.0.0/0" {
+		t.Fatalf("ADD result does not describe eth0 with its address and default route: %+v", resA)
+	}
+	ipA, ipB := strings.Split(resA.IPs[0].Address, "/")[0], strings.Split(resB.IPs[0].Address, "/")[0]
+	if ipA == ipB {
+		t.Errorf("both pods got %s", ipA)
+	}
+	if out, _ := podA.Try("ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, resA.IPs[0].Address) {
+		t.Errorf("eth0 in the pod lacks the result's address %s:\n%s", resA.IPs[0].Address, out)
+	}
+	if out, _ := podA.Try("ip", "link", "show", "eth0"); !strings.Contains(out, resA.Interfaces[1].MAC) {
+		t.Errorf("eth0 in the pod lacks the result's MAC %s:\n%s", resA.Interfaces[1].MAC, out)
+	}
+	if out, _ := podA.Try("ip", "route", "show", "default"); !strings.Contains(out, "via 10.88.0.1 dev eth0") {
+		t.Errorf("the pod's default route is not the result's:\n%s", out)
+	}
+	if repeat := p.add("pod-a", podA.Path, "eth0", published); repeat.IPs[0].Address != resA.IPs[0].Address {
+		t.Errorf("a repeated ADD changed the address: %s, then %s", resA.IPs[0].Address, repeat.IPs[0].Address)
+	}
+
+	server := podA.Command(t.Context(), peerServer(80)...)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { server.Process.Kill(); server.Wait() }()
+	if !pingOK(podB.Try, ipA) {
+		t.Errorf("pod-b cannot reach pod-a at %s", ipA)
+	}
+	if !pingOK(podA.Try, lab.WANIP) {
+		t.Errorf("pod-a cannot reach the wan")
+	}
+	var seen string
+	if !eventually(func() bool { seen = askPeer(e.wanRun, lab.HostUplinkIP, 8080); return seen != "" }) {
+		t.Errorf("pod-a's published port 8080 does not answer from the wan")
+	} else if seen != lab.WANIP {
+		t.Errorf("pod-a's server saw the wan client as %s, want %s", seen, lab.WANIP)
+	}
+	ps := e.must("ps")
+	for _, want := range []string{"cni-pod-a", "cni-pod-b", "0.0.0.0:8080->80/tcp"} {
+		if !strings.Contains(ps, want) {
+			t.Errorf("ctnet ps does not show %s:\n%s", want, ps)
+		}
+	}
+
+	// A second network: the interface the runtime names, no second default route.
+	res2 := p.add("pod-a", podA.Path, "net1", second)
+	if out, _ := podA.Try("ip", "-4", "-o", "addr", "show", "net1"); !strings.Contains(out, res2.IPs[0].Address) || len(res2.Routes) != 0 {
+		t.Errorf("net1 of the second network: result %+v, pod has:\n%s", res2, out)
+	}
+	if out, _ := podA.Try("ip", "route", "show", "default"); strings.Count(out, "default") != 1 {
+		t.Errorf("the pod should keep one default route, has:\n%s", out)
+	}
+
+	// CHECK: what ADD made holds; a broken attachment and an unknown one are reported.
+	if r := p.call("CHECK", "pod-a", podA.Path, "eth0", withPrevResult(t, published, resA)); r.Code != 0 {
+		t.Errorf("CHECK of a good attachment: %s", r)
+	}
+	podB.MustRun(t, "ip", "addr", "flush", "dev", "eth0")
+	if r := p.call("CHECK", "pod-b", podB.Path, "eth0", withPrevResult(t, podnet, resB)); r.Code == 0 || !strings.Contains(r.Stdout, "lacks its address") {
+		t.Errorf("CHECK of an interface without its address: want an error saying so, got %s", r)
+	}
+	if r := p.call("CHECK", "pod-z", podB.Path, "eth0", withPrevResult(t, podnet, resB)); r.Code == 0 || !strings.Contains(r.Stdout, "no interface eth0 on network podnet") {
+		t.Errorf("CHECK of an unknown container: want an error, got %s", r)
+	}
+
+	// GC: the runtime lists only pod-a as valid on podnet.
+	gc := confOf("podnet", "10.88.0.0/24", `, "cni.dev/valid-attachments": [{"containerID": "pod-a", "ifname": "eth0"}]`)
+	if r := p.call("GC", "", "", "", gc); r.Code != 0 {
+		t.Errorf("GC: %s", r)
+	}
+	if ps := e.must("ps"); strings.Contains(ps, "cni-pod-b") || !strings.Contains(ps, "cni-pod-a") {
+		t.Errorf("after GC listing only pod-a, ctnet ps shows:\n%s", ps)
+	}
+	if out, _ := podB.Try("ip", "-o", "link", "show"); strings.Contains(out, "eth0") {
+		t.Errorf("GC left pod-b's eth0:\n%s", out)
+	}
+	if r := p.call("DEL", "pod-b", podB.Path, "eth0", podnet); r.Code != 0 {
+		t.Errorf("DEL of what GC released: want success, got %s", r)
+	}
+
+	// DEL after the runtime removed the namespace.
+	podC := lab.RandomName("ctl-gone-")
+	if out, err := exec.Command("ip", "netns", "add", podC).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	p.add("pod-c", "/run/netns/"+podC, "eth0", podnet)
+	if out, err := exec.Command("ip", "netns", "del", podC).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	if r := p.call("DEL", "pod-c", "", "eth0", podnet); r.Code != 0 {
+		t.Errorf("DEL after the namespace is gone: %s", r)
+	}
+
+	// DEL: the second network first, then the first; then again.
+	for _, del := range []struct{ ifName, conf string }{{"net1", second}, {"eth0", podnet}, {"eth0", podnet}} {
+		if r := p.call("DEL", "pod-a", podA.Path, del.ifName, del.conf); r.Code != 0 {
+			t.Errorf("DEL pod-a %s: %s", del.ifName, r)
+		}
+	}
+	if out, _ := podA.Try("ip", "-o", "link", "show"); strings.Count(out, "\n") != 1 || !strings.Contains(out, "lo:") {
+		t.Errorf("after DEL the pod's namespace should hold only lo:\n%s", out)
+	}
+	if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) != 0 {
+		t.Errorf("containers left after DEL: %v", ids)
+	}
+
+	for _, c := range []struct {
+		command, conf, want string
+	}{
+		{"STATUS", podnet, ""},
+		{"VERSION", podnet, `"1.1.0"`},
+		{"ADD", confOf("podnet", "10.88.0.0/33", ""), `"code"`},
+		{"ADD", confOf("podnet", "10.99.0.0/24", ""), "exists with subnet 10.88.0.0/24"},
+		{"ADD", `{"cniVersion": "1.1.0", "type": "ctnet"}`, "missing network name"},
+	} {
+		r := p.call(c.command, "pod-x", podA.Path, "eth0", c.conf)
+		if wantOK := c.command == "STATUS" || c.command == "VERSION"; (r.Code == 0) != wantOK || !strings.Contains(r.Stdout, c.want) {
+			t.Errorf("%s with %s: want exit 0 = %v and %q in the output, got %s", c.command, c.conf, wantOK, c.want, r)
+		}
+	}
+	e.must("network", "rm", "podnet", "podnet2")
+}
