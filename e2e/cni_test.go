@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,4 +233,51 @@ func TestCNIPlugin(t *testing.T) {
 		}
 	}
 	e.must("network", "rm", "podnet", "podnet2")
+}
+
+// Pods a runtime starts at once all get their network: the first ADDs race to create
+// it (all but one find it made and use it), and every pod gets its own address.
+func TestCNIConcurrentAdd(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "burst", "type": "ctnet", "root": %q}`, e.root)
+	const pods = 8
+	sandboxes := make([]*lab.Sandbox, pods)
+	for i := range sandboxes {
+		sandboxes[i] = lab.NewSandbox(t)
+	}
+	results := make([]lab.Result, pods)
+	var wg sync.WaitGroup
+	for i, sb := range sandboxes {
+		wg.Go(func() { results[i] = p.call("ADD", fmt.Sprintf("pod-%d", i), sb.Path, "eth0", conf) })
+	}
+	wg.Wait()
+	addrs := map[string]int{}
+	for i, r := range results {
+		var res cniResult
+		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &res) != nil || len(res.IPs) != 1 {
+			t.Errorf("ADD pod-%d: %s", i, r)
+			continue
+		}
+		if other, dup := addrs[res.IPs[0].Address]; dup {
+			t.Errorf("pods %d and %d both got %s", other, i, res.IPs[0].Address)
+		}
+		addrs[res.IPs[0].Address] = i
+		if out, _ := sandboxes[i].Try("ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, res.IPs[0].Address) {
+			t.Errorf("pod-%d lacks its address %s:\n%s", i, res.IPs[0].Address, out)
+		}
+	}
+	if nets := e.networks(); len(nets) != 1 || nets[0] != "burst" {
+		t.Errorf("want the one network burst, have %v", nets)
+	}
+	for i, sb := range sandboxes {
+		wg.Go(func() {
+			if r := p.call("DEL", fmt.Sprintf("pod-%d", i), sb.Path, "eth0", conf); r.Code != 0 {
+				t.Errorf("DEL pod-%d: %s", i, r)
+			}
+		})
+	}
+	wg.Wait()
+	e.must("network", "rm", "burst")
 }
