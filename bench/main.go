@@ -32,11 +32,12 @@ import (
 
 // benchEnv is what every section shares.
 type benchEnv struct {
-	clean *cleanups
-	tmp   string // world-searchable scratch directory
-	ctnet string // ctnet binary built from this repository
-	self  string // a copy of this binary the unprivileged user can run
-	cfg   config
+	clean    *cleanups
+	tmp      string // world-searchable scratch directory
+	ctnet    string // ctnet binary built from this repository
+	ctnetCNI string // its CNI plugin, built likewise
+	self     string // a copy of this binary the unprivileged user can run
+	cfg      config
 }
 
 // config sizes a run.
@@ -153,7 +154,10 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 	if err := os.Chmod(env.tmp, 0o755); err != nil {
 		return err
 	}
-	if env.ctnet, err = buildCtnet(ctx, env.tmp); err != nil {
+	if env.ctnet, err = buildCommand(ctx, env.tmp, "ctnet"); err != nil {
+		return err
+	}
+	if env.ctnetCNI, err = buildCommand(ctx, env.tmp, "ctnet-cni"); err != nil {
 		return err
 	}
 	// Supervisors outlive the CLI by design; whatever a failed or interrupted run
@@ -213,18 +217,18 @@ func missingPackages() []string {
 	return missing
 }
 
-// buildCtnet builds cmd/ctnet from the module this command runs in.
-func buildCtnet(ctx context.Context, dir string) (string, error) {
+// buildCommand builds cmd/NAME from the module this command runs in.
+func buildCommand(ctx context.Context, dir, name string) (string, error) {
 	root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return "", fmt.Errorf("find the module: %w (run from the repository)", err)
 	}
-	path := filepath.Join(dir, "ctnet")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./cmd/ctnet")
+	path := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./cmd/"+name)
 	cmd.Dir = strings.TrimSpace(string(root))
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as the README builds it
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/ctnet: %v: %s", err, out)
+		return "", fmt.Errorf("go build ./cmd/%s: %v: %s", name, err, out)
 	}
 	return path, nil
 }

@@ -128,7 +128,7 @@ func runSetup(ctx context.Context, env *benchEnv, tool setupTool, n, clients, cy
 		return res, err
 	}
 	env.clean.add("run directory", func() error { return os.RemoveAll(dir) })
-	r := &setupRun{lab: l, dir: dir, n: n, ctnet: env.ctnet}
+	r := &setupRun{lab: l, dir: dir, n: n, ctnet: env.ctnet, ctnetCNI: env.ctnetCNI}
 	if _, own := tool.(makesOwnNamespace); !own {
 		if err := l.addContainerNamespaces(ctx, n); err != nil {
 			return res, err
@@ -324,7 +324,7 @@ func readLine(from *nsThread, addr string) (string, error) {
 // setupTools returns fresh instances of the tools the configuration selects, the
 // floor and the peers first.
 func setupTools(cfg config) []setupTool {
-	all := []setupTool{&netlinkFloorTool{}, manualTool{}, &cniTool{}, netavarkTool{}, ctnetAttachTool{}, &ctnetAPITool{}, ctnetRunTool{}}
+	all := []setupTool{&netlinkFloorTool{}, manualTool{}, &cniTool{}, netavarkTool{}, ctnetAttachTool{}, ctnetCNITool{}, &ctnetAPITool{}, ctnetRunTool{}}
 	if len(cfg.Tools) == 0 {
 		return all
 	}

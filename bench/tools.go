@@ -47,10 +47,11 @@ const containerPort = 80
 
 // setupRun is one tool's run at one N in one fresh lab.
 type setupRun struct {
-	lab   *lab
-	dir   string // scratch directory for the tool's state
-	n     int
-	ctnet string // the ctnet binary
+	lab      *lab
+	dir      string // scratch directory for the tool's state
+	n        int
+	ctnet    string // the ctnet binary
+	ctnetCNI string // ctnet's CNI plugin
 }
 
 // indexAddr is container i's address in a /16 whose first two octets are prefix (i=1
@@ -304,6 +305,40 @@ func (ctnetAttachTool) del(ctx context.Context, w *nsThread, r *setupRun, i int)
 }
 
 func (ctnetAttachTool) netns(r *setupRun, i int) (string, error) { return ctnetNetNS(r, i) }
+
+// ctnetCNITool is ctnet's CNI plugin, executed as a runtime executes a plugin (and
+// as the CNI reference plugins are above): one process per ADD and DEL.
+type ctnetCNITool struct{}
+
+func (ctnetCNITool) name() string { return "ctnet CNI plugin" }
+
+func (ctnetCNITool) prepare(ctx context.Context, r *setupRun) error {
+	return prepareCtnetNetwork(ctx, r)
+}
+
+func (ctnetCNITool) call(ctx context.Context, w *nsThread, r *setupRun, command string, i int) error {
+	conf, _ := json.Marshal(map[string]any{
+		"cniVersion": "1.1.0", "name": ctnetNetwork, "type": "ctnet", "subnet": ctnetPrefix + ".0.0/16", "root": ctnetRoot(r),
+		"runtimeConfig": map[string]any{"portMappings": []map[string]any{
+			{"hostPort": portBase + i, "containerPort": containerPort, "protocol": "tcp"}}},
+	})
+	env := []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=bench-" + strconv.Itoa(i),
+		"CNI_NETNS=/run/netns/" + r.lab.containerNS(i), "CNI_IFNAME=eth0", "CNI_PATH=" + filepath.Dir(r.ctnetCNI)}
+	_, err := w.run(ctx, conf, env, r.ctnetCNI)
+	return err
+}
+
+func (t ctnetCNITool) add(ctx context.Context, w *nsThread, r *setupRun, i int) error {
+	return t.call(ctx, w, r, "ADD", i)
+}
+
+func (t ctnetCNITool) del(ctx context.Context, w *nsThread, r *setupRun, i int) error {
+	return t.call(ctx, w, r, "DEL", i)
+}
+
+func (ctnetCNITool) netns(r *setupRun, i int) (string, error) {
+	return "/run/netns/" + r.lab.containerNS(i), nil
+}
 
 // ctnetAPITool is network.Manager.Create with NetNS / Remove, in this process: what
 // a runtime linking the library pays.
