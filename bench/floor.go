@@ -55,7 +55,7 @@ func (t *netlinkFloorTool) prepare(ctx context.Context, r *setupRun) error {
 func floorVeth(i int) string { return "fl" + strconv.Itoa(i) }
 
 func (t *netlinkFloorTool) add(ctx context.Context, w *nsThread, r *setupRun, i int) error {
-	ns, err := netns.GetFromPath("/run/netns/" + r.lab.containerNS(i))
+	ns, err := netns.GetFromPath(r.lab.containerNSPath(i))
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (t *netlinkFloorTool) del(ctx context.Context, w *nsThread, r *setupRun, i 
 }
 
 func (*netlinkFloorTool) netns(r *setupRun, i int) (string, error) {
-	return "/run/netns/" + r.lab.containerNS(i), nil
+	return r.lab.containerNSPath(i), nil
 }
 
 // It publishes no port and masquerades nothing: there is nothing to check.

@@ -259,6 +259,9 @@ func newLab(ctx context.Context, clean *cleanups) (*lab, error) {
 // containerNS names container i's namespace in this lab.
 func (l *lab) containerNS(i int) string { return fmt.Sprintf("ctbc%s-%d", l.id, i) }
 
+// containerNSPath is where `ip netns add` pinned container i's namespace.
+func (l *lab) containerNSPath(i int) string { return "/run/netns/" + l.containerNS(i) }
+
 // addContainerNamespaces makes the namespaces of containers 1..n, outside any timed
 // region (the peers' scripts make them with `ip netns add` beforehand too).
 func (l *lab) addContainerNamespaces(ctx context.Context, n int) error {

@@ -109,7 +109,7 @@ func (manualTool) del(ctx context.Context, w *nsThread, r *setupRun, i int) erro
 }
 
 func (manualTool) netns(r *setupRun, i int) (string, error) {
-	return "/run/netns/" + r.lab.containerNS(i), nil
+	return r.lab.containerNSPath(i), nil
 }
 
 // ---- the CNI reference plugins, executed directly as a runtime does (no cnitool)
@@ -190,7 +190,7 @@ func (t *cniTool) del(ctx context.Context, w *nsThread, r *setupRun, i int) erro
 }
 
 func (*cniTool) netns(r *setupRun, i int) (string, error) {
-	return "/run/netns/" + r.lab.containerNS(i), nil
+	return r.lab.containerNSPath(i), nil
 }
 
 // ---- netavark, podman's network backend, with the JSON podman passes it
@@ -230,7 +230,7 @@ func (netavarkTool) input(i int) []byte {
 
 func (t netavarkTool) call(ctx context.Context, w *nsThread, r *setupRun, command string, i int) error {
 	_, err := w.run(ctx, t.input(i), nil, netavarkPath, "--config", filepath.Join(r.dir, "netavark"),
-		command, "/run/netns/"+r.lab.containerNS(i))
+		command, r.lab.containerNSPath(i))
 	return err
 }
 
@@ -243,7 +243,7 @@ func (t netavarkTool) del(ctx context.Context, w *nsThread, r *setupRun, i int) 
 }
 
 func (netavarkTool) netns(r *setupRun, i int) (string, error) {
-	return "/run/netns/" + r.lab.containerNS(i), nil
+	return r.lab.containerNSPath(i), nil
 }
 
 // ---- ctnet
@@ -294,7 +294,7 @@ func (ctnetAttachTool) prepare(ctx context.Context, r *setupRun) error {
 }
 
 func (ctnetAttachTool) add(ctx context.Context, w *nsThread, r *setupRun, i int) error {
-	_, err := ctnetCLI(ctx, w, r, "attach", "--netns", "/run/netns/"+r.lab.containerNS(i),
+	_, err := ctnetCLI(ctx, w, r, "attach", "--netns", r.lab.containerNSPath(i),
 		"--name", ctnetContainer(i), "--network", ctnetNetwork, "-p", ctnetPublish(i))
 	return err
 }
@@ -337,7 +337,7 @@ func (t ctnetCNITool) del(ctx context.Context, w *nsThread, r *setupRun, i int) 
 }
 
 func (ctnetCNITool) netns(r *setupRun, i int) (string, error) {
-	return "/run/netns/" + r.lab.containerNS(i), nil
+	return r.lab.containerNSPath(i), nil
 }
 
 // ctnetAPITool is network.Manager.Create with NetNS / Remove, in this process: what
@@ -363,7 +363,7 @@ func (t *ctnetAPITool) add(ctx context.Context, w *nsThread, r *setupRun, i int)
 		return err
 	}
 	_, err = t.m.Create(network.ContainerSpec{Name: ctnetContainer(i), Network: ctnetNetwork,
-		NetNS: "/run/netns/" + r.lab.containerNS(i), Ports: []network.PortSpec{port}})
+		NetNS: r.lab.containerNSPath(i), Ports: []network.PortSpec{port}})
 	return err
 }
 

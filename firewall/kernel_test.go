@@ -1,10 +1,10 @@
 package firewall
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/google/nftables"
 
 	"github.com/ctnet/ctnet/internal/lab"
 	"github.com/ctnet/ctnet/netns"
@@ -19,23 +19,8 @@ func TestRenderMatchesKernel(t *testing.T) {
 	viaNft, viaNetlink := lab.NewSandbox(t), lab.NewSandbox(t)
 	state := representative()
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	load := viaNft.Command(ctx, "nft", "-f", "-")
-	load.Stdin = strings.NewReader(Render(state))
-	if out, err := load.CombinedOutput(); err != nil {
-		t.Fatalf("nft -f of the rendered tables: %v\n%s", err, out)
-	}
-
-	ns, err := netns.Open(viaNetlink.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	conn, err := ns.NFT()
-	if err != nil {
-		t.Fatal(err)
-	}
+	loadScript(t, viaNft, Render(state))
+	conn := nftConn(t, viaNetlink)
 	if err := Rebuild(conn, state); err != nil {
 		t.Fatal(err)
 	}
@@ -75,21 +60,9 @@ func TestOwnerAndClaim(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			sb := lab.NewSandbox(t)
 			if c.setup != "" {
-				load := sb.Command(t.Context(), "nft", "-f", "-")
-				load.Stdin = strings.NewReader(c.setup)
-				if out, err := load.CombinedOutput(); err != nil {
-					t.Fatalf("nft -f: %v\n%s", err, out)
-				}
+				loadScript(t, sb, c.setup)
 			}
-			ns, err := netns.Open(sb.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ns.Close()
-			conn, err := ns.NFT()
-			if err != nil {
-				t.Fatal(err)
-			}
+			conn := nftConn(t, sb)
 			owner, present, err := Owner(conn)
 			if err != nil || owner != c.wantOwner || present != c.wantPresent {
 				t.Errorf("Owner() = %q, %v, %v; want %q, %v, nil", owner, present, err, c.wantOwner, c.wantPresent)
@@ -110,4 +83,29 @@ func TestOwnerAndClaim(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadScript loads an nft script into the sandbox with `nft -f`.
+func loadScript(t *testing.T, sb *lab.Sandbox, script string) {
+	t.Helper()
+	load := sb.Command(t.Context(), "nft", "-f", "-")
+	load.Stdin = strings.NewReader(script)
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f: %v\n%s", err, out)
+	}
+}
+
+// nftConn is an nftables connection bound to the sandbox, closed with the test.
+func nftConn(t *testing.T, sb *lab.Sandbox) *nftables.Conn {
+	t.Helper()
+	ns, err := netns.Open(sb.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	conn, err := ns.NFT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -100,8 +100,18 @@ func containerName(id string) string {
 	}
 }
 
-func manager(conf *netConf) (*network.Manager, error) {
-	return network.New(network.Options{Root: conf.Root})
+// withManager parses the configuration and runs fn with a manager of its root.
+func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) error) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	m, err := network.New(network.Options{Root: conf.Root})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return fn(conf, m)
 }
 
 // ensureNetwork returns the configuration's network, creating it on first use.
@@ -158,19 +168,14 @@ func attachmentOn(c *store.Container, networkName string) *store.Attachment {
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
-	if err != nil {
-		return err
-	}
+	return withManager(args, func(conf *netConf, m *network.Manager) error { return add(args, conf, m) })
+}
+
+func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	ports, err := conf.portSpecs()
 	if err != nil {
 		return err
 	}
-	m, err := manager(conf)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	n, err := ensureNetwork(m, conf)
 	if err != nil {
 		return err
@@ -245,20 +250,13 @@ func sameFile(a, b string) bool {
 // when it was its last, leaving the namespace to the runtime. What is already gone
 // is not an error, as the spec asks, and the namespace may be gone too.
 func cmdDel(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	m, err := manager(conf)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	c, err := findContainer(m, args.ContainerID)
-	if err != nil || c == nil {
-		return err
-	}
-	return release(m, c, conf.Name)
+	return withManager(args, func(conf *netConf, m *network.Manager) error {
+		c, err := findContainer(m, args.ContainerID)
+		if err != nil || c == nil {
+			return err
+		}
+		return release(m, c, conf.Name)
+	})
 }
 
 func release(m *network.Manager, c *store.Container, networkName string) error {
@@ -274,18 +272,13 @@ func release(m *network.Manager, c *store.Container, networkName string) error {
 // cmdCheck confirms that the attachment exists, in the store and in the kernel: the
 // interface in the namespace with its address.
 func cmdCheck(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
-	if err != nil {
-		return err
-	}
+	return withManager(args, func(conf *netConf, m *network.Manager) error { return check(args, conf, m) })
+}
+
+func check(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
 		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
 	}
-	m, err := manager(conf)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	c, err := findContainer(m, args.ContainerID)
 	if err != nil {
 		return err
@@ -319,15 +312,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 // cmdGC releases this network's attachments that the runtime no longer lists as
 // valid. Only the plugin's own containers (named cni-…) are considered.
 func cmdGC(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	m, err := manager(conf)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
+	return withManager(args, func(conf *netConf, m *network.Manager) error { return collect(conf, m) })
+}
+
+func collect(conf *netConf, m *network.Manager) error {
 	valid := map[string]bool{}
 	for _, a := range conf.ValidAttachments {
 		valid[containerName(a.ContainerID)+" "+a.IfName] = true
@@ -351,17 +339,13 @@ func cmdGC(args *skel.CmdArgs) error {
 
 // cmdStatus says whether ADD can work: the root's state can be read.
 func cmdStatus(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
-	if err != nil {
+	err := withManager(args, func(_ *netConf, m *network.Manager) error {
+		_, err := m.Networks()
 		return err
-	}
-	m, err := manager(conf)
-	if err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, "ctnet is not usable", err.Error())
-	}
-	defer m.Close()
-	if _, err := m.Networks(); err != nil {
+	})
+	var cniErr *types.Error
+	if err != nil && !errors.As(err, &cniErr) {
 		return types.NewError(types.ErrPluginNotAvailable, "ctnet's state cannot be read", err.Error())
 	}
-	return nil
+	return err
 }
