@@ -217,7 +217,7 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 		2: {Name: "server", Network: ctnetNetwork, Ports: publish},
 		3: {Name: "routed", Network: "routed"},
 	} {
-		spec.NetNS = "/run/netns/" + l.containerNS(i)
+		spec.NetNS = l.containerNSPath(i)
 		c, err := m.Create(spec)
 		if err != nil {
 			return fmt.Errorf("create container %s: %w", spec.Name, err)
