@@ -91,11 +91,12 @@ func withPrevResult(t *testing.T, conf string, prev cniResult) string {
 }
 
 // ctnet-cni, driven as containerd drives a plugin, attaches namespaces a runtime made
-// to a ctnet network: the result describes what iproute2 then finds, pods reach each
-// other, the wan and their published port, `ctnet ps` lists them, a second network
-// gives a named interface without a second default route, CHECK finds what is
-// broken, GC releases what the runtime no longer lists, DEL is idempotent and works
-// after the namespace is gone, errors come as the spec's JSON, and nothing is left.
+// to a ctnet network: the result describes what iproute2 then finds (an address the
+// ips capability names, too), pods reach each other, the wan and their published
+// port, `ctnet ps` lists them, a second network gives a named interface without a
+// second default route, CHECK finds what is broken, GC releases what the runtime no
+// longer lists, DEL is idempotent and works after the namespace is gone, errors come
+// as the spec's JSON, and nothing is left.
 func TestCNIPlugin(t *testing.T) {
 	e := newEnv(t)
 	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
@@ -109,7 +110,10 @@ func TestCNIPlugin(t *testing.T) {
 	podA, podB := lab.NewSandbox(t), lab.NewSandbox(t)
 
 	resA := p.add("pod-a", podA.Path, "eth0", published)
-	resB := p.add("pod-b", podB.Path, "eth0", podnet)
+	resB := p.add("pod-b", podB.Path, "eth0", confOf("podnet", "10.88.0.0/24", `, "capabilities": {"ips": true}, "runtimeConfig": {"ips": ["10.88.0.50/24"]}`))
+	if len(resB.IPs) != 1 || resB.IPs[0].Address != "10.88.0.50/24" {
+		t.Errorf("ADD with the ips capability: want 10.88.0.50/24, got %+v", resB.IPs)
+	}
 	if len(resA.IPs) != 1 || len(resA.Interfaces) != 2 || resA.IPs[0].Interface == nil || *resA.IPs[0].Interface != 1 ||
 		resA.Interfaces[1].Name != "eth0" || resA.Interfaces[1].Sandbox != podA.Path ||
 		resA.IPs[0].Gateway != "10.88.0.1" || len(resA.Routes) != 1 || resA.Routes[0].Dst != "0.0.0.0/0" {

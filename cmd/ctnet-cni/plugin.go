@@ -36,6 +36,9 @@ type netConf struct {
 	Root          string `json:"root,omitempty"`
 	RuntimeConfig struct {
 		PortMappings []portMapping `json:"portMappings,omitempty"`
+		// IPs is the ips capability: the address to give (Podman's --ip), with or
+		// without a prefix length.
+		IPs []string `json:"ips,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 }
 
@@ -80,6 +83,29 @@ func (c *netConf) portSpecs() ([]network.PortSpec, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// requestedIP is the IPv4 address the ips capability asks for, or "" for the next free
+// one. IPv6 addresses are skipped, as ctnet's networks are IPv4.
+func (c *netConf) requestedIP() (string, error) {
+	var v4 []string
+	for _, s := range c.RuntimeConfig.IPs {
+		addr, _, _ := strings.Cut(s, "/")
+		ip, err := netip.ParseAddr(addr)
+		if err != nil {
+			return "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("bad address %q in runtimeConfig.ips: use an IPv4 address such as 10.88.0.5/16", s), "")
+		}
+		if ip.Is4() || ip.Is4In6() {
+			v4 = append(v4, ip.Unmap().String())
+		}
+	}
+	if len(v4) > 1 {
+		return "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("runtimeConfig.ips asks for %d IPv4 addresses: a container has one per network", len(v4)), "")
+	}
+	if len(v4) == 0 {
+		return "", nil
+	}
+	return v4[0], nil
 }
 
 // containerName is the ctnet container standing for a CNI container ID: "cni-" and the
@@ -176,6 +202,10 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	if err != nil {
 		return err
 	}
+	ip, err := conf.requestedIP()
+	if err != nil {
+		return err
+	}
 	n, err := ensureNetwork(m, conf)
 	if err != nil {
 		return err
@@ -188,7 +218,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	switch {
 	case c == nil:
 		c, err = m.Create(network.ContainerSpec{
-			Name: containerName(args.ContainerID), Network: n.Name, NetNS: args.Netns, IfName: args.IfName, Ports: ports,
+			Name: containerName(args.ContainerID), Network: n.Name, NetNS: args.Netns, IfName: args.IfName, IP: ip, Ports: ports,
 		})
 		if err != nil {
 			return err
@@ -208,7 +238,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 			return types.NewError(types.ErrInvalidNetworkConfig,
 				fmt.Sprintf("port mappings go with a container's first network: %s is on %s already", args.ContainerID, c.Attachments[0].Network), "")
 		}
-		if att, err = m.Connect(n.Name, c.Name, network.ConnectOptions{IfName: args.IfName}); err != nil {
+		if att, err = m.Connect(n.Name, c.Name, network.ConnectOptions{IP: ip, IfName: args.IfName}); err != nil {
 			return err
 		}
 	}

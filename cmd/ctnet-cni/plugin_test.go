@@ -39,6 +39,37 @@ func TestContainerName(t *testing.T) {
 	}
 }
 
+func TestRequestedIP(t *testing.T) {
+	tests := []struct {
+		name, conf, want, wantErr string
+	}{
+		{"none", `{"name":"n"}`, "", ""},
+		{"with a prefix", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5/16"]}}`, "10.88.0.5", ""},
+		{"without", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5"]}}`, "10.88.0.5", ""},
+		{"IPv6 skipped", `{"name":"n","runtimeConfig":{"ips":["fd00::5/64","10.88.0.5/16"]}}`, "10.88.0.5", ""},
+		{"two IPv4", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5","10.88.0.6"]}}`, "", "one per network"},
+		{"not an address", `{"name":"n","runtimeConfig":{"ips":["ten"]}}`, "", "bad address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf, err := parseConf([]byte(tt.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := conf.requestedIP()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("want an error saying %q, got %q, %v", tt.wantErr, got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestPortSpecs(t *testing.T) {
 	tests := []struct {
 		name, conf string
