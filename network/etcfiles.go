@@ -5,8 +5,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/ctnet/ctnet/internal/embeddns"
 	"github.com/ctnet/ctnet/internal/nameconf"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
@@ -144,13 +146,26 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		}
 		resolver = nameconf.Resolver{Nameservers: []netip.Addr{userNetAddrs(c.UserNet.Subnet).DNS}, Other: host.Other}
 		addrs = append(addrs, UserNetGuest(c.UserNet.Subnet))
+	} else if c.Mode == store.ModeBridge && !m.rootless {
+		// Names go to the container's embedded DNS server, which forwards the rest
+		// from the host's namespace, where even loopback resolvers answer.
+		host, err := nameconf.ReadResolvConf(nameconf.HostResolvConf)
+		if err != nil {
+			return err
+		}
+		resolver = nameconf.Resolver{Nameservers: []netip.Addr{netip.MustParseAddr(embeddns.Address)},
+			Other: append(slices.Clone(host.Other), "options ndots:0")}
+		c.EmbeddedDNS = true
+		for _, d := range dns {
+			c.Resolvers = append(c.Resolvers, netip.AddrPortFrom(d, 53))
+		}
+		for _, a := range c.Attachments {
+			addrs = append(addrs, a.IP)
+		}
 	} else {
 		var err error
 		if resolver, err = nameconf.ForContainer(dns, nameconf.HostResolvConf, nameconf.SystemdUpstream); err != nil {
 			return err
-		}
-		for _, a := range c.Attachments {
-			addrs = append(addrs, a.IP)
 		}
 	}
 	contents := map[string][]byte{

@@ -70,6 +70,11 @@ type Container struct {
 	RuntimeDir string `json:"runtime_dir,omitempty"`
 	// UserNet configures the user-mode network of a rootless container.
 	UserNet *UserNet `json:"usernet,omitempty"`
+	// EmbeddedDNS marks a container whose resolv.conf names its embedded DNS server,
+	// and Resolvers are where that server forwards what is not a container's name
+	// (empty: the host's resolvers).
+	EmbeddedDNS bool             `json:"embedded_dns,omitempty"`
+	Resolvers   []netip.AddrPort `json:"resolvers,omitempty"`
 }
 
 // UserNet is the configuration of a rootless container's user-mode network.

@@ -129,8 +129,18 @@ func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os
 	if c.OwnsNetNS {
 		nsIno = proc.NetNSInode(c.NetNS)
 	}
+	// The DNS server's sockets exist before the process does, and close before the
+	// network is released: they hold the namespace.
+	stopDNS, err := m.ServeDNS(c)
+	if err != nil {
+		if rerr := m.Exited(c.ID, exitRunFailure); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return exitRunFailure, err
+	}
 	p, err := startProcess(m, c, stdio{stdin, stdout, stderr})
 	if err != nil {
+		stopDNS()
 		code := startFailureCode(err)
 		if rerr := m.Exited(c.ID, code); rerr != nil {
 			err = errors.Join(err, rerr)
@@ -146,6 +156,7 @@ func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os
 	if err := m.Started(c.ID, id); err != nil {
 		p.signal(syscall.SIGKILL)
 		p.wait()
+		stopDNS()
 		m.Exited(c.ID, exitRunFailure)
 		return exitRunFailure, err
 	}
@@ -168,6 +179,7 @@ func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os
 	}()
 	code, werr := p.wait()
 	close(done)
+	stopDNS()
 	proc.KillInNetNS(nsIno) // what the command left behind ends with it
 	if err := m.Exited(c.ID, code); err != nil {
 		return code, errors.Join(werr, fmt.Errorf("release container %s: %w", c.Name, err))

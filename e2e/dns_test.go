@@ -1,0 +1,74 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// Containers resolve each other by name through their embedded DNS server at
+// 127.0.0.11, as Docker's do on a user-defined network: the names (and NAME.NETWORK)
+// of the containers sharing a network, at once after they start and no longer once
+// they are removed, never those of another network. Other names go to the --dns
+// resolver, except from an internal network. A program in the container can still
+// serve DNS on port 53 itself: the embedded server only borrows that port through a
+// redirect inside the container's namespace.
+func TestContainerDNS(t *testing.T) {
+	e := newEnv(t)
+	resolver := e.wan.ListenUDP(t, lab.WANIP+":53")
+	go serveDNS(resolver, "svc.test.", "198.51.100.77")
+	e.must("network", "create", "app")
+	e.must("network", "create", "other")
+	e.must("network", "create", "sealed", "--internal")
+	e.runDetached("--name", "web", "--network", "app", "--", "sleep", "600")
+	e.runDetached("--name", "client", "--network", "app", "--dns", lab.WANIP, "--", "sleep", "600")
+	e.runDetached("--name", "stranger", "--network", "other", "--dns", lab.WANIP, "--", "sleep", "600")
+	e.runDetached("--name", "inside", "--network", "sealed", "--", "sleep", "600")
+	lookup := func(from, name string) string {
+		r := e.ctnet("exec", from, "--", "getent", "ahostsv4", name)
+		if r.Code != 0 || r.Stdout == "" {
+			return ""
+		}
+		return strings.Fields(r.Stdout)[0]
+	}
+	for _, c := range []struct{ from, name, want string }{
+		{"client", "web", e.ip("web")},
+		{"client", "web.app", e.ip("web")},
+		{"client", "WEB", e.ip("web")},
+		{"client", "client", e.ip("client")},
+		{"client", "svc.test", "198.51.100.77"}, // forwarded to the --dns resolver in the wan
+		{"stranger", "web", ""},                 // another network's container
+		{"inside", "svc.test", ""},              // an internal network has no way out
+	} {
+		if got := lookup(c.from, c.name); got != c.want {
+			t.Errorf("%s resolving %s: got %q, want %q", c.from, c.name, got, c.want)
+		}
+	}
+	if r := e.ctnet("exec", "client", "--", "cat", "/etc/resolv.conf"); !strings.Contains(r.Stdout, "nameserver 127.0.0.11\n") {
+		t.Errorf("client's resolv.conf should name the embedded server: %s", r)
+	}
+
+	e.runDetached("--name", "late", "--network", "app", "--", "sleep", "600")
+	if got, want := lookup("client", "late"), e.ip("late"); got != want {
+		t.Errorf("a container started a moment ago: got %q, want %q", got, want)
+	}
+	e.must("rm", "-f", "late")
+	if got := lookup("client", "late"); got != "" {
+		t.Errorf("a removed container still resolves, to %s", got)
+	}
+
+	// The container's own DNS server on port 53, beside the embedded one.
+	e.runDetached("--name", "dnsd", "--network", "app", "--", "socat", "UDP-RECVFROM:53,fork", "SYSTEM:echo own-server")
+	if !eventually(func() bool { return askPeerUDP(e.containerRun("client"), e.ip("dnsd"), 53) == "own-server" }) {
+		t.Errorf("the container's own server on port 53 does not answer")
+	}
+	if got, want := lookup("dnsd", "web"), e.ip("web"); got != want {
+		t.Errorf("with its own server on port 53, the container resolving web: got %q, want %q", got, want)
+	}
+	if out := e.output(append(lab.InNetNS(e.inspect("dnsd").NetNS), "nft", "list", "table", "ip", "ctnet")...); !strings.Contains(out, "ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:") {
+		t.Errorf("the redirect of 127.0.0.11:53 inside the container:\n%s", out)
+	}
+	e.must("rm", "-f", "web", "client", "stranger", "inside", "dnsd")
+	e.must("network", "rm", "app", "other", "sealed")
+}
