@@ -421,7 +421,8 @@ func TestLogs(t *testing.T) {
 }
 
 // A container has its own resolv.conf, hosts and hostname, as Docker's do: --dns
-// names the resolver its embedded DNS server forwards to; --add-host and its own
+// names its resolver (on the default network, which has no embedded DNS server),
+// which it reaches through masquerade; --add-host and its own
 // hostname resolve from its hosts file; exec sees the same files; the host's files
 // and mounts stay as they were, and the container's mount namespace holds no copy of
 // another container's namespace pin.
@@ -450,10 +451,9 @@ func TestContainerNameFiles(t *testing.T) {
 			t.Errorf("getent ahostsv4 %s in the container: want %s, got %s", c.name, c.want, r)
 		}
 	}
-	// The resolver named by --dns is reached through the embedded server.
-	if r := e.ctnet("exec", "named", "--", "cat", "/etc/resolv.conf", "/etc/hostname"); !strings.Contains(r.Stdout, "nameserver 127.0.0.11\n") ||
+	if r := e.ctnet("exec", "named", "--", "cat", "/etc/resolv.conf", "/etc/hostname"); !strings.Contains(r.Stdout, "nameserver "+lab.WANIP+"\n") ||
 		!strings.HasSuffix(r.Stdout, "web1\n") {
-		t.Errorf("the container's resolv.conf and hostname: want nameserver 127.0.0.11 and web1, got %s", r)
+		t.Errorf("the container's resolv.conf and hostname: want nameserver %s and web1, got %s", lab.WANIP, r)
 	}
 	if after := hostMounts(); after != before {
 		t.Errorf("the host's files or mounts changed while a container ran:\nbefore %s\nafter  %s", before, after)

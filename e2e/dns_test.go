@@ -8,7 +8,8 @@ import (
 )
 
 // Containers resolve each other by name through their embedded DNS server at
-// 127.0.0.11, as Docker's do on a user-defined network: the names (and NAME.NETWORK)
+// 127.0.0.11, as Docker's do on a user-defined network (the default network has
+// none, as in Docker and Podman): the names (and NAME.NETWORK)
 // of the containers sharing a network, at once after they start and no longer once
 // they are removed, never those of another network. Other names go to the --dns
 // resolver, except from an internal network. A program in the container can still
@@ -48,6 +49,11 @@ func TestContainerDNS(t *testing.T) {
 	if r := e.ctnet("exec", "client", "--", "cat", "/etc/resolv.conf"); !strings.Contains(r.Stdout, "nameserver 127.0.0.11\n") {
 		t.Errorf("client's resolv.conf should name the embedded server: %s", r)
 	}
+	// The default network has no embedded DNS, as Docker's and Podman's.
+	e.runDetached("--name", "plain", "--dns", lab.WANIP, "--", "sleep", "600")
+	if r := e.ctnet("exec", "plain", "--", "cat", "/etc/resolv.conf"); strings.Contains(r.Stdout, "127.0.0.11") || !strings.Contains(r.Stdout, "nameserver "+lab.WANIP+"\n") {
+		t.Errorf("a container on the default network should use its resolver directly: %s", r)
+	}
 
 	e.runDetached("--name", "late", "--network", "app", "--", "sleep", "600")
 	if got, want := lookup("client", "late"), e.ip("late"); got != want {
@@ -69,6 +75,6 @@ func TestContainerDNS(t *testing.T) {
 	if out := e.output(append(lab.InNetNS(e.inspect("dnsd").NetNS), "nft", "list", "table", "ip", "ctnet")...); !strings.Contains(out, "ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:") {
 		t.Errorf("the redirect of 127.0.0.11:53 inside the container:\n%s", out)
 	}
-	e.must("rm", "-f", "web", "client", "stranger", "inside", "dnsd")
-	e.must("network", "rm", "app", "other", "sealed")
+	e.must("rm", "-f", "web", "client", "stranger", "inside", "dnsd", "plain")
+	e.must("network", "rm", "app", "other", "sealed", "bridge")
 }

@@ -214,9 +214,13 @@ func Rebuild(c *nftables.Conn, s State) error {
 }
 
 func build(c *nftables.Conn, t *nftables.Table, sets []setSpec, chains []chainSpec, rules []ruleSpec, els map[string][]nftables.SetElement) error {
-	// Adding before deleting makes the delete valid whether or not the table existed.
-	c.AddTable(t)
-	c.DelTable(t)
+	// A table deleted in the batch is destroyed after an RCU grace period, which the
+	// socket's close waits for (about 10 ms): a missing table is not deleted.
+	if ok, err := tableExists(c, t); err != nil {
+		return err
+	} else if ok {
+		c.DelTable(t)
+	}
 	c.AddTable(t)
 	for _, s := range sets {
 		set := newSet(t, s)

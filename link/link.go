@@ -565,7 +565,7 @@ func IsDying(l netlink.Link, byIndex func(int) netlink.Link) bool {
 // open, in which case the pair stays until deleted.
 func AwaitDying(ns *netns.NS, name string, timeout time.Duration) (bool, error) {
 	deadline := time.Now().Add(timeout)
-	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, time.Millisecond) {
 		dying, err := Dying(ns, name)
 		if err != nil || dying {
 			return dying, err

@@ -138,7 +138,11 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 	}
 	var resolver nameconf.Resolver
 	var addrs []netip.Addr
-	if c.Mode == store.ModeUserNet {
+	for _, a := range c.Attachments {
+		addrs = append(addrs, a.IP)
+	}
+	switch {
+	case c.Mode == store.ModeUserNet:
 		// The forwarder at 10.0.2.3 runs on the host, where even loopback resolvers serve.
 		host, err := nameconf.ReadResolvConf(nameconf.HostResolvConf)
 		if err != nil {
@@ -146,9 +150,12 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		}
 		resolver = nameconf.Resolver{Nameservers: []netip.Addr{userNetAddrs(c.UserNet.Subnet).DNS}, Other: host.Other}
 		addrs = append(addrs, UserNetGuest(c.UserNet.Subnet))
-	} else if c.Mode == store.ModeBridge && !m.rootless {
+	case c.Mode == store.ModeBridge && !m.rootless && c.Attachments[0].Network != DefaultNetwork:
 		// Names go to the container's embedded DNS server, which forwards the rest
-		// from the host's namespace, where even loopback resolvers answer.
+		// from the host's namespace, where even loopback resolvers answer. As with
+		// Docker's and Podman's, the default network has none: its containers skip the
+		// server's cost (its sockets hold the namespace about one RCU grace period
+		// past the container's end, which rm waits for).
 		host, err := nameconf.ReadResolvConf(nameconf.HostResolvConf)
 		if err != nil {
 			return err
@@ -159,10 +166,7 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		for _, d := range dns {
 			c.Resolvers = append(c.Resolvers, netip.AddrPortFrom(d, 53))
 		}
-		for _, a := range c.Attachments {
-			addrs = append(addrs, a.IP)
-		}
-	} else {
+	default:
 		var err error
 		if resolver, err = nameconf.ForContainer(dns, nameconf.HostResolvConf, nameconf.SystemdUpstream); err != nil {
 			return err
