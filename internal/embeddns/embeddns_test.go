@@ -12,6 +12,19 @@ import (
 	"github.com/ctnet/ctnet/netns"
 )
 
+// sandbox is a namespace for the server's sockets, with loopback up.
+func sandbox(t *testing.T) (*lab.Sandbox, *netns.NS) {
+	t.Helper()
+	lab.RequireRoot(t)
+	sb := lab.NewSandbox(t)
+	ns, err := netns.Open(sb.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return sb, ns
+}
+
 // upstream is a resolver on the test's loopback, over UDP and TCP, that knows one
 // name.
 func upstream(t *testing.T, name, addr string) netip.AddrPort {
@@ -47,13 +60,7 @@ func upstream(t *testing.T, name, addr string) netip.AddrPort {
 // The server answers container names itself, forwards other names to its
 // upstreams, over UDP and TCP, and says a name does not exist when it has none.
 func TestServer(t *testing.T) {
-	lab.RequireRoot(t)
-	sb := lab.NewSandbox(t)
-	ns, err := netns.Open(sb.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	_, ns := sandbox(t)
 	names := map[string][]netip.Addr{"web": {netip.MustParseAddr("172.18.0.2")}}
 	lookup := func(name string) ([]netip.Addr, bool) { a, ok := names[name]; return a, ok }
 	up := upstream(t, "svc.test.", "198.51.100.77")
@@ -115,13 +122,7 @@ func TestServer(t *testing.T) {
 
 // Close releases the sockets, also when the server never served.
 func TestCloseReleasesSockets(t *testing.T) {
-	lab.RequireRoot(t)
-	sb := lab.NewSandbox(t)
-	ns, err := netns.Open(sb.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	sb, ns := sandbox(t)
 	for _, serve := range []bool{false, true} {
 		srv, err := Listen(ns)
 		if err != nil {
