@@ -69,8 +69,8 @@ echo "from the wan:    $(W socat -T2 - TCP:203.0.113.1:8080)"
 echo "from the host:   $(H socat -T2 - TCP:127.0.0.1:8080)"
 echo "from client:     $(H "$bin/ctnet" --root "$root" exec client -- socat -T2 - TCP:203.0.113.1:8080)"
 
-step "Name files of its own, as Docker gives a container (the host's resolv.conf may point at a stub on its loopback)"
-ctnet exec client -- sh -c 'echo "hostname: $(cat /etc/hostname)"; grep ^nameserver /etc/resolv.conf; tail -n 1 /etc/hosts'
+step "Name files of its own, and the network's names from its embedded DNS server at 127.0.0.11, as Docker gives a container"
+ctnet exec client -- sh -c 'echo "hostname: $(cat /etc/hostname)"; grep ^nameserver /etc/resolv.conf; tail -n 1 /etc/hosts; getent hosts web'
 
 step "What ctnet made, as the article's inspect-net-stack.sh shows it"
 ctnet inspect web
