@@ -42,7 +42,7 @@ func (m *Manager) ServeDNS(c *store.Container) (stop func(), err error) {
 	conn, err := ns.NFT()
 	if err == nil {
 		udp, tcp := srv.Ports()
-		err = firewall.RedirectDNS(conn, netip.MustParseAddr(embeddns.Address), udp, tcp)
+		err = firewall.RedirectDNS(conn, embeddns.Address, udp, tcp)
 	}
 	if err != nil {
 		srv.Close()

@@ -160,7 +160,7 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		if err != nil {
 			return err
 		}
-		resolver = nameconf.Resolver{Nameservers: []netip.Addr{netip.MustParseAddr(embeddns.Address)},
+		resolver = nameconf.Resolver{Nameservers: []netip.Addr{embeddns.Address},
 			Other: append(slices.Clone(host.Other), "options ndots:0")}
 		c.EmbeddedDNS = true
 		for _, d := range dns {

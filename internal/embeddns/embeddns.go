@@ -26,7 +26,7 @@ import (
 )
 
 // Address is where containers find the server, as in Docker.
-const Address = "127.0.0.11"
+var Address = netip.MustParseAddr("127.0.0.11")
 
 const (
 	// ttl is short: containers come and go, and their names with them.
@@ -61,10 +61,10 @@ func Listen(ns *netns.NS) (*Server, error) {
 	var l net.Listener
 	err := ns.Do(func() error {
 		var err error
-		if pc, err = net.ListenPacket("udp4", Address+":0"); err != nil {
+		if pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(Address, 0).String()); err != nil {
 			return err
 		}
-		if l, err = net.Listen("tcp4", Address+":0"); err != nil {
+		if l, err = net.Listen("tcp4", netip.AddrPortFrom(Address, 0).String()); err != nil {
 			pc.Close()
 		}
 		return err

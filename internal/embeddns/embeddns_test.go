@@ -101,7 +101,7 @@ func TestServer(t *testing.T) {
 				q := new(dns.Msg)
 				q.SetQuestion(c.qname, c.qtype)
 				var err error
-				resp, _, err = (&dns.Client{Net: c.transport}).Exchange(q, net.JoinHostPort(Address, strconv.Itoa(int(port))))
+				resp, _, err = (&dns.Client{Net: c.transport}).Exchange(q, netip.AddrPortFrom(Address, port).String())
 				return err
 			})
 			if err != nil {
