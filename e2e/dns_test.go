@@ -7,9 +7,24 @@ import (
 	"github.com/ctnet/ctnet/internal/lab"
 )
 
+// tcpQueryScript asks 127.0.0.11:53 over TCP for the A record of argv[1] and prints
+// the address of the answer's last record.
+const tcpQueryScript = `
+import socket, struct, sys
+q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[1].split(".")) + b"\x00" + struct.pack(">HH", 1, 1)
+s = socket.create_connection(("127.0.0.11", 53), timeout=3)
+s.sendall(struct.pack(">H", len(q)) + q)
+n = struct.unpack(">H", s.recv(2))[0]
+r = b""
+while len(r) < n:
+    r += s.recv(n - len(r))
+print(socket.inet_ntoa(r[-4:]))
+`
+
 // Containers resolve each other by name through their embedded DNS server at
-// 127.0.0.11, as Docker's do on a user-defined network (the default network has
-// none, as in Docker and Podman): the names (and NAME.NETWORK)
+// 127.0.0.11, over UDP and TCP, as Docker's do on a user-defined network (the
+// default network has none, as in Docker and Podman): the names (and NAME.NETWORK)
 // of the containers sharing a network, at once after they start and no longer once
 // they are removed, never those of another network. Other names go to the --dns
 // resolver, except from an internal network. A program in the container can still
@@ -45,6 +60,10 @@ func TestContainerDNS(t *testing.T) {
 		if got := lookup(c.from, c.name); got != c.want {
 			t.Errorf("%s resolving %s: got %q, want %q", c.from, c.name, got, c.want)
 		}
+	}
+	// Over TCP too, as resolvers ask when a UDP answer is truncated.
+	if r := e.ctnet("exec", "client", "--", "python3", "-c", tcpQueryScript, "web"); r.Code != 0 || strings.TrimSpace(r.Stdout) != e.ip("web") {
+		t.Errorf("client resolving web over TCP: want %s, got %s", e.ip("web"), r)
 	}
 	if r := e.ctnet("exec", "client", "--", "cat", "/etc/resolv.conf"); !strings.Contains(r.Stdout, "nameserver 127.0.0.11\n") {
 		t.Errorf("client's resolv.conf should name the embedded server: %s", r)
