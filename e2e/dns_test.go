@@ -24,8 +24,8 @@ print(socket.inet_ntoa(r[-4:]))
 
 // Containers resolve each other by name through their embedded DNS server at
 // 127.0.0.11, over UDP and TCP, as Docker's do on a user-defined network (the
-// default network has none, as in Docker and Podman): the names (and NAME.NETWORK)
-// of the containers sharing a network, at once after they start and no longer once
+// default network has none, as in Docker and Podman): the names, --network-alias
+// names and NAME.NETWORK of the containers sharing a network, at once after they start and no longer once
 // they are removed, never those of another network. Other names go to the --dns
 // resolver, except from an internal network. A program in the container can still
 // serve DNS on port 53 itself: the embedded server only borrows that port through a
@@ -37,7 +37,7 @@ func TestContainerDNS(t *testing.T) {
 	e.must("network", "create", "app")
 	e.must("network", "create", "other")
 	e.must("network", "create", "sealed", "--internal")
-	e.runDetached("--name", "web", "--network", "app", "--", "sleep", "600")
+	e.runDetached("--name", "web", "--network", "app", "--network-alias", "www", "--network-alias", "API", "--", "sleep", "600")
 	e.runDetached("--name", "client", "--network", "app", "--dns", lab.WANIP, "--", "sleep", "600")
 	e.runDetached("--name", "stranger", "--network", "other", "--dns", lab.WANIP, "--", "sleep", "600")
 	e.runDetached("--name", "inside", "--network", "sealed", "--", "sleep", "600")
@@ -53,6 +53,9 @@ func TestContainerDNS(t *testing.T) {
 		{"client", "web.app", e.ip("web")},
 		{"client", "WEB", e.ip("web")},
 		{"client", "client", e.ip("client")},
+		{"client", "www", e.ip("web")},     // --network-alias
+		{"client", "api.app", e.ip("web")}, // an alias given in capitals, with the network
+		{"stranger", "www", ""},
 		{"client", "svc.test", "198.51.100.77"}, // forwarded to the --dns resolver in the wan
 		{"stranger", "web", ""},                 // another network's container
 		{"inside", "svc.test", ""},              // an internal network has no way out

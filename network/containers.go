@@ -48,6 +48,9 @@ type ContainerSpec struct {
 	DNS []string
 	// ExtraHosts are NAME:IP lines for the container's hosts file (Docker's --add-host).
 	ExtraHosts []string
+	// Aliases are more names the embedded DNS server of its network's containers
+	// answers with its address (Docker's --network-alias).
+	Aliases []string
 	// IfName names the container's interface on its network (default eth0). The
 	// default route goes through the interface called eth0, so a namespace that
 	// already has its own (a CNI runtime's secondary network) keeps it.
@@ -106,7 +109,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		}
 	}
 	c := &store.Container{
-		ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Hostname: spec.Hostname,
+		ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Hostname: spec.Hostname, Aliases: spec.Aliases,
 		Command: spec.Command, Detach: spec.Detach, AutoRemove: spec.AutoRemove,
 		Supervisor: spec.Supervisor, State: store.StateCreated, Ports: []store.Port{}, Attachments: []store.Attachment{},
 	}

@@ -121,9 +121,10 @@ func (t *nameTable) lookup(name string) ([]netip.Addr, bool) {
 	return a, ok
 }
 
-// read maps the names of the running containers that share a network with the
-// table's container, as NAME and NAME.NETWORK (lower case, as DNS compares), to
-// their addresses on those networks.
+// read maps the names and aliases of the running containers that share a network
+// with the table's container, as NAME and NAME.NETWORK (lower case, as DNS
+// compares), to their addresses on those networks. Two containers may share an
+// alias: the name then has both addresses.
 func (t *nameTable) read() (map[string][]netip.Addr, error) {
 	containers, err := t.m.Containers(false)
 	if err != nil {
@@ -140,10 +141,14 @@ func (t *nameTable) read() (map[string][]netip.Addr, error) {
 	addrs := map[string][]netip.Addr{}
 	for _, c := range containers {
 		for _, a := range c.Attachments {
-			if mine[a.NetworkID] {
-				name := strings.ToLower(c.Name)
+			if !mine[a.NetworkID] {
+				continue
+			}
+			for _, name := range append([]string{c.Name}, c.Aliases...) {
+				name = strings.ToLower(name)
 				addrs[name] = append(addrs[name], a.IP)
-				addrs[name+"."+strings.ToLower(a.Network)] = []netip.Addr{a.IP}
+				full := name + "." + strings.ToLower(a.Network)
+				addrs[full] = append(addrs[full], a.IP)
 			}
 		}
 	}

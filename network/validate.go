@@ -168,6 +168,9 @@ func checkSpec(spec ContainerSpec) error {
 			return err
 		}
 	}
+	if err := checkAliases(spec); err != nil {
+		return err
+	}
 	if err := checkNameOptionsApply(spec); err != nil {
 		return err
 	}
@@ -187,6 +190,28 @@ func checkIfName(name string) error {
 	}
 	if name == "lo" {
 		return invalid("bad --ifname lo: that is the loopback interface; use another name, e.g. eth0")
+	}
+	return nil
+}
+
+// checkAliases checks --network-alias: DNS names, for a container that will have a
+// network with an embedded DNS server (one the user created) to be found on.
+func checkAliases(spec ContainerSpec) error {
+	if len(spec.Aliases) == 0 {
+		return nil
+	}
+	for _, a := range spec.Aliases {
+		if err := checkHostname(a); err != nil {
+			return invalid("bad --network-alias %q: %v", printable(a), err)
+		}
+	}
+	switch {
+	case spec.NetNS != "":
+		return invalid("--network-alias is answered by a container's embedded DNS server: attach starts none")
+	case isModeName(spec.Network):
+		return invalid("--network-alias needs a network: it has no effect with --network %s", spec.Network)
+	case spec.Network == "" || spec.Network == DefaultNetwork:
+		return invalid("--network-alias has no effect on the default network, which has no embedded DNS server: use a network you created (ctnet network create)")
 	}
 	return nil
 }

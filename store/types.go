@@ -54,6 +54,7 @@ type Container struct {
 	// SharedWith is the container whose namespace this one joined (container:NAME).
 	SharedWith  string       `json:"shared_with,omitempty"`
 	Hostname    string       `json:"hostname,omitempty"`
+	Aliases     []string     `json:"aliases,omitempty"` // more names its networks' embedded DNS answers
 	Command     []string     `json:"command,omitempty"`
 	Attachments []Attachment `json:"networks"`
 	Ports       []Port       `json:"ports"`

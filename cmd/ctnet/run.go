@@ -31,6 +31,7 @@ const monitorArg = "__ctnet_monitor"
 type runFlags struct {
 	name, network, ip, hostname string
 	publish, dns, addHosts      []string
+	aliases                     []string
 	detach, autoRemove          bool
 	userNet                     network.UserNetSpec
 }
@@ -78,15 +79,17 @@ client's address.`,
 	fl.BoolVar(&f.autoRemove, "rm", false, "remove the container's record when it exits")
 	fl.StringVar(&f.userNet.CIDR, "cidr", "", "user-mode network subnet (unprivileged users; default 10.0.2.0/24)")
 	fl.IntVar(&f.userNet.MTU, "mtu", 0, "user-mode network MTU (unprivileged users; default 65520)")
-	fl.StringArrayVar(&f.dns, "dns", nil, "nameserver of the container's resolv.conf (default: the host's it can reach; for unprivileged users, what 10.0.2.3 forwards to; repeatable)")
+	fl.StringArrayVar(&f.dns, "dns", nil, "nameserver of the container's resolv.conf (default: the host's it can reach; on a network you created, where its embedded DNS server at 127.0.0.11 forwards; for unprivileged users, where 10.0.2.3 forwards; repeatable)")
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "NAME:IP line for the container's /etc/hosts (repeatable)")
+	fl.StringArrayVar(&f.aliases, "network-alias", nil, "another name other containers on its network resolve it by (a network you created; repeatable)")
 	fl.BoolVar(&f.userNet.AllowHostLoopback, "allow-host-loopback", false, "let the container reach the host's 127.0.0.1 at 10.0.2.2 (unprivileged users)")
 	return cmd
 }
 
 func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
 	spec := network.ContainerSpec{Name: f.name, Network: f.network, IP: f.ip, Hostname: f.hostname,
-		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet, DNS: f.dns, ExtraHosts: f.addHosts}
+		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet, DNS: f.dns, ExtraHosts: f.addHosts,
+		Aliases: f.aliases}
 	for _, p := range f.publish {
 		ps, err := network.ParsePort(p)
 		if err != nil {
