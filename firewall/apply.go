@@ -214,14 +214,9 @@ func Rebuild(c *nftables.Conn, s State) error {
 }
 
 func build(c *nftables.Conn, t *nftables.Table, sets []setSpec, chains []chainSpec, rules []ruleSpec, els map[string][]nftables.SetElement) error {
-	// A table deleted in the batch is destroyed after an RCU grace period, which the
-	// socket's close waits for (about 10 ms): a missing table is not deleted.
-	if ok, err := tableExists(c, t); err != nil {
+	if err := replaceTable(c, t); err != nil {
 		return err
-	} else if ok {
-		c.DelTable(t)
 	}
-	c.AddTable(t)
 	for _, s := range sets {
 		set := newSet(t, s)
 		if err := c.AddSet(set, nil); err != nil {
@@ -245,6 +240,20 @@ func build(c *nftables.Conn, t *nftables.Table, sets []setSpec, chains []chainSp
 	for _, r := range rules {
 		c.AddRule(&nftables.Rule{Table: t, Chain: byName[r.chain], Exprs: r.exprs, UserData: comment(r.comment)})
 	}
+	return nil
+}
+
+// replaceTable queues, in c's batch, an empty table t in place of any there. Only
+// a table that exists is deleted: the kernel destroys a deleted table after an RCU
+// grace period, which the socket's close then waits for (about 10 ms), so "add, delete,
+// add", valid whether or not the table exists, costs that on every first creation.
+func replaceTable(c *nftables.Conn, t *nftables.Table) error {
+	if ok, err := tableExists(c, t); err != nil {
+		return err
+	} else if ok {
+		c.DelTable(t)
+	}
+	c.AddTable(t)
 	return nil
 }
 

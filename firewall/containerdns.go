@@ -22,15 +22,9 @@ func RedirectDNS(c *nftables.Conn, addr netip.Addr, udpPort, tcpPort uint16) err
 	if !addr.Is4() {
 		return fmt.Errorf("redirect dns: %s is not an IPv4 address", addr)
 	}
-	// A fresh namespace has no such table; deleting one in the same batch would have
-	// the kernel destroy it after an RCU grace period, which the socket's close then
-	// waits for (about 10 ms).
-	if ok, err := tableExists(c, containerDNSTable); err != nil {
+	if err := replaceTable(c, containerDNSTable); err != nil {
 		return err
-	} else if ok {
-		c.DelTable(containerDNSTable)
 	}
-	c.AddTable(containerDNSTable)
 	accept := nftables.ChainPolicyAccept
 	chain := c.AddChain(&nftables.Chain{
 		Name: "output", Table: containerDNSTable, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookOutput,

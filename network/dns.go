@@ -10,7 +10,6 @@ import (
 
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/internal/embeddns"
-	"github.com/ctnet/ctnet/internal/nameconf"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
 )
@@ -25,10 +24,6 @@ func (m *Manager) ServeDNS(c *store.Container) (stop func(), err error) {
 	stop = func() {}
 	if !c.EmbeddedDNS || m.rootless {
 		return stop, nil
-	}
-	upstreams, err := m.dnsUpstreams(c)
-	if err != nil {
-		return stop, err
 	}
 	ns, err := netns.Open(c.NetNS)
 	if err != nil {
@@ -49,41 +44,8 @@ func (m *Manager) ServeDNS(c *store.Container) (stop func(), err error) {
 		return stop, err
 	}
 	names := &nameTable{m: m, id: c.ID}
-	srv.Serve(embeddns.Config{Lookup: names.lookup, Upstreams: upstreams, Log: m.log})
+	srv.Serve(embeddns.Config{Lookup: names.lookup, Upstreams: c.Resolvers, Log: m.log})
 	return func() { srv.Close() }, nil
-}
-
-// dnsUpstreams are where c's embedded DNS server forwards what is not a container's
-// name: its --dns servers, else the host's (the server runs in the host's namespace,
-// so loopback resolvers answer too); none when c is only on internal networks.
-func (m *Manager) dnsUpstreams(c *store.Container) ([]netip.AddrPort, error) {
-	networks, err := m.Networks()
-	if err != nil {
-		return nil, err
-	}
-	internal := map[string]bool{}
-	for _, n := range networks {
-		internal[n.ID] = n.Internal
-	}
-	wayOut := false
-	for _, a := range c.Attachments {
-		wayOut = wayOut || !internal[a.NetworkID]
-	}
-	if !wayOut {
-		return nil, nil
-	}
-	if len(c.Resolvers) > 0 {
-		return c.Resolvers, nil
-	}
-	host, err := nameconf.ReadResolvConf(nameconf.HostResolvConf)
-	if err != nil {
-		return nil, err
-	}
-	var upstreams []netip.AddrPort
-	for _, s := range host.Nameservers {
-		upstreams = append(upstreams, netip.AddrPortFrom(s, 53))
-	}
-	return upstreams, nil
 }
 
 // nameTable answers names from the store, read again whenever the state file has

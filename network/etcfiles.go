@@ -162,9 +162,18 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		}
 		resolver = nameconf.Resolver{Nameservers: []netip.Addr{embeddns.Address},
 			Other: append(slices.Clone(host.Other), "options ndots:0")}
+		n, err := o.tx.Network(c.Attachments[0].NetworkID)
+		if err != nil {
+			return err
+		}
 		c.EmbeddedDNS = true
-		for _, d := range dns {
-			c.Resolvers = append(c.Resolvers, netip.AddrPortFrom(d, 53))
+		if !n.Internal { // an internal network has no way out to forward through
+			if len(dns) == 0 {
+				dns = host.Nameservers
+			}
+			for _, d := range dns {
+				c.Resolvers = append(c.Resolvers, netip.AddrPortFrom(d, 53))
+			}
 		}
 	default:
 		var err error

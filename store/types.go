@@ -72,8 +72,8 @@ type Container struct {
 	// UserNet configures the user-mode network of a rootless container.
 	UserNet *UserNet `json:"usernet,omitempty"`
 	// EmbeddedDNS marks a container whose resolv.conf names its embedded DNS server,
-	// and Resolvers are where that server forwards what is not a container's name
-	// (empty: the host's resolvers).
+	// and Resolvers are where that server forwards what is not a container's name:
+	// --dns, or the host's resolvers when it was created; none on an internal network.
 	EmbeddedDNS bool             `json:"embedded_dns,omitempty"`
 	Resolvers   []netip.AddrPort `json:"resolvers,omitempty"`
 }
