@@ -4,7 +4,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
 
-packages=(iproute2 nftables iptables socat iperf3 iputils-ping curl python3 uidmap procps util-linux tcpdump)
+packages=(iproute2 nftables iptables socat iperf3 iputils-ping curl python3 python3-scapy uidmap procps util-linux tcpdump)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
