@@ -218,7 +218,7 @@ func (a *app) inspectCommand() *cobra.Command {
 
 func printContainer(a *app, info *network.ContainerInspect) error {
 	c := info.Container
-	w := a.stdout
+	w := terminalText(a.stdout)
 	fmt.Fprintf(w, "Container %s (%s)\n", c.Name, c.ID)
 	fmt.Fprintf(w, "  state:    %s\n", status(c))
 	fmt.Fprintf(w, "  mode:     %s\n", c.Mode)

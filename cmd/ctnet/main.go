@@ -111,9 +111,10 @@ func version() string {
 	return fmt.Sprintf("%s (%s, %s/%s)", v, info.GoVersion, runtime.GOOS, runtime.GOARCH)
 }
 
-// oneLine keeps an error to the single line users read first.
+// oneLine keeps an error to the single line users read first, with nothing in it a
+// terminal would obey (errors can quote names chosen inside a container).
 func oneLine(err error) string {
-	return strings.ReplaceAll(err.Error(), "\n", "; ")
+	return printable(strings.ReplaceAll(err.Error(), "\n", "; "), "")
 }
 
 func (a *app) rootCommand() *cobra.Command {

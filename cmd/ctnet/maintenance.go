@@ -19,8 +19,9 @@ that are missing. Prints one line per change, nothing when there was nothing to 
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withManager(func(m *network.Manager) error {
 				report, err := m.GC()
+				out := terminalText(a.stdout)
 				for _, line := range report {
-					fmt.Fprintln(a.stdout, line)
+					fmt.Fprintln(out, line)
 				}
 				return err
 			})
@@ -40,12 +41,13 @@ func (a *app) doctorCommand() *cobra.Command {
 					return err
 				}
 				problems := 0
+				out := terminalText(a.stdout)
 				for _, f := range findings {
 					if f.Problem {
 						problems++
-						fmt.Fprintf(a.stdout, "problem: %s\n   fix: %s\n", f.Text, f.Fix)
+						fmt.Fprintf(out, "problem: %s\n   fix: %s\n", f.Text, f.Fix)
 					} else {
-						fmt.Fprintf(a.stdout, "ok: %s\n", f.Text)
+						fmt.Fprintf(out, "ok: %s\n", f.Text)
 					}
 				}
 				if problems > 0 {

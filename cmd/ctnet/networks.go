@@ -151,7 +151,7 @@ func (a *app) networkInspectCommand() *cobra.Command {
 }
 
 func printNetwork(a *app, info *network.NetworkInspect) {
-	w := a.stdout
+	w := terminalText(a.stdout)
 	fmt.Fprintf(w, "Network %s (%s)\n", info.Name, info.ID)
 	fmt.Fprintf(w, "  bridge:     %s\n  subnet:     %s\n  gateway:    %s\n  mtu:        %d\n", info.Bridge, info.Subnet, info.Gateway, info.MTU)
 	fmt.Fprintf(w, "  internal:   %t\n  masquerade: %t\n", info.Internal, info.Masquerade)
