@@ -147,6 +147,19 @@ func (e *env) ip(name string) string {
 	return c.Networks[0].IP
 }
 
+// kernelAddr is the IPv4 address of a container's interface as the kernel holds it,
+// read with iproute2 inside the container's namespace rather than from ctnet's
+// records; the test fails unless the interface has exactly one.
+func (e *env) kernelAddr(name, ifname string) string {
+	e.t.Helper()
+	addrs := e.linksIn(lab.InNetNS(e.inspect(name).NetNS))[ifname].ipv4()
+	if len(addrs) != 1 {
+		e.t.Fatalf("container %s: %s holds the IPv4 addresses %v, want one", name, ifname, addrs)
+	}
+	addr, _, _ := strings.Cut(addrs[0], "/")
+	return addr
+}
+
 // runDetached starts a container in the background and removes it at cleanup.
 func (e *env) runDetached(args ...string) string {
 	e.t.Helper()

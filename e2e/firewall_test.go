@@ -79,7 +79,10 @@ func TestPublishedPortReachability(t *testing.T) {
 }
 
 // Containers reach the wan masqueraded behind the host's address; an internal
-// network has no way out.
+// network has no way out, even for a container that adds its own default route while
+// the wan routes the internal subnet back to the host: only the firewall stops it.
+// Its peer on the same network and its gateway answer it, so the silence is the
+// firewall's, not a container without an address or a dead probe.
 func TestWayOut(t *testing.T) {
 	e := newEnv(t)
 	srv := e.wan.Command(t.Context(), peerServer(9999)...)
@@ -87,9 +90,11 @@ func TestWayOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
-	e.must("network", "create", "sealed", "--internal")
+	e.must("network", "create", "sealed", "--internal", "--subnet", "10.94.0.0/24")
+	e.wan.MustRun(t, "ip", "route", "add", "10.94.0.0/24", "via", lab.HostUplinkIP)
 	e.runDetached("--name", "out", "--", "sleep", "600")
 	e.runDetached("--name", "in", "--network", "sealed", "--", "sleep", "600")
+	e.runDetached(append([]string{"--name", "peer", "--network", "sealed", "--"}, peerServer(7000)...)...)
 	var got string
 	if !eventually(func() bool { got = askPeer(e.containerRun("out"), lab.WANIP, 9999); return got != "" }) {
 		t.Fatalf("a container cannot reach the wan")
@@ -97,13 +102,26 @@ func TestWayOut(t *testing.T) {
 	if got != lab.HostUplinkIP {
 		t.Errorf("the wan saw the container as %s, want the host's uplink address %s", got, lab.HostUplinkIP)
 	}
-	if got := askPeer(e.containerRun("in"), lab.WANIP, 9999); got != "" {
+	in, inIP := e.containerRun("in"), e.kernelAddr("in", "eth0")
+	if out, err := in("ip", "route", "add", "default", "via", "10.94.0.1"); err != nil {
+		t.Fatalf("add a default route inside the internal container: %v: %s", err, out)
+	}
+	if !eventually(func() bool { got = askPeer(in, e.kernelAddr("peer", "eth0"), 7000); return got != "" }) {
+		t.Fatalf("a container on an internal network cannot reach its peer there")
+	}
+	if got != inIP {
+		t.Errorf("the peer saw the internal container as %s, want %s", got, inIP)
+	}
+	if !pingOK(in, "10.94.0.1") {
+		t.Errorf("a container on an internal network cannot ping its gateway")
+	}
+	if got := askPeer(in, lab.WANIP, 9999); got != "" {
 		t.Errorf("a container on an internal network reached the wan (seen as %s)", got)
 	}
-	if pingOK(e.containerRun("in"), lab.WANIP) {
+	if pingOK(in, lab.WANIP) {
 		t.Errorf("a container on an internal network pings the wan")
 	}
-	e.must("rm", "-f", "out", "in")
+	e.must("rm", "-f", "out", "in", "peer")
 	e.must("network", "rm", "bridge", "sealed")
 }
 

@@ -115,6 +115,18 @@ func (l hostLink) hasAddr(cidr string) bool {
 	return false
 }
 
+// ipv4 lists the link's IPv4 addresses as "address/prefix length".
+func (l hostLink) ipv4() []string {
+	var out []string
+	for _, a := range l.Addrs {
+		if a.Family == "inet" {
+			out = append(out, fmt.Sprintf("%s/%d", a.Local, a.PrefixLen))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (l hostLink) up() bool { return slices.Contains(l.Flags, "UP") }
 
 // ctnetGroup is the device group ctnet gives the links it creates (link.Group).
@@ -541,14 +553,7 @@ func (e *env) kernelState() lab.Snapshot {
 	describe := func(prefix []string) (links, routes string) {
 		var ls []string
 		for _, l := range e.linksIn(prefix) {
-			var addrs []string
-			for _, a := range l.Addrs {
-				if a.Family == "inet" {
-					addrs = append(addrs, fmt.Sprintf("%s/%d", a.Local, a.PrefixLen))
-				}
-			}
-			slices.Sort(addrs)
-			ls = append(ls, fmt.Sprintf("%s kind=%s master=%s alias=%s up=%t addrs=%v", l.Name, l.LinkInfo.Kind, l.Master, l.Alias, l.up(), addrs))
+			ls = append(ls, fmt.Sprintf("%s kind=%s master=%s alias=%s up=%t addrs=%v", l.Name, l.LinkInfo.Kind, l.Master, l.Alias, l.up(), l.ipv4()))
 		}
 		slices.Sort(ls)
 		out := e.output(append(prefix, "ip", "-4", "route", "show", "table", "all")...)
