@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,12 @@ func (p cniPlugin) add(containerID, netnsPath, ifName, conf string) cniResult {
 	return res
 }
 
+// podAddrs reads the IPv4 addresses of a pod's interface with iproute2.
+func (e *env) podAddrs(pod *lab.Sandbox, ifname string) []string {
+	e.t.Helper()
+	return e.linksIn(lab.InNetNS(pod.Path))[ifname].ipv4()
+}
+
 // withPrevResult is conf with a CHECK's prevResult.
 func withPrevResult(t *testing.T, conf string, prev cniResult) string {
 	var m map[string]any
@@ -111,21 +118,25 @@ func TestCNIPlugin(t *testing.T) {
 
 	resA := p.add("pod-a", podA.Path, "eth0", published)
 	resB := p.add("pod-b", podB.Path, "eth0", confOf("podnet", "10.88.0.0/24", `, "capabilities": {"ips": true}, "runtimeConfig": {"ips": ["10.88.0.50/24"]}`))
+	// The kernel, not the result (which echoes the request), says what the pod got.
+	if got := e.podAddrs(podB, "eth0"); !slices.Equal(got, []string{"10.88.0.50/24"}) {
+		t.Errorf("ADD with the ips capability: pod-b's eth0 holds %v, want 10.88.0.50/24", got)
+	}
 	if len(resB.IPs) != 1 || resB.IPs[0].Address != "10.88.0.50/24" {
-		t.Errorf("ADD with the ips capability: want 10.88.0.50/24, got %+v", resB.IPs)
+		t.Errorf("ADD with the ips capability: the result says %+v, want 10.88.0.50/24", resB.IPs)
 	}
 	if len(resA.IPs) != 1 || len(resA.Interfaces) != 2 || resA.IPs[0].Interface == nil || *resA.IPs[0].Interface != 1 ||
 		resA.Interfaces[1].Name != "eth0" || resA.Interfaces[1].Sandbox != podA.Path ||
 		resA.IPs[0].Gateway != "10.88.0.1" || len(resA.Routes) != 1 || resA.Routes[0].Dst != "0.0.0.0/0" {
 		t.Fatalf("ADD result does not describe eth0 with its address and default route: %+v", resA)
 	}
-	ipA, ipB := strings.Split(resA.IPs[0].Address, "/")[0], strings.Split(resB.IPs[0].Address, "/")[0]
-	if ipA == ipB {
-		t.Errorf("both pods got %s", ipA)
+	if got := e.podAddrs(podA, "eth0"); !slices.Equal(got, []string{resA.IPs[0].Address}) {
+		t.Errorf("eth0 in pod-a holds %v, want the result's address %s", got, resA.IPs[0].Address)
 	}
-	if out, _ := podA.Try("ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, resA.IPs[0].Address) {
-		t.Errorf("eth0 in the pod lacks the result's address %s:\n%s", resA.IPs[0].Address, out)
+	if resA.IPs[0].Address == "10.88.0.50/24" {
+		t.Errorf("both pods hold 10.88.0.50/24")
 	}
+	ipA := strings.Split(resA.IPs[0].Address, "/")[0]
 	if out, _ := podA.Try("ip", "link", "show", "eth0"); !strings.Contains(out, resA.Interfaces[1].MAC) {
 		t.Errorf("eth0 in the pod lacks the result's MAC %s:\n%s", resA.Interfaces[1].MAC, out)
 	}
@@ -134,6 +145,9 @@ func TestCNIPlugin(t *testing.T) {
 	}
 	if repeat := p.add("pod-a", podA.Path, "eth0", published); repeat.IPs[0].Address != resA.IPs[0].Address {
 		t.Errorf("a repeated ADD changed the address: %s, then %s", resA.IPs[0].Address, repeat.IPs[0].Address)
+	}
+	if got := e.podAddrs(podA, "eth0"); !slices.Equal(got, []string{resA.IPs[0].Address}) {
+		t.Errorf("after a repeated ADD eth0 in pod-a holds %v, want %s", got, resA.IPs[0].Address)
 	}
 
 	server := podA.Command(t.Context(), peerServer(80)...)
@@ -189,8 +203,11 @@ func TestCNIPlugin(t *testing.T) {
 	if ps := e.must("ps"); strings.Contains(ps, "cni-pod-b") || !strings.Contains(ps, "cni-pod-a") {
 		t.Errorf("after GC listing only pod-a, ctnet ps shows:\n%s", ps)
 	}
-	if out, _ := podB.Try("ip", "-o", "link", "show"); strings.Contains(out, "eth0") {
-		t.Errorf("GC left pod-b's eth0:\n%s", out)
+	if _, left := e.linksIn(lab.InNetNS(podB.Path))["eth0"]; left {
+		t.Errorf("GC left pod-b's eth0")
+	}
+	if got := e.podAddrs(podA, "eth0"); !slices.Equal(got, []string{resA.IPs[0].Address}) {
+		t.Errorf("after GC, which lists pod-a, its eth0 holds %v, want %s", got, resA.IPs[0].Address)
 	}
 	if r := p.call("DEL", "pod-b", podB.Path, "eth0", podnet); r.Code != 0 {
 		t.Errorf("DEL of what GC released: want success, got %s", r)
@@ -264,13 +281,15 @@ func TestCNIConcurrentAdd(t *testing.T) {
 			t.Errorf("ADD pod-%d: %s", i, r)
 			continue
 		}
-		if other, dup := addrs[res.IPs[0].Address]; dup {
-			t.Errorf("pods %d and %d both got %s", other, i, res.IPs[0].Address)
+		held := e.podAddrs(sandboxes[i], "eth0")
+		if !slices.Equal(held, []string{res.IPs[0].Address}) {
+			t.Errorf("pod-%d's eth0 holds %v, want the result's %s", i, held, res.IPs[0].Address)
+			continue
 		}
-		addrs[res.IPs[0].Address] = i
-		if out, _ := sandboxes[i].Try("ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, res.IPs[0].Address) {
-			t.Errorf("pod-%d lacks its address %s:\n%s", i, res.IPs[0].Address, out)
+		if other, dup := addrs[held[0]]; dup {
+			t.Errorf("pods %d and %d both hold %s", other, i, held[0])
 		}
+		addrs[held[0]] = i
 	}
 	if nets := e.networks(); len(nets) != 1 || nets[0] != "burst" {
 		t.Errorf("want the one network burst, have %v", nets)

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,7 +24,7 @@ func TestArticleScenario(t *testing.T) {
 	e.must("network", "create", "web", "--subnet", "172.30.0.0/24")
 	e.runDetached("--name", "a", "--network", "web", "--", "sleep", "600")
 	e.runDetached(append([]string{"--name", "b", "--network", "web", "--"}, peerServer(7000)...)...)
-	a, b := e.ip("a"), e.ip("b")
+	a, b := e.kernelAddr("a", "eth0"), e.kernelAddr("b", "eth0")
 	if a == b || !strings.HasPrefix(a, "172.30.0.") || !strings.HasPrefix(b, "172.30.0.") {
 		t.Fatalf("addresses %s and %s: want two distinct ones in 172.30.0.0/24", a, b)
 	}
@@ -167,18 +169,22 @@ func TestNothingRemainsAfterRemoval(t *testing.T) {
 	}
 }
 
-// 50 containers on one network get 50 distinct addresses.
+// 50 containers on one network get 50 distinct addresses in its subnet, other than
+// the gateway, as the kernel holds them inside the containers.
 func TestFiftyDistinctAddresses(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "big", "--subnet", "10.77.0.0/24")
-	seen := map[string]string{}
+	seen := map[string]string{"10.77.0.1": "the gateway"}
 	var names []string
 	for i := range 50 {
 		name := fmt.Sprintf("c%02d", i)
 		e.runDetached("--name", name, "--network", "big", "--", "sleep", "600")
-		ip := e.ip(name)
+		ip := e.kernelAddr(name, "eth0")
+		if !strings.HasPrefix(ip, "10.77.0.") {
+			t.Errorf("%s got %s, outside 10.77.0.0/24", name, ip)
+		}
 		if other, dup := seen[ip]; dup {
-			t.Errorf("%s and %s both got %s", name, other, ip)
+			t.Errorf("%s and %s both hold %s", name, other, ip)
 		}
 		seen[ip] = name
 		names = append(names, name)
@@ -239,9 +245,12 @@ func TestForegroundRun(t *testing.T) {
 	if strings.Contains(ps, "gone") {
 		t.Errorf("--rm container still listed:\n%s", ps)
 	}
-	e.host.AwaitDyingVeths(t)
-	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, "vc") {
-		t.Errorf("exited containers still have veths:\n%s", out)
+	links := e.linksIn(nil)
+	if _, ok := links["ctnet0"]; !ok {
+		t.Errorf("the host's links lack the bridge ctnet0: %v", slices.Collect(maps.Keys(links)))
+	}
+	if veths := ctnetVeths(links); len(veths) > 0 {
+		t.Errorf("exited containers still have veths: %v", veths)
 	}
 	e.must("rm", "seven", "missing", "killed")
 	e.must("network", "rm", "bridge")
@@ -253,6 +262,9 @@ func TestKilledBehindCtnetsBack(t *testing.T) {
 	e := newEnv(t)
 	e.runDetached("--name", "victim", "--", "sleep", "600")
 	c := e.inspect("victim")
+	if veths := ctnetVeths(e.linksIn(nil)); !slices.Equal(veths, []string{c.Networks[0].HostVeth}) {
+		t.Fatalf("the running victim's veth: the host has %v, want %s", veths, c.Networks[0].HostVeth)
+	}
 	for _, pid := range []int{c.Supervisor.PID, c.Process.PID} {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -260,9 +272,8 @@ func TestKilledBehindCtnetsBack(t *testing.T) {
 		t.Fatalf("ps -a does not show the killed container as exited:\n%s", e.must("ps", "-a"))
 	}
 	e.must("rm", "victim")
-	e.host.AwaitDyingVeths(t)
-	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, c.Networks[0].HostVeth) {
-		t.Errorf("rm left the veth %s:\n%s", c.Networks[0].HostVeth, out)
+	if veths := ctnetVeths(e.linksIn(nil)); len(veths) > 0 {
+		t.Errorf("rm left the veths %v", veths)
 	}
 	e.must("network", "rm", "bridge")
 }
@@ -278,13 +289,19 @@ func TestConnectDisconnect(t *testing.T) {
 	if !strings.HasPrefix(out, "eth1 10.82.0.") {
 		t.Fatalf("connect: want eth1 with an address in 10.82.0.0/24, got %q", out)
 	}
-	if !pingOK(e.containerRun("app"), e.ip("db")) {
+	if held := e.linksIn(lab.InNetNS(e.inspect("app").NetNS))["eth1"].ipv4(); len(held) != 1 || out != "eth1 "+held[0]+"\n" {
+		t.Errorf("connect said %q, app's eth1 holds %v", out, held)
+	}
+	if !pingOK(e.containerRun("app"), e.kernelAddr("db", "eth0")) {
 		t.Errorf("app cannot reach db over its new interface")
 	}
 	e.must("network", "disconnect", "back", "app")
-	links, _ := e.inContainer("app", "ip", "-o", "link")
-	if strings.Contains(links, "eth1") {
-		t.Errorf("eth1 still present after disconnect:\n%s", links)
+	links := e.linksIn(lab.InNetNS(e.inspect("app").NetNS))
+	if _, ok := links["eth1"]; ok {
+		t.Errorf("eth1 still present after disconnect")
+	}
+	if _, ok := links["eth0"]; !ok {
+		t.Errorf("disconnect from back took app's eth0 on front too")
 	}
 	e.must("rm", "-f", "app", "db")
 	e.must("network", "rm", "front", "back")
@@ -305,6 +322,10 @@ func TestStopExecInspect(t *testing.T) {
 			t.Errorf("inspect output lacks %q:\n%s", want, table)
 		}
 	}
+	veth := e.inspect("svc").Networks[0].HostVeth
+	if veths := ctnetVeths(e.linksIn(nil)); !slices.Equal(veths, []string{veth}) {
+		t.Errorf("the running svc's veth: the host has %v, want %s", veths, veth)
+	}
 	start := time.Now()
 	e.must("stop", "svc")
 	if d := time.Since(start); d > 9*time.Second {
@@ -313,12 +334,23 @@ func TestStopExecInspect(t *testing.T) {
 	if c := e.inspect("svc"); c.State != "exited" {
 		t.Errorf("after stop: state %q, want exited", c.State)
 	}
-	e.host.AwaitDyingVeths(t)
-	if out, _ := e.hostRun("ip", "-o", "link"); strings.Contains(out, "vc") {
-		t.Errorf("stop left the veth:\n%s", out)
+	if veths := ctnetVeths(e.linksIn(nil)); len(veths) > 0 {
+		t.Errorf("stop left the veths %v", veths)
 	}
 	e.must("rm", "svc")
 	e.must("network", "rm", "bridge")
+}
+
+// ctnetVeths lists the veths among links that are tagged as ctnet's or in its group.
+func ctnetVeths(links map[string]hostLink) []string {
+	var out []string
+	for name, l := range links {
+		if l.LinkInfo.Kind == "veth" && l.ctnets() {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // netnsInode identifies a container's namespace while it runs.

@@ -166,12 +166,22 @@ func TestIsolationBetweenNetworks(t *testing.T) {
 		e.runDetached("--name", c.name, "--network", c.net, "--", "sh", "-c",
 			"socat TCP-LISTEN:7000,fork,reuseaddr 'SYSTEM:echo hi' & socat UDP-RECVFROM:7001,fork,reuseaddr 'SYSTEM:echo hi' & wait")
 	}
-	ips := map[string]string{"r": e.ip("r"), "b": e.ip("b")}
-	// Each server answers on its own network first, so silence below is isolation,
-	// not a dead server.
+	ips := map[string]string{"r": e.kernelAddr("r", "eth0"), "b": e.kernelAddr("b", "eth0")}
+	gateways := map[string]string{"r": "10.91.0.1", "b": "10.92.0.1"}
+	// Each container answers the host by every protocol and reaches its own gateway
+	// first, so silence below is isolation, not a dead server or probe.
 	for name := range ips {
 		if !eventually(func() bool { return askPeer(e.hostRun, ips[name], 7000) != "" }) {
 			t.Fatalf("%s's server does not answer the host", name)
+		}
+		if !eventually(func() bool { return askPeerUDP(e.hostRun, ips[name], 7001) != "" }) {
+			t.Errorf("%s's UDP server does not answer the host", name)
+		}
+		if !pingOK(e.hostRun, ips[name]) {
+			t.Errorf("the host cannot ping %s", name)
+		}
+		if !pingOK(e.containerRun(name), gateways[name]) {
+			t.Errorf("%s cannot ping its gateway %s", name, gateways[name])
 		}
 	}
 	for _, dir := range []struct{ from, to string }{{"r", "b"}, {"b", "r"}} {

@@ -95,6 +95,15 @@ func TestReboot(t *testing.T) {
 	if !pingOK(e.containerRun("b2"), e.ip("a2")) {
 		t.Errorf("containers on one network cannot reach each other after the reboot")
 	}
+	sealedGateway := ""
+	for _, n := range st.Networks {
+		if n.Name == "sealed" {
+			sealedGateway = n.Gateway
+		}
+	}
+	if !pingOK(e.containerRun("c2"), sealedGateway) {
+		t.Errorf("a container on the internal network cannot reach its gateway %s after the reboot", sealedGateway)
+	}
 	if pingOK(e.containerRun("c2"), lab.WANIP) {
 		t.Errorf("a container on the internal network reaches the wan after the reboot")
 	}
