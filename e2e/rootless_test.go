@@ -189,6 +189,9 @@ func TestRootlessPublishedPort(t *testing.T) {
 		t.Errorf("ps does not show the rootless container's port and address:\n%s", out)
 	}
 	pid := u.inspectPID("srv")
+	if !lab.ProcessExists(pid) {
+		t.Fatalf("the running container's process %d does not exist", pid)
+	}
 	u.must("stop", "srv")
 	if lab.ProcessExists(pid) {
 		t.Errorf("the container's process %d survived stop", pid)
