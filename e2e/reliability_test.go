@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -47,10 +48,15 @@ type storeContainer struct {
 		HostVeth  string `json:"host_veth"`
 		IP        string `json:"ip"`
 		PrefixLen int    `json:"prefix_len"`
+		Gateway   string `json:"gateway"`
+		MAC       string `json:"mac"`
 	} `json:"networks"`
 	Ports []struct {
-		HostPort int    `json:"host_port"`
-		Proto    string `json:"proto"`
+		HostIP        string `json:"host_ip"`
+		HostPort      int    `json:"host_port"`
+		ContainerIP   string `json:"container_ip"`
+		ContainerPort int    `json:"container_port"`
+		Proto         string `json:"proto"`
 	} `json:"ports"`
 	Process struct {
 		PID int `json:"pid"`
@@ -234,23 +240,15 @@ func nftText(v any) string {
 			r := v["range"].([]any)
 			return nftText(r[0]) + "-" + nftText(r[1])
 		case v["elem"] != nil:
-			return nftText(v["elem"].(map[string]any)["val"])
+			el := v["elem"].(map[string]any)
+			if c, ok := el["comment"].(string); ok {
+				return fmt.Sprintf("%s comment %q", nftText(el["val"]), c)
+			}
+			return nftText(el["val"])
 		}
 	}
 	b, _ := json.Marshal(v)
 	return string(b)
-}
-
-// nftSet is the elements of one of ctnet's sets.
-func nftSet(elements map[string]bool, family, set string) []string {
-	var out []string
-	for el := range elements {
-		if rest, ok := strings.CutPrefix(el, family+" "+set+": "); ok {
-			out = append(out, rest)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // namespacesUnderRoot lists ctnet's namespace files and the mounts that pin them.
@@ -279,22 +277,23 @@ func (e *env) namespacesUnderRoot() (files, mounts []string) {
 
 // checkConsistent fails the test unless the kernel holds exactly what the store
 // describes: for every network a bridge with its gateway address and the network's
-// tag; for every live container a veth into its network's bridge, its address inside
-// its namespace, and its namespace pinned under the root; no other link tagged as
-// ctnet's and nothing else under the root; firewall tables holding those bridges,
-// veths, addresses and ports and no others (no tables without networks); IPv4
-// forwarding on exactly while there are networks (every sandbox starts with it off).
+// tag; for every live container a veth into its network's bridge, inside its
+// namespace each interface with its MAC and exactly its address, exactly the default
+// route its attachments give (via the gateway on eth0, none on an internal network),
+// and its namespace pinned under the root; no other link tagged as ctnet's and nothing
+// else under the root; every set and map of tables inet ctnet and bridge ctnet holding
+// exactly the elements the store's networks, containers and ports make (no tables
+// without networks); IPv4 forwarding on exactly while there are networks (every
+// sandbox starts with it off).
 func (e *env) checkConsistent(t *testing.T) {
 	t.Helper()
 	st := e.store()
 	links := e.linksIn(nil)
 	wantAlias := map[string]string{} // link name → tag
-	bridgeOf := map[string]string{}  // network ID → bridge
-	var wantBridges []string
+	networks := map[string]storeNetwork{}
 	for _, n := range st.Networks {
 		wantAlias[n.Bridge] = "ctnet:network:" + n.ID
-		bridgeOf[n.ID] = n.Bridge
-		wantBridges = append(wantBridges, n.Bridge)
+		networks[n.ID] = n
 		l, ok := links[n.Bridge]
 		switch {
 		case !ok:
@@ -311,8 +310,7 @@ func (e *env) checkConsistent(t *testing.T) {
 			t.Errorf("network %s: bridge %s lacks the gateway address %s", n.Name, n.Bridge, gw)
 		}
 	}
-	var wantNS, wantPortIPs []string
-	ports := 0
+	var wantNS []string
 	for _, c := range st.Containers {
 		if c.State == "exited" {
 			continue
@@ -320,24 +318,38 @@ func (e *env) checkConsistent(t *testing.T) {
 		if c.OwnsNetNS {
 			wantNS = append(wantNS, c.NetNS)
 		}
-		ports += len(c.Ports)
-		var inside map[string]hostLink
-		if len(c.Networks) > 0 {
-			inside = e.linksIn(lab.InNetNS(c.NetNS))
+		if c.Mode != "bridge" && !(c.Mode == "none" && c.OwnsNetNS) {
+			continue
 		}
+		prefix := lab.InNetNS(c.NetNS)
+		inside := e.linksIn(prefix)
+		var wantDefault []string
 		for _, a := range c.Networks {
 			wantAlias[a.HostVeth] = "ctnet:container:" + c.ID
-			wantPortIPs = append(wantPortIPs, a.HostVeth+" . "+a.IP)
 			l, ok := links[a.HostVeth]
 			switch {
 			case !ok:
 				t.Errorf("container %s: its veth %s is missing", c.Name, a.HostVeth)
-			case l.Master != bridgeOf[a.NetworkID] || !l.up():
-				t.Errorf("container %s: veth %s has master %q, up=%t: want an up port of %q", c.Name, a.HostVeth, l.Master, l.up(), bridgeOf[a.NetworkID])
+			case l.Master != networks[a.NetworkID].Bridge || !l.up():
+				t.Errorf("container %s: veth %s has master %q, up=%t: want an up port of %q", c.Name, a.HostVeth, l.Master, l.up(), networks[a.NetworkID].Bridge)
 			}
-			if !inside[a.Interface].hasAddr(fmt.Sprintf("%s/%d", a.IP, a.PrefixLen)) {
-				t.Errorf("container %s: %s inside lacks %s/%d", c.Name, a.Interface, a.IP, a.PrefixLen)
+			iface, ok := inside[a.Interface]
+			if !ok {
+				t.Errorf("container %s: %s is missing inside", c.Name, a.Interface)
+				continue
 			}
+			if got, want := iface.ipv4(), fmt.Sprintf("%s/%d", a.IP, a.PrefixLen); !slices.Equal(got, []string{want}) {
+				t.Errorf("container %s: %s inside holds %v, want %s", c.Name, a.Interface, got, want)
+			}
+			if iface.Address != a.MAC {
+				t.Errorf("container %s: %s inside has the MAC %s, want %s", c.Name, a.Interface, iface.Address, a.MAC)
+			}
+			if a.Interface == "eth0" && !networks[a.NetworkID].Internal {
+				wantDefault = append(wantDefault, "via "+a.Gateway+" dev eth0")
+			}
+		}
+		if got := e.defaultRoutes(prefix); !slices.Equal(got, wantDefault) {
+			t.Errorf("container %s: default routes inside %v, want %v", c.Name, got, wantDefault)
 		}
 	}
 	for name, l := range links {
@@ -364,16 +376,13 @@ func (e *env) checkConsistent(t *testing.T) {
 		if !slices.Equal(tables, []string{"bridge ctnet", "inet ctnet"}) {
 			t.Errorf("firewall tables %v, want bridge ctnet and inet ctnet", tables)
 		}
-		slices.Sort(wantBridges)
-		if got := nftSet(elements, "inet", "bridges"); !slices.Equal(got, wantBridges) {
-			t.Errorf("firewall set bridges holds %v, want %v", got, wantBridges)
-		}
-		slices.Sort(wantPortIPs)
-		if got := nftSet(elements, "bridge", "port_ips"); !slices.Equal(got, wantPortIPs) {
-			t.Errorf("firewall set port_ips holds %v, want %v", got, wantPortIPs)
-		}
-		if got := len(nftSet(elements, "inet", "ports")) + len(nftSet(elements, "inet", "ports_any")); got != ports {
-			t.Errorf("firewall port maps hold %d elements, the store publishes %d ports", got, ports)
+		want := e.wantElements(st)
+		for _, el := range slices.Sorted(maps.Keys(symmetricDiff(want, elements))) {
+			if want[el] {
+				t.Errorf("firewall element missing: %s", el)
+			} else {
+				t.Errorf("firewall element the store does not describe: %s", el)
+			}
 		}
 	}
 	wantForward := "0"
@@ -383,6 +392,66 @@ func (e *env) checkConsistent(t *testing.T) {
 	if out, _ := e.hostRun("sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != wantForward {
 		t.Errorf("net.ipv4.ip_forward is %s with %d networks, want %s", strings.TrimSpace(out), len(st.Networks), wantForward)
 	}
+}
+
+// wantElements is every element of ctnet's sets and maps as the store describes
+// them, in nftElements' form: the owner; per network its bridge, the bridge paired
+// with itself, its subnet on its bridge, and either the internal mark or, when it
+// masquerades, its subnet and bridge for NAT; per live container on bridge networks
+// each interface's port, MAC and address on its host veth, and each published port.
+func (e *env) wantElements(st storeState) map[string]bool {
+	want := map[string]bool{}
+	add := func(family, set, element string) { want[family+" "+set+": "+element] = true }
+	add("inet", "owner", fmt.Sprintf("root comment %q", e.root))
+	for _, n := range st.Networks {
+		subnet := netip.MustParsePrefix(n.Subnet).Masked().String() + " . " + n.Bridge
+		add("inet", "bridges", n.Bridge)
+		add("inet", "same_bridge", n.Bridge+" . "+n.Bridge)
+		add("inet", "subnets", subnet)
+		switch {
+		case n.Internal:
+			add("inet", "internal", n.Bridge)
+		case n.Masquerade:
+			add("inet", "masq_subnets", subnet)
+			add("inet", "nat_bridges", n.Bridge)
+		}
+	}
+	for _, c := range st.Containers {
+		if c.State == "exited" || c.Mode != "bridge" {
+			continue
+		}
+		for _, a := range c.Networks {
+			add("bridge", "ports", a.HostVeth)
+			add("bridge", "port_macs", a.HostVeth+" . "+a.MAC)
+			add("bridge", "port_ips", a.HostVeth+" . "+a.IP)
+		}
+		for _, p := range c.Ports {
+			target := fmt.Sprintf("%s . %d", p.ContainerIP, p.ContainerPort)
+			if p.HostIP == "" || p.HostIP == "0.0.0.0" {
+				add("inet", "ports_any", fmt.Sprintf("%s . %d : %s", p.Proto, p.HostPort, target))
+			} else {
+				add("inet", "ports", fmt.Sprintf("%s . %s . %d : %s", p.HostIP, p.Proto, p.HostPort, target))
+			}
+		}
+	}
+	return want
+}
+
+// defaultRoutes reads the default routes of a namespace with iproute2, as
+// "via GATEWAY dev INTERFACE".
+func (e *env) defaultRoutes(prefix []string) []string {
+	e.t.Helper()
+	var routes []struct {
+		Gateway string `json:"gateway"`
+		Dev     string `json:"dev"`
+	}
+	e.decode(e.output(append(prefix, "ip", "-j", "-4", "route", "show", "default")...), &routes)
+	var out []string
+	for _, r := range routes {
+		out = append(out, "via "+r.Gateway+" dev "+r.Dev)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // gc runs `ctnet gc` and returns its report, one entry per line.
