@@ -162,18 +162,14 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		}
 		resolver = nameconf.Resolver{Nameservers: []netip.Addr{embeddns.Address},
 			Other: append(slices.Clone(host.Other), "options ndots:0")}
-		n, err := o.tx.Network(c.Attachments[0].NetworkID)
-		if err != nil {
-			return err
-		}
+		// Recorded even on an internal network: the server forwards to them while
+		// the container is on a network with a way out, which connect may add later.
 		c.EmbeddedDNS = true
-		if !n.Internal { // an internal network has no way out to forward through
-			if len(dns) == 0 {
-				dns = host.Nameservers
-			}
-			for _, d := range dns {
-				c.Resolvers = append(c.Resolvers, netip.AddrPortFrom(d, 53))
-			}
+		if len(dns) == 0 {
+			dns = host.Nameservers
+		}
+		for _, d := range dns {
+			c.Resolvers = append(c.Resolvers, netip.AddrPortFrom(d, 53))
 		}
 	default:
 		var err error

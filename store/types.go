@@ -73,7 +73,8 @@ type Container struct {
 	UserNet *UserNet `json:"usernet,omitempty"`
 	// EmbeddedDNS marks a container whose resolv.conf names its embedded DNS server,
 	// and Resolvers are where that server forwards what is not a container's name:
-	// --dns, or the host's resolvers when it was created; none on an internal network.
+	// --dns, or the host's resolvers when it was created. It forwards only while the
+	// container is on a network that is not internal.
 	EmbeddedDNS bool             `json:"embedded_dns,omitempty"`
 	Resolvers   []netip.AddrPort `json:"resolvers,omitempty"`
 }

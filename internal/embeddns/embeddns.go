@@ -39,9 +39,10 @@ type Config struct {
 	// Lookup returns the addresses of the container called name (lower case, no
 	// trailing dot), or false when no container the querier may see has that name.
 	Lookup func(name string) ([]netip.Addr, bool)
-	// Upstreams receive every other query, tried in order. With none (a container
-	// only on internal networks has no way out), those names do not exist.
-	Upstreams []netip.AddrPort
+	// Upstreams returns where every other query goes now, tried in order. With none
+	// (a container only on internal networks has no way out), those names do not
+	// exist.
+	Upstreams func() []netip.AddrPort
 	Log       *slog.Logger
 }
 
@@ -144,12 +145,13 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // when none does.
 func (s *Server) forward(req *dns.Msg, transport string) *dns.Msg {
 	m := new(dns.Msg)
-	if len(s.cfg.Upstreams) == 0 {
+	upstreams := s.cfg.Upstreams()
+	if len(upstreams) == 0 {
 		m.SetRcode(req, dns.RcodeNameError)
 		return m
 	}
 	c := &dns.Client{Net: transport, Timeout: upstreamTimeout}
-	for _, up := range s.cfg.Upstreams {
+	for _, up := range upstreams {
 		resp, _, err := c.Exchange(req, up.String())
 		if err == nil {
 			return resp

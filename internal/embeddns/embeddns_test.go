@@ -89,7 +89,7 @@ func TestServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv.Serve(Config{Lookup: lookup, Upstreams: c.upstreams})
+			srv.Serve(Config{Lookup: lookup, Upstreams: func() []netip.AddrPort { return c.upstreams }})
 			defer srv.Close()
 			udp, tcp := srv.Ports()
 			port := udp
