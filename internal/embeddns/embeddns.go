@@ -5,12 +5,18 @@
 // Its sockets are made inside the container's network namespace before the
 // container's process starts, so a query never arrives before there is a socket to
 // queue it. They listen on ports the kernel picks, and the caller redirects port 53
-// to them, so that the container's own programs can still serve DNS. The server itself runs in the process that supervises the container, in
-// the host's namespace, where even the host's loopback resolvers answer; it ends
-// with the supervisor, and the sockets with it.
+// to them, so that the container's own programs can still serve DNS. The server
+// itself runs in the process that supervises the container, in the host's
+// namespace, where even the host's loopback resolvers answer; it ends with the
+// supervisor, and the sockets with it.
+//
+// A container may flood its server: what the server holds for it is bounded
+// (maxForwards, forwardTimeout, maxUDPSize, maxTCPClients), so the supervisor's
+// sockets and memory are too.
 package embeddns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,9 +24,11 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/netutil"
 
 	"github.com/ctnet/ctnet/netns"
 )
@@ -30,8 +38,30 @@ var Address = netip.MustParseAddr("127.0.0.11")
 
 const (
 	// ttl is short: containers come and go, and their names with them.
-	ttl             = 5
+	ttl = 5
+	// maxForwards caps the queries being forwarded at once, Docker's cap. Each holds
+	// a socket (a fresh one per query: its random port keeps spoofed answers out, RFC
+	// 5452), a goroutine and a buffer until its answer or its deadline; past the cap
+	// a query is answered SERVFAIL at once. At an upstream's usual tens of
+	// milliseconds that is tens of thousands of lookups a second; toward a silent
+	// one, 1,024 sockets more at most, far below the file limit.
+	maxForwards = 1024
+	// forwardTimeout ends a forward, however many upstreams it tried: under glibc's
+	// 5-second wait, so an answer still finds its client waiting and no slot is held
+	// for a query nobody waits for.
+	forwardTimeout = 4 * time.Second
+	// upstreamTimeout is each upstream's share: a silent first one leaves the next
+	// time to answer.
 	upstreamTimeout = 2 * time.Second
+	// maxUDPSize caps the EDNS0 buffer size a forwarded query offers, which the
+	// forward allocates for the answer: the client may ask for 64 KiB. 1,232 bytes is
+	// DNS Flag Day 2020's size; a larger answer comes truncated and the client asks
+	// again over TCP.
+	maxUDPSize = 1232
+	// maxTCPClients caps the TCP connections served at once (each holds a socket);
+	// further ones wait in the listen backlog. Clients use TCP only after a truncated
+	// answer, one connection per query.
+	maxTCPClients = 128
 )
 
 // Config is what the server answers and where it forwards.
@@ -52,6 +82,16 @@ type Server struct {
 	cfg      Config
 	served   bool
 	wg       sync.WaitGroup
+
+	// The cap and the timeouts, fields so that tests can make them small or large.
+	forwards        chan struct{} // a token per query being forwarded
+	forwardTimeout  time.Duration
+	upstreamTimeout time.Duration
+	// stopForwards ends the forwards under way when the server closes, which waits
+	// for them.
+	forwardsCtx  context.Context
+	stopForwards context.CancelFunc
+	warnedFull   atomic.Int64 // when the cap was last logged, in Unix nanoseconds
 }
 
 // Listen makes the server's UDP and TCP sockets inside ns, at Address on ports the
@@ -73,9 +113,10 @@ func Listen(ns *netns.NS) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for the container's DNS at %s: %w", Address, err)
 	}
-	s := &Server{}
+	s := &Server{forwards: make(chan struct{}, maxForwards), forwardTimeout: forwardTimeout, upstreamTimeout: upstreamTimeout}
+	s.forwardsCtx, s.stopForwards = context.WithCancel(context.Background())
 	s.udp = &dns.Server{PacketConn: pc, Handler: s}
-	s.tcp = &dns.Server{Listener: l, Handler: s}
+	s.tcp = &dns.Server{Listener: netutil.LimitListener(l, maxTCPClients), Handler: s}
 	return s, nil
 }
 
@@ -109,6 +150,7 @@ func (s *Server) Serve(cfg Config) {
 
 // Close stops the server and closes its sockets (serving ends by closing them).
 func (s *Server) Close() error {
+	s.stopForwards()
 	if !s.served {
 		return errors.Join(s.udp.PacketConn.Close(), s.tcp.Listener.Close())
 	}
@@ -142,7 +184,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 
 // forward asks the upstreams in turn over the transport the query came by (a
 // truncated UDP answer makes the client ask again over TCP), and answers SERVFAIL
-// when none does.
+// when none does in time, or at once when maxForwards queries are under way.
 func (s *Server) forward(req *dns.Msg, transport string) *dns.Msg {
 	m := new(dns.Msg)
 	upstreams := s.cfg.Upstreams()
@@ -150,14 +192,53 @@ func (s *Server) forward(req *dns.Msg, transport string) *dns.Msg {
 		m.SetRcode(req, dns.RcodeNameError)
 		return m
 	}
-	c := &dns.Client{Net: transport, Timeout: upstreamTimeout}
+	select {
+	case s.forwards <- struct{}{}:
+		defer func() { <-s.forwards }()
+	default:
+		s.warnFull()
+		m.SetRcode(req, dns.RcodeServerFailure)
+		return m
+	}
+	if opt := req.IsEdns0(); opt != nil && opt.UDPSize() > maxUDPSize {
+		opt.SetUDPSize(maxUDPSize)
+	}
+	ctx, cancel := context.WithTimeout(s.forwardsCtx, s.forwardTimeout)
+	defer cancel()
+	c := &dns.Client{Net: transport, Timeout: s.upstreamTimeout}
 	for _, up := range upstreams {
-		resp, _, err := c.Exchange(req, up.String())
+		resp, err := exchange(ctx, c, req, up)
 		if err == nil {
 			return resp
 		}
 		s.cfg.Log.Debug("upstream resolver failed", "server", up, "err", err)
+		if ctx.Err() != nil {
+			break
+		}
 	}
 	m.SetRcode(req, dns.RcodeServerFailure)
 	return m
+}
+
+// exchange asks one upstream, until c's timeout or ctx's end, whichever is first:
+// a read ends only at a deadline or when its socket closes, so ctx's cancellation
+// closes it.
+func exchange(ctx context.Context, c *dns.Client, req *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
+	conn, err := c.DialContext(ctx, up.String())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	resp, _, err := c.ExchangeWithConnContext(ctx, req, conn)
+	return resp, err
+}
+
+// warnFull logs, at most once a minute, that queries are refused for the cap:
+// a flood must not flood the log too.
+func (s *Server) warnFull() {
+	now, last := time.Now().UnixNano(), s.warnedFull.Load()
+	if now-last >= int64(time.Minute) && s.warnedFull.CompareAndSwap(last, now) {
+		s.cfg.Log.Warn("embedded dns: too many queries forwarded at once, answering SERVFAIL", "max", cap(s.forwards))
+	}
 }

@@ -1,10 +1,14 @@
 package embeddns
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -141,5 +145,277 @@ func TestCloseReleasesSockets(t *testing.T) {
 		if out, _ := sb.Try("ss", "-Hlnt", "sport", "= :"+strconv.Itoa(int(tcp))); out != "" {
 			t.Errorf("served %v: the TCP socket is still open:\n%s", serve, out)
 		}
+	}
+}
+
+// heldUpstream is a resolver on the test's loopback that keeps the queries it gets
+// unanswered until release, and answers those and every later one with addr.
+type heldUpstream struct {
+	pc   net.PacketConn
+	addr net.IP
+
+	mu       sync.Mutex
+	held     []heldQuery
+	received int
+	released bool
+}
+
+type heldQuery struct {
+	from net.Addr
+	msg  *dns.Msg
+}
+
+func newHeldUpstream(t *testing.T, addr string) *heldUpstream {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	u := &heldUpstream{pc: pc, addr: net.ParseIP(addr)}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			u.mu.Lock()
+			u.received++
+			if u.released {
+				u.answer(heldQuery{from, q})
+			} else {
+				u.held = append(u.held, heldQuery{from, q})
+			}
+			u.mu.Unlock()
+		}
+	}()
+	return u
+}
+
+func (u *heldUpstream) addrPort() netip.AddrPort {
+	return netip.MustParseAddrPort(u.pc.LocalAddr().String())
+}
+
+func (u *heldUpstream) answer(q heldQuery) {
+	m := new(dns.Msg)
+	m.SetReply(q.msg)
+	m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.msg.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: u.addr})
+	out, _ := m.Pack()
+	u.pc.WriteTo(out, q.from)
+}
+
+func (u *heldUpstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.received
+}
+
+// release answers the held queries, and from now on every query at once.
+func (u *heldUpstream) release() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.released = true
+	for _, q := range u.held {
+		u.answer(q)
+	}
+	u.held = nil
+}
+
+// waitFor polls cond until it holds, failing t after a generous while.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not %s", what)
+		}
+	}
+}
+
+// client is a UDP socket in ns, connected to the server.
+func client(t *testing.T, ns *netns.NS, srv *Server) *dns.Conn {
+	t.Helper()
+	udp, _ := srv.Ports()
+	var conn *dns.Conn
+	if err := ns.Do(func() (err error) {
+		conn, err = dns.Dial("udp", netip.AddrPortFrom(Address, udp).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func ask(t *testing.T, conn *dns.Conn, name string) {
+	t.Helper()
+	q := new(dns.Msg)
+	q.SetQuestion(name, dns.TypeA)
+	if err := conn.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reply reads conn's answer; the deadline only keeps a broken server from hanging
+// the test.
+func reply(t *testing.T, conn *dns.Conn) *dns.Msg {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	m, err := conn.ReadMsg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func serve(t *testing.T, srv *Server, upstreams ...netip.AddrPort) {
+	t.Helper()
+	srv.Serve(Config{
+		Lookup: func(name string) ([]netip.Addr, bool) {
+			return []netip.Addr{netip.MustParseAddr("172.18.0.2")}, name == "web"
+		},
+		Upstreams: func() []netip.AddrPort { return upstreams },
+	})
+	t.Cleanup(func() { srv.Close() })
+}
+
+// Past the cap of queries being forwarded, a query is answered SERVFAIL at once
+// and never leaves; the queries under way are answered when their upstream
+// answers, and their slots serve new queries after. Container names answer
+// whatever the forwards.
+func TestForwardCap(t *testing.T) {
+	_, ns := sandbox(t)
+	srv, err := Listen(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 4
+	srv.forwards, srv.forwardTimeout, srv.upstreamTimeout = make(chan struct{}, limit), time.Hour, time.Hour
+	up := newHeldUpstream(t, "198.51.100.77")
+	serve(t, srv, up.addrPort())
+
+	var held []*dns.Conn
+	for i := range limit {
+		c := client(t, ns, srv)
+		ask(t, c, fmt.Sprintf("q%d.test.", i))
+		held = append(held, c)
+	}
+	waitFor(t, "forwarded", func() bool { return up.count() == limit })
+	over := client(t, ns, srv)
+	ask(t, over, "over.test.")
+	if m := reply(t, over); m.Rcode != dns.RcodeServerFailure {
+		t.Errorf("a query past the cap: %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
+	}
+	ask(t, over, "web.")
+	if m := reply(t, over); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+		t.Errorf("a container name with the forwards full: %s", m)
+	}
+	if n := up.count(); n != limit {
+		t.Errorf("the upstream got %d queries, want the cap, %d", n, limit)
+	}
+
+	up.release()
+	for i, c := range held {
+		if m := reply(t, c); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+			t.Errorf("forward %d under the cap, once its upstream answers: %s", i, m)
+		}
+	}
+	for i := range limit + 1 { // the slots are free again
+		ask(t, over, fmt.Sprintf("after%d.test.", i))
+		if m := reply(t, over); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+			t.Errorf("forward %d after the held ones: %s", i, m)
+		}
+	}
+}
+
+// A forward ends at its deadline, whatever upstream it was waiting for, answered
+// SERVFAIL, and frees its slot; closing the server ends the forwards under way.
+func TestForwardTimeout(t *testing.T) {
+	_, ns := sandbox(t)
+	srv, err := Listen(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Shorter than one upstream's share: the forward's own deadline must be what
+	// ends it, before a second upstream is asked.
+	srv.forwards, srv.forwardTimeout, srv.upstreamTimeout = make(chan struct{}, 1), time.Second/2, time.Hour
+	first, second := newHeldUpstream(t, "198.51.100.1"), newHeldUpstream(t, "198.51.100.2")
+	serve(t, srv, first.addrPort(), second.addrPort())
+
+	c := client(t, ns, srv)
+	for i := range 2 { // the second is forwarded only if the first freed the slot
+		ask(t, c, fmt.Sprintf("q%d.test.", i))
+		if m := reply(t, c); m.Rcode != dns.RcodeServerFailure {
+			t.Errorf("query %d to a silent upstream: %s, want SERVFAIL", i, dns.RcodeToString[m.Rcode])
+		}
+	}
+	if n, m := first.count(), second.count(); n != 2 || m != 0 {
+		t.Errorf("the first upstream got %d queries, the second %d; want 2 and 0", n, m)
+	}
+
+	patient, err := Listen(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patient.forwardTimeout, patient.upstreamTimeout = time.Hour, time.Hour
+	serve(t, patient, first.addrPort())
+	ask(t, client(t, ns, patient), "stuck.test.")
+	waitFor(t, "forwarded", func() bool { return first.count() == 3 })
+	if err := patient.Close(); err != nil { // returns only once the forward has ended
+		t.Errorf("close: %v", err)
+	}
+}
+
+// Past maxTCPClients connections served at once, a new one waits in the listen
+// backlog (its socket not accepted, no file of the server's) until one closes.
+func TestTCPClientsCap(t *testing.T) {
+	sb, ns := sandbox(t)
+	srv, err := Listen(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.tcp.IdleTimeout = func() time.Duration { return time.Hour } // the served connections stay
+	serve(t, srv)
+	_, port := srv.Ports()
+	addr := netip.AddrPortFrom(Address, port).String()
+	dial := func() *dns.Conn {
+		var conn *dns.Conn
+		if err := ns.Do(func() (err error) {
+			conn, err = dns.Dial("tcp", addr)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	var served []*dns.Conn
+	for range maxTCPClients {
+		c := dial()
+		ask(t, c, "web.")
+		if m := reply(t, c); len(m.Answer) != 1 {
+			t.Fatalf("connection %d: %s", len(served), m)
+		}
+		served = append(served, c)
+	}
+	waiting := dial()
+	ask(t, waiting, "web.")
+	backlog := func() string {
+		out, err := sb.Try("ss", "-Hltn", "sport", "= :"+strconv.Itoa(int(port)))
+		if err != nil {
+			t.Fatalf("ss: %v: %s", err, out)
+		}
+		return strings.Fields(out)[1] // Recv-Q: connections not accepted yet
+	}
+	if got := backlog(); got != "1" {
+		t.Errorf("with %d connections served, the listen backlog holds %s; want the new one, 1", maxTCPClients, got)
+	}
+	served[0].Close()
+	if m := reply(t, waiting); len(m.Answer) != 1 {
+		t.Errorf("the waiting connection, once another closed: %s", m)
 	}
 }
