@@ -198,7 +198,7 @@ func TestDNSFloodBounded(t *testing.T) {
 	// the query and a 1,232-byte buffer for the answer: 24 KiB each covers that with
 	// the garbage collector's headroom (20 KiB measured), 8 MiB the runtime's own
 	// growth and the queries answered SERVFAIL in passing. Unbounded, this flood
-	// grew the supervisor past 58 MiB at 4,096 files (357 MB at 20,000 in issue 10).
+	// grew the supervisor by 80 MiB, at 7,200 files (357 MB at 20,000 in issue 10).
 	if limit := baseRSS + embeddedDNSMaxForwards*24 + 8<<10; maxRSS > limit {
 		t.Errorf("the supervisor grew to %d KiB resident under the flood; want at most %d", maxRSS, limit)
 	}
