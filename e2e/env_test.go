@@ -60,6 +60,11 @@ func newEnv(t *testing.T) *env {
 		if pids := processesOfRoot(bin, e.root); len(pids) > 0 {
 			t.Errorf("ctnet processes left running: %v", pids)
 		}
+		if e.host.Boot != nil {
+			if err := e.host.Boot.Close(); err != nil {
+				t.Error(err)
+			}
+		}
 	})
 	return e
 }

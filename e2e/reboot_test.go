@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"maps"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -10,12 +11,13 @@ import (
 	"github.com/ctnet/ctnet/internal/lab"
 )
 
-// After a reboot — the host namespace replaced by a fresh one, the containers'
-// processes gone, the ctnet root kept (its namespace mounts survive, as they would if
-// the root were on disk and the mounts were not) — the first ctnet command, even a
-// read-only one, restores every network's bridge, address and firewall entries and
-// IPv4 forwarding from the store, and releases the containers that no longer
-// exist. New containers then work as before, and gc finds nothing to do.
+// After a reboot — a new boot id, a fresh host namespace, the containers' processes
+// and every mount gone, the ctnet root kept on disk with its namespace files —
+// reading commands show the store's view and change nothing (containers whose
+// process is gone read as exited). The first change restores every network's
+// bridge, address and firewall entries and IPv4 forwarding from the store, and
+// releases the containers that no longer exist. New containers then work as before,
+// and gc finds nothing to do.
 func TestReboot(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -33,38 +35,47 @@ func TestReboot(t *testing.T) {
 		t.Fatalf("want 5 container namespaces under the root before the reboot, got %v", files)
 	}
 
-	// The reboot.
-	for _, name := range []string{"a", "b", "c", "n", "gone"} {
-		e.killContainer(name)
-	}
-	for _, args := range [][]string{{"ip", "netns", "del", e.host.Name}, {"ip", "netns", "add", e.host.Name}} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	e.host.MustRun(t, "ip", "link", "set", "lo", "up")
-	e.reconnectWAN()
+	e.reboot("a", "b", "c", "n", "gone")
 	// The fresh host is what the leak check at cleanup compares with; the root's
 	// namespaces are expected gone by then, as they were before the test.
-	fresh := e.host.Snapshot(t, e.root)
+	rebooted := e.host.Snapshot(t, e.root)
+	fresh := maps.Clone(rebooted)
 	fresh["namespaces under root"], fresh["mounts under root"] = e.before["namespaces under root"], e.before["mounts under root"]
 	e.before = fresh
 	if out, _ := e.hostRun("nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
 		t.Fatalf("the fresh host has a ruleset:\n%s", out)
 	}
 
-	// The first command reads.
+	// Reading commands show the store's view and leave the kernel alone.
 	ps := e.must("ps", "-a")
-	for _, name := range []string{"a", "b", "c", "n"} {
+	for _, name := range []string{"a", "b", "c", "n", "gone"} {
 		if !regexp.MustCompile(`(?m)^\w+\s+` + name + `\s+Exited`).MatchString(ps) {
 			t.Errorf("after the reboot ps -a should list %s as exited:\n%s", name, ps)
 		}
 	}
+	for _, cmd := range [][]string{{"inspect", "a"}, {"network", "ls"}, {"network", "inspect", "web"}, {"logs", "a"}} {
+		e.must(cmd...)
+	}
+	if diff := rebooted.Diff(e.host.Snapshot(t, e.root)); diff != "" {
+		t.Errorf("reading commands after the reboot changed the kernel:\n%s", diff)
+	}
+	if out, _ := e.hostRun("sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
+		t.Errorf("reading commands after the reboot turned IPv4 forwarding on")
+	}
+
+	// The first change restores.
+	e.must("rm", "n")
+	ps = e.must("ps", "-a")
+	for _, name := range []string{"a", "b", "c"} {
+		if !regexp.MustCompile(`(?m)^\w+\s+` + name + `\s+Exited`).MatchString(ps) {
+			t.Errorf("after the restore ps -a should list %s as exited:\n%s", name, ps)
+		}
+	}
 	if strings.Contains(ps, " gone ") {
-		t.Errorf("the --rm container is still listed after the reboot:\n%s", ps)
+		t.Errorf("the --rm container is still listed after the restore:\n%s", ps)
 	}
 	if got := e.bridges(); !slices.Equal(got, bridgesBefore) {
-		t.Errorf("bridges after the reboot:\n%v\nwant, as before:\n%v", got, bridgesBefore)
+		t.Errorf("bridges after the restore:\n%v\nwant, as before:\n%v", got, bridgesBefore)
 	}
 	st := e.store()
 	if got, want := st.raw[strings.Index(st.raw, "networks:"):], stBefore.raw[strings.Index(stBefore.raw, "networks:"):]; got != want {
@@ -108,7 +119,7 @@ func TestReboot(t *testing.T) {
 		t.Errorf("a container on the internal network reaches the wan after the reboot")
 	}
 	e.checkConsistent(t)
-	e.must("rm", "-f", "a", "b", "c", "n", "a2", "b2", "c2")
+	e.must("rm", "-f", "a", "b", "c", "a2", "b2", "c2")
 	e.must("network", "rm", "web", "sealed", "bridge")
 }
 
@@ -129,6 +140,33 @@ func (e *env) bridges() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// reboot stands in for a reboot of the sandbox: the named containers' processes
+// are killed, every mount under the root goes (its files stay, as on disk), the host
+// namespace is replaced by a fresh one linked to the wan again, and ctnet runs from
+// then on in a new boot (lab.Boot), with another boot id.
+func (e *env) reboot(containers ...string) {
+	e.t.Helper()
+	for _, name := range containers {
+		e.killContainer(name)
+	}
+	mounts := lab.MountsUnder(e.root)
+	// Pins first, then the directory they are in.
+	slices.SortFunc(mounts, func(a, b string) int { return len(b) - len(a) })
+	for _, m := range mounts {
+		if out, err := exec.Command("umount", m).CombinedOutput(); err != nil {
+			e.t.Fatalf("umount %s: %v: %s", m, err, out)
+		}
+	}
+	for _, args := range [][]string{{"ip", "netns", "del", e.host.Name}, {"ip", "netns", "add", e.host.Name}} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			e.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	e.host.MustRun(e.t, "ip", "link", "set", "lo", "up")
+	e.reconnectWAN()
+	e.host.Boot = lab.NewBoot(e.t)
 }
 
 // reconnectWAN links a fresh host namespace to the test's wan as lab.AddWAN did the

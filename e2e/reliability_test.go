@@ -261,7 +261,7 @@ func (e *env) namespacesUnderRoot() (files, mounts []string) {
 		files = append(files, filepath.Join(dir, ent.Name()))
 	}
 	dirMounted := false
-	for _, m := range lab.MountsUnder(e.root) {
+	for _, m := range e.host.MountsUnder(e.t, e.root) {
 		if m == dir {
 			dirMounted = true
 		} else {

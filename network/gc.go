@@ -101,8 +101,12 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 		}
 	}
 
-	if err := m.removeOrphanLinks(o, networkIDs, live, records, say); err != nil {
-		return nil, err
+	if !m.rootless {
+		// A rootless root owns no links: the ones tagged as ctnet's in its namespace
+		// are a rootful root's, never this one's to judge.
+		if err := m.removeOrphanLinks(o, networkIDs, live, records, say); err != nil {
+			return nil, err
+		}
 	}
 	if err := m.removeOrphanNamespaces(o, live, records, say); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -16,28 +17,72 @@ import (
 
 const (
 	metaHost       = "host"       // which boot and host namespace the kernel state was made in
+	metaHostNetNS  = "host netns" // that namespace as lsns and /proc/PID/ns/net name it
 	metaForwarding = "forwarding" // "1" when ctnet turned net.ipv4.ip_forward on
 )
 
-// hostIdentity names this boot and this host namespace. Namespace inode numbers are
-// reused; the namespace cookie is not.
-func (m *Manager) hostIdentity() (string, error) {
+// hostIdentity names this boot and this host namespace ("boot id/cookie"): namespace
+// inode numbers are reused, the namespace cookie is not. name is the namespace as
+// lsns and /proc/PID/ns/net show it, for people.
+func (m *Manager) hostIdentity() (id, name string, err error) {
 	sock, err := m.host.RouteSocket()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	cookie, err := unix.GetsockoptUint64(sock.Socket.GetFd(), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	if err != nil {
-		return "", fmt.Errorf("identify host namespace: %w", err)
+		return "", "", fmt.Errorf("identify host namespace: %w", err)
 	}
-	return proc.BootID() + "/" + strconv.FormatUint(cookie, 10), nil
+	ino, err := m.host.ID()
+	if err != nil {
+		return "", "", err
+	}
+	return proc.BootID() + "/" + strconv.FormatUint(cookie, 10), fmt.Sprintf("net:[%d]", ino), nil
 }
 
-// checkHost runs first in every change. It refuses a host namespace that another
-// root manages (checkOwner), and notices that the kernel state is not the one the
-// store was made against (a reboot, or a fresh host namespace with the same root),
-// restoring networks and firewall from the store before anything else runs.
+// sameBoot reports whether two host identities were taken during the same boot.
+func sameBoot(a, b string) bool {
+	bootA, _, _ := strings.Cut(a, "/")
+	bootB, _, _ := strings.Cut(b, "/")
+	return bootA == bootB
+}
+
+// checkHostNamespace refuses to work from a host namespace other than the one the
+// root's bridges, veths, firewall tables and forwarding switch live in, during the
+// boot they were made in. Restoring them here (as after a reboot) would leave them
+// behind in this namespace, cut the real host's containers off their veths, and
+// forget that ctnet turned forwarding on there. Only a new boot id means the old
+// namespace is gone; a namespace that merely differs is a command run in the wrong
+// place (a forgotten nsenter, a container that mounts the root). It reports whether
+// the kernel state was made in an earlier boot.
+func (m *Manager) checkHostNamespace(tx *store.Tx, id, name string) (rebooted bool, err error) {
+	prev := tx.Meta(metaHost)
+	switch {
+	case prev == "" || prev == id:
+		return false, nil
+	case !sameBoot(prev, id):
+		return true, nil
+	}
+	owner := tx.Meta(metaHostNetNS)
+	if owner == "" {
+		owner = "another one (cookie " + prev[strings.Index(prev, "/")+1:] + ")"
+	}
+	return false, tagged(ErrConflict, "ctnet root %s belongs to network namespace %s, not to this one (%s): run ctnet in that namespace, or use another --root", m.stateDir, owner, name)
+}
+
+// checkHost runs first in every change. It refuses a host namespace other than the
+// root's (checkHostNamespace) and one whose tables another root manages
+// (checkOwner), and after a reboot restores networks and firewall from the store
+// before anything else runs.
 func (m *Manager) checkHost(o *op) error {
+	id, name, err := m.hostIdentity()
+	if err != nil {
+		return err
+	}
+	rebooted, err := m.checkHostNamespace(o.tx, id, name)
+	if err != nil {
+		return err
+	}
 	if tookOver, err := m.checkOwner(); err != nil {
 		return err
 	} else if tookOver {
@@ -49,24 +94,22 @@ func (m *Manager) checkHost(o *op) error {
 			m.log.Warn(line)
 		}
 	}
-	id, err := m.hostIdentity()
-	if err != nil {
-		return err
-	}
-	prev := o.tx.Meta(metaHost)
-	if prev == id {
-		return nil
-	}
-	if prev != "" {
-		m.log.Info("host changed since the last command: restoring networks and firewall from the store", "was", prev, "now", id)
+	if rebooted {
+		m.log.Info("the machine rebooted since the last change: restoring networks and firewall from the store", "was", o.tx.Meta(metaHost), "now", id)
 		if err := o.tx.PutMeta(metaForwarding, ""); err != nil {
 			return err
 		}
 		if _, err := m.reconcile(o, true); err != nil {
-			return fmt.Errorf("restore after host change: %w", err)
+			return fmt.Errorf("restore after a reboot: %w", err)
 		}
 	}
-	return o.tx.PutMeta(metaHost, id)
+	if o.tx.Meta(metaHost) == id && o.tx.Meta(metaHostNetNS) == name {
+		return nil
+	}
+	if err := o.tx.PutMeta(metaHost, id); err != nil {
+		return err
+	}
+	return o.tx.PutMeta(metaHostNetNS, name)
 }
 
 // checkOwner refuses to work on a host namespace whose tables another ctnet root

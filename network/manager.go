@@ -265,35 +265,28 @@ func (m *Manager) mutate(fn func(o *op) error) error {
 	return o.runCommitted()
 }
 
-// view runs fn under the shared lock in a read-only transaction. If the host changed
-// since the last command (a reboot), it first restores networks and firewall under the
-// exclusive lock, so that reading commands too see, and leave, the state restored.
+// view runs fn under the shared lock in a read-only transaction. Reading never
+// changes the kernel: after a reboot it shows the store's view (liveness still tells
+// which containers have exited), and the first change restores the rest. From a
+// host namespace other than the root's it refuses, as a change would: what a read
+// takes from the host's kernel (firewall entries, bridges) would be another
+// namespace's, and the command was almost certainly meant for the root's.
 func (m *Manager) view(fn func(tx *store.Tx) error) error {
-	id, err := m.hostIdentity()
+	id, name, err := m.hostIdentity()
 	if err != nil {
 		return err
 	}
-	for restored := false; ; restored = true {
-		s, err := store.OpenShared(m.stateDir)
-		if err != nil {
-			return err
-		}
-		changed := false
-		err = s.View(func(tx *store.Tx) error {
-			if prev := tx.Meta(metaHost); prev != "" && prev != id && !restored {
-				changed = true
-				return nil
-			}
-			return fn(tx)
-		})
-		s.Close()
-		if !changed {
-			return err
-		}
-		if err := m.mutate(func(*op) error { return nil }); err != nil {
-			return err
-		}
+	s, err := store.OpenShared(m.stateDir)
+	if err != nil {
+		return err
 	}
+	defer s.Close()
+	return s.View(func(tx *store.Tx) error {
+		if _, err := m.checkHostNamespace(tx, id, name); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 }
 
 func newID() string {

@@ -192,8 +192,19 @@ func Root(t testing.TB) string {
 // MountsUnder lists the mount points at or below dir.
 func MountsUnder(dir string) []string {
 	b, _ := os.ReadFile("/proc/self/mountinfo")
+	return mountsUnder(string(b), dir)
+}
+
+// MountsUnder lists the mount points at or below dir that the sandbox's commands
+// see: those of its boot, if it has one.
+func (s *Sandbox) MountsUnder(t testing.TB, dir string) []string {
+	t.Helper()
+	return mountsUnder(s.stableOutput(t, "cat", "/proc/self/mountinfo"), dir)
+}
+
+func mountsUnder(mountinfo, dir string) []string {
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(mountinfo, "\n") {
 		f := strings.Fields(line)
 		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
 			out = append(out, f[4])
@@ -318,7 +329,7 @@ func (s *Sandbox) Snapshot(t testing.TB, root string) Snapshot {
 		files = append(files, e.Name())
 	}
 	snap["namespaces under root"] = strings.Join(files, "\n")
-	snap["mounts under root"] = strings.Join(MountsUnder(root), "\n")
+	snap["mounts under root"] = strings.Join(s.MountsUnder(t, root), "\n")
 	return snap
 }
 

@@ -46,6 +46,8 @@ func RequireRoot(t testing.TB) {
 type Sandbox struct {
 	Name string
 	Path string
+	// Boot, when set, is the boot the sandbox's commands run in (see NewBoot).
+	Boot *Boot
 }
 
 // NewSandbox makes a namespace "ctl-<random>" with lo up, removed at cleanup.
@@ -73,7 +75,11 @@ func newSandbox(t testing.TB, prefix string) *Sandbox {
 
 // Command returns a command running in the sandbox namespace.
 func (s *Sandbox) Command(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + s.Path}, args...)...)
+	enter := []string{"--net=" + s.Path}
+	if s.Boot != nil {
+		enter = append(enter, "--mount="+s.Boot.mountNS)
+	}
+	return exec.CommandContext(ctx, "nsenter", append(enter, args...)...)
 }
 
 // MustRun runs a command in the sandbox and returns its output.
