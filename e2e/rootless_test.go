@@ -29,9 +29,17 @@ type userEnv struct {
 func newUserEnv(t *testing.T) *userEnv {
 	t.Helper()
 	lab.RequireRoot(t)
+	lab.TestUser(t)
+	return newUserEnvIn(t, lab.NewSandbox(t))
+}
+
+// newUserEnvIn is newUserEnv in a sandbox the test already has, which a rootful
+// root may share.
+func newUserEnvIn(t *testing.T, host *lab.Sandbox) *userEnv {
+	t.Helper()
 	uid, gid := lab.TestUser(t)
 	lab.AllowTUN(t)
-	u := &userEnv{t: t, host: lab.NewSandbox(t), uid: uid, gid: gid}
+	u := &userEnv{t: t, host: host, uid: uid, gid: gid}
 	home := lab.UserDir(t, uid, gid)
 	u.dirs = []string{"HOME=" + home, "XDG_DATA_HOME=" + filepath.Join(home, "data"), "XDG_RUNTIME_DIR=" + filepath.Join(home, "run")}
 	for _, d := range []string{"data", "run"} {
