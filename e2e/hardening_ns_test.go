@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,32 +51,40 @@ func TestWrongHostNamespace(t *testing.T) {
 		{"gc"},
 	}
 	refusal := "belongs to network namespace " + rootNS + ", not to this one"
-	for _, cmd := range append(slices.Clone(reads), changes...) {
-		r := other.ctnet(cmd...)
-		if r.Code == 0 || !strings.Contains(r.Stderr, refusal) || !strings.Contains(r.Stderr, "run ctnet in that namespace") ||
-			strings.Contains(strings.TrimSpace(r.Stderr), "\n") {
-			t.Errorf("%v from another namespace: want a one-line refusal saying %q, got %s", cmd, refusal, r)
+	unchanged := func(what string) {
+		t.Helper()
+		if diff := otherBefore.Diff(other.kernelState()); diff != "" {
+			t.Errorf("%s from another namespace changed it:\n%s", what, diff)
 		}
+		if out, _ := other.hostRun("ip", "-o", "link", "show", "type", "bridge"); strings.TrimSpace(out) != "" {
+			t.Errorf("%s from another namespace made bridges there:\n%s", what, out)
+		}
+		if out, _ := other.hostRun("nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
+			t.Errorf("%s from another namespace made a ruleset there:\n%s", what, out)
+		}
+		if diff := ownBefore.Diff(e.kernelState()); diff != "" {
+			t.Errorf("%s from another namespace changed the root's:\n%s", what, diff)
+		}
+		if got := published(); got != lab.WANIP {
+			t.Errorf("after %s from another namespace the published port answers the wan with %q, want %s", what, got, lab.WANIP)
+		}
+	}
+	for _, phase := range []struct {
+		what string
+		cmds [][]string
+	}{{"reading commands", reads}, {"changes", changes}} {
+		for _, cmd := range phase.cmds {
+			r := other.ctnet(cmd...)
+			if r.Code == 0 || !strings.Contains(r.Stderr, refusal) || !strings.Contains(r.Stderr, "run ctnet in that namespace") ||
+				strings.Contains(strings.TrimSpace(r.Stderr), "\n") {
+				t.Errorf("%v from another namespace: want a one-line refusal saying %q, got %s", cmd, refusal, r)
+			}
+		}
+		unchanged(phase.what)
 	}
 	// The same reads work in the root's namespace.
 	for _, cmd := range reads {
 		e.must(cmd...)
-	}
-
-	if diff := otherBefore.Diff(other.kernelState()); diff != "" {
-		t.Errorf("commands from another namespace changed it:\n%s", diff)
-	}
-	if out, _ := other.hostRun("ip", "-o", "link", "show", "type", "bridge"); strings.TrimSpace(out) != "" {
-		t.Errorf("the other namespace has bridges:\n%s", out)
-	}
-	if out, _ := other.hostRun("nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
-		t.Errorf("the other namespace has a ruleset:\n%s", out)
-	}
-	if diff := ownBefore.Diff(e.kernelState()); diff != "" {
-		t.Errorf("commands from another namespace changed the root's:\n%s", diff)
-	}
-	if got := published(); got != lab.WANIP {
-		t.Errorf("after commands from another namespace the published port answers the wan with %q, want %s", got, lab.WANIP)
 	}
 
 	// ctnet still knows it turned forwarding on: the last network takes it off.
