@@ -16,7 +16,7 @@ import (
 // boot it runs in, holds an id of its own. A sandbox whose Boot is set runs its
 // commands there (Sandbox.Command); the processes they start stay there, and mounts
 // they make (ctnet's namespace pins) are seen only there, as a new boot starts with
-// none of the old one's.
+// none of the old one's. Named namespaces (/run/netns) are not seen there.
 type Boot struct {
 	dir     string // a private mount point holding the id file and the namespace's pin
 	mountNS string
@@ -42,8 +42,13 @@ func NewBoot(t testing.TB) *Boot {
 		t.Fatal(err)
 	}
 	// Private: the bind over boot_id must not reach the machine's mount namespace.
-	mustRun(t, "unshare", "--mount="+b.mountNS, "--propagation", "private",
-		"mount", "--bind", idFile, "/proc/sys/kernel/random/boot_id")
+	// The copies of the machine's namespace pins (other tests' sandboxes and
+	// containers) go: they would keep those namespaces alive after their owners
+	// remove them. An empty /run/netns keeps ip from naming namespaces by pins that
+	// are no longer there.
+	mustRun(t, "unshare", "--mount="+b.mountNS, "--propagation", "private", "sh", "-c",
+		`set -e; mount --bind "$1" /proc/sys/kernel/random/boot_id; umount -a -l -t nsfs; mkdir -p /run/netns; mount -t tmpfs -o mode=0755 ctnet-boot /run/netns`,
+		"sh", idFile)
 	return b
 }
 
