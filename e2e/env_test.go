@@ -41,6 +41,15 @@ func newEnv(t *testing.T) *env {
 	e.root = lab.Root(t)
 	e.before = e.host.Snapshot(t, e.root)
 	bin := lab.Binary(t)
+	// After the cleanup below, which runs ctnet in the sandbox's boot, even if it
+	// fails.
+	t.Cleanup(func() {
+		if e.host.Boot != nil {
+			if err := e.host.Boot.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 	t.Cleanup(func() {
 		if ids := strings.Fields(e.ctnet("ps", "-a", "-q").Stdout); len(ids) > 0 {
 			t.Errorf("containers left by the test: %v", ids)
@@ -59,11 +68,6 @@ func newEnv(t *testing.T) *env {
 		}
 		if pids := processesOfRoot(bin, e.root); len(pids) > 0 {
 			t.Errorf("ctnet processes left running: %v", pids)
-		}
-		if e.host.Boot != nil {
-			if err := e.host.Boot.Close(); err != nil {
-				t.Error(err)
-			}
 		}
 	})
 	return e
