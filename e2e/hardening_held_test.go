@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
 	"github.com/miekg/dns"
@@ -454,4 +457,123 @@ func TestInternalNetworkDNSDoesNotForward(t *testing.T) {
 	}
 	e.must("rm", "-f", "outside", "inside", "neighbour")
 	e.must("network", "rm", "open", "sealed")
+}
+
+// udpFloodScript sends one datagram to every port of argv[1] from each of eight
+// sockets, over and over: each is a flow of its own, and nothing answers.
+const udpFloodScript = `
+import socket, sys
+dst = sys.argv[1]
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+while True:
+    for port in range(1, 65536):
+        for s in socks:
+            try:
+                s.sendto(b"x", (dst, port))
+            except OSError:
+                pass
+`
+
+// A container floods the wan with UDP flows nothing answers until the host
+// namespace's conntrack table is full: nf_conntrack_max is the kernel's (global, and
+// read-only in a namespace) but the count is per namespace, so the flood fills the
+// host namespace's table, 8 × 65,535 flows against 262,144 entries here. The host,
+// another container and the wan through a published port still open new connections
+// while it is full, because a new flow evicts one that was never answered (the
+// kernel's early drop; answered flows are "assured" and kept). The sandbox's UDP
+// timeout is raised so that the flood fills the table whatever its speed and only
+// eviction can make room. Positive control: the same connections, before the flood.
+func TestUnansweredUDPFloodDoesNotExhaustConntrack(t *testing.T) {
+	e := newEnv(t)
+	srv := e.wan.Command(t.Context(), peerServer(9999)...)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	e.runDetached("--name", "flooder", "--", "sleep", "600")
+	e.runDetached(append([]string{"--name", "bystander", "-p", "8080:7000", "--"}, peerServer(7000)...)...)
+	conntrack := func(name string) int {
+		out, err := e.hostRun("cat", "/proc/sys/net/netfilter/nf_conntrack_"+name)
+		n, perr := strconv.Atoi(strings.TrimSpace(out))
+		if err != nil || perr != nil {
+			t.Fatalf("nf_conntrack_%s: %v %v: %s", name, err, perr, out)
+		}
+		return n
+	}
+	e.host.MustRun(t, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=600")
+	probes := []struct {
+		what string
+		ok   func() bool
+	}{
+		{"the host opening a TCP connection to the wan", func() bool { return askPeer(e.hostRun, lab.WANIP, 9999) == lab.HostUplinkIP }},
+		{"another container opening a TCP connection to the wan", func() bool {
+			return askPeer(e.containerRun("bystander"), lab.WANIP, 9999) == lab.HostUplinkIP
+		}},
+		{"another container pinging the wan", func() bool { return pingOK(e.containerRun("bystander"), lab.WANIP) }},
+		{"the wan connecting to a published port", func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, 8080) == lab.WANIP }},
+	}
+	for _, p := range probes {
+		if !eventually(p.ok) {
+			t.Fatalf("control: %s fails before the flood", p.what)
+		}
+	}
+	evictedBefore := earlyDrops(t, e)
+	flood := e.host.Command(t.Context(), append(lab.InNetNS(e.inspect("flooder").NetNS), "/usr/bin/python3", "-c", udpFloodScript, lab.WANIP)...)
+	if err := flood.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { flood.Process.Kill(); flood.Wait() }()
+	// Full: the kernel evicts as the flood adds, so the count hovers just below the
+	// limit.
+	limit := conntrack("max")
+	full := limit - limit/100
+	start := time.Now()
+	deadline := start.Add(3 * time.Minute)
+	n := conntrack("count")
+	for ; n < full && time.Now().Before(deadline); n = conntrack("count") {
+		time.Sleep(time.Second)
+	}
+	if n < full {
+		t.Fatalf("the flood filled the host namespace's conntrack table to %d of %d entries: the test tells nothing", n, limit)
+	}
+	t.Logf("the flood filled the host namespace's conntrack table to %d of %d entries in %v", n, limit, time.Since(start).Round(time.Millisecond))
+	for _, p := range probes {
+		if !p.ok() {
+			t.Errorf("with the conntrack table full of unanswered flows (%d of %d), %s fails", conntrack("count"), limit, p.what)
+		}
+	}
+	evicted := earlyDrops(t, e) - evictedBefore
+	t.Logf("the kernel evicted %d never-answered flows to make room", evicted)
+	if evicted == 0 {
+		t.Errorf("the kernel evicted no flow: what made room is not what this test assumes")
+	}
+	flood.Process.Kill()
+	flood.Wait()
+	e.must("rm", "-f", "flooder", "bystander")
+	e.must("network", "rm", "bridge")
+}
+
+// earlyDrops is how many unanswered flows the host namespace's conntrack has evicted
+// to make room for new ones: the early_drop column of /proc/net/stat/nf_conntrack,
+// one hexadecimal line per CPU.
+func earlyDrops(t *testing.T, e *env) uint64 {
+	t.Helper()
+	out, err := e.hostRun("cat", "/proc/net/stat/nf_conntrack")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) < 2 {
+		t.Fatalf("/proc/net/stat/nf_conntrack: %v: %s", err, out)
+	}
+	column := slices.Index(strings.Fields(lines[0]), "early_drop")
+	if column < 0 {
+		t.Fatalf("/proc/net/stat/nf_conntrack has no early_drop column: %s", lines[0])
+	}
+	var sum uint64
+	for _, line := range lines[1:] {
+		n, err := strconv.ParseUint(strings.Fields(line)[column], 16, 64)
+		if err != nil {
+			t.Fatalf("/proc/net/stat/nf_conntrack: %q: %v", line, err)
+		}
+		sum += n
+	}
+	return sum
 }
