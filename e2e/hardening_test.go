@@ -400,49 +400,66 @@ func macOf(t *testing.T, run func(...string) (string, error), iface string) stri
 
 const icmpErrorScript = `
 import sys
-from scapy.all import IP, ICMP, UDP, conf, send
+from scapy.all import IP, ICMP, TCP, UDP, conf, send
 conf.verb = 0
-dst, inner_src, inner_sport, inner_dst, inner_dport = sys.argv[1:6]
+dst, proto, inner_src, inner_sport, inner_dst, inner_dport = sys.argv[1:7]
+l4 = {"tcp": TCP, "udp": UDP}[proto]
 send(IP(dst=dst) / ICMP(type=3, code=3) /
-     IP(src=inner_src, dst=inner_dst) / UDP(sport=int(inner_sport), dport=int(inner_dport)), count=3)
+     IP(src=inner_src, dst=inner_dst) / l4(sport=int(inner_sport), dport=int(inner_dport)), count=3)
 `
 
-// An ICMP error sent to the host's address and quoting another network's
-// masqueraded flow (as the flow looks on the uplink) is not delivered into that
-// network: isolation between networks comes before conntrack's "related". The same
-// error from the wan, where such errors legitimately come from, is delivered before
-// and after the attack (so the flow is alive throughout), and a container of the
-// attacker's network still reaches the victim's published port through the host.
+// An ICMP error sent to the host's address and quoting a flow of another network's
+// container, as the flow looks on the uplink, is not delivered into that network:
+// isolation between networks comes before conntrack's "related". Two flows are
+// quoted: the victim's masqueraded UDP flow to the wan, and the wan's TCP connection
+// to the victim's published port. The same errors from the wan, where such errors
+// legitimately come from, are delivered before and after the attack (so each flow is
+// alive throughout), and a container of the attacker's network still reaches the
+// victim's published port through the host, a connection that crosses networks.
 func TestICMPErrorsAcrossNetworks(t *testing.T) {
 	e := newEnv(t)
-	srv := e.wan.Command(t.Context(), "socat", "UDP-RECVFROM:9999,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT")
+	const peer = "SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT"
+	srv := e.wan.Command(t.Context(), "socat", "UDP-RECVFROM:9999,fork,reuseaddr", peer)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 	e.must("network", "create", "red", "--subnet", "10.97.0.0/24")
-	e.runDetached(append([]string{"--name", "victim", "-p", "8080:8000", "--"}, peerServer(8000)...)...)
+	e.runDetached("--name", "victim", "-p", "8080:8000", "--", "socat", "TCP-LISTEN:8000,fork,reuseaddr", peer)
 	e.runDetached("--name", "attacker", "--network", "red", "--", "sleep", "600")
 	attackerIP := e.ip("attacker")
 
-	var seen string
-	if !eventually(func() bool { seen = askPeer(e.containerRun("attacker"), lab.HostUplinkIP, 8080); return seen != "" }) {
+	if !eventually(func() bool { return askPeer(e.containerRun("attacker"), lab.HostUplinkIP, 8080) != "" }) {
 		t.Fatalf("a container of another network does not reach the victim's published port through the host")
 	}
-
-	var mapped string
-	if !eventually(func() bool {
-		out, err := e.inContainer("victim", "sh", "-c", "echo hi | socat -T2 - UDP:"+lab.WANIP+":9999,sourceport=40000")
-		mapped = strings.TrimSpace(out)
-		return err == nil && mapped != ""
-	}) {
-		t.Fatalf("the victim's UDP flow to the wan gets no answer")
+	// seenAs makes a flow and returns the address and port its far end saw.
+	seenAs := func(what string, run func(...string) (string, error), cmd string) (addr, port string) {
+		var out string
+		if !eventually(func() bool {
+			o, err := run("sh", "-c", cmd)
+			out = strings.TrimSpace(o)
+			return err == nil && out != ""
+		}) {
+			t.Fatalf("%s gets no answer", what)
+		}
+		addr, port, _ = strings.Cut(out, " ")
+		return addr, port
 	}
-	uplinkIP, uplinkPort, _ := strings.Cut(mapped, " ")
-	if uplinkIP != lab.HostUplinkIP || uplinkPort == "" {
-		t.Fatalf("the wan saw the victim's flow from %q, want %s and a port", mapped, lab.HostUplinkIP)
+	udpFrom, udpPort := seenAs("the victim's UDP flow to the wan", e.containerRun("victim"), "echo hi | socat -T2 - UDP:"+lab.WANIP+":9999,sourceport=40000")
+	if udpFrom != lab.HostUplinkIP || udpPort == "" {
+		t.Fatalf("the wan saw the victim's flow from %s %s, want %s and a port", udpFrom, udpPort, lab.HostUplinkIP)
 	}
-	errorFor := []string{lab.HostUplinkIP, lab.HostUplinkIP, uplinkPort, lab.WANIP, "9999"}
+	tcpFrom, tcpPort := seenAs("the wan's connection to the published port", e.wanRun, "socat -T2 - TCP:"+lab.HostUplinkIP+":8080 </dev/null")
+	if tcpFrom != lab.WANIP || tcpPort == "" {
+		t.Fatalf("the victim saw the wan's connection from %s %s, want %s and a port", tcpFrom, tcpPort, lab.WANIP)
+	}
+	flows := []struct {
+		what  string
+		quote []string // protocol, source, source port, destination, destination port
+	}{
+		{"the victim's masqueraded UDP flow to the wan", []string{"udp", lab.HostUplinkIP, udpPort, lab.WANIP, "9999"}},
+		{"the wan's TCP connection to the victim's published port", []string{"tcp", lab.HostUplinkIP, "8080", lab.WANIP, tcpPort}},
+	}
 
 	received := newCounters(t, e.namespaceOf("victim"), "netdev", "type filter hook ingress device eth0 priority 0;", map[string]string{
 		"errors": "icmp type destination-unreachable",
@@ -450,31 +467,34 @@ func TestICMPErrorsAcrossNetworks(t *testing.T) {
 	arrived := newCounters(t, e.hostRun, "ip", "type filter hook prerouting priority -400;", map[string]string{
 		"forged": "ip saddr " + attackerIP + " icmp type destination-unreachable",
 	})
-	fromWAN := func(what string) {
-		baseline := received.packets("errors")
-		if !eventually(func() bool {
-			if err := scapy(e.wanRun, icmpErrorScript, errorFor...); err != nil {
-				t.Fatal(err)
+	for _, f := range flows {
+		errorFor := append([]string{lab.HostUplinkIP}, f.quote...)
+		fromWAN := func(when string) {
+			baseline := received.packets("errors")
+			if !eventually(func() bool {
+				if err := scapy(e.wanRun, icmpErrorScript, errorFor...); err != nil {
+					t.Fatal(err)
+				}
+				return received.packets("errors") > baseline
+			}) {
+				t.Fatalf("%s, %s: the wan's ICMP error is not delivered to the victim: the test proves nothing", f.what, when)
 			}
-			return received.packets("errors") > baseline
-		}) {
-			t.Fatalf("%s: the wan's ICMP error for the victim's flow is not delivered to it: the test proves nothing", what)
 		}
+		fromWAN("before the attack")
+		time.Sleep(200 * time.Millisecond) // the last of the wan's errors
+		before, forged := received.packets("errors"), arrived.packets("forged")
+		if err := scapy(e.containerRun("attacker"), icmpErrorScript, errorFor...); err != nil {
+			t.Fatal(err)
+		}
+		if arrived.packets("forged") == forged {
+			t.Fatalf("%s: the attacker's ICMP errors never reached the host: the test proves nothing", f.what)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if n := received.packets("errors") - before; n > 0 {
+			t.Errorf("%s: the victim received %d ICMP errors forged by a container of another network", f.what, n)
+		}
+		fromWAN("after the attack")
 	}
-	fromWAN("before the attack")
-	time.Sleep(200 * time.Millisecond) // the last of the wan's errors
-	before := received.packets("errors")
-	if err := scapy(e.containerRun("attacker"), icmpErrorScript, errorFor...); err != nil {
-		t.Fatal(err)
-	}
-	if arrived.packets("forged") == 0 {
-		t.Fatalf("the attacker's ICMP errors never reached the host: the test proves nothing")
-	}
-	time.Sleep(500 * time.Millisecond)
-	if n := received.packets("errors") - before; n > 0 {
-		t.Errorf("the victim received %d ICMP errors forged by a container of another network", n)
-	}
-	fromWAN("after the attack")
 
 	if got := askPeer(e.containerRun("attacker"), lab.HostUplinkIP, 8080); got == "" {
 		t.Errorf("the victim's published port no longer answers the other network's container")

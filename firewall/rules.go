@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"encoding/binary"
-	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -89,11 +88,13 @@ type chainSpec struct {
 }
 
 var inetChains = []chainSpec{
+	{name: "raw", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookPrerouting, priority: -300, prioText: "raw"},
 	{name: "prerouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPrerouting, priority: -100, prioText: "dstnat"},
 	{name: "output", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookOutput, priority: -100, prioText: "-100"},
 	{name: "publish"},
 	{name: "postrouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting, priority: 100, prioText: "srcnat"},
 	{name: "forward", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookForward, priority: 0, prioText: "filter"},
+	{name: "between_networks"},
 }
 
 var bridgeChains = []chainSpec{
@@ -159,7 +160,6 @@ const (
 	rtnLocal             = 2 // RTN_LOCAL
 	ipv4SaddrOffset      = 12
 	ipv4DaddrOffset      = 16
-	ipv6SaddrOffset      = 8
 	transportDportOffset = 2
 	etherSaddrOffset     = 6
 	arpSenderEtherOffset = 8
@@ -167,6 +167,8 @@ const (
 	etherTypeIPv4        = 0x0800
 	etherTypeARP         = 0x0806
 	etherTypeIPv6        = 0x86dd
+	ndRouterAdvert       = 134
+	ndRedirect           = 137
 )
 
 // protocol matches the frame's ethertype as the kernel parsed it (meta protocol),
@@ -175,10 +177,13 @@ func protocol(etherType uint16) []expr.Any {
 	return one(meta(expr.MetaKeyPROTOCOL, reg1), cmp(expr.CmpOpEq, reg1, be16(etherType)))
 }
 
-var (
-	ipv6LinkLocal     = netip.MustParseAddr("fe80::").AsSlice()
-	ipv6LinkLocalMask = netip.MustParseAddr("ffc0::").AsSlice()
-)
+// icmpv6Type matches an ICMPv6 message type, after protocol(etherTypeIPv6).
+func icmpv6Type(typ byte) []expr.Any {
+	return one(
+		meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.IPPROTO_ICMPV6}),
+		load(expr.PayloadBaseTransportHeader, 0, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{typ}),
+	)
+}
 
 func join(parts ...[]expr.Any) []expr.Any {
 	var out []expr.Any
@@ -202,6 +207,16 @@ func dnatFromMap() expr.Any {
 }
 
 var inetRules = []ruleSpec{
+	// Bridges have route_localnet on, for 127.0.0.1 publishing; without this rule a
+	// container that routes 127.0.0.1 to its gateway reaches the host's loopback
+	// services (CVE-2020-8558). It runs before conntrack, so replies to the host's own
+	// connections to a 127.0.0.1 published port, whose destination becomes 127.0.0.1
+	// only when conntrack undoes the masquerade, still pass.
+	{chain: "raw", text: `iifname != "lo" ip daddr 127.0.0.0/8 drop`,
+		comment: "loopback addresses come only from the host itself",
+		exprs: join(one(meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))), ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 1, reg1),
+			cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)))},
 	{chain: "prerouting", text: "fib daddr type local jump publish",
 		comment: "published ports on local addresses",
 		exprs:   join(fibDaddrLocal(), one(jump("publish")))},
@@ -251,18 +266,31 @@ var inetRules = []ruleSpec{
 	{chain: "forward", text: "oifname @" + setInternal + " drop",
 		comment: "and no way in",
 		exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setInternal, reg1), verdict(expr.VerdictDrop))},
+	// Isolation comes before conntrack's verdicts: an ICMP error that a container
+	// sends to the host quoting another network's flow is "related" to that flow, and
+	// conntrack would deliver it into the other network.
+	{chain: "forward", text: "iifname @" + setBridges + " oifname @" + setBridges + " jump between_networks",
+		comment: "networks are isolated from each other",
+		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setBridges, reg1),
+			meta(expr.MetaKeyOIFNAME, reg1), lookup(setBridges, reg1), jump("between_networks"))},
 	{chain: "forward", text: "ct state established,related accept",
 		exprs: join(ctBits(expr.CtKeySTATE, ctStateEstablished|ctStateRelated), one(verdict(expr.VerdictAccept)))},
 	{chain: "forward", text: "ct status dnat accept",
 		comment: "published ports",
 		exprs:   join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(verdict(expr.VerdictAccept)))},
-	{chain: "forward", text: "iifname @" + setBridges + " oifname @" + setBridges + " drop",
-		comment: "networks are isolated from each other",
-		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setBridges, reg1),
-			meta(expr.MetaKeyOIFNAME, reg1), lookup(setBridges, reg1), verdict(expr.VerdictDrop))},
 	{chain: "forward", text: "oifname @" + setNATBridges + " drop",
 		comment: "masqueraded networks are reached only through published ports",
 		exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setNATBridges, reg1), verdict(expr.VerdictDrop))},
+	// Between networks only a published port's connection crosses, in both
+	// directions. ICMP errors related to it do not: the anti-spoofing keeps a
+	// container to its own connections, but an ICMP error names its connection only in
+	// the packet it quotes, which anyone can forge.
+	{chain: "between_networks", text: "ct status dnat ct state != related accept",
+		comment: "a published port, reached from another network",
+		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(
+			&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
+			cmp(expr.CmpOpNeq, reg1, native32(ctStateRelated)), verdict(expr.VerdictAccept)))},
+	{chain: "between_networks", text: "drop", exprs: one(verdict(expr.VerdictDrop))},
 }
 
 var bridgeRules = []ruleSpec{
@@ -272,6 +300,15 @@ var bridgeRules = []ruleSpec{
 		comment: "a container sends only from its own MAC",
 		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseLLHeader, etherSaddrOffset, 6, reg12),
 			notIn(setPortMACs, reg1), verdict(expr.VerdictDrop))},
+	// Routers are the host's business: a container's advertisement would give the
+	// host and its neighbours an address and a default route through it
+	// (CVE-2020-13401), and a redirect would divert their traffic to it. Dropped
+	// whatever the network's families, before anything IPv6 could be accepted.
+	{chain: "prerouting", text: "icmpv6 type nd-router-advert drop",
+		comment: "containers are not routers",
+		exprs:   join(protocol(etherTypeIPv6), icmpv6Type(ndRouterAdvert), one(verdict(expr.VerdictDrop)))},
+	{chain: "prerouting", text: "icmpv6 type nd-redirect drop",
+		exprs: join(protocol(etherTypeIPv6), icmpv6Type(ndRedirect), one(verdict(expr.VerdictDrop)))},
 	{chain: "prerouting", text: "iifname . ip saddr @" + setPortIPs + " accept",
 		comment: "and only from its own address",
 		exprs: join(protocol(etherTypeIPv4), one(
@@ -283,14 +320,10 @@ var bridgeRules = []ruleSpec{
 			lookup(setPortIPs, reg1),
 			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderEtherOffset, 6, reg12),
 			lookup(setPortMACs, reg1), verdict(expr.VerdictAccept)))},
-	{chain: "prerouting", text: "ip6 saddr fe80::/10 accept",
-		comment: "IPv6 link-local only: ctnet networks are IPv4",
-		exprs: join(protocol(etherTypeIPv6), one(
-			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
-			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 16, Mask: ipv6LinkLocalMask, Xor: make([]byte, 16)},
-			cmp(expr.CmpOpEq, reg1, ipv6LinkLocal), verdict(expr.VerdictAccept)))},
+	// ctnet's networks are IPv4 and their interfaces have IPv6 off: no IPv6 frame
+	// from a container port passes, so none can spoof neighbour advertisements.
 	{chain: "prerouting", text: "drop",
-		comment: "anything else from a container port is spoofed or not IP",
+		comment: "anything else from a container port is spoofed or not IPv4",
 		exprs:   one(verdict(expr.VerdictDrop))},
 }
 
