@@ -8,6 +8,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"strings"
@@ -152,8 +153,8 @@ type Bridge struct {
 	Alias   string
 }
 
-// EnsureBridge makes the bridge exist, up, with its MTU and gateway address; it
-// reports whether it created the link. An existing link of another kind, or a
+// EnsureBridge makes the bridge exist, up, with its MTU and gateway address and
+// IPv6 off; it reports whether it created the link. An existing link of another kind, or a
 // bridge that another owner tagged, is a conflict.
 func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 	h, err := ns.Netlink()
@@ -198,6 +199,11 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		}
 	default:
 		return 0, false, fmt.Errorf("look up bridge %s: %w", b.Name, err)
+	}
+	// Before its first port comes up: until then it has no carrier and IPv6 has not
+	// configured anything on it.
+	if err := disableIPv6(ns, b.Name); err != nil {
+		return l.Attrs().Index, created, err
 	}
 	if l.Attrs().MTU != b.MTU {
 		if err := h.LinkSetMTU(l, b.MTU); err != nil {
@@ -249,8 +255,8 @@ type Veth struct {
 
 // AddVeth creates the pair in one netlink request — the host end enslaved and up, the
 // peer born in its namespace with its MAC, so nothing is moved — then tags the host end
-// with its alias and brings the peer up. It returns the peer's interface index inside
-// its namespace. On error nothing is left behind.
+// with its alias, turns IPv6 off on both ends and brings the peer up. It returns the
+// peer's interface index inside its namespace. On error nothing is left behind.
 func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	sock, err := host.RouteSocket()
 	if err != nil {
@@ -297,6 +303,14 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	if err := setPort(sock, v.HostName, v.Alias, v.Hairpin); err != nil {
 		return 0, err
 	}
+	// While the peer is down the pair has no carrier, so IPv6 has configured nothing
+	// on either end yet and turning it off is only a flag.
+	if err := disableIPv6(host, v.HostName); err != nil {
+		return 0, err
+	}
+	if err := disableIPv6(v.PeerNS, v.PeerName); err != nil {
+		return 0, err
+	}
 	ph, err := v.PeerNS.Netlink()
 	if err != nil {
 		return 0, err
@@ -338,6 +352,26 @@ func setPort(sock *nl.SocketHandle, name, alias string, hairpin bool) error {
 		return fmt.Errorf("set alias and hairpin mode of %s: %w", name, err)
 	}
 	return nil
+}
+
+// disableIPv6 turns IPv6 off on an interface, as Docker does on IPv4-only networks,
+// and ctnet's networks are IPv4-only. With IPv6 on, the interface would take an
+// address and a default route from any router advertisement on its link, a
+// container's included, and answer neighbour discovery there. A kernel without IPv6
+// has nothing to turn off.
+func disableIPv6(ns *netns.NS, name string) error {
+	err := ns.WriteSysctl("net/ipv6/conf/"+name+"/disable_ipv6", "1")
+	if errors.Is(err, fs.ErrNotExist) && !ipv6Present(ns) {
+		return nil
+	}
+	return err
+}
+
+// ipv6Present reports whether the namespace's kernel has IPv6 (not booted with
+// ipv6.disable=1, built with it).
+func ipv6Present(ns *netns.NS) bool {
+	_, err := ns.ReadSysctl("net/ipv6/conf/all/disable_ipv6")
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // Iface is the layer-3 set-up of a container interface.
