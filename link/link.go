@@ -153,9 +153,9 @@ type Bridge struct {
 	Alias   string
 }
 
-// EnsureBridge makes the bridge exist, up, with its MTU and gateway address and
-// IPv6 off; it reports whether it created the link. An existing link of another kind, or a
-// bridge that another owner tagged, is a conflict.
+// EnsureBridge makes the bridge exist, up, with its MTU, its gateway address and
+// IPv6 off; it reports whether it created the link. An existing link of another
+// kind, or a bridge that another owner tagged, is a conflict.
 func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 	h, err := ns.Netlink()
 	if err != nil {
@@ -177,7 +177,9 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		}
 	case isNotFound(err):
 		attrs := netlink.NewLinkAttrs()
-		attrs.Name, attrs.MTU, attrs.Alias, attrs.Flags, attrs.Group = b.Name, b.MTU, b.Alias, net.FlagUp, Group
+		// Made down, and brought up below once IPv6 is off: an empty bridge has a
+		// carrier as it comes up, and IPv6 would configure itself on it at once.
+		attrs.Name, attrs.MTU, attrs.Alias, attrs.Group = b.Name, b.MTU, b.Alias, Group
 		// A MAC set explicitly stays: the bridge would otherwise take its ports' lowest
 		// and change as they come and go. Derived from the gateway address, it is the
 		// same when the bridge is made again (after a reboot, or by gc), so containers'
@@ -200,8 +202,6 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 	default:
 		return 0, false, fmt.Errorf("look up bridge %s: %w", b.Name, err)
 	}
-	// Before its first port comes up: until then it has no carrier and IPv6 has not
-	// configured anything on it.
 	if err := disableIPv6(ns, b.Name); err != nil {
 		return l.Attrs().Index, created, err
 	}

@@ -208,7 +208,9 @@ func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err er
 	if _, err := m.enableForwarding(o); err != nil {
 		return 0, err
 	}
-	// 127.0.0.1:PORT published ports are DNAT'd out of this bridge with a loopback source.
+	// 127.0.0.1:PORT published ports are DNAT'd out of this bridge with a loopback
+	// source. It would also let containers reach the host's loopback, were it not for
+	// the firewall's raw chain.
 	if err := m.host.WriteSysctl("net/ipv4/conf/"+n.Bridge+"/route_localnet", "1"); err != nil {
 		return 0, err
 	}
