@@ -377,6 +377,20 @@ func (e *env) checkConsistent(t *testing.T) {
 			t.Errorf("firewall tables %v, want bridge ctnet and inet ctnet", tables)
 		}
 		want := e.wantElements(st)
+		// The rules version is the binary's own; here it only has to be recorded.
+		versions := slices.Collect(func(yield func(string) bool) {
+			for el := range elements {
+				if rulesVersionElement.MatchString(el) && !yield(el) {
+					return
+				}
+			}
+		})
+		if len(versions) != 1 {
+			t.Errorf("the owner set records %d rules versions, want 1: %v", len(versions), versions)
+		}
+		for _, el := range versions {
+			want[el] = true
+		}
 		for _, el := range slices.Sorted(maps.Keys(symmetricDiff(want, elements))) {
 			if want[el] {
 				t.Errorf("firewall element missing: %s", el)
@@ -393,6 +407,10 @@ func (e *env) checkConsistent(t *testing.T) {
 		t.Errorf("net.ipv4.ip_forward is %s with %d networks, want %s", strings.TrimSpace(out), len(st.Networks), wantForward)
 	}
 }
+
+// rulesVersionElement is how nftElements shows the owner set's record of the rules
+// version the tables were built with.
+var rulesVersionElement = regexp.MustCompile(`^inet owner: rules comment "[0-9a-f]{12}"$`)
 
 // wantElements is every element of ctnet's sets and maps as the store describes
 // them, in nftElements' form: the owner; per network its bridge, the bridge paired

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -36,25 +37,31 @@ func TestRenderMatchesKernel(t *testing.T) {
 	if rendered != programmed {
 		t.Errorf("nft lists the rendered tables and the programmed ones differently:\n%s", lineDiff(rendered, programmed))
 	}
-	if owner, present, err := Owner(conn); err != nil || !present || owner != state.Owner {
-		t.Errorf("Owner() = %q, %v, %v; want %q, true, nil", owner, present, err, state.Owner)
+	if rec, err := ReadRecord(conn); err != nil || rec != (Record{Present: true, Owner: state.Owner, Current: true}) {
+		t.Errorf("ReadRecord() = %+v, %v; want owner %q, present and current", rec, err, state.Owner)
 	}
 }
 
-// Owner reads what Claim and Rebuild record, in every shape ctnet's inet table can be
-// found in; Claim replaces an owner and adds one to a table made without the set.
-func TestOwnerAndClaim(t *testing.T) {
+// ReadRecord reads what Claim and Rebuild record, in every shape ctnet's inet table
+// can be found in; Claim replaces an owner and adds one to a table made without the
+// set, recording the rules as this ctnet's.
+func TestRecordAndClaim(t *testing.T) {
 	lab.RequireRoot(t)
+	current := Render(State{Owner: "/var/lib/ctnet"})
+	older := strings.Replace(current, fmt.Sprintf("%q comment %q", rulesKey, rulesVersion), fmt.Sprintf("%q comment %q", rulesKey, "0123456789ab"), 1)
+	if older == current {
+		t.Fatalf("the rendered tables hold no rules version:\n%s", current)
+	}
 	cases := []struct {
-		name        string
-		setup       string // nft script loaded first; "" for none
-		wantOwner   string
-		wantPresent bool
+		name  string
+		setup string // nft script loaded first; "" for none
+		want  Record
 	}{
-		{"no table", "", "", false},
-		{"table without the owner set", "add table inet ctnet", "", true},
-		{"owner set without an element", Render(State{}), "", true},
-		{"recorded owner", Render(State{Owner: "/var/lib/ctnet"}), "/var/lib/ctnet", true},
+		{"no table", "", Record{}},
+		{"table without the owner set", "add table inet ctnet", Record{Present: true}},
+		{"owner set without an element", Render(State{}), Record{Present: true}},
+		{"recorded owner", current, Record{Present: true, Owner: "/var/lib/ctnet", Current: true}},
+		{"rules of an older ctnet", older, Record{Present: true, Owner: "/var/lib/ctnet"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -63,11 +70,11 @@ func TestOwnerAndClaim(t *testing.T) {
 				loadScript(t, sb, c.setup)
 			}
 			conn := nftConn(t, sb)
-			owner, present, err := Owner(conn)
-			if err != nil || owner != c.wantOwner || present != c.wantPresent {
-				t.Errorf("Owner() = %q, %v, %v; want %q, %v, nil", owner, present, err, c.wantOwner, c.wantPresent)
+			rec, err := ReadRecord(conn)
+			if err != nil || rec != c.want {
+				t.Errorf("ReadRecord() = %+v, %v; want %+v, nil", rec, err, c.want)
 			}
-			if !present {
+			if !rec.Present {
 				return
 			}
 			const next = "/srv/other root"
@@ -75,11 +82,12 @@ func TestOwnerAndClaim(t *testing.T) {
 				t.Fatalf("Claim: %v", err)
 			}
 			out, err := sb.Try("nft", "list", "set", "inet", "ctnet", "owner")
-			if err != nil || !strings.Contains(out, `elements = { "root" comment "/srv/other root" }`) {
+			want := fmt.Sprintf(`elements = { "root" comment "/srv/other root",`)
+			if err != nil || !strings.Contains(out, want) || !strings.Contains(out, rulesVersion) {
 				t.Errorf("after Claim, nft lists the owner set as:\n%s (%v)", out, err)
 			}
-			if owner, _, err := Owner(conn); err != nil || owner != next {
-				t.Errorf("Owner() after Claim = %q, %v; want %q", owner, err, next)
+			if rec, err := ReadRecord(conn); err != nil || rec.Owner != next || !rec.Current {
+				t.Errorf("ReadRecord() after Claim = %+v, %v; want owner %q, current", rec, err, next)
 			}
 		})
 	}

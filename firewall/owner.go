@@ -1,49 +1,81 @@
 package firewall
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 )
 
-// ownerKey is the key of the owner set's one element; the owner is its comment,
-// since google/nftables cannot write a comment on the table itself.
-const ownerKey = "root"
+// The owner set's elements record what the tables are, as comments, since
+// google/nftables cannot write a comment on the table itself: ownerKey's comment is
+// the root managing them, rulesKey's the version of the rules they were built with.
+const (
+	ownerKey = "root"
+	rulesKey = "rules"
+)
+
+// rulesVersion names the fixed structure (sets, chains, rules) this ctnet builds.
+// Changes only ever touch elements, so tables built by an older ctnet keep its rules
+// — a security fix to a rule would never reach a running host — until something
+// notices the version differs and rebuilds them. Derived from the rendered structure,
+// it changes with every rule without anyone remembering to bump it.
+var rulesVersion = func() string {
+	var structure strings.Builder
+	renderTable(&structure, "inet", inetSets, inetChains, inetRules, nil)
+	renderTable(&structure, "bridge", bridgeSets, bridgeChains, bridgeRules, nil)
+	sum := sha256.Sum256([]byte(structure.String()))
+	return hex.EncodeToString(sum[:6])
+}()
 
 // MaxOwnerLen is the longest owner nftables keeps: an element comment is user data
 // of at most 256 bytes, with a two-byte header and a terminating NUL.
 const MaxOwnerLen = 253
 
-// Owner reports the owner recorded in ctnet's inet table, and whether the table
-// exists at all. Tables that predate the owner set have an owner of "".
-func Owner(c *nftables.Conn) (owner string, present bool, err error) {
+// Record is what ctnet's inet table says about itself.
+type Record struct {
+	Present bool   // the table exists
+	Owner   string // the root managing it; "" in tables that predate the record
+	Current bool   // built with this ctnet's rules; tables of an older one need a Rebuild
+}
+
+// ReadRecord reads the record of ctnet's inet table, in one round trip when the table
+// and its owner set exist.
+func ReadRecord(c *nftables.Conn) (Record, error) {
 	els, err := c.GetSetElements(newSet(inetTable, ownerSet))
 	if err != nil {
 		// GetSetElements does not wrap its errors, so a missing table or set cannot be
 		// told from other failures by the error: they are looked up (the rare path).
 		if ok, terr := tableExists(c, inetTable); terr != nil || !ok {
-			return "", false, terr
+			return Record{}, terr
 		}
 		sets, serr := c.GetSets(inetTable)
 		if serr != nil {
-			return "", true, fmt.Errorf("read firewall owner: %w", serr)
+			return Record{Present: true}, fmt.Errorf("read firewall owner: %w", serr)
 		}
 		if !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == setOwner }) {
-			return "", true, nil
+			return Record{Present: true}, nil
 		}
-		return "", true, fmt.Errorf("read firewall owner: %w", err)
+		return Record{Present: true}, fmt.Errorf("read firewall owner: %w", err)
 	}
+	r := Record{Present: true}
 	for _, e := range els {
-		if string(e.Key) == string(ifname(ownerKey)) {
-			return e.Comment, true, nil
+		switch string(e.Key) {
+		case string(ifname(ownerKey)):
+			r.Owner = e.Comment
+		case string(ifname(rulesKey)):
+			r.Current = e.Comment == rulesVersion
 		}
 	}
-	return "", true, nil
+	return r, nil
 }
 
 // Claim records owner in ctnet's inet table, replacing any owner recorded before,
-// in one batch. The table must exist.
+// in one batch. The table must exist. It records the rules as this ctnet's, so a
+// caller taking over an older ctnet's tables rebuilds them as well.
 func Claim(c *nftables.Conn, owner string) error {
 	els, err := State{Owner: owner}.elements()
 	if err != nil {

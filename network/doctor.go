@@ -43,9 +43,11 @@ func (m *Manager) Doctor() ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
-	if owner, _, err := firewall.Owner(conn); err != nil {
+	rec, err := firewall.ReadRecord(conn)
+	if err != nil {
 		return nil, err
-	} else if owner != "" && owner != m.stateDir {
+	}
+	if owner := rec.Owner; owner != "" && owner != m.stateDir {
 		if rootExists(owner) {
 			bad(fmt.Sprintf("use `ctnet --root %s`, or give this root a network namespace of its own", owner),
 				"ctnet's firewall tables here belong to the ctnet root %s, not to %s", owner, m.stateDir)
@@ -53,6 +55,9 @@ func (m *Manager) Doctor() ([]Finding, error) {
 			bad("run `ctnet gc`: it takes the tables over and removes what the other root left",
 				"ctnet's firewall tables here belong to the ctnet root %s, which no longer exists", owner)
 		}
+	} else if rec.Present && !rec.Current {
+		bad("run `ctnet gc` (or any command that changes something): it rebuilds them",
+			"ctnet's firewall tables were built by an older ctnet, whose rules lack this one's fixes")
 	}
 	if len(networks) > 0 {
 		if v, err := m.host.ReadSysctl("net/ipv4/ip_forward"); err != nil {

@@ -83,15 +83,23 @@ func (m *Manager) checkHost(o *op) error {
 	if err != nil {
 		return err
 	}
-	if tookOver, err := m.checkOwner(); err != nil {
+	tookOver, stale, err := m.checkOwner()
+	if err != nil {
 		return err
-	} else if tookOver {
+	}
+	if tookOver {
 		report, err := m.reconcile(o, false)
 		if err != nil {
 			return fmt.Errorf("clean up after the root the firewall tables were recorded as: %w", err)
 		}
 		for _, line := range report {
 			m.log.Warn(line)
+		}
+	}
+	if stale {
+		m.log.Warn("rebuilding the firewall tables: an older ctnet built them with other rules")
+		if err := m.rebuildFirewall(o.tx); err != nil {
+			return fmt.Errorf("rebuild the firewall tables an older ctnet built: %w", err)
 		}
 	}
 	if rebooted {
@@ -116,24 +124,29 @@ func (m *Manager) checkHost(o *op) error {
 // manages: both would use the same tables and bridge names, and each one's gc would
 // remove the other's objects. Tables recorded as a root that no longer exists, or
 // made before roots were recorded, become this root's, and it reports that it took
-// them over: what the other root left is then for this one's gc to remove.
-func (m *Manager) checkOwner() (tookOver bool, err error) {
+// them over: what the other root left is then for this one's gc to remove. It also
+// reports tables built with an older ctnet's rules, which must be rebuilt (a change
+// otherwise touches only elements, and would leave a fixed rule unfixed).
+func (m *Manager) checkOwner() (tookOver, stale bool, err error) {
 	if m.rootless {
-		return false, nil // no tables
+		return false, false, nil // no tables
 	}
 	conn, err := m.host.NFT()
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	owner, present, err := firewall.Owner(conn)
-	if err != nil || !present || owner == m.stateDir {
-		return false, err
+	rec, err := firewall.ReadRecord(conn)
+	if err != nil || !rec.Present {
+		return false, false, err
 	}
-	if rootExists(owner) {
-		return false, tagged(ErrConflict, "this host's network namespace is managed by the ctnet root %s: use --root %s, or give this root a network namespace of its own", owner, owner)
+	if rec.Owner == m.stateDir {
+		return false, !rec.Current, nil
 	}
-	m.log.Warn("taking over the firewall tables: the ctnet root they were recorded as no longer exists", "root", owner)
-	return true, firewall.Claim(conn, m.stateDir)
+	if rootExists(rec.Owner) {
+		return false, false, tagged(ErrConflict, "this host's network namespace is managed by the ctnet root %s: use --root %s, or give this root a network namespace of its own", rec.Owner, rec.Owner)
+	}
+	m.log.Warn("taking over the firewall tables: the ctnet root they were recorded as no longer exists", "root", rec.Owner)
+	return true, !rec.Current, firewall.Claim(conn, m.stateDir)
 }
 
 // rootExists reports whether stateDir holds a ctnet database.
