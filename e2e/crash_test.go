@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,9 +29,13 @@ type crashCase struct {
 	// puts the kernel back as it was. rm -f is not: it kills the container's process
 	// before its first kernel change; nor is gc.
 	atomic bool
-	// done tells whether the store shows the command's whole effect: a kill after
-	// the commit (at a change made only once the store records it) leaves that.
+	// done tells whether the store shows the command's whole effect, as it must
+	// after a kill past the commit.
 	done func(st storeState) bool
+	// gcSays: a kill at a step matching one of these leaves a state gc reports with
+	// the matching line (the real kills that make what gc_test.go makes by hand).
+	// Each must happen at some k.
+	gcSays []stepReport
 	// repaired: another ctnet process (the killed container's supervisor) may release
 	// the container before gc runs, leaving gc nothing to do.
 	repaired bool
@@ -35,6 +45,15 @@ type crashCase struct {
 	// undo runs, and is killed in turn.
 	wantErr string
 }
+
+// stepReport is a report line gc must print after a kill at a step.
+type stepReport struct{ step, line string }
+
+var (
+	untaggedBridge = stepReport{`^create bridge \S+ untagged$`, `^removed interface \S+: ctnet made it and was interrupted before tagging it$`}
+	untaggedVeth   = stepReport{`^create veth \S+ untagged$`, `^removed interface vc\S+: ctnet made it and was interrupted before tagging it$`}
+	forwardingOff  = stepReport{`^store commit$`, `^turned IPv4 forwarding on again: networks need it$`}
+)
 
 func keepNetwork(e *env) {
 	e.must("network", "create", "keep", "--subnet", "10.66.0.0/24")
@@ -54,8 +73,9 @@ func nothing(*env) {}
 func TestCrash(t *testing.T) {
 	cases := []crashCase{
 		{name: "run -d on a new default network", base: keepNetwork, setup: nothing, atomic: true,
-			cmd: []string{"run", "-d", "--name", "victim", "-p", "9090:80", "--", "sleep", "600"}},
-		{name: "run -d", base: keepNetwork, setup: nothing, atomic: true,
+			gcSays: []stepReport{untaggedBridge, untaggedVeth},
+			cmd:    []string{"run", "-d", "--name", "victim", "-p", "9090:80", "--", "sleep", "600"}},
+		{name: "run -d", base: keepNetwork, setup: nothing, atomic: true, gcSays: []stepReport{untaggedVeth},
 			cmd: []string{"run", "-d", "--name", "victim", "--network", "keep", "-p", "9090:80", "-p", "9091:81/udp", "--", "sleep", "600"}},
 		{name: "run --rm", base: keepNetwork, setup: nothing, atomic: true,
 			cmd: []string{"run", "--rm", "--name", "victim", "--network", "keep", "-p", "9090:80", "--", "true"}},
@@ -79,11 +99,12 @@ func TestCrash(t *testing.T) {
 				e.must("network", "connect", "extra", "victim")
 			},
 			cmd: []string{"rm", "-f", "victim"}},
-		{name: "network create", base: keepNetwork, setup: nothing, atomic: true,
+		{name: "network create", base: keepNetwork, setup: nothing, atomic: true, gcSays: []stepReport{untaggedBridge},
 			cmd: []string{"network", "create", "extra"}},
 		{name: "network create first", base: nothing, setup: nothing, atomic: true,
-			done: func(st storeState) bool { return len(st.Networks) == 1 && st.Networks[0].Name == "first" },
-			cmd:  []string{"network", "create", "first"}},
+			done:   func(st storeState) bool { return len(st.Networks) == 1 && st.Networks[0].Name == "first" },
+			gcSays: []stepReport{untaggedBridge, forwardingOff},
+			cmd:    []string{"network", "create", "first"}},
 		{name: "network rm", base: keepNetwork, atomic: true, retry: true,
 			setup: func(e *env) { e.must("network", "create", "extra") },
 			cmd:   []string{"network", "rm", "extra"}},
@@ -96,7 +117,7 @@ func TestCrash(t *testing.T) {
 				e.runDetached("--name", "victim", "--network", "extra", "-p", "9090:80", "--", "sleep", "600")
 			},
 			cmd: []string{"network", "rm", "-f", "extra"}},
-		{name: "connect", base: keepNetwork, atomic: true,
+		{name: "connect", base: keepNetwork, atomic: true, gcSays: []stepReport{untaggedVeth},
 			setup: func(e *env) {
 				e.must("network", "create", "extra")
 				e.runDetached("--name", "victim", "--network", "keep", "--", "sleep", "600")
@@ -131,18 +152,22 @@ func TestCrash(t *testing.T) {
 			e := newEnv(t)
 			c.base(e)
 			base := crashBase{store: e.store(), kernel: e.kernelState()}
+			repairs := []string{"gc"}
+			if c.retry {
+				repairs = append(repairs, "retry")
+			}
+			sweeps := map[string]*crashSweep{}
+			for _, repair := range repairs {
+				sweeps[repair] = &crashSweep{steps: map[string]int{}, gcSaid: map[string]bool{}}
+			}
 			kills := 0
 			for k := 1; ; k++ {
 				if k > 100 {
 					t.Fatalf("%s made more than 100 kernel changes without completing", c.name)
 				}
-				repairs := []string{"gc"}
-				if c.retry {
-					repairs = append(repairs, "retry")
-				}
 				completed := false
 				for _, repair := range repairs {
-					killed := e.crashOnce(t, c, k, repair, base)
+					killed := e.crashOnce(t, c, k, repair, base, sweeps[repair])
 					completed = !killed
 					if killed {
 						kills++
@@ -155,6 +180,11 @@ func TestCrash(t *testing.T) {
 			if kills == 0 {
 				t.Fatalf("ctnet %s completed without a kernel change to kill it after", strings.Join(c.cmd, " "))
 			}
+			for _, want := range c.gcSays {
+				if !sweeps["gc"].gcSaid[want.step] {
+					t.Errorf("no kill at a step matching %q: the crash point is missing; steps killed at: %v", want.step, sweeps["gc"].steps)
+				}
+			}
 			e.removeAll()
 		})
 	}
@@ -165,17 +195,52 @@ type crashBase struct {
 	kernel lab.Snapshot
 }
 
+// crashSweep is what the kills of one case and repair, k after k, have shown.
+type crashSweep struct {
+	steps     map[string]int  // the step each kill stopped at, to its k
+	committed bool            // a kill was past the store's commit
+	gcSaid    map[string]bool // the gcSays steps a kill stopped at
+}
+
+// killedAt reads the marker a kill at crash point k writes: the step's name, or ""
+// if the command was not killed by its crash point.
+func killedAt(t *testing.T, marker string, k int) string {
+	t.Helper()
+	b, err := os.ReadFile(marker)
+	if errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, step, ok := strings.Cut(strings.TrimSuffix(string(b), "\n"), " ")
+	if !ok || strings.Contains(step, "\n") || n != strconv.Itoa(k) || step == "" {
+		t.Fatalf("the kill marker reads %q, want one line \"%d STEP\"", b, k)
+	}
+	return step
+}
+
 // crashOnce runs the case's command killed after its k-th kernel change, repairs with
 // gc or by running the command again, checks the result and goes back to the base
 // state. It reports whether the command was killed.
-func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base crashBase) bool {
+func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base crashBase, sweep *crashSweep) bool {
 	t.Helper()
 	c.setup(e)
 	preStore, preKernel := e.store(), e.kernelState()
 	victim, _ := preStore.container("victim")
 	cmd := strings.Join(c.cmd, " ")
-	r := e.host.CtnetEnv(t, e.root, []string{fmt.Sprintf("%s=%d", fault.EnvKillAfter, k)}, c.cmd...)
-	if r.Code != -1 && !strings.Contains(r.Stderr, "signal: killed") {
+	marker := filepath.Join(t.TempDir(), "kill-marker")
+	r := e.host.CtnetEnv(t, e.root, []string{fmt.Sprintf("%s=%d", fault.EnvKillAfter, k), fault.EnvKillMarker + "=" + marker}, c.cmd...)
+	step := killedAt(t, marker, k)
+	// A detached run's supervisor is the one killed: the command says so.
+	killed := r.Code == -1 || strings.Contains(r.Stderr, "signal: killed")
+	switch {
+	case step == "" && killed:
+		t.Fatalf("ctnet %s (k=%d) was killed, but not at its crash point: %s", cmd, k, r)
+	case step != "" && !killed:
+		t.Fatalf("ctnet %s marked a kill at %q (k=%d) but did not die of it: %s", cmd, step, k, r)
+	}
+	if step == "" {
 		if (r.Code == 0) != (c.wantErr == "") || !strings.Contains(r.Stderr, c.wantErr) {
 			t.Fatalf("ctnet %s (not killed at k=%d): %s; want failure %q", cmd, k, r, c.wantErr)
 		}
@@ -186,7 +251,14 @@ func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base cr
 		e.backTo(t, base)
 		return false
 	}
-	t.Logf("k=%d: killed; repair with %s", k, repair)
+	t.Logf("k=%d: killed after %q; repair with %s", k, step, repair)
+	if prev, ok := sweep.steps[step]; ok {
+		t.Fatalf("the kills at k=%d and k=%d both stopped at %q: the crash points do not advance", prev, k, step)
+	}
+	sweep.steps[step] = k
+	if strings.HasPrefix(step, "store commit") {
+		sweep.committed = true
+	}
 	if c.repaired {
 		waitGone(t, victim.Supervisor.PID)
 	}
@@ -200,6 +272,15 @@ func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base cr
 		report = e.gc()
 		after := e.kernelObjects()
 		checkReport(t, report, before, after)
+		for _, want := range c.gcSays {
+			if !regexp.MustCompile(want.step).MatchString(step) {
+				continue
+			}
+			sweep.gcSaid[want.step] = true
+			if !slices.ContainsFunc(report, regexp.MustCompile(want.line).MatchString) {
+				t.Errorf("k=%d: killed after %q, gc does not report a line matching %q:\n%s", k, step, want.line, strings.Join(report, "\n"))
+			}
+		}
 	case "retry":
 		if r := e.ctnet(c.cmd...); r.Code != 0 {
 			t.Errorf("k=%d: ctnet %s again after the crash: %s", k, cmd, r)
@@ -210,7 +291,10 @@ func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base cr
 	}
 	e.checkConsistent(t)
 	st := e.store()
-	completed := c.done != nil && c.done(st) // killed after the commit
+	completed := sweep.committed
+	if completed && c.done != nil && !c.done(st) {
+		t.Errorf("k=%d: killed after the commit, the store lacks the command's effect:\n%s", k, st.raw)
+	}
 	if repair == "gc" && len(report) == 0 && !c.repaired && !completed && !untouched {
 		t.Errorf("k=%d: gc after the crash reports nothing", k)
 	}

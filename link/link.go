@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/netns"
 )
 
@@ -172,6 +173,7 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 			if err := h.LinkSetAlias(l, b.Alias); err != nil {
 				return 0, false, fmt.Errorf("tag bridge %s: %w", b.Name, err)
 			}
+			fault.Point("tag bridge " + b.Name)
 		} else if l.Attrs().Alias != b.Alias {
 			return 0, false, fmt.Errorf("ensure bridge %s: the bridge exists but does not belong to this network (alias %q)", b.Name, l.Attrs().Alias)
 		}
@@ -190,6 +192,7 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 			return 0, false, fmt.Errorf("create bridge %s: %w", b.Name, err)
 		}
 		created = true
+		fault.Point("create bridge " + b.Name + " untagged")
 		if l, err = h.LinkByName(b.Name); err != nil {
 			return 0, true, fmt.Errorf("create bridge %s: %w", b.Name, err)
 		}
@@ -198,6 +201,7 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 			if err := h.LinkSetAlias(l, b.Alias); err != nil {
 				return 0, true, fmt.Errorf("tag bridge %s: %w", b.Name, err)
 			}
+			fault.Point("tag bridge " + b.Name)
 		}
 	default:
 		return 0, false, fmt.Errorf("look up bridge %s: %w", b.Name, err)
@@ -209,11 +213,13 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		if err := h.LinkSetMTU(l, b.MTU); err != nil {
 			return l.Attrs().Index, created, fmt.Errorf("set MTU of %s: %w", b.Name, err)
 		}
+		fault.Point("set MTU of bridge " + b.Name)
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		if err := h.LinkSetUp(l); err != nil {
 			return l.Attrs().Index, created, fmt.Errorf("bring up %s: %w", b.Name, err)
 		}
+		fault.Point("bring up bridge " + b.Name)
 	}
 	addr := &netlink.Addr{IPNet: ipNet(b.Gateway)}
 	if err := h.AddrReplace(l, addr); err != nil {
@@ -292,6 +298,7 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 		}
 		return 0, fmt.Errorf("create veth %s: %w", v.HostName, err)
 	}
+	fault.Point("create veth " + v.HostName + " untagged")
 	defer func() {
 		if err != nil {
 			// Deleting the host end deletes the pair.
@@ -303,6 +310,7 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	if err := setPort(sock, v.HostName, v.Alias, v.Hairpin); err != nil {
 		return 0, err
 	}
+	fault.Point("tag veth " + v.HostName + " and turn hairpin on")
 	// While the peer is down the pair has no carrier, so IPv6 has configured nothing
 	// on either end yet and turning it off is only a flag.
 	if err := disableIPv6(host, v.HostName); err != nil {
@@ -395,6 +403,7 @@ func ConfigureIface(ns *netns.NS, i Iface) error {
 		return fmt.Errorf("add address %s: %w", i.Address, err)
 	}
 	if i.Gateway.IsValid() {
+		fault.Point("add address " + i.Address.String())
 		r := &netlink.Route{LinkIndex: i.Index, Gw: i.Gateway.AsSlice()}
 		if err := h.RouteAdd(r); err != nil {
 			if errors.Is(err, unix.EEXIST) {

@@ -196,7 +196,7 @@ func (o *op) runCommitted() error {
 			errs = append(errs, fmt.Errorf("%s: %w (ctnet gc retries it)", step.what, err))
 			continue
 		}
-		fault.Point()
+		fault.Point(step.what)
 	}
 	return errors.Join(errs...)
 }
@@ -262,6 +262,9 @@ func (m *Manager) mutate(fn func(o *op) error) error {
 		}
 		return err
 	}
+	// A crash here leaves the store ahead of the kernel by the committed changes
+	// (IPv4 forwarding), which gc makes.
+	fault.Point("store commit")
 	return o.runCommitted()
 }
 

@@ -20,7 +20,7 @@ type undoStep struct {
 // did records a kernel change that succeeded and how to reverse it; fn may be nil for
 // shared objects that outlive the operation.
 func (u *undo) did(what string, fn func() error) {
-	fault.Point()
+	fault.Point(what)
 	if fn != nil {
 		u.steps = append(u.steps, undoStep{what: what, fn: fn})
 	}
@@ -35,7 +35,7 @@ func (u *undo) run() error {
 			errs = append(errs, fmt.Errorf("%s: %w", u.steps[i].what, err))
 			continue
 		}
-		fault.Point()
+		fault.Point("undo: " + u.steps[i].what)
 	}
 	u.steps = nil
 	return errors.Join(errs...)

@@ -232,7 +232,8 @@ func (s *Sandbox) Ctnet(t testing.TB, root string, args ...string) Result {
 // CtnetEnv is Ctnet with extra environment variables.
 func (s *Sandbox) CtnetEnv(t testing.TB, root string, env []string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	const timeout = 2 * time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := s.Command(ctx, append([]string{Binary(t), "--root", root}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
@@ -242,6 +243,9 @@ func (s *Sandbox) CtnetEnv(t testing.TB, root string, env []string, args ...stri
 	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
 	var ee *exec.ExitError
 	switch {
+	case ctx.Err() != nil:
+		// Killed for its time, which would otherwise pass for any other kill.
+		t.Fatalf("ctnet %v did not finish in %v: %s", args, timeout, r)
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	case err != nil:
