@@ -104,7 +104,9 @@ func describeValue(types []nftables.SetDatatype, b []byte) string {
 	for _, t := range types {
 		size := int(t.Bytes)
 		if size > len(b) {
-			return hex.EncodeToString(b)
+			// A short value (another tool's element): the rest as it is.
+			parts = append(parts, hex.EncodeToString(b))
+			break
 		}
 		v := b[:size]
 		switch t.Name {
@@ -115,7 +117,11 @@ func describeValue(types []nftables.SetDatatype, b []byte) string {
 		case nftables.TypeInetService.Name:
 			parts = append(parts, fmt.Sprint(binary.BigEndian.Uint16(v)))
 		case nftables.TypeInetProto.Name:
-			parts = append(parts, map[byte]string{6: "tcp", 17: "udp", 132: "sctp"}[v[0]])
+			name, ok := map[byte]string{6: "tcp", 17: "udp", 132: "sctp"}[v[0]]
+			if !ok {
+				name = fmt.Sprint(v[0])
+			}
+			parts = append(parts, name)
 		case nftables.TypeEtherAddr.Name:
 			parts = append(parts, net.HardwareAddr(v).String())
 		default:

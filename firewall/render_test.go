@@ -252,7 +252,9 @@ func TestDescribeMatchesRender(t *testing.T) {
 }
 
 // FuzzDescribe feeds describe element bytes of any length, as a table changed by
-// another tool could hold: it must print them, never index past them.
+// another tool could hold: it must print them on one line, never index past them, and
+// tell apart any two elements that differ in a byte it shows (a gc report line names
+// the one element it removed).
 func FuzzDescribe(f *testing.F) {
 	f.Add(uint8(0), []byte("ctnet0"), []byte{}, []byte{})
 	f.Add(uint8(6), []byte{6, 0, 0, 0, 0x1f}, []byte{}, []byte{10, 0})
@@ -260,9 +262,55 @@ func FuzzDescribe(f *testing.F) {
 	f.Fuzz(func(t *testing.T, which uint8, key, keyEnd, val []byte) {
 		specs := append(slices.Clone(inetSets), bridgeSets...)
 		spec := specs[int(which)%len(specs)]
-		d := describe(spec, nftables.SetElement{Key: key, KeyEnd: keyEnd, Val: val})
+		el := nftables.SetElement{Key: key, KeyEnd: keyEnd, Val: val}
+		d := describe(spec, el)
 		if strings.ContainsAny(d, "\n\r") {
 			t.Fatalf("describe(%s, %x) spans lines: %q", spec.name, key, d)
 		}
+		fields := []*[]byte{&el.Key, &el.KeyEnd}
+		if spec.data != nil {
+			fields = append(fields, &el.Val)
+		}
+		for fi, field := range fields {
+			types := spec.key
+			if fi == 2 {
+				types = spec.data
+			}
+			orig := *field
+			for _, i := range shownBytes(types, orig) {
+				changed := slices.Clone(orig)
+				changed[i] ^= 1
+				*field = changed
+				if other := describe(spec, el); other == d {
+					t.Errorf("describe(%s) gives %q both for %x and %x", spec.name, d, orig, changed)
+				}
+			}
+			*field = orig
+		}
 	})
+}
+
+// shownBytes are the positions of b that describe shows for a value of these types:
+// each field's bytes, and the rest of a value too short for its field; not the padding
+// of a field in a concatenation, nor bytes past the last field.
+func shownBytes(types []nftables.SetDatatype, b []byte) []int {
+	var out []int
+	off := 0
+	for _, t := range types {
+		size := int(t.Bytes)
+		if off+size > len(b) {
+			size = len(b) - off
+		}
+		for i := off; i < off+size; i++ {
+			out = append(out, i)
+		}
+		if len(types) > 1 {
+			size += (4 - size%4) % 4
+		}
+		off += size
+		if off >= len(b) {
+			break
+		}
+	}
+	return out
 }
