@@ -394,7 +394,9 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 			c := e.inspect(name)
 			syscall.Kill(c.Supervisor.PID, syscall.SIGKILL)
 			syscall.Kill(c.Process.PID, syscall.SIGKILL)
-			eventually(func() bool { return !lab.ProcessExists(c.Process.PID) })
+			if !eventually(func() bool { return !lab.ProcessExists(c.Process.PID) }) {
+				t.Fatalf("%s's process %d outlives SIGKILL", name, c.Process.PID)
+			}
 			e.must("rm", name)
 		}},
 		{"command exits", func(name string) {
@@ -405,15 +407,19 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 					syscall.Kill(pid, syscall.SIGTERM)
 				}
 			}
-			eventually(func() bool { return strings.Contains(e.must("ps", "-a"), "Exited") })
+			if !eventually(func() bool { return strings.Contains(e.must("ps", "-a"), "Exited") }) {
+				t.Fatalf("%s is not shown exited after its command ended:\n%s", name, e.must("ps", "-a"))
+			}
 			e.must("rm", name)
 		}},
 	}
 	for i, c := range cases {
 		name := fmt.Sprintf("bg%d", i)
 		e.runDetached("--name", name, "--", "sh", "-c", "sleep 600 & socat TCP-LISTEN:7000,fork SYSTEM:true & sleep 601")
-		eventually(func() bool { return len(processesIn(e.netnsInode(name))) >= 4 })
 		ino := e.netnsInode(name)
+		if !eventually(func() bool { return len(processesIn(ino)) >= 4 }) {
+			t.Fatalf("%s: want its 4 processes running before it ends (sh, two sleeps, socat), got %v", c.name, processesIn(ino))
+		}
 		c.end(name)
 		if !eventually(func() bool { return len(processesIn(ino)) == 0 }) {
 			t.Errorf("%s: processes left in the container's namespace: %v", c.name, processesIn(ino))

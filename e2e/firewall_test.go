@@ -339,7 +339,9 @@ func TestPortClashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { listener.Process.Kill(); listener.Wait() }()
-	eventually(func() bool { out, _ := e.hostRun("ss", "-ltn"); return strings.Contains(out, ":8090") })
+	if !eventually(func() bool { out, _ := e.hostRun("ss", "-ltn"); return strings.Contains(out, ":8090") }) {
+		t.Fatal("the host's socat does not listen on 8090")
+	}
 	before := e.host.Snapshot(t, e.root)
 	cases := []struct{ publish, mention string }{
 		{"8080:80", "holder"},
