@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -372,7 +374,8 @@ func FuzzRecordJSON(f *testing.F) {
 
 // FuzzBucketEntries stores arbitrary keys and values in the index buckets (leases,
 // cursors, ports, veths, ID maps) and reads them back: damaged entries are skipped or
-// reported, never indexed past.
+// reported, never indexed past; an entry of the right shape reads back as written,
+// through every reader that shows it; and the entries around it read as before.
 func FuzzBucketEntries(f *testing.F) {
 	f.Add(uint8(0), []byte{10, 0, 0, 2}, []byte("c1"))
 	f.Add(uint8(0), []byte{1, 2, 3}, []byte("c1"))
@@ -392,41 +395,52 @@ func FuzzBucketEntries(f *testing.F) {
 	s.db.NoSync = true
 	path := filepath.Join(dir, FileName)
 	netID := id64("aa")
-	if err := s.Update(func(tx *Tx) error {
+	leased := netip.MustParseAddr("10.0.0.9")
+	seed := func(tx *Tx) error {
 		if err := tx.PutNetwork(&Network{ID: netID, Name: "n"}); err != nil {
 			return err
 		}
-		return tx.PutLease(netID, netip.MustParseAddr("10.0.0.9"), "c0")
-	}); err != nil {
+		return tx.PutLease(netID, leased, "c0")
+	}
+	if err := s.Update(seed); err != nil {
 		f.Fatal(err)
 	}
+	buckets := [][]byte{bLeases, bCursors, bPorts, bVeths, bNetworkIDs, bContainerIDs}
+	var previous func(*bolt.Tx) error // removes the entry the last input stored
 	f.Fuzz(func(t *testing.T, which uint8, key, value []byte) {
 		if len(key) == 0 || len(key) > bolt.MaxKeySize {
 			return // bbolt refuses these keys itself
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			switch which % 6 {
-			case 0:
-				return tx.Bucket(bLeases).Bucket([]byte(netID)).Put(key, value)
-			case 1:
-				return tx.Bucket(bCursors).Put(key, value)
-			case 2:
-				return tx.Bucket(bPorts).Put(key, value)
-			case 3:
-				return tx.Bucket(bVeths).Put(key, value)
-			case 4:
-				return tx.Bucket(bNetworkIDs).Put(key, value)
-			default:
-				return tx.Bucket(bContainerIDs).Put(key, value)
+		bucket := buckets[int(which)%len(buckets)]
+		in := func(tx *bolt.Tx) *bolt.Bucket {
+			if bytes.Equal(bucket, bLeases) {
+				return tx.Bucket(bLeases).Bucket([]byte(netID))
 			}
+			return tx.Bucket(bucket)
+		}
+		// Each input starts from the seed alone, so that what it finds reproduces: the
+		// entry the one before stored goes in the same commit.
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			if undo := previous; undo != nil {
+				previous = nil
+				if err := undo(tx); err != nil {
+					return err
+				}
+				if err := seed(&Tx{tx: tx}); err != nil {
+					return err
+				}
+			}
+			return in(tx).Put(key, value)
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		stored := slices.Clone(key) // the fuzzer reuses the input's memory
+		previous = func(tx *bolt.Tx) error { return in(tx).Delete(stored) }
 		err = s.View(func(tx *Tx) error {
 			tx.Cursor(string(key))
 			tx.Cursor(netID)
-			tx.LeaseOwner(netID, netip.MustParseAddr("10.0.0.9"))
+			tx.LeaseOwner(netID, leased)
 			for p := range tx.Ports() {
 				tx.PortHolders(p.Proto, p.HostPort)
 			}
@@ -446,8 +460,88 @@ func FuzzBucketEntries(f *testing.F) {
 		if err != nil {
 			requireCorruptError(t, path, err)
 		}
+		s.View(func(tx *Tx) error {
+			checkBucketEntry(t, tx, bucket, key, value, netID, leased)
+			return nil
+		})
 	})
 }
+
+// checkBucketEntry checks what the readers show after key = value was stored in bucket
+// next to network "n" (netID) holding a lease of leased for container c0.
+func checkBucketEntry(t *testing.T, tx *Tx, bucket, key, value []byte, netID string, leased netip.Addr) {
+	t.Helper()
+	if n, err := tx.Network("n"); err != nil || n.ID != netID {
+		t.Errorf("network n by name reads %+v, %v", n, err)
+	}
+	wantOwner := "c0"
+	if bytes.Equal(bucket, bLeases) && bytes.Equal(key, leased.AsSlice()) {
+		wantOwner = string(value)
+	}
+	if got := tx.LeaseOwner(netID, leased); got != wantOwner {
+		t.Errorf("the lease of %s reads %q, want %q", leased, got, wantOwner)
+	}
+	wantCursor := leased
+	if bytes.Equal(bucket, bCursors) && string(key) == netID {
+		wantCursor, _ = netip.AddrFromSlice(value)
+	}
+	if got := tx.Cursor(netID); got != wantCursor {
+		t.Errorf("the cursor reads %v, want %v", got, wantCursor)
+	}
+	switch {
+	case bytes.Equal(bucket, bLeases):
+		leases, err := tx.Leases(netID)
+		ip, ok := netip.AddrFromSlice(key)
+		if !ok {
+			if err == nil {
+				t.Errorf("a lease key of %d bytes reads without error: %v", len(key), leases)
+			}
+			return
+		}
+		want := map[netip.Addr]string{leased: "c0", ip: string(value)}
+		if err != nil || !maps.Equal(leases, want) {
+			t.Errorf("leases read %v, %v; want %v", leases, err, want)
+		}
+	case bytes.Equal(bucket, bCursors):
+		want, _ := netip.AddrFromSlice(value)
+		if got := tx.Cursor(string(key)); got != want {
+			t.Errorf("cursor %q reads %v, want %v (from %x)", key, got, want, value)
+		}
+	case bytes.Equal(bucket, bPorts):
+		ports := tx.Ports()
+		proto, known := map[byte]string{6: "tcp", 17: "udp", 132: "sctp"}[key[0]]
+		if len(key) != 19 || !known {
+			// Skipped: a key PutPort never writes, or a protocol ctnet never publishes.
+			for p := range ports {
+				if p.Proto != "" {
+					t.Errorf("a port key %x reads as %+v", key, p)
+				}
+			}
+			return
+		}
+		p := Port{Proto: proto, HostPort: uint16(key[1])<<8 | uint16(key[2]), HostIP: netip.AddrFrom16([16]byte(key[3:])).Unmap()}
+		if got, ok := ports[p]; !ok || got != string(value) || len(ports) != 1 {
+			t.Errorf("ports read %v, want only %+v: %q", ports, p, value)
+		}
+		if got := tx.PortHolders(p.Proto, p.HostPort)[p.HostIP]; got != string(value) {
+			t.Errorf("the holder of %+v reads %q, want %q", p, got, value)
+		}
+		if k := portKey(p.Proto, p.HostIP, p.HostPort); !bytes.Equal(k, key) {
+			t.Errorf("port %+v read from key %x is written as %x", p, key, k)
+		}
+	case bytes.Equal(bucket, bVeths):
+		if got := tx.Veths(); !maps.Equal(got, map[string]string{string(key): string(value)}) {
+			t.Errorf("veths read %v, want only %q: %q", got, key, value)
+		}
+		if got := tx.VethOwner(string(key)); got != string(value) {
+			t.Errorf("veth %q is owned by %q, want %q", key, got, value)
+		}
+	}
+}
+
+// openHangBound is how long FuzzOpenStateFile lets an input open and read before it
+// calls it a hang.
+const openHangBound = time.Second
 
 // FuzzOpenStateFile opens arbitrary bytes as state.db, seeded with a real database
 // and damaged copies of it: the tool reports a damaged file, it never crashes on one.
@@ -469,7 +563,10 @@ func FuzzOpenStateFile(f *testing.F) {
 			t.Fatal(err)
 		}
 		// A damaged tree can make bbolt loop forever, and the fuzzer does not
-		// notice a hang: fail the input instead. The bound is for hangs, not speed.
+		// notice a hang before its own time is up: fail the input instead, in well
+		// under the few seconds CI fuzzes for (scripts/fuzz-short.sh), so that the
+		// input is saved. The bound is for hangs, not speed: opening takes
+		// milliseconds, under the race detector too.
 		done := make(chan bool, 1)
 		go func() { done <- openAndRead(t, dir) }()
 		select {
@@ -477,7 +574,7 @@ func FuzzOpenStateFile(f *testing.F) {
 			if !ok {
 				return
 			}
-		case <-time.After(time.Minute):
+		case <-time.After(openHangBound):
 			t.Fatal("opening and reading the file did not finish: a loop in the page tree?")
 		}
 		// A database that reads must also take a change.
