@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -116,8 +117,11 @@ func TestPortSpecs(t *testing.T) {
 }
 
 // FuzzNetConf feeds the plugin what a runtime could: any configuration bytes and any
-// container ID. Nothing panics; every port mapping accepted reads back the same
-// through the -p parser; every container ID maps to a ctnet container name.
+// container ID. Nothing panics; every container ID maps to a ctnet container name, its
+// own (a valid short ID unchanged, two IDs never to one name); every port mapping
+// but an IPv6 one is accepted as exactly the ports, protocol and address it names,
+// or the whole configuration refused; and it reads back the same through the -p
+// parser.
 func FuzzNetConf(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.1.0","name":"podnet","type":"ctnet","subnet":"10.88.0.0/16"}`), "pod-a")
 	f.Add([]byte(`{"name":"n","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}}`), strings.Repeat("f", 64))
@@ -128,6 +132,14 @@ func FuzzNetConf(f *testing.F) {
 		if !strings.HasPrefix(name, "cni-") || len(name) > 64 ||
 			strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != "" {
 			t.Fatalf("containerName(%q) = %q: not a ctnet container name", id, name)
+		}
+		if len(id) <= 60 && id != "" && strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == "" && name != "cni-"+id {
+			t.Errorf("containerName(%q) = %q: a valid short ID is kept as it is", id, name)
+		}
+		for _, other := range []string{id + "a", id + "-", strings.ToUpper(id), "x" + id} {
+			if other != id && containerName(other) == name {
+				t.Errorf("containerName gives %q both for %q and %q", name, id, other)
+			}
 		}
 		c, err := parseConf(conf)
 		if err != nil {
@@ -140,10 +152,30 @@ func FuzzNetConf(f *testing.F) {
 			}
 			return
 		}
-		for _, s := range specs {
+		var mappings []portMapping
+		for _, pm := range c.RuntimeConfig.PortMappings {
+			if ip, err := netip.ParseAddr(pm.HostIP); err != nil || !ip.Is6() || ip.Is4In6() {
+				mappings = append(mappings, pm)
+			}
+		}
+		if len(specs) != len(mappings) {
+			t.Fatalf("%d port mappings (not IPv6) give %d ports: %v", len(mappings), len(specs), specs)
+		}
+		for i, s := range specs {
 			back, err := network.ParsePort(s.String())
 			if err != nil || back != s {
 				t.Fatalf("port %v reads back as %v, %v", s, back, err)
+			}
+			pm := mappings[i]
+			proto := strings.ToLower(pm.Protocol)
+			if proto == "" {
+				proto = "tcp"
+			}
+			if int(s.HostPort) != pm.HostPort || s.HostPortEnd != s.HostPort || int(s.ContainerPort) != pm.ContainerPort || s.CPEnd != s.ContainerPort || s.Proto != proto {
+				t.Errorf("port mapping %+v is accepted as %v", pm, s)
+			}
+			if ip, err := netip.ParseAddr(pm.HostIP); (err == nil && !ip.IsUnspecified() && s.HostIP != ip.Unmap()) || (err != nil && s.HostIP.IsValid()) {
+				t.Errorf("port mapping %+v on host address %q is accepted on %v", pm, pm.HostIP, s.HostIP)
 			}
 		}
 	})
