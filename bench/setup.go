@@ -207,6 +207,11 @@ func runSetup(ctx context.Context, env *benchEnv, tool setupTool, n, clients, cy
 	res.TeardownGrowth = res.Teardown.FirstMedian / res.Teardown.LastMedian
 	res.SetupPerSecond = value(float64(len(setups)) / setupWall.Seconds())
 	res.TeardownPerSecond = value(float64(len(teardowns)) / teardownWall.Seconds())
+	if len(setupErrs) > 0 {
+		// The check runs only once every container is up: failed setups fail it, and
+		// a check of the containers that did come up would hide that.
+		res.Check = checkResult(fmt.Errorf("%d of %d setups failed: %w", len(setupErrs), len(setups)+len(setupErrs), setupErrs[0]))
+	}
 	allErrs := append(setupErrs, teardownErrs...)
 	res.Failures = len(allErrs)
 	if len(allErrs) > 0 {
