@@ -257,6 +257,10 @@ func (a *app) runDetached(spec network.ContainerSpec) error {
 // runMonitor is the detached supervisor: it creates the container, runs its process
 // with output to a log file, and releases the network when the process ends.
 func runMonitor() int {
+	// The container must not inherit the status pipe: while it held it open, a
+	// supervisor that died before reporting would leave `run -d` waiting for the
+	// container to end.
+	syscall.CloseOnExec(3)
 	status := os.NewFile(3, "status")
 	report := func(format string, args ...any) {
 		if status != nil {
