@@ -87,7 +87,9 @@ func TestCrash(t *testing.T) {
 					e.t.Fatal(err)
 				}
 				e.t.Cleanup(func() { listener.Process.Kill(); listener.Wait() })
-				eventually(func() bool { out, _ := e.hostRun("ss", "-ltn"); return strings.Contains(out, ":8090") })
+				if !eventually(func() bool { out, _ := e.hostRun("ss", "-ltn"); return strings.Contains(out, ":8090") }) {
+					e.t.Fatal("the host's socat does not listen on 8090")
+				}
 			},
 			setup:   nothing,
 			cmd:     []string{"run", "-d", "--name", "victim", "--network", "keep", "-p", "8090:80", "--", "sleep", "600"},
@@ -143,6 +145,18 @@ func TestCrash(t *testing.T) {
 					}
 				}
 				e.host.MustRun(e.t, "ip", "link", "del", bridge)
+			},
+			cmd: []string{"gc"}},
+		{name: "gc reconnecting a container", base: keepNetwork,
+			gcSays: []stepReport{{`^create veth \S+ untagged$`, `^reconnected container victim to network keep `}},
+			setup: func(e *env) {
+				e.runDetached("--name", "victim", "--network", "keep", "--", "sleep", "600")
+				victim, _ := e.store().container("victim")
+				e.host.MustRun(e.t, "ip", "link", "del", victim.Networks[0].HostVeth)
+				// A container to release as well: its record changes only with the
+				// commit, so every kill before it leaves gc something to report.
+				e.runDetached("--name", "dead", "--network", "keep", "--", "sleep", "600")
+				e.killContainer("dead")
 			},
 			cmd: []string{"gc"}},
 	}
@@ -202,6 +216,8 @@ type crashSweep struct {
 	gcSaid    map[string]bool // the gcSays steps a kill stopped at
 }
 
+var randomID = regexp.MustCompile(`[0-9a-f]{8,}`)
+
 // killedAt reads the marker a kill at crash point k writes: the step's name, or ""
 // if the command was not killed by its crash point.
 func killedAt(t *testing.T, marker string, k int) string {
@@ -252,10 +268,12 @@ func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base cr
 		return false
 	}
 	t.Logf("k=%d: killed after %q; repair with %s", k, step, repair)
-	if prev, ok := sweep.steps[step]; ok {
-		t.Fatalf("the kills at k=%d and k=%d both stopped at %q: the crash points do not advance", prev, k, step)
+	// Steps name objects by IDs that are new on every attempt.
+	same := randomID.ReplaceAllString(step, "ID")
+	if prev, ok := sweep.steps[same]; ok {
+		t.Fatalf("the kills at k=%d and k=%d both stopped at %q: the crash points do not advance", prev, k, same)
 	}
-	sweep.steps[step] = k
+	sweep.steps[same] = k
 	if strings.HasPrefix(step, "store commit") {
 		sweep.committed = true
 	}
@@ -265,6 +283,10 @@ func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base cr
 	// Whether the crash left anything to repair: a kill after the undo had reversed
 	// everything, or after the commit, leaves nothing.
 	untouched := e.store().raw == preStore.raw && preKernel.Diff(e.kernelState()) == ""
+	if repair == "retry" && sweep.committed {
+		// Past the commit the command is done: running it again is another command.
+		repair = "gc"
+	}
 	var report []string
 	switch repair {
 	case "gc":

@@ -157,23 +157,24 @@ type Bridge struct {
 // EnsureBridge makes the bridge exist, up, with its MTU, its gateway address and
 // IPv6 off; it reports whether it created the link. An existing link of another
 // kind, or a bridge that another owner tagged, is a conflict.
+//
+// The alias comes last: a tagged bridge is a finished one, which gc trusts, and an
+// untagged one of ctnet's group is what an interrupted command left, which gc
+// finishes or removes. A crash point follows each change.
 func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 	h, err := ns.Netlink()
 	if err != nil {
 		return 0, false, err
 	}
 	l, err := h.LinkByName(b.Name)
+	tag := false
 	switch {
 	case err == nil:
 		if l.Type() != "bridge" {
 			return 0, false, fmt.Errorf("ensure bridge %s: an interface of type %s already has that name", b.Name, l.Type())
 		}
 		if kind, _, _ := Owner(l); kind == Untagged && b.Alias != "" {
-			// ctnet made it and died before tagging it: finish the job.
-			if err := h.LinkSetAlias(l, b.Alias); err != nil {
-				return 0, false, fmt.Errorf("tag bridge %s: %w", b.Name, err)
-			}
-			fault.Point("tag bridge " + b.Name)
+			tag = true // ctnet made it and died before finishing it: finish the job
 		} else if l.Attrs().Alias != b.Alias {
 			return 0, false, fmt.Errorf("ensure bridge %s: the bridge exists but does not belong to this network (alias %q)", b.Name, l.Attrs().Alias)
 		}
@@ -181,7 +182,7 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		attrs := netlink.NewLinkAttrs()
 		// Made down, and brought up below once IPv6 is off: an empty bridge has a
 		// carrier as it comes up, and IPv6 would configure itself on it at once.
-		attrs.Name, attrs.MTU, attrs.Alias, attrs.Group = b.Name, b.MTU, b.Alias, Group
+		attrs.Name, attrs.MTU, attrs.Group = b.Name, b.MTU, Group
 		// A MAC set explicitly stays: the bridge would otherwise take its ports' lowest
 		// and change as they come and go. Derived from the gateway address, it is the
 		// same when the bridge is made again (after a reboot, or by gc), so containers'
@@ -197,12 +198,7 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 			return 0, true, fmt.Errorf("create bridge %s: %w", b.Name, err)
 		}
 		// The kernel ignores an alias in the request that creates a link.
-		if b.Alias != "" {
-			if err := h.LinkSetAlias(l, b.Alias); err != nil {
-				return 0, true, fmt.Errorf("tag bridge %s: %w", b.Name, err)
-			}
-			fault.Point("tag bridge " + b.Name)
-		}
+		tag = b.Alias != ""
 	default:
 		return 0, false, fmt.Errorf("look up bridge %s: %w", b.Name, err)
 	}
@@ -224,6 +220,12 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 	addr := &netlink.Addr{IPNet: ipNet(b.Gateway)}
 	if err := h.AddrReplace(l, addr); err != nil {
 		return l.Attrs().Index, created, fmt.Errorf("add address %s to %s: %w", b.Gateway, b.Name, err)
+	}
+	if tag {
+		fault.Point("add address " + b.Gateway.String() + " to bridge " + b.Name + " untagged")
+		if err := h.LinkSetAlias(l, b.Alias); err != nil {
+			return l.Attrs().Index, created, fmt.Errorf("tag bridge %s: %w", b.Name, err)
+		}
 	}
 	return l.Attrs().Index, created, nil
 }
@@ -250,19 +252,16 @@ type Veth struct {
 	HostName    string
 	MasterIndex int
 	MTU         int
-	Alias       string
 	PeerName    string
 	PeerNS      *netns.NS
 	PeerMAC     net.HardwareAddr
-	// Hairpin lets the bridge send a frame back out of the port it came in by: a
-	// container reaching its own published port through the host's address needs it.
-	Hairpin bool
 }
 
 // AddVeth creates the pair in one netlink request — the host end enslaved and up, the
-// peer born in its namespace with its MAC, so nothing is moved — then tags the host end
-// with its alias, turns IPv6 off on both ends and brings the peer up. It returns the
-// peer's interface index inside its namespace. On error nothing is left behind.
+// peer born in its namespace with its MAC, so nothing is moved — turns IPv6 off on both
+// ends and brings the peer up. It returns the peer's interface index inside its
+// namespace. On error nothing is left behind. The host end stays untagged until
+// FinishPort: a tagged veth is a finished one, which gc trusts.
 func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	sock, err := host.RouteSocket()
 	if err != nil {
@@ -307,10 +306,6 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 			}
 		}
 	}()
-	if err := setPort(sock, v.HostName, v.Alias, v.Hairpin); err != nil {
-		return 0, err
-	}
-	fault.Point("tag veth " + v.HostName + " and turn hairpin on")
 	// While the peer is down the pair has no carrier, so IPv6 has configured nothing
 	// on either end yet and turning it off is only a flag.
 	if err := disableIPv6(host, v.HostName); err != nil {
@@ -333,14 +328,20 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	return l.Attrs().Index, nil
 }
 
-// setPort sets the alias of an existing link and, with hairpin, turns on hairpin
+// FinishPort sets the alias of an existing link and, with hairpin, turns on hairpin
 // mode of the bridge port it is, in one request addressed by name so no lookup of its
 // index is needed. Neither can ride along with the creation: the kernel ignores an
 // alias in a request that creates a link, and applies bridge-port settings only to a
-// port that already exists.
-func setPort(sock *nl.SocketHandle, name, alias string, hairpin bool) error {
+// port that already exists. Hairpin lets the bridge send a frame back out of the port
+// it came in by: a container reaching its own published port through the host's
+// address needs it.
+func FinishPort(host *netns.NS, name, alias string, hairpin bool) error {
 	if alias == "" && !hairpin {
 		return nil
+	}
+	sock, err := host.RouteSocket()
+	if err != nil {
+		return err
 	}
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}

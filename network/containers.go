@@ -563,8 +563,8 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	}
 	mac := link.MACFor(att.IP)
 	peer, err := link.AddVeth(m.host, link.Veth{
-		HostName: att.HostVeth, MasterIndex: br.Attrs().Index, MTU: n.MTU, Alias: link.ContainerAlias(c.ID),
-		PeerName: att.IfName, PeerNS: ns, PeerMAC: mac, Hairpin: true,
+		HostName: att.HostVeth, MasterIndex: br.Attrs().Index, MTU: n.MTU,
+		PeerName: att.IfName, PeerNS: ns, PeerMAC: mac,
 	})
 	if err != nil {
 		return err
@@ -578,6 +578,11 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 		return err
 	}
 	o.undo.did("configure "+att.IfName, nil)
+	// The tag last: gc takes a tagged veth for a finished one.
+	if err := link.FinishPort(m.host, att.HostVeth, link.ContainerAlias(c.ID), true); err != nil {
+		return err
+	}
+	o.undo.did("tag veth "+att.HostVeth+" and turn hairpin on", nil)
 	return nil
 }
 
