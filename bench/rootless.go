@@ -74,8 +74,8 @@ func appendLine(path, line string) error {
 
 // allowTUN makes /dev/net/tun usable by unprivileged users (0666, as Debian's udev
 // rule would; this machine has no udev) and restores the original mode at cleanup.
-// It holds the lock internal/lab's AllowTUN takes, so that a test running meanwhile
-// never restores the mode under the benchmark, nor the benchmark under a test.
+// It holds a lock, so that two benchmark runs never restore the mode under each
+// other. (The tests leave the device alone: they bind a node of their own over it.)
 func allowTUN(ctx context.Context, clean *cleanups) error {
 	lock, err := os.OpenFile("/run/ctnet-test-tun.lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {

@@ -33,7 +33,7 @@ func newEnv(t *testing.T) *env {
 	lab.RequireRoot(t)
 	for _, tool := range []string{"nft", "socat", "ping", "curl"} {
 		if _, err := lookPath(tool); err != nil {
-			t.Skipf("needs %s", tool)
+			lab.Missing(t, "needs %s", tool)
 		}
 	}
 	e := &env{t: t, host: lab.NewSandbox(t)}

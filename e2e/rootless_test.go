@@ -38,8 +38,8 @@ func newUserEnv(t *testing.T) *userEnv {
 func newUserEnvIn(t *testing.T, host *lab.Sandbox) *userEnv {
 	t.Helper()
 	uid, gid := lab.TestUser(t)
-	lab.AllowTUN(t)
 	u := &userEnv{t: t, host: host, uid: uid, gid: gid}
+	u.host.AllowTUN(t)
 	home := lab.UserDir(t, uid, gid)
 	u.dirs = []string{"HOME=" + home, "XDG_DATA_HOME=" + filepath.Join(home, "data"), "XDG_RUNTIME_DIR=" + filepath.Join(home, "run")}
 	for _, d := range []string{"data", "run"} {
@@ -247,12 +247,7 @@ func TestRootlessClearErrors(t *testing.T) {
 	if !strings.Contains(r.Stderr, "ping_group_range") {
 		t.Errorf("ping without ping_group_range: want a message naming net.ipv4.ping_group_range, got %s", r)
 	}
-	restore, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		t.Skip(err)
-	}
-	os.Chmod("/dev/net/tun", 0o600)
-	defer os.Chmod("/dev/net/tun", restore.Mode().Perm())
+	u.host.DenyTUN(t)
 	r = u.ctnet("run", "--rm", "--", "true")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "/dev/net/tun") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
 		t.Errorf("with /dev/net/tun 0600: want one line naming /dev/net/tun, got %s", r)

@@ -23,10 +23,10 @@ const iperf3Gbps = `python3 -c 'import json,sys; print("%.3f" % (json.load(sys.s
 // published port → container. It reports Gbit/s; run with -benchtime=1x.
 func BenchmarkRootlessIperf3(b *testing.B) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.Skip("needs iperf3")
+		lab.Missing(b, "needs iperf3")
 	}
 	sb := lab.NewSandbox(b)
-	lab.AllowTUN(b)
+	sb.AllowTUN(b)
 	server := sb.Command(context.Background(), "iperf3", "-s", "-B", "127.0.0.1", "-p", "5301")
 	if err := server.Start(); err != nil {
 		b.Fatal(err)

@@ -309,7 +309,7 @@ print("DNS", socket.inet_ntoa(r[-4:]))
 
 func TestRootlessOutbound(t *testing.T) {
 	sb := lab.NewSandbox(t)
-	lab.AllowTUN(t)
+	sb.AllowTUN(t)
 	sb.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
 	sb.AddLoopbackAddr(t, "198.51.100.1/32")
 	serveHTTP(t, sb.ListenTCP(t, "198.51.100.1:8080"), "hello from the sandbox\n")
@@ -363,7 +363,7 @@ func TestRootlessHostLoopback(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sb := lab.NewSandbox(t)
-			lab.AllowTUN(t)
+			sb.AllowTUN(t)
 			serveHTTP(t, sb.ListenTCP(t, "127.0.0.1:8081"), "hello from host loopback\n")
 			run := startRootless(t, sb, driverScenario{
 				Argv:              []string{"/bin/sh", "-c", "curl -sS --max-time 5 http://10.0.2.2:8081/ || echo REFUSED $?"},
@@ -404,7 +404,7 @@ while True:
 
 func TestRootlessPublishedPorts(t *testing.T) {
 	sb := lab.NewSandbox(t)
-	lab.AllowTUN(t)
+	sb.AllowTUN(t)
 	sb.AddLoopbackAddr(t, "198.51.100.1/32")
 	sb.AddLoopbackAddr(t, "198.51.100.7/32")
 	run := startRootless(t, sb, driverScenario{
@@ -458,11 +458,7 @@ print(s.recv(100).decode())
 
 func TestRootlessTUNForbidden(t *testing.T) {
 	sb := lab.NewSandbox(t)
-	// The lock and mode dance of AllowTUN, but this test needs 0600.
-	lab.AllowTUN(t)
-	if err := os.Chmod("/dev/net/tun", 0o600); err != nil {
-		t.Fatal(err)
-	}
+	sb.DenyTUN(t)
 	run := startRootless(t, sb, driverScenario{Argv: []string{"/bin/true"}})
 	done := run.finish()
 	if !done.ErrIsTUN || !strings.Contains(done.Err, "chmod 0666 /dev/net/tun") {

@@ -12,6 +12,8 @@ echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 [ -z "$unformatted" ] || { echo "gofmt would change: $unformatted" >&2; exit 1; }
 echo "== go test -race"
+# The prerequisites are installed above: a test that would skip for lack of one fails.
+export CTNET_REQUIRE_ALL=1
 go test -race -count=1 -timeout 30m ./...
 echo "== fuzz (short)"
 "$(dirname "$0")/fuzz-short.sh" "${FUZZ_SECONDS:-5}"

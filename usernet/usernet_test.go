@@ -3,7 +3,6 @@ package usernet
 import (
 	"errors"
 	"net/netip"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -12,6 +11,9 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/netns"
 )
 
 func TestConfigWithDefaults(t *testing.T) {
@@ -136,14 +138,31 @@ func TestEncodeVnetHdr(t *testing.T) {
 	}
 }
 
+// CheckPing, in a namespace whose net.ipv4.ping_group_range admits nobody, says that
+// pinging is not permitted and which setting to change; where the range admits every
+// group, it succeeds. Both in a sandbox of the test's own: the sysctl is per namespace.
 func TestCheckPingExplainsSysctl(t *testing.T) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ping_group_range")
-	if err != nil || strings.Join(strings.Fields(string(b)), " ") != "1 0" {
-		t.Skip("needs net.ipv4.ping_group_range = 1 0 (nobody may ping)")
+	sb := lab.NewSandbox(t)
+	ns, err := netns.Open(sb.Path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	err = CheckPing()
-	if !errors.Is(err, ErrPingNotPermitted) || !strings.Contains(err.Error(), "net.ipv4.ping_group_range") {
-		t.Errorf("CheckPing() = %v, want ErrPingNotPermitted naming the sysctl", err)
+	defer ns.Close()
+	for _, tc := range []struct {
+		groupRange string
+		denied     bool
+	}{
+		{"1 0", true},
+		{"0 2147483647", false},
+	} {
+		sb.Sysctl(t, "net.ipv4.ping_group_range", tc.groupRange)
+		err := ns.Do(CheckPing)
+		switch {
+		case !tc.denied && err != nil:
+			t.Errorf("ping_group_range %q: CheckPing() = %v, want nil", tc.groupRange, err)
+		case tc.denied && (!errors.Is(err, ErrPingNotPermitted) || !strings.Contains(err.Error(), "net.ipv4.ping_group_range") || !strings.Contains(err.Error(), tc.groupRange)):
+			t.Errorf("ping_group_range %q: CheckPing() = %v, want ErrPingNotPermitted naming the sysctl and its value", tc.groupRange, err)
+		}
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,15 +28,29 @@ import (
 // TestUserName is the unprivileged user rootless tests run as.
 const TestUserName = "ctnettest"
 
+// EnvRequireAll, set to 1, turns a test's skip for a missing prerequisite into a
+// failure: scripts/test.sh sets it, so that CI cannot pass by skipping.
+const EnvRequireAll = "CTNET_REQUIRE_ALL"
+
+// Missing skips t for a prerequisite the machine lacks, or fails it under
+// CTNET_REQUIRE_ALL=1.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(EnvRequireAll) == "1" {
+		t.Fatalf("missing prerequisite (%s=1 makes this a failure): %s", EnvRequireAll, fmt.Sprintf(format, args...))
+	}
+	t.Skipf(format, args...)
+}
+
 // RequireRoot skips t unless it runs as root with the tools it needs.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: makes network namespaces")
+		Missing(t, "needs root: makes network namespaces")
 	}
-	for _, tool := range []string{"ip", "nsenter", "setpriv"} {
+	for _, tool := range []string{"ip", "nsenter", "setpriv", "unshare", "mount"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
+			Missing(t, "needs %s: %v", tool, err)
 		}
 	}
 }
@@ -48,6 +61,8 @@ type Sandbox struct {
 	Path string
 	// Boot, when set, is the boot the sandbox's commands run in (see NewBoot).
 	Boot *Boot
+	// tun is a device node that AsUser's commands see as /dev/net/tun, if set.
+	tun string
 }
 
 // NewSandbox makes a namespace "ctl-<random>" with lo up, removed at cleanup.
@@ -160,7 +175,7 @@ func TestUser(t testing.TB) (uid, gid int) {
 	t.Helper()
 	u, err := user.Lookup(TestUserName)
 	if err != nil {
-		t.Skipf("needs user %s: %v", TestUserName, err)
+		Missing(t, "needs user %s: %v", TestUserName, err)
 	}
 	uid, _ = strconv.Atoi(u.Uid)
 	gid, _ = strconv.Atoi(u.Gid)
@@ -217,56 +232,39 @@ func ExecutableCopy(t testing.TB, dir string) string {
 	return path
 }
 
-var tunUsers struct {
-	sync.Mutex
-	count int
-	lock  *os.File
-	mode  os.FileMode
-}
+// AllowTUN lets the commands AsUser prefixes open /dev/net/tun as the test user:
+// they see a node of the same device with mode 0666 (what Debian's udev gives it)
+// over /dev/net/tun, in a mount namespace of their own. The machine's device keeps
+// its mode.
+func (s *Sandbox) AllowTUN(t testing.TB) { t.Helper(); s.setTUN(t, 0o666) }
 
-// AllowTUN makes /dev/net/tun usable by unprivileged users (0666, as
-// Debian's udev would) for the test and restores the original mode when
-// the last test in any process that needs it is done. An exclusive flock
-// serialises the test packages that do this, so one never restores the
-// mode under another.
-func AllowTUN(t testing.TB) {
+// DenyTUN makes /dev/net/tun, as the commands AsUser prefixes see it, usable by root
+// only (mode 0600).
+func (s *Sandbox) DenyTUN(t testing.TB) { t.Helper(); s.setTUN(t, 0o600) }
+
+func (s *Sandbox) setTUN(t testing.TB, mode uint32) {
 	t.Helper()
-	RequireRoot(t)
-	tunUsers.Lock()
-	defer tunUsers.Unlock()
-	if tunUsers.count == 0 {
-		lock, err := os.OpenFile("/run/ctnet-test-tun.lock", os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-			lock.Close()
-			t.Fatal(err)
-		}
-		st, err := os.Stat("/dev/net/tun")
-		if err != nil {
-			lock.Close()
-			t.Skipf("needs /dev/net/tun: %v", err)
-		}
-		if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
-			lock.Close()
-			t.Fatal(err)
-		}
-		tunUsers.lock, tunUsers.mode = lock, st.Mode().Perm()
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/net/tun", &st); err != nil {
+		Missing(t, "needs /dev/net/tun: %v", err)
 	}
-	tunUsers.count++
-	t.Cleanup(func() {
-		tunUsers.Lock()
-		defer tunUsers.Unlock()
-		tunUsers.count--
-		if tunUsers.count > 0 {
-			return
-		}
-		if err := os.Chmod("/dev/net/tun", tunUsers.mode); err != nil {
-			t.Errorf("restore /dev/net/tun mode: %v", err)
-		}
-		tunUsers.lock.Close()
-	})
+	dir, err := os.MkdirTemp("", "ctnet-tun-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(dir, "tun")
+	if err := unix.Mknod(node, unix.S_IFCHR|mode, int(st.Rdev)); err != nil {
+		t.Fatalf("make a /dev/net/tun node: %v", err)
+	}
+	// Mknod's mode is filtered by the umask.
+	if err := os.Chmod(node, os.FileMode(mode)); err != nil {
+		t.Fatal(err)
+	}
+	s.tun = node
 }
 
 // Baseline is a snapshot of a process's goroutines and descriptors.
@@ -319,10 +317,14 @@ func (b Baseline) CheckLeaks(timeout time.Duration) error {
 }
 
 // AsUser returns the argument prefix that runs a command as the test user
-// inside the sandbox, with a clean environment.
+// inside the sandbox, with a clean environment (and the sandbox's /dev/net/tun).
 func (s *Sandbox) AsUser(uid, gid int, env ...string) []string {
-	args := []string{"setpriv", "--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid),
-		"--init-groups", "--reset-env", "env", "PATH=/usr/local/bin:/usr/bin:/bin"}
+	var args []string
+	if s.tun != "" {
+		args = []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", `mount --bind "$0" /dev/net/tun && exec "$@"`, s.tun}
+	}
+	args = append(args, "setpriv", "--reuid="+strconv.Itoa(uid), "--regid="+strconv.Itoa(gid),
+		"--init-groups", "--reset-env", "env", "PATH=/usr/local/bin:/usr/bin:/bin")
 	return append(args, env...)
 }
 
