@@ -1,6 +1,7 @@
 //go:build soak
 
 // The soak runs only with -tags soak: go test -tags soak -run TestSoak -timeout 30m ./e2e/
+// CTNET_SOAK_CYCLES=N makes it shorter (CI runs a few hundred cycles: scripts/test.sh).
 
 package e2e
 
@@ -20,7 +21,19 @@ import (
 	"github.com/ctnet/ctnet/network"
 )
 
-const soakCycles = 1000
+// soakCycles is how many cycles each soak makes: 1,000, or CTNET_SOAK_CYCLES.
+func soakCycles(t *testing.T) int {
+	t.Helper()
+	v := os.Getenv("CTNET_SOAK_CYCLES")
+	if v == "" {
+		return 1000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("CTNET_SOAK_CYCLES=%q: want a positive number", v)
+	}
+	return n
+}
 
 // resources are what a long run must not accumulate.
 type resources map[string]int
@@ -66,10 +79,12 @@ func processResources(t *testing.T, pid int) (fds, rssKiB int) {
 
 // 1,000 run -d / rm -f cycles through the CLI, four at a time, beside a resident
 // container whose supervisor lives through them all: every command succeeds, every
-// container's interface name is unique among those that exist with it, and at the
+// container's interface name is unique among those that exist with it (checked by a
+// watcher that must have checked, and whose every look must have worked), and at the
 // end the resident supervisor's descriptors and memory and the sandbox's links,
 // addresses, routes, firewall elements, namespaces and processes are as at the start.
 func TestSoakCLI(t *testing.T) {
+	soakCycles := soakCycles(t)
 	e := newEnv(t)
 	e.must("network", "create", "soak", "--subnet", "10.76.0.0/22")
 	e.runDetached(append([]string{"--name", "resident", "--network", "soak", "-p", "8080:80", "--"}, peerServer(80)...)...)
@@ -111,8 +126,13 @@ func TestSoakCLI(t *testing.T) {
 			}
 			r := e.ctnet("ps", "--format", "json")
 			var cs []storeContainer
-			if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &cs) != nil {
-				continue // a container removed between listing and reading
+			if r.Code != 0 {
+				watched <- fmt.Errorf("the watcher's ps failed: %s", r)
+				return
+			}
+			if err := json.Unmarshal([]byte(r.Stdout), &cs); err != nil {
+				watched <- fmt.Errorf("the watcher's ps printed what is not JSON: %v: %s", err, r.Stdout)
+				return
 			}
 			names, ips := map[string]bool{}, map[string]bool{}
 			for _, c := range cs {
@@ -154,6 +174,9 @@ func TestSoakCLI(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d cycles in %v; %d uniqueness checks while they ran", soakCycles, time.Since(start).Round(time.Second), checks)
+	if checks == 0 {
+		t.Errorf("the watcher made no uniqueness check while %d cycles ran", soakCycles)
+	}
 
 	deadline := time.Now().Add(10 * time.Second)
 	var endCounts resources
@@ -198,6 +221,7 @@ func TestSoakCLI(t *testing.T) {
 // and the sandbox's links, addresses, routes, firewall elements and namespaces, are
 // as at the start.
 func TestSoakLibrary(t *testing.T) {
+	soakCycles := soakCycles(t)
 	e := newEnv(t)
 	m, err := network.New(network.Options{Root: e.root, HostNetNS: e.host.Path})
 	if err != nil {
