@@ -31,11 +31,32 @@ const (
 )
 
 // Main runs the tests and removes the ctnet binary built for them; call it from
-// TestMain.
+// TestMain. Under the race detector it fails the run if a ctnet process it started
+// reported a race: a detached supervisor's report reaches no test otherwise.
 func Main(m interface{ Run() int }) int {
+	var raceLogs string
+	if raceEnabled {
+		dir, err := os.MkdirTemp("", "ctnet-race-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		raceLogs = filepath.Join(dir, "race")
+		// Every ctnet process started from here on inherits it.
+		os.Setenv("GORACE", "log_path="+raceLogs)
+	}
 	code := m.Run()
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
+	}
+	if raceLogs != "" {
+		logs, _ := filepath.Glob(raceLogs + ".*")
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			fmt.Fprintf(os.Stderr, "a ctnet process reported a data race (%s):\n%s\n", l, b)
+			code = 1
+		}
 	}
 	return code
 }
@@ -53,7 +74,9 @@ type builtBinary struct {
 }
 
 // Binary builds cmd/ctnet once per test process and returns its path (world
-// readable and executable, so the unprivileged test user can run it too).
+// readable and executable, so the unprivileged test user can run it too). Tests
+// built with -race get a ctnet built with -race (which needs cgo); otherwise it is
+// static, as released.
 func Binary(t testing.TB) string {
 	t.Helper()
 	return buildCommand(t, "ctnet")
@@ -98,8 +121,12 @@ func buildCommand(t testing.TB, name string) string {
 		}
 		b.path = filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-o", b.path, "./cmd/"+name)
-		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if raceEnabled {
+			cmd = exec.Command("go", "build", "-race", "-o", b.path, "./cmd/"+name)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		}
+		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build ./cmd/%s: %v: %s", name, err, out)
 		}
