@@ -213,9 +213,9 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 	threads := map[int]*nsThread{}
 	ips := map[int]netip.Addr{}
 	for i, spec := range map[int]network.ContainerSpec{
-		1: {Name: "client", Network: ctnetNetwork},
-		2: {Name: "server", Network: ctnetNetwork, Ports: publish},
-		3: {Name: "routed", Network: "routed"},
+		1: {Name: "client", Network: network.OnNetwork(ctnetNetwork)},
+		2: {Name: "server", Network: network.OnNetwork(ctnetNetwork), Ports: publish},
+		3: {Name: "routed", Network: network.OnNetwork("routed")},
 	} {
 		spec.NetNS = l.containerNSPath(i)
 		c, err := m.Create(spec)

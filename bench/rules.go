@@ -96,7 +96,7 @@ func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err
 		return nil, err
 	}
 	create := func(i int, publish string) (time.Duration, error) {
-		spec := network.ContainerSpec{Name: ctnetContainer(i), Network: ctnetNetwork, NetNS: l.containerNSPath(i)}
+		spec := network.ContainerSpec{Name: ctnetContainer(i), Network: network.OnNetwork(ctnetNetwork), NetNS: l.containerNSPath(i)}
 		if publish != "" {
 			p, err := network.ParsePort(publish)
 			if err != nil {

@@ -362,7 +362,7 @@ func (t *ctnetAPITool) add(ctx context.Context, w *nsThread, r *setupRun, i int)
 	if err != nil {
 		return err
 	}
-	_, err = t.m.Create(network.ContainerSpec{Name: ctnetContainer(i), Network: ctnetNetwork,
+	_, err = t.m.Create(network.ContainerSpec{Name: ctnetContainer(i), Network: network.OnNetwork(ctnetNetwork),
 		NetNS: r.lab.containerNSPath(i), Ports: []network.PortSpec{port}})
 	return err
 }

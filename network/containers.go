@@ -25,9 +25,9 @@ import (
 // ContainerSpec describes a container to create.
 type ContainerSpec struct {
 	Name string
-	// Network is a network name, or a mode: "host", "none", "container:NAME". Empty
-	// means the default network.
-	Network  string
+	// Network is the network, or a mode: host, none, another container's namespace.
+	// The zero Mode is the default network.
+	Network  Mode
 	IP       string
 	Ports    []PortSpec
 	Hostname string
@@ -39,7 +39,7 @@ type ContainerSpec struct {
 	AutoRemove bool
 	// Supervisor is the process that runs the container and releases it when it
 	// exits; zero means the caller.
-	Supervisor proc.ID
+	Supervisor ProcessID
 	// UserNet configures the user-mode network of an unprivileged user's container.
 	UserNet UserNetSpec
 	// DNS are the nameservers of the container's resolv.conf (default: the host's
@@ -85,13 +85,16 @@ const defaultUserNetMTU = 65520
 // on the network with an address and a default route, and its published ports. The
 // container is "created" until Started records its process; an attached namespace is
 // "running" at once.
-func (m *Manager) Create(spec ContainerSpec) (*store.Container, error) {
+func (m *Manager) Create(spec ContainerSpec) (*Container, error) {
 	var c *store.Container
 	err := m.mutate(func(o *op) (err error) {
 		c, err = m.create(o, spec)
 		return err
 	})
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	return containerView(c), nil
 }
 
 func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
@@ -111,7 +114,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 	c := &store.Container{
 		ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Hostname: spec.Hostname, Aliases: spec.Aliases,
 		Command: spec.Command, Detach: spec.Detach, AutoRemove: spec.AutoRemove,
-		Supervisor: spec.Supervisor, State: store.StateCreated, Ports: []store.Port{}, Attachments: []store.Attachment{},
+		Supervisor: proc.ID(spec.Supervisor), State: store.StateCreated, Ports: []store.Port{}, Attachments: []store.Attachment{},
 	}
 	// Host veths are named by the ID's first 8 hex digits: an ID that shares them with
 	// another container's would make a clash that is nobody's conflict. Draw again.
@@ -142,9 +145,9 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 	}
 	mode := spec.Network
 	switch {
-	case mode == store.ModeUserNet:
+	case mode.Kind == ModeUserNet:
 		return nil, invalid("--network usernet is the user-mode network of unprivileged users: as root, use a ctnet network (the default)")
-	case mode == store.ModeHost || mode == store.ModeNone || strings.HasPrefix(mode, "container:"):
+	case mode.isNetworkless():
 		if spec.NetNS != "" {
 			return nil, invalid("attach connects a namespace to a network: --network %s is not a network", mode)
 		}
@@ -155,24 +158,24 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 			return nil, invalid("--ip needs a network: it has no effect with --network %s", mode)
 		}
 	}
-	switch {
-	case mode == store.ModeHost:
+	switch mode.Kind {
+	case ModeHost:
 		c.Mode = store.ModeHost
 		if spec.Hostname != "" {
 			return nil, invalid("--hostname has no effect with --network host: the container uses the host's name")
 		}
-	case mode == store.ModeNone:
+	case ModeNone:
 		c.Mode = store.ModeNone
 		if err := m.ownNetNS(o, c); err != nil {
 			return nil, err
 		}
-	case strings.HasPrefix(mode, "container:"):
-		if err := m.shareNetNS(o, c, strings.TrimPrefix(mode, "container:")); err != nil {
+	case ModeContainer:
+		if err := m.shareNetNS(o, c, mode.Container); err != nil {
 			return nil, err
 		}
 	default:
 		c.Mode = store.ModeBridge
-		n, err := m.resolveNetwork(o, mode)
+		n, err := m.resolveNetwork(o, mode.Network)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +229,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 	}
 	mode := spec.Network
 	switch {
-	case mode == "" || mode == store.ModeUserNet:
+	case mode.Kind == "" || mode.Kind == ModeUserNet:
 		c.Mode = store.ModeUserNet
 		un, err := parseUserNet(spec.UserNet, dns)
 		if err != nil {
@@ -248,12 +251,12 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 		return invalid("-p needs the user-mode network: it has no effect with --network %s", mode)
 	case !spec.UserNet.isZero() || len(spec.DNS) > 0:
 		return invalid("--cidr, --mtu, --dns and --allow-host-loopback configure the user-mode network: they have no effect with --network %s", mode)
-	case mode == store.ModeNone:
+	case mode.Kind == ModeNone:
 		c.Mode = store.ModeNone
-	case mode == store.ModeHost:
+	case mode.Kind == ModeHost:
 		c.Mode = store.ModeHost
-	case strings.HasPrefix(mode, "container:"):
-		ref := strings.TrimPrefix(mode, "container:")
+	case mode.Kind == ModeContainer:
+		ref := mode.Container
 		target, err := o.tx.Container(ref)
 		if err != nil {
 			return notFound("container", ref, err)
@@ -614,13 +617,13 @@ func fwPorts(ports []store.Port) []firewall.Port {
 }
 
 // Started records the container's process, making it "running".
-func (m *Manager) Started(ref string, process proc.ID) error {
+func (m *Manager) Started(ref string, process ProcessID) error {
 	return m.mutate(func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if err != nil {
 			return notFound("container", ref, err)
 		}
-		c.Process, c.State = process, store.StateRunning
+		c.Process, c.State = proc.ID(process), store.StateRunning
 		return o.tx.PutContainer(c)
 	})
 }
@@ -869,8 +872,8 @@ func (m *Manager) stateOf(c *store.Container) string {
 
 // Containers lists containers ordered by name, with their current state; only
 // running ones unless all.
-func (m *Manager) Containers(all bool) ([]*store.Container, error) {
-	var out []*store.Container
+func (m *Manager) Containers(all bool) ([]*Container, error) {
+	var out []*Container
 	err := m.view(func(tx *store.Tx) error {
 		cs, err := tx.Containers()
 		if err != nil {
@@ -879,17 +882,25 @@ func (m *Manager) Containers(all bool) ([]*store.Container, error) {
 		for _, c := range cs {
 			c.State = m.stateOf(c)
 			if all || c.State != store.StateExited {
-				out = append(out, c)
+				out = append(out, containerView(c))
 			}
 		}
 		return nil
 	})
-	slices.SortStableFunc(out, func(a, b *store.Container) int { return b.Created.Compare(a.Created) })
+	slices.SortStableFunc(out, func(a, b *Container) int { return b.Created.Compare(a.Created) })
 	return out, err
 }
 
-// Container returns one container's record with its current state.
-func (m *Manager) Container(ref string) (*store.Container, error) {
+// Container returns one container with its current state.
+func (m *Manager) Container(ref string) (*Container, error) {
+	c, err := m.container(ref)
+	if err != nil {
+		return nil, err
+	}
+	return containerView(c), nil
+}
+
+func (m *Manager) container(ref string) (*store.Container, error) {
 	var c *store.Container
 	err := m.view(func(tx *store.Tx) (err error) {
 		c, err = tx.Container(ref)
@@ -904,7 +915,7 @@ func (m *Manager) Container(ref string) (*store.Container, error) {
 
 // Connect attaches a running container to another network, as its next ethN unless
 // opts names the interface.
-func (m *Manager) Connect(network, ref string, opts ConnectOptions) (*store.Attachment, error) {
+func (m *Manager) Connect(network, ref string, opts ConnectOptions) (*Attachment, error) {
 	if opts.IfName != "" {
 		if err := checkIfName(opts.IfName); err != nil {
 			return nil, err
@@ -928,7 +939,11 @@ func (m *Manager) Connect(network, ref string, opts ConnectOptions) (*store.Atta
 		}
 		return o.tx.PutContainer(c)
 	})
-	return att, err
+	if err != nil {
+		return nil, err
+	}
+	v := Attachment(*att)
+	return &v, nil
 }
 
 // Disconnect removes a container's interface on a network, with the ports published

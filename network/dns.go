@@ -21,7 +21,7 @@ import (
 // releasing c's network, since the server's sockets hold the namespace. Containers
 // without one (other modes, attached namespaces, an unprivileged user's containers,
 // whose user-mode network has its own) get a stop that does nothing.
-func (m *Manager) ServeDNS(c *store.Container) (stop func(), err error) {
+func (m *Manager) ServeDNS(c *Container) (stop func(), err error) {
 	stop = func() {}
 	if !c.EmbeddedDNS || m.rootless {
 		return stop, nil

@@ -31,19 +31,20 @@ type EtcFile struct{ Source, Target string }
 // drops: ctnet's own and iproute2's.
 func (m *Manager) PinDirs() []string { return []string{m.netnsDir(), netns.SystemPinDir} }
 
-// Hostname is a container's hostname: --hostname, else its short ID, as Docker's.
-func Hostname(c *store.Container) string {
-	if c.Hostname != "" {
-		return c.Hostname
+// hostname is a container's hostname: the one asked for, else its short ID, as
+// Docker's.
+func hostname(asked, id string) string {
+	if asked != "" {
+		return asked
 	}
-	return shortID(c.ID)
+	return shortID(id)
 }
 
 // EtcFiles lists the files ctnet wrote for c and the host paths they cover inside
 // it; none for host mode, an attached namespace, or a container made before ctnet
 // wrote them. A container in container:NAME mode uses NAME's.
-func EtcFiles(c *store.Container) []EtcFile {
-	if !hasEtcFiles(c) {
+func EtcFiles(c *Container) []EtcFile {
+	if c.Mode == ModeHost || c.Mode == ModeContainer || c.Attached {
 		return nil
 	}
 	var files []EtcFile
@@ -72,9 +73,9 @@ func checkNameOptionsApply(spec ContainerSpec) error {
 	switch {
 	case spec.NetNS != "":
 		return invalid("--dns and --add-host configure a container's own files: attach starts no process to give them to")
-	case spec.Network == store.ModeHost:
+	case spec.Network.Kind == ModeHost:
 		return invalid("--dns and --add-host have no effect with --network host: the container uses the host's files")
-	case strings.HasPrefix(spec.Network, "container:"):
+	case spec.Network.Kind == ModeContainer:
 		return invalid("--dns and --add-host have no effect with --network container:NAME: the container uses NAME's files")
 	}
 	return nil
@@ -179,8 +180,8 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 	}
 	contents := map[string][]byte{
 		"resolv.conf": resolver.Render(),
-		"hosts":       nameconf.Hosts(Hostname(c), addrs, extra),
-		"hostname":    []byte(Hostname(c) + "\n"),
+		"hosts":       nameconf.Hosts(hostname(c.Hostname, c.ID), addrs, extra),
+		"hostname":    []byte(hostname(c.Hostname, c.ID) + "\n"),
 	}
 	if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {
 		return fmt.Errorf("create runtime directory: %w", err)

@@ -7,9 +7,10 @@ import (
 	"github.com/ctnet/ctnet/store"
 )
 
-// ContainerInspect is a container's record with what the kernel holds for it.
+// ContainerInspect is a container with what the kernel holds for it. Its JSON is the
+// container's, with the keys stack (omitted when absent) and firewall.
 type ContainerInspect struct {
-	*store.Container
+	*Container
 	// Stack is the container's namespace as seen from inside (absent when the
 	// container has exited or uses the host's namespace).
 	Stack    *link.Stack      `json:"stack,omitempty"`
@@ -19,11 +20,11 @@ type ContainerInspect struct {
 // InspectContainer reads a container's record, its namespace's stack and its
 // firewall entries.
 func (m *Manager) InspectContainer(ref string) (*ContainerInspect, error) {
-	c, err := m.Container(ref)
+	c, err := m.container(ref)
 	if err != nil {
 		return nil, err
 	}
-	out := &ContainerInspect{Container: c, Firewall: []firewall.Entry{}}
+	out := &ContainerInspect{Container: containerView(c), Firewall: []firewall.Entry{}}
 	if c.State != store.StateExited && c.NetNS != "" {
 		ns, err := netns.Open(c.NetNS)
 		if err != nil {
@@ -55,9 +56,10 @@ type NetworkMember struct {
 	MAC       string `json:"mac"`
 }
 
-// NetworkInspect is a network's record with its members and firewall entries.
+// NetworkInspect is a network with its members and firewall entries. Its JSON is the
+// network's, with the keys containers and firewall.
 type NetworkInspect struct {
-	*store.Network
+	*Network
 	Containers []NetworkMember  `json:"containers"`
 	Firewall   []firewall.Entry `json:"firewall"`
 }
@@ -71,7 +73,7 @@ func (m *Manager) InspectNetwork(ref string) (*NetworkInspect, error) {
 		if err != nil {
 			return notFound("network", ref, err)
 		}
-		out.Network = n
+		out.Network = networkView(n)
 		leases, err := tx.Leases(n.ID)
 		if err != nil {
 			return err

@@ -35,13 +35,16 @@ type NetworkSpec struct {
 }
 
 // CreateNetwork creates a network: its record, its bridge and its firewall entries.
-func (m *Manager) CreateNetwork(spec NetworkSpec) (*store.Network, error) {
+func (m *Manager) CreateNetwork(spec NetworkSpec) (*Network, error) {
 	var n *store.Network
 	err := m.mutate(func(o *op) (err error) {
 		n, err = m.createNetwork(o, spec)
 		return err
 	})
-	return n, err
+	if err != nil {
+		return nil, err
+	}
+	return networkView(n), nil
 }
 
 func (m *Manager) createNetwork(o *op, spec NetworkSpec) (*store.Network, error) {
@@ -326,10 +329,13 @@ func (m *Manager) ensureDefaultNetwork(o *op) (*store.Network, error) {
 }
 
 // Networks lists every network, ordered by name.
-func (m *Manager) Networks() ([]*store.Network, error) {
-	var out []*store.Network
-	err := m.view(func(tx *store.Tx) (err error) {
-		out, err = tx.Networks()
+func (m *Manager) Networks() ([]*Network, error) {
+	var out []*Network
+	err := m.view(func(tx *store.Tx) error {
+		networks, err := tx.Networks()
+		for _, n := range networks {
+			out = append(out, networkView(n))
+		}
 		return err
 	})
 	return out, err

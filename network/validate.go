@@ -52,7 +52,7 @@ func printable(s string) string {
 
 // isModeName reports whether a --network value names a mode rather than a network.
 func isModeName(s string) bool {
-	return s == "host" || s == "none" || s == "usernet" || strings.HasPrefix(s, "container:")
+	return s != "" && ParseMode(s).Kind != ModeBridge
 }
 
 // ParseLabels turns k=v strings into a map.
@@ -132,15 +132,20 @@ func checkSpec(spec ContainerSpec) error {
 			return err
 		}
 	}
-	switch ref, shared := strings.CutPrefix(spec.Network, "container:"); {
-	case shared:
-		if err := checkName("container", ref); err != nil {
-			return invalid("bad --network %q: %v", printable(spec.Network), err)
+	switch mode := spec.Network; mode.Kind {
+	case "", ModeHost, ModeNone, ModeUserNet:
+	case ModeContainer:
+		if err := checkName("container", mode.Container); err != nil {
+			return invalid("bad --network %q: %v", printable(mode.String()), err)
 		}
-	case spec.Network != "" && !isModeName(spec.Network):
-		if err := checkName("network", spec.Network); err != nil {
-			return err
+	case ModeBridge:
+		if mode.Network != "" {
+			if err := checkName("network", mode.Network); err != nil {
+				return err
+			}
 		}
+	default:
+		return invalid("bad --network mode %q: use bridge, host, none, container or usernet", printable(string(mode.Kind)))
 	}
 	if spec.IP != "" {
 		if _, err := ipam.ParseAddr("--ip", spec.IP); err != nil {
@@ -151,7 +156,7 @@ func checkSpec(spec ContainerSpec) error {
 		if err := checkIfName(spec.IfName); err != nil {
 			return err
 		}
-		if isModeName(spec.Network) {
+		if k := spec.Network.Kind; k != "" && k != ModeBridge {
 			return invalid("--ifname names the interface on a ctnet network: it has no effect with --network %s", spec.Network)
 		}
 	}
@@ -208,9 +213,9 @@ func checkAliases(spec ContainerSpec) error {
 	switch {
 	case spec.NetNS != "":
 		return invalid("--network-alias is answered by a container's embedded DNS server: attach starts none")
-	case isModeName(spec.Network):
+	case spec.Network.Kind != "" && spec.Network.Kind != ModeBridge:
 		return invalid("--network-alias needs a network: it has no effect with --network %s", spec.Network)
-	case spec.Network == "" || spec.Network == DefaultNetwork:
+	case spec.Network.Network == "" || spec.Network.Network == DefaultNetwork:
 		return invalid("--network-alias has no effect on the default network, which has no embedded DNS server: use a network you created (ctnet network create)")
 	}
 	return nil

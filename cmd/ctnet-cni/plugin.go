@@ -18,7 +18,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/ctnet/ctnet/network"
-	"github.com/ctnet/ctnet/store"
 )
 
 // netConf is the network configuration a runtime passes on stdin. The network is
@@ -141,7 +140,7 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 }
 
 // ensureNetwork returns the configuration's network, creating it on first use.
-func ensureNetwork(m *network.Manager, conf *netConf) (*store.Network, error) {
+func ensureNetwork(m *network.Manager, conf *netConf) (*network.Network, error) {
 	for range 2 {
 		if n, err := findNetwork(m, conf.Name); err != nil || n != nil {
 			if n != nil && conf.Subnet != "" && n.Subnet.String() != conf.Subnet {
@@ -162,7 +161,7 @@ func ensureNetwork(m *network.Manager, conf *netConf) (*store.Network, error) {
 	return nil, fmt.Errorf("create network %s: it exists and cannot be found", conf.Name)
 }
 
-func findNetwork(m *network.Manager, name string) (*store.Network, error) {
+func findNetwork(m *network.Manager, name string) (*network.Network, error) {
 	networks, err := m.Networks()
 	if err != nil {
 		return nil, err
@@ -176,7 +175,7 @@ func findNetwork(m *network.Manager, name string) (*store.Network, error) {
 }
 
 // findContainer returns the container standing for a CNI container ID, or nil.
-func findContainer(m *network.Manager, id string) (*store.Container, error) {
+func findContainer(m *network.Manager, id string) (*network.Container, error) {
 	c, err := m.Container(containerName(id))
 	if errors.Is(err, network.ErrNotFound) {
 		return nil, nil
@@ -184,7 +183,7 @@ func findContainer(m *network.Manager, id string) (*store.Container, error) {
 	return c, err
 }
 
-func attachmentOn(c *store.Container, networkName string) *store.Attachment {
+func attachmentOn(c *network.Container, networkName string) *network.Attachment {
 	for i := range c.Attachments {
 		if c.Attachments[i].Network == networkName {
 			return &c.Attachments[i]
@@ -214,11 +213,11 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	if err != nil {
 		return err
 	}
-	var att *store.Attachment
+	var att *network.Attachment
 	switch {
 	case c == nil:
 		c, err = m.Create(network.ContainerSpec{
-			Name: containerName(args.ContainerID), Network: n.Name, NetNS: args.Netns, IfName: args.IfName, IP: ip, Ports: ports,
+			Name: containerName(args.ContainerID), Network: network.OnNetwork(n.Name), NetNS: args.Netns, IfName: args.IfName, IP: ip, Ports: ports,
 		})
 		if err != nil {
 			return err
@@ -247,7 +246,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 
 // result describes an attachment as the spec's ADD result: the host veth, the
 // interface in the sandbox with its address, and the default route on eth0.
-func result(conf *netConf, n *store.Network, att *store.Attachment, netns string) *types100.Result {
+func result(conf *netConf, n *network.Network, att *network.Attachment, netns string) *types100.Result {
 	r := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
 		Interfaces: []*types100.Interface{
@@ -289,7 +288,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	})
 }
 
-func release(m *network.Manager, c *store.Container, networkName string) error {
+func release(m *network.Manager, c *network.Container, networkName string) error {
 	if attachmentOn(c, networkName) == nil {
 		return nil
 	}
@@ -313,7 +312,7 @@ func check(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	if err != nil {
 		return err
 	}
-	var att *store.Attachment
+	var att *network.Attachment
 	if c != nil {
 		att = attachmentOn(c, conf.Name)
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctnet/ctnet/network"
-	"github.com/ctnet/ctnet/store"
 )
 
 func (a *app) psCommand() *cobra.Command {
@@ -51,9 +50,9 @@ func (a *app) psCommand() *cobra.Command {
 	return cmd
 }
 
-func status(c *store.Container) string {
+func status(c *network.Container) string {
 	switch {
-	case c.State == store.StateExited:
+	case c.State == network.StateExited:
 		code := "?"
 		if c.ExitCode >= 0 {
 			code = fmt.Sprint(c.ExitCode)
@@ -64,7 +63,7 @@ func status(c *store.Container) string {
 		return fmt.Sprintf("Exited (%s) %s ago", code, human(time.Since(c.Finished)))
 	case c.Attached:
 		return "Attached " + human(time.Since(c.Created))
-	case c.State == store.StateCreated:
+	case c.State == network.StateCreated:
 		return "Created"
 	}
 	return "Up " + human(time.Since(c.Created))
@@ -82,12 +81,12 @@ func human(d time.Duration) string {
 	return fmt.Sprintf("%d days", int(d.Hours()/24))
 }
 
-func networksOf(c *store.Container) string {
-	if c.Mode != store.ModeBridge {
-		if c.Mode == store.ModeContainer {
+func networksOf(c *network.Container) string {
+	if c.Mode != network.ModeBridge {
+		if c.Mode == network.ModeContainer {
 			return "container:" + c.SharedWith[:12]
 		}
-		return c.Mode
+		return string(c.Mode)
 	}
 	var names []string
 	for _, at := range c.Attachments {
@@ -96,8 +95,8 @@ func networksOf(c *store.Container) string {
 	return strings.Join(names, ",")
 }
 
-func ipsOf(c *store.Container) string {
-	if c.State == store.StateExited {
+func ipsOf(c *network.Container) string {
+	if c.State == network.StateExited {
 		return ""
 	}
 	if c.UserNet != nil {
@@ -110,7 +109,7 @@ func ipsOf(c *store.Container) string {
 	return strings.Join(ips, ",")
 }
 
-func portsOf(ports []store.Port) string {
+func portsOf(ports []network.Port) string {
 	var out []string
 	for _, p := range ports {
 		out = append(out, portString(p))
@@ -118,7 +117,7 @@ func portsOf(ports []store.Port) string {
 	return strings.Join(out, ", ")
 }
 
-func portString(p store.Port) string {
+func portString(p network.Port) string {
 	host := "0.0.0.0"
 	if p.HostIP.IsValid() && !p.HostIP.IsUnspecified() {
 		host = p.HostIP.String()
@@ -126,7 +125,7 @@ func portString(p store.Port) string {
 	return fmt.Sprintf("%s:%d->%d/%s", host, p.HostPort, p.ContainerPort, p.Proto)
 }
 
-func command(c *store.Container) string {
+func command(c *network.Container) string {
 	if c.Attached {
 		return "(attached " + c.NetNS + ")"
 	}

@@ -12,12 +12,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctnet/ctnet/network"
-	"github.com/ctnet/ctnet/store"
 )
 
 // logPath is where a detached container's supervisor writes the command's stdout
 // and stderr; it lives in the container's runtime directory, so until rm.
-func logPath(c *store.Container) string { return filepath.Join(c.RuntimeDir, "log") }
+func logPath(c *network.Container) string { return filepath.Join(c.RuntimeDir, "log") }
 
 // followPoll is how often logs -f looks for more output. Polling a file the
 // supervisor appends to is simpler than inotify and costs nothing at this rate.

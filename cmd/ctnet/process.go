@@ -10,7 +10,6 @@ import (
 
 	"github.com/ctnet/ctnet/network"
 	"github.com/ctnet/ctnet/sandbox"
-	"github.com/ctnet/ctnet/store"
 	"github.com/ctnet/ctnet/usernet"
 )
 
@@ -26,9 +25,9 @@ type containerProcess interface {
 // startProcess starts the container's command in its namespaces: directly as root;
 // through the rootless sandbox (new user namespace, user-mode network) for an
 // unprivileged user; inside another rootless container through its helper.
-func startProcess(m *network.Manager, c *store.Container, io stdio) (containerProcess, error) {
+func startProcess(m *network.Manager, c *network.Container, io stdio) (containerProcess, error) {
 	switch {
-	case !m.Rootless() || c.Mode == store.ModeHost:
+	case !m.Rootless() || c.Mode == network.ModeHost:
 		spec, err := processSpec(m, c)
 		if err != nil {
 			return nil, err
@@ -39,7 +38,7 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 			return nil, err
 		}
 		return kernelProcess{cmd}, nil
-	case c.Mode == store.ModeContainer:
+	case c.Mode == network.ModeContainer:
 		owner, err := m.Container(c.SharedWith)
 		if err != nil {
 			return nil, err
@@ -48,10 +47,10 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 	}
 	spec := sandbox.RootlessSpec{
 		Argv: c.Command, Stdin: io.in, Stdout: io.out, Stderr: io.err,
-		Hostname: network.Hostname(c), RuntimeDir: c.RuntimeDir, Network: sandbox.RootlessNetworkNone,
+		Hostname: c.HostnameOrID(), RuntimeDir: c.RuntimeDir, Network: sandbox.RootlessNetworkNone,
 	}
 	spec.Files = bindFiles(c)
-	if c.Mode == store.ModeUserNet {
+	if c.Mode == network.ModeUserNet {
 		spec.Network = sandbox.RootlessNetworkUserNet
 		spec.UserNet = usernet.Config{MTU: uint32(c.UserNet.MTU), Subnet: c.UserNet.Subnet,
 			AllowHostLoopback: c.UserNet.AllowHostLoopback, Resolvers: c.UserNet.Resolvers, Logger: logger(io.err)}
@@ -70,13 +69,13 @@ func startProcess(m *network.Manager, c *store.Container, io stdio) (containerPr
 // /etc/resolv.conf, hosts and hostname, in a mount namespace without the host's
 // namespace pins. filesOf is the container whose files they are: its own, or in
 // container:NAME mode NAME's.
-func setMounts(m *network.Manager, filesOf *store.Container, spec *sandbox.Spec) {
+func setMounts(m *network.Manager, filesOf *network.Container, spec *sandbox.Spec) {
 	if files := bindFiles(filesOf); len(files) > 0 {
 		spec.Files, spec.DropPins = files, m.PinDirs()
 	}
 }
 
-func bindFiles(filesOf *store.Container) []sandbox.BindFile {
+func bindFiles(filesOf *network.Container) []sandbox.BindFile {
 	var binds []sandbox.BindFile
 	for _, f := range network.EtcFiles(filesOf) {
 		binds = append(binds, sandbox.BindFile(f))
@@ -86,12 +85,12 @@ func bindFiles(filesOf *store.Container) []sandbox.BindFile {
 
 // processSpec says which namespaces a root container's process enters, with the
 // files it sees.
-func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
+func processSpec(m *network.Manager, c *network.Container) (sandbox.Spec, error) {
 	var spec sandbox.Spec
 	switch c.Mode {
-	case store.ModeHost:
+	case network.ModeHost:
 		return spec, nil
-	case store.ModeContainer:
+	case network.ModeContainer:
 		spec.NetNS = c.NetNS
 		owner, err := m.Container(c.SharedWith)
 		if err != nil {
@@ -104,7 +103,7 @@ func processSpec(m *network.Manager, c *store.Container) (sandbox.Spec, error) {
 		return spec, nil
 	}
 	spec.NetNS = c.NetNS
-	spec.Hostname = network.Hostname(c)
+	spec.Hostname = c.HostnameOrID()
 	setMounts(m, c, &spec)
 	return spec, nil
 }

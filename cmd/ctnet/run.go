@@ -21,7 +21,6 @@ import (
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/network"
 	"github.com/ctnet/ctnet/sandbox"
-	"github.com/ctnet/ctnet/store"
 )
 
 // monitorArg is the hidden first argument of the process `run -d` leaves behind to
@@ -87,7 +86,7 @@ client's address.`,
 }
 
 func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
-	spec := network.ContainerSpec{Name: f.name, Network: f.network, IP: f.ip, Hostname: f.hostname,
+	spec := network.ContainerSpec{Name: f.name, Network: network.ParseMode(f.network), IP: f.ip, Hostname: f.hostname,
 		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet, DNS: f.dns, ExtraHosts: f.addHosts,
 		Aliases: f.aliases}
 	for _, p := range f.publish {
@@ -106,7 +105,7 @@ func (a *app) runForeground(spec network.ContainerSpec) error {
 		return &exitError{code: exitRunFailure, err: err}
 	}
 	defer m.Close()
-	spec.Supervisor = proc.Self()
+	spec.Supervisor = network.ProcessID(proc.Self())
 	c, err := m.Create(spec)
 	if err != nil {
 		return &exitError{code: exitRunFailure, err: err}
@@ -121,7 +120,7 @@ func (a *app) runForeground(spec network.ContainerSpec) error {
 
 // supervise starts the container's process, records it, waits for it, and releases
 // the container's network when it ends. started runs once the process is recorded.
-func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os.File, forwardSIGINT bool, started func()) (int, error) {
+func supervise(m *network.Manager, c *network.Container, stdin, stdout, stderr *os.File, forwardSIGINT bool, started func()) (int, error) {
 	// Signals arriving from now on are for the container: they are forwarded once it runs.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT)
@@ -156,7 +155,7 @@ func supervise(m *network.Manager, c *store.Container, stdin, stdout, stderr *os
 			id = proc.ID{PID: pid, BootID: proc.BootID()}
 		}
 	}
-	if err := m.Started(c.ID, id); err != nil {
+	if err := m.Started(c.ID, network.ProcessID(id)); err != nil {
 		p.signal(syscall.SIGKILL)
 		p.wait()
 		stopDNS()
@@ -282,7 +281,7 @@ func runMonitor() int {
 		return exitRunFailure
 	}
 	defer m.Close()
-	spec.Supervisor = proc.Self()
+	spec.Supervisor = network.ProcessID(proc.Self())
 	c, err := m.Create(spec)
 	if err != nil {
 		report("error %d %s", exitRunFailure, oneLine(err))
@@ -314,7 +313,7 @@ func runMonitor() int {
 	return code
 }
 
-func openLog(c *store.Container) (*os.File, error) {
+func openLog(c *network.Container) (*os.File, error) {
 	if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create runtime directory: %w", err)
 	}
@@ -343,7 +342,7 @@ nsenter --net does; ctnet exits with CMD's status.`,
 			if err != nil {
 				return &exitError{code: exitRunFailure, err: err}
 			}
-			if c.State == store.StateExited {
+			if c.State == network.StateExited {
 				return &exitError{code: exitRunFailure, err: fmt.Errorf("container %s is not running", c.Name)}
 			}
 			argv := args[1:]
@@ -353,15 +352,15 @@ nsenter --net does; ctnet exits with CMD's status.`,
 			if len(argv) == 0 {
 				return &exitError{code: exitRunFailure, err: usage("exec needs a command after the container name")}
 			}
-			if m.Rootless() && c.Mode != store.ModeHost {
+			if m.Rootless() && c.Mode != network.ModeHost {
 				return execRootless(m, c, argv)
 			}
 			spec := sandbox.Spec{Argv: argv, NetNS: c.NetNS, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-			if c.Process.Alive() && c.Mode != store.ModeHost {
+			if c.Process.Alive() && c.Mode != network.ModeHost {
 				spec.UTSNS = "/proc/" + strconv.Itoa(c.Process.PID) + "/ns/uts"
 			}
 			filesOf := c
-			if c.Mode == store.ModeContainer {
+			if c.Mode == network.ModeContainer {
 				if filesOf, err = m.Container(c.SharedWith); err != nil {
 					return &exitError{code: exitRunFailure, err: err}
 				}
@@ -392,9 +391,9 @@ nsenter --net does; ctnet exits with CMD's status.`,
 
 // execRootless runs argv in an unprivileged user's container through its helper,
 // which alone can enter the container's user namespace.
-func execRootless(m *network.Manager, c *store.Container, argv []string) error {
+func execRootless(m *network.Manager, c *network.Container, argv []string) error {
 	dir := c.RuntimeDir
-	if c.Mode == store.ModeContainer {
+	if c.Mode == network.ModeContainer {
 		owner, err := m.Container(c.SharedWith)
 		if err != nil {
 			return &exitError{code: exitRunFailure, err: err}

@@ -1,0 +1,248 @@
+package network
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/store"
+)
+
+// The types below are what the API shows of the store's records: copies, so that
+// the store's schema can change without changing the API, and so that a caller may
+// keep or change them freely. Their JSON form is the CLI's `--format json` output
+// (ps, inspect, port, network ls and inspect), which scripts read: its keys and
+// shapes stay as they are.
+
+// ModeKind is how a container gets its network, as Docker names the modes.
+type ModeKind string
+
+// Modes of a container.
+const (
+	ModeBridge    ModeKind = "bridge"    // own namespace, on ctnet networks
+	ModeHost      ModeKind = "host"      // the host's own namespace
+	ModeNone      ModeKind = "none"      // own namespace with loopback only
+	ModeContainer ModeKind = "container" // another container's namespace
+	ModeUserNet   ModeKind = "usernet"   // an unprivileged user's: own user and network namespace, user-mode stack
+)
+
+// Mode is where a container asks for its network. The zero Mode is the default: the
+// default network as root, the user-mode network for an unprivileged user. As text
+// (and in JSON) it is written in --network syntax, as ParseMode reads it.
+type Mode struct {
+	Kind ModeKind
+	// Network is the network of ModeBridge; empty is the default network.
+	Network string
+	// Container is the container (name or ID) whose namespace ModeContainer joins.
+	Container string
+}
+
+// OnNetwork is the mode of a container on the named ctnet network.
+func OnNetwork(name string) Mode { return Mode{Kind: ModeBridge, Network: name} }
+
+// ParseMode reads Docker's --network syntax: a network name, or "host", "none",
+// "usernet", "container:NAME"; empty is the default.
+func ParseMode(s string) Mode {
+	switch {
+	case s == "":
+		return Mode{}
+	case s == string(ModeHost), s == string(ModeNone), s == string(ModeUserNet):
+		return Mode{Kind: ModeKind(s)}
+	case strings.HasPrefix(s, "container:"):
+		return Mode{Kind: ModeContainer, Container: strings.TrimPrefix(s, "container:")}
+	}
+	return OnNetwork(s)
+}
+
+// String is the mode in --network syntax, as ParseMode reads it.
+func (m Mode) String() string {
+	switch m.Kind {
+	case ModeBridge:
+		return m.Network
+	case ModeContainer:
+		return "container:" + m.Container
+	}
+	return string(m.Kind)
+}
+
+// MarshalText writes the mode in --network syntax.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText reads the mode in --network syntax.
+func (m *Mode) UnmarshalText(text []byte) error {
+	*m = ParseMode(string(text))
+	return nil
+}
+
+// isNetworkless reports whether the mode gives a container no interface on a ctnet
+// network of its own.
+func (m Mode) isNetworkless() bool {
+	return m.Kind == ModeHost || m.Kind == ModeNone || m.Kind == ModeContainer
+}
+
+// Container states.
+const (
+	StateCreated = "created" // network made, process not started yet
+	StateRunning = "running" // process alive, or attached without a process
+	StateExited  = "exited"  // process gone; network released
+)
+
+// ProcessID identifies a process across PID reuse: its PID with its start time (in
+// clock ticks after boot) and the boot's ID. JSON: {"pid", "start_time", "boot_id"},
+// each omitted when zero.
+type ProcessID struct {
+	PID       int    `json:"pid,omitempty"`
+	StartTime uint64 `json:"start_time,omitempty"`
+	BootID    string `json:"boot_id,omitempty"`
+}
+
+// Valid reports whether the ID names a process at all.
+func (p ProcessID) Valid() bool { return p.PID > 0 }
+
+// Alive reports whether the process still runs (the same process, not one that got
+// its PID later).
+func (p ProcessID) Alive() bool { return proc.ID(p).Alive() }
+
+// Container is a container: its namespace, its interfaces on networks, its published
+// ports and its process. JSON keys, in this order: id, name, created, mode, netns
+// (omitted when empty), owns_netns, shared_with (the ID of the container whose
+// namespace it joined; omitted when empty), hostname, aliases, command (omitted when
+// empty), networks (the attachments, always a list), ports (always a list),
+// attached, detach, auto_remove, state, process, supervisor, exit_code, finished
+// (omitted when zero), runtime_dir, usernet (omitted when absent), embedded_dns and
+// resolvers (omitted when empty).
+type Container struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Mode    ModeKind  `json:"mode"`
+	// NetNS is the namespace's path: a mount under the root when OwnsNetNS, else a
+	// path something else made (an attached namespace).
+	NetNS     string `json:"netns,omitempty"`
+	OwnsNetNS bool   `json:"owns_netns"`
+	// SharedWith is the ID of the container whose namespace this one joined
+	// (ModeContainer).
+	SharedWith string `json:"shared_with,omitempty"`
+	Hostname   string `json:"hostname,omitempty"`
+	// Aliases are more names its networks' embedded DNS servers answer with its
+	// addresses.
+	Aliases     []string     `json:"aliases,omitempty"`
+	Command     []string     `json:"command,omitempty"`
+	Attachments []Attachment `json:"networks"`
+	Ports       []Port       `json:"ports"`
+	// Attached marks a namespace something else made: no process, alive until
+	// Remove.
+	Attached   bool      `json:"attached"`
+	Detach     bool      `json:"detach"`
+	AutoRemove bool      `json:"auto_remove"`
+	State      string    `json:"state"`
+	Process    ProcessID `json:"process"`
+	Supervisor ProcessID `json:"supervisor"`
+	// ExitCode is the process's status once exited; -1 when unknown.
+	ExitCode int       `json:"exit_code"`
+	Finished time.Time `json:"finished,omitzero"`
+	// RuntimeDir holds the container's runtime files: its log, its resolv.conf,
+	// hosts and hostname, an unprivileged user's control socket.
+	RuntimeDir string `json:"runtime_dir,omitempty"`
+	// UserNet is the user-mode network of an unprivileged user's container.
+	UserNet *UserNet `json:"usernet,omitempty"`
+	// EmbeddedDNS marks a container whose resolv.conf names its embedded DNS server,
+	// and Resolvers are where that server forwards the names that are not
+	// containers'.
+	EmbeddedDNS bool             `json:"embedded_dns,omitempty"`
+	Resolvers   []netip.AddrPort `json:"resolvers,omitempty"`
+}
+
+// HostnameOrID is the container's hostname: the one it was given, else its short ID,
+// as Docker's.
+func (c *Container) HostnameOrID() string { return hostname(c.Hostname, c.ID) }
+
+// UserNet is the user-mode network of an unprivileged user's container. JSON keys:
+// subnet, mtu, allow_host_loopback, resolvers (omitted when empty: the host's).
+type UserNet struct {
+	Subnet            netip.Prefix     `json:"subnet"`
+	MTU               int              `json:"mtu"`
+	AllowHostLoopback bool             `json:"allow_host_loopback"`
+	Resolvers         []netip.AddrPort `json:"resolvers,omitempty"`
+}
+
+// Attachment is a container's interface on one network. JSON keys: network,
+// network_id, interface, host_veth, ip, prefix_len, gateway, mac.
+type Attachment struct {
+	Network   string     `json:"network"`
+	NetworkID string     `json:"network_id"`
+	IfName    string     `json:"interface"`
+	HostVeth  string     `json:"host_veth"`
+	IP        netip.Addr `json:"ip"`
+	PrefixLen int        `json:"prefix_len"`
+	Gateway   netip.Addr `json:"gateway"`
+	MAC       string     `json:"mac"`
+}
+
+// Port is one published port: HostIP:HostPort/Proto forwarded to the container's
+// ContainerIP:ContainerPort; a published range is one Port per host port. An invalid
+// or unspecified HostIP is every address. JSON keys: host_ip, host_port,
+// container_port, proto, container_ip.
+type Port struct {
+	HostIP        netip.Addr `json:"host_ip"`
+	HostPort      uint16     `json:"host_port"`
+	ContainerPort uint16     `json:"container_port"`
+	Proto         string     `json:"proto"`
+	ContainerIP   netip.Addr `json:"container_ip"`
+}
+
+// Network is a network: everything its bridge and firewall entries are made from.
+// JSON keys: id, name, driver, bridge, subnet, gateway, mtu, internal, masquerade,
+// labels (omitted when empty), created.
+type Network struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Driver     string            `json:"driver"`
+	Bridge     string            `json:"bridge"`
+	Subnet     netip.Prefix      `json:"subnet"`
+	Gateway    netip.Addr        `json:"gateway"`
+	MTU        int               `json:"mtu"`
+	Internal   bool              `json:"internal"`
+	Masquerade bool              `json:"masquerade"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Created    time.Time         `json:"created"`
+}
+
+func containerView(c *store.Container) *Container {
+	v := &Container{
+		ID: c.ID, Name: c.Name, Created: c.Created, Mode: ModeKind(c.Mode), NetNS: c.NetNS, OwnsNetNS: c.OwnsNetNS,
+		SharedWith: c.SharedWith, Hostname: c.Hostname, Aliases: c.Aliases, Command: c.Command,
+		Ports:    portViews(c.Ports),
+		Attached: c.Attached, Detach: c.Detach, AutoRemove: c.AutoRemove, State: c.State,
+		Process: ProcessID(c.Process), Supervisor: ProcessID(c.Supervisor), ExitCode: c.ExitCode, Finished: c.Finished,
+		RuntimeDir: c.RuntimeDir, EmbeddedDNS: c.EmbeddedDNS, Resolvers: c.Resolvers,
+	}
+	if c.Attachments != nil {
+		v.Attachments = make([]Attachment, len(c.Attachments))
+		for i := range c.Attachments {
+			v.Attachments[i] = Attachment(c.Attachments[i])
+		}
+	}
+	if c.UserNet != nil {
+		un := UserNet(*c.UserNet)
+		v.UserNet = &un
+	}
+	return v
+}
+
+func portViews(ports []store.Port) []Port {
+	if ports == nil {
+		return nil
+	}
+	out := make([]Port, len(ports))
+	for i, p := range ports {
+		out[i] = Port(p)
+	}
+	return out
+}
+
+func networkView(n *store.Network) *Network {
+	v := Network(*n)
+	return &v
+}
