@@ -198,7 +198,7 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 		{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/24"},
 		{Name: "routed", Subnet: "10.92.0.0/24", Masquerade: &noMasquerade},
 	} {
-		if _, err := m.CreateNetwork(spec); err != nil {
+		if _, err := m.CreateNetwork(context.Background(), spec); err != nil {
 			return err
 		}
 	}
@@ -218,11 +218,11 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 		3: {Name: "routed", Network: network.OnNetwork("routed")},
 	} {
 		spec.NetNS = l.containerNSPath(i)
-		c, err := m.Create(spec)
+		c, err := m.Create(context.Background(), spec)
 		if err != nil {
 			return fmt.Errorf("create container %s: %w", spec.Name, err)
 		}
-		env.clean.add("container "+spec.Name, func() error { return m.Remove(spec.Name, false) })
+		env.clean.add("container "+spec.Name, func() error { return m.Remove(context.Background(), spec.Name, false) })
 		ips[i] = c.Attachments[0].IP
 		if threads[i], err = newNSThread(spec.NetNS); err != nil {
 			return err

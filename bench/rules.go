@@ -92,7 +92,7 @@ func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err
 		return nil, err
 	}
 	env.clean.add("ctnet manager", m.Close)
-	if _, err := m.CreateNetwork(network.NetworkSpec{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/16"}); err != nil {
+	if _, err := m.CreateNetwork(context.Background(), network.NetworkSpec{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/16"}); err != nil {
 		return nil, err
 	}
 	create := func(i int, publish string) (time.Duration, error) {
@@ -105,7 +105,7 @@ func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err
 			spec.Ports = []network.PortSpec{p}
 		}
 		t0 := time.Now()
-		_, err := m.Create(spec)
+		_, err := m.Create(context.Background(), spec)
 		return time.Since(t0), err
 	}
 	// probe times a container attach without ports and one with one port, in turns
@@ -119,7 +119,7 @@ func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err
 					return 0, 0, err
 				}
 				samples[k] = append(samples[k], ms(d))
-				if err := m.Remove(ctnetContainer(probeIndex), false); err != nil {
+				if err := m.Remove(context.Background(), ctnetContainer(probeIndex), false); err != nil {
 					return 0, 0, err
 				}
 			}

@@ -353,7 +353,7 @@ func (t *ctnetAPITool) prepare(ctx context.Context, r *setupRun) error {
 	}
 	r.lab.clean.add("ctnet manager", m.Close)
 	t.m = m
-	_, err = m.CreateNetwork(network.NetworkSpec{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/16"})
+	_, err = m.CreateNetwork(context.Background(), network.NetworkSpec{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/16"})
 	return err
 }
 
@@ -362,13 +362,13 @@ func (t *ctnetAPITool) add(ctx context.Context, w *nsThread, r *setupRun, i int)
 	if err != nil {
 		return err
 	}
-	_, err = t.m.Create(network.ContainerSpec{Name: ctnetContainer(i), Network: network.OnNetwork(ctnetNetwork),
+	_, err = t.m.Create(context.Background(), network.ContainerSpec{Name: ctnetContainer(i), Network: network.OnNetwork(ctnetNetwork),
 		NetNS: r.lab.containerNSPath(i), Ports: []network.PortSpec{port}})
 	return err
 }
 
 func (t *ctnetAPITool) del(ctx context.Context, w *nsThread, r *setupRun, i int) error {
-	return t.m.Remove(ctnetContainer(i), false)
+	return t.m.Remove(context.Background(), ctnetContainer(i), false)
 }
 
 func (*ctnetAPITool) netns(r *setupRun, i int) (string, error) { return ctnetNetNS(r, i) }

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -85,9 +86,9 @@ const defaultUserNetMTU = 65520
 // on the network with an address and a default route, and its published ports. The
 // container is "created" until Started records its process; an attached namespace is
 // "running" at once.
-func (m *Manager) Create(spec ContainerSpec) (*Container, error) {
+func (m *Manager) Create(ctx context.Context, spec ContainerSpec) (*Container, error) {
 	var c *store.Container
-	err := m.mutate(func(o *op) (err error) {
+	err := m.mutate(ctx, func(o *op) (err error) {
 		c, err = m.create(o, spec)
 		return err
 	})
@@ -617,8 +618,8 @@ func fwPorts(ports []store.Port) []firewall.Port {
 }
 
 // Started records the container's process, making it "running".
-func (m *Manager) Started(ref string, process ProcessID) error {
-	return m.mutate(func(o *op) error {
+func (m *Manager) Started(ctx context.Context, ref string, process ProcessID) error {
+	return m.mutate(ctx, func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if err != nil {
 			return notFound("container", ref, err)
@@ -630,8 +631,8 @@ func (m *Manager) Started(ref string, process ProcessID) error {
 
 // Exited releases the container's network after its process ended with exitCode;
 // with auto-remove the record goes too. It is idempotent.
-func (m *Manager) Exited(ref string, exitCode int) error {
-	return m.mutate(func(o *op) error {
+func (m *Manager) Exited(ctx context.Context, ref string, exitCode int) error {
+	return m.mutate(ctx, func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // removed meanwhile (rm -f)
@@ -727,9 +728,9 @@ func (m *Manager) deleteRecord(o *op, c *store.Container) error {
 
 // Remove removes containers. A running one is refused unless force, which kills it;
 // an attached namespace is detached and left to its owner.
-func (m *Manager) Remove(ref string, force bool) error {
+func (m *Manager) Remove(ctx context.Context, ref string, force bool) error {
 	var supervisor proc.ID
-	err := m.mutate(func(o *op) error {
+	err := m.mutate(ctx, func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if err != nil {
 			return notFound("container", ref, err)
@@ -740,7 +741,9 @@ func (m *Manager) Remove(ref string, force bool) error {
 	if err == nil && supervisor.Valid() && supervisor != self() {
 		// A killed container's supervisor still wakes up to release it (finding it
 		// gone); once rm returns nothing of the container may still work on the root.
-		supervisor.Wait(10 * time.Second)
+		if _, werr := waitExit(ctx, supervisor, 10*time.Second); werr != nil {
+			return werr
+		}
 	}
 	return err
 }
@@ -750,7 +753,7 @@ func (m *Manager) remove(o *op, c *store.Container, force bool) error {
 		if !force {
 			return tagged(ErrConflict, "container %s is running: stop it first, or use rm -f", c.Name)
 		}
-		if err := killAndWait(c); err != nil {
+		if err := killAndWait(o.ctx, c); err != nil {
 			return err
 		}
 	}
@@ -782,7 +785,7 @@ func (m *Manager) checkNoSharers(o *op, c *store.Container) error {
 	return nil
 }
 
-func killAndWait(c *store.Container) error {
+func killAndWait(ctx context.Context, c *store.Container) error {
 	target := c.Process
 	if !target.Valid() {
 		target = c.Supervisor
@@ -790,7 +793,9 @@ func killAndWait(c *store.Container) error {
 	if err := target.Signal(unix.SIGKILL); err != nil {
 		return err
 	}
-	if !target.Wait(10 * time.Second) {
+	if exited, err := waitExit(ctx, target, 10*time.Second); err != nil {
+		return err
+	} else if !exited {
 		return fmt.Errorf("kill container %s: process %d did not exit", c.Name, target.PID)
 	}
 	if c.OwnsNetNS {
@@ -801,8 +806,9 @@ func killAndWait(c *store.Container) error {
 
 // Stop sends SIGTERM to the container's process, SIGKILL after timeout, and waits
 // until its supervisor has released the network (or releases it itself if the
-// supervisor is gone).
-func (m *Manager) Stop(ref string, timeout time.Duration) error {
+// supervisor is gone). If ctx ends while it waits, the signals sent stay sent and
+// the network is left to the supervisor.
+func (m *Manager) Stop(ctx context.Context, ref string, timeout time.Duration) error {
 	var c *store.Container
 	err := m.view(func(tx *store.Tx) (err error) {
 		c, err = tx.Container(ref)
@@ -822,17 +828,25 @@ func (m *Manager) Stop(ref string, timeout time.Duration) error {
 		if err := target.Signal(unix.SIGTERM); err != nil {
 			return err
 		}
-		if !target.Wait(timeout) {
+		exited, err := waitExit(ctx, target, timeout)
+		if err != nil {
+			return err
+		}
+		if !exited {
 			if err := target.Signal(unix.SIGKILL); err != nil {
 				return err
 			}
-			target.Wait(10 * time.Second)
+			if _, err := waitExit(ctx, target, 10*time.Second); err != nil {
+				return err
+			}
 		}
 		// The supervisor releases the network when it sees the exit; give it the chance
 		// to record the real exit status.
-		c.Supervisor.Wait(5 * time.Second)
+		if _, err := waitExit(ctx, c.Supervisor, 5*time.Second); err != nil {
+			return err
+		}
 	}
-	return m.mutate(func(o *op) error {
+	return m.mutate(ctx, func(o *op) error {
 		c, err := o.tx.Container(c.ID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // auto-removed
@@ -915,14 +929,14 @@ func (m *Manager) container(ref string) (*store.Container, error) {
 
 // Connect attaches a running container to another network, as its next ethN unless
 // opts names the interface.
-func (m *Manager) Connect(network, ref string, opts ConnectOptions) (*Attachment, error) {
+func (m *Manager) Connect(ctx context.Context, network, ref string, opts ConnectOptions) (*Attachment, error) {
 	if opts.IfName != "" {
 		if err := checkIfName(opts.IfName); err != nil {
 			return nil, err
 		}
 	}
 	var att *store.Attachment
-	err := m.mutate(func(o *op) error {
+	err := m.mutate(ctx, func(o *op) error {
 		c, n, err := m.liveBridgeContainer(o, network, ref)
 		if err != nil {
 			return err
@@ -948,8 +962,8 @@ func (m *Manager) Connect(network, ref string, opts ConnectOptions) (*Attachment
 
 // Disconnect removes a container's interface on a network, with the ports published
 // on it.
-func (m *Manager) Disconnect(network, ref string) error {
-	return m.mutate(func(o *op) error {
+func (m *Manager) Disconnect(ctx context.Context, network, ref string) error {
+	return m.mutate(ctx, func(o *op) error {
 		c, n, err := m.liveBridgeContainer(o, network, ref)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -21,9 +22,9 @@ import (
 // elements, leases and ports that nothing owns are removed; bridges and firewall
 // entries the store describes but the kernel lacks are restored. It is safe at any
 // time: it runs under the same lock as every other change.
-func (m *Manager) GC() ([]string, error) {
+func (m *Manager) GC(ctx context.Context) ([]string, error) {
 	var report []string
-	err := m.mutate(func(o *op) (err error) {
+	err := m.mutate(ctx, func(o *op) (err error) {
 		report, err = m.reconcile(o, false)
 		return err
 	})

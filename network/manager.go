@@ -10,6 +10,7 @@
 package network
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -170,6 +172,7 @@ func (m *Manager) ensureDirs() error {
 
 // op is one change in progress: its store transaction and its undo stack.
 type op struct {
+	ctx   context.Context
 	tx    *store.Tx
 	undo  *undo
 	store *store.Store
@@ -237,8 +240,12 @@ func (o *op) closeAll() {
 }
 
 // mutate runs fn under the exclusive lock in one store transaction; if fn or the
-// commit fails, the undo runs and the transaction rolls back.
-func (m *Manager) mutate(fn func(o *op) error) error {
+// commit fails, the undo runs and the transaction rolls back. A change whose ctx
+// ends before the commit is undone the same way: it happens whole or not at all.
+func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := m.ensureDirs(); err != nil {
 		return err
 	}
@@ -247,14 +254,20 @@ func (m *Manager) mutate(fn func(o *op) error) error {
 		return err
 	}
 	defer s.Close()
-	o := &op{undo: &undo{}, store: s}
+	o := &op{ctx: ctx, undo: &undo{}, store: s}
 	defer o.closeAll()
 	err = s.Update(func(tx *store.Tx) error {
 		o.tx = tx
+		if err := ctx.Err(); err != nil {
+			return err // while waiting for the lock
+		}
 		if err := m.checkHost(o); err != nil {
 			return err
 		}
-		return fn(o)
+		if err := fn(o); err != nil {
+			return err
+		}
+		return ctx.Err()
 	})
 	if err != nil {
 		if uerr := o.undo.run(); uerr != nil {
@@ -319,6 +332,25 @@ func (e *inputError) Is(target error) bool { return target == ErrInvalid }
 
 func invalid(format string, args ...any) error {
 	return &inputError{msg: fmt.Sprintf(format, args...)}
+}
+
+// waitExit waits up to timeout for the process to end, and says whether it did; it
+// gives up when ctx ends.
+func waitExit(ctx context.Context, id proc.ID, timeout time.Duration) (exited bool, err error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		// In slices, so that a cancelled ctx is seen soon; an exit ends a slice at once.
+		slice := min(time.Until(deadline), 100*time.Millisecond)
+		if id.Wait(max(slice, 0)) {
+			return true, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+	}
 }
 
 // self is this process's identity, recorded as a container's supervisor.

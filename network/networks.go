@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -35,9 +36,9 @@ type NetworkSpec struct {
 }
 
 // CreateNetwork creates a network: its record, its bridge and its firewall entries.
-func (m *Manager) CreateNetwork(spec NetworkSpec) (*Network, error) {
+func (m *Manager) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network, error) {
 	var n *store.Network
-	err := m.mutate(func(o *op) (err error) {
+	err := m.mutate(ctx, func(o *op) (err error) {
 		n, err = m.createNetwork(o, spec)
 		return err
 	})
@@ -223,8 +224,8 @@ func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err er
 
 // RemoveNetwork removes networks. A network with running containers is refused unless
 // force, which disconnects them first.
-func (m *Manager) RemoveNetwork(name string, force bool) error {
-	return m.mutate(func(o *op) error {
+func (m *Manager) RemoveNetwork(ctx context.Context, name string, force bool) error {
+	return m.mutate(ctx, func(o *op) error {
 		n, err := o.tx.Network(name)
 		if err != nil {
 			return notFound("network", name, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -149,7 +150,7 @@ func ensureNetwork(m *network.Manager, conf *netConf) (*network.Network, error) 
 			}
 			return n, err
 		}
-		n, err := m.CreateNetwork(network.NetworkSpec{
+		n, err := m.CreateNetwork(context.Background(), network.NetworkSpec{
 			Name: conf.Name, Subnet: conf.Subnet, Gateway: conf.Gateway, Bridge: conf.Bridge,
 			MTU: conf.MTU, Internal: conf.Internal, Masquerade: conf.IPMasq,
 		})
@@ -216,7 +217,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	var att *network.Attachment
 	switch {
 	case c == nil:
-		c, err = m.Create(network.ContainerSpec{
+		c, err = m.Create(context.Background(), network.ContainerSpec{
 			Name: containerName(args.ContainerID), Network: network.OnNetwork(n.Name), NetNS: args.Netns, IfName: args.IfName, IP: ip, Ports: ports,
 		})
 		if err != nil {
@@ -237,7 +238,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 			return types.NewError(types.ErrInvalidNetworkConfig,
 				fmt.Sprintf("port mappings go with a container's first network: %s is on %s already", args.ContainerID, c.Attachments[0].Network), "")
 		}
-		if att, err = m.Connect(n.Name, c.Name, network.ConnectOptions{IP: ip, IfName: args.IfName}); err != nil {
+		if att, err = m.Connect(context.Background(), n.Name, c.Name, network.ConnectOptions{IP: ip, IfName: args.IfName}); err != nil {
 			return err
 		}
 	}
@@ -293,9 +294,9 @@ func release(m *network.Manager, c *network.Container, networkName string) error
 		return nil
 	}
 	if len(c.Attachments) == 1 {
-		return m.Remove(c.Name, false)
+		return m.Remove(context.Background(), c.Name, false)
 	}
-	return m.Disconnect(networkName, c.Name)
+	return m.Disconnect(context.Background(), networkName, c.Name)
 }
 
 // cmdCheck confirms that the attachment exists, in the store and in the kernel: the

@@ -148,7 +148,7 @@ func (a *app) stopCommand() *cobra.Command {
 			}
 			return a.withManager(func(m *network.Manager) error {
 				return eachName(a, args, func(name string) error {
-					return m.Stop(name, time.Duration(timeout)*time.Second)
+					return m.Stop(cmd.Context(), name, time.Duration(timeout)*time.Second)
 				})
 			})
 		},
@@ -181,7 +181,7 @@ func (a *app) rmCommand() *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withManager(func(m *network.Manager) error {
-				return eachName(a, args, func(name string) error { return m.Remove(name, force) })
+				return eachName(a, args, func(name string) error { return m.Remove(cmd.Context(), name, force) })
 			})
 		},
 	}
@@ -330,7 +330,7 @@ it again and leaves the namespace itself alone.`,
 			}
 			spec.NetNS, spec.IfName = netnsPath, ifName
 			return a.withRootManager("attach", func(m *network.Manager) error {
-				c, err := m.Create(spec)
+				c, err := m.Create(cmd.Context(), spec)
 				if err != nil {
 					return err
 				}

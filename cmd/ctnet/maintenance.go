@@ -18,7 +18,7 @@ that are missing. Prints one line per change, nothing when there was nothing to 
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withManager(func(m *network.Manager) error {
-				report, err := m.GC()
+				report, err := m.GC(cmd.Context())
 				out := terminalText(a.stdout)
 				for _, line := range report {
 					fmt.Fprintln(out, line)

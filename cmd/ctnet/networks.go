@@ -56,7 +56,7 @@ route or address of the host and no other network.`,
 				}
 			}
 			return a.withRootManager("network create", func(m *network.Manager) error {
-				n, err := m.CreateNetwork(spec)
+				n, err := m.CreateNetwork(cmd.Context(), spec)
 				if err != nil {
 					return err
 				}
@@ -188,7 +188,7 @@ func (a *app) networkRmCommand() *cobra.Command {
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withRootManager("network rm", func(m *network.Manager) error {
-				return eachName(a, args, func(name string) error { return m.RemoveNetwork(name, force) })
+				return eachName(a, args, func(name string) error { return m.RemoveNetwork(cmd.Context(), name, force) })
 			})
 		},
 	}
@@ -204,7 +204,7 @@ func (a *app) networkConnectCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withRootManager("network connect", func(m *network.Manager) error {
-				att, err := m.Connect(args[0], args[1], opts)
+				att, err := m.Connect(cmd.Context(), args[0], args[1], opts)
 				if err != nil {
 					return err
 				}
@@ -225,7 +225,7 @@ func (a *app) networkDisconnectCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withRootManager("network disconnect", func(m *network.Manager) error {
-				return m.Disconnect(args[0], args[1])
+				return m.Disconnect(cmd.Context(), args[0], args[1])
 			})
 		},
 	}

@@ -106,7 +106,7 @@ func (a *app) runForeground(spec network.ContainerSpec) error {
 	}
 	defer m.Close()
 	spec.Supervisor = network.ProcessID(proc.Self())
-	c, err := m.Create(spec)
+	c, err := m.Create(context.Background(), spec)
 	if err != nil {
 		return &exitError{code: exitRunFailure, err: err}
 	}
@@ -135,7 +135,7 @@ func supervise(m *network.Manager, c *network.Container, stdin, stdout, stderr *
 	// network is released: they hold the namespace.
 	stopDNS, err := m.ServeDNS(c)
 	if err != nil {
-		if rerr := m.Exited(c.ID, exitRunFailure); rerr != nil {
+		if rerr := m.Exited(context.Background(), c.ID, exitRunFailure); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return exitRunFailure, err
@@ -144,7 +144,7 @@ func supervise(m *network.Manager, c *network.Container, stdin, stdout, stderr *
 	if err != nil {
 		stopDNS()
 		code := startFailureCode(err)
-		if rerr := m.Exited(c.ID, code); rerr != nil {
+		if rerr := m.Exited(context.Background(), c.ID, code); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return code, err
@@ -155,11 +155,11 @@ func supervise(m *network.Manager, c *network.Container, stdin, stdout, stderr *
 			id = proc.ID{PID: pid, BootID: proc.BootID()}
 		}
 	}
-	if err := m.Started(c.ID, network.ProcessID(id)); err != nil {
+	if err := m.Started(context.Background(), c.ID, network.ProcessID(id)); err != nil {
 		p.signal(syscall.SIGKILL)
 		p.wait()
 		stopDNS()
-		m.Exited(c.ID, exitRunFailure)
+		m.Exited(context.Background(), c.ID, exitRunFailure)
 		return exitRunFailure, err
 	}
 	if started != nil {
@@ -183,7 +183,7 @@ func supervise(m *network.Manager, c *network.Container, stdin, stdout, stderr *
 	close(done)
 	stopDNS()
 	proc.KillInNetNS(nsIno) // what the command left behind ends with it
-	if err := m.Exited(c.ID, code); err != nil {
+	if err := m.Exited(context.Background(), c.ID, code); err != nil {
 		return code, errors.Join(werr, fmt.Errorf("release container %s: %w", c.Name, err))
 	}
 	return code, werr
@@ -282,21 +282,21 @@ func runMonitor() int {
 	}
 	defer m.Close()
 	spec.Supervisor = network.ProcessID(proc.Self())
-	c, err := m.Create(spec)
+	c, err := m.Create(context.Background(), spec)
 	if err != nil {
 		report("error %d %s", exitRunFailure, oneLine(err))
 		return exitRunFailure
 	}
 	logFile, err := openLog(c)
 	if err != nil {
-		m.Exited(c.ID, exitRunFailure)
+		m.Exited(context.Background(), c.ID, exitRunFailure)
 		report("error %d %s", exitRunFailure, oneLine(err))
 		return exitRunFailure
 	}
 	defer logFile.Close()
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
-		m.Exited(c.ID, exitRunFailure)
+		m.Exited(context.Background(), c.ID, exitRunFailure)
 		report("error %d %s", exitRunFailure, oneLine(err))
 		return exitRunFailure
 	}
