@@ -239,7 +239,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 		c.UserNet = un
 		for _, p := range spec.Ports {
 			if p.Proto == "sctp" {
-				return invalid("bad port %s: user-mode networks publish tcp and udp only", p)
+				return badField("Ports", p.String(), "user-mode networks publish tcp and udp only")
 			}
 		}
 		ports, err := m.allocatePorts(o, spec.Ports, UserNetGuest(un.Subnet), c.ID)
@@ -284,16 +284,16 @@ func parseUserNet(spec UserNetSpec, dns []netip.AddrPort) (*store.UserNet, error
 	if spec.CIDR != "" {
 		p, err := ipam.ParseSubnet(spec.CIDR)
 		if err != nil {
-			return nil, invalid("bad --cidr: %v", err)
+			return nil, &FieldError{Field: "UserNet.CIDR", Value: spec.CIDR, Err: err}
 		}
 		if p.Bits() > 24 {
-			return nil, invalid("bad --cidr %s: use a /24 or larger, for the gateway at .2, DNS at .3 and the container at .100", p)
+			return nil, badField("UserNet.CIDR", spec.CIDR, "use a /24 or larger, for the gateway at .2, DNS at .3 and the container at .100")
 		}
 		un.Subnet = p
 	}
 	for _, d := range dns {
 		if !d.Addr().Is4() {
-			return nil, invalid("bad --dns %s: the user-mode forwarder asks IPv4 resolvers", d.Addr())
+			return nil, badField("DNS", d.Addr().String(), "the user-mode forwarder asks IPv4 resolvers")
 		}
 		if d.Port() == 0 {
 			d = netip.AddrPortFrom(d.Addr(), 53)
@@ -302,7 +302,7 @@ func parseUserNet(spec UserNetSpec, dns []netip.AddrPort) (*store.UserNet, error
 	}
 	if spec.MTU != 0 {
 		if spec.MTU < 1280 || spec.MTU > 65520 {
-			return nil, invalid("bad --mtu %d: use a value from 1280 to 65520", spec.MTU)
+			return nil, badField("UserNet.MTU", strconv.Itoa(spec.MTU), "use a value from 1280 to 65520")
 		}
 		un.MTU = spec.MTU
 	}
@@ -352,16 +352,25 @@ func (m *Manager) checkNewName(o *op, c *store.Container) error {
 
 // checkHostname applies the kernel's and RFC 1123's rules to a hostname.
 func checkHostname(h string) error {
+	if err := hostnameRule(h); err != nil {
+		return &FieldError{Field: "Hostname", Value: h, Err: err}
+	}
+	return nil
+}
+
+// hostnameRule says why h cannot be a hostname, for the fields that take one:
+// the hostname, aliases, the names of extra hosts.
+func hostnameRule(h string) error {
 	if len(h) > 64 {
-		return invalid("bad --hostname %q: at most 64 characters", printable(h))
+		return errors.New("at most 64 characters")
 	}
 	for _, label := range strings.Split(h, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return invalid("bad --hostname %q: use dot-separated labels of letters, digits and '-'", printable(h))
+			return errors.New("use dot-separated labels of letters, digits and '-'")
 		}
 		for _, r := range label {
 			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-				return invalid("bad --hostname %q: use dot-separated labels of letters, digits and '-'", printable(h))
+				return errors.New("use dot-separated labels of letters, digits and '-'")
 			}
 		}
 	}
@@ -401,11 +410,11 @@ func (m *Manager) ownNetNS(o *op, c *store.Container) error {
 func (m *Manager) foreignNetNS(o *op, c *store.Container, path string) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return invalid("bad --netns %q: %v", printable(path), err)
+		return &FieldError{Field: "NetNS", Value: path, Err: err}
 	}
 	ns, err := netns.Open(abs)
 	if err != nil {
-		return invalid("bad --netns: %v", err)
+		return &FieldError{Field: "NetNS", Value: path, Err: err}
 	}
 	o.keep(ns)
 	if netns.Same(ns, m.host) {
@@ -506,15 +515,15 @@ func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, 
 		}
 		return ip, err
 	}
-	ip, err := ipam.ParseAddr("--ip", want)
+	ip, err := ipam.ParseAddr("address", want)
 	if err != nil {
-		return netip.Addr{}, invalid("%v", err)
+		return netip.Addr{}, &FieldError{Field: "IP", Value: want, Err: err}
 	}
-	if err := ipam.CheckAddr("--ip", n.Subnet, ip); err != nil {
-		return netip.Addr{}, invalid("bad --ip for network %s: %v", n.Name, err)
+	if err := ipam.CheckAddr("address", n.Subnet, ip); err != nil {
+		return netip.Addr{}, badField("IP", want, "on network %s: %w", n.Name, err)
 	}
 	if ip == n.Gateway {
-		return netip.Addr{}, invalid("bad --ip: %s is the gateway of network %s", ip, n.Name)
+		return netip.Addr{}, badField("IP", want, "it is the gateway of network %s", n.Name)
 	}
 	if owner := o.tx.LeaseOwner(n.ID, ip); owner != "" {
 		holder, err := o.tx.Container(owner)

@@ -96,7 +96,7 @@ func parseDNS(specs []string) ([]netip.AddrPort, error) {
 			err = fmt.Errorf("port 0")
 		}
 		if err != nil || ap.Addr().Zone() != "" {
-			return nil, invalid("bad --dns %q: want an IP address (unprivileged users may add :PORT)", printable(d))
+			return nil, badField("DNS", d, "want an IP address (unprivileged users may add :PORT)")
 		}
 		dns = append(dns, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
@@ -108,7 +108,7 @@ func resolvConfServers(dns []netip.AddrPort) ([]netip.Addr, error) {
 	var servers []netip.Addr
 	for _, d := range dns {
 		if d.Port() != 0 {
-			return nil, invalid("bad --dns %s: a resolv.conf takes an address without a port", d)
+			return nil, badField("DNS", d.String(), "a resolv.conf takes an address without a port")
 		}
 		servers = append(servers, d.Addr())
 	}
@@ -121,10 +121,10 @@ func parseExtraHosts(specs []string) ([]nameconf.Host, error) {
 		name, ip, ok := strings.Cut(h, ":")
 		a, err := netip.ParseAddr(ip)
 		if !ok || err != nil || a.Zone() != "" {
-			return nil, invalid("bad --add-host %q: want NAME:IP, e.g. db.internal:192.0.2.5", printable(h))
+			return nil, badField("ExtraHosts", h, "want NAME:IP, e.g. db.internal:192.0.2.5")
 		}
-		if err := checkHostname(name); err != nil {
-			return nil, invalid("bad --add-host %q: %v", printable(h), err)
+		if err := hostnameRule(name); err != nil {
+			return nil, &FieldError{Field: "ExtraHosts", Value: h, Err: err}
 		}
 		extra = append(extra, nameconf.Host{Name: name, Addr: a.Unmap()})
 	}

@@ -324,15 +324,8 @@ func tagged(sentinel error, format string, args ...any) error {
 	return &taggedError{msg: fmt.Sprintf(format, args...), sentinel: sentinel}
 }
 
-// inputError is bad input: its message says what to fix, and it matches ErrInvalid.
-type inputError struct{ msg string }
-
-func (e *inputError) Error() string        { return e.msg }
-func (e *inputError) Is(target error) bool { return target == ErrInvalid }
-
-func invalid(format string, args ...any) error {
-	return &inputError{msg: fmt.Sprintf(format, args...)}
-}
+// invalid is bad input that is no one field's: its message says what to fix.
+func invalid(format string, args ...any) error { return tagged(ErrInvalid, format, args...) }
 
 // waitExit waits up to timeout for the process to end, and says whether it did; it
 // gives up when ctx ends.

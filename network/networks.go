@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,7 +96,7 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 		n.Bridge = "ct-" + n.ID[:12]
 	}
 	if err := link.CheckName(n.Bridge); err != nil {
-		return nil, invalid("bad --bridge: %v", err)
+		return nil, &FieldError{Field: "Bridge", Value: n.Bridge, Err: err}
 	}
 	networks, err := tx.Networks()
 	if err != nil {
@@ -127,7 +128,7 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 		}
 	}
 	if n.MTU < 68 || n.MTU > 65535 {
-		return nil, invalid("bad --mtu %d: use a value from 68 to 65535", n.MTU)
+		return nil, badField("MTU", strconv.Itoa(n.MTU), "use a value from 68 to 65535")
 	}
 	return n, nil
 }
@@ -180,12 +181,12 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 	}
 	n.Gateway = ipam.FirstHost(n.Subnet)
 	if spec.Gateway != "" {
-		gw, err := ipam.ParseAddr("--gateway", spec.Gateway)
+		gw, err := ipam.ParseAddr("address", spec.Gateway)
 		if err != nil {
-			return invalid("%v", err)
+			return &FieldError{Field: "Gateway", Value: spec.Gateway, Err: err}
 		}
 		if err := ipam.CheckAddr("gateway", n.Subnet, gw); err != nil {
-			return invalid("bad --gateway: %v", err)
+			return &FieldError{Field: "Gateway", Value: spec.Gateway, Err: err}
 		}
 		n.Gateway = gw
 	}

@@ -49,7 +49,7 @@ func portRange(a, b uint16) string {
 // ParsePort parses one -p argument.
 func ParsePort(s string) (PortSpec, error) {
 	bad := func(why string) (PortSpec, error) {
-		return PortSpec{}, invalid("bad port %q: %s (use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp|/sctp], e.g. 8080:80)", printable(s), why)
+		return PortSpec{}, badField("Ports", s, "%s (use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp|/sctp], e.g. 8080:80)", why)
 	}
 	spec := PortSpec{Proto: "tcp"}
 	rest := s

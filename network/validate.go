@@ -96,7 +96,7 @@ func checkLabels(labels map[string]string) error {
 // ends before it starts would wrap around to 65536 ports.
 func (p PortSpec) check() error {
 	bad := func(why string) error {
-		return invalid("bad port %s: %s (use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp|/sctp], e.g. 8080:80)", printable(p.String()), why)
+		return badField("Ports", p.String(), "%s (use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp|/sctp], e.g. 8080:80)", why)
 	}
 	cLen, hostLen := int(p.CPEnd)-int(p.ContainerPort), int(p.HostPortEnd)-int(p.HostPort)
 	switch {
@@ -136,7 +136,7 @@ func checkSpec(spec ContainerSpec) error {
 	case "", ModeHost, ModeNone, ModeUserNet:
 	case ModeContainer:
 		if err := checkName("container", mode.Container); err != nil {
-			return invalid("bad --network %q: %v", printable(mode.String()), err)
+			return &FieldError{Field: "Network", Value: mode.String(), Err: err}
 		}
 	case ModeBridge:
 		if mode.Network != "" {
@@ -145,11 +145,11 @@ func checkSpec(spec ContainerSpec) error {
 			}
 		}
 	default:
-		return invalid("bad --network mode %q: use bridge, host, none, container or usernet", printable(string(mode.Kind)))
+		return badField("Network", string(mode.Kind), "use the mode bridge, host, none, container or usernet")
 	}
 	if spec.IP != "" {
-		if _, err := ipam.ParseAddr("--ip", spec.IP); err != nil {
-			return invalid("%v", err)
+		if _, err := ipam.ParseAddr("address", spec.IP); err != nil {
+			return &FieldError{Field: "IP", Value: spec.IP, Err: err}
 		}
 	}
 	if spec.IfName != "" {
@@ -161,7 +161,7 @@ func checkSpec(spec ContainerSpec) error {
 		}
 	}
 	if strings.ContainsRune(spec.NetNS, 0) {
-		return invalid("bad --netns %q: use the path of a network namespace file", printable(spec.NetNS))
+		return badField("NetNS", spec.NetNS, "use the path of a network namespace file")
 	}
 	for _, p := range spec.Ports {
 		if err := p.check(); err != nil {
@@ -191,10 +191,10 @@ func checkSpec(spec ContainerSpec) error {
 // not loopback's.
 func checkIfName(name string) error {
 	if err := link.CheckName(name); err != nil {
-		return invalid("bad --ifname: %v", err)
+		return &FieldError{Field: "IfName", Value: name, Err: err}
 	}
 	if name == "lo" {
-		return invalid("bad --ifname lo: that is the loopback interface; use another name, e.g. eth0")
+		return badField("IfName", name, "that is the loopback interface; use another name, e.g. eth0")
 	}
 	return nil
 }
@@ -206,8 +206,8 @@ func checkAliases(spec ContainerSpec) error {
 		return nil
 	}
 	for _, a := range spec.Aliases {
-		if err := checkHostname(a); err != nil {
-			return invalid("bad --network-alias %q: %v", printable(a), err)
+		if err := hostnameRule(a); err != nil {
+			return &FieldError{Field: "Aliases", Value: a, Err: err}
 		}
 	}
 	switch {

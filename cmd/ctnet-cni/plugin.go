@@ -78,7 +78,7 @@ func (c *netConf) portSpecs() ([]network.PortSpec, error) {
 		}
 		p, err := network.ParsePort(s)
 		if err != nil {
-			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("port mapping %s: %v", s, err), "")
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("port mapping %s: %s", s, confText(err)), "")
 		}
 		out = append(out, p)
 	}
@@ -137,7 +137,37 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 		return err
 	}
 	defer m.Close()
-	return fn(conf, m)
+	err = fn(conf, m)
+	var fe *network.FieldError
+	if errors.As(err, &fe) {
+		code := uint(types.ErrInvalidNetworkConfig)
+		if fe.Field == "NetNS" || fe.Field == "IfName" {
+			code = types.ErrInvalidEnvironmentVariables
+		}
+		return types.NewError(code, confText(err), "")
+	}
+	return err
+}
+
+// confTerm names the library's spec fields as the runtime gives them: keys of the
+// network configuration, or the plugin's environment.
+var confTerm = map[string]string{
+	"IP": "runtimeConfig.ips", "Ports": "runtimeConfig.portMappings", "NetNS": "CNI_NETNS", "IfName": "CNI_IFNAME",
+	"Subnet": "subnet", "Gateway": "gateway", "Bridge": "bridge", "MTU": "mtu", "Network": "name",
+}
+
+// confText is err's message with the spec field it names written in CNI's terms.
+func confText(err error) string {
+	var fe *network.FieldError
+	if !errors.As(err, &fe) {
+		return err.Error()
+	}
+	return strings.Replace(err.Error(), fe.Error(), fe.Render(func(field string) string {
+		if t, ok := confTerm[field]; ok {
+			return t
+		}
+		return field
+	}), 1)
 }
 
 // ensureNetwork returns the configuration's network, creating it on first use.

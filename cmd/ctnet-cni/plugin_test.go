@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -179,4 +181,15 @@ func FuzzNetConf(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The library names its spec's fields; a runtime's user knows the configuration's.
+func TestErrorsNameConfigurationKeys(t *testing.T) {
+	ip := &network.FieldError{Field: "IP", Value: "10.0.0.300", Err: errors.New("want an IPv4 address")}
+	if got, want := confText(fmt.Errorf("create: %w", ip)), `create: bad runtimeConfig.ips "10.0.0.300": want an IPv4 address`; got != want {
+		t.Errorf("confText = %q, want %q", got, want)
+	}
+	if got := confText(errors.New("plain")); got != "plain" {
+		t.Errorf("confText(plain) = %q", got)
+	}
 }

@@ -114,7 +114,7 @@ func version() string {
 // oneLine keeps an error to the single line users read first, with nothing in it a
 // terminal would obey (errors can quote names chosen inside a container).
 func oneLine(err error) string {
-	return printable(strings.ReplaceAll(err.Error(), "\n", "; "), "")
+	return printable(strings.ReplaceAll(inFlags(err), "\n", "; "), "")
 }
 
 func (a *app) rootCommand() *cobra.Command {
