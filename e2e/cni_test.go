@@ -246,6 +246,8 @@ func TestCNIPlugin(t *testing.T) {
 		{"VERSION", podnet, `"1.1.0"`},
 		{"ADD", confOf("podnet", "10.88.0.0/33", ""), `"code"`},
 		{"ADD", confOf("podnet", "10.99.0.0/24", ""), "exists with subnet 10.88.0.0/24"},
+		// The real reason, not "it exists and cannot be found" (issue 12).
+		{"ADD", confOf("uplinked", "203.0.113.0/24", ""), "overlaps the host's"},
 		{"ADD", `{"cniVersion": "1.1.0", "type": "ctnet"}`, "missing network name"},
 	} {
 		r := p.call(c.command, "pod-x", podA.Path, "eth0", c.conf)

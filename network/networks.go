@@ -330,6 +330,67 @@ func (m *Manager) ensureDefaultNetwork(o *op) (*store.Network, error) {
 	return m.createNetwork(o, NetworkSpec{Name: DefaultNetwork, Bridge: DefaultBridge})
 }
 
+// EnsureNetwork returns the network spec names when it exists and has what spec asks
+// for (fields left to choose match anything), or else creates it, in one change: two
+// callers ensuring one network both get it. A network of that name that differs is
+// refused with ErrConflict, naming the difference; failures to create it are
+// CreateNetwork's.
+func (m *Manager) EnsureNetwork(ctx context.Context, spec NetworkSpec) (*Network, error) {
+	var n *store.Network
+	err := m.mutate(ctx, func(o *op) error {
+		existing, err := o.tx.Network(spec.Name)
+		if err == nil {
+			n = existing
+			return checkSameNetwork(existing, spec)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		n, err = m.createNetwork(o, spec)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return networkView(n), nil
+}
+
+// checkSameNetwork refuses a network that differs from what spec asks for.
+func checkSameNetwork(n *store.Network, spec NetworkSpec) error {
+	differ := func(what string, have, want any) error {
+		return tagged(ErrConflict, "network %s exists with %s %v, not %v: remove it, or ask for what it has", n.Name, what, have, want)
+	}
+	switch {
+	case spec.Subnet != "" && n.Subnet.String() != spec.Subnet:
+		return differ("subnet", n.Subnet, spec.Subnet)
+	case spec.Gateway != "" && n.Gateway.String() != spec.Gateway:
+		return differ("gateway", n.Gateway, spec.Gateway)
+	case spec.Bridge != "" && n.Bridge != spec.Bridge:
+		return differ("bridge", n.Bridge, spec.Bridge)
+	case spec.MTU != 0 && n.MTU != spec.MTU:
+		return differ("MTU", n.MTU, spec.MTU)
+	case n.Internal != spec.Internal:
+		return differ("internal", n.Internal, spec.Internal)
+	case !spec.Internal && spec.Masquerade != nil && n.Masquerade != *spec.Masquerade:
+		return differ("masquerade", n.Masquerade, *spec.Masquerade)
+	}
+	return nil
+}
+
+// Network returns one network.
+func (m *Manager) Network(ref string) (*Network, error) {
+	var out *Network
+	err := m.view(func(tx *store.Tx) error {
+		n, err := tx.Network(ref)
+		if err != nil {
+			return notFound("network", ref, err)
+		}
+		out = networkView(n)
+		return nil
+	})
+	return out, err
+}
+
 // Networks lists every network, ordered by name.
 func (m *Manager) Networks() ([]*Network, error) {
 	var out []*Network

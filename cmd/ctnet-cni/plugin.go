@@ -172,37 +172,16 @@ func confText(err error) string {
 
 // ensureNetwork returns the configuration's network, creating it on first use.
 func ensureNetwork(m *network.Manager, conf *netConf) (*network.Network, error) {
-	for range 2 {
-		if n, err := findNetwork(m, conf.Name); err != nil || n != nil {
-			if n != nil && conf.Subnet != "" && n.Subnet.String() != conf.Subnet {
-				return nil, types.NewError(types.ErrInvalidNetworkConfig,
-					fmt.Sprintf("ctnet network %s exists with subnet %s, the configuration asks for %s: remove it or change the configuration", n.Name, n.Subnet, conf.Subnet), "")
-			}
-			return n, err
-		}
-		n, err := m.CreateNetwork(context.Background(), network.NetworkSpec{
-			Name: conf.Name, Subnet: conf.Subnet, Gateway: conf.Gateway, Bridge: conf.Bridge,
-			MTU: conf.MTU, Internal: conf.Internal, Masquerade: conf.IPMasq,
-		})
-		if !errors.Is(err, network.ErrConflict) {
-			return n, err
-		}
-		// Another ADD made it meanwhile (or the name clashes): look again.
+	n, err := m.EnsureNetwork(context.Background(), network.NetworkSpec{
+		Name: conf.Name, Subnet: conf.Subnet, Gateway: conf.Gateway, Bridge: conf.Bridge,
+		MTU: conf.MTU, Internal: conf.Internal, Masquerade: conf.IPMasq,
+	})
+	if errors.Is(err, network.ErrConflict) {
+		// It differs, its subnet overlaps another's or a host route, or another root
+		// owns this host: each says so.
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
-	return nil, fmt.Errorf("create network %s: it exists and cannot be found", conf.Name)
-}
-
-func findNetwork(m *network.Manager, name string) (*network.Network, error) {
-	networks, err := m.Networks()
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range networks {
-		if n.Name == name {
-			return n, nil
-		}
-	}
-	return nil, nil
+	return n, err
 }
 
 // findContainer returns the container standing for a CNI container ID, or nil.
