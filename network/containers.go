@@ -20,7 +20,7 @@ import (
 	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
-	"github.com/ctnet/ctnet/usernet"
+	"github.com/ctnet/ctnet/usernet/addrs"
 )
 
 // ContainerSpec describes a container to create.
@@ -76,9 +76,6 @@ type UserNetSpec struct {
 func (s UserNetSpec) isZero() bool {
 	return s.CIDR == "" && s.MTU == 0 && !s.AllowHostLoopback
 }
-
-// DefaultUserNetSubnet is the user-mode network's, slirp4netns' convention.
-var DefaultUserNetSubnet = usernet.DefaultSubnet
 
 const defaultUserNetMTU = 65520
 
@@ -226,7 +223,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 		return invalid("attach needs root: unprivileged users cannot connect namespaces to networks")
 	}
 	if spec.IP != "" {
-		return invalid("--ip needs a ctnet network, which only root has: a user-mode network gives every container %s", UserNetGuest(DefaultUserNetSubnet))
+		return invalid("--ip needs a ctnet network, which only root has: a user-mode network gives every container %s", UserNetGuest(addrs.DefaultSubnet()))
 	}
 	mode := spec.Network
 	switch {
@@ -280,7 +277,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 }
 
 func parseUserNet(spec UserNetSpec, dns []netip.AddrPort) (*store.UserNet, error) {
-	un := &store.UserNet{Subnet: DefaultUserNetSubnet, MTU: defaultUserNetMTU, AllowHostLoopback: spec.AllowHostLoopback}
+	un := &store.UserNet{Subnet: addrs.DefaultSubnet(), MTU: defaultUserNetMTU, AllowHostLoopback: spec.AllowHostLoopback}
 	if spec.CIDR != "" {
 		p, err := ipam.ParseSubnet(spec.CIDR)
 		if err != nil {
@@ -312,9 +309,9 @@ func parseUserNet(spec UserNetSpec, dns []netip.AddrPort) (*store.UserNet, error
 // userNetAddrs are the addresses the user-mode stack derives from a subnet: the
 // gateway, the DNS forwarder and the container's. p is checked when the container
 // is made, so deriving cannot fail.
-func userNetAddrs(p netip.Prefix) usernet.Config {
-	cfg, _ := usernet.Config{Subnet: p}.WithDefaults()
-	return cfg
+func userNetAddrs(p netip.Prefix) addrs.Addrs {
+	a, _ := addrs.Of(p)
+	return a
 }
 
 // UserNetGuest is the container's address in a user-mode subnet.

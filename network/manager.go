@@ -144,15 +144,6 @@ func (m *Manager) Rootless() bool { return m.rootless }
 // Close releases the host namespace's handles.
 func (m *Manager) Close() error { return m.host.Close() }
 
-// StateDir is where the database and lock live.
-func (m *Manager) StateDir() string { return m.stateDir }
-
-// RunDir is where namespace mounts and per-container runtime files live.
-func (m *Manager) RunDir() string { return m.runDir }
-
-// Host is the host namespace.
-func (m *Manager) Host() *netns.NS { return m.host }
-
 func (m *Manager) netnsDir() string { return filepath.Join(m.runDir, "netns") }
 
 // containerDir is named by the short ID: it holds a unix socket, whose path the kernel

@@ -32,6 +32,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/ctnet/ctnet/internal/nameconf"
+	"github.com/ctnet/ctnet/usernet/addrs"
 )
 
 // Defaults follow slirp4netns so that tools and habits carry over.
@@ -114,23 +115,19 @@ func (cfg Config) WithDefaults() (Config, error) {
 	if !cfg.Subnet.IsValid() {
 		cfg.Subnet = DefaultSubnet
 	}
-	cfg.Subnet = cfg.Subnet.Masked()
-	if !cfg.Subnet.Addr().Is4() || cfg.Subnet.Bits() > 25 {
-		return cfg, fmt.Errorf("%w: subnet %s must be IPv4 with room for .100 (at most /25)", ErrInvalidConfig, cfg.Subnet)
+	layout, err := addrs.Of(cfg.Subnet)
+	if err != nil {
+		return cfg, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	nth := func(n byte) netip.Addr {
-		a := cfg.Subnet.Addr().As4()
-		a[3] += n
-		return netip.AddrFrom4(a)
-	}
+	cfg.Subnet = layout.Subnet
 	if !cfg.Gateway.IsValid() {
-		cfg.Gateway = nth(2)
+		cfg.Gateway = layout.Gateway
 	}
 	if !cfg.DNS.IsValid() {
-		cfg.DNS = nth(3)
+		cfg.DNS = layout.DNS
 	}
 	if !cfg.Guest.IsValid() {
-		cfg.Guest = nth(100)
+		cfg.Guest = layout.Guest
 	}
 	for name, a := range map[string]netip.Addr{"gateway": cfg.Gateway, "dns": cfg.DNS, "guest": cfg.Guest} {
 		if !cfg.Subnet.Contains(a) {
