@@ -228,7 +228,7 @@ func TestSoakLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if _, err := m.CreateNetwork(network.NetworkSpec{Name: "soak", Subnet: "10.77.0.0/24"}); err != nil {
+	if _, err := m.CreateNetwork(t.Context(), network.NetworkSpec{Name: "soak", Subnet: "10.77.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}
 	port, err := network.ParsePort("9000:80")
@@ -236,14 +236,14 @@ func TestSoakLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 	cycle := func(i int) error {
-		c, err := m.Create(network.ContainerSpec{Name: fmt.Sprintf("lib%d", i), Network: "soak", Ports: []network.PortSpec{port}})
+		c, err := m.Create(t.Context(), network.ContainerSpec{Name: fmt.Sprintf("lib%d", i), Network: network.OnNetwork("soak"), Ports: []network.PortSpec{port}})
 		if err != nil {
 			return err
 		}
-		if err := m.Exited(c.ID, 0); err != nil {
+		if err := m.Exited(t.Context(), c.ID, 0); err != nil {
 			return err
 		}
-		return m.Remove(c.ID, false)
+		return m.Remove(t.Context(), c.ID, false)
 	}
 	for i := range 20 {
 		if err := cycle(i); err != nil {
@@ -282,7 +282,7 @@ func TestSoakLibrary(t *testing.T) {
 		t.Errorf("after %d cycles the sandbox holds %v, at the start %v", soakCycles, endCounts, startCounts)
 	}
 	e.checkConsistent(t)
-	if err := m.RemoveNetwork("soak", false); err != nil {
+	if err := m.RemoveNetwork(t.Context(), "soak", false); err != nil {
 		t.Fatal(err)
 	}
 }
