@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/ctnet/ctnet/internal/proc"
 )
 
 // monitorArg is the first argument of the supervisor `ctnet run -d` leaves running
@@ -25,26 +27,10 @@ type memoryResult struct {
 	PrivatePerKiB float64 `json:"private_per_container_kib"`
 }
 
-// processesOf lists the live processes whose executable is exe.
-func processesOf(exe string) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if target, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && target == exe {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // measureSupervisors sums smaps_rollup over the supervisors of the ctnet binary exe.
 func measureSupervisors(exe string) (memoryResult, error) {
 	var r memoryResult
-	for _, pid := range processesOf(exe) {
+	for _, pid := range proc.OfExecutable(exe) {
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if err != nil {
 			continue

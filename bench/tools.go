@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/network"
 )
 
@@ -392,9 +393,9 @@ func (ctnetRunTool) prepare(ctx context.Context, r *setupRun) error {
 // killing (by PID) those still there at the deadline.
 func awaitSupervisors(exe string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for len(processesOf(exe)) > 0 {
+	for len(proc.OfExecutable(exe)) > 0 {
 		if time.Now().After(deadline) {
-			left := processesOf(exe)
+			left := proc.OfExecutable(exe)
 			for _, pid := range left {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}

@@ -6,13 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/internal/proc"
 )
 
 var lookPath = exec.LookPath
@@ -363,23 +363,6 @@ func (e *env) netnsInode(name string) uint64 {
 	return st.Ino
 }
 
-// processesIn lists the processes in the namespace with inode ino.
-func processesIn(ino uint64) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, ent := range entries {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Stat("/proc/"+ent.Name()+"/ns/net", &st) == nil && st.Ino == ino && lab.ProcessExists(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // What a container's command leaves running in the background ends with the
 // container: when the command exits, on rm -f, and on rm after its supervisor died.
 func TestBackgroundProcessesEndWithContainer(t *testing.T) {
@@ -394,7 +377,7 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 			c := e.inspect(name)
 			syscall.Kill(c.Supervisor.PID, syscall.SIGKILL)
 			syscall.Kill(c.Process.PID, syscall.SIGKILL)
-			if !eventually(func() bool { return !lab.ProcessExists(c.Process.PID) }) {
+			if !eventually(func() bool { return !proc.Running(c.Process.PID) }) {
 				t.Fatalf("%s's process %d outlives SIGKILL", name, c.Process.PID)
 			}
 			e.must("rm", name)
@@ -402,7 +385,7 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 		{"command exits", func(name string) {
 			// The foreground sleep is killed from outside: an exec'd killer would itself
 			// be ended by the teardown it sets off.
-			for _, pid := range processesIn(e.netnsInode(name)) {
+			for _, pid := range proc.InNetNS(e.netnsInode(name)) {
 				if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(cmdline) == "sleep\x00601\x00" {
 					syscall.Kill(pid, syscall.SIGTERM)
 				}
@@ -417,13 +400,13 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 		name := fmt.Sprintf("bg%d", i)
 		e.runDetached("--name", name, "--", "sh", "-c", "sleep 600 & socat TCP-LISTEN:7000,fork SYSTEM:true & sleep 601")
 		ino := e.netnsInode(name)
-		if !eventually(func() bool { return len(processesIn(ino)) >= 4 }) {
-			t.Fatalf("%s: want its 4 processes running before it ends (sh, two sleeps, socat), got %v", c.name, processesIn(ino))
+		if !eventually(func() bool { return len(proc.InNetNS(ino)) >= 4 }) {
+			t.Fatalf("%s: want its 4 processes running before it ends (sh, two sleeps, socat), got %v", c.name, proc.InNetNS(ino))
 		}
 		c.end(name)
-		if !eventually(func() bool { return len(processesIn(ino)) == 0 }) {
-			t.Errorf("%s: processes left in the container's namespace: %v", c.name, processesIn(ino))
-			for _, pid := range processesIn(ino) {
+		if !eventually(func() bool { return len(proc.InNetNS(ino)) == 0 }) {
+			t.Errorf("%s: processes left in the container's namespace: %v", c.name, proc.InNetNS(ino))
+			for _, pid := range proc.InNetNS(ino) {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/internal/proc"
 )
 
 // crashCase is a command killed after each of its kernel changes in turn.
@@ -424,18 +425,18 @@ func TestCrashAtRandomMoments(t *testing.T) {
 		// process.
 		if c, ok := e.store().container("victim"); ok {
 			deadline := time.Now().Add(500 * time.Millisecond)
-			for c.Process.PID > 0 && lab.ProcessExists(c.Process.PID) && time.Now().Before(deadline) {
+			for c.Process.PID > 0 && proc.Running(c.Process.PID) && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			switch {
-			case c.Process.PID > 0 && !lab.ProcessExists(c.Process.PID):
+			case c.Process.PID > 0 && !proc.Running(c.Process.PID):
 				waitGone(t, c.Supervisor.PID)
-			case !lab.ProcessExists(c.Supervisor.PID):
+			case !proc.Running(c.Supervisor.PID):
 				// Its process may not even be recorded yet: wait until nothing runs in
 				// its namespace.
 				var st syscall.Stat_t
-				if syscall.Stat(c.NetNS, &st) == nil && !eventually(func() bool { return len(processesIn(st.Ino)) == 0 }) {
-					t.Fatalf("round %d: processes %v outlive their container's supervisor", i, processesIn(st.Ino))
+				if syscall.Stat(c.NetNS, &st) == nil && !eventually(func() bool { return len(proc.InNetNS(st.Ino)) == 0 }) {
+					t.Fatalf("round %d: processes %v outlive their container's supervisor", i, proc.InNetNS(st.Ino))
 				}
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/internal/proc"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
@@ -78,7 +79,7 @@ func newEnv(t *testing.T) *env {
 // parallel each see only their own.
 func processesOfRoot(bin, root string) []int {
 	var out []int
-	for _, pid := range lab.ProcessesOf(bin) {
+	for _, pid := range proc.OfExecutable(bin) {
 		dir := "/proc/" + strconv.Itoa(pid)
 		cmdline, _ := os.ReadFile(dir + "/cmdline")
 		environ, _ := os.ReadFile(dir + "/environ")

@@ -104,8 +104,8 @@ func TestGCRepairs(t *testing.T) {
 				e.runDetached("--name", "victim", "--network", "keep", "-p", "9090:80", "--", "sh", "-c", "sleep 600 & sleep 601 & wait")
 				c, _ := e.store().container("victim")
 				leftovers = e.netnsInode("victim")
-				if !eventually(func() bool { return len(processesIn(leftovers)) == 3 }) {
-					t.Fatalf("want 3 processes in the container, got %v", processesIn(leftovers))
+				if !eventually(func() bool { return len(proc.InNetNS(leftovers)) == 3 }) {
+					t.Fatalf("want 3 processes in the container, got %v", proc.InNetNS(leftovers))
 				}
 				e.killContainer("victim")
 				return []string{
@@ -124,8 +124,8 @@ func TestGCRepairs(t *testing.T) {
 				if c, ok := e.store().container("victim"); !ok || c.State != "exited" {
 					t.Errorf("the released container should stay listed as exited, got %+v (present %t)", c, ok)
 				}
-				if !eventually(func() bool { return len(processesIn(leftovers)) == 0 }) {
-					t.Errorf("processes left in the released container's namespace: %v", processesIn(leftovers))
+				if !eventually(func() bool { return len(proc.InNetNS(leftovers)) == 0 }) {
+					t.Errorf("processes left in the released container's namespace: %v", proc.InNetNS(leftovers))
 				}
 				e.must("rm", "victim")
 			},
@@ -364,7 +364,7 @@ func TestGCPIDReuse(t *testing.T) {
 	}
 	e.checkConsistent(t)
 	e.must("rm", "-f", "victim")
-	if !lab.ProcessExists(stranger.Process.Pid) {
+	if !proc.Running(stranger.Process.Pid) {
 		t.Errorf("gc or rm -f killed the process that reused the container's PID")
 	}
 	e.must("network", "rm", "bridge")

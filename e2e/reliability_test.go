@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/internal/proc"
 )
 
 // The reliability tests (gc, crashes, reboots, concurrency, soak) compare what the
@@ -611,7 +612,7 @@ func (e *env) killContainer(name string) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	if !eventually(func() bool { return !lab.ProcessExists(c.Supervisor.PID) && !lab.ProcessExists(c.Process.PID) }) {
+	if !eventually(func() bool { return !proc.Running(c.Supervisor.PID) && !proc.Running(c.Process.PID) }) {
 		e.t.Fatalf("container %s: processes %d and %d survive SIGKILL", name, c.Supervisor.PID, c.Process.PID)
 	}
 }
@@ -620,7 +621,7 @@ func (e *env) killContainer(name string) {
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for pid > 0 && lab.ProcessExists(pid) {
+	for pid > 0 && proc.Running(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("process %d does not end", pid)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/internal/proc"
 )
 
 // userEnv is a sandbox where ctnet runs as the unprivileged test user.
@@ -57,10 +58,10 @@ func newUserEnvIn(t *testing.T, host *lab.Sandbox) *userEnv {
 			u.ctnet(append([]string{"rm", "-f"}, strings.Fields(r.Stdout)...)...)
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for len(lab.ProcessesOf(bin)) > 0 && time.Now().Before(deadline) {
+		for len(proc.OfExecutable(bin)) > 0 && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		if pids := lab.ProcessesOf(bin); len(pids) > 0 {
+		if pids := proc.OfExecutable(bin); len(pids) > 0 {
 			t.Errorf("ctnet processes left running: %v", pids)
 		}
 		containers := filepath.Join(home, "run", "ctnet", "containers")
@@ -197,11 +198,11 @@ func TestRootlessPublishedPort(t *testing.T) {
 		t.Errorf("ps does not show the rootless container's port and address:\n%s", out)
 	}
 	pid := u.inspectPID("srv")
-	if !lab.ProcessExists(pid) {
+	if !proc.Running(pid) {
 		t.Fatalf("the running container's process %d does not exist", pid)
 	}
 	u.must("stop", "srv")
-	if lab.ProcessExists(pid) {
+	if proc.Running(pid) {
 		t.Errorf("the container's process %d survived stop", pid)
 	}
 	u.must("rm", "srv")

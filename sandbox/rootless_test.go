@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/usernet"
 )
 
@@ -63,7 +64,7 @@ type driverScenario struct {
 type driverEvent struct {
 	Event      string `json:"event"` // "ready" or "done"
 	PID        int    `json:"pid,omitempty"`
-	NetNS      string `json:"netns,omitempty"`
+	NetNS      uint64 `json:"netns,omitempty"` // its inode
 	ExecOutput string `json:"execOutput,omitempty"`
 	ExecCode   int    `json:"execCode,omitempty"`
 	ExitCode   int    `json:"exitCode"`
@@ -125,7 +126,7 @@ func runRootlessTestDriver(stdin io.Reader, stdout io.Writer) int {
 		return 0
 	}
 	ready := driverEvent{Event: "ready", PID: c.PID()}
-	ready.NetNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/net", c.PID()))
+	ready.NetNS = proc.NetNSInode(fmt.Sprintf("/proc/%d/ns/net", c.PID()))
 	if len(sc.Exec) > 0 {
 		r, w, _ := os.Pipe()
 		var execOut bytes.Buffer
@@ -252,16 +253,16 @@ func (r *rootlessRun) finish() driverEvent {
 	if done.LeftFiles != "" {
 		r.t.Errorf("runtime directory not empty after Wait: %s", done.LeftFiles)
 	}
-	if done.PID != 0 && lab.ProcessExists(done.PID) {
+	if done.PID != 0 && proc.Running(done.PID) {
 		r.t.Errorf("container process %d still exists", done.PID)
 	}
-	if done.NetNS != "" {
+	if done.NetNS != 0 {
 		deadline := time.Now().Add(5 * time.Second)
-		for lab.NamespaceInUse(done.NetNS) && time.Now().Before(deadline) {
+		for proc.NetNSInUse(done.NetNS) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		if lab.NamespaceInUse(done.NetNS) {
-			r.t.Errorf("container network namespace %s still in use", done.NetNS)
+		if proc.NetNSInUse(done.NetNS) {
+			r.t.Errorf("container network namespace net:[%d] still in use", done.NetNS)
 		}
 	}
 	return done

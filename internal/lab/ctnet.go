@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -401,22 +400,6 @@ func RandomName(prefix string) string {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return prefix + hex.EncodeToString(b)
-}
-
-// ProcessesOf returns the PIDs of processes running the given executable.
-func ProcessesOf(exe string) []int {
-	var out []int
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		if l, err := os.Readlink("/proc/" + p.Name() + "/exe"); err == nil && l == exe && ProcessExists(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
 }
 
 // AwaitDyingVeths waits until no ctnet veth in the sandbox is dying: one whose

@@ -327,29 +327,3 @@ func (s *Sandbox) AsUser(uid, gid int, env ...string) []string {
 		"--init-groups", "--reset-env", "env", "PATH=/usr/local/bin:/usr/bin:/bin")
 	return append(args, env...)
 }
-
-// NamespaceInUse reports whether any process is still in the network
-// namespace link names ("net:[inode]", as /proc/PID/ns/net reads).
-func NamespaceInUse(link string) bool {
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		if _, err := strconv.Atoi(p.Name()); err != nil {
-			continue
-		}
-		if l, err := os.Readlink("/proc/" + p.Name() + "/ns/net"); err == nil && l == link {
-			return true
-		}
-	}
-	return false
-}
-
-// ProcessExists reports whether pid is alive (and not a zombie).
-func ProcessExists(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
-}

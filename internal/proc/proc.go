@@ -192,31 +192,60 @@ func NetNSInUse(ino uint64) bool {
 	return len(livePIDsInNetNS(ino)) > 0
 }
 
-// livePIDsInNetNS lists the processes other than the caller in the network
-// namespace whose inode is ino, leaving out zombies: they are dead already, and
-// their parents reap them.
-func livePIDsInNetNS(ino uint64) []int {
+// InNetNS lists the live processes in the network namespace whose inode is ino.
+func InNetNS(ino uint64) []int {
 	if ino == 0 {
 		return nil
 	}
+	return Find(func(pid int) bool { return NetNSInode("/proc/"+strconv.Itoa(pid)+"/ns/net") == ino })
+}
+
+// livePIDsInNetNS is InNetNS without the caller, which must not kill itself.
+func livePIDsInNetNS(ino uint64) []int {
+	self := os.Getpid()
+	var others []int
+	for _, pid := range InNetNS(ino) {
+		if pid != self {
+			others = append(others, pid)
+		}
+	}
+	return others
+}
+
+// Running reports whether pid is a running process: it exists and is not a zombie.
+func Running(pid int) bool {
+	_, err := startTime(pid)
+	return err == nil
+}
+
+// Find walks /proc and returns the running processes for which match is true.
+// Zombies are left out, whatever match says: a zombie has already released its
+// namespaces and memory, cannot be signalled, and its parent reaps it, so no
+// caller (killing what is left in a namespace, waiting for one to empty, counting
+// a binary's processes) has anything to do with one. match runs first; a process
+// that exits meanwhile reads as gone.
+func Find(match func(pid int) bool) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	self := os.Getpid()
 	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
+		if err != nil || !match(pid) {
 			continue
 		}
-		var st unix.Stat_t
-		if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) != nil || st.Ino != ino {
-			continue
-		}
-		if _, err := startTime(pid); err == nil {
+		if Running(pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// OfExecutable lists the running processes whose executable is the file at path.
+func OfExecutable(path string) []int {
+	return Find(func(pid int) bool {
+		exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+		return err == nil && exe == path
+	})
 }
