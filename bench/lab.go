@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/netns"
 )
 
 // The lab's addresses: the sandbox host's uplink and the "wan" namespace behind it
@@ -81,26 +82,20 @@ type nsThread struct {
 
 func newNSThread(path string) (*nsThread, error) {
 	t := &nsThread{path: path, jobs: make(chan func())}
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: when the goroutine ends, the runtime ends the thread with it
-		// instead of handing a thread in a foreign namespace to other goroutines.
-		runtime.LockOSThread()
-		f, err := os.Open(path)
-		if err == nil {
-			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-			f.Close()
-		}
-		errc <- err
+	entered := make(chan error, 1)
+	go netns.OnThread(func(th *netns.Thread) error {
+		err := th.Enter(path, unix.CLONE_NEWNET)
+		entered <- err
 		if err != nil {
-			return
+			return err
 		}
 		for job := range t.jobs {
 			job()
 		}
-	}()
-	if err := <-errc; err != nil {
-		return nil, fmt.Errorf("enter namespace %s: %w", path, err)
+		return nil
+	})
+	if err := <-entered; err != nil {
+		return nil, err
 	}
 	return t, nil
 }

@@ -1,7 +1,8 @@
 // Package netns creates, opens and removes network namespaces and gives each one a
 // netlink handle and an nftables connection bound to it at the socket.
 //
-// It is the only package that switches an OS thread into another namespace (Do), so
+// It is the only package that locks an OS thread and switches it into another
+// namespace (Do, and OnThread for the sandbox's and the tests' other namespaces), so
 // the rules for doing that safely live in one place: the switching goroutine is fresh,
 // its thread is locked for the whole switch, and a thread that cannot be switched back
 // stays locked so the Go runtime discards it instead of reusing it in a foreign
@@ -91,9 +92,9 @@ func New(path string) (*NS, error) {
 		return nil, fmt.Errorf("create network namespace %s: %w", path, err)
 	}
 	f.Close()
-	err = onFreshThread(func(orig int) error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("unshare: %w", err)
+	err = OnThread(func(t *Thread) error {
+		if err := t.Unshare(unix.CLONE_NEWNET); err != nil {
+			return err
 		}
 		return unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
 	})
@@ -213,8 +214,8 @@ func (n *NS) Do(fn func() error) error {
 	if n.isProcessNS() {
 		return fn()
 	}
-	return onFreshThread(func(int) error {
-		if err := unix.Setns(n.Fd(), unix.CLONE_NEWNET); err != nil {
+	return OnThread(func(t *Thread) error {
+		if err := t.enter(n.Fd(), unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("enter network namespace %s: %w", n.path, err)
 		}
 		return fn()
@@ -235,30 +236,125 @@ func (n *NS) isProcessNS() bool {
 	return err == nil && id != 0 && id == processNS
 }
 
-// onFreshThread runs fn on a new goroutine whose thread is locked, passing a
-// descriptor of the thread's original namespace, and switches the thread back
-// afterwards. If switching back fails the thread stays locked and dies with the
-// goroutine.
-func onFreshThread(fn func(orig int) error) error {
+// Thread is the locked OS thread OnThread lends to a function, which moves it
+// between namespaces only through its methods, so that OnThread knows how to put
+// it back.
+type Thread struct {
+	left    []leftNS // the namespaces the thread left, first left first
+	discard bool
+}
+
+type leftNS struct {
+	f    *os.File
+	kind int
+}
+
+// nsNames are the namespace kinds a Thread can leave and return to, as
+// /proc/thread-self/ns names them. A mount namespace cannot be returned to (setns
+// refuses it in a multithreaded process), so a thread that leaves it is discarded.
+var nsNames = map[int]string{unix.CLONE_NEWNET: "net", unix.CLONE_NEWUTS: "uts"}
+
+// OnThread runs fn on a new goroutine whose OS thread is locked for fn's whole run.
+// Afterwards the thread goes back into every namespace it left and is unlocked;
+// if it cannot go back, or it left its mount namespace, it stays locked and the Go
+// runtime ends it with the goroutine instead of reusing a thread that lives in
+// another namespace. (Discarding alone would not do for the main thread, which the
+// runtime keeps: then the whole process would read as being in that namespace.
+// Hence a fresh goroutine, never the caller's.)
+func OnThread(fn func(t *Thread) error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
+		t := &Thread{}
+		err := fn(t)
+		if rerr := t.goBack(); rerr != nil {
+			errc <- errors.Join(err, rerr)
+			return
+		}
+		if !t.discard {
 			runtime.UnlockOSThread()
-			errc <- err
-			return
 		}
-		defer orig.Close()
-		ferr := fn(int(orig.Fd()))
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore thread network namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
+		errc <- err
 	}()
 	return <-errc
+}
+
+// Enter moves the thread into the namespace at path, of kind unix.CLONE_NEWNET or
+// unix.CLONE_NEWUTS.
+func (t *Thread) Enter(path string, kind int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := t.enter(int(f.Fd()), kind); err != nil {
+		return fmt.Errorf("enter namespace %s: %w", path, err)
+	}
+	return nil
+}
+
+func (t *Thread) enter(fd, kind int) error {
+	if err := t.leave(kind); err != nil {
+		return err
+	}
+	return unix.Setns(fd, kind)
+}
+
+// Unshare gives the thread a new namespace of kind: unix.CLONE_NEWNET,
+// unix.CLONE_NEWUTS, or unix.CLONE_NEWNS, after which the thread is discarded.
+func (t *Thread) Unshare(kind int) error {
+	if kind == unix.CLONE_NEWNS {
+		// From here on the thread has a root and working directory of its own too.
+		t.discard = true
+	} else if err := t.leave(kind); err != nil {
+		return err
+	}
+	if err := unix.Unshare(kind); err != nil {
+		return fmt.Errorf("unshare %s namespace: %w", nsName(kind), err)
+	}
+	return nil
+}
+
+// leave remembers the thread's namespace of kind, unless it left one of that kind
+// already: going back means going back to the first.
+func (t *Thread) leave(kind int) error {
+	name, ok := nsNames[kind]
+	if !ok {
+		return fmt.Errorf("cannot leave and return to namespace kind %#x", kind)
+	}
+	for _, l := range t.left {
+		if l.kind == kind {
+			return nil
+		}
+	}
+	f, err := os.Open("/proc/thread-self/ns/" + name)
+	if err != nil {
+		return fmt.Errorf("open the thread's %s namespace: %w", name, err)
+	}
+	t.left = append(t.left, leftNS{f, kind})
+	return nil
+}
+
+// goBack puts the thread back into the namespaces it left; if one fails, the
+// thread is discarded.
+func (t *Thread) goBack() error {
+	var errs []error
+	for _, l := range t.left {
+		if err := unix.Setns(int(l.f.Fd()), l.kind); err != nil {
+			t.discard = true
+			errs = append(errs, fmt.Errorf("restore thread %s namespace: %w", nsName(l.kind), err))
+		}
+		l.f.Close()
+	}
+	t.left = nil
+	return errors.Join(errs...)
+}
+
+func nsName(kind int) string {
+	if kind == unix.CLONE_NEWNS {
+		return "mount"
+	}
+	return nsNames[kind]
 }
 
 // Netlink returns the namespace's rtnetlink handle, created inside it on first use.

@@ -48,8 +48,8 @@ func TestPinDir(t *testing.T) {
 	if err := os.WriteFile(old, nil, 0o400); err != nil {
 		t.Fatal(err)
 	}
-	if err := onFreshThread(func(int) error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+	if err := OnThread(func(th *Thread) error {
+		if err := th.Unshare(unix.CLONE_NEWNET); err != nil {
 			return err
 		}
 		return unix.Mount("/proc/thread-self/ns/net", old, "none", unix.MS_BIND, "")
@@ -91,5 +91,70 @@ func TestPinDir(t *testing.T) {
 	remove("second")
 	if m := mountsUnder(dir); len(m) > 0 {
 		t.Errorf("mounts left after the last pin was removed: %v", m)
+	}
+}
+
+// threadsElsewhere lists the process's threads whose network or UTS namespace is
+// not the process's.
+func threadsElsewhere(t *testing.T) []string {
+	t.Helper()
+	want := map[string]string{}
+	for _, kind := range []string{"net", "uts"} {
+		want[kind], _ = os.Readlink("/proc/self/ns/" + kind)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, task := range tasks {
+		for kind, ns := range want {
+			if got, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/" + kind); err == nil && got != ns {
+				out = append(out, task.Name()+" in "+got)
+			}
+		}
+	}
+	return out
+}
+
+// A thread OnThread lent goes back into the namespaces it left (or is ended with
+// its goroutine), so no thread of the process stays in a container's namespaces.
+func TestOnThreadPutsThreadsBack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it makes namespaces")
+	}
+	dir := t.TempDir()
+	ns, err := New(filepath.Join(dir, "ns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Remove(ns.Path())
+	defer ns.Close()
+	for i := range 20 {
+		err := OnThread(func(th *Thread) error {
+			if err := th.Enter(ns.Path(), unix.CLONE_NEWNET); err != nil {
+				return err
+			}
+			if err := th.Unshare(unix.CLONE_NEWUTS); err != nil {
+				return err
+			}
+			if err := unix.Sethostname([]byte("elsewhere")); err != nil {
+				return err
+			}
+			// The positive control: while lent, the thread is seen elsewhere.
+			if len(threadsElsewhere(t)) == 0 {
+				t.Error("the lent thread's namespaces are not seen as another's")
+			}
+			if i%2 == 0 {
+				return th.Unshare(unix.CLONE_NEWNS)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := threadsElsewhere(t); len(left) > 0 {
+		t.Errorf("threads left in other namespaces: %v", left)
 	}
 }

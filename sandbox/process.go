@@ -7,10 +7,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/netns"
 )
 
 // Spec describes the process to start.
@@ -34,11 +35,10 @@ type Spec struct {
 // BindFile covers Target with Source in a container's mount namespace.
 type BindFile struct{ Source, Target string }
 
-// Start starts the process in its namespaces. They are entered on a locked thread,
-// which returns to its own namespaces afterwards; if it cannot, it stays locked, so
-// the Go runtime discards it instead of reusing a thread that lives in a container's
-// namespaces. (Discarding alone is not enough: when the thread is the main one, the
-// runtime keeps it, and the whole process then reads as being in the container.)
+// Start starts the process in its namespaces, entered on a thread that netns.OnThread
+// lends: it goes back to its own namespaces afterwards, or, when it made a mount
+// namespace (which has its own root and working directory too) or cannot go back, it
+// is discarded instead of reused.
 func Start(spec Spec) (*exec.Cmd, error) {
 	if len(spec.Argv) == 0 {
 		return nil, errors.New("start process: no command given")
@@ -50,49 +50,36 @@ func Start(spec Spec) (*exec.Cmd, error) {
 	if cmd.Err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.Argv[0], cmd.Err)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restore, err := saveNamespaces(spec.NetNS != "", spec.Hostname != "" || spec.UTSNS != "")
-		if err != nil {
-			errc <- err
-			return
-		}
-		err = enterAndStart(spec, cmd)
-		// A thread that made a mount namespace has its own root and working directory
-		// too, so it never goes back to the pool even if its other namespaces could.
-		if restore() && len(spec.Files) == 0 {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	err := netns.OnThread(func(t *netns.Thread) error { return enterAndStart(t, spec, cmd) })
+	if err != nil && cmd.Process == nil {
 		return nil, err
 	}
+	// Started: a thread that could not go back to its namespaces has been discarded,
+	// which is all that failure calls for.
 	return cmd, nil
 }
 
-func enterAndStart(spec Spec, cmd *exec.Cmd) error {
+func enterAndStart(t *netns.Thread, spec Spec, cmd *exec.Cmd) error {
 	if spec.NetNS != "" {
-		if err := setns(spec.NetNS, unix.CLONE_NEWNET); err != nil {
+		if err := t.Enter(spec.NetNS, unix.CLONE_NEWNET); err != nil {
 			return err
 		}
 	}
 	switch {
 	case spec.Hostname != "":
-		if err := unix.Unshare(unix.CLONE_NEWUTS); err != nil {
-			return fmt.Errorf("create UTS namespace: %w", err)
+		if err := t.Unshare(unix.CLONE_NEWUTS); err != nil {
+			return err
 		}
 		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 			return fmt.Errorf("set hostname: %w", err)
 		}
 	case spec.UTSNS != "":
-		if err := setns(spec.UTSNS, unix.CLONE_NEWUTS); err != nil {
+		if err := t.Enter(spec.UTSNS, unix.CLONE_NEWUTS); err != nil {
 			return err
 		}
 	}
 	if len(spec.Files) > 0 {
-		if err := bindFiles(spec.Files, spec.DropPins); err != nil {
+		if err := bindFiles(t, spec.Files, spec.DropPins); err != nil {
 			return err
 		}
 	}
@@ -107,9 +94,9 @@ func enterAndStart(spec Spec, cmd *exec.Cmd) error {
 // files cover host paths, without the copies of the host's namespace pins under the
 // directories dropPins. The namespace is the host's slave: mounts made on the host
 // later still appear in it, and nothing mounted in it leaks out.
-func bindFiles(files []BindFile, dropPins []string) error {
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("create mount namespace: %w", err)
+func bindFiles(t *netns.Thread, files []BindFile, dropPins []string) error {
+	if err := t.Unshare(unix.CLONE_NEWNS); err != nil {
+		return err
 	}
 	if err := mountFiles(files); err != nil {
 		return err
@@ -136,54 +123,6 @@ func mountFiles(files []BindFile) error {
 		if err := unix.Mount(f.Source, f.Target, "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("mount %s over %s: %w", f.Source, f.Target, err)
 		}
-	}
-	return nil
-}
-
-// saveNamespaces opens the calling thread's network and UTS namespaces, those it is
-// about to leave, and returns a function that puts the thread back into them and
-// reports whether it could.
-func saveNamespaces(net, uts bool) (restore func() bool, err error) {
-	type saved struct {
-		f    *os.File
-		kind int
-	}
-	var all []saved
-	for _, ns := range []struct {
-		leave bool
-		name  string
-		kind  int
-	}{{net, "net", unix.CLONE_NEWNET}, {uts, "uts", unix.CLONE_NEWUTS}} {
-		if !ns.leave {
-			continue
-		}
-		f, err := os.Open("/proc/thread-self/ns/" + ns.name)
-		if err != nil {
-			for _, s := range all {
-				s.f.Close()
-			}
-			return nil, fmt.Errorf("open the thread's %s namespace: %w", ns.name, err)
-		}
-		all = append(all, saved{f, ns.kind})
-	}
-	return func() bool {
-		ok := true
-		for _, s := range all {
-			ok = ok && unix.Setns(int(s.f.Fd()), s.kind) == nil
-			s.f.Close()
-		}
-		return ok
-	}, nil
-}
-
-func setns(path string, kind int) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("open namespace %s: %w", path, err)
-	}
-	defer f.Close()
-	if err := unix.Setns(int(f.Fd()), kind); err != nil {
-		return fmt.Errorf("enter namespace %s: %w", path, err)
 	}
 	return nil
 }

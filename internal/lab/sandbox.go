@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/netns"
 )
 
 // TestUserName is the unprivileged user rootless tests run as.
@@ -120,26 +122,14 @@ func (s *Sandbox) Sysctl(t testing.TB, key, value string) {
 	s.MustRun(t, "sysctl", "-q", "-w", key+"="+value)
 }
 
-// inNamespace runs fn on a thread switched into the sandbox; the thread is
-// discarded afterwards rather than returned to the scheduler.
+// inNamespace runs fn on a thread switched into the sandbox (netns.Do).
 func (s *Sandbox) inNamespace(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the goroutine's end ends the thread.
-		f, err := os.Open(s.Path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	ns, err := netns.Open(s.Path)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	return ns.Do(fn)
 }
 
 // ListenTCP returns a listener bound inside the sandbox, closed at cleanup.
