@@ -168,14 +168,14 @@ func serveTargets(env *benchEnv, t *nsThread, bind string) error {
 	if err != nil {
 		return err
 	}
-	env.clean.add("ping-pong listener", ln.Close)
+	env.clean.Push("ping-pong listener", ln.Close)
 	go servePingPong(ln)
 	return nil
 }
 
 func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err error) {
-	mark := env.clean.mark()
-	defer func() { err = errors.Join(err, env.clean.runAbove(mark)) }()
+	mark := env.clean.Mark()
+	defer func() { err = errors.Join(err, env.clean.UnwindTo(mark)) }()
 	l, err := newLab(ctx, env.clean)
 	if err != nil {
 		return err
@@ -184,7 +184,7 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 	if err != nil {
 		return err
 	}
-	env.clean.add("data-path directory", func() error { return os.RemoveAll(root) })
+	env.clean.Push("data-path directory", func() error { return os.RemoveAll(root) })
 	if err := l.addContainerNamespaces(ctx, 3); err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 	if err != nil {
 		return err
 	}
-	env.clean.add("ctnet manager", m.Close)
+	env.clean.Push("ctnet manager", m.Close)
 	noMasquerade := false
 	for _, spec := range []network.NetworkSpec{
 		{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/24"},
@@ -222,12 +222,12 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 		if err != nil {
 			return fmt.Errorf("create container %s: %w", spec.Name, err)
 		}
-		env.clean.add("container "+spec.Name, func() error { return m.Remove(context.Background(), spec.Name, false) })
+		env.clean.Push("container "+spec.Name, func() error { return m.Remove(context.Background(), spec.Name, false) })
 		ips[i] = c.Attachments[0].IP
 		if threads[i], err = newNSThread(spec.NetNS); err != nil {
 			return err
 		}
-		env.clean.add("container thread", func() error { threads[i].close(); return nil })
+		env.clean.Push("container thread", func() error { threads[i].close(); return nil })
 	}
 	if _, err := l.wan.run(ctx, nil, nil, "ip", "route", "add", "10.92.0.0/24", "via", hostUplinkIP); err != nil {
 		return err
@@ -283,11 +283,11 @@ func rawVethPair(ctx context.Context, env *benchEnv, l *lab) (a, b *nsThread, er
 	if a, err = newNSThread(paths[0]); err != nil {
 		return nil, nil, err
 	}
-	env.clean.add("raw veth thread", func() error { a.close(); return nil })
+	env.clean.Push("raw veth thread", func() error { a.close(); return nil })
 	if b, err = newNSThread(paths[1]); err != nil {
 		return nil, nil, err
 	}
-	env.clean.add("raw veth thread", func() error { b.close(); return nil })
+	env.clean.Push("raw veth thread", func() error { b.close(); return nil })
 	if err := a.runAll(ctx, [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", paths[1]},

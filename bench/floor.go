@@ -33,7 +33,7 @@ func (t *netlinkFloorTool) prepare(ctx context.Context, r *setupRun) error {
 	if t.host, err = netlink.NewHandleAt(ns); err != nil {
 		return err
 	}
-	r.lab.clean.add("netlink handle", func() error { t.host.Close(); return nil })
+	r.lab.clean.Push("netlink handle", func() error { t.host.Close(); return nil })
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "flbr0"}}
 	if err := t.host.LinkAdd(br); err != nil {
 		return fmt.Errorf("create bridge: %w", err)

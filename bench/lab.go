@@ -5,19 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/internal/undo"
 	"github.com/ctnet/ctnet/netns"
 )
 
@@ -27,49 +26,6 @@ const (
 	hostUplinkIP = "203.0.113.1"
 	wanIP        = "203.0.113.2"
 )
-
-// cleanups is the LIFO stack of everything the harness made; it runs on normal
-// exit, on error and on SIGINT/SIGTERM, so nothing is left behind.
-type cleanups struct {
-	mu    sync.Mutex
-	steps []cleanupStep
-}
-
-type cleanupStep struct {
-	what string
-	fn   func() error
-}
-
-func (c *cleanups) add(what string, fn func() error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.steps = append(c.steps, cleanupStep{what, fn})
-}
-
-// mark returns the current depth, for runAbove.
-func (c *cleanups) mark() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.steps)
-}
-
-// runAbove undoes, newest first, the steps added since mark.
-func (c *cleanups) runAbove(mark int) error {
-	var errs []error
-	for {
-		c.mu.Lock()
-		if len(c.steps) <= mark {
-			c.mu.Unlock()
-			return errors.Join(errs...)
-		}
-		step := c.steps[len(c.steps)-1]
-		c.steps = c.steps[:len(c.steps)-1]
-		c.mu.Unlock()
-		if err := step.fn(); err != nil {
-			errs = append(errs, fmt.Errorf("clean up %s: %w", step.what, err))
-		}
-	}
-}
 
 // nsThread is an OS thread parked in one network namespace. Processes started from
 // it are born in that namespace (the kernel copies the forking thread's namespaces),
@@ -185,7 +141,7 @@ type lab struct {
 	hostPath  string
 	wanPath   string
 	host, wan *nsThread
-	clean     *cleanups
+	clean     *undo.Stack
 }
 
 func randomHex(n int) string {
@@ -196,11 +152,11 @@ func randomHex(n int) string {
 
 // addNetNS makes a named namespace (as `ip netns add` does, which the peers' scripts
 // use too) and registers its removal.
-func addNetNS(ctx context.Context, clean *cleanups, name string) (string, error) {
+func addNetNS(ctx context.Context, clean *undo.Stack, name string) (string, error) {
 	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
 	}
-	clean.add("namespace "+name, func() error { return delNetNS(name) })
+	clean.Push("namespace "+name, func() error { return delNetNS(name) })
 	return "/run/netns/" + name, nil
 }
 
@@ -211,7 +167,7 @@ func delNetNS(name string) error {
 	return nil
 }
 
-func newLab(ctx context.Context, clean *cleanups) (*lab, error) {
+func newLab(ctx context.Context, clean *undo.Stack) (*lab, error) {
 	l := &lab{id: randomHex(4), clean: clean}
 	var err error
 	if l.hostPath, err = addNetNS(ctx, clean, "ctb-"+l.id); err != nil {
@@ -223,11 +179,11 @@ func newLab(ctx context.Context, clean *cleanups) (*lab, error) {
 	if l.host, err = newNSThread(l.hostPath); err != nil {
 		return nil, err
 	}
-	clean.add("host namespace thread", func() error { l.host.close(); return nil })
+	clean.Push("host namespace thread", func() error { l.host.close(); return nil })
 	if l.wan, err = newNSThread(l.wanPath); err != nil {
 		return nil, err
 	}
-	clean.add("wan namespace thread", func() error { l.wan.close(); return nil })
+	clean.Push("wan namespace thread", func() error { l.wan.close(); return nil })
 	// The uplink is made from the host side with its peer born in the wan namespace.
 	err = l.host.runAll(ctx, [][]string{
 		{"ip", "link", "set", "lo", "up"},
@@ -270,7 +226,7 @@ func (l *lab) addContainerNamespaces(ctx context.Context, n int) error {
 
 // background starts a long-running process inside a namespace and registers that
 // it be killed (by its PID) and reaped.
-func background(clean *cleanups, t *nsThread, argv ...string) (*exec.Cmd, error) {
+func background(clean *undo.Stack, t *nsThread, argv ...string) (*exec.Cmd, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
@@ -278,7 +234,7 @@ func background(clean *cleanups, t *nsThread, argv ...string) (*exec.Cmd, error)
 	if err := t.start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", strings.Join(argv, " "), err)
 	}
-	clean.add("process "+argv[0], func() error {
+	clean.Push("process "+argv[0], func() error {
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil

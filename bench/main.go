@@ -28,11 +28,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ctnet/ctnet/internal/undo"
 )
 
 // benchEnv is what every section shares.
 type benchEnv struct {
-	clean    *cleanups
+	clean    *undo.Stack
 	tmp      string // world-searchable scratch directory
 	ctnet    string // ctnet binary built from this repository
 	ctnetCNI string // its CNI plugin, built likewise
@@ -125,7 +127,7 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 	if missing := missingPackages(); len(missing) > 0 {
 		return fmt.Errorf("missing Debian packages: apt-get install %s", strings.Join(missing, " "))
 	}
-	env := &benchEnv{clean: &cleanups{}, cfg: fullConfig()}
+	env := &benchEnv{clean: &undo.Stack{}, cfg: fullConfig()}
 	if quick {
 		env.cfg = quickConfig()
 	}
@@ -143,14 +145,14 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 		env.cfg.Tools = strings.Split(tools, ",")
 	}
 	defer func() {
-		if cerr := env.clean.runAbove(0); cerr != nil {
+		if cerr := env.clean.UnwindTo(0); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 	}()
 	if env.tmp, err = os.MkdirTemp("", "ctnet-bench-"); err != nil {
 		return err
 	}
-	env.clean.add("scratch directory", func() error { return os.RemoveAll(env.tmp) })
+	env.clean.Push("scratch directory", func() error { return os.RemoveAll(env.tmp) })
 	if err := os.Chmod(env.tmp, 0o755); err != nil {
 		return err
 	}
@@ -162,7 +164,7 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 	}
 	// Supervisors outlive the CLI by design; whatever a failed or interrupted run
 	// leaves is killed by PID: only processes of this run's own ctnet binary.
-	env.clean.add("ctnet supervisors", func() error { return awaitSupervisors(env.ctnet, 5*time.Second) })
+	env.clean.Push("ctnet supervisors", func() error { return awaitSupervisors(env.ctnet, 5*time.Second) })
 	if env.self, err = copySelf(env.tmp); err != nil {
 		return err
 	}

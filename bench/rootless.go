@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/internal/undo"
 )
 
 // The rootless workload, as sandbox/rootless_bench_test.go and the peers' script run
@@ -76,7 +78,7 @@ func appendLine(path, line string) error {
 // rule would; this machine has no udev) and restores the original mode at cleanup.
 // It holds a lock, so that two benchmark runs never restore the mode under each
 // other. (The tests leave the device alone: they bind a node of their own over it.)
-func allowTUN(ctx context.Context, clean *cleanups) error {
+func allowTUN(ctx context.Context, clean *undo.Stack) error {
 	lock, err := os.OpenFile("/run/ctnet-test-tun.lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
@@ -89,7 +91,7 @@ func allowTUN(ctx context.Context, clean *cleanups) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	clean.add("/dev/net/tun lock", lock.Close)
+	clean.Push("/dev/net/tun lock", lock.Close)
 	st, err := os.Stat("/dev/net/tun")
 	if err != nil {
 		return err
@@ -98,7 +100,7 @@ func allowTUN(ctx context.Context, clean *cleanups) error {
 	if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
 		return err
 	}
-	clean.add("/dev/net/tun mode", func() error { return os.Chmod("/dev/net/tun", mode) })
+	clean.Push("/dev/net/tun mode", func() error { return os.Chmod("/dev/net/tun", mode) })
 	return nil
 }
 
@@ -111,8 +113,8 @@ type rootlessLab struct {
 }
 
 func runRootlessSection(ctx context.Context, env *benchEnv, res *results) (err error) {
-	mark := env.clean.mark()
-	defer func() { err = errors.Join(err, env.clean.runAbove(mark)) }()
+	mark := env.clean.Mark()
+	defer func() { err = errors.Join(err, env.clean.UnwindTo(mark)) }()
 	uid, gid, err := rootlessUserIDs(ctx)
 	if err != nil {
 		return err
@@ -129,7 +131,7 @@ func runRootlessSection(ctx context.Context, env *benchEnv, res *results) (err e
 	if rl.dir, err = os.MkdirTemp(env.tmp, "rootless-"); err != nil {
 		return err
 	}
-	env.clean.add("rootless directory", func() error { return os.RemoveAll(rl.dir) })
+	env.clean.Push("rootless directory", func() error { return os.RemoveAll(rl.dir) })
 	if err := os.Chown(rl.dir, uid, gid); err != nil {
 		return err
 	}
@@ -140,7 +142,7 @@ func runRootlessSection(ctx context.Context, env *benchEnv, res *results) (err e
 	if err != nil {
 		return err
 	}
-	env.clean.add("ping-pong listener", ln.Close)
+	env.clean.Push("ping-pong listener", ln.Close)
 	go servePingPong(ln)
 	if err := waitListening(ctx, l.host, "127.0.0.1:"+strconv.Itoa(hostIperfPort)); err != nil {
 		return err
@@ -267,8 +269,8 @@ func serveInside(rl *rootlessLab, inside []string) error {
 
 func rootlessSlirp(ctx context.Context, rl *rootlessLab) ([]pathResult, error) {
 	const publishedIperf, publishedPingPong = 5411, 5412
-	mark := rl.env.clean.mark()
-	defer rl.env.clean.runAbove(mark)
+	mark := rl.env.clean.Mark()
+	defer rl.env.clean.UnwindTo(mark)
 	pid, inside, err := userNamespace(ctx, rl)
 	if err != nil {
 		return nil, err
@@ -316,8 +318,8 @@ func slirpHostForward(api string, hostPort, guestPort int) error {
 
 func rootlessPasta(ctx context.Context, rl *rootlessLab) ([]pathResult, error) {
 	const publishedIperf, publishedPingPong = 5421, 5422
-	mark := rl.env.clean.mark()
-	defer rl.env.clean.runAbove(mark)
+	mark := rl.env.clean.Mark()
+	defer rl.env.clean.UnwindTo(mark)
 	pid, inside, err := userNamespace(ctx, rl)
 	if err != nil {
 		return nil, err

@@ -71,8 +71,8 @@ func logRuleStep(s ruleStep) {
 // with a host port range each) through the Go API, and before each batch times a
 // probe container with and without one port.
 func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err error) {
-	mark := env.clean.mark()
-	defer func() { err = errors.Join(err, env.clean.runAbove(mark)) }()
+	mark := env.clean.Mark()
+	defer func() { err = errors.Join(err, env.clean.UnwindTo(mark)) }()
 	l, err := newLab(ctx, env.clean)
 	if err != nil {
 		return nil, err
@@ -81,7 +81,7 @@ func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err
 	if err != nil {
 		return nil, err
 	}
-	env.clean.add("rules directory", func() error { return os.RemoveAll(root) })
+	env.clean.Push("rules directory", func() error { return os.RemoveAll(root) })
 	batches := env.cfg.Ports / env.cfg.PortStep
 	probeIndex := batches + 1
 	if err := l.addContainerNamespaces(ctx, probeIndex); err != nil {
@@ -91,7 +91,7 @@ func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err
 	if err != nil {
 		return nil, err
 	}
-	env.clean.add("ctnet manager", m.Close)
+	env.clean.Push("ctnet manager", m.Close)
 	if _, err := m.CreateNetwork(context.Background(), network.NetworkSpec{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/16"}); err != nil {
 		return nil, err
 	}
@@ -184,8 +184,8 @@ func nftRuleCounts(listing []byte) map[string]int {
 // manualRuleScaling publishes the same ports the reference article's way: a DNAT
 // rule pair per port (PREROUTING and OUTPUT), batches through iptables-restore.
 func manualRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err error) {
-	mark := env.clean.mark()
-	defer func() { err = errors.Join(err, env.clean.runAbove(mark)) }()
+	mark := env.clean.Mark()
+	defer func() { err = errors.Join(err, env.clean.UnwindTo(mark)) }()
 	l, err := newLab(ctx, env.clean)
 	if err != nil {
 		return nil, err

@@ -113,9 +113,9 @@ func runSetup(ctx context.Context, env *benchEnv, tool setupTool, n, clients, cy
 	if _, ok := tool.(unchecked); ok {
 		res.Check = "n/a"
 	}
-	mark := env.clean.mark()
+	mark := env.clean.Mark()
 	defer func() {
-		if cerr := env.clean.runAbove(mark); cerr != nil {
+		if cerr := env.clean.UnwindTo(mark); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 	}()
@@ -127,7 +127,7 @@ func runSetup(ctx context.Context, env *benchEnv, tool setupTool, n, clients, cy
 	if err != nil {
 		return res, err
 	}
-	env.clean.add("run directory", func() error { return os.RemoveAll(dir) })
+	env.clean.Push("run directory", func() error { return os.RemoveAll(dir) })
 	r := &setupRun{lab: l, dir: dir, n: n, ctnet: env.ctnet, ctnetCNI: env.ctnetCNI}
 	if _, own := tool.(makesOwnNamespace); !own {
 		if err := l.addContainerNamespaces(ctx, n); err != nil {

@@ -352,7 +352,7 @@ func (t *ctnetAPITool) prepare(ctx context.Context, r *setupRun) error {
 	if err != nil {
 		return err
 	}
-	r.lab.clean.add("ctnet manager", m.Close)
+	r.lab.clean.Push("ctnet manager", m.Close)
 	t.m = m
 	_, err = m.CreateNetwork(context.Background(), network.NetworkSpec{Name: ctnetNetwork, Subnet: ctnetPrefix + ".0.0/16"})
 	return err
@@ -385,7 +385,7 @@ func (ctnetRunTool) makesOwnNamespace() {}
 func (ctnetRunTool) prepare(ctx context.Context, r *setupRun) error {
 	// A supervisor writes to the root until it exits (it records the exit): the root
 	// is removed only once none is left.
-	r.lab.clean.add("ctnet supervisors", func() error { return awaitSupervisors(r.ctnet, 10*time.Second) })
+	r.lab.clean.Push("ctnet supervisors", func() error { return awaitSupervisors(r.ctnet, 10*time.Second) })
 	return prepareCtnetNetwork(ctx, r)
 }
 

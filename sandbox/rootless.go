@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/internal/undo"
 	"github.com/ctnet/ctnet/usernet"
 )
 
@@ -122,12 +123,10 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 		env = os.Environ()
 	}
 
-	var undo []func()
+	var cleanup undo.Stack
 	defer func() {
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+			cleanup.Unwind() // best effort: the error that stopped the start is the one to report
 		}
 	}()
 	if err := os.MkdirAll(spec.RuntimeDir, 0o700); err != nil {
@@ -138,7 +137,7 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 	if err != nil {
 		return nil, err
 	}
-	undo = append(undo, func() { os.Remove(ctlPath) })
+	cleanup.Push("remove "+ctlPath, func() error { return os.Remove(ctlPath) })
 	defer execLn.Close()
 
 	lifecycle, lifecycleChild, err := seqpacketPair()
@@ -146,13 +145,13 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 		return nil, err
 	}
 	defer lifecycleChild.Close()
-	undo = append(undo, func() { lifecycle.Close() })
+	cleanup.Push("close lifecycle socket", lifecycle.Close)
 	factoryConn, factoryChild, err := seqpacketPair()
 	if err != nil {
 		return nil, err
 	}
 	defer factoryChild.Close()
-	undo = append(undo, func() { factoryConn.Close() })
+	cleanup.Push("close socket factory", factoryConn.Close)
 
 	cloneFlags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNET | unix.CLONE_NEWPID)
 	if spec.Hostname != "" {
@@ -184,9 +183,9 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 		}
 		return nil, fmt.Errorf("start rootless helper: %w", err)
 	}
-	undo = append(undo, func() {
+	cleanup.Push("kill rootless helper", func() error {
 		helper.Process.Kill()
-		helper.Wait()
+		return helper.Wait()
 	})
 	lifecycleChild.Close()
 	factoryChild.Close()
@@ -249,7 +248,7 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 		if err != nil {
 			return nil, fmt.Errorf("start usernet: %w", err)
 		}
-		undo = append(undo, func() { c.stack.Close() })
+		cleanup.Push("close usernet", c.stack.Close)
 		for _, p := range spec.Ports {
 			if err := c.stack.Publish(p, c.factory.newInner); err != nil {
 				return nil, err
