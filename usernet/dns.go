@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/ctnet/ctnet/internal/dnsforward"
 )
 
 const (
@@ -24,9 +25,10 @@ const (
 
 var errNoResolvers = errors.New("no dns resolvers configured")
 
-// serveDNS takes over a UDP flow to the DNS address: each query is sent to
-// the resolvers in turn (one datagram relay per query, so a dead first
-// resolver costs one timeout, not the whole flow).
+// serveDNS takes over a UDP flow to the DNS address: each query is asked of
+// the resolvers in turn, each for at most resolverTimeout (so a dead first
+// resolver costs one timeout, not the whole flow), at most
+// maxConcurrentDNSQueries at once.
 func (s *Stack) serveDNS(r *udp.ForwarderRequest) bool {
 	if len(s.cfg.Resolvers) == 0 {
 		s.log.Warn("dns query dropped", "err", errNoResolvers)
@@ -51,12 +53,14 @@ func (s *Stack) answerQueries(guest *gonet.UDPConn) {
 	defer s.untrack(guest)
 	defer guest.Close()
 	buf := make([]byte, maxDatagram)
+	var active activity
+	active.touch()
 	for {
-		guest.SetReadDeadline(time.Now().Add(dnsFlowIdleTimeout))
-		n, err := guest.Read(buf)
+		n, err := active.read(guest, buf, dnsFlowIdleTimeout)
 		if err != nil {
 			return
 		}
+		active.touch()
 		query := append([]byte(nil), buf[:n]...)
 		select {
 		case s.dnsSlots <- struct{}{}:
@@ -75,59 +79,18 @@ func (s *Stack) answerQueries(guest *gonet.UDPConn) {
 	}
 }
 
-// resolve returns the first resolver's answer to query, or SERVFAIL when
-// none answers in time.
+// resolve returns the first resolver's answer to query, or SERVFAIL when none
+// answers in time; nil if query is not a DNS message.
 func (s *Stack) resolve(query []byte) []byte {
-	for _, server := range s.cfg.Resolvers {
-		answer, err := s.exchange(server, query)
-		if err == nil {
-			return answer
-		}
-		s.log.Debug("dns resolver failed", "server", server, "err", err)
-	}
-	return servfail(query)
-}
-
-func (s *Stack) exchange(server netip.AddrPort, query []byte) ([]byte, error) {
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(server))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
-	defer stop()
-	conn.SetDeadline(time.Now().Add(resolverTimeout))
-	if _, err := conn.Write(query); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, maxDatagram)
-	for {
-		n, err := conn.Read(buf)
-		if err != nil {
-			return nil, err
-		}
-		// A connected socket only hears the resolver; still, an answer
-		// must carry the query's id.
-		if n >= 2 && len(query) >= 2 && buf[0] == query[0] && buf[1] == query[1] {
-			return buf[:n], nil
-		}
-	}
-}
-
-// servfail answers query with SERVFAIL so that the client fails now rather
-// than after its own timeouts; nil if query is not a DNS message.
-func servfail(query []byte) []byte {
-	var q dns.Msg
-	if err := q.Unpack(query); err != nil {
+	var req dns.Msg
+	if req.Unpack(query) != nil {
 		return nil
 	}
-	var m dns.Msg
-	m.SetRcode(&q, dns.RcodeServerFailure)
-	out, err := m.Pack()
+	answer, err := dnsforward.Ask(s.ctx, &req, s.cfg.Resolvers, "udp", resolverTimeout, s.log).Pack()
 	if err != nil {
 		return nil
 	}
-	return out
+	return answer
 }
 
 // dialResolverTCP serves DNS over TCP to the DNS address: the connection is

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,8 +48,8 @@ type icmpFlowKey struct {
 }
 
 type icmpFlow struct {
-	conn       *net.UDPConn
-	lastActive atomic.Int64
+	conn   *net.UDPConn
+	active activity
 }
 
 func (f *icmpForwarder) init(s *Stack) {
@@ -79,7 +78,7 @@ func (f *icmpForwarder) handleEcho(id stack.TransportEndpointID, pkt *stack.Pack
 	}
 	msg := stack.PayloadSince(pkt.TransportHeader())
 	defer msg.Release()
-	flow.lastActive.Store(time.Now().UnixNano())
+	flow.active.touch()
 	// The kernel sets the identifier and the checksum.
 	flow.conn.WriteToUDPAddrPort(msg.AsSlice(), netip.AddrPortFrom(dst, 0))
 	return true
@@ -107,7 +106,7 @@ func (f *icmpForwarder) flow(key icmpFlowKey) *icmpFlow {
 		return nil
 	}
 	fl := &icmpFlow{conn: conn}
-	fl.lastActive.Store(time.Now().UnixNano())
+	fl.active.touch()
 	if !f.s.spawn(func() { f.relayReplies(key, fl) }) {
 		conn.Close()
 		return nil
@@ -132,14 +131,7 @@ func (f *icmpForwarder) relayReplies(key icmpFlowKey, fl *icmpFlow) {
 	defer f.s.untrack(fl.conn)
 	buf := make([]byte, maxDatagram)
 	for {
-		fl.conn.SetReadDeadline(time.Unix(0, fl.lastActive.Load()).Add(icmpIdleTimeout))
-		n, err := fl.conn.Read(buf)
-		if isTimeout(err) {
-			if time.Since(time.Unix(0, fl.lastActive.Load())) < icmpIdleTimeout {
-				continue
-			}
-			return
-		}
+		n, err := fl.active.read(fl.conn, buf, icmpIdleTimeout)
 		if err != nil {
 			return
 		}

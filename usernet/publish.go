@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -296,8 +295,8 @@ type udpClientKey struct {
 }
 
 type publishedUDPFlow struct {
-	inner      net.Conn
-	lastActive atomic.Int64
+	inner  net.Conn
+	active activity
 }
 
 func (r *publishedUDP) serve() {
@@ -322,7 +321,7 @@ func (r *publishedUDP) serve() {
 		if flow == nil {
 			continue
 		}
-		flow.lastActive.Store(time.Now().UnixNano())
+		flow.active.touch()
 		flow.inner.Write(buf[:n])
 	}
 }
@@ -343,7 +342,7 @@ func (r *publishedUDP) flow(key udpClientKey) *publishedUDPFlow {
 		return nil
 	}
 	f := &publishedUDPFlow{inner: inner}
-	f.lastActive.Store(time.Now().UnixNano())
+	f.active.touch()
 	if !r.s.track(inner) {
 		return nil
 	}
@@ -372,21 +371,14 @@ func (r *publishedUDP) relayReplies(key udpClientKey, f *publishedUDPFlow) {
 	}
 	buf := make([]byte, maxDatagram)
 	for {
-		f.inner.SetReadDeadline(time.Unix(0, f.lastActive.Load()).Add(udpIdleTimeout))
-		n, err := f.inner.Read(buf)
-		if isTimeout(err) {
-			if time.Since(time.Unix(0, f.lastActive.Load())) < udpIdleTimeout {
-				continue
-			}
-			return
-		}
+		n, err := f.active.read(f.inner, buf, udpIdleTimeout)
 		if err != nil && !isTransientUDPError(err) {
 			return
 		}
 		if err != nil {
 			continue
 		}
-		f.lastActive.Store(time.Now().UnixNano())
+		f.active.touch()
 		r.ln.WriteMsgUDPAddrPort(buf[:n], oob, key.client)
 	}
 }

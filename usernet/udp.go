@@ -66,46 +66,58 @@ func (s *Stack) relayUDP(guest *gonet.UDPConn, host *net.UDPConn) {
 		return
 	}
 	defer untrack()
-	var lastActive atomic.Int64
-	lastActive.Store(time.Now().UnixNano())
+	var active activity
+	active.touch()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyDatagrams(host, guest, &lastActive)
+		copyDatagrams(host, guest, &active)
 		guest.Close()
 		host.Close()
 	}()
-	copyDatagrams(guest, host, &lastActive)
+	copyDatagrams(guest, host, &active)
 	guest.Close()
 	host.Close()
 	<-done
 }
 
-// copyDatagrams relays until an error, or until a read has waited for
-// udpIdleTimeout while the other direction was idle too.
-func copyDatagrams(dst, src net.Conn, lastActive *atomic.Int64) {
+// copyDatagrams relays until an error, or until the flow is idle both ways.
+func copyDatagrams(dst, src net.Conn, active *activity) {
 	bp := datagramBuffers.Get().(*[]byte)
 	defer datagramBuffers.Put(bp)
 	buf := *bp
 	for {
-		src.SetReadDeadline(time.Unix(0, lastActive.Load()).Add(udpIdleTimeout))
-		n, err := src.Read(buf)
-		if isTimeout(err) {
-			if time.Since(time.Unix(0, lastActive.Load())) < udpIdleTimeout {
-				continue
-			}
-			return
-		}
+		n, err := active.read(src, buf, udpIdleTimeout)
 		if err != nil && !isTransientUDPError(err) {
 			return
 		}
 		if err != nil {
 			continue
 		}
-		lastActive.Store(time.Now().UnixNano())
+		active.touch()
 		if _, err := dst.Write(buf[:n]); err != nil && !isTransientUDPError(err) {
 			return
 		}
+	}
+}
+
+// activity is when a flow last carried something, in whichever direction: every
+// idle timeout of usernet's flows (UDP, published UDP, ICMP echo, DNS) counts
+// from it. The zero value has never been touched.
+type activity struct{ last atomic.Int64 }
+
+func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+
+// read reads one datagram from conn, waiting while the flow is active: it ends
+// with a timeout error only once the flow has carried nothing either way for idle.
+func (a *activity) read(conn net.Conn, buf []byte, idle time.Duration) (int, error) {
+	for {
+		conn.SetReadDeadline(time.Unix(0, a.last.Load()).Add(idle))
+		n, err := conn.Read(buf)
+		if isTimeout(err) && time.Since(time.Unix(0, a.last.Load())) < idle {
+			continue // the other direction kept the flow alive meanwhile
+		}
+		return n, err
 	}
 }
 

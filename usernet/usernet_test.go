@@ -2,6 +2,7 @@ package usernet
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -57,20 +58,22 @@ func TestConfigWithDefaults(t *testing.T) {
 	}
 }
 
+// A query no resolver answers gets SERVFAIL at once; what is not DNS gets nothing.
 func TestServfail(t *testing.T) {
+	s := &Stack{ctx: t.Context(), log: slog.New(slog.DiscardHandler)} // no resolvers
 	var q dns.Msg
 	q.SetQuestion("probe.ctnet.test.", dns.TypeA)
 	q.Id = 4242
 	packed, _ := q.Pack()
 	var a dns.Msg
-	if err := a.Unpack(servfail(packed)); err != nil {
+	if err := a.Unpack(s.resolve(packed)); err != nil {
 		t.Fatal(err)
 	}
 	if a.Id != 4242 || !a.Response || a.Rcode != dns.RcodeServerFailure || len(a.Question) != 1 {
 		t.Errorf("answer = %v", a)
 	}
-	if servfail([]byte{1, 2, 3}) != nil {
-		t.Error("servfail of garbage should be nil")
+	if s.resolve([]byte{1, 2, 3}) != nil {
+		t.Error("the answer to garbage should be nil")
 	}
 }
 

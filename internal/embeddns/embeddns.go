@@ -30,6 +30,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/netutil"
 
+	"github.com/ctnet/ctnet/internal/dnsforward"
 	"github.com/ctnet/ctnet/netns"
 )
 
@@ -205,33 +206,7 @@ func (s *Server) forward(req *dns.Msg, transport string) *dns.Msg {
 	}
 	ctx, cancel := context.WithTimeout(s.forwardsCtx, s.forwardTimeout)
 	defer cancel()
-	c := &dns.Client{Net: transport, Timeout: s.upstreamTimeout}
-	for _, up := range upstreams {
-		resp, err := exchange(ctx, c, req, up)
-		if err == nil {
-			return resp
-		}
-		s.cfg.Log.Debug("upstream resolver failed", "server", up, "err", err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	m.SetRcode(req, dns.RcodeServerFailure)
-	return m
-}
-
-// exchange asks one upstream, until c's timeout or ctx's end, whichever is first:
-// a read ends only at a deadline or when its socket closes, so ctx's cancellation
-// closes it.
-func exchange(ctx context.Context, c *dns.Client, req *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
-	conn, err := c.DialContext(ctx, up.String())
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	defer context.AfterFunc(ctx, func() { conn.Close() })()
-	resp, _, err := c.ExchangeWithConnContext(ctx, req, conn)
-	return resp, err
+	return dnsforward.Ask(ctx, req, upstreams, transport, s.upstreamTimeout, s.cfg.Log)
 }
 
 // warnFull logs, at most once a minute, that queries are refused for the cap:
