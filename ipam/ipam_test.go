@@ -6,28 +6,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/ctnet/ctnet/internal/fixhint"
 )
-
-// fixHints are the words by which an error message tells the user what to do instead.
-var fixHints = []string{"use ", "want ", "did you mean", "at most", "must be", "e.g."}
-
-// requireOneLineHint fails unless err is one non-empty line that says what to fix.
-func requireOneLineHint(t *testing.T, input string, err error) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%q: no error", input)
-	}
-	msg := err.Error()
-	if strings.TrimSpace(msg) == "" || strings.ContainsAny(msg, "\n\r") {
-		t.Fatalf("%q: error message is empty or spans lines: %q", input, msg)
-	}
-	for _, h := range fixHints {
-		if strings.Contains(msg, h) {
-			return
-		}
-	}
-	t.Errorf("%q: error message %q does not say what to fix (none of %q)", input, msg, fixHints)
-}
 
 var (
 	p = netip.MustParsePrefix
@@ -66,7 +47,7 @@ func TestParseSubnet(t *testing.T) {
 			}
 			continue
 		}
-		requireOneLineHint(t, tt.in, err)
+		fixhint.Require(t, tt.in, err)
 		if !strings.Contains(err.Error(), tt.why) {
 			t.Errorf("ParseSubnet(%q): error %q does not mention %q", tt.in, err, tt.why)
 		}
@@ -82,7 +63,7 @@ func FuzzParseSubnet(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		got, err := ParseSubnet(in)
 		if err != nil {
-			requireOneLineHint(t, in, err)
+			fixhint.Require(t, in, err)
 			// A suggested correction must itself be accepted.
 			if _, fix, ok := strings.Cut(err.Error(), "did you mean "); ok {
 				fix = strings.TrimSuffix(fix, "?")
@@ -117,7 +98,7 @@ func TestParseAddr(t *testing.T) {
 			t.Errorf("ParseAddr(%q) = %v, want an error", in, got)
 			continue
 		}
-		requireOneLineHint(t, in, err)
+		fixhint.Require(t, in, err)
 		if !strings.Contains(err.Error(), "--ip") {
 			t.Errorf("ParseAddr(%q): error %q does not name the option", in, err)
 		}
@@ -131,7 +112,7 @@ func FuzzParseAddr(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		got, err := ParseAddr("--gateway", in)
 		if err != nil {
-			requireOneLineHint(t, in, err)
+			fixhint.Require(t, in, err)
 			return
 		}
 		if !got.Is4() || got.Zone() != "" {
@@ -380,6 +361,6 @@ func TestPickSubnetRefusesBadPools(t *testing.T) {
 			t.Errorf("PickSubnet(%+v) = %v, want an error", pool, got)
 			continue
 		}
-		requireOneLineHint(t, pool.Base.String(), err)
+		fixhint.Require(t, pool.Base.String(), err)
 	}
 }

@@ -4,22 +4,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// requireOneLineHint fails unless err is one non-empty line that says what to fix.
-func requireOneLineHint(t *testing.T, name string, err error) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%q: no error", name)
-	}
-	msg := err.Error()
-	if strings.TrimSpace(msg) == "" || strings.ContainsAny(msg, "\n\r") {
-		t.Fatalf("%q: error message is empty or spans lines: %q", name, msg)
-	}
-	if !strings.Contains(msg, "use ") && !strings.Contains(msg, "at most") {
-		t.Errorf("%q: error message %q does not say what to fix", name, msg)
-	}
-}
+	"github.com/ctnet/ctnet/internal/fixhint"
+)
 
 func TestCheckName(t *testing.T) {
 	tests := []struct {
@@ -56,7 +43,7 @@ func TestCheckName(t *testing.T) {
 			}
 			continue
 		}
-		requireOneLineHint(t, tt.name, err)
+		fixhint.Require(t, tt.name, err)
 		if !strings.Contains(err.Error(), "interface name") {
 			t.Errorf("CheckName(%q): error %q does not say it is about an interface name", tt.name, err)
 		}
@@ -73,7 +60,7 @@ func FuzzCheckName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, name string) {
 		err := CheckName(name)
 		if err != nil {
-			requireOneLineHint(t, name, err)
+			fixhint.Require(t, name, err)
 			return
 		}
 		switch {
