@@ -16,6 +16,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/ctnet/ctnet/internal/published"
 )
 
 // TableName is the name of both of ctnet's tables.
@@ -37,26 +39,8 @@ type Endpoint struct {
 	IP       netip.Addr
 }
 
-// Port is one published port. An invalid or unspecified HostIP means every local
-// address of the host.
-type Port struct {
-	Proto         string // tcp, udp or sctp
-	HostIP        netip.Addr
-	HostPort      uint16
-	ContainerIP   netip.Addr
-	ContainerPort uint16
-}
-
-// AnyAddress reports whether the port is published on every host address.
-func (p Port) AnyAddress() bool { return !p.HostIP.IsValid() || p.HostIP.IsUnspecified() }
-
-func (p Port) String() string {
-	host := "*"
-	if !p.AnyAddress() {
-		host = p.HostIP.String()
-	}
-	return fmt.Sprintf("%s:%d/%s -> %s:%d", host, p.HostPort, p.Proto, p.ContainerIP, p.ContainerPort)
-}
+// Port is one published port.
+type Port = published.Port
 
 // State is everything the tables hold.
 type State struct {

@@ -44,7 +44,7 @@ func BenchmarkRootlessIperf3(b *testing.B) {
 		run := startRootless(b, sb, driverScenario{
 			Argv:              []string{"iperf3", "-s", "-p", "5201"},
 			AllowHostLoopback: true,
-			Ports:             []usernet.Port{{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 5401, GuestPort: 5201}},
+			Ports:             []usernet.Port{{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 5401, ContainerPort: 5201}},
 			Hold:              true,
 			Exec:              []string{"/bin/sh", "-c", "echo out $(" + client("") + "); echo in $(" + client("-R") + ")"},
 		})

@@ -252,7 +252,7 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 	from := &net.IPNet{IP: cfg.Guest.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}
 	seen := make(map[string]bool)
 	for _, p := range cfg.Ports {
-		key := fmt.Sprintf("%s/%d", p.Proto, p.GuestPort)
+		key := fmt.Sprintf("%s/%d", p.Proto, p.ContainerPort)
 		if seen[key] {
 			continue
 		}
@@ -266,7 +266,7 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 		if p.Proto == "udp" {
 			rule.IPProto = unix.IPPROTO_UDP
 		}
-		rule.Sport = netlink.NewRulePortRange(p.GuestPort, p.GuestPort)
+		rule.Sport = netlink.NewRulePortRange(p.ContainerPort, p.ContainerPort)
 		if err := h.RuleAdd(rule); err != nil {
 			return fmt.Errorf("add rule for published port %s: %w", key, err)
 		}

@@ -412,8 +412,8 @@ func TestRootlessPublishedPorts(t *testing.T) {
 		Argv:     []string{"python3", "-c", peerServerScript},
 		Hostname: "published",
 		Ports: []usernet.Port{
-			{Proto: "tcp", HostIP: netip.MustParseAddr("198.51.100.1"), HostPort: 18080, GuestPort: 8080},
-			{Proto: "udp", HostPort: 15353, GuestPort: 5353},
+			{Proto: "tcp", HostIP: netip.MustParseAddr("198.51.100.1"), HostPort: 18080, ContainerPort: 8080},
+			{Proto: "udp", HostPort: 15353, ContainerPort: 5353},
 		},
 		Hold: true,
 		Exec: []string{"/bin/sh", "-c", "hostname; ip link show tap0 >/dev/null && echo HAS-TAP0"},

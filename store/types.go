@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/internal/published"
 )
 
 // Network is a network's desired state: everything needed to rebuild its bridge and
@@ -99,15 +100,9 @@ type Attachment struct {
 	MAC       string     `json:"mac"`
 }
 
-// Port is one published port: HostIP:HostPort/Proto forwarded to the container's
-// IP:ContainerPort. A published range is stored as one Port per host port.
-type Port struct {
-	HostIP        netip.Addr `json:"host_ip"`
-	HostPort      uint16     `json:"host_port"`
-	ContainerPort uint16     `json:"container_port"`
-	Proto         string     `json:"proto"`
-	ContainerIP   netip.Addr `json:"container_ip"`
-}
+// Port is one published port. A published range is stored as one Port per host
+// port.
+type Port = published.Port
 
 // record is what the store keeps under a name. Its checks run on every read, so the
 // rest of ctnet can rely on them whatever the file holds: a record stored under

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/internal/published"
 )
 
 const (
@@ -22,28 +24,16 @@ const (
 	acceptRetryDelay     = 100 * time.Millisecond
 )
 
-// Port is a published port: the host listens on HostIP:HostPort and every
-// connection or UDP flow is relayed to GuestPort on the container address.
-type Port struct {
-	Proto     string     // "tcp" or "udp"
-	HostIP    netip.Addr // the zero Addr: all IPv4 addresses
-	HostPort  uint16
-	GuestPort uint16
-}
+// Port is a published port: the host listens on HostIP:HostPort (the zero
+// Addr: all IPv4 addresses) and every connection or UDP flow is relayed to
+// ContainerPort on the container's address. ContainerIP is not used.
+type Port = published.Port
 
-func (p Port) String() string {
-	host := "0.0.0.0"
-	if p.HostIP.IsValid() {
-		host = p.HostIP.String()
-	}
-	return fmt.Sprintf("%s:%d->%d/%s", host, p.HostPort, p.GuestPort, p.Proto)
-}
-
-func (p Port) validate() error {
+func validatePort(p Port) error {
 	if p.Proto != "tcp" && p.Proto != "udp" {
 		return fmt.Errorf("%w: port %s: protocol must be tcp or udp", ErrInvalidConfig, p)
 	}
-	if p.HostPort == 0 || p.GuestPort == 0 {
+	if p.HostPort == 0 || p.ContainerPort == 0 {
 		return fmt.Errorf("%w: port %s: ports must be non-zero", ErrInvalidConfig, p)
 	}
 	if p.HostIP.IsValid() && !p.HostIP.Is4() {
@@ -70,7 +60,7 @@ type InnerSocketFunc func(proto string) (*os.File, error)
 // published port (from the guest address, protocol and source port → a
 // table whose default route is "local ... dev lo").
 func (s *Stack) Publish(p Port, newInner InnerSocketFunc) error {
-	if err := p.validate(); err != nil {
+	if err := validatePort(p); err != nil {
 		return err
 	}
 	hostIP := netip.IPv4Unspecified()
@@ -78,7 +68,7 @@ func (s *Stack) Publish(p Port, newInner InnerSocketFunc) error {
 		hostIP = p.HostIP
 	}
 	local := netip.AddrPortFrom(hostIP, p.HostPort)
-	guest := netip.AddrPortFrom(s.cfg.Guest, p.GuestPort)
+	guest := netip.AddrPortFrom(s.cfg.Guest, p.ContainerPort)
 	switch p.Proto {
 	case "tcp":
 		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(local))

@@ -174,13 +174,13 @@ func TestPortValidate(t *testing.T) {
 		p  Port
 		ok bool
 	}{
-		{Port{Proto: "tcp", HostPort: 8080, GuestPort: 80}, true},
-		{Port{Proto: "udp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 53, GuestPort: 53}, true},
-		{Port{Proto: "sctp", HostPort: 1, GuestPort: 1}, false},
-		{Port{Proto: "tcp", HostPort: 0, GuestPort: 80}, false},
-		{Port{Proto: "tcp", HostIP: netip.MustParseAddr("::1"), HostPort: 1, GuestPort: 1}, false},
+		{Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80}, true},
+		{Port{Proto: "udp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 53, ContainerPort: 53}, true},
+		{Port{Proto: "sctp", HostPort: 1, ContainerPort: 1}, false},
+		{Port{Proto: "tcp", HostPort: 0, ContainerPort: 80}, false},
+		{Port{Proto: "tcp", HostIP: netip.MustParseAddr("::1"), HostPort: 1, ContainerPort: 1}, false},
 	} {
-		if err := tc.p.validate(); (err == nil) != tc.ok {
+		if err := validatePort(tc.p); (err == nil) != tc.ok {
 			t.Errorf("%s: err = %v", tc.p, err)
 		}
 	}

@@ -55,7 +55,7 @@ func startProcess(m *network.Manager, c *network.Container, io stdio) (container
 		spec.UserNet = usernet.Config{MTU: uint32(c.UserNet.MTU), Subnet: c.UserNet.Subnet,
 			AllowHostLoopback: c.UserNet.AllowHostLoopback, Resolvers: c.UserNet.Resolvers, Logger: logger(io.err)}
 		for _, p := range c.Ports {
-			spec.Ports = append(spec.Ports, usernet.Port{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, GuestPort: p.ContainerPort})
+			spec.Ports = append(spec.Ports, usernet.Port{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, ContainerPort: p.ContainerPort})
 		}
 	}
 	rc, err := sandbox.StartRootless(context.Background(), spec)
