@@ -1,0 +1,91 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/netns"
+)
+
+// Dying reports whether a veth's peer namespace is being destroyed, so the kernel
+// will remove the pair with the namespace, batched and without anyone waiting. A
+// link that is already gone counts as dying.
+func Dying(ns *netns.NS, name string) (bool, error) {
+	h, err := ns.Netlink()
+	if err != nil {
+		return false, err
+	}
+	l, err := h.LinkByName(name)
+	if isNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if l.Type() != "veth" {
+		return false, nil
+	}
+	if l.Attrs().NetNsID < 0 {
+		return IsDying(l, func(index int) netlink.Link {
+			peer, _ := h.LinkByIndex(index)
+			return peer
+		}), nil
+	}
+	return peerNamespaceGone(ns, l.Attrs().NetNsID)
+}
+
+// peerNamespaceGone asks the kernel for the namespace behind a namespace id: it
+// refuses (ENOENT) once the namespace's last reference is gone, even before its
+// cleanup has started and the id is dropped.
+func peerNamespaceGone(ns *netns.NS, id int) (bool, error) {
+	sock, err := ns.RouteSocket()
+	if err != nil {
+		return false, err
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_GETNSID, unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	req.AddData(nl.NewRtGenMsg())
+	req.AddData(nl.NewRtAttr(netlink.NETNSA_NSID, nl.Uint32Attr(uint32(id))))
+	_, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNSID)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, unix.ENOENT):
+		return true, nil
+	}
+	return false, fmt.Errorf("look up peer namespace %d: %w", id, err)
+}
+
+// IsDying reports, for a link already read, whether it is a veth whose peer's
+// namespace the kernel has begun to destroy: such a veth names no peer namespace.
+// byIndex finds a link of the same namespace by index (nil if none): a veth with both
+// ends in one namespace names no peer namespace either, and is not dying.
+func IsDying(l netlink.Link, byIndex func(int) netlink.Link) bool {
+	if l.Type() != "veth" || l.Attrs().NetNsID >= 0 {
+		return false
+	}
+	peer := byIndex(l.Attrs().ParentIndex)
+	return peer == nil || peer.Type() != "veth" || peer.Attrs().ParentIndex != l.Attrs().Index
+}
+
+// AwaitDying waits up to timeout for the veth's peer namespace to start being
+// destroyed, and reports whether it did. Something outside may hold the namespace
+// open, in which case the pair stays until deleted.
+func AwaitDying(ns *netns.NS, name string, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, time.Millisecond) {
+		dying, err := Dying(ns, name)
+		if err != nil || dying {
+			return dying, err
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		time.Sleep(pause)
+	}
+}
