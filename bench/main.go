@@ -4,10 +4,12 @@
 // data path, rule scaling with many published ports, and the rootless data path.
 // It prints tables, and writes results.json and PNG charts to -out.
 //
-// Run it as root from the repository root:
+// It is a module of its own, so that its plotting library stays out of the
+// library's go.mod; it builds against the repository it sits in (a replace
+// directive). Run it as root from this directory:
 //
-//	go run ./bench -quick        # smoke test, about a minute
-//	go run ./bench               # full run, about 18 minutes on 2 quiet CPUs
+//	cd bench && go run . -quick  # smoke test, about a minute
+//	cd bench && go run .         # full run, about 18 minutes on 2 quiet CPUs
 //
 // It never configures the machine's own network namespace and sends traffic only
 // to namespaces it made. Benchmarks report; they never assert.
@@ -97,7 +99,7 @@ func main() {
 		}
 	}
 	quick := flag.Bool("quick", false, "small N and short durations, for a smoke test")
-	out := flag.String("out", "bench/results", "directory for results.json and the PNG charts")
+	out := flag.String("out", "results", "directory for results.json and the PNG charts")
 	only := flag.String("only", strings.Join(sections, ","), "comma-separated sections to run: "+strings.Join(sections, ", "))
 	ns := flag.String("n", "", "comma-separated N for the setup section (default: 1,100,1000; quick: 1,10)")
 	tools := flag.String("tools", "", "comma-separated words: run only the setup tools whose name contains one (e.g. ctnet,netavark)")
@@ -169,7 +171,7 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 		return err
 	}
 	res := &results{
-		Command: "go run ./bench" + map[bool]string{true: " -quick", false: ""}[quick],
+		Command: "go run ." + map[bool]string{true: " -quick", false: ""}[quick],
 		Config:  env.cfg, Started: time.Now().UTC(), Machine: describeMachine(), LoadBefore: loadAverage(),
 	}
 	steps := map[string]func(context.Context, *benchEnv, *results) error{
@@ -219,11 +221,12 @@ func missingPackages() []string {
 	return missing
 }
 
-// buildCommand builds cmd/NAME from the module this command runs in.
+// buildCommand builds cmd/NAME from the ctnet module this command is built against
+// (the repository it sits in).
 func buildCommand(ctx context.Context, dir, name string) (string, error) {
-	root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
+	root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/ctnet/ctnet").Output()
 	if err != nil {
-		return "", fmt.Errorf("find the module: %w (run from the repository)", err)
+		return "", fmt.Errorf("find the ctnet module: %w (run from the bench directory)", err)
 	}
 	path := filepath.Join(dir, name)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./cmd/"+name)
