@@ -1,83 +1,22 @@
-// Package fault is the crash-test hook: with CTNET_TEST_KILL_AFTER=k in the
-// environment, the process kills itself with SIGKILL right after its k-th crash point
-// (a kernel change, or the store's commit), so tests can check that every crash point
-// leaves a state gc can repair. With CTNET_TEST_KILL_MARKER=PATH as well, it first
-// appends "k NAME" to PATH and syncs it: the test then knows that its kill, and not a
-// hang ended by a timeout, stopped the process, and at which step. Without the
-// variables, Point only counts.
+// Package fault is the crash-test hook: in a build made with the build tag
+// ctnet_crashpoints (BuildTag), and with CTNET_TEST_KILL_AFTER=k in the
+// environment, the process kills itself with SIGKILL right after its k-th crash
+// point (a kernel change, or the store's commit), so tests can check that every
+// crash point leaves a state gc can repair. With CTNET_TEST_KILL_MARKER=PATH as
+// well, it first appends "k NAME" to PATH and syncs it: the test then knows that its
+// kill, and not a hang ended by a timeout, stopped the process, and at which step.
+//
+// Without the tag Point does nothing and the variables are never read: a runtime
+// that imports ctnet's library must not be killable through its environment.
+// internal/lab builds the ctnet the end-to-end tests run with the tag.
 package fault
 
-import (
-	"fmt"
-	"os"
-	"strconv"
-	"sync"
-	"sync/atomic"
-	"syscall"
-)
+// BuildTag is the build tag that compiles the crash points in.
+const BuildTag = "ctnet_crashpoints"
 
-// EnvKillAfter is the environment variable that arms the hook.
+// EnvKillAfter is the environment variable that arms the hook of a build with
+// BuildTag.
 const EnvKillAfter = "CTNET_TEST_KILL_AFTER"
 
 // EnvKillMarker names the file an armed hook appends the step it kills at to.
 const EnvKillMarker = "CTNET_TEST_KILL_MARKER"
-
-var (
-	killAfter = func() int64 {
-		n, err := strconv.ParseInt(os.Getenv(EnvKillAfter), 10, 64)
-		if err != nil || n <= 0 {
-			return 0
-		}
-		return n
-	}()
-	markerPath = os.Getenv(EnvKillMarker)
-	changes    atomic.Int64
-
-	// seen counts the crash points of each name an armed process passed, so that
-	// every point it can be killed at has a name of its own ("store commit #2").
-	seen struct {
-		sync.Mutex
-		names map[string]int
-	}
-)
-
-// Point marks one crash point passed: name says what was just done.
-func Point(name string) {
-	if killAfter == 0 {
-		changes.Add(1)
-		return
-	}
-	seen.Lock()
-	if seen.names == nil {
-		seen.names = map[string]int{}
-	}
-	seen.names[name]++
-	if n := seen.names[name]; n > 1 {
-		name = fmt.Sprintf("%s #%d", name, n)
-	}
-	n := changes.Add(1)
-	seen.Unlock()
-	if n == killAfter {
-		writeMarker(n, name)
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {} // SIGKILL is not delivered synchronously; do nothing more meanwhile.
-	}
-}
-
-// writeMarker records the step before the kill; a marker that cannot be written is
-// missing, which the test reports.
-func writeMarker(n int64, name string) {
-	if markerPath == "" {
-		return
-	}
-	f, err := os.OpenFile(markerPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return
-	}
-	fmt.Fprintf(f, "%d %s\n", n, name)
-	f.Sync()
-	f.Close()
-}
-
-// Count is the number of crash points passed so far.
-func Count() int64 { return changes.Load() }
