@@ -247,7 +247,8 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 	defer s.Close()
 	o := &op{ctx: ctx, undo: &undo{}, store: s}
 	defer o.closeAll()
-	err = s.Update(func(tx *store.Tx) error {
+	err = s.Update(func(tx *store.Tx) (err error) {
+		defer failedStep(&err)
 		o.tx = tx
 		if err := ctx.Err(); err != nil {
 			return err // while waiting for the lock

@@ -17,12 +17,42 @@ type undoStep struct {
 	fn   func() error
 }
 
+// failStep is nil except in this package's tests, which set it to make a change fail
+// right after a step, as if the step after it had failed: when it returns an error
+// for the step did records, did raises it (a panic, so that no caller grows a branch
+// production never takes) and failedStep, deferred by mutate, turns it back into the
+// change's error, which mutate then undoes like any other.
+var failStep func(step string) error
+
+// injectedFailure carries failStep's error from did to failedStep.
+type injectedFailure struct{ err error }
+
 // did records a kernel change that succeeded and how to reverse it; fn may be nil for
 // shared objects that outlive the operation.
 func (u *undo) did(what string, fn func() error) {
 	fault.Point(what)
 	if fn != nil {
 		u.steps = append(u.steps, undoStep{what: what, fn: fn})
+	}
+	if failStep != nil {
+		if err := failStep(what); err != nil {
+			panic(injectedFailure{err})
+		}
+	}
+}
+
+// failedStep, deferred, sets *err to the error failStep injected; any other panic
+// goes on.
+func failedStep(err *error) {
+	if failStep == nil {
+		return
+	}
+	if r := recover(); r != nil {
+		f, ok := r.(injectedFailure)
+		if !ok {
+			panic(r)
+		}
+		*err = f.err
 	}
 }
 
