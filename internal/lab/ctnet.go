@@ -44,7 +44,7 @@ func Main(m interface{ Run() int }) int {
 		defer os.RemoveAll(dir)
 		raceLogs = filepath.Join(dir, "race")
 		// Every ctnet process started from here on inherits it.
-		os.Setenv("GORACE", "log_path="+raceLogs)
+		os.Setenv("GORACE", "log_path="+raceLogs+" "+raceExitNow)
 	}
 	code := m.Run()
 	if build.dir != "" {

@@ -3,3 +3,5 @@
 package lab
 
 const raceEnabled = false
+
+const raceExitNow = ""

@@ -315,5 +315,10 @@ func (s *Sandbox) AsUser(uid, gid int, env ...string) []string {
 	}
 	args = append(args, "setpriv", "--reuid="+strconv.Itoa(uid), "--regid="+strconv.Itoa(gid),
 		"--init-groups", "--reset-env", "env", "PATH=/usr/local/bin:/usr/bin:/bin")
+	if raceEnabled {
+		// Not the log path of Main, which the user cannot write: a race is reported
+		// on standard error, and the exit status is 66.
+		args = append(args, "GORACE="+raceExitNow)
+	}
 	return append(args, env...)
 }
