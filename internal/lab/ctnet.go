@@ -275,7 +275,7 @@ func (s *Sandbox) CtnetEnv(t testing.TB, root string, env []string, args ...stri
 	switch {
 	case ctx.Err() != nil:
 		// Killed for its time, which would otherwise pass for any other kill.
-		t.Fatalf("ctnet %v did not finish in %v: %s", args, timeout, r)
+		t.Fatalf("ctnet %v did not finish in %v: stdout %q, stderr %q", args, timeout, r.Stdout, r.Stderr)
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	case err != nil:
