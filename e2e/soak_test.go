@@ -216,7 +216,7 @@ func TestSoakCLI(t *testing.T) {
 	e.must("network", "rm", "soak")
 }
 
-// 1,000 create/exit/remove cycles through the Go API in this process, as a runtime
+// 1,000 run/exit/remove cycles through the Go API in this process, as a runtime
 // embedding ctnet would make them: the process's descriptors, goroutines and heap,
 // and the sandbox's links, addresses, routes, firewall elements and namespaces, are
 // as at the start.
@@ -236,14 +236,15 @@ func TestSoakLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 	cycle := func(i int) error {
-		c, err := m.Create(t.Context(), network.ContainerSpec{Name: fmt.Sprintf("lib%d", i), Network: network.OnNetwork("soak"), Ports: []network.PortSpec{port}})
+		p, err := m.Run(t.Context(), network.ContainerSpec{Name: fmt.Sprintf("lib%d", i), Network: network.OnNetwork("soak"),
+			Ports: []network.PortSpec{port}, Command: []string{"true"}}, network.RunOptions{})
 		if err != nil {
 			return err
 		}
-		if err := m.Exited(t.Context(), c.ID, 0); err != nil {
-			return err
+		if code, err := p.Wait(); code != 0 || err != nil {
+			return fmt.Errorf("true exited %d: %v", code, err)
 		}
-		return m.Remove(t.Context(), c.ID, false)
+		return m.Remove(t.Context(), p.Container.ID, false)
 	}
 	for i := range 20 {
 		if err := cycle(i); err != nil {

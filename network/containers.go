@@ -81,8 +81,8 @@ const defaultUserNetMTU = 65520
 
 // Create makes a container's network: a namespace (or the one given), its interface
 // on the network with an address and a default route, and its published ports. The
-// container is "created" until Started records its process; an attached namespace is
-// "running" at once.
+// container is "created" until its process runs (Run makes the container and runs
+// it); an attached namespace is "running" at once.
 func (m *Manager) Create(ctx context.Context, spec ContainerSpec) (*Container, error) {
 	var c *store.Container
 	err := m.mutate(ctx, func(o *op) (err error) {
@@ -623,8 +623,8 @@ func fwPorts(ports []store.Port) []firewall.Port {
 	return out
 }
 
-// Started records the container's process, making it "running".
-func (m *Manager) Started(ctx context.Context, ref string, process ProcessID) error {
+// recordStarted records the container's process, making it "running".
+func (m *Manager) recordStarted(ctx context.Context, ref string, process ProcessID) error {
 	return m.mutate(ctx, func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if err != nil {
@@ -635,9 +635,9 @@ func (m *Manager) Started(ctx context.Context, ref string, process ProcessID) er
 	})
 }
 
-// Exited releases the container's network after its process ended with exitCode;
+// exited releases the container's network after its process ended with exitCode;
 // with auto-remove the record goes too. It is idempotent.
-func (m *Manager) Exited(ctx context.Context, ref string, exitCode int) error {
+func (m *Manager) exited(ctx context.Context, ref string, exitCode int) error {
 	return m.mutate(ctx, func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if errors.Is(err, store.ErrNotFound) {

@@ -15,13 +15,13 @@ import (
 	"github.com/ctnet/ctnet/store"
 )
 
-// ServeDNS starts container c's embedded DNS server at 127.0.0.11 inside its
-// namespace, where its resolv.conf points, and returns what stops it. The caller is
-// c's supervisor: it starts the server before c's process and stops it before
-// releasing c's network, since the server's sockets hold the namespace. Containers
+// serveDNS starts container c's embedded DNS server at 127.0.0.11 inside its
+// namespace, where its resolv.conf points, and returns what stops it. Run starts
+// the server before c's process, and Wait stops it before releasing c's network,
+// since the server's sockets hold the namespace. Containers
 // without one (other modes, attached namespaces, an unprivileged user's containers,
 // whose user-mode network has its own) get a stop that does nothing.
-func (m *Manager) ServeDNS(c *Container) (stop func(), err error) {
+func (m *Manager) serveDNS(c *Container) (stop func(), err error) {
 	stop = func() {}
 	if !c.EmbeddedDNS || m.rootless {
 		return stop, nil

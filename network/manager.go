@@ -59,6 +59,9 @@ type Options struct {
 	// no bridges, no firewall. The default directories are then
 	// $XDG_DATA_HOME/ctnet and $XDG_RUNTIME_DIR/ctnet.
 	Rootless bool
+	// UserNet is the stack of the user-mode networks Run gives a rootless manager's
+	// containers (cmd/ctnet's is package usernet's); without it, Run refuses them.
+	UserNet UserNetStack
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -68,11 +71,12 @@ type Manager struct {
 	log              *slog.Logger
 	pools            []ipam.Pool
 	rootless         bool
+	userNet          UserNetStack
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

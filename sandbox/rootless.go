@@ -20,15 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/internal/undo"
-	"github.com/ctnet/ctnet/usernet"
-)
-
-// Networks of a rootless container.
-const (
-	// RootlessNetworkUserNet gives the container tap0 and a usernet stack.
-	RootlessNetworkUserNet = "usernet"
-	// RootlessNetworkNone gives the container only its loopback.
-	RootlessNetworkNone = "none"
 )
 
 // rootlessControlSocket is the helper's socket for ExecRootless, in the
@@ -52,14 +43,9 @@ type RootlessSpec struct {
 	Stdin, Stdout, Stderr *os.File
 	// Hostname, when set, gives the container its own UTS namespace.
 	Hostname string
-	// Network is RootlessNetworkUserNet (the default) or
-	// RootlessNetworkNone.
-	Network string
-	// UserNet configures the stack (MTU, Subnet, AllowHostLoopback,
-	// Resolvers, Logger); TAP must be nil, the sandbox makes it.
-	UserNet usernet.Config
-	// Ports are published on the host (usernet only).
-	Ports []usernet.Port
+	// Network, when set, gives the container tap0 and a user-mode
+	// network; nil leaves it only its loopback.
+	Network *UserNetwork
 	// RuntimeDir is the container's own directory (made 0700 if missing)
 	// for its control socket; it is left empty when the container ends.
 	RuntimeDir string
@@ -68,12 +54,38 @@ type RootlessSpec struct {
 	Files []BindFile
 }
 
+// UserNetwork is a rootless container's user-mode network: how tap0 is set up
+// inside, and the stack that serves tap0's other end from this process. The
+// stack is given, not linked, so that the sandbox does not carry one.
+type UserNetwork struct {
+	// MTU is tap0's; Address its address and the subnet's length; Gateway
+	// the default route's.
+	MTU     uint32
+	Address netip.Prefix
+	Gateway netip.Addr
+	// Published are the container's ports that Start publishes on the host:
+	// the helper routes the container's replies from them to the transparent
+	// sockets that newInner makes.
+	Published []GuestPort
+	// Start runs the stack on tap (the host end of tap0, which it takes)
+	// until the Closer closes. newInner makes a socket of proto ("tcp" or
+	// "udp") inside the container's network namespace, for a published
+	// port's connections to reach the container from the client's address.
+	Start func(tap *os.File, newInner func(proto string) (*os.File, error)) (io.Closer, error)
+}
+
+// GuestPort is a port of the container published on the host.
+type GuestPort struct {
+	Proto string // "tcp" or "udp"
+	Port  uint16
+}
+
 // RootlessContainer is a running rootless container.
 type RootlessContainer struct {
 	helper    *exec.Cmd
 	lifecycle *net.UnixConn
 	factory   *innerSocketFactory
-	stack     *usernet.Stack
+	stack     io.Closer
 	ctlPath   string
 	pid       int
 
@@ -101,22 +113,10 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 	if spec.RuntimeDir == "" {
 		return nil, errors.New("start rootless container: no runtime directory")
 	}
-	network := spec.Network
-	if network == "" {
-		network = RootlessNetworkUserNet
-	}
-	if network != RootlessNetworkUserNet && network != RootlessNetworkNone {
-		return nil, fmt.Errorf("start rootless container: unknown network %q", spec.Network)
-	}
-	if network == RootlessNetworkNone && len(spec.Ports) > 0 {
-		return nil, errors.New("start rootless container: published ports need the usernet network")
-	}
-	if spec.UserNet.TAP != nil {
-		return nil, errors.New("start rootless container: UserNet.TAP must be nil")
-	}
-	netCfg, err := spec.UserNet.WithDefaults()
-	if err != nil {
-		return nil, fmt.Errorf("start rootless container: %w", err)
+	if n := spec.Network; n != nil {
+		if n.Start == nil || !n.Address.Addr().Is4() || !n.Gateway.Is4() || n.MTU == 0 {
+			return nil, errors.New("start rootless container: the user-mode network needs a stack, an IPv4 address and gateway, and an MTU")
+		}
 	}
 	env := spec.Env
 	if env == nil {
@@ -216,10 +216,11 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 	if err := writeIDMaps(helper.Process.Pid); err != nil {
 		return nil, fmt.Errorf("map ids of rootless helper: %w", err)
 	}
-	guest := netip.PrefixFrom(netCfg.Guest, netCfg.Subnet.Bits())
 	childCfg := &rootlessChildConfig{
-		Argv: spec.Argv, Env: env, Dir: spec.Dir, Hostname: spec.Hostname, Network: network,
-		MTU: netCfg.MTU, Guest: guest, Gateway: netCfg.Gateway, Ports: spec.Ports, Files: spec.Files,
+		Argv: spec.Argv, Env: env, Dir: spec.Dir, Hostname: spec.Hostname, Files: spec.Files,
+	}
+	if n := spec.Network; n != nil {
+		childCfg.UserNet, childCfg.MTU, childCfg.Guest, childCfg.Gateway, childCfg.Ports = true, n.MTU, n.Address, n.Gateway, n.Published
 	}
 	if err := sendRootless(lifecycle, rootlessMessage{Op: opMapped}); err != nil {
 		return nil, err
@@ -238,22 +239,16 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 		ctlPath:   ctlPath,
 		done:      make(chan struct{}),
 	}
-	if network == RootlessNetworkUserNet {
+	if spec.Network != nil {
 		if len(files) != 1 {
 			closeFiles(files)
 			return nil, errors.New("set up rootless namespaces: no tap descriptor")
 		}
-		netCfg.TAP = files[0]
-		c.stack, err = usernet.Start(netCfg)
+		c.stack, err = spec.Network.Start(files[0], c.factory.newInner)
 		if err != nil {
-			return nil, fmt.Errorf("start usernet: %w", err)
+			return nil, fmt.Errorf("start the user-mode network: %w", err)
 		}
-		cleanup.Push("close usernet", c.stack.Close)
-		for _, p := range spec.Ports {
-			if err := c.stack.Publish(p, c.factory.newInner); err != nil {
-				return nil, err
-			}
-		}
+		cleanup.Push("close the user-mode network", c.stack.Close)
 	} else {
 		closeFiles(files)
 	}

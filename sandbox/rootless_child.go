@@ -199,7 +199,7 @@ func setUpRootlessNamespaces(cfg rootlessChildConfig) (*os.File, error) {
 	if err := h.LinkSetUp(lo); err != nil {
 		return nil, nsSetupError(fmt.Errorf("set lo up: %w", err))
 	}
-	if cfg.Network == RootlessNetworkNone {
+	if !cfg.UserNet {
 		return nil, nil
 	}
 	tap, err := openTAP(tapName)
@@ -252,7 +252,7 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 	from := &net.IPNet{IP: cfg.Guest.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}
 	seen := make(map[string]bool)
 	for _, p := range cfg.Ports {
-		key := fmt.Sprintf("%s/%d", p.Proto, p.ContainerPort)
+		key := fmt.Sprintf("%s/%d", p.Proto, p.Port)
 		if seen[key] {
 			continue
 		}
@@ -266,7 +266,7 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 		if p.Proto == "udp" {
 			rule.IPProto = unix.IPPROTO_UDP
 		}
-		rule.Sport = netlink.NewRulePortRange(p.ContainerPort, p.ContainerPort)
+		rule.Sport = netlink.NewRulePortRange(p.Port, p.Port)
 		if err := h.RuleAdd(rule); err != nil {
 			return fmt.Errorf("add rule for published port %s: %w", key, err)
 		}

@@ -9,8 +9,6 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ctnet/ctnet/usernet"
 )
 
 // The rootless parent and its in-namespace helper talk over SOCK_SEQPACKET
@@ -52,16 +50,18 @@ type rootlessMessage struct {
 // rootlessChildConfig is what the helper needs to set up the namespaces and
 // run CMD.
 type rootlessChildConfig struct {
-	Argv     []string       `json:"argv"`
-	Env      []string       `json:"env"`
-	Dir      string         `json:"dir,omitempty"`
-	Hostname string         `json:"hostname,omitempty"`
-	Network  string         `json:"network"`
-	MTU      uint32         `json:"mtu,omitempty"`
-	Guest    netip.Prefix   `json:"guest"`
-	Gateway  netip.Addr     `json:"gateway"`
-	Ports    []usernet.Port `json:"ports,omitempty"`
-	Files    []BindFile     `json:"files,omitempty"`
+	Argv     []string `json:"argv"`
+	Env      []string `json:"env"`
+	Dir      string   `json:"dir,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	// UserNet gives the container tap0 with the address Guest and the
+	// default route via Gateway; otherwise it has only its loopback.
+	UserNet bool         `json:"usernet,omitempty"`
+	MTU     uint32       `json:"mtu,omitempty"`
+	Guest   netip.Prefix `json:"guest"`
+	Gateway netip.Addr   `json:"gateway"`
+	Ports   []GuestPort  `json:"ports,omitempty"`
+	Files   []BindFile   `json:"files,omitempty"`
 }
 
 // maxRootlessMessage bounds one message: argv and env of a command.

@@ -48,7 +48,7 @@ func init() {
 type driverScenario struct {
 	Argv              []string         `json:"argv"`
 	Hostname          string           `json:"hostname,omitempty"`
-	Network           string           `json:"network,omitempty"`
+	NoNetwork         bool             `json:"noNetwork,omitempty"`
 	AllowHostLoopback bool             `json:"allowHostLoopback,omitempty"`
 	Resolvers         []netip.AddrPort `json:"resolvers,omitempty"`
 	Ports             []usernet.Port   `json:"ports,omitempty"`
@@ -109,10 +109,13 @@ func runRootlessTestDriver(stdin io.Reader, stdout io.Writer) int {
 		Stdout:     outW,
 		Stderr:     outW,
 		Hostname:   sc.Hostname,
-		Network:    sc.Network,
-		Ports:      sc.Ports,
 		RuntimeDir: sc.RuntimeDir,
-		UserNet:    usernet.Config{AllowHostLoopback: sc.AllowHostLoopback, Resolvers: sc.Resolvers},
+	}
+	if !sc.NoNetwork {
+		if spec.Network, err = userNetwork(usernet.Config{AllowHostLoopback: sc.AllowHostLoopback, Resolvers: sc.Resolvers}, sc.Ports); err != nil {
+			done.Err = err.Error()
+			return 0
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -470,8 +473,8 @@ func TestRootlessTUNForbidden(t *testing.T) {
 func TestRootlessNetworkNoneExitCode(t *testing.T) {
 	sb := lab.NewSandbox(t)
 	run := startRootless(t, sb, driverScenario{
-		Argv:    []string{"/bin/sh", "-c", "ip -o link; exit 7"},
-		Network: RootlessNetworkNone,
+		Argv:      []string{"/bin/sh", "-c", "ip -o link; exit 7"},
+		NoNetwork: true,
 	})
 	done := run.finish()
 	if done.ExitCode != 7 || done.Err != "" {
@@ -480,6 +483,34 @@ func TestRootlessNetworkNoneExitCode(t *testing.T) {
 	if strings.Contains(done.Output, "tap0") {
 		t.Errorf("network none has tap0: %s", done.Output)
 	}
+}
+
+// userNetwork is what ctnet's front end gives a rootless container: usernet's
+// stack, laid out as cfg says, with ports published.
+func userNetwork(cfg usernet.Config, ports []usernet.Port) (*UserNetwork, error) {
+	cfg, err := cfg.WithDefaults()
+	if err != nil {
+		return nil, err
+	}
+	n := &UserNetwork{MTU: cfg.MTU, Address: netip.PrefixFrom(cfg.Guest, cfg.Subnet.Bits()), Gateway: cfg.Gateway}
+	for _, p := range ports {
+		n.Published = append(n.Published, GuestPort{Proto: p.Proto, Port: p.ContainerPort})
+	}
+	n.Start = func(tap *os.File, newInner func(proto string) (*os.File, error)) (io.Closer, error) {
+		cfg.TAP = tap
+		s, err := usernet.Start(cfg)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ports {
+			if err := s.Publish(p, newInner); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+		return s, nil
+	}
+	return n, nil
 }
 
 func TestSubIDRangesAndMapArgs(t *testing.T) {

@@ -6,17 +6,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ctnet/ctnet/network"
 )
-
-// logPath is where a detached container's supervisor writes the command's stdout
-// and stderr; it lives in the container's runtime directory, so until rm.
-func logPath(c *network.Container) string { return filepath.Join(c.RuntimeDir, "log") }
 
 // followPoll is how often logs -f looks for more output. Polling a file the
 // supervisor appends to is simpler than inotify and costs nothing at this rate.
@@ -40,7 +35,7 @@ keep printing as it writes until the container exits.`,
 				if !c.Detach {
 					return fmt.Errorf("container %s was not started with -d: its output went to the terminal that ran it", c.Name)
 				}
-				f, err := os.Open(logPath(c))
+				f, err := os.Open(network.LogPath(c))
 				if errors.Is(err, fs.ErrNotExist) {
 					return nil // the supervisor has not started the command yet
 				}

@@ -147,16 +147,10 @@ func (a *app) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// logger is for the user-mode stack: its warnings (ping not permitted, a resolver
-// down) go where the container's errors go.
-func logger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 // manager opens the root's manager: an unprivileged user manages their own
 // containers, on user-mode networks.
 func (a *app) manager() (*network.Manager, error) {
-	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0})
+	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0, UserNet: startUserNet})
 }
 
 // withManager runs fn with the root's manager, closed afterwards.

@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/network"
 	"github.com/ctnet/ctnet/sandbox"
 )
@@ -105,96 +104,54 @@ func (a *app) runForeground(spec network.ContainerSpec) error {
 		return &exitError{code: exitRunFailure, err: err}
 	}
 	defer m.Close()
-	spec.Supervisor = network.ProcessID(proc.Self())
-	c, err := m.Create(context.Background(), spec)
+	// Signals arriving from now on are for the container: they are forwarded once it runs.
+	sigs := notifyContainerSignals()
+	defer signal.Stop(sigs)
+	p, err := m.Run(context.Background(), spec, network.RunOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
-		return &exitError{code: exitRunFailure, err: err}
+		return &exitError{code: runFailureCode(err), err: err}
 	}
-	forwardSignals := !isTerminal(os.Stdin)
-	code, err := supervise(m, c, os.Stdin, os.Stdout, os.Stderr, forwardSignals, nil)
+	code, err := waitForwarding(p, sigs, !isTerminal(os.Stdin))
 	if err != nil {
 		return &exitError{code: code, err: err}
 	}
 	return &exitError{code: code}
 }
 
-// supervise starts the container's process, records it, waits for it, and releases
-// the container's network when it ends. started runs once the process is recorded.
-func supervise(m *network.Manager, c *network.Container, stdin, stdout, stderr *os.File, forwardSIGINT bool, started func()) (int, error) {
-	// Signals arriving from now on are for the container: they are forwarded once it runs.
+// notifyContainerSignals catches the signals a container's supervisor forwards.
+func notifyContainerSignals() chan os.Signal {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	// The namespace is identified before the process starts: rm may unmount it while
-	// the process still runs.
-	var nsIno uint64
-	if c.OwnsNetNS {
-		nsIno = proc.NetNSInode(c.NetNS)
-	}
-	// The DNS server's sockets exist before the process does, and close before the
-	// network is released: they hold the namespace.
-	stopDNS, err := m.ServeDNS(c)
-	if err != nil {
-		if rerr := m.Exited(context.Background(), c.ID, exitRunFailure); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return exitRunFailure, err
-	}
-	p, err := startProcess(m, c, stdio{stdin, stdout, stderr})
-	if err != nil {
-		stopDNS()
-		code := startFailureCode(err)
-		if rerr := m.Exited(context.Background(), c.ID, code); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return code, err
-	}
-	var id proc.ID // stays zero when the process runs where its PID is not visible
-	if pid := p.pid(); pid > 0 {
-		if id, err = proc.Identify(pid); err != nil {
-			id = proc.ID{PID: pid, BootID: proc.BootID()}
-		}
-	}
-	if err := m.Started(context.Background(), c.ID, network.ProcessID(id)); err != nil {
-		p.signal(syscall.SIGKILL)
-		p.wait()
-		stopDNS()
-		m.Exited(context.Background(), c.ID, exitRunFailure)
-		return exitRunFailure, err
-	}
-	if started != nil {
-		started()
-	}
+	return sigs
+}
+
+// waitForwarding waits for the container's process, forwarding it the signals that
+// arrive on sigs; SIGINT only when forwardSIGINT, since a terminal sends it to the
+// container's process group itself.
+func waitForwarding(p *network.Process, sigs <-chan os.Signal, forwardSIGINT bool) (int, error) {
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case s := <-sigs:
-				if s == syscall.SIGINT && !forwardSIGINT {
-					continue // the terminal sent it to the container's process group already
+				if s != syscall.SIGINT || forwardSIGINT {
+					p.Signal(s)
 				}
-				p.signal(s.(syscall.Signal))
 			case <-done:
 				return
 			}
 		}
 	}()
-	code, werr := p.wait()
-	close(done)
-	stopDNS()
-	proc.KillInNetNS(nsIno) // what the command left behind ends with it
-	if err := m.Exited(context.Background(), c.ID, code); err != nil {
-		return code, errors.Join(werr, fmt.Errorf("release container %s: %w", c.Name, err))
-	}
-	return code, werr
+	defer close(done)
+	return p.Wait()
 }
 
-func startFailureCode(err error) int {
-	switch {
-	case errors.Is(err, exec.ErrNotFound), errors.Is(err, os.ErrNotExist):
-		return exitCommandMissing
-	case errors.Is(err, os.ErrPermission):
-		return exitCannotExecute
+// runFailureCode is ctnet's status for a run that failed before the container's
+// command ran: the command's, as a shell's, when the container was made but the
+// command did not start; otherwise ctnet's own.
+func runFailureCode(err error) int {
+	if se, ok := errors.AsType[*network.StartError](err); ok {
+		return se.Code
 	}
 	return exitRunFailure
 }
@@ -281,47 +238,18 @@ func runMonitor() int {
 		return exitRunFailure
 	}
 	defer m.Close()
-	spec.Supervisor = network.ProcessID(proc.Self())
-	c, err := m.Create(context.Background(), spec)
+	sigs := notifyContainerSignals()
+	defer signal.Stop(sigs)
+	p, err := m.Run(context.Background(), spec, network.RunOptions{Log: true})
 	if err != nil {
-		report("error %d %s", exitRunFailure, oneLine(err))
-		return exitRunFailure
+		report("error %d %s", runFailureCode(err), oneLine(err))
+		return runFailureCode(err)
 	}
-	logFile, err := openLog(c)
-	if err != nil {
-		m.Exited(context.Background(), c.ID, exitRunFailure)
-		report("error %d %s", exitRunFailure, oneLine(err))
-		return exitRunFailure
-	}
-	defer logFile.Close()
-	devNull, err := os.Open(os.DevNull)
-	if err != nil {
-		m.Exited(context.Background(), c.ID, exitRunFailure)
-		report("error %d %s", exitRunFailure, oneLine(err))
-		return exitRunFailure
-	}
-	defer devNull.Close()
-	code, err := supervise(m, c, devNull, logFile, logFile, true, func() {
-		report("ok %s", c.ID)
-		// From here on the supervisor only waits: give back what starting took.
-		debug.FreeOSMemory()
-	})
-	if err != nil {
-		report("error %d %s", code, oneLine(err))
-		fmt.Fprintf(logFile, "ctnet: %s\n", oneLine(err))
-	}
+	report("ok %s", p.Container.ID)
+	// From here on the supervisor only waits: give back what starting took.
+	debug.FreeOSMemory()
+	code, _ := waitForwarding(p, sigs, true)
 	return code
-}
-
-func openLog(c *network.Container) (*os.File, error) {
-	if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create runtime directory: %w", err)
-	}
-	f, err := os.OpenFile(logPath(c), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open container log: %w", err)
-	}
-	return f, nil
 }
 
 func (a *app) execCommand() *cobra.Command {
