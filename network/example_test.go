@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 
 	"github.com/ctnet/ctnet/network"
 )
@@ -38,6 +39,40 @@ func Example_attach() {
 	}
 	fmt.Println(c.Attachments[0].IfName, c.Attachments[0].IP)
 	if err := m.Remove(ctx, c.Name, false); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Run a command in a container of its own on a network, with the caller's stdio:
+// the container's network exists while the command runs and is released when Wait
+// sees it end; Remove then deletes the exited container's record. It needs root.
+func ExampleManager_Run() {
+	ctx := context.Background()
+	m, err := network.New(network.Options{Root: "/var/lib/myruntime/net"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	n, err := m.EnsureNetwork(ctx, network.NetworkSpec{Name: "ci", Subnet: "10.88.0.0/16"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	p, err := m.Run(ctx, network.ContainerSpec{Name: "job-43", Network: network.OnNetwork(n.Name),
+		Command: []string{"ping", "-c1", n.Gateway.String()}},
+		network.RunOptions{Stdout: os.Stdout, Stderr: os.Stderr})
+	if notStarted, ok := errors.AsType[*network.StartError](err); ok {
+		log.Fatalf("ping did not start (status %d): %v", notStarted.Code, notStarted.Err)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("running as", p.Container.Attachments[0].IP)
+	code, err := p.Wait()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("ping exited", code)
+	if err := m.Remove(ctx, p.Container.Name, false); err != nil {
 		log.Fatal(err)
 	}
 }
