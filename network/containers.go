@@ -394,12 +394,12 @@ func (m *Manager) ownNetNS(o *op, c *store.Container) error {
 	if err != nil {
 		return err
 	}
-	o.undo.did("create namespace "+c.NetNS, func() error { return netns.Remove(c.NetNS) })
+	o.undo.push("create namespace "+c.NetNS, func() error { return netns.Remove(c.NetNS) })
 	o.keep(ns)
 	if err := link.LoopbackUp(ns); err != nil {
 		return err
 	}
-	o.undo.did("bring up loopback", nil)
+	o.step("bring up loopback")
 	return nil
 }
 
@@ -421,7 +421,7 @@ func (m *Manager) foreignNetNS(o *op, c *store.Container, path string) error {
 	if err := link.LoopbackUp(ns); err != nil {
 		return err
 	}
-	o.undo.did("bring up loopback", nil)
+	o.step("bring up loopback")
 	return nil
 }
 
@@ -549,7 +549,7 @@ func (m *Manager) removeNamespace(o *op, path string, killLeftovers bool) (kille
 	if err := netns.Remove(path); err != nil {
 		return killed, err
 	}
-	o.undo.did("remove namespace "+path, nil)
+	o.step("remove namespace " + path)
 	return killed, nil
 }
 
@@ -579,7 +579,7 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	if err != nil {
 		return err
 	}
-	o.undo.did("create veth "+att.HostVeth, func() error { return link.Delete(m.host, att.HostVeth) })
+	o.undo.push("create veth "+att.HostVeth, func() error { return link.Delete(m.host, att.HostVeth) })
 	iface := link.Iface{Index: peer, Address: netip.PrefixFrom(att.IP, att.PrefixLen)}
 	if att.IfName == "eth0" && !n.Internal {
 		iface.Gateway = att.Gateway
@@ -587,12 +587,12 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	if err := link.ConfigureIface(ns, iface); err != nil {
 		return err
 	}
-	o.undo.did("configure "+att.IfName, nil)
+	o.step("configure " + att.IfName)
 	// The tag last: gc takes a tagged veth for a finished one.
 	if err := link.FinishPort(m.host, att.HostVeth, link.ContainerAlias(c.ID), true); err != nil {
 		return err
 	}
-	o.undo.did("tag veth "+att.HostVeth+" and turn hairpin on", nil)
+	o.step("tag veth " + att.HostVeth + " and turn hairpin on")
 	return nil
 }
 
@@ -722,7 +722,7 @@ func (m *Manager) removeVeth(o *op, name string, awaitCleanup bool) (dying bool,
 	if err := link.Delete(m.host, name); err != nil {
 		return false, err
 	}
-	o.undo.did("delete veth "+name, nil)
+	o.step("delete veth " + name)
 	return false, nil
 }
 func (m *Manager) deleteRecord(o *op, c *store.Container) error {
@@ -1016,7 +1016,7 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 	if err := link.Delete(m.host, att.HostVeth); err != nil {
 		return err
 	}
-	o.undo.did("delete veth "+att.HostVeth, nil)
+	o.step("delete veth " + att.HostVeth)
 	for _, p := range ports {
 		if err := o.tx.DeletePort(p); err != nil {
 			return err

@@ -186,7 +186,7 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 	if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {
 		return fmt.Errorf("create runtime directory: %w", err)
 	}
-	o.undo.did("write the container's resolv.conf, hosts and hostname", func() error { return os.RemoveAll(c.RuntimeDir) })
+	o.undo.push("write the container's resolv.conf, hosts and hostname", func() error { return os.RemoveAll(c.RuntimeDir) })
 	for _, f := range etcFiles {
 		// Readable by all: the container's unprivileged users resolve names too. The
 		// runtime directory (0700) keeps them from anyone else on the host.

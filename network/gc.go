@@ -181,7 +181,7 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 			if err := link.Delete(m.host, a.HostVeth); err != nil {
 				return err
 			}
-			o.undo.did("delete veth "+a.HostVeth, nil)
+			o.step("delete veth " + a.HostVeth)
 		}
 		ns, err := o.open(c.NetNS)
 		if err != nil {
@@ -192,7 +192,7 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 		if err := link.Delete(ns, a.IfName); err != nil {
 			return err
 		}
-		o.undo.did("delete "+a.IfName+" of "+c.Name, nil)
+		o.step("delete " + a.IfName + " of " + c.Name)
 		if err := m.plumbAttachment(o, c, n, a); err != nil {
 			return err
 		}
@@ -252,7 +252,7 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 		if err := link.Delete(m.host, name); err != nil {
 			return err
 		}
-		o.undo.did("delete "+name, nil)
+		o.step("delete " + name)
 		say("removed interface %s: %s", name, why)
 	}
 	return nil
@@ -393,7 +393,7 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 		if err := firewall.Delete(conn); err != nil {
 			return err
 		}
-		o.undo.did("delete firewall tables", nil)
+		o.step("delete firewall tables")
 		for _, t := range tables {
 			say("removed firewall table %s: no network needs it", t)
 		}
@@ -415,7 +415,7 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 	if err := firewall.Rebuild(conn, want); err != nil {
 		return err
 	}
-	o.undo.did("rebuild firewall", nil)
+	o.step("rebuild firewall")
 	return nil
 }
 

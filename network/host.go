@@ -202,7 +202,7 @@ func (m *Manager) maybeDisableForwarding(o *op) (bool, error) {
 		if err := m.host.WriteSysctl("net/ipv4/ip_forward", "0"); err != nil {
 			return false, err
 		}
-		o.undo.did("disable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "1") })
+		o.undo.push("disable IPv4 forwarding", func() error { return m.host.WriteSysctl("net/ipv4/ip_forward", "1") })
 	}
 	return cur != "0", o.tx.PutMeta(metaForwarding, "")
 }
@@ -231,7 +231,7 @@ func (m *Manager) applyFirewall(o *op, ch firewall.Change) error {
 		}
 		m.log.Info("firewall rebuilt from the store", "reason", err)
 	}
-	o.undo.did("update firewall", func() error { return o.store.View(m.rebuildFirewall) })
+	o.undo.push("update firewall", func() error { return o.store.View(m.rebuildFirewall) })
 	return nil
 }
 

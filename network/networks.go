@@ -202,13 +202,13 @@ func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err er
 	gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
 	index, created, err := link.EnsureBridge(m.host, link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: gw, Alias: link.NetworkAlias(n.ID)})
 	if created {
-		o.undo.did("create bridge "+n.Bridge, func() error { return link.Delete(m.host, n.Bridge) })
+		o.undo.push("create bridge "+n.Bridge, func() error { return link.Delete(m.host, n.Bridge) })
 	}
 	if err != nil {
 		return 0, err
 	}
 	if !created {
-		o.undo.did("set up bridge "+n.Bridge, nil) // its MTU, state and address, if they had changed
+		o.step("set up bridge " + n.Bridge) // its MTU, state and address, if they had changed
 	}
 	if _, err := m.enableForwarding(o); err != nil {
 		return 0, err
@@ -219,7 +219,7 @@ func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err er
 	if err := m.host.WriteSysctl("net/ipv4/conf/"+n.Bridge+"/route_localnet", "1"); err != nil {
 		return 0, err
 	}
-	o.undo.did("set route_localnet on "+n.Bridge, nil)
+	o.step("set route_localnet on " + n.Bridge)
 	return index, nil
 }
 
@@ -259,7 +259,7 @@ func (m *Manager) removeNetwork(o *op, n *store.Network) error {
 	if err := link.Delete(m.host, n.Bridge); err != nil {
 		return err
 	}
-	o.undo.did("delete bridge "+n.Bridge, nil)
+	o.step("delete bridge " + n.Bridge)
 	if err := o.tx.DeleteNetwork(n); err != nil {
 		return err
 	}
@@ -276,7 +276,7 @@ func (m *Manager) removeNetwork(o *op, n *store.Network) error {
 		if err := firewall.Delete(conn); err != nil {
 			return err
 		}
-		o.undo.did("delete firewall tables", func() error { return o.store.View(m.rebuildFirewall) })
+		o.undo.push("delete firewall tables", func() error { return o.store.View(m.rebuildFirewall) })
 	}
 	_, err = m.maybeDisableForwarding(o)
 	return err

@@ -28,7 +28,7 @@ func stepName(step string) string { return randomPart.ReplaceAllString(step, "${
 // root as they were, returns the failure, and can then be made whole. For each
 // change the steps of a successful run are counted; then it fails after each in turn.
 //
-// Teardown deletes links without an undo (their did has none: a deleted veth or
+// Teardown deletes links without an undo (theirs is a step without one: a deleted veth or
 // bridge is not made again), so after a teardown step "delete veth X" or "delete
 // bridge X" has run, X and what was on it (a veth's peer in the container too) may
 // be missing; nothing else may differ, and repeating the change finishes it.

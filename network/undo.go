@@ -19,21 +19,30 @@ type undoStep struct {
 
 // failStep is nil except in this package's tests, which set it to make a change fail
 // right after a step, as if the step after it had failed: when it returns an error
-// for the step did records, did raises it (a panic, so that no caller grows a branch
+// for a step (push or step), it raises it (a panic, so that no caller grows a branch
 // production never takes) and failedStep, deferred by mutate, turns it back into the
 // change's error, which mutate then undoes like any other.
 var failStep func(step string) error
 
-// injectedFailure carries failStep's error from did to failedStep.
+// injectedFailure carries failStep's error from stepDone to failedStep.
 type injectedFailure struct{ err error }
 
-// did records a kernel change that succeeded and how to reverse it; fn may be nil for
-// shared objects that outlive the operation.
-func (u *undo) did(what string, fn func() error) {
+// push records a kernel change that succeeded and how to reverse it. It is a crash
+// point, as every step is.
+func (u *undo) push(what string, fn func() error) {
+	u.steps = append(u.steps, undoStep{what: what, fn: fn})
+	stepDone(what)
+}
+
+// step marks a kernel change that succeeded with nothing of its own to reverse: a
+// shared object that outlives the change, part of an object whose undo is already
+// pushed, or a teardown. It is a crash point.
+func (o *op) step(what string) { stepDone(what) }
+
+// stepDone is the crash point after a step, and the place where tests make the
+// change fail (failStep).
+func stepDone(what string) {
 	fault.Point(what)
-	if fn != nil {
-		u.steps = append(u.steps, undoStep{what: what, fn: fn})
-	}
 	if failStep != nil {
 		if err := failStep(what); err != nil {
 			panic(injectedFailure{err})
