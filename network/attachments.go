@@ -1,0 +1,203 @@
+package network
+
+import (
+	"errors"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/ipam"
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/store"
+)
+
+// allocateAttachment chooses c's address and interface names on n and records them:
+// the interface is wantIfName, or else the next free ethN.
+func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network, wantIP, wantIfName string) (*store.Attachment, error) {
+	index := len(c.Attachments)
+	for i := range c.Attachments {
+		if c.Attachments[i].NetworkID == n.ID {
+			return nil, tagged(ErrConflict, "container %s is already connected to network %s", c.Name, n.Name)
+		}
+	}
+	used := map[string]bool{}
+	for _, a := range c.Attachments {
+		used[a.IfName] = true
+	}
+	for used["eth"+strconv.Itoa(index)] {
+		index++
+	}
+	ifName := "eth" + strconv.Itoa(index)
+	if wantIfName != "" {
+		if used[wantIfName] {
+			return nil, tagged(ErrConflict, "container %s already has an interface called %s: choose another", c.Name, wantIfName)
+		}
+		ifName = wantIfName
+	}
+	att := &store.Attachment{
+		Network: n.Name, NetworkID: n.ID, IfName: ifName,
+		PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway,
+	}
+	ip, err := m.allocateIP(o, n, wantIP)
+	if err != nil {
+		return nil, err
+	}
+	att.IP, att.MAC = ip, link.MACFor(ip).String()
+	att.HostVeth = "vc" + c.ID[:8]
+	if index > 0 {
+		att.HostVeth += "-" + strconv.Itoa(index)
+	}
+	if owner := o.tx.VethOwner(att.HostVeth); owner != "" && owner != c.ID {
+		return nil, tagged(ErrConflict, "host interface %s is already used by container %s", att.HostVeth, shortID(owner))
+	}
+	if err := o.tx.PutLease(n.ID, ip, c.ID); err != nil {
+		return nil, err
+	}
+	if err := o.tx.PutVeth(att.HostVeth, c.ID); err != nil {
+		return nil, err
+	}
+	return att, nil
+}
+
+func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, error) {
+	if want == "" {
+		next := func() (netip.Addr, error) {
+			return ipam.Next(n.Subnet, o.tx.Cursor(n.ID), func(a netip.Addr) bool {
+				return a == n.Gateway || o.tx.LeaseOwner(n.ID, a) != ""
+			})
+		}
+		ip, err := next()
+		if errors.Is(err, ipam.ErrPoolExhausted) {
+			// Containers whose process died still hold their addresses until gc runs:
+			// release them, as gc would, and look again.
+			if _, err := m.networkUsers(o, n); err != nil {
+				return netip.Addr{}, err
+			}
+			ip, err = next()
+		}
+		return ip, err
+	}
+	ip, err := ipam.ParseAddr("address", want)
+	if err != nil {
+		return netip.Addr{}, &FieldError{Field: "IP", Value: want, Err: err}
+	}
+	if err := ipam.CheckAddr("address", n.Subnet, ip); err != nil {
+		return netip.Addr{}, badField("IP", want, "on network %s: %w", n.Name, err)
+	}
+	if ip == n.Gateway {
+		return netip.Addr{}, badField("IP", want, "it is the gateway of network %s", n.Name)
+	}
+	if owner := o.tx.LeaseOwner(n.ID, ip); owner != "" {
+		holder, err := o.tx.Container(owner)
+		if err == nil && holder.State != store.StateExited && !isAlive(holder) {
+			if err := m.release(o, holder, -1); err != nil {
+				return netip.Addr{}, err
+			}
+		} else {
+			name := shortID(owner)
+			if err == nil {
+				name = holder.Name
+			}
+			return netip.Addr{}, tagged(ErrConflict, "address %s on network %s is already used by container %s: choose another --ip, or leave it out", ip, n.Name, name)
+		}
+	}
+	return ip, nil
+}
+
+// plumbAttachment creates the veth pair into the bridge and configures the container
+// end: address, and for eth0 the default route.
+func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, att *store.Attachment) error {
+	ns, err := o.open(c.NetNS)
+	if err != nil {
+		return err
+	}
+	br, err := link.ByName(m.host, n.Bridge)
+	if errors.Is(err, link.ErrNotFound) {
+		// The bridge went missing behind our back: make it again.
+		if _, err := m.plumbNetwork(o, n); err != nil {
+			return err
+		}
+		br, err = link.ByName(m.host, n.Bridge)
+	}
+	if err != nil {
+		return err
+	}
+	mac := link.MACFor(att.IP)
+	peer, err := link.AddVeth(m.host, link.Veth{
+		HostName: att.HostVeth, MasterIndex: br.Attrs().Index, MTU: n.MTU,
+		PeerName: att.IfName, PeerNS: ns, PeerMAC: mac,
+	})
+	if err != nil {
+		return err
+	}
+	o.undo.push("create veth "+att.HostVeth, func() error { return link.Delete(m.host, att.HostVeth) })
+	iface := link.Iface{Index: peer, Address: netip.PrefixFrom(att.IP, att.PrefixLen)}
+	if att.IfName == "eth0" && !n.Internal {
+		iface.Gateway = att.Gateway
+	}
+	if err := link.ConfigureIface(ns, iface); err != nil {
+		return err
+	}
+	o.step("configure " + att.IfName)
+	// The tag last: gc takes a tagged veth for a finished one.
+	if err := link.FinishPort(m.host, att.HostVeth, link.ContainerAlias(c.ID), true); err != nil {
+		return err
+	}
+	o.step("tag veth " + att.HostVeth + " and turn hairpin on")
+	return nil
+}
+
+func (m *Manager) unplumb(o *op, c *store.Container) error {
+	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(c)}); err != nil {
+		return err
+	}
+	if c.OwnsNetNS {
+		// Without a supervisor, nothing else ends what the container's command left running.
+		if _, err := m.removeNamespace(o, c.NetNS, !c.Supervisor.Alive()); err != nil {
+			return err
+		}
+	}
+	// All of a container's veths have their peers in the one namespace: once one
+	// shows that something still holds it, the others need not be waited for.
+	awaitCleanup := c.OwnsNetNS
+	for _, a := range c.Attachments {
+		dying, err := m.removeVeth(o, a.HostVeth, awaitCleanup)
+		if err != nil {
+			return err
+		}
+		awaitCleanup = awaitCleanup && dying
+		if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
+			return err
+		}
+		if err := o.tx.DeleteVeth(a.HostVeth); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.Ports {
+		if err := o.tx.DeletePort(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeVeth takes a container's veth pair off the host. Deleting one costs the
+// kernel two RCU grace periods (tens of milliseconds); a container's own namespace,
+// once unmounted and empty, is destroyed by the kernel with its pairs in a batched
+// cleanup nobody waits for. So for such a container (awaitCleanup) ctnet waits only
+// until the kernel has begun (the pair's peer namespace is gone) and reports that,
+// and deletes the pair itself only if something outside still holds the namespace.
+func (m *Manager) removeVeth(o *op, name string, awaitCleanup bool) (dying bool, err error) {
+	if awaitCleanup {
+		dying, err := link.AwaitDying(m.host, name, 100*time.Millisecond)
+		if err != nil || dying {
+			return dying, err
+		}
+	}
+	if err := link.Delete(m.host, name); err != nil {
+		return false, err
+	}
+	o.step("delete veth " + name)
+	return false, nil
+}

@@ -1,0 +1,120 @@
+package network
+
+import (
+	"context"
+	"slices"
+
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/store"
+)
+
+// ConnectOptions are the choices of Connect: the address (default: the next free)
+// and the interface name (default: the next free ethN).
+type ConnectOptions struct {
+	IP     string
+	IfName string
+}
+
+// Connect attaches a running container to another network, as its next ethN unless
+// opts names the interface.
+func (m *Manager) Connect(ctx context.Context, network, ref string, opts ConnectOptions) (*Attachment, error) {
+	if opts.IfName != "" {
+		if err := checkIfName(opts.IfName); err != nil {
+			return nil, err
+		}
+	}
+	var att *store.Attachment
+	err := m.mutate(ctx, func(o *op) error {
+		c, n, err := m.liveBridgeContainer(o, network, ref)
+		if err != nil {
+			return err
+		}
+		if att, err = m.allocateAttachment(o, c, n, opts.IP, opts.IfName); err != nil {
+			return err
+		}
+		if err := m.plumbAttachment(o, c, n, att); err != nil {
+			return err
+		}
+		c.Attachments = append(c.Attachments, *att)
+		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(att)}}}); err != nil {
+			return err
+		}
+		return o.tx.PutContainer(c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	v := Attachment(*att)
+	return &v, nil
+}
+
+// Disconnect removes a container's interface on a network, with the ports published
+// on it.
+func (m *Manager) Disconnect(ctx context.Context, network, ref string) error {
+	return m.mutate(ctx, func(o *op) error {
+		c, n, err := m.liveBridgeContainer(o, network, ref)
+		if err != nil {
+			return err
+		}
+		return m.disconnect(o, c, n)
+	})
+}
+
+func (m *Manager) liveBridgeContainer(o *op, network, ref string) (*store.Container, *store.Network, error) {
+	c, err := o.tx.Container(ref)
+	if err != nil {
+		return nil, nil, notFound("container", ref, err)
+	}
+	n, err := o.tx.Network(network)
+	if err != nil {
+		return nil, nil, notFound("network", network, err)
+	}
+	if c.State == store.StateExited || !isAlive(c) {
+		return nil, nil, tagged(ErrConflict, "container %s is not running", c.Name)
+	}
+	if c.Mode != store.ModeBridge {
+		return nil, nil, invalid("container %s uses --network %s: only containers with their own namespace on ctnet networks can be connected", c.Name, c.Mode)
+	}
+	return c, n, nil
+}
+
+func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error {
+	i := slices.IndexFunc(c.Attachments, func(a store.Attachment) bool { return a.NetworkID == n.ID })
+	if i < 0 {
+		return tagged(ErrNotFound, "container %s is not connected to network %s", c.Name, n.Name)
+	}
+	att := c.Attachments[i]
+	var ports, kept []store.Port
+	for _, p := range c.Ports {
+		if p.ContainerIP == att.IP {
+			ports = append(ports, p)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(&att)}, Ports: fwPorts(ports)}}); err != nil {
+		return err
+	}
+	if err := link.Delete(m.host, att.HostVeth); err != nil {
+		return err
+	}
+	o.step("delete veth " + att.HostVeth)
+	for _, p := range ports {
+		if err := o.tx.DeletePort(p); err != nil {
+			return err
+		}
+	}
+	if err := o.tx.DeleteLease(n.ID, att.IP); err != nil {
+		return err
+	}
+	if err := o.tx.DeleteVeth(att.HostVeth); err != nil {
+		return err
+	}
+	c.Attachments = slices.Delete(c.Attachments, i, i+1)
+	c.Ports = kept
+	if c.Ports == nil {
+		c.Ports = []store.Port{}
+	}
+	return o.tx.PutContainer(c)
+}

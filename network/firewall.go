@@ -1,0 +1,145 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/store"
+)
+
+func fwEndpoint(a *store.Attachment) firewall.Endpoint {
+	mac := link.MACFor(a.IP)
+	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: mac, IP: a.IP}
+}
+
+// fwContainer is a container's share of the firewall: only containers on bridge
+// networks have one (a rootless container's ports are served by its user-mode stack).
+func fwContainer(c *store.Container) firewall.State {
+	var s firewall.State
+	if c.Mode != store.ModeBridge {
+		return s
+	}
+	for i := range c.Attachments {
+		s.Endpoints = append(s.Endpoints, fwEndpoint(&c.Attachments[i]))
+	}
+	s.Ports = fwPorts(c.Ports)
+	return s
+}
+
+func fwPorts(ports []store.Port) []firewall.Port {
+	out := make([]firewall.Port, len(ports))
+	for i, p := range ports {
+		out[i] = firewall.Port{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, ContainerIP: p.ContainerIP, ContainerPort: p.ContainerPort}
+	}
+	return out
+}
+
+// applyFirewall applies a change element by element. If that fails — the tables are
+// missing, or differ from the store — it rebuilds them whole from the store, which
+// already holds the change. The undo rebuilds from the last committed state: it runs
+// only on failure, where being right matters more than being quick.
+func (m *Manager) applyFirewall(o *op, ch firewall.Change) error {
+	if ch.Empty() {
+		return nil
+	}
+	conn, err := m.host.NFT()
+	if err != nil {
+		return err
+	}
+	if err := firewall.Apply(conn, ch); err != nil {
+		want, derr := m.desiredFirewall(o.tx)
+		if derr != nil {
+			return errors.Join(err, derr)
+		}
+		// The store may or may not record the change yet (a removal usually does not):
+		// rebuild from the store with the change applied.
+		if rerr := firewall.Rebuild(conn, withChange(want, ch)); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		m.log.Info("firewall rebuilt from the store", "reason", err)
+	}
+	o.undo.push("update firewall", func() error { return o.store.View(m.rebuildFirewall) })
+	return nil
+}
+
+// withChange is s with the change's removals taken out and its additions in, each
+// once. Elements are identified as the kernel keys them: networks by bridge,
+// endpoints by veth, ports by host address, protocol and port.
+func withChange(s firewall.State, ch firewall.Change) firewall.State {
+	netKey := func(n firewall.Network) string { return n.Bridge }
+	epKey := func(e firewall.Endpoint) string { return e.HostVeth }
+	portKey := func(p firewall.Port) string {
+		host := "*"
+		if !p.AnyAddress() {
+			host = p.HostIP.String()
+		}
+		return fmt.Sprintf("%s %s %d", host, p.Proto, p.HostPort)
+	}
+	return firewall.State{
+		Owner:     s.Owner,
+		Networks:  merge(s.Networks, ch.Remove.Networks, ch.Add.Networks, netKey),
+		Endpoints: merge(s.Endpoints, ch.Remove.Endpoints, ch.Add.Endpoints, epKey),
+		Ports:     merge(s.Ports, ch.Remove.Ports, ch.Add.Ports, portKey),
+	}
+}
+
+func merge[T any](have, remove, add []T, key func(T) string) []T {
+	drop := map[string]bool{}
+	for _, x := range remove {
+		drop[key(x)] = true
+	}
+	for _, x := range add {
+		drop[key(x)] = true // replaced by the added version below
+	}
+	var out []T
+	for _, x := range have {
+		if !drop[key(x)] {
+			out = append(out, x)
+		}
+	}
+	return append(out, add...)
+}
+
+// rebuildFirewall makes the tables hold exactly what the store describes; with no
+// networks there are no tables.
+func (m *Manager) rebuildFirewall(tx *store.Tx) error {
+	conn, err := m.host.NFT()
+	if err != nil {
+		return err
+	}
+	state, err := m.desiredFirewall(tx)
+	if err != nil {
+		return err
+	}
+	if len(state.Networks) == 0 {
+		return firewall.Delete(conn)
+	}
+	return firewall.Rebuild(conn, state)
+}
+
+// desiredFirewall is the firewall state the store describes.
+func (m *Manager) desiredFirewall(tx *store.Tx) (firewall.State, error) {
+	s := firewall.State{Owner: m.stateDir}
+	networks, err := tx.Networks()
+	if err != nil {
+		return s, err
+	}
+	for _, n := range networks {
+		s.Networks = append(s.Networks, fwNetwork(n))
+	}
+	containers, err := tx.Containers()
+	if err != nil {
+		return s, err
+	}
+	for _, c := range containers {
+		if c.State == store.StateExited {
+			continue
+		}
+		share := fwContainer(c)
+		s.Endpoints = append(s.Endpoints, share.Endpoints...)
+		s.Ports = append(s.Ports, share.Ports...)
+	}
+	return s, nil
+}
