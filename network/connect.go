@@ -93,7 +93,7 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 			kept = append(kept, p)
 		}
 	}
-	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(&att)}, Ports: fwPorts(ports)}}); err != nil {
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(&att)}, Ports: slices.Clone(ports)}}); err != nil {
 		return err
 	}
 	if err := link.Delete(m.host, att.HostVeth); err != nil {

@@ -169,7 +169,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		}
 		c.Attachments = append(c.Attachments, *att)
 		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{
-			Endpoints: []firewall.Endpoint{fwEndpoint(att)}, Ports: fwPorts(c.Ports)}}); err != nil {
+			Endpoints: []firewall.Endpoint{fwEndpoint(att)}, Ports: slices.Clone(c.Ports)}}); err != nil {
 			return nil, err
 		}
 	}

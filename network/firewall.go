@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/link"
@@ -24,16 +25,9 @@ func fwContainer(c *store.Container) firewall.State {
 	for i := range c.Attachments {
 		s.Endpoints = append(s.Endpoints, fwEndpoint(&c.Attachments[i]))
 	}
-	s.Ports = fwPorts(c.Ports)
+	// A copy: the firewall sorts what it is given, and the record's order is its own.
+	s.Ports = slices.Clone(c.Ports)
 	return s
-}
-
-func fwPorts(ports []store.Port) []firewall.Port {
-	out := make([]firewall.Port, len(ports))
-	for i, p := range ports {
-		out[i] = firewall.Port{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, ContainerIP: p.ContainerIP, ContainerPort: p.ContainerPort}
-	}
-	return out
 }
 
 // applyFirewall applies a change element by element. If that fails — the tables are
