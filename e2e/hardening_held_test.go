@@ -357,29 +357,12 @@ type recordingResolver struct {
 }
 
 func (r *recordingResolver) serve(pc net.PacketConn, addr string) {
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		var q dns.Msg
-		if q.Unpack(buf[:n]) != nil || len(q.Question) == 0 {
-			continue
-		}
+	answerDNS(pc, addr, func(q dns.Question) bool {
 		r.mu.Lock()
-		r.names = append(r.names, strings.ToLower(q.Question[0].Name))
+		r.names = append(r.names, strings.ToLower(q.Name))
 		r.mu.Unlock()
-		resp := new(dns.Msg)
-		resp.SetReply(&q)
-		if q.Question[0].Qtype == dns.TypeA {
-			resp.Answer = append(resp.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-				A:   net.ParseIP(addr)})
-		}
-		out, _ := resp.Pack()
-		pc.WriteTo(out, from)
-	}
+		return q.Qtype == dns.TypeA
+	})
 }
 
 // asked reports whether any query for a name under domain reached the resolver.

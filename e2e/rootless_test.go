@@ -147,7 +147,15 @@ func serveHTTP(ln net.Listener, body string) {
 	}
 }
 
+// serveDNS answers queries for name with an A record holding addr, and others with
+// an empty reply, until pc is closed.
 func serveDNS(pc net.PacketConn, name, addr string) {
+	answerDNS(pc, addr, func(q dns.Question) bool { return q.Name == name })
+}
+
+// answerDNS serves DNS on pc until it is closed: an A record holding addr for each
+// question answer accepts, an empty reply for the others.
+func answerDNS(pc net.PacketConn, addr string, answer func(dns.Question) bool) {
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -160,9 +168,9 @@ func serveDNS(pc net.PacketConn, name, addr string) {
 		}
 		resp := new(dns.Msg)
 		resp.SetReply(&q)
-		if q.Question[0].Name == name {
+		if answer(q.Question[0]) {
 			resp.Answer = append(resp.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
 				A:   net.ParseIP(addr)})
 		}
 		out, _ := resp.Pack()
