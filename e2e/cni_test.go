@@ -306,3 +306,62 @@ func TestCNIConcurrentAdd(t *testing.T) {
 	wg.Wait()
 	e.must("network", "rm", "burst")
 }
+
+// CHECK holds ADD's result against the kernel: the pod's interface with its address
+// and MAC, its default route, and the host veth up as a port of the network's bridge.
+// Each broken piece fails CHECK naming it, and CHECK passes again once it is
+// repaired. The result's host interface carries its MAC, as iproute2 sees it.
+func TestCNICheckVerifiesResult(t *testing.T) {
+	e := newEnv(t)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "checked", "type": "ctnet", "subnet": "10.90.0.0/24", "root": %q}`, e.root)
+	pod := lab.NewSandbox(t)
+	res := p.add("pod-c", pod.Path, "eth0", conf)
+	if len(res.Interfaces) != 2 || res.Interfaces[0].Sandbox != "" {
+		t.Fatalf("ADD result lacks the host interface: %+v", res)
+	}
+	veth := res.Interfaces[0].Name
+	hostSide := e.linksIn(nil)[veth]
+	if res.Interfaces[0].MAC == "" || res.Interfaces[0].MAC != hostSide.Address {
+		t.Errorf("the result gives host interface %s the MAC %q, iproute2 sees %q", veth, res.Interfaces[0].MAC, hostSide.Address)
+	}
+	bridge := hostSide.Master
+	if bridge == "" {
+		t.Fatalf("host interface %s is in no bridge: %+v", veth, hostSide)
+	}
+	check := func() lab.Result { return p.call("CHECK", "pod-c", pod.Path, "eth0", withPrevResult(t, conf, res)) }
+	if r := check(); r.Code != 0 {
+		t.Fatalf("CHECK of an intact attachment: %s", r)
+	}
+	for _, c := range []struct {
+		name          string
+		breakIt, fix  []string
+		inPod         bool
+		wantInMessage string
+	}{
+		{"default route deleted", []string{"ip", "route", "del", "default"},
+			[]string{"ip", "route", "add", "default", "via", "10.90.0.1", "dev", "eth0"}, true, "default route"},
+		{"veth out of the bridge", []string{"ip", "link", "set", veth, "nomaster"},
+			[]string{"ip", "link", "set", veth, "master", bridge}, false, "not a port of bridge " + bridge},
+		{"veth down", []string{"ip", "link", "set", veth, "down"}, []string{"ip", "link", "set", veth, "up"}, false, "is down"},
+		{"MAC changed", []string{"ip", "link", "set", "eth0", "address", "02:00:00:00:00:99"},
+			[]string{"ip", "link", "set", "eth0", "address", res.Interfaces[1].MAC}, true, res.Interfaces[1].MAC},
+	} {
+		run := e.host.MustRun
+		if c.inPod {
+			run = pod.MustRun
+		}
+		run(t, c.breakIt...)
+		if r := check(); r.Code == 0 || !strings.Contains(r.Stdout, c.wantInMessage) {
+			t.Errorf("CHECK with the %s: want an error saying %q, got %s", c.name, c.wantInMessage, r)
+		}
+		run(t, c.fix...)
+		if r := check(); r.Code != 0 {
+			t.Errorf("CHECK after repairing the %s: %s", c.name, r)
+		}
+	}
+	if r := p.call("DEL", "pod-c", pod.Path, "eth0", conf); r.Code != 0 {
+		t.Errorf("DEL: %s", r)
+	}
+	e.must("network", "rm", "checked")
+}

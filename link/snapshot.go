@@ -57,11 +57,7 @@ func Snapshot(ns *netns.NS) (*Stack, error) {
 	st := &Stack{Links: []LinkInfo{}, Routes: []RouteInfo{}, Neighbours: []NeighInfo{}}
 	for _, l := range links {
 		a := l.Attrs()
-		info := LinkInfo{Index: a.Index, Name: a.Name, Type: l.Type(), State: strings.ToUpper(a.OperState.String()),
-			MTU: a.MTU, MAC: a.HardwareAddr.String(), Master: names[a.MasterIndex], Addresses: []string{}}
-		if a.Flags&net.FlagUp == 0 {
-			info.State = "DOWN"
-		}
+		info := describe(l, names[a.MasterIndex])
 		addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
 		if err != nil {
 			return nil, fmt.Errorf("list addresses of %s: %w", a.Name, err)
@@ -97,6 +93,41 @@ func Snapshot(ns *netns.NS) (*Stack, error) {
 			Device: names[n.LinkIndex], State: neighState(n.State)})
 	}
 	return st, nil
+}
+
+// describe is a link without its addresses; master is its master's name.
+func describe(l netlink.Link, master string) LinkInfo {
+	a := l.Attrs()
+	info := LinkInfo{Index: a.Index, Name: a.Name, Type: l.Type(), State: strings.ToUpper(a.OperState.String()),
+		MTU: a.MTU, MAC: a.HardwareAddr.String(), Master: master, Addresses: []string{}}
+	if a.Flags&net.FlagUp == 0 {
+		info.State = "DOWN"
+	}
+	return info
+}
+
+// Info describes one link of ns, as Snapshot does but without its addresses: what
+// a check of a single link (its state, its master) needs, without dumping the
+// namespace. A missing link is ErrNotFound.
+func Info(ns *netns.NS, name string) (*LinkInfo, error) {
+	l, err := ByName(ns, name)
+	if err != nil {
+		return nil, err
+	}
+	var master string
+	if index := l.Attrs().MasterIndex; index != 0 {
+		h, err := ns.Netlink()
+		if err != nil {
+			return nil, err
+		}
+		m, err := h.LinkByIndex(index)
+		if err != nil {
+			return nil, fmt.Errorf("read the master of %s: %w", name, err)
+		}
+		master = m.Attrs().Name
+	}
+	info := describe(l, master)
+	return &info, nil
 }
 
 func neighState(s int) string {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -251,7 +250,13 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 			return err
 		}
 	}
-	return types.PrintResult(result(conf, n, att, args.Netns), conf.CNIVersion)
+	res := result(conf, n, att, args.Netns)
+	host, err := m.HostLink(att.HostVeth)
+	if err != nil {
+		return err
+	}
+	res.Interfaces[0].Mac = host.MAC
+	return types.PrintResult(res, conf.CNIVersion)
 }
 
 // result describes an attachment as the spec's ADD result: the host veth, the
@@ -308,8 +313,8 @@ func release(m *network.Manager, c *network.Container, networkName string) error
 	return m.Disconnect(context.Background(), networkName, c.Name)
 }
 
-// cmdCheck confirms that the attachment exists, in the store and in the kernel: the
-// interface in the namespace with its address.
+// cmdCheck confirms that the attachment holds what ADD's result promised, in the
+// store and in the kernel (check.go).
 func cmdCheck(args *skel.CmdArgs) error {
 	return withManager(args, func(conf *netConf, m *network.Manager) error { return check(args, conf, m) })
 }
@@ -329,23 +334,17 @@ func check(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	if att == nil || att.IfName != args.IfName {
 		return fmt.Errorf("container %s has no interface %s on network %s", args.ContainerID, args.IfName, conf.Name)
 	}
-	info, err := m.InspectContainer(c.Name)
+	n, err := m.Network(conf.Name)
 	if err != nil {
 		return err
 	}
-	if info.Stack == nil {
-		return fmt.Errorf("container %s: its namespace cannot be read", args.ContainerID)
-	}
-	want := fmt.Sprintf("%s/%d", att.IP, att.PrefixLen)
-	for _, l := range info.Stack.Links {
-		if l.Name == att.IfName {
-			if slices.Contains(l.Addresses, want) {
-				return nil
-			}
-			return fmt.Errorf("interface %s of container %s lacks its address %s", att.IfName, args.ContainerID, want)
+	promised := result(conf, n, att, args.Netns)
+	if conf.PrevResult != nil {
+		if promised, err = types100.NewResultFromResult(conf.PrevResult); err != nil {
+			return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
 		}
 	}
-	return fmt.Errorf("container %s: interface %s is missing from its namespace", args.ContainerID, att.IfName)
+	return verify(m, args.ContainerID, c, n, att, promised)
 }
 
 // cmdGC releases this network's attachments that the runtime no longer lists as
