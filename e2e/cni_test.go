@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctnet/ctnet/internal/fixhint"
 	"github.com/ctnet/ctnet/internal/lab"
 )
 
@@ -43,6 +45,8 @@ type cniPlugin struct {
 	t    *testing.T
 	e    *env
 	path string
+	// morePaths are directories of CNI_PATH after ctnet's and /usr/lib/cni.
+	morePaths []string
 }
 
 func (p cniPlugin) call(command, containerID, netnsPath, ifName, conf string) lab.Result {
@@ -50,8 +54,10 @@ func (p cniPlugin) call(command, containerID, netnsPath, ifName, conf string) la
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := p.e.host.Command(ctx, p.path)
+	// Debian's reference plugins after ctnet's: the IPAM plugins a configuration names.
+	cniPath := strings.Join(append([]string{filepath.Dir(p.path), "/usr/lib/cni"}, p.morePaths...), ":")
 	cmd.Env = append(os.Environ(), "CNI_COMMAND="+command, "CNI_CONTAINERID="+containerID,
-		"CNI_NETNS="+netnsPath, "CNI_IFNAME="+ifName, "CNI_PATH="+filepath.Dir(p.path))
+		"CNI_NETNS="+netnsPath, "CNI_IFNAME="+ifName, "CNI_PATH="+cniPath)
 	cmd.Stdin = strings.NewReader(conf)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -364,4 +370,196 @@ func TestCNICheckVerifiesResult(t *testing.T) {
 		t.Errorf("DEL: %s", r)
 	}
 	e.must("network", "rm", "checked")
+}
+
+// hostLocalLeases reads host-local's store of a network: address → container ID.
+func hostLocalLeases(t *testing.T, dataDir, networkName string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dataDir, networkName))
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]string{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := map[string]string{}
+	for _, f := range entries {
+		if net.ParseIP(f.Name()) == nil {
+			continue // its lock and last_reserved_ip files
+		}
+		b, err := os.ReadFile(filepath.Join(dataDir, networkName, f.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _, _ := strings.Cut(string(b), "\n")
+		leases[f.Name()] = strings.TrimSpace(id)
+	}
+	return leases
+}
+
+// With an "ipam" section ctnet delegates addresses to the IPAM plugin it names, as
+// the reference bridge plugin does: Debian's host-local, with the node's pod CIDR in
+// ranges (what containerd's {{.PodCIDR}} template writes) or in the ipRanges
+// capability. The network is made around host-local's range, pods get host-local's
+// addresses and reach each other and the wan, CHECK reaches host-local (which
+// checks its reservation), DEL releases the address also when ctnet's part is
+// already gone, and an ADD that fails after host-local gave an address (a result
+// that does not fit, a network that differs) gives it back.
+func TestCNIIPAMDelegation(t *testing.T) {
+	e := newEnv(t)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	dataDir := t.TempDir()
+	confOf := func(name, ipam, extra string) string {
+		return fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "ctnet", "root": %q, "ipam": %s%s}`, name, e.root, ipam, extra)
+	}
+	hostLocal := func(extra string) string {
+		return fmt.Sprintf(`{"type": "host-local", "dataDir": %q%s}`, dataDir, extra)
+	}
+	podCIDR := confOf("k8s", hostLocal(`, "ranges": [[{"subnet": "10.244.1.0/24"}]]`), "")
+	podA, podB := lab.NewSandbox(t), lab.NewSandbox(t)
+	resA := p.add("pod-a", podA.Path, "eth0", podCIDR)
+	resB := p.add("pod-b", podB.Path, "eth0", podCIDR)
+	leases := hostLocalLeases(t, dataDir, "k8s")
+	for _, pod := range []struct {
+		id  string
+		sb  *lab.Sandbox
+		res cniResult
+	}{{"pod-a", podA, resA}, {"pod-b", podB, resB}} {
+		if len(pod.res.IPs) != 1 || pod.res.IPs[0].Gateway != "10.244.1.1" {
+			t.Fatalf("ADD %s: want one address with host-local's gateway 10.244.1.1, got %+v", pod.id, pod.res.IPs)
+		}
+		addr := pod.res.IPs[0].Address
+		ip, _, _ := strings.Cut(addr, "/")
+		if leases[ip] != pod.id {
+			t.Errorf("%s got %s, which host-local did not give it: host-local's leases are %v", pod.id, addr, leases)
+		}
+		if got := e.podAddrs(pod.sb, "eth0"); !slices.Equal(got, []string{addr}) || !strings.HasPrefix(addr, "10.244.1.") {
+			t.Errorf("%s's eth0 holds %v, want host-local's %s in 10.244.1.0/24", pod.id, got, addr)
+		}
+	}
+	var inspected []struct{ Subnet, Gateway string }
+	e.decode(e.must("network", "inspect", "--format", "json", "k8s"), &inspected)
+	if len(inspected) != 1 || inspected[0].Subnet != "10.244.1.0/24" || inspected[0].Gateway != "10.244.1.1" {
+		t.Errorf("network k8s is %+v, want host-local's range 10.244.1.0/24 with gateway 10.244.1.1", inspected)
+	}
+	ipA, _, _ := strings.Cut(resA.IPs[0].Address, "/")
+	if !pingOK(podB.Try, ipA) {
+		t.Errorf("pod-b cannot reach pod-a at %s", ipA)
+	}
+	if !pingOK(podA.Try, lab.WANIP) {
+		t.Errorf("pod-a cannot reach the wan")
+	}
+
+	// CHECK reaches host-local: without its reservation, CHECK fails.
+	if r := p.call("CHECK", "pod-b", podB.Path, "eth0", withPrevResult(t, podCIDR, resB)); r.Code != 0 {
+		t.Errorf("CHECK of pod-b: %s", r)
+	}
+	ipB, _, _ := strings.Cut(resB.IPs[0].Address, "/")
+	reservation := filepath.Join(dataDir, "k8s", ipB)
+	saved, err := os.ReadFile(reservation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(reservation)
+	if r := p.call("CHECK", "pod-b", podB.Path, "eth0", withPrevResult(t, podCIDR, resB)); r.Code == 0 {
+		t.Errorf("CHECK of pod-b passed although host-local holds no reservation for it")
+	}
+	if err := os.WriteFile(reservation, saved, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The ipRanges capability: host-local reads the range from runtimeConfig itself.
+	podC := lab.NewSandbox(t)
+	ranged := confOf("k8s-ranged", hostLocal(""), `, "capabilities": {"ipRanges": true}, "runtimeConfig": {"ipRanges": [[{"subnet": "10.244.2.0/24"}]]}`)
+	resC := p.add("pod-c", podC.Path, "eth0", ranged)
+	if got := e.podAddrs(podC, "eth0"); len(resC.IPs) != 1 || !slices.Equal(got, []string{resC.IPs[0].Address}) || !strings.HasPrefix(resC.IPs[0].Address, "10.244.2.") {
+		t.Errorf("with runtimeConfig.ipRanges 10.244.2.0/24 pod-c's eth0 holds %v, result %+v", got, resC.IPs)
+	}
+
+	// Refusals, each after host-local gave an address: it is given back.
+	podX := lab.NewSandbox(t)
+	for _, c := range []struct {
+		name, network, conf, want string
+		ipamRefusal               bool // ctnet's refusal of what the IPAM plugin gave, not the network's
+	}{
+		{"outside the subnet", "k8s-out", confOf("k8s-out", hostLocal(`, "ranges": [[{"subnet": "10.245.0.0/24"}]]`), `, "subnet": "10.244.0.0/16"`),
+			"outside subnet 10.244.0.0/16", true},
+		{"no IPv4 address", "k8s-v6", confOf("k8s-v6", hostLocal(`, "ranges": [[{"subnet": "fd00:244::/64"}]]`), ""), "no IPv4 address", true},
+		{"the network differs", "k8s", confOf("k8s", hostLocal(`, "ranges": [[{"subnet": "10.244.3.0/24"}]]`), ""), "exists with subnet 10.244.1.0/24", false},
+	} {
+		r := p.call("ADD", "pod-x", podX.Path, "eth0", c.conf)
+		var cniErr struct{ Msg string }
+		if r.Code == 0 || json.Unmarshal([]byte(r.Stdout), &cniErr) != nil || !strings.Contains(cniErr.Msg, c.want) {
+			t.Errorf("ADD with an IPAM result %s: want an error saying %q, got %s", c.name, c.want, r)
+		} else if c.ipamRefusal {
+			fixhint.Require(t, c.conf, errors.New(cniErr.Msg))
+		}
+		for ip, id := range hostLocalLeases(t, dataDir, c.network) {
+			if id == "pod-x" {
+				t.Errorf("ADD with an IPAM result %s left host-local's lease %s", c.name, ip)
+			}
+		}
+	}
+	if _, ok := e.linksIn(lab.InNetNS(podX.Path))["eth0"]; ok {
+		t.Errorf("the refused ADDs left eth0 in the pod")
+	}
+
+	// DEL releases host-local's address, also when ctnet's part is already gone.
+	e.must("rm", "cni-pod-b")
+	for _, del := range []struct {
+		id   string
+		sb   *lab.Sandbox
+		conf string
+	}{{"pod-a", podA, podCIDR}, {"pod-b", podB, podCIDR}, {"pod-c", podC, ranged}} {
+		if r := p.call("DEL", del.id, del.sb.Path, "eth0", del.conf); r.Code != 0 {
+			t.Errorf("DEL %s: %s", del.id, r)
+		}
+	}
+	for _, network := range []string{"k8s", "k8s-ranged"} {
+		if left := hostLocalLeases(t, dataDir, network); len(left) != 0 {
+			t.Errorf("after DEL host-local still holds %v on %s", left, network)
+		}
+	}
+	if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) != 0 {
+		t.Errorf("containers left after DEL: %v", ids)
+	}
+	e.must("network", "rm", "k8s", "k8s-ranged")
+}
+
+// GC and STATUS reach the IPAM plugin: GC so that it frees what it holds for
+// attachments the runtime no longer lists, STATUS so that ADD's runtime learns when
+// the plugin cannot give addresses. Both exist from spec 1.1.0, which Debian's
+// host-local does not speak, so a stand-in records what it is asked.
+func TestCNIIPAMGCAndStatus(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	calls, full := filepath.Join(dir, "calls"), filepath.Join(dir, "full")
+	recorder := fmt.Sprintf(`#!/bin/sh
+echo "$CNI_COMMAND" >> %s
+if [ "$CNI_COMMAND" = STATUS ] && [ -e %s ]; then
+	echo '{"cniVersion": "1.1.0", "code": 50, "msg": "no addresses left"}'
+	exit 1
+fi
+`, calls, full)
+	if err := os.WriteFile(filepath.Join(dir, "recorder"), []byte(recorder), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t), morePaths: []string{dir}}
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "recorded", "type": "ctnet", "root": %q, "ipam": {"type": "recorder"}, "cni.dev/valid-attachments": []}`, e.root)
+	if r := p.call("STATUS", "", "", "", conf); r.Code != 0 {
+		t.Errorf("STATUS with an IPAM plugin that can give addresses: %s", r)
+	}
+	if err := os.WriteFile(full, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.call("STATUS", "", "", "", conf); r.Code == 0 || !strings.Contains(r.Stdout, "no addresses left") || !strings.Contains(r.Stdout, `"code": 50`) {
+		t.Errorf("STATUS with an IPAM plugin that cannot give addresses: want its error 50, got %s", r)
+	}
+	if r := p.call("GC", "", "", "", conf); r.Code != 0 {
+		t.Errorf("GC: %s", r)
+	}
+	b, err := os.ReadFile(calls)
+	if got := strings.Fields(string(b)); err != nil || !slices.Equal(got, []string{"STATUS", "STATUS", "GC"}) {
+		t.Errorf("the IPAM plugin was asked %v (%v), want STATUS, STATUS, GC", got, err)
+	}
 }

@@ -205,7 +205,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return withManager(args, func(conf *netConf, m *network.Manager) error { return add(args, conf, m) })
 }
 
-func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
+func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	ports, err := conf.portSpecs()
 	if err != nil {
 		return err
@@ -214,11 +214,25 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 	if err != nil {
 		return err
 	}
-	n, err := ensureNetwork(m, conf)
+	c, err := findContainer(m, args.ContainerID)
 	if err != nil {
 		return err
 	}
-	c, err := findContainer(m, args.ContainerID)
+	if conf.delegatesIPAM() && (c == nil || attachmentOn(c, conf.Name) == nil) {
+		// A new attachment: its address is the IPAM plugin's, given back if ADD fails.
+		var lease *ipamLease
+		if lease, err = ipamAdd(conf, args.StdinData); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				err = errors.Join(err, ipamDel(conf, args.StdinData))
+			}
+		}()
+		lease.fillNetwork(conf)
+		ip = lease.addr.Addr().String()
+	}
+	n, err := ensureNetwork(m, conf)
 	if err != nil {
 		return err
 	}
@@ -296,10 +310,11 @@ func sameFile(a, b string) bool {
 func cmdDel(args *skel.CmdArgs) error {
 	return withManager(args, func(conf *netConf, m *network.Manager) error {
 		c, err := findContainer(m, args.ContainerID)
-		if err != nil || c == nil {
-			return err
+		if err == nil && c != nil {
+			err = release(m, c, conf.Name)
 		}
-		return release(m, c, conf.Name)
+		// The IPAM plugin's address is freed also when ctnet's part is already gone.
+		return errors.Join(err, ipamDel(conf, args.StdinData))
 	})
 }
 
@@ -314,7 +329,7 @@ func release(m *network.Manager, c *network.Container, networkName string) error
 }
 
 // cmdCheck confirms that the attachment holds what ADD's result promised, in the
-// store and in the kernel (check.go).
+// store and in the kernel (check.go), and that the IPAM plugin still holds its address.
 func cmdCheck(args *skel.CmdArgs) error {
 	return withManager(args, func(conf *netConf, m *network.Manager) error { return check(args, conf, m) })
 }
@@ -344,13 +359,18 @@ func check(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 			return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
 		}
 	}
-	return verify(m, args.ContainerID, c, n, att, promised)
+	if err := verify(m, args.ContainerID, c, n, att, promised); err != nil {
+		return err
+	}
+	return ipamCheck(conf, args.StdinData)
 }
 
 // cmdGC releases this network's attachments that the runtime no longer lists as
 // valid. Only the plugin's own containers (named cni-…) are considered.
 func cmdGC(args *skel.CmdArgs) error {
-	return withManager(args, func(conf *netConf, m *network.Manager) error { return collect(conf, m) })
+	return withManager(args, func(conf *netConf, m *network.Manager) error {
+		return errors.Join(collect(conf, m), ipamGC(conf, args.StdinData))
+	})
 }
 
 func collect(conf *netConf, m *network.Manager) error {
@@ -375,11 +395,14 @@ func collect(conf *netConf, m *network.Manager) error {
 	return errors.Join(errs...)
 }
 
-// cmdStatus says whether ADD can work: the root's state can be read.
+// cmdStatus says whether ADD can work: the root's state can be read, and the IPAM
+// plugin, if any, says it can give addresses.
 func cmdStatus(args *skel.CmdArgs) error {
-	err := withManager(args, func(_ *netConf, m *network.Manager) error {
-		_, err := m.Networks()
-		return err
+	err := withManager(args, func(conf *netConf, m *network.Manager) error {
+		if _, err := m.Networks(); err != nil {
+			return err
+		}
+		return ipamStatus(conf, args.StdinData)
 	})
 	var cniErr *types.Error
 	if err != nil && !errors.As(err, &cniErr) {

@@ -3,10 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/ctnet/ctnet/internal/fixhint"
 	"github.com/ctnet/ctnet/network"
 )
 
@@ -191,5 +196,72 @@ func TestErrorsNameConfigurationKeys(t *testing.T) {
 	}
 	if got := confText(errors.New("plain")); got != "plain" {
 		t.Errorf("confText(plain) = %q", got)
+	}
+}
+
+// An IPAM plugin's result ctnet cannot use is refused in one line saying what to
+// change; one it can use gives the container's address and the network's gateway.
+func TestLeaseFrom(t *testing.T) {
+	ipConf := func(addr, gw string) *types100.IPConfig {
+		ip, ipnet, err := net.ParseCIDR(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ipnet.IP = ip
+		return &types100.IPConfig{Address: *ipnet, Gateway: net.ParseIP(gw)}
+	}
+	_, defaultRoute, _ := net.ParseCIDR("0.0.0.0/0")
+	_, otherRoute, _ := net.ParseCIDR("192.168.0.0/16")
+	tests := []struct {
+		name, conf       string
+		res              *types100.Result
+		wantAddr, wantGW string
+		wantErr          string
+	}{
+		{"one IPv4 address", `{"name":"n","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}, Routes: []*types.Route{{Dst: *defaultRoute}}},
+			"10.244.1.5/24", "10.244.1.1", ""},
+		{"IPv6 left unused", `{"name":"n","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("fd00::5/64", "fd00::1"), ipConf("10.244.1.5/24", "")}},
+			"10.244.1.5/24", "", ""},
+		{"within the configuration's subnet", `{"name":"n","subnet":"10.244.0.0/16","gateway":"10.244.1.1","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}}, "10.244.1.5/24", "10.244.1.1", ""},
+		{"no IPv4 address", `{"name":"n","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("fd00::5/64", "fd00::1")}}, "", "", "gave no IPv4 address"},
+		{"two IPv4 addresses", `{"name":"n","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("10.245.1.5/24", "")}}, "", "", "gave 2 IPv4 addresses"},
+		{"outside the subnet", `{"name":"n","subnet":"10.244.0.0/16","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.245.1.5/24", "")}}, "", "", "outside subnet 10.244.0.0/16"},
+		{"another gateway", `{"name":"n","gateway":"10.244.1.254","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}}, "", "", "gateway 10.244.1.1"},
+		{"a route other than the default", `{"name":"n","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "")}, Routes: []*types.Route{{Dst: *otherRoute}}}, "", "", "192.168.0.0/16"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf, err := parseConf([]byte(tt.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.res.CNIVersion = "1.0.0"
+			lease, err := leaseFrom(conf, tt.res)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("want an error saying %q, got %v", tt.wantErr, err)
+				}
+				fixhint.Require(t, tt.conf, err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			gw := ""
+			if lease.gateway.IsValid() {
+				gw = lease.gateway.String()
+			}
+			if lease.addr.String() != tt.wantAddr || gw != tt.wantGW {
+				t.Errorf("lease %s with gateway %q, want %s with %q", lease.addr, gw, tt.wantAddr, tt.wantGW)
+			}
+		})
 	}
 }
