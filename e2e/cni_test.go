@@ -313,6 +313,22 @@ func TestCNIConcurrentAdd(t *testing.T) {
 	e.must("network", "rm", "burst")
 }
 
+// netnsAdd makes a namespace with iproute2 that the test removes itself, as a
+// runtime does; cleanup removes it if the test did not get that far.
+func netnsAdd(t *testing.T) (name, path string) {
+	t.Helper()
+	name = lab.RandomName("ctl-rt-")
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if _, err := os.Stat("/run/netns/" + name); err == nil {
+			exec.Command("ip", "netns", "del", name).Run()
+		}
+	})
+	return name, "/run/netns/" + name
+}
+
 // CHECK holds ADD's result against the kernel: the pod's interface with its address
 // and MAC, its default route, and the host veth up as a port of the network's bridge.
 // Each broken piece fails CHECK naming it, and CHECK passes again once it is
@@ -370,6 +386,52 @@ func TestCNICheckVerifiesResult(t *testing.T) {
 		t.Errorf("DEL: %s", r)
 	}
 	e.must("network", "rm", "checked")
+}
+
+// A runtime that never DELs (ctr 1.6 with detached containers) leaves a record that
+// ctnet gc releases once the namespace is gone; an ADD with the same container ID
+// then replaces that record instead of asking for a DEL, and with an IPAM plugin
+// the stale address it held for the ID is given back rather than leaked.
+func TestCNIAddReplacesReleasedRecord(t *testing.T) {
+	e := newEnv(t)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	dataDir := t.TempDir()
+	for _, c := range []struct{ network, conf string }{
+		{"reused", fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "reused", "type": "ctnet", "subnet": "10.91.0.0/24", "root": %q}`, e.root)},
+		{"reused-ipam", fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "reused-ipam", "type": "ctnet", "root": %q,
+			"ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.92.0.0/24"}]]}}`, e.root, dataDir)},
+	} {
+		name, path := netnsAdd(t)
+		p.add("task-1", path, "eth0", c.conf)
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns del: %v: %s", err, out)
+		}
+		if gc := e.must("gc"); !strings.Contains(gc, "cni-task-1") {
+			t.Errorf("%s: gc did not release cni-task-1:\n%s", c.network, gc)
+		}
+		pod := lab.NewSandbox(t)
+		r := p.call("ADD", "task-1", pod.Path, "eth0", c.conf)
+		var res cniResult
+		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &res) != nil || len(res.IPs) != 1 {
+			t.Fatalf("%s: ADD of the released container's ID with a new namespace: %s", c.network, r)
+		}
+		if got := e.podAddrs(pod, "eth0"); !slices.Equal(got, []string{res.IPs[0].Address}) {
+			t.Errorf("%s: the new namespace's eth0 holds %v, want the result's %s", c.network, got, res.IPs[0].Address)
+		}
+		if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) != 1 {
+			t.Errorf("%s: want one container record, have %v", c.network, ids)
+		}
+		if leases := hostLocalLeases(t, dataDir, c.network); c.network == "reused-ipam" && len(leases) != 1 {
+			t.Errorf("%s: want host-local to hold one address for task-1, it holds %v", c.network, leases)
+		}
+		if !pingOK(pod.Try, lab.WANIP) {
+			t.Errorf("%s: the re-added pod cannot reach the wan", c.network)
+		}
+		if r := p.call("DEL", "task-1", pod.Path, "eth0", c.conf); r.Code != 0 {
+			t.Errorf("%s: DEL: %s", c.network, r)
+		}
+		e.must("network", "rm", c.network)
+	}
 }
 
 // hostLocalLeases reads host-local's store of a network: address → container ID.

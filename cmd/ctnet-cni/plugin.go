@@ -214,7 +214,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	if err != nil {
 		return err
 	}
-	c, err := findContainer(m, args.ContainerID)
+	c, err := replaceReleased(args, conf, m)
 	if err != nil {
 		return err
 	}
@@ -271,6 +271,22 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	}
 	res.Interfaces[0].Mac = host.MAC
 	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// replaceReleased returns the container standing for the CNI container ID, or nil;
+// a record that is no longer attached is removed first. ctnet gc releases an
+// attachment whose namespace went away, and a runtime that never sends DEL (ctr 1.6,
+// for detached containers) then reuses the ID: the stale record must not block it,
+// nor the IPAM plugin's stale address for it.
+func replaceReleased(args *skel.CmdArgs, conf *netConf, m *network.Manager) (*network.Container, error) {
+	c, err := findContainer(m, args.ContainerID)
+	if err != nil || c == nil || c.State != network.StateExited {
+		return c, err
+	}
+	if err := m.Remove(context.Background(), c.Name, false); err != nil && !errors.Is(err, network.ErrNotFound) {
+		return nil, err
+	}
+	return nil, ipamDel(conf, args.StdinData)
 }
 
 // result describes an attachment as the spec's ADD result: the host veth, the
