@@ -63,7 +63,7 @@ func leaseFrom(conf *netConf, r types.Result) (*ipamLease, error) {
 	case len(v4) == 0:
 		return nil, refuse(`gave no IPv4 address: its ranges must include an IPv4 range, e.g. [[{"subnet": "10.244.1.0/24"}]]`)
 	case len(v4) > 1:
-		return nil, refuse("gave %d IPv4 addresses: a container has one per network, so its ranges must be a single IPv4 range set", len(v4))
+		return nil, refuse("gave %d IPv4 addresses: a container has one per network, so its ranges, with those of the ipRanges capability, must be a single IPv4 range set", len(v4))
 	}
 	ip, _ := netip.AddrFromSlice(v4[0].Address.IP.To4())
 	ones, _ := v4[0].Address.Mask.Size()
