@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
@@ -37,7 +38,7 @@ func ipamAdd(conf *netConf, stdin []byte) (*ipamLease, error) {
 	}
 	lease, err := leaseFrom(conf, r)
 	if err != nil {
-		return nil, errors.Join(err, ipamDel(conf, stdin))
+		return nil, withIPAMError(err, ipamDel(conf, stdin))
 	}
 	return lease, nil
 }
@@ -135,4 +136,21 @@ func ipamStatus(conf *netConf, stdin []byte) error {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("IPAM plugin %s cannot be run", conf.IPAM.Type), err.Error())
 	}
 	return err
+}
+
+// withIPAMError is err followed by the IPAM plugin's error, both in what the runtime
+// reads. errors.Join would not do: skel reports only the first CNI error in the
+// chain, which would be the IPAM plugin's when ctnet's is a plain error.
+func withIPAMError(err, ipamErr error) error {
+	switch {
+	case err == nil:
+		return ipamErr
+	case ipamErr == nil:
+		return err
+	}
+	var cniErr *types.Error
+	if errors.As(err, &cniErr) {
+		return types.NewError(cniErr.Code, cniErr.Msg, strings.TrimSpace(cniErr.Details+" IPAM plugin: "+ipamErr.Error()))
+	}
+	return fmt.Errorf("%v; IPAM plugin: %v", err, ipamErr)
 }

@@ -226,7 +226,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 		}
 		defer func() {
 			if err != nil {
-				err = errors.Join(err, ipamDel(conf, args.StdinData))
+				err = withIPAMError(err, ipamDel(conf, args.StdinData))
 			}
 		}()
 		lease.fillNetwork(conf)
@@ -330,7 +330,7 @@ func cmdDel(args *skel.CmdArgs) error {
 			err = release(m, c, conf.Name)
 		}
 		// The IPAM plugin's address is freed also when ctnet's part is already gone.
-		return errors.Join(err, ipamDel(conf, args.StdinData))
+		return withIPAMError(err, ipamDel(conf, args.StdinData))
 	})
 }
 
@@ -385,7 +385,7 @@ func check(args *skel.CmdArgs, conf *netConf, m *network.Manager) error {
 // valid. Only the plugin's own containers (named cni-…) are considered.
 func cmdGC(args *skel.CmdArgs) error {
 	return withManager(args, func(conf *netConf, m *network.Manager) error {
-		return errors.Join(collect(conf, m), ipamGC(conf, args.StdinData))
+		return withIPAMError(collect(conf, m), ipamGC(conf, args.StdinData))
 	})
 }
 

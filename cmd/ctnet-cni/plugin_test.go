@@ -265,3 +265,47 @@ func TestLeaseFrom(t *testing.T) {
 		})
 	}
 }
+
+// The runtime learns of ctnet's failure first, with its code when it has one, and
+// of the IPAM plugin's after it.
+func TestWithIPAMError(t *testing.T) {
+	ipamErr := types.NewError(types.ErrTryAgainLater, "store locked", "")
+	ctnetCNIErr := types.NewError(types.ErrInvalidNetworkConfig, "bad subnet", "")
+	plain := errors.New("kernel said no")
+	tests := []struct {
+		name        string
+		err, ipam   error
+		wantCode    uint // 0: no CNI error in the chain
+		wantMessage []string
+	}{
+		{"neither", nil, nil, 0, nil},
+		{"only IPAM's", nil, ipamErr, types.ErrTryAgainLater, []string{"store locked"}},
+		{"ctnet's CNI error first", ctnetCNIErr, ipamErr, types.ErrInvalidNetworkConfig, []string{"bad subnet", "store locked"}},
+		{"ctnet's plain error not hidden", plain, ipamErr, 0, []string{"kernel said no", "store locked"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := withIPAMError(tt.err, tt.ipam)
+			if (got == nil) != (tt.wantMessage == nil) {
+				t.Fatalf("got %v", got)
+			}
+			if got == nil {
+				return
+			}
+			// What skel prints: the first CNI error in the chain, else the whole text.
+			seen, code := got.Error(), uint(0)
+			var cniErr *types.Error
+			if errors.As(got, &cniErr) {
+				seen, code = cniErr.Msg+" "+cniErr.Details, cniErr.Code
+			}
+			if code != tt.wantCode {
+				t.Errorf("the runtime reads code %d, want %d", code, tt.wantCode)
+			}
+			for _, w := range tt.wantMessage {
+				if !strings.Contains(seen, w) {
+					t.Errorf("the runtime reads %q, which lacks %q", seen, w)
+				}
+			}
+		})
+	}
+}
