@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -69,8 +70,7 @@ func (s State) elements() (elements, error) {
 			return e, fmt.Errorf("network on %s: subnet %s is not an IPv4 subnet", n.Bridge, n.Subnet)
 		}
 		br := ifname(n.Bridge)
-		first, last := n.Subnet.Masked().Addr().As4(), lastAddr(n)
-		subnet := nftables.SetElement{Key: cat(first[:], br), KeyEnd: cat(last[:], br)}
+		subnet := rangeOn(n.Subnet, br)
 		addI(setBridges, nftables.SetElement{Key: br})
 		addI(setSameBridge, nftables.SetElement{Key: cat(br, br)})
 		addI(setSubnets, subnet)
@@ -81,6 +81,12 @@ func (s State) elements() (elements, error) {
 		if n.Masquerade {
 			addI(setMasqSubnets, subnet)
 			addI(setNATBridges, nftables.SetElement{Key: br})
+			for _, p := range n.NonMasquerade {
+				if !p.IsValid() || !p.Addr().Is4() {
+					return e, fmt.Errorf("network on %s: non-masquerade range %s is not an IPv4 prefix", n.Bridge, p)
+				}
+				addI(setUnmasked, rangeOn(p, br))
+			}
 		}
 	}
 	for _, p := range s.Ports {
@@ -116,9 +122,15 @@ func (s State) elements() (elements, error) {
 	return e, nil
 }
 
-func lastAddr(n Network) [4]byte {
-	a := n.Subnet.Masked().Addr().As4()
-	v := binary.BigEndian.Uint32(a[:]) | (uint32(1)<<(32-n.Subnet.Bits()) - 1)
+// rangeOn is the interval element "prefix . bridge".
+func rangeOn(p netip.Prefix, br []byte) nftables.SetElement {
+	first, last := p.Masked().Addr().As4(), lastAddr(p)
+	return nftables.SetElement{Key: cat(first[:], br), KeyEnd: cat(last[:], br)}
+}
+
+func lastAddr(p netip.Prefix) [4]byte {
+	a := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(a[:]) | (uint32(1)<<(32-p.Bits()) - 1)
 	var out [4]byte
 	binary.BigEndian.PutUint32(out[:], v)
 	return out

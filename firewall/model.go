@@ -29,6 +29,11 @@ type Network struct {
 	Subnet     netip.Prefix
 	Internal   bool // no way out, no way in
 	Masquerade bool // traffic leaving by another interface is masqueraded
+	// NonMasquerade are the destinations a masquerading network's traffic reaches with
+	// its containers' own addresses (ip-masq-agent's nonMasqueradeCIDRs: the cluster's
+	// pod range), and the sources that reach its containers by routing, as pods on
+	// other nodes do. They must not overlap each other.
+	NonMasquerade []netip.Prefix
 }
 
 // Endpoint is one container interface: the host end of its veth and the only source

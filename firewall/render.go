@@ -33,6 +33,9 @@ func inetElements(s State) map[string][]string {
 		if n.Masquerade {
 			out[setMasqSubnets] = append(out[setMasqSubnets], subnet)
 			out[setNATBridges] = append(out[setNATBridges], br)
+			for _, p := range n.NonMasquerade {
+				out[setUnmasked] = append(out[setUnmasked], p.Masked().String()+" . "+br)
+			}
 		}
 	}
 	for _, p := range s.Ports {

@@ -33,7 +33,8 @@ func representative() State {
 	return State{
 		Owner: "/var/lib/ctnet",
 		Networks: []Network{
-			{Bridge: "ctnet0", Subnet: netip.MustParsePrefix("172.17.0.0/16"), Masquerade: true},
+			{Bridge: "ctnet0", Subnet: netip.MustParsePrefix("172.17.0.0/16"), Masquerade: true,
+				NonMasquerade: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("192.0.2.0/24")}},
 			{Bridge: "ct-0123456789ab", Subnet: netip.MustParsePrefix("172.18.0.0/16"), Internal: true},
 			{Bridge: "ct-routed", Subnet: netip.MustParsePrefix("192.168.16.0/20")},
 		},

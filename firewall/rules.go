@@ -39,6 +39,10 @@ const (
 	setOwner       = "owner"        // one element, "root", whose comment is the ctnet root managing the tables
 )
 
+// setUnmasked holds range . bridge: the peers a masquerading network exchanges
+// traffic with without NAT, both ways (its nonMasqueradeCIDRs).
+const setUnmasked = "unmasqueraded"
+
 type setSpec struct {
 	name     string
 	key      []nftables.SetDatatype
@@ -62,6 +66,7 @@ var inetSets = []setSpec{
 	{name: setNATBridges, key: []nftables.SetDatatype{nftables.TypeIFName}},
 	{name: setSubnets, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
 	{name: setMasqSubnets, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
+	{name: setUnmasked, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
 	{name: mapPorts,
 		key:  []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService},
 		data: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeInetService}},
@@ -251,6 +256,12 @@ var inetRules = []ruleSpec{
 		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
 			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 1, reg1),
 			cmp(expr.CmpOpEq, reg1, []byte{127}), &expr.Masq{}))},
+	{chain: "postrouting", text: "ip daddr . iifname @" + setUnmasked + " return",
+		comment: "peers that see containers by their own addresses",
+		exprs: join(ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1),
+			meta(expr.MetaKeyIIFNAME, reg9),
+			lookup(setUnmasked, reg1), verdict(expr.VerdictReturn)))},
 	{chain: "postrouting", text: "ip saddr . iifname @" + setMasqSubnets + " masquerade",
 		comment: "the way out",
 		exprs: join(ipv4Only(), one(
@@ -278,6 +289,14 @@ var inetRules = []ruleSpec{
 	{chain: "forward", text: "ct status dnat accept",
 		comment: "published ports",
 		exprs:   join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(verdict(expr.VerdictAccept)))},
+	// A peer that sees containers by their own addresses reaches them the same way:
+	// a pod on another node connects to a pod here without NAT.
+	{chain: "forward", text: "ip saddr . oifname @" + setUnmasked + " accept",
+		comment: "and reach them by routing",
+		exprs: join(ipv4Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+			meta(expr.MetaKeyOIFNAME, reg9),
+			lookup(setUnmasked, reg1), verdict(expr.VerdictAccept)))},
 	{chain: "forward", text: "oifname @" + setNATBridges + " drop",
 		comment: "masqueraded networks are reached only through published ports",
 		exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setNATBridges, reg1), verdict(expr.VerdictDrop))},
