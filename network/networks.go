@@ -34,6 +34,9 @@ type NetworkSpec struct {
 	Internal   bool
 	Masquerade *bool // nil is true
 	Labels     map[string]string
+	// NonMasquerade are CIDRs the network's traffic reaches without masquerade, and
+	// whose hosts reach its containers by routing; only on a masquerading network.
+	NonMasquerade []string
 }
 
 // CreateNetwork creates a network: its record, its bridge and its firewall entries.
@@ -117,6 +120,9 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	if err := m.pickSubnet(n, spec, networks); err != nil {
 		return nil, err
 	}
+	if n.NonMasquerade, err = parseNonMasquerade(spec, n.Masquerade); err != nil {
+		return nil, err
+	}
 	if n.MTU == 0 {
 		mtu, err := link.DefaultRouteMTU(m.host)
 		if err != nil {
@@ -194,7 +200,7 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 }
 
 func fwNetwork(n *store.Network) firewall.Network {
-	return firewall.Network{Bridge: n.Bridge, Subnet: n.Subnet, Internal: n.Internal, Masquerade: n.Masquerade}
+	return firewall.Network{Bridge: n.Bridge, Subnet: n.Subnet, Internal: n.Internal, Masquerade: n.Masquerade, NonMasquerade: n.NonMasquerade}
 }
 
 // plumbNetwork makes the network's bridge and sysctls exist.
@@ -373,6 +379,8 @@ func checkSameNetwork(n *store.Network, spec NetworkSpec) error {
 		return differ("internal", n.Internal, spec.Internal)
 	case !spec.Internal && spec.Masquerade != nil && n.Masquerade != *spec.Masquerade:
 		return differ("masquerade", n.Masquerade, *spec.Masquerade)
+	case !sameNonMasquerade(n.NonMasquerade, spec.NonMasquerade):
+		return differ("non-masquerade ranges", n.NonMasquerade, spec.NonMasquerade)
 	}
 	return nil
 }

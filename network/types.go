@@ -194,7 +194,7 @@ type Port struct {
 
 // Network is a network: everything its bridge and firewall entries are made from.
 // JSON keys: id, name, driver, bridge, subnet, gateway, mtu, internal, masquerade,
-// labels (omitted when empty), created.
+// labels (omitted when empty), created, non_masquerade (omitted when empty).
 type Network struct {
 	ID         string            `json:"id"`
 	Name       string            `json:"name"`
@@ -207,6 +207,10 @@ type Network struct {
 	Masquerade bool              `json:"masquerade"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Created    time.Time         `json:"created"`
+	// NonMasquerade are the destinations the network's containers reach with their own
+	// addresses instead of the host's, and the sources that reach them by routing
+	// (ip-masq-agent's nonMasqueradeCIDRs: a cluster's pod range).
+	NonMasquerade []netip.Prefix `json:"non_masquerade,omitempty"`
 }
 
 func containerView(c *store.Container) *Container {

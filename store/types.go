@@ -23,6 +23,9 @@ type Network struct {
 	Masquerade bool              `json:"masquerade"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Created    time.Time         `json:"created"`
+	// NonMasquerade are destinations reached without masquerade, whose sources reach
+	// the network by routing (nonMasqueradeCIDRs).
+	NonMasquerade []netip.Prefix `json:"non_masquerade,omitempty"`
 }
 
 // Container modes, as Docker names them.

@@ -30,6 +30,9 @@ type netConf struct {
 	MTU      int    `json:"mtu,omitempty"`     // default: that of the host's default route
 	Internal bool   `json:"internal,omitempty"`
 	IPMasq   *bool  `json:"ipMasq,omitempty"` // default true
+	// NonMasqueradeCIDRs are destinations reached with the pod's own address
+	// (ip-masq-agent's key: the cluster's pod range), whose hosts reach pods by routing.
+	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
 	// Root is the ctnet root; by default the CLI's (/var/lib/ctnet and /run/ctnet), so
 	// `ctnet ps` lists what the runtime attached.
 	Root          string `json:"root,omitempty"`
@@ -153,6 +156,7 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 var confTerm = map[string]string{
 	"IP": "runtimeConfig.ips", "Ports": "runtimeConfig.portMappings", "NetNS": "CNI_NETNS", "IfName": "CNI_IFNAME",
 	"Subnet": "subnet", "Gateway": "gateway", "Bridge": "bridge", "MTU": "mtu", "Network": "name",
+	"NonMasquerade": "nonMasqueradeCIDRs",
 }
 
 // confText is err's message with the spec field it names written in CNI's terms.
@@ -173,7 +177,7 @@ func confText(err error) string {
 func ensureNetwork(m *network.Manager, conf *netConf) (*network.Network, error) {
 	n, err := m.EnsureNetwork(context.Background(), network.NetworkSpec{
 		Name: conf.Name, Subnet: conf.Subnet, Gateway: conf.Gateway, Bridge: conf.Bridge,
-		MTU: conf.MTU, Internal: conf.Internal, Masquerade: conf.IPMasq,
+		MTU: conf.MTU, Internal: conf.Internal, Masquerade: conf.IPMasq, NonMasquerade: conf.NonMasqueradeCIDRs,
 	})
 	if errors.Is(err, network.ErrConflict) {
 		// It differs, its subnet overlaps another's or a host route, or another root

@@ -13,6 +13,7 @@ var flagOf = map[string]string{
 	"NetNS": "--netns", "IfName": "--ifname", "DNS": "--dns", "ExtraHosts": "--add-host",
 	"Aliases": "--network-alias", "UserNet.CIDR": "--cidr", "UserNet.MTU": "--mtu",
 	"Subnet": "--subnet", "Gateway": "--gateway", "Bridge": "--bridge", "MTU": "--mtu",
+	"NonMasquerade": "--opt non-masquerade",
 }
 
 func flagName(field string) string {

@@ -34,7 +34,8 @@ subnet is picked from 172.17-31.0.0/16 and 192.168.0.0/16 (as /20s) that overlap
 route or address of the host and no other network.`,
 		Example: `  ctnet network create web
   ctnet network create backend --subnet 172.30.0.0/24 --internal
-  ctnet network create routed --subnet 10.99.0.0/24 --opt masquerade=false`,
+  ctnet network create routed --subnet 10.99.0.0/24 --opt masquerade=false
+  ctnet network create pods --subnet 10.244.1.0/24 --opt non-masquerade=10.244.0.0/16`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
@@ -51,8 +52,10 @@ route or address of the host and no other network.`,
 						return usage("bad --opt %q: masquerade takes true or false", o)
 					}
 					spec.Masquerade = &b
+				case "non-masquerade":
+					spec.NonMasquerade = append(spec.NonMasquerade, strings.Split(v, ",")...)
 				default:
-					return usage("unknown --opt %q: the only option is masquerade=true|false", o)
+					return usage("unknown --opt %q: the options are masquerade=true|false and non-masquerade=CIDR,...", o)
 				}
 			}
 			return a.withRootManager("network create", func(m *network.Manager) error {
@@ -72,7 +75,7 @@ route or address of the host and no other network.`,
 	fl.IntVar(&spec.MTU, "mtu", 0, "MTU (default: that of the host's default route interface)")
 	fl.BoolVar(&spec.Internal, "internal", false, "no way out and no way in: containers reach only each other")
 	fl.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
-	fl.StringArrayVarP(&opts, "opt", "o", nil, "driver option: masquerade=false for a routed network")
+	fl.StringArrayVarP(&opts, "opt", "o", nil, "driver option: masquerade=false for a routed network, non-masquerade=CIDR,... for destinations that see containers' own addresses")
 	return cmd
 }
 
@@ -155,6 +158,9 @@ func printNetwork(a *app, info *network.NetworkInspect) {
 	fmt.Fprintf(w, "Network %s (%s)\n", info.Name, info.ID)
 	fmt.Fprintf(w, "  bridge:     %s\n  subnet:     %s\n  gateway:    %s\n  mtu:        %d\n", info.Bridge, info.Subnet, info.Gateway, info.MTU)
 	fmt.Fprintf(w, "  internal:   %t\n  masquerade: %t\n", info.Internal, info.Masquerade)
+	for _, p := range info.NonMasquerade {
+		fmt.Fprintf(w, "  not masqueraded to: %s\n", p)
+	}
 	if len(info.Labels) > 0 {
 		keys := make([]string, 0, len(info.Labels))
 		for k := range info.Labels {
