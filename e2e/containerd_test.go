@@ -395,6 +395,7 @@ func busyboxImageTar(t *testing.T) string {
 // pod is a CRI pod sandbox running busybox httpd, whose /cgi-bin/peer answers with
 // the client's address.
 type pod struct {
+	name          string
 	id, container string
 	ip            string
 	pid           int // the sandbox container's process, whose network namespace is the pod's
@@ -430,7 +431,7 @@ func (d *containerd) runPod(name string, hostPort int) pod {
 		}
 		writeFile(d.t, filepath.Join(dir, file), string(b))
 	}
-	p := pod{id: d.crictl("runp", filepath.Join(dir, "pod.json"))}
+	p := pod{name: name, id: d.crictl("runp", filepath.Join(dir, "pod.json"))}
 	p.container = d.crictl("create", p.id, filepath.Join(dir, "container.json"), filepath.Join(dir, "pod.json"))
 	d.crictl("start", p.container)
 	var status struct {
@@ -451,6 +452,11 @@ func (d *containerd) runPod(name string, hostPort int) pod {
 		d.t.Fatalf("pod %s: CRI reports no address or process: %+v", name, status)
 	}
 	return p
+}
+
+// containerLog is the file CRI writes the pod's httpd output to.
+func (d *containerd) containerLog(p pod) string {
+	return filepath.Join(d.dir, "logs", p.name, "httpd.log")
 }
 
 // netns is the argument prefix that runs a command in the pod's network namespace.

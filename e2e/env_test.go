@@ -31,6 +31,18 @@ type env struct {
 // test left and fails it if the sandbox is not back to how it started.
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvOf(t, true)
+}
+
+// newNode is newEnv without a wan: a host that reaches others only by the links the
+// test adds (and removes before the check at cleanup).
+func newNode(t *testing.T) *env {
+	t.Helper()
+	return newEnvOf(t, false)
+}
+
+func newEnvOf(t *testing.T, withWAN bool) *env {
+	t.Helper()
 	lab.RequireRoot(t)
 	for _, tool := range []string{"nft", "socat", "ping", "curl"} {
 		if _, err := lookPath(tool); err != nil {
@@ -38,7 +50,9 @@ func newEnv(t *testing.T) *env {
 		}
 	}
 	e := &env{t: t, host: lab.NewSandbox(t)}
-	e.wan = e.host.AddWAN(t)
+	if withWAN {
+		e.wan = e.host.AddWAN(t)
+	}
 	e.root = lab.Root(t)
 	e.before = e.host.Snapshot(t, e.root)
 	bin := lab.Binary(t)
