@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,7 +64,15 @@ func TestNonMasqueradeCIDRs(t *testing.T) {
 		!strings.Contains(out, `unmasqueraded: 203.0.113.0 . "`) {
 		t.Errorf("network inspect does not show the range and its firewall element:\n%s", out)
 	}
-	e.host.MustRun(t, "sh", "-c", `nft delete element inet ctnet unmasqueraded "{ 203.0.113.0/24 . $(nft -j list set inet ctnet unmasqueraded | grep -o '"ct-[0-9a-f]*"' | head -1) }"`)
+	var networks []struct {
+		Bridge        string   `json:"bridge"`
+		NonMasquerade []string `json:"non_masquerade"`
+	}
+	e.decode(e.must("network", "inspect", "--format", "json", "pods"), &networks)
+	if len(networks) != 1 || !slices.Equal(networks[0].NonMasquerade, []string{"203.0.113.0/24"}) {
+		t.Fatalf("network inspect's JSON does not hold the range as non_masquerade: %+v", networks)
+	}
+	e.host.MustRun(t, "nft", "delete", "element", "inet", "ctnet", "unmasqueraded", fmt.Sprintf(`{ 203.0.113.0/24 . "%s" }`, networks[0].Bridge))
 	if r := e.ctnet("doctor"); r.Code == 0 || !strings.Contains(r.Stdout, "1 missing") {
 		t.Errorf("doctor with the range's element gone: want it counted, got %s", r)
 	}
