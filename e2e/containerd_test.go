@@ -110,10 +110,12 @@ state = %[2]q
 		t.Fatal(err)
 	}
 	defer log.Close()
-	// The tmpfs over /opt only holds the mount point of /opt/cni/bin: the directory
-	// need not exist on the machine.
+	// The copies of the machine's namespace pins go, or they would keep other tests'
+	// namespaces alive while containerd runs; one that its owner removes meanwhile
+	// fails its umount, which is as good. The tmpfs over /opt only holds the mount
+	// point of /opt/cni/bin: the directory need not exist on the machine.
 	d.cmd = host.Command(context.Background(), "unshare", "--mount", "--propagation", "private", "sh", "-c",
-		`set -e; umount -a -l -t nsfs; mount -t tmpfs ctnet-run /run; mkdir /run/netns; mount -t tmpfs ctnet-opt /opt; mkdir -p /opt/cni/bin
+		`umount -a -l -t nsfs; set -e; mount -t tmpfs ctnet-run /run; mkdir /run/netns; mount -t tmpfs ctnet-opt /opt; mkdir -p /opt/cni/bin
 mount --bind "$0/cni/bin" /opt/cni/bin; mount --bind "$0/cni/net.d" /etc/cni/net.d; exec containerd --config "$1"`, dir, config)
 	d.cmd.Stdout, d.cmd.Stderr = log, log
 	if err := d.cmd.Start(); err != nil {
