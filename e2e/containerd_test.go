@@ -46,8 +46,8 @@ type containerd struct {
 }
 
 // startContainerd starts containerd in host with conflist as its only CNI
-// configuration, the ctnet plugin as "ctnet" and the reference loopback plugin (which
-// CRI runs from its one bin_dir); it is stopped by PID at cleanup, which fails the
+// configuration, the ctnet plugin as "ctnet" and the reference loopback and host-local
+// plugins (CRI runs every plugin from its one bin_dir); it is stopped by PID at cleanup, which fails the
 // test if anything it started is still running.
 func startContainerd(t *testing.T, host *lab.Sandbox, conflist string) *containerd {
 	t.Helper()
@@ -73,6 +73,7 @@ func startContainerd(t *testing.T, host *lab.Sandbox, conflist string) *containe
 	}
 	copyFile(t, lab.CNIPlugin(t), filepath.Join(dir, "cni/bin/ctnet"))
 	copyFile(t, "/usr/lib/cni/loopback", filepath.Join(dir, "cni/bin/loopback"))
+	copyFile(t, "/usr/lib/cni/host-local", filepath.Join(dir, "cni/bin/host-local"))
 	writeFile(t, filepath.Join(dir, "cni/net.d/10-ctnet.conflist"), conflist)
 	writeFile(t, filepath.Join(dir, "crictl.yaml"), fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\n", d.sock, d.sock))
 	config := filepath.Join(dir, "config.toml")

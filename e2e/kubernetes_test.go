@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,7 +19,8 @@ const (
 
 // Kubernetes across two nodes, as the kubelet drives CRI on each: two node namespaces
 // joined by an underlay veth, each with its own containerd and CRI and its own pod
-// CIDR given through the conflist, with nonMasqueradeCIDRs the cluster's
+// CIDR given through the conflist (ctnet's subnet on one, host-local's ranges on the
+// other), with nonMasqueradeCIDRs the cluster's
 // 10.244.0.0/16 and the routes "podCIDR via nodeIP" a route controller installs; node
 // 1 is the wan's router for both. A pod on each node reaches the other's by its
 // address, and each sees the other's real address (busybox httpd's CGI and its log);
@@ -42,12 +44,14 @@ func TestKubernetesTwoNodes(t *testing.T) {
 	node1.wan.MustRun(t, "ip", "route", "add", "198.51.100.0/24", "via", lab.HostUplinkIP)
 
 	image := busyboxImageTar(t)
-	conflist := func(e *env, podCIDR string) string {
-		return fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
-  {"type": "ctnet", "subnet": %q, "nonMasqueradeCIDRs": ["10.244.0.0/16"], "root": %q, "capabilities": {"portMappings": true}}]}`, podCIDR, e.root)
-	}
-	cri1 := startContainerd(t, node1.host, conflist(node1, "10.244.1.0/24"))
-	cri2 := startContainerd(t, node2.host, conflist(node2, "10.244.2.0/24"))
+	leases := t.TempDir()
+	// Node 1 names its pod CIDR with ctnet's own key; node 2 as containerd's CNI
+	// template renders {{.PodCIDR}}, in a host-local ipam section.
+	cri1 := startContainerd(t, node1.host, fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
+  {"type": "ctnet", "subnet": "10.244.1.0/24", "nonMasqueradeCIDRs": ["10.244.0.0/16"], "root": %q, "capabilities": {"portMappings": true}}]}`, node1.root))
+	cri2 := startContainerd(t, node2.host, fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
+  {"type": "ctnet", "nonMasqueradeCIDRs": ["10.244.0.0/16"], "root": %q, "capabilities": {"portMappings": true},
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.2.0/24"}]], "dataDir": %q}}]}`, node2.root, leases))
 	cri1.importImage(image)
 	cri2.importImage(image)
 	podA, podB := cri1.runPod("a", 8080), cri2.runPod("b", 8080)
@@ -117,5 +121,8 @@ func TestKubernetesTwoNodes(t *testing.T) {
 			t.Errorf("node %d: ctnet holds after stopp and rmp:\n%s", i+1, left)
 		}
 		n.node.must("network", "rm", "k8s-pod-network")
+	}
+	if held, _ := filepath.Glob(filepath.Join(leases, "k8s-pod-network", "10.*")); len(held) > 0 {
+		t.Errorf("node 2: host-local still holds %v after rmp", held)
 	}
 }
