@@ -123,7 +123,7 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	if err != nil {
 		return err
 	}
-	mac := link.MACFor(att.IP)
+	mac := attachmentMAC(att)
 	peer, err := link.AddVeth(m.host, link.Veth{
 		HostName: att.HostVeth, MasterIndex: br.Attrs().Index, MTU: n.MTU,
 		PeerName: att.IfName, PeerNS: ns, PeerMAC: mac,

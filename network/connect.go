@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"net"
 	"slices"
 
 	"github.com/ctnet/ctnet/firewall"
@@ -9,10 +10,12 @@ import (
 	"github.com/ctnet/ctnet/store"
 )
 
-// ConnectOptions are the choices of Connect: the address (default: the next free)
-// and the interface name (default: the next free ethN).
+// ConnectOptions are the choices of Connect: the address (default: the next free),
+// the MAC address (default: one derived from the address) and the interface name
+// (default: the next free ethN).
 type ConnectOptions struct {
 	IP     string
+	MAC    string
 	IfName string
 }
 
@@ -24,6 +27,13 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 			return nil, err
 		}
 	}
+	var mac net.HardwareAddr
+	if opts.MAC != "" {
+		var err error
+		if mac, err = parseMAC(opts.MAC); err != nil {
+			return nil, err
+		}
+	}
 	var att *store.Attachment
 	err := m.mutate(ctx, func(o *op) error {
 		c, n, err := m.liveBridgeContainer(o, network, ref)
@@ -32,6 +42,9 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 		}
 		if att, err = m.allocateAttachment(o, c, n, opts.IP, opts.IfName); err != nil {
 			return err
+		}
+		if mac != nil {
+			att.MAC = mac.String()
 		}
 		if err := m.plumbAttachment(o, c, n, att); err != nil {
 			return err

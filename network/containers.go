@@ -47,6 +47,9 @@ type ContainerSpec struct {
 	// default route goes through the interface called eth0, so a namespace that
 	// already has its own (a CNI runtime's secondary network) keeps it.
 	IfName string
+	// MAC is the interface's MAC address on its network (default: one derived from
+	// its address).
+	MAC string
 }
 
 // Create makes a container's network: a namespace (or the one given), its interface
@@ -125,6 +128,9 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if spec.IP != "" {
 			return nil, invalid("--ip needs a network: it has no effect with --network %s", mode)
 		}
+		if spec.MAC != "" {
+			return nil, invalid("--mac-address needs a network: it has no effect with --network %s", mode)
+		}
 	}
 	switch mode.Kind {
 	case ModeHost:
@@ -160,6 +166,10 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		att, err := m.allocateAttachment(o, c, n, spec.IP, spec.IfName)
 		if err != nil {
 			return nil, err
+		}
+		if spec.MAC != "" {
+			mac, _ := parseMAC(spec.MAC) // checked by checkSpec
+			att.MAC = mac.String()
 		}
 		if c.Ports, err = m.allocatePorts(o, spec.Ports, att.IP, c.ID); err != nil {
 			return nil, err

@@ -6,13 +6,11 @@ import (
 	"slices"
 
 	"github.com/ctnet/ctnet/firewall"
-	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/store"
 )
 
 func fwEndpoint(a *store.Attachment) firewall.Endpoint {
-	mac := link.MACFor(a.IP)
-	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: mac, IP: a.IP}
+	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: attachmentMAC(a), IP: a.IP}
 }
 
 // fwContainer is a container's share of the firewall: only containers on bridge

@@ -33,6 +33,9 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 	if spec.IP != "" {
 		return invalid("--ip needs a ctnet network, which only root has: a user-mode network gives every container %s", UserNetGuest(addrs.DefaultSubnet()))
 	}
+	if spec.MAC != "" {
+		return invalid("--mac-address needs a ctnet network, which only root has")
+	}
 	mode := spec.Network
 	switch {
 	case mode.Kind == "" || mode.Kind == ModeUserNet:

@@ -152,6 +152,11 @@ func checkSpec(spec ContainerSpec) error {
 			return &FieldError{Field: "IP", Value: spec.IP, Err: err}
 		}
 	}
+	if spec.MAC != "" {
+		if _, err := parseMAC(spec.MAC); err != nil {
+			return err
+		}
+	}
 	if spec.IfName != "" {
 		if err := checkIfName(spec.IfName); err != nil {
 			return err
