@@ -62,6 +62,11 @@ type Options struct {
 	// UserNet is the stack of the user-mode networks Run gives a rootless manager's
 	// containers (cmd/ctnet's is package usernet's); without it, Run refuses them.
 	UserNet UserNetStack
+	// CallerReservesHostPorts says that the program holds the host ports it publishes
+	// itself, as CNI runtimes do (rootful Podman keeps them open in conmon, and the
+	// portmap plugin never looks at sockets): a host socket bound to one is the
+	// caller's reservation, not a clash. A port another container publishes still is.
+	CallerReservesHostPorts bool
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -72,11 +77,12 @@ type Manager struct {
 	pools            []ipam.Pool
 	rootless         bool
 	userNet          UserNetStack
+	callerReserves   bool // Options.CallerReservesHostPorts
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -209,7 +209,8 @@ func (m *Manager) checkPortFree(o *op, p store.Port) error {
 }
 
 // checkHostSocket tries to bind the port in the host namespace: a failure means a
-// host process holds it (or the address is not the host's).
+// host process holds it (unless the caller reserves its ports itself), or the address
+// is not the host's.
 func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) error {
 	typ, sproto := sockType(proto)
 	addr := ip
@@ -241,6 +242,8 @@ func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) erro
 	}
 	switch {
 	case bindErr == nil:
+		return nil
+	case errors.Is(bindErr, unix.EADDRINUSE) && m.callerReserves:
 		return nil
 	case errors.Is(bindErr, unix.EADDRINUSE):
 		who := m.portHolder(proto, port)
