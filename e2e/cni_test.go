@@ -47,6 +47,7 @@ type cniPlugin struct {
 	path string
 	// morePaths are directories of CNI_PATH after ctnet's and /usr/lib/cni.
 	morePaths []string
+	args      string // CNI_ARGS
 }
 
 func (p cniPlugin) call(command, containerID, netnsPath, ifName, conf string) lab.Result {
@@ -57,7 +58,7 @@ func (p cniPlugin) call(command, containerID, netnsPath, ifName, conf string) la
 	// Debian's reference plugins after ctnet's: the IPAM plugins a configuration names.
 	cniPath := strings.Join(append([]string{filepath.Dir(p.path), "/usr/lib/cni"}, p.morePaths...), ":")
 	cmd.Env = append(os.Environ(), "CNI_COMMAND="+command, "CNI_CONTAINERID="+containerID,
-		"CNI_NETNS="+netnsPath, "CNI_IFNAME="+ifName, "CNI_PATH="+cniPath)
+		"CNI_NETNS="+netnsPath, "CNI_IFNAME="+ifName, "CNI_PATH="+cniPath, "CNI_ARGS="+p.args)
 	cmd.Stdin = strings.NewReader(conf)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

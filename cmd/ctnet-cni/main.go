@@ -1,8 +1,9 @@
 // Command ctnet-cni is a CNI plugin (spec 0.4.0 to 1.1.0: ADD, DEL, CHECK, GC, STATUS)
 // on ctnet's network API. A runtime (containerd, CRI-O, Podman, nerdctl) hands it a
 // network namespace, and ctnet attaches it to a network exactly as `ctnet attach`
-// does: a veth into the network's bridge, an address (the ips capability may name it,
-// or the IPAM plugin an "ipam" section names gives it), the default route on eth0,
+// does: a veth into the network's bridge, an address and a MAC (the ips and mac
+// capabilities or CNI_ARGS IP= and MAC= may name them, or the IPAM plugin an "ipam"
+// section names gives the address), the default route on eth0,
 // published ports from the portMappings capability, all in ctnet's store and nftables
 // tables, so `ctnet ps`, `inspect` and `gc` see what the runtime made.
 //

@@ -41,6 +41,8 @@ type netConf struct {
 		// IPs is the ips capability: the address to give (Podman's --ip), with or
 		// without a prefix length.
 		IPs []string `json:"ips,omitempty"`
+		// MAC is the mac capability: the interface's MAC address.
+		MAC string `json:"mac,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 }
 
@@ -134,7 +136,9 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 	if err != nil {
 		return err
 	}
-	m, err := network.New(network.Options{Root: conf.Root})
+	// The runtime holds the host ports it asks to publish (rootful Podman keeps them
+	// open in conmon), as the portmap plugin expects.
+	m, err := network.New(network.Options{Root: conf.Root, CallerReservesHostPorts: true})
 	if err != nil {
 		return err
 	}
@@ -154,7 +158,7 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 // confTerm names the library's spec fields as the runtime gives them: keys of the
 // network configuration, or the plugin's environment.
 var confTerm = map[string]string{
-	"IP": "runtimeConfig.ips", "Ports": "runtimeConfig.portMappings", "NetNS": "CNI_NETNS", "IfName": "CNI_IFNAME",
+	"IP": "runtimeConfig.ips", "MAC": "runtimeConfig.mac", "Ports": "runtimeConfig.portMappings", "NetNS": "CNI_NETNS", "IfName": "CNI_IFNAME",
 	"Subnet": "subnet", "Gateway": "gateway", "Bridge": "bridge", "MTU": "mtu", "Network": "name",
 	"NonMasquerade": "nonMasqueradeCIDRs",
 }
@@ -214,7 +218,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	if err != nil {
 		return err
 	}
-	ip, err := conf.requestedIP()
+	ip, mac, err := requestedAddresses(conf, args.Args)
 	if err != nil {
 		return err
 	}
@@ -244,7 +248,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	switch {
 	case c == nil:
 		c, err = m.Create(context.Background(), network.ContainerSpec{
-			Name: containerName(args.ContainerID), Network: network.OnNetwork(n.Name), NetNS: args.Netns, IfName: args.IfName, IP: ip, Ports: ports,
+			Name: containerName(args.ContainerID), Network: network.OnNetwork(n.Name), NetNS: args.Netns, IfName: args.IfName, IP: ip, MAC: mac, Ports: ports,
 		})
 		if err != nil {
 			return err
@@ -260,11 +264,13 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 				fmt.Sprintf("container %s is already on network %s as %s", args.ContainerID, n.Name, att.IfName), "")
 		}
 	default:
-		if len(ports) > 0 {
+		// Podman gives every network of a container its port mappings: those the
+		// first network published are already there.
+		if len(ports) > 0 && !publishes(c, ports) {
 			return types.NewError(types.ErrInvalidNetworkConfig,
-				fmt.Sprintf("port mappings go with a container's first network: %s is on %s already", args.ContainerID, c.Attachments[0].Network), "")
+				fmt.Sprintf("port mappings go with a container's first network: %s is on %s already, with other ports", args.ContainerID, c.Attachments[0].Network), "")
 		}
-		if att, err = m.Connect(context.Background(), n.Name, c.Name, network.ConnectOptions{IP: ip, IfName: args.IfName}); err != nil {
+		if att, err = m.Connect(context.Background(), n.Name, c.Name, network.ConnectOptions{IP: ip, MAC: mac, IfName: args.IfName}); err != nil {
 			return err
 		}
 	}
