@@ -12,7 +12,8 @@ import (
 // The ways runtimes ask for a pod's address and MAC, checked with iproute2 and with
 // traffic (the bridge table lets a port send only with its recorded MAC): CNI_ARGS IP=
 // and MAC=, which Podman sends for a single --ip and for --mac-address, and the ips
-// and mac capabilities. A repeated ADD after a DEL (podman network reload) gets the
+// and mac capabilities (with the address twice, as Podman 4.3's network reload sends
+// a --ip). A repeated ADD after a DEL (podman network reload) gets the
 // same address; requests that disagree or that no interface can hold are refused
 // without a trace.
 func TestCNIPluginAddressArgs(t *testing.T) {
@@ -34,7 +35,7 @@ func TestCNIPluginAddressArgs(t *testing.T) {
 	}{
 		{"CNI_ARGS", podmanArgs, podA, conf(""), "10.88.0.50/24", "02:00:0a:58:00:50"},
 		{"the ips and mac capabilities", p, podB,
-			conf(`, "capabilities": {"ips": true, "mac": true}, "runtimeConfig": {"ips": ["10.88.0.60/24"], "mac": "02:00:0A:58:00:60"}`),
+			conf(`, "capabilities": {"ips": true, "mac": true}, "runtimeConfig": {"ips": ["10.88.0.60/24", "10.88.0.60"], "mac": "02:00:0A:58:00:60"}`),
 			"10.88.0.60/24", "02:00:0a:58:00:60"},
 	} {
 		id := "pod-" + strings.ReplaceAll(c.addr[:len(c.addr)-3], ".", "-")

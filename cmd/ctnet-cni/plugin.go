@@ -99,7 +99,8 @@ func (c *netConf) requestedIP() (string, error) {
 		if err != nil {
 			return "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("bad address %q in runtimeConfig.ips: use an IPv4 address such as 10.88.0.5/16", s), "")
 		}
-		if ip.Is4() || ip.Is4In6() {
+		// Podman 4.3's network reload repeats a container's --ip.
+		if (ip.Is4() || ip.Is4In6()) && !slices.Contains(v4, ip.Unmap().String()) {
 			v4 = append(v4, ip.Unmap().String())
 		}
 	}
