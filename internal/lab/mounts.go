@@ -46,3 +46,16 @@ func NewPrivateMounts(t testing.TB, dirs ...string) *PrivateMounts {
 		`set -e; umount -a -l -t nsfs; for d; do mount -t tmpfs -o mode=0755 ctnet-private "$d"; done`, "sh"}, dirs...)...)
 	return pm
 }
+
+// Share makes the machine's namespace pin at path (such as a sandbox's /run/netns
+// file) pin the same namespace in the mount namespace too, until cleanup, for a
+// runtime there that is handed the path.
+func (pm *PrivateMounts) Share(t testing.TB, path string) {
+	t.Helper()
+	mustRun(t, "nsenter", "--net="+path, "--mount="+pm.Path, "mount", "--bind", "/proc/self/ns/net", path)
+	t.Cleanup(func() {
+		if out, err := exec.Command("nsenter", "--mount="+pm.Path, "umount", path).CombinedOutput(); err != nil {
+			t.Errorf("umount %s in the private mounts: %v: %s", path, err, out)
+		}
+	})
+}
