@@ -16,9 +16,9 @@ func parseMAC(s string) (net.HardwareAddr, error) {
 	case err != nil || len(mac) != 6:
 		err = errors.New("use an Ethernet address such as 02:42:0a:58:00:05")
 	case mac[0]&1 != 0:
-		err = errors.New("a multicast address cannot be an interface's: clear the lowest bit of the first byte")
+		err = errors.New("a multicast address cannot be an interface's: use a unicast one, whose first byte is even, such as 02:42:0a:58:00:05")
 	case [6]byte(mac) == [6]byte{}:
-		err = errors.New("the all-zero address cannot be an interface's")
+		err = errors.New("the all-zero address cannot be an interface's: use one such as 02:42:0a:58:00:05")
 	}
 	if err != nil {
 		return nil, &FieldError{Field: "MAC", Value: s, Err: err}

@@ -29,7 +29,7 @@ func requestedAddresses(conf *netConf, cniArgs string) (ip, mac string, err erro
 		}
 		if addr.Is4() || addr.Is4In6() {
 			if ip != "" && ip != addr.Unmap().String() {
-				return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS IP=%s and runtimeConfig.ips %s ask for different addresses", argIP, ip), "")
+				return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS IP=%s and runtimeConfig.ips %s ask for different addresses: give one, or the same in both", argIP, ip), "")
 			}
 			ip = addr.Unmap().String()
 		}
@@ -42,7 +42,7 @@ func requestedAddresses(conf *netConf, cniArgs string) (ip, mac string, err erro
 		}
 		if mac != "" {
 			if capHW, err := net.ParseMAC(mac); err != nil || !slices.Equal(hw, capHW) {
-				return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS MAC=%s and runtimeConfig.mac %s ask for different addresses", argMAC, mac), "")
+				return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS MAC=%s and runtimeConfig.mac %s ask for different addresses: give one, or the same in both", argMAC, mac), "")
 			}
 		}
 		mac = argMAC
