@@ -351,7 +351,8 @@ func TestPodmanStaticAddress(t *testing.T) {
 }
 
 // podman run --network a,b -p: Podman gives both networks the port mappings; the
-// container gets an interface on each, and the port is published once.
+// container gets an interface on each, and the port is published once, also after
+// network reload.
 func TestPodmanTwoNetworks(t *testing.T) {
 	e := newEnv(t)
 	p := newPodman(t, e)
@@ -363,18 +364,30 @@ func TestPodmanTwoNetworks(t *testing.T) {
 	if !strings.HasPrefix(eth0, "10.90.") || !strings.HasPrefix(eth1, "10.91.") {
 		t.Errorf("eth0 holds %s and eth1 %s, want addresses of 10.90.0.0/16 and 10.91.0.0/16", eth0, eth1)
 	}
-	if !eventually(func() bool { return httpGet(e.wanRun, lab.HostUplinkIP, 8085) == "both" }) {
-		t.Errorf("the published port does not answer the wan")
-	}
-	var ports []string
-	for _, el := range e.publishedElements(8085, "no address") {
-		if strings.Contains(el, "ports") {
-			ports = append(ports, el)
+	check := func(when string) {
+		t.Helper()
+		if !eventually(func() bool { return httpGet(e.wanRun, lab.HostUplinkIP, 8085) == "both" }) {
+			t.Errorf("%s: the published port does not answer the wan", when)
+		}
+		var ports []string
+		for _, el := range e.publishedElements(8085, "no address") {
+			if strings.Contains(el, "ports") {
+				ports = append(ports, el)
+			}
+		}
+		if len(ports) != 1 {
+			t.Errorf("%s: want the port published once, have %v", when, ports)
 		}
 	}
-	if len(ports) != 1 {
-		t.Errorf("want the port published once, have %v", ports)
+	check("after run")
+	// Both networks again, each with the port mappings, while conmon holds the port.
+	if r := p.run("network", "reload", "both"); r.Code != 0 {
+		t.Fatalf("podman network reload: %s", r)
 	}
+	if got0, got1 := addrOf(t, in, "eth0"), addrOf(t, in, "eth1"); got0 != eth0 || got1 != eth1 {
+		t.Errorf("after network reload eth0 holds %s and eth1 %s, want %s and %s as before", got0, got1, eth0, eth1)
+	}
+	check("after network reload")
 	p.must("rm", "--force", "--time", "0", "both")
 	e.must("network", "rm", "ctnet", "ctnet2")
 }

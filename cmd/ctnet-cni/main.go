@@ -7,10 +7,11 @@
 // published ports from the portMappings capability, all in ctnet's store and nftables
 // tables, so `ctnet ps`, `inspect` and `gc` see what the runtime made.
 //
-// Install it as /opt/cni/bin/ctnet (the name the configuration's "type" gives):
+// Install it as /opt/cni/bin/ctnet (the name the configuration's "type" gives), with
+// a configuration list such as README's:
 //
-//	{"cniVersion": "1.1.0", "name": "ctnet", "type": "ctnet", "subnet": "10.88.0.0/16",
-//	 "capabilities": {"portMappings": true}}
+//	{"cniVersion": "1.0.0", "name": "ctnet", "plugins": [
+//	  {"type": "ctnet", "subnet": "10.90.0.0/16", "capabilities": {"portMappings": true, "ips": true}}]}
 package main
 
 import (
