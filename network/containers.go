@@ -129,7 +129,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 			return nil, invalid("--ip needs a network: it has no effect with --network %s", mode)
 		}
 		if spec.MAC != "" {
-			return nil, invalid("--mac-address needs a network: it has no effect with --network %s", mode)
+			return nil, invalid("a MAC address needs a network: it has no effect with --network %s", mode)
 		}
 	}
 	switch mode.Kind {

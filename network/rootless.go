@@ -34,7 +34,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 		return invalid("--ip needs a ctnet network, which only root has: a user-mode network gives every container %s", UserNetGuest(addrs.DefaultSubnet()))
 	}
 	if spec.MAC != "" {
-		return invalid("--mac-address needs a ctnet network, which only root has")
+		return invalid("a MAC address needs a ctnet network, which only root has: a user-mode network chooses its own")
 	}
 	mode := spec.Network
 	switch {
