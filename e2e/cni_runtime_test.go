@@ -206,3 +206,43 @@ func TestCNIPluginPortsOnEveryNetwork(t *testing.T) {
 	}
 	e.must("network", "rm", "neta", "netb", "netc")
 }
+
+// Podman attaches a container's networks in no fixed order and gives each the port
+// mappings: when eth1's network comes first, the port must still end up on eth0's
+// address, where the default route sends the replies.
+func TestCNIPluginPortsFollowEth0(t *testing.T) {
+	e := newEnv(t)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	conf := func(name, subnet string) string {
+		return fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "ctnet", "subnet": %q, "root": %q,
+			"capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": [{"hostPort": 8085, "containerPort": 80, "protocol": "tcp"}]}}`, name, subnet, e.root)
+	}
+	pod := lab.NewSandbox(t)
+	p.add("pod-a", pod.Path, "eth1", conf("netb", "10.89.0.0/24"))
+	first := p.add("pod-a", pod.Path, "eth0", conf("neta", "10.88.0.0/24"))
+	server := pod.Command(t.Context(), namedServer(80, "pod-a")...)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { server.Process.Kill(); server.Wait() }()
+	if !eventually(func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, 8085) == "pod-a" }) {
+		t.Errorf("the wan does not reach pod-a through 8085")
+	}
+	eth0IP, _, _ := strings.Cut(first.IPs[0].Address, "/")
+	_, elements := e.nftElements()
+	var published []string
+	for el := range elements {
+		if strings.Contains(el, " 8085 ") {
+			published = append(published, el)
+		}
+	}
+	if len(published) != 1 || !strings.Contains(published[0], eth0IP+" ") {
+		t.Errorf("want 8085 published once, to eth0's %s; have %v", eth0IP, published)
+	}
+	for _, del := range []struct{ ifName, conf string }{{"eth0", conf("neta", "10.88.0.0/24")}, {"eth1", conf("netb", "10.89.0.0/24")}} {
+		if r := p.call("DEL", "pod-a", pod.Path, del.ifName, del.conf); r.Code != 0 {
+			t.Errorf("DEL %s: %s", del.ifName, r)
+		}
+	}
+	e.must("network", "rm", "neta", "netb")
+}

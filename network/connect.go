@@ -50,7 +50,9 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 			return err
 		}
 		c.Attachments = append(c.Attachments, *att)
-		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(att)}}}); err != nil {
+		change := firewall.Change{Add: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(att)}}}
+		retargetPorts(c, n, att, &change)
+		if err := m.applyFirewall(o, change); err != nil {
 			return err
 		}
 		return o.tx.PutContainer(c)
@@ -60,6 +62,25 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 	}
 	v := Attachment(*att)
 	return &v, nil
+}
+
+// retargetPorts moves a container's published ports to att when att is its eth0:
+// replies leave by the default route, which eth0 holds, and the anti-spoofing rules
+// drop a reply from another network's address there. A runtime that attaches networks
+// in any order (Podman gives each the port mappings) may have published them on a
+// later interface first.
+func retargetPorts(c *store.Container, n *store.Network, att *store.Attachment, change *firewall.Change) {
+	if att.IfName != "eth0" || n.Internal {
+		return
+	}
+	for i, p := range c.Ports {
+		if p.ContainerIP == att.IP {
+			continue
+		}
+		change.Remove.Ports = append(change.Remove.Ports, p)
+		c.Ports[i].ContainerIP = att.IP
+		change.Add.Ports = append(change.Add.Ports, c.Ports[i])
+	}
 }
 
 // Disconnect removes a container's interface on a network, with the ports published
