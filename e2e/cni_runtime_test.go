@@ -98,10 +98,15 @@ func TestCNIPluginAddressArgs(t *testing.T) {
 	e.must("network", "rm", "podnet")
 }
 
-// namedServer is a socat command line for a TCP server that answers every
-// connection with its name, so a test knows which of two listeners it reached.
-func namedServer(port int, name string) []string {
-	return []string{"socat", fmt.Sprintf("TCP-LISTEN:%d,fork,reuseaddr", port), "SYSTEM:echo " + name}
+// serveName runs, in sb until the test ends, a TCP server that answers every
+// connection with name, so a test knows which of two listeners it reached.
+func serveName(t *testing.T, sb *lab.Sandbox, port int, name string) {
+	t.Helper()
+	server := sb.Command(t.Context(), "socat", fmt.Sprintf("TCP-LISTEN:%d,fork,reuseaddr", port), "SYSTEM:echo "+name)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Process.Kill(); server.Wait() })
 }
 
 // A runtime holds the host ports it asks the plugin to publish (rootful Podman keeps
@@ -113,11 +118,7 @@ func TestCNIPluginRuntimeHoldsHostPort(t *testing.T) {
 	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
 	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "podnet", "type": "ctnet", "subnet": "10.88.0.0/24", "root": %q,
 		"capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": [{"hostPort": 8085, "containerPort": 80, "protocol": "tcp"}]}}`, e.root)
-	reservation := e.host.Command(t.Context(), namedServer(8085, "runtime")...)
-	if err := reservation.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { reservation.Process.Kill(); reservation.Wait() }()
+	serveName(t, e.host, 8085, "runtime")
 	if !eventually(func() bool { return askPeer(e.hostRun, "127.0.0.1", 8085) == "runtime" }) {
 		t.Fatal("the runtime's socket on 8085 does not answer")
 	}
@@ -126,11 +127,7 @@ func TestCNIPluginRuntimeHoldsHostPort(t *testing.T) {
 	if r := p.call("ADD", "pod-a", podA.Path, "eth0", conf); r.Code != 0 {
 		t.Fatalf("ADD of a port the runtime holds: %s", r)
 	}
-	server := podA.Command(t.Context(), namedServer(80, "pod-a")...)
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { server.Process.Kill(); server.Wait() }()
+	serveName(t, podA, 80, "pod-a")
 	if !eventually(func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, 8085) == "pod-a" }) {
 		t.Errorf("the wan does not reach pod-a through 8085")
 	}
@@ -171,11 +168,7 @@ func TestCNIPluginPortsOnEveryNetwork(t *testing.T) {
 	if got := e.podAddrs(pod, "eth1"); len(second.IPs) != 1 || !slices.Equal(got, []string{second.IPs[0].Address}) {
 		t.Errorf("eth1 holds %v, the result says %+v", got, second.IPs)
 	}
-	server := pod.Command(t.Context(), namedServer(80, "pod-a")...)
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { server.Process.Kill(); server.Wait() }()
+	serveName(t, pod, 80, "pod-a")
 	if !eventually(func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, 8085) == "pod-a" }) {
 		t.Errorf("the wan does not reach pod-a through 8085")
 	}
@@ -220,11 +213,7 @@ func TestCNIPluginPortsFollowEth0(t *testing.T) {
 	pod := lab.NewSandbox(t)
 	p.add("pod-a", pod.Path, "eth1", conf("netb", "10.89.0.0/24"))
 	first := p.add("pod-a", pod.Path, "eth0", conf("neta", "10.88.0.0/24"))
-	server := pod.Command(t.Context(), namedServer(80, "pod-a")...)
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { server.Process.Kill(); server.Wait() }()
+	serveName(t, pod, 80, "pod-a")
 	if !eventually(func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, 8085) == "pod-a" }) {
 		t.Errorf("the wan does not reach pod-a through 8085")
 	}

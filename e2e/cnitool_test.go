@@ -112,11 +112,7 @@ func TestCNIToolChain(t *testing.T) {
 		t.Errorf("cnitool check: %s", r)
 	}
 
-	server := pod.Command(t.Context(), namedServer(80, "pod")...)
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { server.Process.Kill(); server.Wait() }()
+	serveName(t, pod, 80, "pod")
 	if !pingOK(pod.Try, lab.WANIP) {
 		t.Errorf("the pod does not reach the wan through the chain's shaping")
 	}
