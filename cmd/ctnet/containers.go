@@ -50,7 +50,10 @@ func (a *app) psCommand() *cobra.Command {
 	return cmd
 }
 
-func status(c *network.Container) string {
+func status(c *network.Container) string { return statusAt(c, time.Now()) }
+
+// statusAt is Docker's STATUS column as of now: "Up 2 hours", "Exited (0) 3 minutes ago".
+func statusAt(c *network.Container, now time.Time) string {
 	switch {
 	case c.State == network.StateExited:
 		code := "?"
@@ -60,25 +63,44 @@ func status(c *network.Container) string {
 		if c.Finished.IsZero() {
 			return fmt.Sprintf("Exited (%s)", code)
 		}
-		return fmt.Sprintf("Exited (%s) %s ago", code, human(time.Since(c.Finished)))
+		return fmt.Sprintf("Exited (%s) %s ago", code, humanDuration(now.Sub(c.Finished)))
 	case c.Attached:
-		return "Attached " + human(time.Since(c.Created))
+		return "Attached " + humanDuration(now.Sub(c.Created))
 	case c.State == network.StateCreated:
 		return "Created"
 	}
-	return "Up " + human(time.Since(c.Created))
+	return "Up " + humanDuration(now.Sub(c.Created))
 }
 
-func human(d time.Duration) string {
+// humanDuration words d as Docker does (go-units' HumanDuration), which users and
+// their scripts know: "1 second", "About a minute", "About an hour", "3 days".
+func humanDuration(d time.Duration) string {
+	seconds := int(d.Seconds())
+	minutes := int(d.Minutes())
+	hours := int(d.Hours() + 0.5)
 	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%d seconds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%d minutes", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%d hours", int(d.Hours()))
+	case seconds < 1:
+		return "Less than a second"
+	case seconds == 1:
+		return "1 second"
+	case seconds < 60:
+		return fmt.Sprintf("%d seconds", seconds)
+	case minutes == 1:
+		return "About a minute"
+	case minutes < 60:
+		return fmt.Sprintf("%d minutes", minutes)
+	case hours == 1:
+		return "About an hour"
+	case hours < 48:
+		return fmt.Sprintf("%d hours", hours)
+	case hours < 24*7*2:
+		return fmt.Sprintf("%d days", hours/24)
+	case hours < 24*30*2:
+		return fmt.Sprintf("%d weeks", hours/24/7)
+	case hours < 24*365*2:
+		return fmt.Sprintf("%d months", hours/24/30)
 	}
-	return fmt.Sprintf("%d days", int(d.Hours()/24))
+	return fmt.Sprintf("%d years", int(d.Hours())/24/365)
 }
 
 func networksOf(c *network.Container) string {
