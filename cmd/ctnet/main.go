@@ -72,9 +72,13 @@ func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd.SetIn(stdin)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-	err := cmd.Execute()
+	dockerErrors(cmd)
+	ran, err := cmd.ExecuteC()
 	if err == nil {
 		return 0
+	}
+	if ue, ok := asUsageError(err); ok {
+		return reportUsage(stderr, ran, ue)
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
@@ -169,9 +173,4 @@ func (a *app) withRootManager(what string, fn func(*network.Manager) error) erro
 		return fmt.Errorf("%s needs root: unprivileged users have user-mode networks only (ctnet run, ps, exec, stop, rm)", what)
 	}
 	return a.withManager(fn)
-}
-
-// usage wraps an argument error so it reads like the others.
-func usage(format string, args ...any) error {
-	return fmt.Errorf(format, args...)
 }
