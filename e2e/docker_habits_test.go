@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ctnet/ctnet/internal/lab"
 )
 
 // Each test here is a command as a Docker user types it, which ctnet answers as
@@ -75,4 +78,34 @@ func TestDockerStatusWording(t *testing.T) {
 	}
 	e.must("rm", "-f", "web", "done")
 	e.must("network", "rm", "bridge")
+}
+
+// `ctnet version`, `--version` and `completion SHELL` work as Docker's do; the version
+// is the checkout's, stamped at build time.
+func TestDockerVersionAndCompletion(t *testing.T) {
+	e := newEnv(t)
+	describe, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		lab.Missing(t, "needs a git checkout: %v", err)
+	}
+	want := strings.TrimSpace(string(describe))
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"version"}, 0, "Version:     " + want + "\n"},
+		{[]string{"version", "--format", "{{.Version}}"}, 0, want + "\n"},
+		{[]string{"--version"}, 0, "ctnet " + want + " (go"},
+		{[]string{"completion", "bash"}, 0, "bash completion V2 for ctnet"},
+		{[]string{"completion", "zsh"}, 0, "#compdef ctnet"},
+		{[]string{"completion", "fish"}, 0, "complete -c ctnet"},
+		{[]string{"completion", "tcsh"}, 1, ""},
+	}
+	for _, c := range cases {
+		r := e.ctnet(c.args...)
+		if r.Code != c.code || !strings.Contains(r.Stdout, c.want) || strings.Contains(r.Stdout, "(devel)") {
+			t.Errorf("ctnet %s: %s; want exit %d and stdout holding %q", strings.Join(c.args, " "), r, c.code, c.want)
+		}
+	}
 }

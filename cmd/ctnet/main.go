@@ -72,6 +72,7 @@ func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd.SetIn(stdin)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
+	cmd.InitDefaultCompletionCmd()
 	dockerErrors(cmd)
 	ran, err := cmd.ExecuteC()
 	if err == nil {
@@ -91,12 +92,24 @@ func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return exitFailure
 }
 
-// version names the build: the module version when installed with go install, else
-// the commit it was built from, which is what a bug report needs.
+// buildVersion is the version the build stamps: go build -ldflags "-X
+// main.buildVersion=$(git describe --always --dirty)".
+var buildVersion string
+
+// version names the build: the stamped version, else the module version when
+// installed with go install, else the commit Go recorded it was built from, which is
+// what a bug report needs.
 func version() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
+	}
+	return fmt.Sprintf("%s (%s, %s/%s)", versionOf(info), info.GoVersion, runtime.GOOS, runtime.GOARCH)
+}
+
+func versionOf(info *debug.BuildInfo) string {
+	if buildVersion != "" {
+		return buildVersion
 	}
 	v := info.Main.Version
 	settings := map[string]string{}
@@ -112,7 +125,10 @@ func version() string {
 			v += "-dirty"
 		}
 	}
-	return fmt.Sprintf("%s (%s, %s/%s)", v, info.GoVersion, runtime.GOOS, runtime.GOARCH)
+	if v == "" || v == "(devel)" {
+		return "unknown" // built with neither -ldflags nor VCS data (see the README's build command)
+	}
+	return v
 }
 
 // oneLine keeps an error to the single line users read first, with nothing in it a
@@ -128,10 +144,9 @@ func (a *app) rootCommand() *cobra.Command {
 		Long: `ctnet gives processes ("containers") their own network: a network namespace, a veth
 pair into a bridge, an address, routes, NAT to the outside, published ports and isolation
 between networks. Unprivileged users get a user-mode network instead.`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
-		Version:           version(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version(),
 	}
 	root.SetVersionTemplate("ctnet {{.Version}}\n")
 	root.PersistentFlags().StringVar(&a.root, "root", os.Getenv("CTNET_ROOT"),
@@ -140,6 +155,7 @@ between networks. Unprivileged users get a user-mode network instead.`,
 	root.AddCommand(a.runCommand(), a.execCommand(), a.psCommand(), a.stopCommand(), a.rmCommand(),
 		a.inspectCommand(), a.logsCommand(), a.portCommand(), a.attachCommand(), a.networkCommand(), a.gcCommand(),
 		a.doctorCommand())
+	root.AddCommand(a.versionCommand())
 	return root
 }
 

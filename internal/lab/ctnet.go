@@ -123,10 +123,10 @@ func buildCommand(t testing.TB, name string) string {
 			return
 		}
 		b.path = filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-tags", fault.BuildTag, "-o", b.path, "./cmd/"+name)
+		cmd := exec.Command("go", "build", "-tags", fault.BuildTag, "-ldflags", versionFlag(root), "-o", b.path, "./cmd/"+name)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if raceEnabled {
-			cmd = exec.Command("go", "build", "-race", "-tags", fault.BuildTag, "-o", b.path, "./cmd/"+name)
+			cmd = exec.Command("go", "build", "-race", "-tags", fault.BuildTag, "-ldflags", versionFlag(root), "-o", b.path, "./cmd/"+name)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		}
 		cmd.Dir = root
@@ -138,6 +138,18 @@ func buildCommand(t testing.TB, name string) string {
 		t.Fatal(b.err)
 	}
 	return b.path
+}
+
+// versionFlag stamps the checkout's version into the binary, as the README's build
+// command does: the linker flag, or none outside a git checkout.
+func versionFlag(root string) string {
+	cmd := exec.Command("git", "describe", "--always", "--dirty")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return "-X main.buildVersion=" + strings.TrimSpace(string(out))
 }
 
 func moduleRoot() (string, error) {

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) versionCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Show ctnet's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v := versionInfo{Version: "unknown", GoVersion: runtime.Version(), Os: runtime.GOOS, Arch: runtime.GOARCH}
+			if info, ok := debug.ReadBuildInfo(); ok {
+				v.Version = versionOf(info)
+			}
+			if format != "" {
+				return writeTemplate(a.stdout, format, []any{v})
+			}
+			fmt.Fprintf(a.stdout, "Version:     %s\nGo version:  %s\nOS/Arch:     %s/%s\n", v.Version, v.GoVersion, v.Os, v.Arch)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "Go template (e.g. '{{.Version}}' or '{{json .}}')")
+	return cmd
+}
+
+// versionInfo is what `version --format` reads, with Docker's field names.
+type versionInfo struct {
+	Version   string
+	GoVersion string
+	Os        string
+	Arch      string
+}
