@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -108,4 +112,206 @@ func TestDockerVersionAndCompletion(t *testing.T) {
 			t.Errorf("ctnet %s: %s; want exit %d and stdout holding %q", strings.Join(c.args, " "), r, c.code, c.want)
 		}
 	}
+}
+
+// inspect takes several names, containers and networks, as Docker's does; port
+// NAME PRIVATE_PORT[/PROTO] prints that port's binding.
+func TestDockerInspectAndPort(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "demo", "--subnet", "172.30.9.0/24")
+	e.runDetached("--name", "web", "--network", "demo", "-p", "8080:80", "-p", "8081:80/udp", "--", "sleep", "600")
+	e.runDetached("--name", "client", "--network", "demo", "--", "sleep", "600")
+	text := e.must("inspect", "web", "client", "demo")
+	for _, want := range []string{"Container web (", "Container client (", "Network demo ("} {
+		if !strings.Contains(text, want) {
+			t.Errorf("ctnet inspect web client demo: no %q in\n%s", want, text)
+		}
+	}
+	var many []container
+	e.decode(e.must("inspect", "--format", "json", "web", "client"), &many)
+	if len(many) != 2 || many[0].Name != "web" || many[1].Name != "client" {
+		t.Errorf("ctnet inspect --format json web client: %+v, want web and client in an array", many)
+	}
+	if r := e.ctnet("inspect", "web", "nosuch"); r.Code != 1 || !strings.Contains(r.Stdout, "Container web (") || !strings.Contains(r.Stderr, "nosuch") {
+		t.Errorf("ctnet inspect web nosuch: %s; want web shown, then exit 1 naming nosuch", r)
+	}
+	if r := e.ctnet("inspect", "--type", "container", "demo"); r.Code != 1 {
+		t.Errorf("ctnet inspect --type container demo: %s; want exit 1, demo is a network", r)
+	}
+	var nets []struct{ Name string }
+	e.must("network", "create", "other", "--subnet", "172.30.10.0/24")
+	e.decode(e.must("network", "inspect", "--format", "json", "demo", "other"), &nets)
+	if len(nets) != 2 || nets[0].Name != "demo" || nets[1].Name != "other" {
+		t.Errorf("ctnet network inspect --format json demo other: %+v", nets)
+	}
+	cases := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"port", "web"}, 0, "80/tcp -> 0.0.0.0:8080\n80/udp -> 0.0.0.0:8081\n"},
+		{[]string{"port", "web", "80"}, 0, "0.0.0.0:8080\n"},
+		{[]string{"port", "web", "80/tcp"}, 0, "0.0.0.0:8080\n"},
+		{[]string{"port", "web", "80/udp"}, 0, "0.0.0.0:8081\n"},
+		{[]string{"port", "web", "81"}, 1, ""},
+		{[]string{"port", "client"}, 0, ""},
+	}
+	for _, c := range cases {
+		if r := e.ctnet(c.args...); r.Code != c.code || r.Stdout != c.out {
+			t.Errorf("ctnet %s: %s; want exit %d, stdout %q", strings.Join(c.args, " "), r, c.code, c.out)
+		}
+	}
+	e.must("rm", "-f", "web", "client")
+	e.must("network", "rm", "demo", "other")
+}
+
+// --format takes Go templates with Docker's field names on ps, inspect, network ls,
+// network inspect and port; what they print is checked against the kernel.
+func TestDockerFormatTemplates(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "demo", "--subnet", "172.30.9.0/24", "--label", "env=test")
+	e.runDetached("--name", "web", "--network", "demo", "-p", "8080:80", "--", "sleep", "600")
+	e.runDetached("--name", "client", "--network", "demo", "--", "sleep", "600")
+	webIP := e.kernelAddr("web", "eth0")
+	pid := e.must("inspect", "-f", "{{.State.Pid}}", "web")
+	if cmdline, err := os.ReadFile("/proc/" + strings.TrimSpace(pid) + "/cmdline"); err != nil || !strings.HasPrefix(string(cmdline), "sleep\x00600") {
+		t.Errorf("ctnet inspect -f '{{.State.Pid}}' web: %q is not the pid of web's sleep (%q, %v)", pid, cmdline, err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ps", "--format", "{{.Names}}"}, "client\nweb\n"},
+		{[]string{"ps", "--format", `table {{.Names}}\t{{.Networks}}\t{{.Ports}}`}, "NAMES    NETWORKS   PORTS\nclient   demo       \nweb      demo       0.0.0.0:8080->80/tcp\n"},
+		{[]string{"ps", "--format", "{{.Names}} {{.State}}", "--filter", "name=web"}, "web running\n"},
+		{[]string{"inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"}, webIP + "\n"},
+		{[]string{"inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}/{{.IPPrefixLen}}{{end}}", "web"}, webIP + "/24\n"},
+		{[]string{"inspect", "-f", "{{.Name}} {{.State.Status}} {{.State.Running}}", "web", "client"}, "web running true\nclient running true\n"},
+		{[]string{"inspect", "-f", `{{index .NetworkSettings.Ports "80/tcp"}}`, "web"}, "[{0.0.0.0 8080}]\n"},
+		{[]string{"network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Labels}}", "--filter", "name=demo"}, "demo bridge env=test\n"},
+		{[]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{len .Containers}}", "demo"}, "172.30.9.0/24 172.30.9.1 2\n"},
+		{[]string{"port", "web", "--format", "{{.HostPort}}->{{.ContainerPort}}"}, "8080->80\n"},
+	}
+	for _, c := range cases {
+		if got := e.must(c.args...); got != c.want {
+			t.Errorf("ctnet %s:\n%q\nwant\n%q", strings.Join(c.args, " "), got, c.want)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(e.must("ps", "--format", "{{json .}}")), "\n") {
+		var row map[string]string
+		e.decode(line, &row)
+		if row["Names"] == "" || row["ID"] == "" || !strings.HasPrefix(row["Status"], "Up ") || row["Networks"] != "demo" {
+			t.Errorf("ctnet ps --format '{{json .}}': %s lacks Docker's fields", line)
+		}
+	}
+	var doc struct {
+		Id              string
+		NetworkSettings struct{ Networks map[string]struct{ IPAddress string } }
+	}
+	e.decode(e.must("inspect", "-f", "{{json .}}", "web"), &doc)
+	if doc.NetworkSettings.Networks["demo"].IPAddress != webIP || len(doc.Id) != 64 {
+		t.Errorf("ctnet inspect -f '{{json .}}' web: %+v", doc)
+	}
+	if r := e.ctnet("ps", "--format", "{{.Nope}}"); r.Code != 1 || !strings.Contains(r.Stderr, "Nope") {
+		t.Errorf("ctnet ps --format '{{.Nope}}': %s; want a refusal naming the field", r)
+	}
+	e.must("rm", "-f", "web", "client")
+	e.must("network", "rm", "demo")
+}
+
+// ps filters and limits as Docker's does, network ls -q and --filter, and the two
+// prunes remove what is unused, asking first unless -f.
+func TestDockerFiltersAndPrune(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "demo", "--subnet", "172.30.9.0/24")
+	e.must("network", "create", "spare", "--subnet", "172.30.10.0/24", "--bridge", "br-spare")
+	e.runDetached("--name", "web", "--network", "demo", "--", "sleep", "600")
+	e.runDetached("--name", "db", "--", "sleep", "600")
+	e.runDetached("--name", "failed", "--", "sh", "-c", "exit 3")
+	e.runDetached("--name", "done", "--", "true")
+	if !eventually(func() bool { return e.must("ps", "-a", "--filter", "status=exited", "-q") != "" && len(strings.Fields(e.must("ps", "-q"))) == 2 }) {
+		t.Fatalf("failed and done never exited:\n%s", e.must("ps", "-a"))
+	}
+	webID := e.inspect("web").ID
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ps", "--format", "{{.Names}}"}, "db\nweb\n"},
+		{[]string{"ps", "-a", "--format", "{{.Names}}"}, "done\nfailed\ndb\nweb\n"},
+		{[]string{"ps", "--filter", "status=exited", "--format", "{{.Names}}"}, "done\nfailed\n"},
+		{[]string{"ps", "--filter", "exited=3", "--format", "{{.Names}}"}, "failed\n"},
+		{[]string{"ps", "--filter", "status=running", "--filter", "network=demo", "--format", "{{.Names}}"}, "web\n"},
+		{[]string{"ps", "--filter", "name=^d", "--format", "{{.Names}}"}, "db\n"},
+		{[]string{"ps", "-a", "--filter", "name=web", "--filter", "name=db", "--format", "{{.Names}}"}, "db\nweb\n"},
+		{[]string{"ps", "--filter", "id=" + webID[:6], "-q"}, webID[:12] + "\n"},
+		{[]string{"ps", "--filter", "id=" + webID[:6], "-q", "--no-trunc"}, webID + "\n"},
+		{[]string{"ps", "-l", "--format", "{{.Names}}"}, "done\n"},
+		{[]string{"ps", "-n", "2", "--format", "{{.Names}}"}, "done\nfailed\n"},
+		{[]string{"network", "ls", "--filter", "name=spa", "--format", "{{.Name}}"}, "spare\n"},
+		{[]string{"network", "ls", "--filter", "type=builtin", "--format", "{{.Name}}"}, "bridge\n"},
+	}
+	for _, c := range cases {
+		if got := e.must(c.args...); got != c.want {
+			t.Errorf("ctnet %s: %q, want %q", strings.Join(c.args, " "), got, c.want)
+		}
+	}
+	if ps := e.must("ps"); !strings.Contains(strings.SplitN(ps, "\n", 2)[0], "CREATED") {
+		t.Errorf("ctnet ps: no CREATED column:\n%s", ps)
+	}
+	if ids := strings.Fields(e.must("network", "ls", "-q")); len(ids) != 3 || len(ids[0]) != 12 {
+		t.Errorf("ctnet network ls -q: %v, want the three networks' short IDs", ids)
+	}
+	if r := e.ctnet("ps", "--filter", "color=red"); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter") {
+		t.Errorf("ctnet ps --filter color=red: %s", r)
+	}
+
+	// Answering no keeps everything; -f does not ask.
+	for _, prune := range [][]string{{"container", "prune"}, {"network", "prune"}} {
+		r := e.ctnetInput("n\n", prune...)
+		if r.Code != 1 || !strings.Contains(r.Stdout, "Are you sure you want to continue? [y/N]") {
+			t.Errorf("ctnet %s, answered n: %s", strings.Join(prune, " "), r)
+		}
+	}
+	if got := e.must("ps", "-a", "-q"); len(strings.Fields(got)) != 4 {
+		t.Fatalf("a prune answered no removed containers:\n%s", e.must("ps", "-a"))
+	}
+	out := e.must("container", "prune", "-f")
+	if !strings.HasPrefix(out, "Deleted Containers:\n") || strings.Count(out, "\n") != 3 {
+		t.Errorf("ctnet container prune -f: %q, want the two exited containers' IDs", out)
+	}
+	if got := e.must("ps", "-a", "--format", "{{.Names}}"); got != "db\nweb\n" {
+		t.Errorf("after container prune -f, ps -a: %q, want the running db and web", got)
+	}
+	if _, err := e.hostRun("ip", "link", "show", "br-spare"); err != nil {
+		t.Fatalf("spare's bridge is missing before the prune: %v", err)
+	}
+	if out := e.ctnetInput("y\n", "network", "prune"); out.Code != 0 || !strings.Contains(out.Stdout, "Deleted Networks:\nspare\n") {
+		t.Errorf("ctnet network prune, answered y: %s", out)
+	}
+	if _, err := e.hostRun("ip", "link", "show", "br-spare"); err == nil {
+		t.Errorf("network prune left spare's bridge br-spare")
+	}
+	if got := e.must("network", "ls", "--format", "{{.Name}}"); got != "bridge\ndemo\n" && got != "demo\nbridge\n" {
+		t.Errorf("after network prune, networks: %q, want bridge and demo (in use)", got)
+	}
+	e.must("rm", "-f", "web", "db")
+	e.must("network", "rm", "demo", "bridge")
+}
+
+// ctnetInput runs ctnet with input on its stdin.
+func (e *env) ctnetInput(input string, args ...string) lab.Result {
+	e.t.Helper()
+	cmd := e.host.Command(context.Background(), append([]string{lab.Binary(e.t), "--root", e.root}, args...)...)
+	cmd.Stdin = strings.NewReader(input)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := lab.Result{Stdout: stdout.String(), Stderr: stderr.String()}
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		r.Code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run ctnet %v: %v", args, err)
+	}
+	return r
 }

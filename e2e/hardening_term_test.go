@@ -28,6 +28,10 @@ func TestTerminalInjection(t *testing.T) {
 		{[]string{"inspect", "evil"}, `\x1b]0;pwned\x07`},
 		{[]string{"ps"}, `\x1b[2J\x1b[Harg\u202e`},
 		{[]string{"inspect", "--format", "table", "evil"}, `\x1b[2J\x1b[Harg\u202e`},
+		{[]string{"ps", "--no-trunc"}, `\x1b[2J\x1b[Harg\u202e`},
+		{[]string{"ps", "--format", "table {{.Names}}\t{{.Command}}"}, `\x1b[2J\x1b[Harg\u202e`},
+		{[]string{"inspect", "-f", "{{range .Stack.Links}}{{.Name}} {{end}}", "evil"}, `\x1b]0;pwned\x07`},
+		{[]string{"inspect", "-f", "{{.Args}}", "evil"}, `\x1b[2J\x1b[Harg\u202e`},
 	}
 	for _, c := range cases {
 		out := e.must(c.args...)

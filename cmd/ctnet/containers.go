@@ -12,42 +12,82 @@ import (
 )
 
 func (a *app) psCommand() *cobra.Command {
-	var all, quiet bool
+	var all, quiet, latest, noTrunc bool
+	var last int
 	var format string
+	var filterArgs []string
 	cmd := &cobra.Command{
 		Use:   "ps [-a] [-q]",
 		Short: "List containers",
-		Args:  cobra.NoArgs,
+		Example: `  ctnet ps -a --filter status=exited --filter name=web
+  ctnet ps --format 'table {{.Names}}\t{{.Status}}\t{{.Networks}}'
+  ctnet ps -l -q`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
+			filter, err := parseFilters(filterArgs, containerFilterKeys...)
+			if err != nil {
 				return err
 			}
+			if err := checkContainerFilters(filter); err != nil {
+				return err
+			}
+			if latest {
+				last = 1
+			}
+			// As Docker's: asking for the last created, or for a status, looks at
+			// every container.
+			all = all || last >= 0 || filter.has("status") || filter.has("exited")
 			return a.withManager(func(m *network.Manager) error {
 				cs, err := m.Containers(all)
 				if err != nil {
 					return err
 				}
-				if quiet {
-					for _, c := range cs {
-						fmt.Fprintln(a.stdout, c.ID[:12])
-					}
-					return nil
+				cs = filterContainers(cs, filter)
+				if last >= 0 && len(cs) > last {
+					cs = cs[:last]
 				}
-				if format == "json" {
-					return writeJSON(a.stdout, cs)
-				}
-				t := newTable(a.stdout, "CONTAINER ID", "NAME", "STATUS", "NETWORK", "IP", "PORTS", "COMMAND")
-				for _, c := range cs {
-					t.row(c.ID[:12], c.Name, status(c), networksOf(c), ipsOf(c), portsOf(c.Ports), command(c))
-				}
-				return t.flush()
+				return a.printContainers(cs, format, quiet, noTrunc)
 			})
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show exited containers too")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only container IDs")
 	addFormatFlag(cmd, &format)
+	cmd.Flags().StringArrayVarP(&filterArgs, "filter", "f", nil, "filter: id=PREFIX, name=REGEXP, status=running|exited|created, network=NAME|ID, exited=CODE (repeatable)")
+	cmd.Flags().IntVarP(&last, "last", "n", -1, "show the n last created containers (all states)")
+	cmd.Flags().BoolVarP(&latest, "latest", "l", false, "show the last created container (all states)")
+	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate IDs and commands")
 	return cmd
+}
+
+func (a *app) printContainers(cs []*network.Container, format string, quiet, noTrunc bool) error {
+	switch {
+	case quiet:
+		for _, c := range cs {
+			fmt.Fprintln(a.stdout, shortID(c.ID, noTrunc))
+		}
+		return nil
+	case format == "json":
+		return writeJSON(a.stdout, cs)
+	case isTemplate(format):
+		now := time.Now()
+		rows := make([]psRow, len(cs))
+		for i, c := range cs {
+			rows[i] = newPsRow(c, noTrunc, now)
+		}
+		return writeTemplate(a.stdout, format, rows)
+	}
+	now := time.Now()
+	t := newTable(a.stdout, "CONTAINER ID", "NAME", "CREATED", "STATUS", "NETWORK", "IP", "PORTS", "COMMAND")
+	for _, c := range cs {
+		r := newPsRow(c, noTrunc, now)
+		cmd := command(c)
+		if noTrunc {
+			cmd = strings.Join(c.Command, " ")
+		}
+		t.row(shortID(c.ID, noTrunc), c.Name, r.RunningFor, r.Status, networksOf(c), ipsOf(c), portsOf(c.Ports), cmd)
+	}
+	return t.flush()
 }
 
 func status(c *network.Container) string { return statusAt(c, time.Now()) }
@@ -212,28 +252,39 @@ func (a *app) rmCommand() *cobra.Command {
 }
 
 func (a *app) inspectCommand() *cobra.Command {
-	var format string
+	var format, kind string
 	cmd := &cobra.Command{
-		Use:   "inspect NAME",
-		Short: "Show a container's network: links, addresses, routes, neighbours, ports, firewall entries",
-		Args:  cobra.ExactArgs(1),
+		Use:   "inspect NAME...",
+		Short: "Show containers' networks (links, addresses, routes, neighbours, ports, firewall entries), or networks",
+		Long: `Show containers, or networks, by name or ID: as text, as ctnet's JSON (--format json:
+an object for one name, an array for several), or through a Go template executed for
+each, with Docker's field names where Docker has the field:
+
+  ctnet inspect -f '{{.NetworkSettings.IPAddress}}' web
+  ctnet inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' web
+  ctnet inspect -f '{{.State.Status}} {{.State.Pid}}' web db
+  ctnet inspect -f '{{json .}}' web`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
+			if kind != "" && kind != "container" && kind != "network" {
+				return usage("bad --type %q: use container or network", kind)
 			}
-			return a.withManager(func(m *network.Manager) error {
-				info, err := m.InspectContainer(args[0])
-				if err != nil {
+			if isTemplate(format) {
+				if _, err := parseInspectTemplate(format); err != nil {
 					return err
 				}
-				if format == "json" {
-					return writeJSON(a.stdout, info)
+			}
+			return a.withManager(func(m *network.Manager) error {
+				found, err := inspectObjects(m, kind, args)
+				if perr := a.printInspected(found, format); perr != nil {
+					return perr
 				}
-				return printContainer(a, info)
+				return err
 			})
 		},
 	}
-	addFormatFlag(cmd, &format)
+	cmd.Flags().StringVarP(&format, "format", "f", "table", `output: table (text), json, or a Go template ('{{.State.Pid}}', '{{json .}}')`)
+	cmd.Flags().StringVar(&kind, "type", "", "look only for a container or only for a network")
 	return cmd
 }
 
@@ -298,27 +349,49 @@ func printContainer(a *app, info *network.ContainerInspect) error {
 func (a *app) portCommand() *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
-		Use:   "port NAME",
-		Short: "List a container's published ports",
-		Args:  cobra.ExactArgs(1),
+		Use:   "port NAME [PRIVATE_PORT[/PROTO]]",
+		Short: "List a container's published ports, or where one of its ports is published",
+		Example: `  ctnet port web
+  ctnet port web 80/tcp`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
+			var private *portKey
+			if len(args) == 2 {
+				k, err := parsePortKey(args[1])
+				if err != nil {
+					return err
+				}
+				private = &k
+			}
+			if isTemplate(format) {
+				if _, _, err := parseTemplate[network.Port](format); err != nil {
+					return err
+				}
 			}
 			return a.withManager(func(m *network.Manager) error {
 				c, err := m.Container(args[0])
 				if err != nil {
 					return err
 				}
-				if format == "json" {
-					return writeJSON(a.stdout, c.Ports)
-				}
-				for _, p := range c.Ports {
-					host := "0.0.0.0"
-					if p.HostIP.IsValid() {
-						host = p.HostIP.String()
+				ports := c.Ports
+				if private != nil {
+					ports = private.of(ports)
+					if len(ports) == 0 {
+						return fmt.Errorf("no public port '%s' published for %s", private, c.Name)
 					}
-					fmt.Fprintf(a.stdout, "%d/%s -> %s:%d\n", p.ContainerPort, p.Proto, host, p.HostPort)
+				}
+				switch {
+				case format == "json":
+					return writeJSON(a.stdout, ports)
+				case isTemplate(format):
+					return writeTemplate(a.stdout, format, ports)
+				}
+				for _, p := range ports {
+					if private != nil {
+						fmt.Fprintf(a.stdout, "%s:%d\n", hostIP(p), p.HostPort)
+						continue
+					}
+					fmt.Fprintf(a.stdout, "%d/%s -> %s:%d\n", p.ContainerPort, p.Proto, hostIP(p), p.HostPort)
 				}
 				return nil
 			})

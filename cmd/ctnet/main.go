@@ -155,7 +155,7 @@ between networks. Unprivileged users get a user-mode network instead.`,
 	root.AddCommand(a.runCommand(), a.execCommand(), a.psCommand(), a.stopCommand(), a.rmCommand(),
 		a.inspectCommand(), a.logsCommand(), a.portCommand(), a.attachCommand(), a.networkCommand(), a.gcCommand(),
 		a.doctorCommand())
-	root.AddCommand(a.versionCommand())
+	root.AddCommand(a.versionCommand(), a.containerCommand())
 	return root
 }
 

@@ -19,6 +19,7 @@ func (a *app) networkCommand() *cobra.Command {
 	}
 	cmd.AddCommand(a.networkCreateCommand(), a.networkLsCommand(), a.networkInspectCommand(),
 		a.networkRmCommand(), a.networkConnectCommand(), a.networkDisconnectCommand())
+	cmd.AddCommand(a.networkPruneCommand())
 	return cmd
 }
 
@@ -81,22 +82,45 @@ route or address of the host and no other network.`,
 
 func (a *app) networkLsCommand() *cobra.Command {
 	var format string
+	var quiet, noTrunc bool
+	var filterArgs []string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List networks",
-		Args:    cobra.NoArgs,
+		Example: `  ctnet network ls -q --filter type=custom
+  ctnet network ls --format '{{.Name}} {{.Subnet}}'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
+			filter, err := parseFilters(filterArgs, networkFilterKeys...)
+			if err != nil {
 				return err
+			}
+			if isTemplate(format) {
+				if _, _, err := parseTemplate[networkRow](format); err != nil {
+					return err
+				}
 			}
 			return a.withManager(func(m *network.Manager) error {
 				ns, err := m.Networks()
 				if err != nil {
 					return err
 				}
-				if format == "json" {
+				ns = filterNetworks(ns, filter)
+				switch {
+				case quiet:
+					for _, n := range ns {
+						fmt.Fprintln(a.stdout, shortID(n.ID, noTrunc))
+					}
+					return nil
+				case format == "json":
 					return writeJSON(a.stdout, ns)
+				case isTemplate(format):
+					rows := make([]networkRow, len(ns))
+					for i, n := range ns {
+						rows[i] = newNetworkRow(n, noTrunc)
+					}
+					return writeTemplate(a.stdout, format, rows)
 				}
 				t := newTable(a.stdout, "NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "MTU", "FLAGS")
 				for _, n := range ns {
@@ -107,13 +131,16 @@ func (a *app) networkLsCommand() *cobra.Command {
 					if !n.Masquerade && !n.Internal {
 						flags = append(flags, "routed")
 					}
-					t.row(n.ID[:12], n.Name, n.Bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
+					t.row(shortID(n.ID, noTrunc), n.Name, n.Bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
 				}
 				return t.flush()
 			})
 		},
 	}
 	addFormatFlag(cmd, &format)
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only network IDs")
+	cmd.Flags().StringArrayVarP(&filterArgs, "filter", "f", nil, "filter: id=PREFIX, name=REGEXP, label=KEY[=VALUE], driver=bridge, type=custom|builtin (repeatable)")
+	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate IDs")
 	return cmd
 }
 
@@ -122,34 +149,39 @@ func (a *app) networkInspectCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect NAME...",
 		Short: "Show networks with their containers and firewall entries",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `Show networks: as text, as ctnet's JSON (--format json, an array), or through a Go
+template executed for each, with Docker's field names where Docker has the field:
+
+  ctnet network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' demo
+  ctnet network inspect -f '{{range .Containers}}{{.Name}} {{.IPv4Address}} {{end}}' demo`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
+			if isTemplate(format) {
+				if _, err := parseInspectTemplate(format); err != nil {
+					return err
+				}
 			}
 			return a.withManager(func(m *network.Manager) error {
-				var all []*network.NetworkInspect
-				for _, name := range args {
-					info, err := m.InspectNetwork(name)
-					if err != nil {
-						return err
-					}
-					all = append(all, info)
-				}
+				found, err := inspectObjects(m, "network", args)
 				if format == "json" {
-					return writeJSON(a.stdout, all)
-				}
-				for i, info := range all {
-					if i > 0 {
-						fmt.Fprintln(a.stdout)
+					// An array even for one network, as it has always been.
+					all := make([]*network.NetworkInspect, len(found))
+					for i, o := range found {
+						all[i] = o.network
 					}
-					printNetwork(a, info)
+					if perr := writeJSON(a.stdout, all); perr != nil {
+						return perr
+					}
+					return err
 				}
-				return nil
+				if perr := a.printInspected(found, format); perr != nil {
+					return perr
+				}
+				return err
 			})
 		},
 	}
-	addFormatFlag(cmd, &format)
+	cmd.Flags().StringVarP(&format, "format", "f", "table", `output: table (text), json, or a Go template ('{{.IPAM.Config}}', '{{json .}}')`)
 	return cmd
 }
 

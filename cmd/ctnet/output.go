@@ -13,14 +13,7 @@ import (
 )
 
 func addFormatFlag(cmd *cobra.Command, format *string) {
-	cmd.Flags().StringVar(format, "format", "table", "output format: table or json")
-}
-
-func checkFormat(format string) error {
-	if format != "table" && format != "json" {
-		return usage("bad --format %q: use table or json", format)
-	}
-	return nil
+	cmd.Flags().StringVar(format, "format", "table", `output format: table, json, or a Go template ('{{.Name}}', '{{json .}}', 'table {{.ID}}\t{{.Name}}')`)
 }
 
 func writeJSON(w io.Writer, v any) error {
