@@ -414,21 +414,21 @@ func TestBackgroundProcessesEndWithContainer(t *testing.T) {
 	e.must("network", "rm", "bridge")
 }
 
-// logs prints what a detached container wrote to stdout and stderr, follows it with
-// -f until the container exits, keeps it until rm, and refuses a container whose
-// output went to a terminal.
+// logs prints what a detached container wrote to stdout and stderr, each on its
+// own, follows it with -f until the container exits, keeps it until rm, and refuses
+// a container whose output went to a terminal.
 func TestLogs(t *testing.T) {
 	e := newEnv(t)
 	e.runDetached("--name", "talker", "--", "sh", "-c", "echo one; echo two >&2; sleep 1; echo three")
-	const want = "one\ntwo\nthree\n"
-	if r := e.ctnet("logs", "-f", "talker"); r.Code != 0 || r.Stdout != want {
-		t.Errorf("logs -f: want the whole output %q once the container exits, got %s", want, r)
+	const want, wantErr = "one\nthree\n", "two\n"
+	if r := e.ctnet("logs", "-f", "talker"); r.Code != 0 || r.Stdout != want || r.Stderr != wantErr {
+		t.Errorf("logs -f: want the whole output, %q on stdout and %q on stderr, once the container exits, got %s", want, wantErr, r)
 	}
 	if c := e.inspect("talker"); c.State != "exited" {
 		t.Errorf("logs -f returned while talker is %s", c.State)
 	}
-	if got := e.must("logs", "talker"); got != want {
-		t.Errorf("logs after exit: got %q, want %q", got, want)
+	if r := e.ctnet("logs", "talker"); r.Code != 0 || r.Stdout != want || r.Stderr != wantErr {
+		t.Errorf("logs after exit: got %s, want %q and %q", r, want, wantErr)
 	}
 	e.must("run", "--name", "foreground", "--", "true")
 	if r := e.ctnet("logs", "foreground"); r.Code == 0 || !strings.Contains(r.Stderr, "not started with -d") {

@@ -206,7 +206,9 @@ func TestDockerFormatTemplates(t *testing.T) {
 	}
 	var doc struct {
 		Id              string
-		NetworkSettings struct{ Networks map[string]struct{ IPAddress string } }
+		NetworkSettings struct {
+			Networks map[string]struct{ IPAddress string }
+		}
 	}
 	e.decode(e.must("inspect", "-f", "{{json .}}", "web"), &doc)
 	if doc.NetworkSettings.Networks["demo"].IPAddress != webIP || len(doc.Id) != 64 {
@@ -229,7 +231,9 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 	e.runDetached("--name", "db", "--", "sleep", "600")
 	e.runDetached("--name", "failed", "--", "sh", "-c", "exit 3")
 	e.runDetached("--name", "done", "--", "true")
-	if !eventually(func() bool { return e.must("ps", "-a", "--filter", "status=exited", "-q") != "" && len(strings.Fields(e.must("ps", "-q"))) == 2 }) {
+	if !eventually(func() bool {
+		return e.must("ps", "-a", "--filter", "status=exited", "-q") != "" && len(strings.Fields(e.must("ps", "-q"))) == 2
+	}) {
 		t.Fatalf("failed and done never exited:\n%s", e.must("ps", "-a"))
 	}
 	webID := e.inspect("web").ID
@@ -314,4 +318,63 @@ func (e *env) ctnetInput(input string, args ...string) lab.Result {
 		e.t.Fatalf("run ctnet %v: %v", args, err)
 	}
 	return r
+}
+
+// logs --tail, --since and -t as Docker's, stdout and stderr apart; a plain log an
+// older ctnet wrote still reads, as stdout.
+func TestDockerLogs(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "talker", "--", "sh", "-c", "echo early; echo oops >&2; sleep 1; echo late")
+	if !eventually(func() bool { return e.inspect("talker").State == "exited" }) {
+		t.Fatalf("talker never exited")
+	}
+	stamped := e.ctnet("logs", "-t", "talker")
+	line := regexp.MustCompile(`^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z) (\w+)$`)
+	stamps := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(stamped.Stdout+stamped.Stderr), "\n") {
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("ctnet logs -t talker: line %q is not \"TIME TEXT\" (%s)", l, stamped)
+		}
+		stamps[m[3]] = m[1]
+	}
+	cases := []struct {
+		args           []string
+		stdout, stderr string
+	}{
+		{[]string{"logs", "talker"}, "early\nlate\n", "oops\n"},
+		{[]string{"logs", "--tail", "1", "talker"}, "late\n", ""},
+		{[]string{"logs", "-n", "2", "talker"}, "late\n", "oops\n"},
+		{[]string{"logs", "--tail", "0", "talker"}, "", ""},
+		{[]string{"logs", "--tail", "all", "talker"}, "early\nlate\n", "oops\n"},
+		{[]string{"logs", "--since", stamps["late"], "talker"}, "late\n", ""},
+		{[]string{"logs", "--since", stamps["early"], "talker"}, "early\nlate\n", "oops\n"},
+		{[]string{"logs", "--since", "1h", "talker"}, "early\nlate\n", "oops\n"},
+		{[]string{"logs", "--since", "2099-01-01T00:00:00Z", "talker"}, "", ""},
+		{[]string{"logs", "-f", "--tail", "1", "talker"}, "late\n", ""},
+	}
+	for _, c := range cases {
+		if r := e.ctnet(c.args...); r.Code != 0 || r.Stdout != c.stdout || r.Stderr != c.stderr {
+			t.Errorf("ctnet %s: %s; want stdout %q, stderr %q", strings.Join(c.args, " "), r, c.stdout, c.stderr)
+		}
+	}
+	if r := e.ctnet("logs", "--tail", "x", "talker"); r.Code != 1 || !strings.Contains(r.Stderr, "--tail") {
+		t.Errorf("ctnet logs --tail x: %s", r)
+	}
+	// A container an older ctnet ran has a plain log instead of records.
+	var dirs struct {
+		RuntimeDir string `json:"runtime_dir"`
+	}
+	e.decode(e.must("inspect", "--format", "json", "talker"), &dirs)
+	if err := os.Remove(dirs.RuntimeDir + "/log.json"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dirs.RuntimeDir+"/log", []byte("old one\nold two\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.ctnet("logs", "--tail", "1", "talker"); r.Code != 0 || r.Stdout != "old two\n" {
+		t.Errorf("ctnet logs --tail 1 of a plain log: %s", r)
+	}
+	e.must("rm", "talker")
+	e.must("network", "rm", "bridge")
 }

@@ -240,8 +240,8 @@ func TestRootlessModes(t *testing.T) {
 	}
 	u.must("rm", "-f", "base")
 	u.must("run", "-d", "--name", "talker", "--", "sh", "-c", "echo out; echo err >&2")
-	if r := u.ctnet("logs", "-f", "talker"); r.Code != 0 || r.Stdout != "out\nerr\n" {
-		t.Errorf("logs -f of a rootless container: want \"out\\nerr\\n\", got %s", r)
+	if r := u.ctnet("logs", "-f", "talker"); r.Code != 0 || r.Stdout != "out\n" || r.Stderr != "err\n" {
+		t.Errorf("logs -f of a rootless container: want \"out\\n\" on stdout and \"err\\n\" on stderr, got %s", r)
 	}
 	u.must("rm", "talker")
 }

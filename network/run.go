@@ -35,8 +35,8 @@ type RunOptions struct {
 	// Stdin, Stdout and Stderr are the command's; nil is /dev/null.
 	Stdin, Stdout, Stderr *os.File
 	// Log sends the command's stdout and stderr (Stdout and Stderr must be nil) to
-	// the container's log file, LogPath, with a line for each failure of ctnet's
-	// in starting or releasing it.
+	// the container's log, apart and with times (OpenLog reads it), with a line on
+	// stderr for each failure of ctnet's in starting or releasing it.
 	Log bool
 }
 
@@ -74,8 +74,9 @@ type StartError struct {
 func (e *StartError) Error() string { return e.Err.Error() }
 func (e *StartError) Unwrap() error { return e.Err }
 
-// LogPath is the file where the command of a container run with RunOptions.Log
-// writes; it lives in the container's runtime directory, so until Remove.
+// LogPath is the plain log of a container an older ctnet ran with RunOptions.Log;
+// OpenLog reads it, and the records that have replaced it (logs.go). Both live in
+// the container's runtime directory, so until Remove.
 func LogPath(c *Container) string { return filepath.Join(c.RuntimeDir, "log") }
 
 // Process is a container's command, started by Run.
@@ -86,8 +87,8 @@ type Process struct {
 	m       *Manager
 	started startedProcess
 	stopDNS func()
-	nsIno   uint64   // the container's own namespace, 0 for none
-	log     *os.File // RunOptions.Log's file, else nil
+	nsIno   uint64        // the container's own namespace, 0 for none
+	log     *containerLog // RunOptions.Log's, else nil
 
 	waitOnce sync.Once
 	exitCode int
@@ -154,10 +155,15 @@ func (p *Process) start(ctx context.Context, opts RunOptions) (err error) {
 		if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {
 			return fmt.Errorf("create runtime directory: %w", err)
 		}
-		if p.log, err = os.OpenFile(LogPath(c), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+		if p.log, err = openContainerLog(c); err != nil {
 			return fmt.Errorf("open container log: %w", err)
 		}
-		opts.Stdout, opts.Stderr = p.log, p.log
+		if opts.Stdout, err = p.log.stream("stdout"); err != nil {
+			return fmt.Errorf("open container log: %w", err)
+		}
+		if opts.Stderr, err = p.log.stream("stderr"); err != nil {
+			return fmt.Errorf("open container log: %w", err)
+		}
 	}
 	// A nil *os.File in sandbox.Spec's io.Reader and io.Writer would not be nil.
 	if opts.Stdin == nil || opts.Stdout == nil || opts.Stderr == nil {
@@ -232,13 +238,13 @@ func (p *Process) Wait() (exitCode int, err error) {
 
 func (p *Process) logFailure(err error) {
 	if p.log != nil && err != nil {
-		fmt.Fprintf(p.log, "ctnet: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		p.log.write("stderr", fmt.Sprintf("ctnet: %s\n", strings.ReplaceAll(err.Error(), "\n", "; ")))
 	}
 }
 
 func (p *Process) closeLog() {
 	if p.log != nil {
-		p.log.Close()
+		p.log.close()
 	}
 }
 
