@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -306,7 +307,14 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 // ctnetInput runs ctnet with input on its stdin.
 func (e *env) ctnetInput(input string, args ...string) lab.Result {
 	e.t.Helper()
+	return e.ctnetInputEnv(input, nil, args...)
+}
+
+// ctnetInputEnv runs ctnet with input on its stdin and more environment variables.
+func (e *env) ctnetInputEnv(input string, env []string, args ...string) lab.Result {
+	e.t.Helper()
 	cmd := e.host.Command(context.Background(), append([]string{lab.Binary(e.t), "--root", e.root}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(input)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -376,5 +384,96 @@ func TestDockerLogs(t *testing.T) {
 		t.Errorf("ctnet logs --tail 1 of a plain log: %s", r)
 	}
 	e.must("rm", "talker")
+	e.must("network", "rm", "bridge")
+}
+
+// run and exec take -i, -t, -e, --env-file, -w and -u as Docker's do. What the
+// command got is read inside it, and its user from /proc.
+func TestDockerProcessFlags(t *testing.T) {
+	e := newEnv(t)
+	envFile := t.TempDir() + "/env"
+	if err := os.WriteFile(envFile, []byte("A=1\n# a comment\n\nB=x y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		input  string
+		args   []string
+		code   int
+		stdout string
+	}{
+		{"hello\n", []string{"run", "--rm", "--", "sh", "-c", "cat; echo end"}, 0, "end\n"},
+		{"hello\n", []string{"run", "--rm", "-i", "--", "cat"}, 0, "hello\n"},
+		{"", []string{"run", "--rm", "--", "sh", "-c", "tty"}, 1, "not a tty\n"},
+		{"", []string{"run", "--rm", "-t", "--", "sh", "-c", "test -t 0 && test -t 1 && echo tty"}, 0, "tty\r\n"},
+		{"", []string{"run", "--rm", "-it", "--", "true"}, 1, ""},
+		{"", []string{"run", "--rm", "-e", "FOO=bar", "-e", "FROMHOST", "-e", "UNSET_HERE", "--", "env"}, 0,
+			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nHOME=/root\nFOO=bar\nFROMHOST=yes\n"},
+		{"", []string{"run", "--rm", "--env-file", envFile, "-e", "A=2", "--", "sh", "-c", "echo $A $B"}, 0, "2 x y\n"},
+		{"", []string{"run", "--rm", "--hostname", "box", "-e", "X=1", "--", "sh", "-c", "echo $HOSTNAME"}, 0, "box\n"},
+		{"", []string{"run", "--rm", "--", "sh", "-c", "echo $FROMHOST"}, 0, "yes\n"},
+		{"", []string{"run", "--rm", "-w", "/tmp", "--", "pwd"}, 0, "/tmp\n"},
+		{"", []string{"run", "--rm", "-w", "tmp", "--", "pwd"}, 125, ""},
+		{"", []string{"run", "--rm", "-u", "65534:65534", "--", "sh", "-c", "id -u; id -g"}, 0, "65534\n65534\n"},
+		{"", []string{"run", "--rm", "--user", "nobody", "-e", "X=1", "--", "sh", "-c", "id -u; echo $HOME"}, 0, "65534\n/nonexistent\n"},
+		{"", []string{"run", "--rm", "-u", "no-such-user", "--", "true"}, 125, ""},
+	}
+	run := func(input string, args ...string) lab.Result {
+		return e.ctnetInputEnv(input, []string{"FROMHOST=yes"}, args...)
+	}
+	for _, c := range cases {
+		if r := run(c.input, c.args...); r.Code != c.code || r.Stdout != c.stdout {
+			t.Errorf("ctnet %s: %s; want exit %d, stdout %q", strings.Join(c.args, " "), r, c.code, c.stdout)
+		}
+	}
+	if r := run("", "run", "--rm", "-it", "--", "true"); !strings.Contains(r.Stderr, "the input device is not a TTY") {
+		t.Errorf("ctnet run -it without a terminal: %s", r)
+	}
+
+	// With a terminal, -it gives the command one and passes what is typed.
+	script := e.host.Command(context.Background(), "script", "-qec",
+		lab.Binary(t)+" --root "+e.root+" run --rm -it -- sh", "/dev/null")
+	script.Stdin = strings.NewReader("tty; echo hi-$((6*7)); exit 3\n")
+	out, err := script.CombinedOutput()
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 3 || !strings.Contains(string(out), "hi-42") || !strings.Contains(string(out), "/dev/pts/") {
+		t.Errorf("ctnet run -it -- sh under a terminal: %v, output %q; want hi-42, a pts and exit 3", err, out)
+	}
+
+	// -d -i keeps a shell waiting on stdin, which without -i ends at once; -e,
+	// -w and -u hold for a detached command too.
+	e.runDetached("-i", "--name", "keeper", "--", "sh")
+	e.runDetached("--name", "quitter", "--", "sh")
+	e.runDetached("-e", "Z=9", "-w", "/tmp", "-u", "65534", "--name", "dz", "--", "sh", "-c", "echo $Z; pwd; id -u; exec sleep 600")
+	if !eventually(func() bool { return e.inspect("quitter").State == "exited" }) {
+		t.Errorf("sh -d without -i did not end")
+	}
+	if c := e.inspect("keeper"); c.State != "running" {
+		t.Errorf("sh -d -i is %s, want running", c.State)
+	}
+	var logs string
+	if !eventually(func() bool { logs = e.must("logs", "dz"); return logs == "9\n/tmp\n65534\n" }) {
+		t.Errorf("ctnet logs dz: %q, want 9, /tmp and 65534", logs)
+	}
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(e.inspect("dz").Process.PID) + "/status")
+	if err != nil || !regexp.MustCompile(`(?m)^Uid:\s+65534\s`).Match(status) {
+		t.Errorf("dz's process does not run as uid 65534: %v\n%s", err, status)
+	}
+	execCases := []struct {
+		input  string
+		args   []string
+		stdout string
+	}{
+		{"", []string{"exec", "-e", "Y=2", "keeper", "--", "sh", "-c", "echo $Y $FROMHOST"}, "2\n"},
+		{"", []string{"exec", "keeper", "--", "sh", "-c", "echo $FROMHOST"}, "yes\n"},
+		{"", []string{"exec", "-u", "65534", "-w", "/tmp", "keeper", "--", "sh", "-c", "id -u; pwd"}, "65534\n/tmp\n"},
+		{"in\n", []string{"exec", "-i", "keeper", "--", "cat"}, "in\n"},
+		{"in\n", []string{"exec", "keeper", "--", "sh", "-c", "cat; echo none"}, "none\n"},
+		{"", []string{"exec", "-t", "keeper", "--", "sh", "-c", "test -t 1 && echo tty"}, "tty\r\n"},
+	}
+	for _, c := range execCases {
+		if r := run(c.input, c.args...); r.Code != 0 || r.Stdout != c.stdout {
+			t.Errorf("ctnet %s: %s; want stdout %q", strings.Join(c.args, " "), r, c.stdout)
+		}
+	}
+	e.must("rm", "-f", "keeper", "quitter", "dz")
 	e.must("network", "rm", "bridge")
 }

@@ -34,6 +34,14 @@ type RunOptions struct {
 	Env []string
 	// Stdin, Stdout and Stderr are the command's; nil is /dev/null.
 	Stdin, Stdout, Stderr *os.File
+	// TTY says Stdin is a terminal to make the command's controlling terminal
+	// (root's containers; an unprivileged user's get it as their stdio only).
+	TTY bool
+	// Dir is the command's working directory; empty is this process's.
+	Dir string
+	// User, when set, is the user and group a root container's command runs as
+	// (an unprivileged user's runs as that user).
+	User *syscall.Credential
 	// Log sends the command's stdout and stderr (Stdout and Stderr must be nil) to
 	// the container's log, apart and with times (OpenLog reads it), with a line on
 	// stderr for each failure of ctnet's in starting or releasing it.
@@ -115,6 +123,12 @@ func (m *Manager) Run(ctx context.Context, spec ContainerSpec, opts RunOptions) 
 	}
 	if opts.Log && (opts.Stdout != nil || opts.Stderr != nil) {
 		return nil, invalid("RunOptions: Log replaces Stdout and Stderr")
+	}
+	if m.rootless && opts.Dir != "" && spec.Network.Kind == ModeContainer {
+		return nil, invalid("RunOptions.Dir: a command in another unprivileged container starts in that container's directory")
+	}
+	if m.rootless && opts.User != nil {
+		return nil, invalid("RunOptions.User: an unprivileged user's container runs as that user")
 	}
 	if m.rootless && m.userNet == nil && (spec.Network.Kind == "" || spec.Network.Kind == ModeUserNet) {
 		return nil, invalid("a rootless container on a user-mode network needs a stack: set Options.UserNet")
@@ -259,6 +273,7 @@ func (m *Manager) startProcess(ctx context.Context, c *Container, opts RunOption
 			return nil, err
 		}
 		spec.Argv, spec.Env, spec.Stdin, spec.Stdout, spec.Stderr = c.Command, opts.Env, opts.Stdin, opts.Stdout, opts.Stderr
+		spec.Dir, spec.TTY, spec.Credential = opts.Dir, opts.TTY, opts.User
 		cmd, err := sandbox.Start(spec)
 		if err != nil {
 			return nil, err
@@ -272,7 +287,7 @@ func (m *Manager) startProcess(ctx context.Context, c *Container, opts RunOption
 		return startJoined(owner.RuntimeDir, c.Command, opts), nil
 	}
 	spec := sandbox.RootlessSpec{
-		Argv: c.Command, Env: opts.Env, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
+		Argv: c.Command, Env: opts.Env, Dir: opts.Dir, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
 		Hostname: c.HostnameOrID(), RuntimeDir: c.RuntimeDir, Files: bindFiles(c),
 	}
 	if c.Mode == ModeUserNet {

@@ -26,6 +26,11 @@ type Spec struct {
 	Hostname       string // when set, a new UTS namespace with this hostname
 	UTSNS          string // otherwise, a UTS namespace to join (a path), if any
 	NewSession     bool   // setsid: detach from the caller's terminal
+	// TTY makes Stdin, a terminal, the process's controlling terminal, in a
+	// session of its own.
+	TTY bool
+	// Credential, when set, is the user and group the process runs as.
+	Credential *syscall.Credential
 	// Files are bound over host paths in a mount namespace of the process's own,
 	// from which the directories of namespace pins in DropPins are detached.
 	Files    []BindFile
@@ -46,7 +51,8 @@ func Start(spec Spec) (*exec.Cmd, error) {
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = spec.Stdin, spec.Stdout, spec.Stderr, spec.ExtraFiles
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: spec.NewSession}
+	// Ctty is a descriptor of the child's: 0, its stdin.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: spec.NewSession || spec.TTY, Setctty: spec.TTY, Credential: spec.Credential}
 	if cmd.Err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.Argv[0], cmd.Err)
 	}

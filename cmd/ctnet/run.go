@@ -32,6 +32,7 @@ type runFlags struct {
 	aliases                     []string
 	detach, autoRemove          bool
 	userNet                     network.UserNetSpec
+	proc                        processFlags
 }
 
 func (a *app) runCommand() *cobra.Command {
@@ -50,20 +51,27 @@ none (loopback only) or container:NAME (another container's namespace).
 Run by an unprivileged user, ctnet makes a user namespace too and gives the container a
 user-mode network (usernet): tap0 with 10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3,
 TCP, UDP and ping to wherever the user can reach, and published ports that keep the
-client's address.`,
+client's address.
+` + processHelp + ` With -d, the output goes to the container's log
+(ctnet logs) and -t gives no terminal, as ctnet has no attach; -i keeps stdin open.`,
 		Example: `  ctnet run --name web -p 8080:80 -- python3 -m http.server 80
   ctnet run -d --name db --network backend --ip 172.30.0.10 -- redis-server
-  ctnet run --network none -- ip addr`,
+  ctnet run --network none -- ip addr
+  ctnet run -it --rm -e TERM -w /tmp -- sh`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec, err := f.spec(args)
 			if err != nil {
 				return &exitError{code: exitRunFailure, err: err}
 			}
-			if f.detach {
-				return a.runDetached(spec)
+			opts, err := f.proc.runOptions(spec.Hostname)
+			if err != nil {
+				return &exitError{code: exitRunFailure, err: err}
 			}
-			return a.runForeground(spec)
+			if f.detach {
+				return a.runDetached(spec, opts, f.proc.interactive)
+			}
+			return a.runForeground(spec, opts, &f.proc)
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
@@ -81,6 +89,7 @@ client's address.`,
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "NAME:IP line for the container's /etc/hosts (repeatable)")
 	fl.StringArrayVar(&f.aliases, "network-alias", nil, "another name other containers on its network resolve it by (a network you created; repeatable)")
 	fl.BoolVar(&f.userNet.AllowHostLoopback, "allow-host-loopback", false, "let the container reach the host's 127.0.0.1 at 10.0.2.2 (unprivileged users)")
+	f.proc.register(fl)
 	return cmd
 }
 
@@ -98,20 +107,26 @@ func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
 	return spec, nil
 }
 
-func (a *app) runForeground(spec network.ContainerSpec) error {
+func (a *app) runForeground(spec network.ContainerSpec, opts network.RunOptions, pf *processFlags) error {
 	m, err := a.manager()
 	if err != nil {
 		return &exitError{code: exitRunFailure, err: err}
 	}
 	defer m.Close()
+	term, err := attachStdio(pf, &opts)
+	if err != nil {
+		return err
+	}
 	// Signals arriving from now on are for the container: they are forwarded once it runs.
 	sigs := notifyContainerSignals()
 	defer signal.Stop(sigs)
-	p, err := m.Run(context.Background(), spec, network.RunOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+	p, err := m.Run(context.Background(), spec, opts)
 	if err != nil {
+		term.close()
 		return &exitError{code: runFailureCode(err), err: err}
 	}
 	code, err := waitForwarding(p, sigs, !isTerminal(os.Stdin))
+	term.close()
 	if err != nil {
 		return &exitError{code: code, err: err}
 	}
@@ -163,12 +178,12 @@ func isTerminal(f *os.File) bool {
 
 // runDetached starts the supervisor, which creates and runs the container, and waits
 // only until it reports the container running.
-func (a *app) runDetached(spec network.ContainerSpec) error {
+func (a *app) runDetached(spec network.ContainerSpec, opts network.RunOptions, interactive bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return &exitError{code: exitRunFailure, err: err}
 	}
-	input, err := json.Marshal(spec)
+	input, err := json.Marshal(monitorInput{Spec: spec, Env: opts.Env, Dir: opts.Dir, User: opts.User, Interactive: interactive})
 	if err != nil {
 		return &exitError{code: exitRunFailure, err: err}
 	}
@@ -210,6 +225,15 @@ func (a *app) runDetached(spec network.ContainerSpec) error {
 	return &exitError{code: exitRunFailure, err: fmt.Errorf("supervisor ended before the container started: %v", err)}
 }
 
+// monitorInput is what `run -d` hands its supervisor on stdin.
+type monitorInput struct {
+	Spec        network.ContainerSpec
+	Env         []string
+	Dir         string
+	User        *syscall.Credential
+	Interactive bool
+}
+
 // runMonitor is the detached supervisor: it creates the container, runs its process
 // with output to a log file, and releases the network when the process ends.
 func runMonitor() int {
@@ -225,10 +249,22 @@ func runMonitor() int {
 			status = nil
 		}
 	}
-	var spec network.ContainerSpec
-	if err := json.NewDecoder(os.Stdin).Decode(&spec); err != nil {
+	var in monitorInput
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
 		report("error %d read container spec: %v", exitRunFailure, err)
 		return exitRunFailure
+	}
+	opts := network.RunOptions{Log: true, Env: in.Env, Dir: in.Dir, User: in.User}
+	if in.Interactive {
+		// Nobody writes to it, but a command reading stdin (a shell) waits
+		// instead of ending, as with Docker's -d -i.
+		r, w, err := os.Pipe()
+		if err != nil {
+			report("error %d %s", exitRunFailure, oneLine(err))
+			return exitRunFailure
+		}
+		defer w.Close()
+		opts.Stdin = r
 	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	a := &app{root: os.Getenv("CTNET_ROOT"), debug: os.Getenv("CTNET_DEBUG") == "true", stderr: os.Stderr}
@@ -240,7 +276,10 @@ func runMonitor() int {
 	defer m.Close()
 	sigs := notifyContainerSignals()
 	defer signal.Stop(sigs)
-	p, err := m.Run(context.Background(), spec, network.RunOptions{Log: true})
+	p, err := m.Run(context.Background(), in.Spec, opts)
+	if opts.Stdin != nil {
+		opts.Stdin.Close() // the command has its own copy
+	}
 	if err != nil {
 		report("error %d %s", runFailureCode(err), oneLine(err))
 		return runFailureCode(err)
@@ -253,12 +292,15 @@ func runMonitor() int {
 }
 
 func (a *app) execCommand() *cobra.Command {
+	var pf processFlags
 	cmd := &cobra.Command{
 		Use:   "exec NAME -- CMD [ARG...]",
 		Short: "Run a command inside a running container's network namespace",
 		Long: `Run CMD inside the container's network (and UTS) namespace with stdio attached, as
-nsenter --net does; ctnet exits with CMD's status.`,
-		Example: "  ctnet exec web -- ip addr",
+nsenter --net does; ctnet exits with CMD's status.
+` + processHelp + `
+In an unprivileged user's container, -w and -u are refused.`,
+		Example: "  ctnet exec web -- ip addr\n  ctnet exec -it -u 1000 -w /tmp web -- sh",
 		Args:    cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := a.manager()
@@ -280,10 +322,27 @@ nsenter --net does; ctnet exits with CMD's status.`,
 			if len(argv) == 0 {
 				return &exitError{code: exitRunFailure, err: usage("exec needs a command after the container name")}
 			}
-			if m.Rootless() && c.Mode != network.ModeHost {
-				return execRootless(m, c, argv)
+			rootless := m.Rootless() && c.Mode != network.ModeHost
+			if rootless && (pf.workdir != "" || pf.user != "") {
+				return &exitError{code: exitRunFailure, err: usage("-w and -u are not available in an unprivileged user's container")}
 			}
-			spec := sandbox.Spec{Argv: argv, NetNS: c.NetNS, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+			opts, err := pf.runOptions(c.HostnameOrID())
+			if err != nil {
+				return &exitError{code: exitRunFailure, err: err}
+			}
+			term, err := attachStdio(&pf, &opts)
+			if err != nil {
+				return err
+			}
+			defer term.close()
+			if rootless {
+				return execRootless(m, c, argv, opts)
+			}
+			spec := sandbox.Spec{Argv: argv, NetNS: c.NetNS, Stdout: opts.Stdout, Stderr: opts.Stderr,
+				Env: opts.Env, Dir: opts.Dir, Credential: opts.User, TTY: opts.TTY}
+			if opts.Stdin != nil {
+				spec.Stdin = opts.Stdin // a nil *os.File would not be a nil io.Reader
+			}
 			if c.Process.Alive() && c.Mode != network.ModeHost {
 				spec.UTSNS = "/proc/" + strconv.Itoa(c.Process.PID) + "/ns/uts"
 			}
@@ -314,12 +373,13 @@ nsenter --net does; ctnet exits with CMD's status.`,
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
+	pf.register(cmd.Flags())
 	return cmd
 }
 
 // execRootless runs argv in an unprivileged user's container through its helper,
 // which alone can enter the container's user namespace.
-func execRootless(m *network.Manager, c *network.Container, argv []string) error {
+func execRootless(m *network.Manager, c *network.Container, argv []string, opts network.RunOptions) error {
 	dir := c.RuntimeDir
 	if c.Mode == network.ModeContainer {
 		owner, err := m.Container(c.SharedWith)
@@ -330,7 +390,7 @@ func execRootless(m *network.Manager, c *network.Container, argv []string) error
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
-	code, err := sandbox.ExecRootless(ctx, dir, argv, nil, os.Stdin, os.Stdout, os.Stderr)
+	code, err := sandbox.ExecRootless(ctx, dir, argv, opts.Env, opts.Stdin, opts.Stdout, opts.Stderr)
 	if err != nil {
 		return &exitError{code: exitRunFailure, err: err}
 	}
