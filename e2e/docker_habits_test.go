@@ -477,3 +477,37 @@ func TestDockerProcessFlags(t *testing.T) {
 	e.must("rm", "-f", "keeper", "quitter", "dz")
 	e.must("network", "rm", "bridge")
 }
+
+// ctnet doctor, run by an unprivileged user or with --rootless, says what to change
+// for /dev/net/tun and net.ipv4.ping_group_range, and is content once they are set
+// (inside the sandbox only: its own tun node and network namespace).
+func TestDockerDoctorRootless(t *testing.T) {
+	u := newUserEnv(t) // /dev/net/tun 0666, ping_group_range "0 2147483647"
+	if r := u.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, "ok: /dev/net/tun: you can open it") ||
+		!strings.Contains(r.Stdout, `ok: net.ipv4.ping_group_range is "0 2147483647": your groups may ping`) {
+		t.Errorf("ctnet doctor as a user, on a host set up for it: %s", r)
+	}
+	u.host.Sysctl(t, "net.ipv4.ping_group_range", "1 0")
+	u.host.DenyTUN(t)
+	r := u.ctnet("doctor")
+	for _, want := range []string{
+		"problem: /dev/net/tun: permission denied",
+		"chmod 0666 /dev/net/tun", "/etc/udev/rules.d/60-ctnet-tun.rules",
+		`problem: net.ipv4.ping_group_range is "1 0": none of your groups`,
+		`sysctl -w net.ipv4.ping_group_range="0 2147483647"`, "/etc/sysctl.d/60-ctnet-ping.conf",
+	} {
+		if r.Code != 1 || !strings.Contains(r.Stdout, want) {
+			t.Errorf("ctnet doctor as a user, without tun and ping: %s; want exit 1 and %q", r, want)
+		}
+	}
+	// Root asks for unprivileged users in general.
+	root := lab.Root(t)
+	if r := u.host.Ctnet(t, root, "doctor", "--rootless"); r.Code != 1 || !strings.Contains(r.Stdout, `problem: net.ipv4.ping_group_range is "1 0": no group may ping`) ||
+		!strings.Contains(r.Stdout, "/dev/net/tun is ") {
+		t.Errorf("ctnet doctor --rootless as root, ping_group_range \"1 0\": %s", r)
+	}
+	u.host.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
+	if r := u.host.Ctnet(t, root, "doctor", "--rootless"); !strings.Contains(r.Stdout, `ok: net.ipv4.ping_group_range is "0 2147483647"`) {
+		t.Errorf("ctnet doctor --rootless as root, ping_group_range \"0 2147483647\": %s", r)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -30,31 +31,45 @@ that are missing. Prints one line per change, nothing when there was nothing to 
 }
 
 func (a *app) doctorCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "doctor",
+	var rootless bool
+	cmd := &cobra.Command{
+		Use:   "doctor [--rootless]",
 		Short: "Check the host for what would break ctnet's networks, and say how to fix it",
-		Args:  cobra.NoArgs,
+		Long: `Check the host for what would break ctnet's networks, and say how to fix it. With
+--rootless, or run by an unprivileged user, check what unprivileged users' containers
+need instead: user namespaces, /dev/net/tun and net.ipv4.ping_group_range.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rootless || os.Geteuid() != 0 {
+				return a.printFindings(rootlessFindings())
+			}
 			return a.withRootManager("doctor", func(m *network.Manager) error {
 				findings, err := m.Doctor()
 				if err != nil {
 					return err
 				}
-				problems := 0
-				out := terminalText(a.stdout)
-				for _, f := range findings {
-					if f.Problem {
-						problems++
-						fmt.Fprintf(out, "problem: %s\n   fix: %s\n", f.Text, f.Fix)
-					} else {
-						fmt.Fprintf(out, "ok: %s\n", f.Text)
-					}
-				}
-				if problems > 0 {
-					return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) found", problems)}
-				}
-				return nil
+				return a.printFindings(findings)
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&rootless, "rootless", false, "check what unprivileged users' containers need")
+	return cmd
+}
+
+// printFindings prints doctor's findings and fails if any is a problem.
+func (a *app) printFindings(findings []network.Finding) error {
+	problems := 0
+	out := terminalText(a.stdout)
+	for _, f := range findings {
+		if f.Problem {
+			problems++
+			fmt.Fprintf(out, "problem: %s\n   fix: %s\n", f.Text, f.Fix)
+		} else {
+			fmt.Fprintf(out, "ok: %s\n", f.Text)
+		}
+	}
+	if problems > 0 {
+		return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) found", problems)}
+	}
+	return nil
 }
