@@ -511,3 +511,30 @@ func TestDockerDoctorRootless(t *testing.T) {
 		t.Errorf("ctnet doctor --rootless as root, ping_group_range \"0 2147483647\": %s", r)
 	}
 }
+
+// --debug logs each kernel change and store transaction, with the time it took, on
+// stderr; without it, nothing.
+func TestDockerDebugLog(t *testing.T) {
+	e := newEnv(t)
+	r := e.ctnet("--debug", "network", "create", "demo", "--subnet", "172.30.9.0/24", "--bridge", "br-demo")
+	if r.Code != 0 {
+		t.Fatalf("ctnet --debug network create: %s", r)
+	}
+	for _, want := range []string{
+		`level=DEBUG msg="store transaction began"`,
+		`level=DEBUG msg="kernel change" step="create bridge br-demo" elapsed=`,
+		`level=DEBUG msg="kernel change" step="update firewall" elapsed=`,
+		`level=DEBUG msg="store transaction committed" elapsed=`,
+	} {
+		if !strings.Contains(r.Stderr, want) {
+			t.Errorf("ctnet --debug network create: stderr lacks %q:\n%s", want, r.Stderr)
+		}
+	}
+	if r := e.ctnet("--debug", "network", "create", "demo"); !strings.Contains(r.Stderr, `level=DEBUG msg="store transaction rolled back`) {
+		t.Errorf("ctnet --debug network create of an existing name: no rollback logged: %s", r)
+	}
+	if r := e.ctnet("network", "create", "quiet", "--subnet", "172.30.10.0/24"); r.Code != 0 || r.Stderr != "" {
+		t.Errorf("ctnet network create without --debug: %s; want nothing on stderr", r)
+	}
+	e.must("network", "rm", "demo", "quiet")
+}

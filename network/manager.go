@@ -200,6 +200,7 @@ func (o *op) runCommitted() error {
 			errs = append(errs, fmt.Errorf("%s: %w (ctnet gc retries it)", step.what, err))
 			continue
 		}
+		o.undo.debug("kernel change after the commit", step.what)
 		fault.Point(step.what)
 	}
 	return errors.Join(errs...)
@@ -255,10 +256,11 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 		return err
 	}
 	defer s.Close()
-	o := &op{ctx: ctx, undo: &undo{}, store: s}
+	o := &op{ctx: ctx, undo: &undo{log: m.log, start: time.Now()}, store: s}
 	defer o.closeAll()
 	err = s.Update(func(tx *store.Tx) (err error) {
 		defer failedStep(&err)
+		m.log.Debug("store transaction began", "elapsed", time.Since(o.undo.start))
 		o.tx = tx
 		if err := ctx.Err(); err != nil {
 			return err // while waiting for the lock
@@ -272,11 +274,13 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 		return ctx.Err()
 	})
 	if err != nil {
+		m.log.Debug("store transaction rolled back: undoing its kernel changes", "err", err, "elapsed", time.Since(o.undo.start))
 		if uerr := o.undo.run(); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("undo: %w", uerr))
 		}
 		return err
 	}
+	m.log.Debug("store transaction committed", "elapsed", time.Since(o.undo.start))
 	// A crash here leaves the store ahead of the kernel by the committed changes
 	// (IPv4 forwarding), which gc makes.
 	fault.Point("store commit")

@@ -3,6 +3,8 @@ package network
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/ctnet/ctnet/internal/fault"
 )
@@ -10,6 +12,17 @@ import (
 // undo is the stack of inverse operations for the kernel changes made so far.
 type undo struct {
 	steps []undoStep
+	// log, when set, receives each step at debug level (--debug), with the time
+	// since start, when the change began.
+	log   *slog.Logger
+	start time.Time
+}
+
+// debug logs a step of the change at debug level.
+func (u *undo) debug(msg, what string) {
+	if u.log != nil {
+		u.log.Debug(msg, "step", what, "elapsed", time.Since(u.start))
+	}
 }
 
 type undoStep struct {
@@ -31,13 +44,17 @@ type injectedFailure struct{ err error }
 // point, as every step is.
 func (u *undo) push(what string, fn func() error) {
 	u.steps = append(u.steps, undoStep{what: what, fn: fn})
+	u.debug("kernel change", what)
 	stepDone(what)
 }
 
 // step marks a kernel change that succeeded with nothing of its own to reverse: a
 // shared object that outlives the change, part of an object whose undo is already
 // pushed, or a teardown. It is a crash point.
-func (o *op) step(what string) { stepDone(what) }
+func (o *op) step(what string) {
+	o.undo.debug("kernel change", what)
+	stepDone(what)
+}
 
 // stepDone is the crash point after a step, and the place where tests make the
 // change fail (failStep).
@@ -74,6 +91,7 @@ func (u *undo) run() error {
 			errs = append(errs, fmt.Errorf("%s: %w", u.steps[i].what, err))
 			continue
 		}
+		u.debug("undone", u.steps[i].what)
 		fault.Point("undo: " + u.steps[i].what)
 	}
 	u.steps = nil
