@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// The README's walkthrough runs as written, command by command, in a sandbox host
+// whose resolver and "internet" are the wan's: a DNS server there answers
+// example.org with the wan's address, where an HTTP server answers. The one
+// placeholder, <the host's address>, is the sandbox host's uplink address, asked
+// from the wan.
+func TestREADMEWalkthrough(t *testing.T) {
+	e := newEnv(t)
+	commands := readmeWalkthrough(t)
+	resolver := e.wan.ListenUDP(t, lab.WANIP+":53")
+	go serveDNS(resolver, "example.org.", lab.WANIP)
+	web := e.wan.ListenTCP(t, lab.WANIP+":80")
+	const page = "the example.org page, from the wan\n"
+	go http.Serve(web, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, page) }))
+	// The host's resolv.conf names the wan's resolver, in a mount namespace of the
+	// sandbox's own (a Boot), where every command below runs.
+	e.host.Boot = lab.NewBoot(t)
+	resolvConf := t.TempDir() + "/resolv.conf"
+	if err := os.WriteFile(resolvConf, []byte("nameserver "+lab.WANIP+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.host.MustRun(t, "mount", "--bind", resolvConf, "/etc/resolv.conf")
+	// The leak check compares with the host as seen from there (ip names the wan's
+	// namespace differently without /run/netns).
+	e.before = e.host.Snapshot(t, e.root)
+
+	shell := fmt.Sprintf(`ctnet() { %s --root %s "$@"; }; `, lab.Binary(t), e.root)
+	for _, cmd := range commands {
+		var out string
+		var err error
+		if strings.Contains(cmd, "<the host's address>") {
+			cmd = strings.ReplaceAll(cmd, "<the host's address>", lab.HostUplinkIP)
+			// The server needs a moment to listen.
+			eventually(func() bool { out, err = e.wanRun("sh", "-c", cmd); return err == nil })
+		} else {
+			out, err = e.host.Try("sh", "-c", shell+cmd)
+		}
+		if err != nil {
+			t.Fatalf("README: %s: %v\n%s", cmd, err, out)
+		}
+		t.Logf("README: %s\n%s", cmd, out)
+		for want, on := range map[string]string{
+			"ctnet ps":                      `(?m)^[0-9a-f]{12}\s+client\s.*Up .*172\.18\.0\.3`,
+			"ping -c1 172.18.0.2":           `1 received`,
+			"curl -s http://example.org/":   regexp.QuoteMeta(page),
+			"curl http://203.0.113.1:8080/": `Directory listing`,
+			"ctnet inspect web":             `Container web \(`,
+		} {
+			if strings.Contains(cmd, want) && !regexp.MustCompile(on).MatchString(out) {
+				t.Errorf("README: %s: output does not match %q:\n%s", cmd, on, out)
+			}
+		}
+	}
+	if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) > 0 || len(e.networks()) > 0 {
+		t.Errorf("the walkthrough's last command left containers %v or networks %v", ids, e.networks())
+	}
+}
+
+// readmeWalkthrough is the commands of the README walkthrough's console block,
+// without their prompts and comments.
+func readmeWalkthrough(t *testing.T) []string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Walkthrough")
+	_, block, _ := strings.Cut(section, "```console\n")
+	block, _, _ = strings.Cut(block, "```")
+	comment := regexp.MustCompile(`\s{2,}#.*$`)
+	var commands []string
+	for _, line := range strings.Split(block, "\n") {
+		if cmd, ok := strings.CutPrefix(line, "# "); ok {
+			commands = append(commands, strings.TrimSpace(comment.ReplaceAllString(cmd, "")))
+		}
+	}
+	if len(commands) < 8 {
+		t.Fatalf("the README's walkthrough has %d commands: %q", len(commands), commands)
+	}
+	return commands
+}
