@@ -97,6 +97,7 @@ type Process struct {
 	stopDNS func()
 	nsIno   uint64        // the container's own namespace, 0 for none
 	log     *containerLog // RunOptions.Log's, else nil
+	devNull *os.File      // the command's stdio that RunOptions left nil, else nil
 
 	waitOnce sync.Once
 	exitCode int
@@ -155,7 +156,7 @@ func (m *Manager) Run(ctx context.Context, spec ContainerSpec, opts RunOptions) 
 			err = errors.Join(err, rerr)
 		}
 		p.logFailure(err)
-		p.closeLog()
+		p.closeFiles()
 		return nil, &StartError{Container: c, Code: code, Err: err}
 	}
 	return p, nil
@@ -185,7 +186,9 @@ func (p *Process) start(ctx context.Context, opts RunOptions) (err error) {
 		if err != nil {
 			return err
 		}
-		defer devNull.Close()
+		// Kept until the command has ended: a command in another rootless
+		// container (startJoined) is handed its files after start returns.
+		p.devNull = devNull
 		for _, f := range []**os.File{&opts.Stdin, &opts.Stdout, &opts.Stderr} {
 			if *f == nil {
 				*f = devNull
@@ -244,7 +247,7 @@ func (p *Process) Wait() (exitCode int, err error) {
 			werr = errors.Join(werr, fmt.Errorf("release container %s: %w", p.Container.Name, err))
 		}
 		p.logFailure(werr)
-		p.closeLog()
+		p.closeFiles()
 		p.exitCode, p.waitErr = code, werr
 	})
 	return p.exitCode, p.waitErr
@@ -256,9 +259,13 @@ func (p *Process) logFailure(err error) {
 	}
 }
 
-func (p *Process) closeLog() {
+// closeFiles closes the files the command's stdio came from, once it has ended.
+func (p *Process) closeFiles() {
 	if p.log != nil {
 		p.log.close()
+	}
+	if p.devNull != nil {
+		p.devNull.Close()
 	}
 }
 
