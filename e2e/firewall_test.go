@@ -239,8 +239,7 @@ func TestAntiSpoofing(t *testing.T) {
 	}
 	defer func() { wanRecv.Process.Kill(); wanRecv.Wait() }()
 	victimSaw := func(src string) bool {
-		out, _ := e.host.Try("sh", "-c", "cat "+e.root+"/containers/*/log")
-		return strings.Contains(out, "probe-from-"+src)
+		return strings.Contains(e.ctnet("logs", "victim").Stdout, "probe-from-"+src)
 	}
 	wanSaw := func(src string) bool {
 		out, _ := e.host.Try("cat", wanLog)

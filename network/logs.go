@@ -2,6 +2,7 @@ package network
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -26,8 +27,8 @@ type LogEntry struct {
 // logRecordsPath is the file of a container's log records.
 func logRecordsPath(c *Container) string { return filepath.Join(c.RuntimeDir, "log.json") }
 
-// maxLogLine is where a line without a newline is cut into records, as Docker cuts
-// at 16 KiB, so that a command writing no newline cannot grow one record forever.
+// maxLogLine is the most a record holds, as Docker's at 16 KiB: a longer line is
+// several records.
 const maxLogLine = 16 << 10
 
 // drainAfterExit is how long the log waits, once the command has ended, for what
@@ -62,13 +63,21 @@ func (l *containerLog) stream(stream string) (*os.File, error) {
 	l.readers.Add(1)
 	go func() {
 		defer l.readers.Done()
-		br := bufio.NewReaderSize(r, maxLogLine)
+		buf := make([]byte, maxLogLine)
 		for {
-			line, err := br.ReadSlice('\n')
-			if len(line) > 0 {
-				l.write(stream, string(line))
+			n, err := r.Read(buf)
+			// A record per line; what follows the last newline is a record too,
+			// at once, so that a prompt or a stream without newlines is seen
+			// as it is written.
+			for chunk := buf[:n]; len(chunk) > 0; {
+				end := bytes.IndexByte(chunk, '\n') + 1
+				if end == 0 {
+					end = len(chunk)
+				}
+				l.write(stream, string(chunk[:end]))
+				chunk = chunk[end:]
 			}
-			if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if err != nil {
 				return
 			}
 		}
