@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
 )
@@ -346,17 +347,22 @@ func TestDockerLogs(t *testing.T) {
 		}
 		stamps[m[3]] = m[1]
 	}
+	// early and oops come through pipes of their own, either first.
+	first := stamps["early"]
+	if t1, t2 := parseStamp(t, stamps["oops"]), parseStamp(t, first); t1.Before(t2) {
+		first = stamps["oops"]
+	}
 	cases := []struct {
 		args           []string
 		stdout, stderr string
 	}{
 		{[]string{"logs", "talker"}, "early\nlate\n", "oops\n"},
 		{[]string{"logs", "--tail", "1", "talker"}, "late\n", ""},
-		{[]string{"logs", "-n", "2", "talker"}, "late\n", "oops\n"},
+		{[]string{"logs", "-n", "3", "talker"}, "early\nlate\n", "oops\n"},
 		{[]string{"logs", "--tail", "0", "talker"}, "", ""},
 		{[]string{"logs", "--tail", "all", "talker"}, "early\nlate\n", "oops\n"},
 		{[]string{"logs", "--since", stamps["late"], "talker"}, "late\n", ""},
-		{[]string{"logs", "--since", stamps["early"], "talker"}, "early\nlate\n", "oops\n"},
+		{[]string{"logs", "--since", first, "talker"}, "early\nlate\n", "oops\n"},
 		{[]string{"logs", "--since", "1h", "talker"}, "early\nlate\n", "oops\n"},
 		{[]string{"logs", "--since", "2099-01-01T00:00:00Z", "talker"}, "", ""},
 		{[]string{"logs", "-f", "--tail", "1", "talker"}, "late\n", ""},
@@ -537,4 +543,13 @@ func TestDockerDebugLog(t *testing.T) {
 		t.Errorf("ctnet network create without --debug: %s; want nothing on stderr", r)
 	}
 	e.must("network", "rm", "demo", "quiet")
+}
+
+func parseStamp(t *testing.T, s string) time.Time {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("log time %q: %v", s, err)
+	}
+	return ts
 }
