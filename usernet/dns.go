@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
@@ -24,6 +25,9 @@ const (
 )
 
 var errNoResolvers = errors.New("no dns resolvers configured")
+
+// isDNS reports whether a is one of the forwarder's addresses (10.0.2.3, fd00::3).
+func (s *Stack) isDNS(a netip.Addr) bool { return a == s.cfg.DNS || a == s.v6.DNS }
 
 // serveDNS takes over a UDP flow to the DNS address: each query is asked of
 // the resolvers in turn, each for at most resolverTimeout (so a dead first

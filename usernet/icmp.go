@@ -17,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -65,14 +66,28 @@ func (f *icmpForwarder) handleEcho(id stack.TransportEndpointID, pkt *stack.Pack
 	if len(h) < header.ICMPv4MinimumSize || h.Type() != header.ICMPv4Echo {
 		return false
 	}
-	dst := toAddr(id.LocalAddress)
-	if dst == f.s.cfg.Gateway || dst == f.s.cfg.DNS {
+	return f.forwardEcho(toAddr(id.LocalAddress), h.Ident(), pkt)
+}
+
+// handleEcho6 is handleEcho for ICMPv6.
+func (f *icmpForwarder) handleEcho6(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	h := header.ICMPv6(pkt.TransportHeader().Slice())
+	if len(h) < header.ICMPv6EchoMinimumSize || h.Type() != header.ICMPv6EchoRequest {
+		return false
+	}
+	return f.forwardEcho(toAddr(id.LocalAddress), h.Ident(), pkt)
+}
+
+// forwardEcho sends the echo request in pkt to dst through the flow's socket,
+// or drops it; false leaves it to the stack.
+func (f *icmpForwarder) forwardEcho(dst netip.Addr, ident uint16, pkt *stack.PacketBuffer) bool {
+	if dst == f.s.cfg.Gateway || dst == f.s.cfg.DNS || dst == f.s.v6.Gateway || dst == f.s.v6.DNS {
 		return false
 	}
 	if _, ok := f.s.hostTarget(dst, 0); !ok {
 		return true
 	}
-	flow := f.flow(icmpFlowKey{dst: dst, ident: h.Ident()})
+	flow := f.flow(icmpFlowKey{dst: dst, ident: ident})
 	if flow == nil {
 		return true
 	}
@@ -95,7 +110,7 @@ func (f *icmpForwarder) flow(key icmpFlowKey) *icmpFlow {
 	if f.denied || f.flows == nil || len(f.flows) >= maxICMPFlows {
 		return nil
 	}
-	conn, err := openPingSocket()
+	conn, err := openPingSocket(key.dst.Is6())
 	if err != nil {
 		if errors.Is(err, ErrPingNotPermitted) {
 			f.denied = true
@@ -135,34 +150,68 @@ func (f *icmpForwarder) relayReplies(key icmpFlowKey, fl *icmpFlow) {
 		if err != nil {
 			return
 		}
-		reply := header.ICMPv4(buf[:n])
-		if n < header.ICMPv4MinimumSize || reply.Type() != header.ICMPv4EchoReply {
+		if n < header.ICMPv4MinimumSize {
 			continue
 		}
-		reply.SetIdent(key.ident)
-		reply.SetChecksum(0)
-		reply.SetChecksum(^checksum.Checksum(reply, 0))
-		f.inject(key.dst, reply)
+		if key.dst.Is6() {
+			f.injectReply6(key, buf[:n])
+		} else {
+			f.injectReply4(key, buf[:n])
+		}
 	}
 }
 
+// injectReply4 gives an echo reply the container's identifier back and sends
+// it to the container from the destination it pinged.
+func (f *icmpForwarder) injectReply4(key icmpFlowKey, msg []byte) {
+	reply := header.ICMPv4(msg)
+	if reply.Type() != header.ICMPv4EchoReply {
+		return
+	}
+	reply.SetIdent(key.ident)
+	reply.SetChecksum(0)
+	reply.SetChecksum(^checksum.Checksum(reply, 0))
+	f.inject(key.dst, f.s.cfg.Guest, ipv4.ProtocolNumber, header.ICMPv4ProtocolNumber, msg)
+}
+
+// injectReply6 is injectReply4 for ICMPv6, whose checksum covers the
+// addresses too.
+func (f *icmpForwarder) injectReply6(key icmpFlowKey, msg []byte) {
+	reply := header.ICMPv6(msg)
+	if reply.Type() != header.ICMPv6EchoReply {
+		return
+	}
+	reply.SetIdent(key.ident)
+	reply.SetChecksum(0)
+	reply.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+		Header:      reply[:header.ICMPv6MinimumSize],
+		Src:         tcpip.AddrFrom16(key.dst.As16()),
+		Dst:         tcpip.AddrFrom16(f.s.v6.Guest.As16()),
+		PayloadCsum: checksum.Checksum(reply[header.ICMPv6MinimumSize:], 0),
+		PayloadLen:  len(reply) - header.ICMPv6MinimumSize,
+	}))
+	f.inject(key.dst, f.s.v6.Guest, ipv6.ProtocolNumber, header.ICMPv6ProtocolNumber, msg)
+}
+
 // inject sends an ICMP message from src (a spoofed, outside address) to the
-// container.
-func (f *icmpForwarder) inject(src netip.Addr, msg []byte) {
+// container's address guest.
+func (f *icmpForwarder) inject(src, guest netip.Addr, netProto tcpip.NetworkProtocolNumber, proto tcpip.TransportProtocolNumber, msg []byte) {
 	s := f.s
-	r, err := s.ns.FindRoute(nicID, tcpip.AddrFrom4(src.As4()), tcpip.AddrFrom4(s.cfg.Guest.As4()), ipv4.ProtocolNumber, false)
+	r, err := s.ns.FindRoute(nicID, tcpip.AddrFromSlice(src.AsSlice()), tcpip.AddrFromSlice(guest.AsSlice()), netProto, false)
 	if err != nil {
 		return
 	}
 	defer r.Release()
+	// Both families' echo headers are 8 bytes.
+	const hdrLen = header.ICMPv4MinimumSize
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
-		ReserveHeaderBytes: header.ICMPv4MinimumSize + int(r.MaxHeaderLength()),
-		Payload:            buffer.MakeWithData(msg[header.ICMPv4MinimumSize:]),
+		ReserveHeaderBytes: hdrLen + int(r.MaxHeaderLength()),
+		Payload:            buffer.MakeWithData(msg[hdrLen:]),
 	})
 	defer pkt.DecRef()
-	copy(pkt.TransportHeader().Push(header.ICMPv4MinimumSize), msg[:header.ICMPv4MinimumSize])
-	pkt.TransportProtocolNumber = header.ICMPv4ProtocolNumber
-	r.WritePacket(stack.NetworkHeaderParams{Protocol: header.ICMPv4ProtocolNumber, TTL: replyTTL}, pkt)
+	copy(pkt.TransportHeader().Push(hdrLen), msg[:hdrLen])
+	pkt.TransportProtocolNumber = proto
+	r.WritePacket(stack.NetworkHeaderParams{Protocol: proto, TTL: replyTTL}, pkt)
 }
 
 func (f *icmpForwarder) close() {
@@ -171,11 +220,15 @@ func (f *icmpForwarder) close() {
 	f.flows = nil
 }
 
-// openPingSocket opens an unprivileged ICMP echo socket, wrapped as a
-// *net.UDPConn (the kernel presents it as a datagram socket whose "port"
-// is the echo identifier).
-func openPingSocket() (*net.UDPConn, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+// openPingSocket opens an unprivileged ICMP (or ICMPv6) echo socket, wrapped
+// as a *net.UDPConn (the kernel presents it as a datagram socket whose "port"
+// is the echo identifier). net.ipv4.ping_group_range governs both families.
+func openPingSocket(ipv6 bool) (*net.UDPConn, error) {
+	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
+	if ipv6 {
+		family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
 			return nil, pingDeniedError()
@@ -195,7 +248,7 @@ func openPingSocket() (*net.UDPConn, error) {
 // sockets, which usernet needs to forward the container's pings; the error
 // wraps ErrPingNotPermitted and says which sysctl to change.
 func CheckPing() error {
-	c, err := openPingSocket()
+	c, err := openPingSocket(false)
 	if err != nil {
 		return err
 	}

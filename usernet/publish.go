@@ -25,8 +25,9 @@ const (
 )
 
 // Port is a published port: the host listens on HostIP:HostPort (the zero
-// Addr: all IPv4 addresses) and every connection or UDP flow is relayed to
-// ContainerPort on the container's address. ContainerIP is not used.
+// Addr: all addresses of both families, 0.0.0.0 only IPv4's, :: only IPv6's)
+// and every connection or UDP flow is relayed to ContainerPort on the
+// container's address of the client's family. ContainerIP is not used.
 type Port = published.Port
 
 func validatePort(p Port) error {
@@ -36,15 +37,16 @@ func validatePort(p Port) error {
 	if p.HostPort == 0 || p.ContainerPort == 0 {
 		return fmt.Errorf("%w: port %s: ports must be non-zero", ErrInvalidConfig, p)
 	}
-	if p.HostIP.IsValid() && !p.HostIP.Is4() {
-		return fmt.Errorf("%w: port %s: host address must be IPv4", ErrInvalidConfig, p)
+	if p.HostIP.Is4In6() || p.HostIP.Zone() != "" {
+		return fmt.Errorf("%w: port %s: host address must be IPv4 or plain IPv6", ErrInvalidConfig, p)
 	}
 	return nil
 }
 
-// InnerSocketFunc returns a new socket of proto ("tcp" or "udp") that was
-// created inside the container's network namespace with IP_TRANSPARENT set
-// (which needs CAP_NET_ADMIN there, so the in-namespace helper makes it).
+// InnerSocketFunc returns a new socket of proto ("tcp" or "udp", IPv4; "tcp6"
+// or "udp6", IPv6) that was created inside the container's network namespace
+// with IP_TRANSPARENT (IPV6_TRANSPARENT) set, which needs CAP_NET_ADMIN there,
+// so the in-namespace helper makes it.
 type InnerSocketFunc func(proto string) (*os.File, error)
 
 // Publish listens on the host and relays each client to the container
@@ -63,17 +65,34 @@ func (s *Stack) Publish(p Port, newInner InnerSocketFunc) error {
 	if err := validatePort(p); err != nil {
 		return err
 	}
-	hostIP := netip.IPv4Unspecified()
 	if p.HostIP.IsValid() {
-		hostIP = p.HostIP
+		return s.publishOn(p, p.HostIP, newInner)
 	}
+	if err := s.publishOn(p, netip.IPv4Unspecified(), newInner); err != nil {
+		return err
+	}
+	err := s.publishOn(p, netip.IPv6Unspecified(), newInner)
+	if errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+		// A host without IPv6 publishes on IPv4 alone.
+		s.log.Debug("published port on IPv4 only", "port", p.String(), "err", err)
+		return nil
+	}
+	return err
+}
+
+// publishOn listens on hostIP for one family of p.
+func (s *Stack) publishOn(p Port, hostIP netip.Addr, newInner InnerSocketFunc) error {
 	local := netip.AddrPortFrom(hostIP, p.HostPort)
-	guest := netip.AddrPortFrom(s.cfg.Guest, p.ContainerPort)
+	guest, family := netip.AddrPortFrom(s.cfg.Guest, p.ContainerPort), "4"
+	if hostIP.Is6() {
+		guest, family = netip.AddrPortFrom(s.v6.Guest, p.ContainerPort), "6"
+	}
 	switch p.Proto {
 	case "tcp":
-		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(local))
+		// "tcp6" listens on IPv6 alone (IPV6_V6ONLY), beside "tcp4".
+		ln, err := net.ListenTCP("tcp"+family, net.TCPAddrFromAddrPort(local))
 		if err != nil {
-			return fmt.Errorf("publish %s: %w", p, err)
+			return fmt.Errorf("publish %s on %s: %w", p, hostIP, err)
 		}
 		if !s.track(ln) {
 			return ErrClosed
@@ -84,15 +103,20 @@ func (s *Stack) Publish(p Port, newInner InnerSocketFunc) error {
 			return ErrClosed
 		}
 	case "udp":
-		ln, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(local))
+		ln, err := net.ListenUDP("udp"+family, net.UDPAddrFromAddrPort(local))
 		if err != nil {
-			return fmt.Errorf("publish %s: %w", p, err)
+			return fmt.Errorf("publish %s on %s: %w", p, hostIP, err)
 		}
 		wildcard := hostIP.IsUnspecified()
 		if wildcard {
 			// Replies must leave from the address the client sent to,
-			// which only IP_PKTINFO tells on a wildcard socket.
-			if err := setSockoptInt(ln, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+			// which only IP_PKTINFO (IPV6_RECVPKTINFO) tells on a
+			// wildcard socket.
+			level, opt := unix.IPPROTO_IP, unix.IP_PKTINFO
+			if hostIP.Is6() {
+				level, opt = unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO
+			}
+			if err := setSockoptInt(ln, level, opt, 1); err != nil {
 				ln.Close()
 				return fmt.Errorf("publish %s: %w", p, err)
 			}
@@ -108,7 +132,7 @@ func (s *Stack) Publish(p Port, newInner InnerSocketFunc) error {
 			return ErrClosed
 		}
 	}
-	s.log.Debug("published port", "port", p.String())
+	s.log.Debug("published port", "port", p.String(), "on", hostIP)
 	return nil
 }
 
@@ -183,6 +207,10 @@ func spliceHalf(dst, src *net.TCPConn, abort func()) {
 // dialInner binds a socket from newInner to the client's address and
 // connects it to the container.
 func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) (net.Conn, error) {
+	to6 := to.Addr().Is6()
+	if to6 {
+		proto += "6"
+	}
 	f, err := newInner(proto)
 	if err != nil {
 		return nil, fmt.Errorf("make inner socket: %w", err)
@@ -199,7 +227,7 @@ func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) 
 		if bindErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); bindErr != nil {
 			return
 		}
-		bindErr = unix.Bind(int(fd), &unix.SockaddrInet4{Addr: from.Addr().Unmap().As4(), Port: int(from.Port())})
+		bindErr = unix.Bind(int(fd), sockaddr(from))
 	}); err != nil {
 		bindErr = err
 	}
@@ -222,9 +250,8 @@ func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) 
 		c.Close()
 		return nil, fmt.Errorf("make inner socket: %w", err)
 	}
-	sa := &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}
 	var connErr error
-	if err := raw.Control(func(fd uintptr) { connErr = unix.Connect(int(fd), sa) }); err != nil {
+	if err := raw.Control(func(fd uintptr) { connErr = unix.Connect(int(fd), sockaddr(to)) }); err != nil {
 		connErr = err
 	}
 	if errors.Is(connErr, unix.EINPROGRESS) {
@@ -252,6 +279,14 @@ func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) 
 		return nil, fmt.Errorf("connect inner socket to %s: %w", to, connErr)
 	}
 	return c, nil
+}
+
+// sockaddr is a's socket address: IPv4 for an IPv4 (or IPv4-mapped) address.
+func sockaddr(a netip.AddrPort) unix.Sockaddr {
+	if ip := a.Addr(); ip.Is6() && !ip.Is4In6() {
+		return &unix.SockaddrInet6{Addr: ip.As16(), Port: int(a.Port())}
+	}
+	return &unix.SockaddrInet4{Addr: a.Addr().Unmap().As4(), Port: int(a.Port())}
 }
 
 func setSockoptInt(c syscall.Conn, level, opt, value int) error {
@@ -294,7 +329,7 @@ func (r *publishedUDP) serve() {
 	defer s.untrack(r.ln)
 	defer r.ln.Close()
 	buf := make([]byte, maxDatagram)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofInet6Pktinfo))
 	for {
 		n, oobn, _, client, err := r.ln.ReadMsgUDPAddrPort(buf, oob)
 		if errors.Is(err, net.ErrClosed) {
@@ -356,8 +391,11 @@ func (r *publishedUDP) relayReplies(key udpClientKey, f *publishedUDPFlow) {
 		f.inner.Close()
 	}()
 	var oob []byte
-	if key.local.IsValid() {
+	switch {
+	case key.local.Is4():
 		oob = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: key.local.As4()})
+	case key.local.Is6():
+		oob = unix.PktInfo6(&unix.Inet6Pktinfo{Addr: key.local.As16()})
 	}
 	buf := make([]byte, maxDatagram)
 	for {
@@ -373,17 +411,21 @@ func (r *publishedUDP) relayReplies(key udpClientKey, f *publishedUDPFlow) {
 	}
 }
 
-// pktinfoDst returns the destination address in an IP_PKTINFO control
-// message, or the zero Addr.
+// pktinfoDst returns the destination address in an IP_PKTINFO or
+// IPV6_PKTINFO control message, or the zero Addr.
 func pktinfoDst(oob []byte) netip.Addr {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return netip.Addr{}
 	}
 	for _, m := range msgs {
-		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
 			info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&m.Data[0]))
 			return netip.AddrFrom4(info.Addr)
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
+			info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&m.Data[0]))
+			return netip.AddrFrom16(info.Addr)
 		}
 	}
 	return netip.Addr{}

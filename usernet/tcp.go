@@ -33,20 +33,31 @@ var relayBuffers = sync.Pool{New: func() any {
 }}
 
 // hostTarget maps a destination the container addressed to the host address
-// to dial, or reports false when it must be refused.
+// to dial, or reports false when it must be refused. Both families keep the
+// host's loopback out of reach alike: only a gateway address stands for it,
+// and only with AllowHostLoopback.
 func (s *Stack) hostTarget(dst netip.Addr, port uint16) (netip.AddrPort, bool) {
 	switch {
-	case dst == s.cfg.Gateway:
-		if s.cfg.AllowHostLoopback {
-			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port), true
+	case dst == s.cfg.Gateway || dst == s.v6.Gateway:
+		if !s.cfg.AllowHostLoopback {
+			return netip.AddrPort{}, false
 		}
-		return netip.AddrPort{}, false
-	case s.cfg.Subnet.Contains(dst):
-		// The DNS address, the subnet's other addresses and its
+		if dst.Is6() {
+			return netip.AddrPortFrom(netip.IPv6Loopback(), port), true
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port), true
+	case s.cfg.Subnet.Contains(dst), s.v6.Subnet.Contains(dst):
+		// The DNS addresses, the subnets' other addresses and the IPv4
 		// broadcast are not the outside world.
 		return netip.AddrPort{}, false
-	case !dst.Is4(), dst.IsUnspecified(), dst.IsLoopback(), dst.IsMulticast(),
+	case dst.Is4In6(), dst.Is6() && ipv4Compatible.Contains(dst):
+		// A host socket would reach an IPv4-mapped address over IPv4,
+		// ::ffff:127.0.0.1 being the host's 127.0.0.1, and an
+		// IPv4-compatible one through a sit tunnel, if the host has one up.
+		return netip.AddrPort{}, false
+	case dst.IsUnspecified(), dst.IsLoopback(), dst.IsMulticast(), dst.IsLinkLocalUnicast(),
 		dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		// A link-local destination names no interface of the host's.
 		return netip.AddrPort{}, false
 	}
 	return netip.AddrPortFrom(dst, port), true
@@ -101,7 +112,7 @@ func (s *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 	ctx, cancel := context.WithTimeout(s.ctx, tcpDialTimeout)
 	var host net.Conn
 	var err error
-	if dst == s.cfg.DNS && id.LocalPort == 53 {
+	if s.isDNS(dst) && id.LocalPort == 53 {
 		host, err = s.dialResolverTCP(ctx)
 	} else if target, ok := s.hostTarget(dst, id.LocalPort); !ok {
 		err = errRefused
@@ -125,6 +136,10 @@ func (s *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 	complete(false)
 	s.relayTCP(ep, gonet.NewTCPConn(&wq, ep), host)
 }
+
+// ipv4Compatible are the deprecated IPv4-compatible IPv6 addresses (::a.b.c.d),
+// with :: and ::1.
+var ipv4Compatible = netip.MustParsePrefix("::/96")
 
 var errRefused = errors.New("destination refused by policy")
 

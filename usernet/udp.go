@@ -32,7 +32,7 @@ var datagramBuffers = sync.Pool{New: func() any {
 func (s *Stack) forwardUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := toAddr(id.LocalAddress)
-	if dst == s.cfg.DNS && id.LocalPort == 53 {
+	if s.isDNS(dst) && id.LocalPort == 53 {
 		return s.serveDNS(r)
 	}
 	target, ok := s.hostTarget(dst, id.LocalPort)

@@ -2,12 +2,14 @@
 // (gVisor's netstack) on the host side of a container's TAP device.
 //
 // The container sees slirp4netns' conventions: its address 10.0.2.100/24, a
-// gateway 10.0.2.2 and a DNS server 10.0.2.3. Every TCP connection and UDP
+// gateway 10.0.2.2 and a DNS server 10.0.2.3, and on the IPv6 side (as
+// slirp4netns --enable-ipv6) fd00::100/64, fd00::2 and fd00::3. Every TCP connection and UDP
 // flow it opens is terminated in the stack and relayed through an ordinary
 // host socket owned by the (unprivileged) user, so the container reaches
 // exactly what the user can reach. ICMP echo goes out through unprivileged
-// ICMP sockets, DNS queries to 10.0.2.3 go to the host's resolvers, and the
-// gateway address stands for the host's loopback only when asked to.
+// ICMP sockets, DNS queries to 10.0.2.3 or fd00::3 go to the host's
+// resolvers, and the gateway addresses stand for the host's loopback (127.0.0.1,
+// ::1) only when asked to.
 //
 // Published ports do not cross the stack: see Stack.Publish.
 package usernet
@@ -26,6 +28,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -68,8 +71,9 @@ type Config struct {
 	// DNS (.3) and Guest (.100) are derived from it unless set.
 	Subnet              netip.Prefix
 	Gateway, DNS, Guest netip.Addr
-	// AllowHostLoopback makes the gateway address stand for the host's
-	// 127.0.0.1; otherwise TCP to it is reset and UDP gets port unreachable.
+	// AllowHostLoopback makes the gateway addresses stand for the host's
+	// loopback (10.0.2.2 for 127.0.0.1, fd00::2 for ::1); otherwise TCP to
+	// them is reset and UDP gets port unreachable.
 	AllowHostLoopback bool
 	// Resolvers receive the DNS queries sent to DNS, tried in order;
 	// default: the nameservers of /etc/resolv.conf, port 53.
@@ -80,7 +84,9 @@ type Config struct {
 
 // Stack is a running user-mode network for one container.
 type Stack struct {
-	cfg  Config
+	cfg Config
+	// v6 is the IPv6 side, the same for every stack (addrs.IPv6).
+	v6   addrs.Addrs
 	log  *slog.Logger
 	ns   *stack.Stack
 	link *tapEndpoint
@@ -171,6 +177,7 @@ func Start(cfg Config) (*Stack, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{
 		cfg:        cfg,
+		v6:         addrs.IPv6(),
 		log:        cfg.Logger,
 		link:       link,
 		ctx:        ctx,
@@ -189,8 +196,10 @@ func Start(cfg Config) (*Stack, error) {
 
 func (s *Stack) buildNetstack() error {
 	s.ns = stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+		// IPv6's zero options: no duplicate address detection, router
+		// solicitations or autoconfiguration, only neighbour discovery.
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol, ipv6.NewProtocolWithOptions(ipv6.Options{})},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	// Throughput over a zero-latency, loss-free path is bounded by the
 	// windows: let them grow (moderate receive buffer = auto-tuning) to
@@ -213,6 +222,7 @@ func (s *Stack) buildNetstack() error {
 	s.udpForwarder = udp.NewForwarder(s.ns, s.forwardUDP)
 	s.ns.SetTransportProtocolHandler(udp.ProtocolNumber, s.udpForwarder.HandlePacket)
 	s.ns.SetTransportProtocolHandler(icmp.ProtocolNumber4, s.icmp.handleEcho)
+	s.ns.SetTransportProtocolHandler(icmp.ProtocolNumber6, s.icmp.handleEcho6)
 	if err := s.ns.CreateNIC(nicID, s.link); err != nil {
 		return fmt.Errorf("create nic: %s", err)
 	}
@@ -224,19 +234,25 @@ func (s *Stack) buildNetstack() error {
 	if err := s.ns.SetSpoofing(nicID, true); err != nil {
 		return fmt.Errorf("set spoofing: %s", err)
 	}
-	for _, a := range []netip.Addr{s.cfg.Gateway, s.cfg.DNS} {
+	for _, a := range []netip.Prefix{
+		netip.PrefixFrom(s.cfg.Gateway, s.cfg.Subnet.Bits()), netip.PrefixFrom(s.cfg.DNS, s.cfg.Subnet.Bits()),
+		netip.PrefixFrom(s.v6.Gateway, s.v6.Subnet.Bits()), netip.PrefixFrom(s.v6.DNS, s.v6.Subnet.Bits()),
+	} {
 		pa := tcpip.ProtocolAddress{
-			Protocol: ipv4.ProtocolNumber,
-			AddressWithPrefix: tcpip.AddressWithPrefix{
-				Address:   tcpip.AddrFrom4(a.As4()),
-				PrefixLen: s.cfg.Subnet.Bits(),
-			},
+			Protocol:          ipv4.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFromSlice(a.Addr().AsSlice()), PrefixLen: a.Bits()},
+		}
+		if a.Addr().Is6() {
+			pa.Protocol = ipv6.ProtocolNumber
 		}
 		if err := s.ns.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
 			return fmt.Errorf("add address %s: %s", a, err)
 		}
 	}
-	s.ns.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}})
+	s.ns.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
 
 	return nil
 }

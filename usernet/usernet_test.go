@@ -15,6 +15,7 @@ import (
 
 	"github.com/ctnet/ctnet/internal/lab"
 	"github.com/ctnet/ctnet/netns"
+	"github.com/ctnet/ctnet/usernet/addrs"
 )
 
 func TestConfigWithDefaults(t *testing.T) {
@@ -77,8 +78,11 @@ func TestServfail(t *testing.T) {
 	}
 }
 
+// The host's loopback is reached through the gateway addresses only, when allowed,
+// in either family: no IPv6 address that a host socket would take to 127.0.0.1 or
+// ::1 is dialled.
 func TestHostTarget(t *testing.T) {
-	s := &Stack{}
+	s := &Stack{v6: addrs.IPv6()}
 	for _, allow := range []bool{false, true} {
 		cfg, err := Config{AllowHostLoopback: allow, Resolvers: []netip.AddrPort{}}.WithDefaults()
 		if err != nil {
@@ -98,6 +102,19 @@ func TestHostTarget(t *testing.T) {
 			{"0.0.0.0", ""},
 			{"198.51.100.1", "198.51.100.1:80"},
 			{"10.1.2.3", "10.1.2.3:80"},
+			{"fd00::2", map[bool]string{false: "", true: "[::1]:80"}[allow]},
+			{"fd00::3", ""},
+			{"fd00::100", ""},
+			{"fd00::77", ""},
+			{"::1", ""},
+			{"::", ""},
+			{"::ffff:127.0.0.1", ""},
+			{"::ffff:198.51.100.1", ""},
+			{"::127.0.0.1", ""},
+			{"fe80::1", ""},
+			{"ff02::1", ""},
+			{"2001:db8::1", "[2001:db8::1]:80"},
+			{"fd01::1", "[fd01::1]:80"},
 		} {
 			got, ok := s.hostTarget(netip.MustParseAddr(tc.dst), 80)
 			if (tc.want == "") == ok || (ok && got.String() != tc.want) {

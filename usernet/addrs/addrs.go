@@ -32,3 +32,13 @@ func Of(subnet netip.Prefix) (Addrs, error) {
 	}
 	return Addrs{Subnet: subnet, Gateway: nth(2), DNS: nth(3), Guest: nth(100)}, nil
 }
+
+// IPv6 is the IPv6 side of every user-mode network, slirp4netns' with
+// --enable-ipv6: fd00::/64 with the gateway at fd00::2, the DNS forwarder at
+// fd00::3 and the container at fd00::100.
+func IPv6() Addrs {
+	addr := func(suffix uint16) netip.Addr {
+		return netip.AddrFrom16([16]byte{0: 0xfd, 14: byte(suffix >> 8), 15: byte(suffix)})
+	}
+	return Addrs{Subnet: netip.PrefixFrom(addr(0), 64), Gateway: addr(0x2), DNS: addr(0x3), Guest: addr(0x100)}
+}

@@ -33,3 +33,10 @@ func TestOf(t *testing.T) {
 		t.Errorf("DefaultSubnet() = %s", DefaultSubnet())
 	}
 }
+
+func TestIPv6(t *testing.T) {
+	a := IPv6()
+	if a.Subnet.String() != "fd00::/64" || a.Gateway.String() != "fd00::2" || a.DNS.String() != "fd00::3" || a.Guest.String() != "fd00::100" {
+		t.Errorf("IPv6() = %+v, want slirp4netns' fd00::/64, fd00::2, fd00::3, fd00::100", a)
+	}
+}
