@@ -63,14 +63,19 @@ type UserNetwork struct {
 	MTU     uint32
 	Address netip.Prefix
 	Gateway netip.Addr
+	// Address6 and Gateway6, when valid, give tap0 an IPv6 address (never
+	// tentative: without duplicate address detection) and default route.
+	Address6 netip.Prefix
+	Gateway6 netip.Addr
 	// Published are the container's ports that Start publishes on the host:
 	// the helper routes the container's replies from them to the transparent
 	// sockets that newInner makes.
 	Published []GuestPort
 	// Start runs the stack on tap (the host end of tap0, which it takes)
 	// until the Closer closes. newInner makes a socket of proto ("tcp" or
-	// "udp") inside the container's network namespace, for a published
-	// port's connections to reach the container from the client's address.
+	// "udp"; "tcp6" or "udp6" for IPv6) inside the container's network
+	// namespace, for a published port's connections to reach the container
+	// from the client's address.
 	Start func(tap *os.File, newInner func(proto string) (*os.File, error)) (io.Closer, error)
 }
 
@@ -116,6 +121,9 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 	if n := spec.Network; n != nil {
 		if n.Start == nil || !n.Address.Addr().Is4() || !n.Gateway.Is4() || n.MTU == 0 {
 			return nil, errors.New("start rootless container: the user-mode network needs a stack, an IPv4 address and gateway, and an MTU")
+		}
+		if n.Address6.IsValid() != n.Gateway6.IsValid() || n.Address6.IsValid() && (!n.Address6.Addr().Is6() || !n.Gateway6.Is6()) {
+			return nil, errors.New("start rootless container: the user-mode network's IPv6 side needs both an IPv6 address and gateway")
 		}
 	}
 	env := spec.Env
@@ -221,6 +229,7 @@ func StartRootless(ctx context.Context, spec RootlessSpec) (_ *RootlessContainer
 	}
 	if n := spec.Network; n != nil {
 		childCfg.UserNet, childCfg.MTU, childCfg.Guest, childCfg.Gateway, childCfg.Ports = true, n.MTU, n.Address, n.Gateway, n.Published
+		childCfg.Guest6, childCfg.Gateway6 = n.Address6, n.Gateway6
 	}
 	if err := sendRootless(lifecycle, rootlessMessage{Op: opMapped}); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,7 +35,7 @@ const (
 
 const (
 	tapName = "tap0"
-	// publishRouteTable holds "local 0.0.0.0/0 dev lo": replies from a
+	// publishRouteTable holds "local 0.0.0.0/0 dev lo" (and ::/0): replies from a
 	// published port are delivered to the transparent inner socket bound
 	// to the client's address instead of being routed out of tap0.
 	publishRouteTable = 0x6374 // "ct"
@@ -231,6 +232,11 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: cfg.Gateway.AsSlice()}); err != nil {
 		return fmt.Errorf("add default route via %s: %w", cfg.Gateway, err)
 	}
+	if cfg.Guest6.IsValid() {
+		if err := configureTAP6(h, link, cfg); err != nil {
+			return err
+		}
+	}
 	if len(cfg.Ports) == 0 {
 		return nil
 	}
@@ -242,23 +248,59 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 	// TCP and UDP; it only assumes that CMD does not also originate
 	// connections from a published port, which a server cannot do while
 	// it listens there.
+	guests := []netip.Addr{cfg.Guest.Addr()}
+	if cfg.Guest6.IsValid() {
+		guests = append(guests, cfg.Guest6.Addr())
+	}
+	for _, guest := range guests {
+		if err := routePublishedReplies(h, lo, guest, cfg.Ports); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// configureTAP6 gives tap0 its IPv6 address, without duplicate address
+// detection (nothing else is on the link, and a tentative address would fail
+// the command's first connections), and the IPv6 default route.
+func configureTAP6(h *netlink.Handle, link netlink.Link, cfg rootlessChildConfig) error {
+	guest := &net.IPNet{IP: cfg.Guest6.Addr().AsSlice(), Mask: net.CIDRMask(cfg.Guest6.Bits(), 128)}
+	if err := h.AddrAdd(link, &netlink.Addr{IPNet: guest, Flags: unix.IFA_F_NODAD}); err != nil {
+		return fmt.Errorf("add address %s to %s: %w", cfg.Guest6, tapName, err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: cfg.Gateway6.AsSlice(),
+		Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}); err != nil {
+		return fmt.Errorf("add default route via %s: %w", cfg.Gateway6, err)
+	}
+	return nil
+}
+
+// routePublishedReplies adds, for guest's family, the table whose every
+// address is local and a rule per published port that sends guest's replies
+// from it there.
+func routePublishedReplies(h *netlink.Handle, lo netlink.Link, guest netip.Addr, ports []GuestPort) error {
+	family, bits := unix.AF_INET, 32
 	all := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	if guest.Is6() {
+		family, bits = unix.AF_INET6, 128
+		all = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
 	if err := h.RouteAdd(&netlink.Route{
 		Table: publishRouteTable, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST,
 		Dst: all, LinkIndex: lo.Attrs().Index,
 	}); err != nil {
-		return fmt.Errorf("add local route to table %d: %w", publishRouteTable, err)
+		return fmt.Errorf("add local route %s to table %d: %w", all, publishRouteTable, err)
 	}
-	from := &net.IPNet{IP: cfg.Guest.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}
+	from := &net.IPNet{IP: guest.AsSlice(), Mask: net.CIDRMask(bits, bits)}
 	seen := make(map[string]bool)
-	for _, p := range cfg.Ports {
+	for _, p := range ports {
 		key := fmt.Sprintf("%s/%d", p.Proto, p.Port)
 		if seen[key] {
 			continue
 		}
 		seen[key] = true
 		rule := netlink.NewRule()
-		rule.Family = unix.AF_INET
+		rule.Family = family
 		rule.Priority = publishRulePrio
 		rule.Table = publishRouteTable
 		rule.Src = from
@@ -268,7 +310,7 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 		}
 		rule.Sport = netlink.NewRulePortRange(p.Port, p.Port)
 		if err := h.RuleAdd(rule); err != nil {
-			return fmt.Errorf("add rule for published port %s: %w", key, err)
+			return fmt.Errorf("add rule for published port %s from %s: %w", key, guest, err)
 		}
 	}
 	return nil
@@ -333,17 +375,24 @@ func serveInnerSockets(c *net.UnixConn) {
 }
 
 func transparentSocket(proto string) (*os.File, error) {
-	typ := unix.SOCK_STREAM
-	if proto == "udp" {
+	var typ int
+	switch proto {
+	case "tcp", "tcp6":
+		typ = unix.SOCK_STREAM
+	case "udp", "udp6":
 		typ = unix.SOCK_DGRAM
-	} else if proto != "tcp" {
+	default:
 		return nil, fmt.Errorf("make inner socket: unknown protocol %q", proto)
 	}
-	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	family, level, opt := unix.AF_INET, unix.IPPROTO_IP, unix.IP_TRANSPARENT
+	if strings.HasSuffix(proto, "6") {
+		family, level, opt = unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("make inner socket: %w", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1); err != nil {
+	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("make inner socket transparent: %w", err)
 	}

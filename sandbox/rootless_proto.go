@@ -23,7 +23,7 @@ const (
 	opStart   = "start"   // parent → helper: run CMD
 	opStarted = "started" // helper → parent: CMD's host PID; → exec client: PID
 	opExited  = "exited"  // helper → parent / exec client: Code
-	opSocket  = "socket"  // parent → helper: Proto; reply carries the fd
+	opSocket  = "socket"  // parent → helper: Proto (tcp, udp, tcp6, udp6); reply carries the fd
 	opExec    = "exec"    // exec client → helper: Argv, Env (+ stdio fds)
 	opError   = "error"   // any reply: Err, ErrKind
 )
@@ -60,8 +60,11 @@ type rootlessChildConfig struct {
 	MTU     uint32       `json:"mtu,omitempty"`
 	Guest   netip.Prefix `json:"guest"`
 	Gateway netip.Addr   `json:"gateway"`
-	Ports   []GuestPort  `json:"ports,omitempty"`
-	Files   []BindFile   `json:"files,omitempty"`
+	// Guest6 and Gateway6 are tap0's IPv6 address and default route, if valid.
+	Guest6   netip.Prefix `json:"guest6,omitzero"`
+	Gateway6 netip.Addr   `json:"gateway6,omitzero"`
+	Ports    []GuestPort  `json:"ports,omitempty"`
+	Files    []BindFile   `json:"files,omitempty"`
 }
 
 // maxRootlessMessage bounds one message: argv and env of a command.
