@@ -156,6 +156,9 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if n.Internal && len(spec.Ports) > 0 {
 			return nil, invalid("network %s is internal: published ports could not be reached; drop -p or use another network", n.Name)
 		}
+		if err := refuseIPv6HostIPs(spec.Ports); err != nil {
+			return nil, err
+		}
 		if spec.NetNS != "" {
 			if err := m.foreignNetNS(o, c, spec.NetNS); err != nil {
 				return nil, err

@@ -144,12 +144,13 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 	}
 	switch {
 	case c.Mode == store.ModeUserNet:
-		// The forwarder at 10.0.2.3 runs on the host, where even loopback resolvers serve.
+		// The forwarder at 10.0.2.3 runs on the host, where even loopback resolvers
+		// serve; fd00::3 is the same forwarder, for a container that asks over IPv6.
 		host, err := nameconf.ReadResolvConf(nameconf.HostResolvConf)
 		if err != nil {
 			return err
 		}
-		resolver = nameconf.Resolver{Nameservers: []netip.Addr{userNetAddrs(c.UserNet.Subnet).DNS}, Other: host.Other}
+		resolver = nameconf.Resolver{Nameservers: []netip.Addr{userNetAddrs(c.UserNet.Subnet).DNS, userNetIPv6.DNS}, Other: host.Other}
 		addrs = append(addrs, UserNetGuest(c.UserNet.Subnet))
 	case c.Mode == store.ModeBridge && !m.rootless && c.Attachments[0].Network != DefaultNetwork:
 		// Names go to the container's embedded DNS server, which forwards the rest

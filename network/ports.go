@@ -60,26 +60,35 @@ func ParsePort(s string) (PortSpec, error) {
 			return bad("protocol must be tcp, udp or sctp")
 		}
 	}
-	if strings.HasPrefix(rest, "[") {
-		return bad("IPv6 host addresses are not supported yet")
-	}
-	parts := strings.Split(rest, ":")
 	var hostIP, hostPorts, cPorts string
-	switch len(parts) {
-	case 1:
-		cPorts = parts[0]
-	case 2:
-		hostPorts, cPorts = parts[0], parts[1]
-	case 3:
-		// An empty address means every address, as in Docker's "::80".
-		hostIP, hostPorts, cPorts = parts[0], parts[1], parts[2]
-	default:
-		return bad("too many ':'")
-	}
 	var err error
+	if bracketed, ok := strings.CutPrefix(rest, "["); ok {
+		// An IPv6 address needs its brackets: "[::1]:8080:80", "[::1]::80".
+		v6, ports, ok := strings.Cut(bracketed, "]:")
+		if !ok || strings.Count(ports, ":") != 1 {
+			return bad("an IPv6 host address is written [ADDRESS]:HOSTPORT:CONTAINERPORT")
+		}
+		if spec.HostIP, err = netip.ParseAddr(v6); err != nil || !spec.HostIP.Is6() || spec.HostIP.Is4In6() || spec.HostIP.Zone() != "" {
+			return bad("[" + printable(v6) + "] is not an IPv6 address")
+		}
+		hostPorts, cPorts, _ = strings.Cut(ports, ":")
+	} else {
+		parts := strings.Split(rest, ":")
+		switch len(parts) {
+		case 1:
+			cPorts = parts[0]
+		case 2:
+			hostPorts, cPorts = parts[0], parts[1]
+		case 3:
+			// An empty address means every address, as in Docker's "::80".
+			hostIP, hostPorts, cPorts = parts[0], parts[1], parts[2]
+		default:
+			return bad("too many ':'")
+		}
+	}
 	if hostIP != "" {
 		if spec.HostIP, err = netip.ParseAddr(hostIP); err != nil || !spec.HostIP.Is4() {
-			return bad("host address must be an IPv4 address")
+			return bad("host address must be an IPv4 address, or an IPv6 address in brackets")
 		}
 	}
 	if spec.ContainerPort, spec.CPEnd, err = parseRange(cPorts); err != nil {
@@ -208,35 +217,33 @@ func (m *Manager) checkPortFree(o *op, p store.Port) error {
 	return m.checkHostSocket(p.Proto, p.HostIP, p.HostPort)
 }
 
+// refuseIPv6HostIPs refuses ports published on an IPv6 host address, which only
+// the user-mode network serves: a ctnet network's firewall publishes IPv4.
+func refuseIPv6HostIPs(specs []PortSpec) error {
+	for _, p := range specs {
+		if p.HostIP.Is6() {
+			return badField("Ports", p.String(), "ctnet networks publish on IPv4 host addresses only")
+		}
+	}
+	return nil
+}
+
 // checkHostSocket tries to bind the port in the host namespace: a failure means a
 // host process holds it (unless the caller reserves its ports itself), or the address
-// is not the host's.
+// is not the host's. An unprivileged user's port on every address is served on
+// IPv6's too, where the host has IPv6.
 func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) error {
-	typ, sproto := sockType(proto)
 	addr := ip
 	if !addr.IsValid() {
 		addr = netip.IPv4Unspecified()
 	}
-	var bindErr error
-	err := m.host.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, sproto)
-		if err != nil {
-			if proto == "sctp" {
-				return nil // no SCTP in this kernel: nothing can hold the port
-			}
-			return err
+	bindErr, err := m.tryBind(proto, addr, port)
+	if err == nil && bindErr == nil && !ip.IsValid() && m.rootless {
+		bindErr, err = m.tryBind(proto, netip.IPv6Unspecified(), port)
+		if errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(bindErr, unix.EADDRNOTAVAIL) {
+			bindErr, err = nil, nil // a host without IPv6
 		}
-		defer unix.Close(fd)
-		if typ == unix.SOCK_STREAM {
-			// Only listeners conflict with a published port, not connections that
-			// happen to use it as their local port (or linger in TIME_WAIT).
-			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-				return err
-			}
-		}
-		bindErr = unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: addr.As4()})
-		return nil
-	})
+	}
 	if err != nil {
 		return fmt.Errorf("check host port %s/%d: %w", proto, port, err)
 	}
@@ -254,6 +261,50 @@ func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) erro
 		return invalid("host port %d is privileged: unprivileged users can publish ports from net.ipv4.ip_unprivileged_port_start (usually 1024) up", port)
 	}
 	return fmt.Errorf("check host port %s/%d: %w", proto, port, bindErr)
+}
+
+// tryBind binds a socket of proto to addr:port in the host namespace and
+// returns bind's error apart from the others.
+func (m *Manager) tryBind(proto string, addr netip.Addr, port uint16) (bindErr, err error) {
+	typ, sproto := sockType(proto)
+	family := unix.AF_INET
+	if addr.Is6() {
+		family = unix.AF_INET6
+	}
+	err = m.host.Do(func() error {
+		fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, sproto)
+		if err != nil {
+			if proto == "sctp" {
+				return nil // no SCTP in this kernel: nothing can hold the port
+			}
+			return err
+		}
+		defer unix.Close(fd)
+		if typ == unix.SOCK_STREAM {
+			// Only listeners conflict with a published port, not connections that
+			// happen to use it as their local port (or linger in TIME_WAIT).
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+				return err
+			}
+		}
+		if family == unix.AF_INET6 {
+			// As the user-mode stack's listener, which leaves IPv4 to its own.
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+				return err
+			}
+		}
+		bindErr = unix.Bind(fd, sockaddr(netip.AddrPortFrom(addr, port)))
+		return nil
+	})
+	return bindErr, err
+}
+
+// sockaddr is a's socket address.
+func sockaddr(a netip.AddrPort) unix.Sockaddr {
+	if a.Addr().Is6() {
+		return &unix.SockaddrInet6{Addr: a.Addr().As16(), Port: int(a.Port())}
+	}
+	return &unix.SockaddrInet4{Addr: a.Addr().As4(), Port: int(a.Port())}
 }
 
 func sockType(proto string) (int, int) {
@@ -277,19 +328,28 @@ func (m *Manager) freeHostPort(o *op, proto string, ip netip.Addr, taken map[str
 	for range 64 {
 		var port uint16
 		err := m.host.Do(func() error {
-			fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, sproto)
+			family := unix.AF_INET
+			if addr.Is6() {
+				family = unix.AF_INET6
+			}
+			fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, sproto)
 			if err != nil {
 				return err
 			}
 			defer unix.Close(fd)
-			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: addr.As4()}); err != nil {
+			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(addr, 0))); err != nil {
 				return err
 			}
 			sa, err := unix.Getsockname(fd)
 			if err != nil {
 				return err
 			}
-			port = uint16(sa.(*unix.SockaddrInet4).Port)
+			switch sa := sa.(type) {
+			case *unix.SockaddrInet4:
+				port = uint16(sa.Port)
+			case *unix.SockaddrInet6:
+				port = uint16(sa.Port)
+			}
 			return nil
 		})
 		if err != nil {

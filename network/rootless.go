@@ -127,3 +127,6 @@ func userNetAddrs(p netip.Prefix) addrs.Addrs {
 
 // UserNetGuest is the container's address in a user-mode subnet.
 func UserNetGuest(p netip.Prefix) netip.Addr { return userNetAddrs(p).Guest }
+
+// userNetIPv6 are the addresses of every user-mode network's IPv6 side, fd00::/64.
+var userNetIPv6 = addrs.IPv6()

@@ -311,9 +311,10 @@ func (m *Manager) startProcess(ctx context.Context, c *Container, opts RunOption
 // gives; the stack's warnings (ping not permitted, a resolver down) go where the
 // command's errors go.
 func (m *Manager) userNetwork(c *Container, stderr *os.File) *sandbox.UserNetwork {
-	layout := userNetAddrs(c.UserNet.Subnet)
+	layout, v6 := userNetAddrs(c.UserNet.Subnet), userNetIPv6
 	n := &sandbox.UserNetwork{
 		MTU: uint32(c.UserNet.MTU), Address: netip.PrefixFrom(layout.Guest, layout.Subnet.Bits()), Gateway: layout.Gateway,
+		Address6: netip.PrefixFrom(v6.Guest, v6.Subnet.Bits()), Gateway6: v6.Gateway,
 	}
 	for _, p := range c.Ports {
 		n.Published = append(n.Published, sandbox.GuestPort{Proto: p.Proto, Port: p.ContainerPort})

@@ -102,8 +102,8 @@ func (p PortSpec) check() error {
 	switch {
 	case p.Proto != "tcp" && p.Proto != "udp" && p.Proto != "sctp":
 		return bad("protocol must be tcp, udp or sctp")
-	case p.HostIP.IsValid() && !p.HostIP.Is4():
-		return bad("host address must be an IPv4 address")
+	case p.HostIP.Is4In6() || p.HostIP.Zone() != "":
+		return bad("host address must be an IPv4 address, or an IPv6 address in brackets")
 	case p.ContainerPort == 0:
 		return bad("container port must be from 1 to 65535")
 	case cLen < 0:

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -180,11 +181,11 @@ func portsOf(ports []network.Port) string {
 }
 
 func portString(p network.Port) string {
-	host := "0.0.0.0"
+	host := netip.IPv4Unspecified()
 	if p.HostIP.IsValid() && !p.HostIP.IsUnspecified() {
-		host = p.HostIP.String()
+		host = p.HostIP
 	}
-	return fmt.Sprintf("%s:%d->%d/%s", host, p.HostPort, p.ContainerPort, p.Proto)
+	return fmt.Sprintf("%s->%d/%s", netip.AddrPortFrom(host, p.HostPort), p.ContainerPort, p.Proto)
 }
 
 func command(c *network.Container) string {
