@@ -241,13 +241,15 @@ func configureTAP(h *netlink.Handle, lo netlink.Link, cfg rootlessChildConfig) e
 		return nil
 	}
 	// Replies of published ports: an "ip rule" per port, matching the
-	// guest address, protocol and source port, sends them to a table
-	// where everything is local, so the kernel delivers them over lo to
-	// the transparent inner socket. Matching on the port (not on a
-	// connmark) needs no netfilter in the namespace and works alike for
+	// protocol and source port (and for TCP the guest address), sends them
+	// to a table where everything is local, so the kernel delivers them
+	// over lo to the transparent inner socket. Matching on the port (not on
+	// a connmark) needs no netfilter in the namespace and works alike for
 	// TCP and UDP; it only assumes that CMD does not also originate
 	// connections from a published port, which a server cannot do while
-	// it listens there.
+	// it listens there. A UDP server's socket bound to no address sends
+	// its answers with no source yet when the rules are matched, so UDP's
+	// rules leave the source out.
 	guests := []netip.Addr{cfg.Guest.Addr()}
 	if cfg.Guest6.IsValid() {
 		guests = append(guests, cfg.Guest6.Addr())
@@ -276,8 +278,8 @@ func configureTAP6(h *netlink.Handle, link netlink.Link, cfg rootlessChildConfig
 }
 
 // routePublishedReplies adds, for guest's family, the table whose every
-// address is local and a rule per published port that sends guest's replies
-// from it there.
+// address is local and a rule per published port that sends the replies from
+// it there.
 func routePublishedReplies(h *netlink.Handle, lo netlink.Link, guest netip.Addr, ports []GuestPort) error {
 	family, bits := unix.AF_INET, 32
 	all := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
@@ -306,7 +308,7 @@ func routePublishedReplies(h *netlink.Handle, lo netlink.Link, guest netip.Addr,
 		rule.Src = from
 		rule.IPProto = unix.IPPROTO_TCP
 		if p.Proto == "udp" {
-			rule.IPProto = unix.IPPROTO_UDP
+			rule.IPProto, rule.Src = unix.IPPROTO_UDP, nil
 		}
 		rule.Sport = netlink.NewRulePortRange(p.Port, p.Port)
 		if err := h.RuleAdd(rule); err != nil {

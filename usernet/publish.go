@@ -204,11 +204,10 @@ func spliceHalf(dst, src *net.TCPConn, abort func()) {
 	dst.CloseWrite()
 }
 
-// dialInner binds a socket from newInner to the client's address and
-// connects it to the container.
-func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) (net.Conn, error) {
-	to6 := to.Addr().Is6()
-	if to6 {
+// bindInner returns a socket from newInner, of the container's address family
+// (IPv6 if guest6), bound to the client's address.
+func bindInner(proto string, from netip.AddrPort, guest6 bool, newInner InnerSocketFunc) (net.Conn, error) {
+	if guest6 {
 		proto += "6"
 	}
 	f, err := newInner(proto)
@@ -240,12 +239,22 @@ func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) 
 	if err != nil {
 		return nil, fmt.Errorf("make inner socket: %w", err)
 	}
+	return c, nil
+}
+
+// dialInner binds a socket from newInner to the client's address and
+// connects it to the container.
+func dialInner(proto string, from, to netip.AddrPort, newInner InnerSocketFunc) (net.Conn, error) {
+	c, err := bindInner(proto, from, to.Addr().Is6(), newInner)
+	if err != nil {
+		return nil, err
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		c.Close()
 		return nil, fmt.Errorf("make inner socket: unexpected %T", c)
 	}
-	raw, err = sc.SyscallConn()
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("make inner socket: %w", err)
@@ -319,8 +328,12 @@ type udpClientKey struct {
 	local  netip.Addr // the address the client sent to (wildcard only)
 }
 
+// publishedUDPFlow's inner socket is bound to the client's address but not
+// connected: a server socket bound to no address answers from whichever source
+// the container's kernel picks (127.0.0.1 for a client at 127.0.0.1), and a
+// connected socket would drop those answers.
 type publishedUDPFlow struct {
-	inner  net.Conn
+	inner  *net.UDPConn
 	active activity
 }
 
@@ -347,7 +360,7 @@ func (r *publishedUDP) serve() {
 			continue
 		}
 		flow.active.touch()
-		flow.inner.Write(buf[:n])
+		flow.inner.WriteToUDPAddrPort(buf[:n], r.guest)
 	}
 }
 
@@ -361,9 +374,14 @@ func (r *publishedUDP) flow(key udpClientKey) *publishedUDPFlow {
 	if len(r.flows) >= maxPublishedUDPFlows {
 		return nil
 	}
-	inner, err := dialInner("udp", key.client, r.guest, r.newInner)
+	c, err := bindInner("udp", key.client, r.guest.Addr().Is6(), r.newInner)
 	if err != nil {
 		r.s.log.Debug("relay published datagram", "client", key.client, "err", err)
+		return nil
+	}
+	inner, ok := c.(*net.UDPConn)
+	if !ok {
+		c.Close()
 		return nil
 	}
 	f := &publishedUDPFlow{inner: inner}
