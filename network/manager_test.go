@@ -229,3 +229,26 @@ func TestOwnership(t *testing.T) {
 	// database, so nothing turns it off: the sandbox gets it back as it was.
 	h.sb.Sysctl(t, "net.ipv4.ip_forward", "0")
 }
+
+// A ctnet network publishes on IPv4 host addresses only: a port on an IPv6 one,
+// which only the user-mode network serves, is refused, naming the port, and
+// changes nothing; the same port on 127.0.0.1 is published.
+func TestIPv6HostAddressRefusedOnNetwork(t *testing.T) {
+	h := newTestHost(t)
+	h.createNetwork("web", "10.93.0.0/24")
+	spec := h.attachSpec("v6", "web", "[::1]:8080:80")
+	before := h.state()
+	_, err := h.m.Create(t.Context(), spec)
+	requireErr(t, err, ErrInvalid)
+	if !strings.Contains(err.Error(), "[::1]:8080:80/tcp") || !strings.Contains(err.Error(), "IPv4 host addresses") {
+		t.Errorf("refusal %q should name the port and say what a network publishes on", err)
+	}
+	for section, after := range h.state() {
+		if diff := diffLines(before[section], after); diff != "" {
+			t.Errorf("%s after the refused container (- before, + after):\n%s", section, diff)
+		}
+	}
+	if c := h.attach("v4", "web", "127.0.0.1:8080:80"); len(c.Ports) != 1 {
+		t.Errorf("positive control: 127.0.0.1:8080:80 gave ports %v", c.Ports)
+	}
+}

@@ -16,7 +16,7 @@ import (
 )
 
 // PortSpec is one -p argument: [HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/PROTO], as Docker
-// writes it. A zero HostPort means "choose a free port"; a host range with a single
+// writes it, an IPv6 HOSTIP in brackets. A zero HostPort means "choose a free port"; a host range with a single
 // container port means "the first free port of the range".
 type PortSpec struct {
 	HostIP                netip.Addr // invalid: every address
@@ -27,7 +27,10 @@ type PortSpec struct {
 
 func (p PortSpec) String() string {
 	var b strings.Builder
-	if p.HostIP.IsValid() {
+	switch {
+	case p.HostIP.Is6():
+		b.WriteString("[" + p.HostIP.String() + "]:")
+	case p.HostIP.IsValid():
 		b.WriteString(p.HostIP.String() + ":")
 	}
 	if p.HostPort != 0 {

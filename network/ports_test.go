@@ -28,6 +28,12 @@ func TestParsePortAcceptsDockerSyntax(t *testing.T) {
 		{"80/udp", PortSpec{ContainerPort: 80, CPEnd: 80, Proto: "udp"}},
 		{"80/sctp", PortSpec{ContainerPort: 80, CPEnd: 80, Proto: "sctp"}},
 		{"80/TCP", PortSpec{ContainerPort: 80, CPEnd: 80, Proto: "tcp"}},
+		// An IPv6 host address is in brackets; a ctnet network refuses it, a
+		// user-mode network serves it.
+		{"[::1]:8080:80", PortSpec{HostIP: netip.IPv6Loopback(), HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, CPEnd: 80, Proto: "tcp"}},
+		{"[::1]::80", PortSpec{HostIP: netip.IPv6Loopback(), ContainerPort: 80, CPEnd: 80, Proto: "tcp"}},
+		{"[::]:53:53/udp", PortSpec{HostIP: netip.IPv6Unspecified(), HostPort: 53, HostPortEnd: 53, ContainerPort: 53, CPEnd: 53, Proto: "udp"}},
+		{"[2001:db8::1]:8000-8001:80-81", PortSpec{HostIP: netip.MustParseAddr("2001:db8::1"), HostPort: 8000, HostPortEnd: 8001, ContainerPort: 80, CPEnd: 81, Proto: "tcp"}},
 		{"0.0.0.0:53:53/udp", PortSpec{HostIP: netip.IPv4Unspecified(), HostPort: 53, HostPortEnd: 53, ContainerPort: 53, CPEnd: 53, Proto: "udp"}},
 		{"1", PortSpec{ContainerPort: 1, CPEnd: 1, Proto: "tcp"}},
 		{"65535:65535", PortSpec{HostPort: 65535, HostPortEnd: 65535, ContainerPort: 65535, CPEnd: 65535, Proto: "tcp"}},
@@ -66,7 +72,14 @@ func TestParsePortRefusesWithReason(t *testing.T) {
 		{"99999999999999999999", "not a port number"},
 		{"8080:", "container port"},
 		{"a:b:c:d", "too many ':'"},
-		{"[::1]:80:80", "IPv6"},
+		{"[::1]:80", "[ADDRESS]:HOSTPORT:CONTAINERPORT"},
+		{"[::1]80:80", "[ADDRESS]:HOSTPORT:CONTAINERPORT"},
+		{"[::1]:80:80:90", "[ADDRESS]:HOSTPORT:CONTAINERPORT"},
+		{"[::1:80:80", "[ADDRESS]:HOSTPORT:CONTAINERPORT"},
+		{"[::ffff:127.0.0.1]:80:80", "not an IPv6 address"},
+		{"[fe80::1%eth0]:80:80", "not an IPv6 address"},
+		{"[127.0.0.1]:80:80", "not an IPv6 address"},
+		{"[::1]:0:80", "host port"},
 		{"::1:80:80", "too many ':'"},
 		{"::ffff:127.0.0.1:80:80", "too many ':'"},
 		{"localhost:80:80", "IPv4 address"},
@@ -112,6 +125,7 @@ func TestPortSpecString(t *testing.T) {
 		{PortSpec{HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, CPEnd: 80, Proto: "udp"}, "8080:80/udp"},
 		{PortSpec{HostIP: loopback, ContainerPort: 80, CPEnd: 80, Proto: "tcp"}, "127.0.0.1::80/tcp"},
 		{PortSpec{HostIP: loopback, HostPort: 8000, HostPortEnd: 8010, ContainerPort: 80, CPEnd: 90, Proto: "tcp"}, "127.0.0.1:8000-8010:80-90/tcp"},
+		{PortSpec{HostIP: netip.IPv6Loopback(), HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, CPEnd: 80, Proto: "tcp"}, "[::1]:8080:80/tcp"},
 	}
 	for _, tt := range tests {
 		if got := tt.spec.String(); got != tt.want {

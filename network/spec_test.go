@@ -29,7 +29,7 @@ func TestPortSpecCheck(t *testing.T) {
 		{"address without port", PortSpec{HostIP: loopback, ContainerPort: 80, CPEnd: 90, Proto: "sctp"}, ""},
 		{"no protocol", PortSpec{ContainerPort: 80, CPEnd: 80}, "protocol"},
 		{"unknown protocol", PortSpec{ContainerPort: 80, CPEnd: 80, Proto: "icmp"}, "protocol"},
-		{"IPv6 address", PortSpec{HostIP: netip.IPv6Loopback(), ContainerPort: 80, CPEnd: 80, Proto: "tcp"}, "IPv4"},
+		{"IPv6 address", PortSpec{HostIP: netip.IPv6Loopback(), ContainerPort: 80, CPEnd: 80, Proto: "tcp"}, ""},
 		{"IPv4-mapped address", PortSpec{HostIP: netip.MustParseAddr("::ffff:127.0.0.1"), ContainerPort: 80, CPEnd: 80, Proto: "tcp"}, "IPv4"},
 		{"container port 0", PortSpec{Proto: "tcp"}, "container port"},
 		// Left unchecked, CPEnd-ContainerPort wraps to 65456 ports to allocate.
@@ -79,7 +79,8 @@ func TestCheckSpecFromJSON(t *testing.T) {
 		{"not a MAC", `{"MAC":"web"}`, "MAC"},
 		{"NUL in netns", `{"NetNS":"/run/netns/a\u0000b"}`, "netns"},
 		{"bad port", `{"Ports":[{"ContainerPort":80,"CPEnd":0,"Proto":"tcp"}]}`, "container range"},
-		{"IPv6 host address", `{"Ports":[{"HostIP":"::1","ContainerPort":80,"CPEnd":80,"Proto":"tcp"}]}`, "IPv4"},
+		{"IPv6 host address", `{"Ports":[{"HostIP":"::1","ContainerPort":80,"CPEnd":80,"Proto":"tcp"}]}`, ""},
+		{"IPv4-mapped host address", `{"Ports":[{"HostIP":"::ffff:127.0.0.1","ContainerPort":80,"CPEnd":80,"Proto":"tcp"}]}`, "IPv4"},
 		{"user-mode network", `{"Network":"usernet","UserNet":{"CIDR":"10.0.3.0/24","MTU":1500},"DNS":["1.1.1.1","9.9.9.9:5353"]}`, ""},
 		{"user-mode subnet too small", `{"UserNet":{"CIDR":"10.0.3.0/25"}}`, "UserNet.CIDR"},
 		{"resolver not an address", `{"DNS":["nameserver"]}`, "DNS"},
