@@ -50,8 +50,8 @@ none (loopback only) or container:NAME (another container's namespace).
 
 Run by an unprivileged user, ctnet makes a user namespace too and gives the container a
 user-mode network (usernet): tap0 with 10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3,
-TCP, UDP and ping to wherever the user can reach, and published ports that keep the
-client's address.
+and fd00::100/64, gateway fd00::2, DNS fd00::3, TCP, UDP and ping to wherever the user
+can reach, and published ports (on IPv4 and IPv6) that keep the client's address.
 ` + processHelp + ` With -d, the output goes to the container's log
 (ctnet logs) and -t gives no terminal, as ctnet has no attach; -i keeps stdin open.`,
 		Example: `  ctnet run --name web -p 8080:80 -- python3 -m http.server 80
@@ -79,7 +79,7 @@ client's address.
 	fl.StringVar(&f.name, "name", "", "container name (default: a generated one)")
 	fl.StringVar(&f.network, "network", "", "network name, or host, none, container:NAME (default: bridge)")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
-	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp] (repeatable)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp], an IPv6 HOSTIP in brackets (unprivileged users) (repeatable)")
 	fl.StringVar(&f.hostname, "hostname", "", "hostname inside the container (default: its short ID)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container ID")
 	fl.BoolVar(&f.autoRemove, "rm", false, "remove the container's record when it exits")
