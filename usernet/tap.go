@@ -52,6 +52,7 @@ const (
 	vnetHdrSize       = 10
 	vnetHdrFNeedsCsum = 1
 	vnetHdrGSOTCPv4   = 1
+	vnetHdrGSOTCPv6   = 4
 	tapGSOMaxSize     = 1<<16 - 1
 	smallFrameCopyMax = 2048
 )
@@ -349,9 +350,13 @@ func encodeVnetHdr(b []byte, pkt *stack.PacketBuffer) {
 		csumStart = header.EthernetMinimumSize + gso.L3HdrLen
 		csumOffset = gso.CsumOffset
 	}
-	if gso.Type == stack.GSOTCPv4 && uint16(pkt.Data().Size()) > gso.MSS {
-		gsoType = vnetHdrGSOTCPv4
-		gsoSize = gso.MSS
+	if uint16(pkt.Data().Size()) > gso.MSS {
+		switch gso.Type {
+		case stack.GSOTCPv4:
+			gsoType, gsoSize = vnetHdrGSOTCPv4, gso.MSS
+		case stack.GSOTCPv6:
+			gsoType, gsoSize = vnetHdrGSOTCPv6, gso.MSS
+		}
 	}
 	b[0] = flags
 	b[1] = gsoType

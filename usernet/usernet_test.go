@@ -1,6 +1,7 @@
 package usernet
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -129,6 +130,7 @@ func TestEncodeVnetHdr(t *testing.T) {
 		name    string
 		gso     stack.GSO
 		payload int
+		l3      int // network header length; 0: IPv4's 20
 		want    []byte
 	}{
 		{name: "no offload", payload: 100, want: make([]byte, vnetHdrSize)},
@@ -138,15 +140,19 @@ func TestEncodeVnetHdr(t *testing.T) {
 		{name: "segmentation", payload: 3000,
 			gso:  stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, L3HdrLen: 20, CsumOffset: 16, MSS: 1460},
 			want: []byte{1, 1, 54, 0, 0xb4, 0x05, 34, 0, 16, 0}},
+		{name: "IPv6 segmentation", payload: 3000, l3: 40,
+			gso:  stack.GSO{Type: stack.GSOTCPv6, NeedsCsum: true, L3HdrLen: 40, CsumOffset: 16, MSS: 1440},
+			want: []byte{1, 4, 74, 0, 0xa0, 0x05, 54, 0, 16, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			l3 := cmp.Or(tc.l3, 20)
 			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
-				ReserveHeaderBytes: 54,
+				ReserveHeaderBytes: 34 + l3,
 				Payload:            buffer.MakeWithData(make([]byte, tc.payload)),
 			})
 			defer pkt.DecRef()
 			pkt.TransportHeader().Push(20)
-			pkt.NetworkHeader().Push(20)
+			pkt.NetworkHeader().Push(l3)
 			pkt.LinkHeader().Push(header.EthernetMinimumSize)
 			pkt.GSOOptions = tc.gso
 			got := make([]byte, vnetHdrSize)
