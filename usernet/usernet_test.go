@@ -201,7 +201,9 @@ func TestPortValidate(t *testing.T) {
 		{Port{Proto: "udp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 53, ContainerPort: 53}, true},
 		{Port{Proto: "sctp", HostPort: 1, ContainerPort: 1}, false},
 		{Port{Proto: "tcp", HostPort: 0, ContainerPort: 80}, false},
-		{Port{Proto: "tcp", HostIP: netip.MustParseAddr("::1"), HostPort: 1, ContainerPort: 1}, false},
+		{Port{Proto: "tcp", HostIP: netip.MustParseAddr("::1"), HostPort: 1, ContainerPort: 1}, true},
+		{Port{Proto: "tcp", HostIP: netip.MustParseAddr("::ffff:127.0.0.1"), HostPort: 1, ContainerPort: 1}, false},
+		{Port{Proto: "tcp", HostIP: netip.MustParseAddr("fe80::1%eth0"), HostPort: 1, ContainerPort: 1}, false},
 	} {
 		if err := validatePort(tc.p); (err == nil) != tc.ok {
 			t.Errorf("%s: err = %v", tc.p, err)
