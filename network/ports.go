@@ -233,8 +233,8 @@ func refuseIPv6HostIPs(specs []PortSpec) error {
 
 // checkHostSocket tries to bind the port in the host namespace: a failure means a
 // host process holds it (unless the caller reserves its ports itself), or the address
-// is not the host's. An unprivileged user's port on every address is served on
-// IPv6's too, where the host has IPv6.
+// is not the host's. An unprivileged user's port on every address is served on [::]
+// too, where the kernel has IPv6.
 func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) error {
 	addr := ip
 	if !addr.IsValid() {
@@ -243,8 +243,8 @@ func (m *Manager) checkHostSocket(proto string, ip netip.Addr, port uint16) erro
 	bindErr, err := m.tryBind(proto, addr, port)
 	if err == nil && bindErr == nil && !ip.IsValid() && m.rootless {
 		bindErr, err = m.tryBind(proto, netip.IPv6Unspecified(), port)
-		if errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(bindErr, unix.EADDRNOTAVAIL) {
-			bindErr, err = nil, nil // a host without IPv6
+		if errors.Is(err, unix.EAFNOSUPPORT) {
+			bindErr, err = nil, nil // a kernel without IPv6 (ipv6.disable=1)
 		}
 	}
 	if err != nil {

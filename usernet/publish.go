@@ -72,8 +72,8 @@ func (s *Stack) Publish(p Port, newInner InnerSocketFunc) error {
 		return err
 	}
 	err := s.publishOn(p, netip.IPv6Unspecified(), newInner)
-	if errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) {
-		// A host without IPv6 publishes on IPv4 alone.
+	if errors.Is(err, syscall.EAFNOSUPPORT) {
+		// A kernel without IPv6 (ipv6.disable=1) publishes on IPv4 alone.
 		s.log.Debug("published port on IPv4 only", "port", p.String(), "err", err)
 		return nil
 	}
