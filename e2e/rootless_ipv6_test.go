@@ -283,26 +283,39 @@ func TestRootlessIPv6HostLoopback(t *testing.T) {
 	}
 }
 
-// Without an IPv6 route on the host, IPv6 from a rootless container fails at once
-// instead of hanging: TCP is reset, UDP gets port unreachable; IPv4 still works.
-func TestRootlessIPv6NoRoute(t *testing.T) {
+// On a host without IPv6, IPv6 from a rootless container fails at once instead of
+// hanging, TCP reset and UDP port-unreachable, whether the host has no IPv6 route or
+// IPv6 turned off on its interfaces; IPv4 still works, and a port published on
+// every address still answers on IPv4.
+func TestRootlessIPv6HostWithout(t *testing.T) {
 	u := newUserEnv(t)
 	u.host.AddLoopbackAddr(t, "198.51.100.10/32")
 	web := u.host.ListenTCP(t, "198.51.100.10:8080")
 	go serveHTTP(web, "ipv4 still works")
-	r := u.ctnet("run", "--rm", "--", "sh", "-c",
-		"timeout 10 socat -T2 - TCP6:["+wanIP6+"]:80,connect-timeout=8 </dev/null; echo TCP6 $?; "+
-			"echo hi | timeout 10 socat -T5 - UDP6:["+wanIP6+"]:53 ; echo UDP6 $?; "+
-			"curl -s -m5 http://198.51.100.10:8080/")
-	if r.Code != 0 {
-		t.Fatalf("rootless run: %s", r)
-	}
-	for _, want := range []string{"TCP6 1\n", "UDP6 1\n", "ipv4 still works"} {
-		if !strings.Contains(r.Stdout, want) {
-			t.Errorf("want %q (1: failed, 124: hung until timeout) in:\n%s", want, r)
+	probe := "timeout 10 socat -T2 - TCP6:[" + wanIP6 + "]:80,connect-timeout=8 </dev/null; echo TCP6 $?; " +
+		"echo hi | timeout 10 socat -T5 - UDP6:[" + wanIP6 + "]:53 ; echo UDP6 $?; " +
+		"curl -s -m5 http://198.51.100.10:8080/"
+	for _, ipv6 := range []string{"without a route", "turned off"} {
+		if ipv6 == "turned off" {
+			u.host.Sysctl(t, "net.ipv6.conf.all.disable_ipv6", "1")
+			u.host.Sysctl(t, "net.ipv6.conf.lo.disable_ipv6", "1")
+		}
+		r := u.ctnet("run", "--rm", "--", "sh", "-c", probe)
+		if r.Code != 0 {
+			t.Fatalf("IPv6 %s: rootless run: %s", ipv6, r)
+		}
+		for _, want := range []string{"TCP6 1\n", "UDP6 1\n", "ipv4 still works"} {
+			if !strings.Contains(r.Stdout, want) {
+				t.Errorf("IPv6 %s: want %q (1: failed, 124: hung until timeout) in:\n%s", ipv6, want, r)
+			}
+		}
+		if strings.Count(r.Stderr, "Connection refused") != 2 {
+			t.Errorf("IPv6 %s: want IPv6 TCP and UDP refused at once:\n%s", ipv6, r)
 		}
 	}
-	if strings.Count(r.Stderr, "Connection refused") != 2 {
-		t.Errorf("want IPv6 TCP and UDP refused at once:\n%s", r)
+	u.must(append([]string{"run", "-d", "--name", "srv", "-p", "8089:8000", "--"}, peerServer(8000)...)...)
+	if !eventually(func() bool { return askPeer(u.host.Try, "127.0.0.1", 8089) == "127.0.0.1" }) {
+		t.Errorf("with IPv6 off, a port published on every address does not answer on 127.0.0.1")
 	}
+	u.must("rm", "-f", "srv")
 }
