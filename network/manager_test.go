@@ -240,7 +240,7 @@ func TestIPv6HostAddressRefusedOnNetwork(t *testing.T) {
 	before := h.state()
 	_, err := h.m.Create(t.Context(), spec)
 	requireErr(t, err, ErrInvalid)
-	if !strings.Contains(err.Error(), "[::1]:8080:80/tcp") || !strings.Contains(err.Error(), "IPv4 host addresses") {
+	if !strings.Contains(err.Error(), "[::1]:8080:80/tcp") || !strings.Contains(err.Error(), "not IPv6") {
 		t.Errorf("refusal %q should name the port and say what a network publishes on", err)
 	}
 	for section, after := range h.state() {

@@ -225,7 +225,7 @@ func (m *Manager) checkPortFree(o *op, p store.Port) error {
 func refuseIPv6HostIPs(specs []PortSpec) error {
 	for _, p := range specs {
 		if p.HostIP.Is6() {
-			return badField("Ports", p.String(), "ctnet networks publish on IPv4 host addresses only")
+			return badField("Ports", p.String(), "ctnet networks publish on IPv4 host addresses, not IPv6 ones (user-mode networks do)")
 		}
 	}
 	return nil
