@@ -164,6 +164,14 @@ func (s *Stack) acceptTCP(ln *net.TCPListener, guest netip.AddrPort, newInner In
 func (s *Stack) relayPublishedTCP(client *net.TCPConn, guest netip.AddrPort, newInner InnerSocketFunc) {
 	from := client.RemoteAddr().(*net.TCPAddr).AddrPort()
 	c, err := dialInner("tcp", from, guest, newInner)
+	if errors.Is(err, syscall.ECONNREFUSED) && guest.Addr().Is6() {
+		// A server listening on IPv4 alone (0.0.0.0) still serves IPv6
+		// clients, as Docker's proxy does, from the IPv4 gateway: the
+		// client's own address has no IPv4 form. Without this, "localhost",
+		// which clients try on ::1 first, would be accepted and reset
+		// rather than refused and retried on 127.0.0.1.
+		c, err = dialInner("tcp", netip.AddrPortFrom(s.cfg.Gateway, 0), netip.AddrPortFrom(s.cfg.Guest, guest.Port()), newInner)
+	}
 	if err != nil {
 		s.log.Debug("relay published connection", "client", from, "err", err)
 		client.SetLinger(0)
