@@ -142,12 +142,14 @@ func serveAAAA(pc net.PacketConn, name, addr string) {
 
 // A port published on every address answers over IPv6 too: from the host on ::1
 // and from the wan on the host's uplink address, over TCP and UDP, and the server
-// in the container sees each client's true address. A port published on [::1]
-// listens there only: the wan is refused on the uplink address.
+// in the container sees each client's true address; a TCP server listening on
+// IPv4 alone sees IPv6 clients come from the gateway 10.0.2.2. A port published on
+// [::1] listens there only: the wan is refused on the uplink address.
 func TestRootlessIPv6PublishedPorts(t *testing.T) {
 	u, wan := newUserEnv6(t)
-	u.must("run", "-d", "--name", "srv", "-p", "8086:8000", "-p", "[::1]:8087:8000", "-p", "8088:8001/udp", "--",
+	u.must("run", "-d", "--name", "srv", "-p", "8086:8000", "-p", "[::1]:8087:8000", "-p", "8088:8001/udp", "-p", "8090:8002", "--",
 		"sh", "-c", "socat TCP6-LISTEN:8000,fork,reuseaddr,ipv6only=0 'SYSTEM:echo $SOCAT_PEERADDR' & "+
+			"socat TCP4-LISTEN:8002,fork,reuseaddr 'SYSTEM:echo $SOCAT_PEERADDR' & "+
 			"python3 -c '"+udpPeerScript+"' & wait")
 	cases := []struct {
 		name      string
@@ -166,6 +168,9 @@ func TestRootlessIPv6PublishedPorts(t *testing.T) {
 		{"udp from the host over IPv4", u.host.Try, "127.0.0.1", 8088, true, "::ffff:127.0.0.1", false},
 		{"tcp on [::1] from the host", u.host.Try, "[::1]", 8087, false, "::1", false},
 		{"tcp on [::1] from the wan", wan.Try, "[" + hostUplinkIP6 + "]", 8087, false, "", false},
+		// A server on IPv4 alone serves IPv6 clients from the IPv4 gateway.
+		{"tcp to an IPv4-only server from the wan", wan.Try, "[" + hostUplinkIP6 + "]", 8090, false, "10.0.2.2", false},
+		{"tcp to an IPv4-only server from the host over IPv4", u.host.Try, "127.0.0.1", 8090, false, "127.0.0.1", false},
 	}
 	for _, c := range cases {
 		ask := func() string {
@@ -200,8 +205,11 @@ func TestRootlessIPv6PublishedPorts(t *testing.T) {
 		t.Errorf("ps does not show the port published on [::1]:\n%s", out)
 	}
 	u.must("rm", "-f", "srv")
-	if listening := u.host.MustRun(t, "ss", "-Hln"); strings.Contains(listening, ":808") {
-		t.Errorf("the host still listens after rm:\n%s", listening)
+	listening = u.host.MustRun(t, "ss", "-Hln")
+	for _, port := range []string{":8086", ":8087", ":8088", ":8090"} {
+		if strings.Contains(listening, port) {
+			t.Errorf("the host still listens on %s after rm:\n%s", port, listening)
+		}
 	}
 }
 
