@@ -223,9 +223,9 @@ func (f *icmpForwarder) close() {
 // openPingSocket opens an unprivileged ICMP (or ICMPv6) echo socket, wrapped
 // as a *net.UDPConn (the kernel presents it as a datagram socket whose "port"
 // is the echo identifier). net.ipv4.ping_group_range governs both families.
-func openPingSocket(ipv6 bool) (*net.UDPConn, error) {
+func openPingSocket(v6 bool) (*net.UDPConn, error) {
 	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
-	if ipv6 {
+	if v6 {
 		family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
 	}
 	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
