@@ -140,6 +140,9 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 		return err
 	}
 	o.step("configure " + att.IfName)
+	if err := m.shapeAttachment(o, c, n, att); err != nil {
+		return err
+	}
 	// The tag last: gc takes a tagged veth for a finished one.
 	if err := link.FinishPort(m.host, att.HostVeth, link.ContainerAlias(c.ID), true); err != nil {
 		return err
@@ -167,6 +170,9 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 			return err
 		}
 		awaitCleanup = awaitCleanup && dying
+		if err := m.removeIFB(o, &a); err != nil {
+			return err
+		}
 		if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
 			return err
 		}

@@ -11,12 +11,13 @@ import (
 )
 
 // ConnectOptions are the choices of Connect: the address (default: the next free),
-// the MAC address (default: one derived from the address) and the interface name
-// (default: the next free ethN).
+// the MAC address (default: one derived from the address), the interface name
+// (default: the next free ethN) and its limits (default none).
 type ConnectOptions struct {
-	IP     string
-	MAC    string
-	IfName string
+	IP        string
+	MAC       string
+	IfName    string
+	Bandwidth Bandwidth
 }
 
 // Connect attaches a running container to another network, as its next ethN unless
@@ -34,6 +35,9 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 			return nil, err
 		}
 	}
+	if err := checkBandwidth(opts.Bandwidth); err != nil {
+		return nil, err
+	}
 	var att *store.Attachment
 	err := m.mutate(ctx, func(o *op) error {
 		c, n, err := m.liveBridgeContainer(o, network, ref)
@@ -46,6 +50,7 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 		if mac != nil {
 			att.MAC = mac.String()
 		}
+		limitAttachment(att, opts.Bandwidth)
 		if err := m.plumbAttachment(o, c, n, att); err != nil {
 			return err
 		}
@@ -60,7 +65,7 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 	if err != nil {
 		return nil, err
 	}
-	v := Attachment(*att)
+	v := attachmentView(att)
 	return &v, nil
 }
 
@@ -134,6 +139,9 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 		return err
 	}
 	o.step("delete veth " + att.HostVeth)
+	if err := m.removeIFB(o, &att); err != nil {
+		return err
+	}
 	for _, p := range ports {
 		if err := o.tx.DeletePort(p); err != nil {
 			return err

@@ -50,6 +50,9 @@ type ContainerSpec struct {
 	// MAC is the interface's MAC address on its network (default: one derived from
 	// its address).
 	MAC string
+	// Bandwidth limits the container's interface on its network (the zero value:
+	// unlimited).
+	Bandwidth Bandwidth
 }
 
 // Create makes a container's network: a namespace (or the one given), its interface
@@ -100,6 +103,9 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 	}
 	c.RuntimeDir = m.containerDir(c.ID)
 	if m.rootless {
+		if !spec.Bandwidth.IsZero() {
+			return nil, invalid("--ingress-rate and --egress-rate need root: traffic control is on the host's end of a container's veth, which a user-mode network does not have")
+		}
 		if err := m.createRootless(o, c, spec, dns); err != nil {
 			return nil, err
 		}
@@ -130,6 +136,9 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		}
 		if spec.MAC != "" {
 			return nil, invalid("a MAC address needs a network: it has no effect with --network %s", mode)
+		}
+		if !spec.Bandwidth.IsZero() {
+			return nil, invalid("--ingress-rate and --egress-rate have no effect with --network %s: use them on a network, they limit the container's interface there", mode)
 		}
 	}
 	switch mode.Kind {
@@ -174,6 +183,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 			mac, _ := parseMAC(spec.MAC) // checked by checkSpec
 			att.MAC = mac.String()
 		}
+		limitAttachment(att, spec.Bandwidth)
 		if c.Ports, err = m.allocatePorts(o, spec.Ports, att.IP, c.ID); err != nil {
 			return nil, err
 		}

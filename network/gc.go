@@ -175,7 +175,7 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 		if err == nil {
 			// A veth of another bridge, or left untagged by an interrupted plumbing, is
 			// made again.
-			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) {
+			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) && m.ifbIntact(c, a) {
 				continue
 			}
 			if err := link.Delete(m.host, a.HostVeth); err != nil {
@@ -237,7 +237,7 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 			c := live[id]
 			if c == nil {
 				why = exitedOrGone(records, id)
-			} else if !usesVeth(c, name) {
+			} else if !usesLink(c, name) {
 				why = "its container " + c.Name + " does not use it"
 			}
 		}
@@ -271,11 +271,31 @@ func linkInUse(networks map[string]*store.Network, live map[string]*store.Contai
 		}
 	}
 	for _, c := range live {
-		if usesVeth(c, name) {
+		if usesLink(c, name) {
 			return true
 		}
 	}
 	return false
+}
+
+// usesLink reports whether name is one of c's host links: a veth or an ifb.
+func usesLink(c *store.Container, name string) bool {
+	for _, a := range c.Attachments {
+		if a.HostVeth == name || a.IFB != "" && a.IFB == name {
+			return true
+		}
+	}
+	return false
+}
+
+// ifbIntact reports whether an attachment's ifb device, if it has one, is there and
+// finished; shaping is made again with the veth otherwise.
+func (m *Manager) ifbIntact(c *store.Container, a *store.Attachment) bool {
+	if a.IFB == "" {
+		return true
+	}
+	l, err := link.ByName(m.host, a.IFB)
+	return err == nil && l.Attrs().Alias == link.ContainerAlias(c.ID)
 }
 
 func usesVeth(c *store.Container, name string) bool {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ctnet/ctnet/internal/bandwidth"
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/store"
 )
@@ -168,7 +169,8 @@ type UserNet struct {
 }
 
 // Attachment is a container's interface on one network. JSON keys: network,
-// network_id, interface, host_veth, ip, prefix_len, gateway, mac.
+// network_id, interface, host_veth, ip, prefix_len, gateway, mac, bandwidth and ifb
+// (each omitted when absent).
 type Attachment struct {
 	Network   string     `json:"network"`
 	NetworkID string     `json:"network_id"`
@@ -178,7 +180,16 @@ type Attachment struct {
 	PrefixLen int        `json:"prefix_len"`
 	Gateway   netip.Addr `json:"gateway"`
 	MAC       string     `json:"mac"`
+	// Bandwidth limits the interface (nil: unlimited), shaped on HostVeth and, for
+	// egress, on the ifb device IFB.
+	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
+	IFB       string     `json:"ifb,omitempty"`
 }
+
+// Bandwidth is an interface's rate limits, as the container sees them: ingress into
+// it, egress out of it; rates in bits per second, bursts in bits (0: the default for
+// the rate). ParseRate reads a rate as the CLI takes it.
+type Bandwidth = bandwidth.Limits
 
 // Port is one published port: HostIP:HostPort/Proto forwarded to the container's
 // ContainerIP:ContainerPort; a published range is one Port per host port. An invalid
@@ -225,12 +236,22 @@ func containerView(c *store.Container) *Container {
 	if c.Attachments != nil {
 		v.Attachments = make([]Attachment, len(c.Attachments))
 		for i := range c.Attachments {
-			v.Attachments[i] = Attachment(c.Attachments[i])
+			v.Attachments[i] = attachmentView(&c.Attachments[i])
 		}
 	}
 	if c.UserNet != nil {
 		un := UserNet(*c.UserNet)
 		v.UserNet = &un
+	}
+	return v
+}
+
+// attachmentView is a copy of a, its limits included.
+func attachmentView(a *store.Attachment) Attachment {
+	v := Attachment(*a)
+	if a.Bandwidth != nil {
+		b := *a.Bandwidth
+		v.Bandwidth = &b
 	}
 	return v
 }

@@ -173,6 +173,9 @@ func checkSpec(spec ContainerSpec) error {
 			return err
 		}
 	}
+	if err := checkBandwidth(spec.Bandwidth); err != nil {
+		return err
+	}
 	if !spec.UserNet.isZero() {
 		if _, err := parseUserNet(spec.UserNet, nil); err != nil {
 			return err

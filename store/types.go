@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/ctnet/ctnet/internal/bandwidth"
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/internal/published"
 )
@@ -101,7 +102,14 @@ type Attachment struct {
 	PrefixLen int        `json:"prefix_len"`
 	Gateway   netip.Addr `json:"gateway"`
 	MAC       string     `json:"mac"`
+	// Bandwidth limits the interface (nil: unlimited); IFB is the ifb device its
+	// egress limit is applied on, named after HostVeth.
+	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
+	IFB       string     `json:"ifb,omitempty"`
 }
+
+// Bandwidth is an interface's rate limits.
+type Bandwidth = bandwidth.Limits
 
 // Port is one published port. A published range is stored as one Port per host
 // port.

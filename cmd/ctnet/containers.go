@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 	"time"
@@ -311,6 +312,7 @@ func printContainer(a *app, info *network.ContainerInspect) error {
 			t.row("  "+at.Network, at.IfName, at.HostVeth, fmt.Sprintf("%s/%d", at.IP, at.PrefixLen), at.Gateway.String(), at.MAC)
 		}
 		t.flush()
+		printBandwidth(w, c.Attachments)
 	}
 	if len(c.Ports) > 0 {
 		fmt.Fprintln(w, "\nPorts")
@@ -345,6 +347,35 @@ func printContainer(a *app, info *network.ContainerInspect) error {
 		}
 	}
 	return nil
+}
+
+// printBandwidth lists the limits of the interfaces that have any.
+func printBandwidth(w io.Writer, atts []network.Attachment) {
+	var t *table
+	for _, at := range atts {
+		b := at.Bandwidth
+		if b == nil {
+			continue
+		}
+		if t == nil {
+			fmt.Fprintln(w, "\nBandwidth (as the container sees it)")
+			t = newTable(w, "  INTERFACE", "INGRESS", "EGRESS", "IFB")
+		}
+		t.row("  "+at.IfName, limitString(b.IngressRate, b.IngressBurst), limitString(b.EgressRate, b.EgressBurst), at.IFB)
+	}
+	if t != nil {
+		t.flush()
+	}
+}
+
+func limitString(rate, burst uint64) string {
+	switch {
+	case rate == 0:
+		return "unlimited"
+	case burst == 0:
+		return network.FormatRate(rate)
+	}
+	return fmt.Sprintf("%s burst %s", network.FormatRate(rate), network.FormatRate(burst))
 }
 
 func (a *app) portCommand() *cobra.Command {
@@ -442,5 +473,6 @@ it again and leaves the namespace itself alone.`,
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
 	fl.StringVar(&ifName, "ifname", "", "name of the interface in the namespace (default eth0; only eth0 gets the default route)")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp] (repeatable)")
+	addBandwidthFlags(fl, &f)
 	return cmd
 }

@@ -13,7 +13,8 @@ var flagOf = map[string]string{
 	"NetNS": "--netns", "IfName": "--ifname", "DNS": "--dns", "ExtraHosts": "--add-host",
 	"Aliases": "--network-alias", "UserNet.CIDR": "--cidr", "UserNet.MTU": "--mtu",
 	"Subnet": "--subnet", "Gateway": "--gateway", "Bridge": "--bridge", "MTU": "--mtu",
-	"NonMasquerade": "--opt non-masquerade",
+	"NonMasquerade":         "--opt non-masquerade",
+	"Bandwidth.IngressRate": "--ingress-rate", "Bandwidth.EgressRate": "--egress-rate",
 }
 
 func flagName(field string) string {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/network"
@@ -30,6 +31,7 @@ type runFlags struct {
 	name, network, ip, hostname string
 	publish, dns, addHosts      []string
 	aliases                     []string
+	ingressRate, egressRate     string
 	detach, autoRemove          bool
 	userNet                     network.UserNetSpec
 	proc                        processFlags
@@ -90,6 +92,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 	fl.StringArrayVar(&f.aliases, "network-alias", nil, "another name other containers on its network resolve it by (a network you created; repeatable)")
 	fl.BoolVar(&f.userNet.AllowHostLoopback, "allow-host-loopback", false, "let the container reach the host's 127.0.0.1 at 10.0.2.2 (unprivileged users)")
 	f.proc.register(fl)
+	addBandwidthFlags(fl, &f)
 	return cmd
 }
 
@@ -104,7 +107,26 @@ func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
 		}
 		spec.Ports = append(spec.Ports, ps)
 	}
+	for _, r := range []struct {
+		field, value string
+		rate         *uint64
+	}{{"Bandwidth.IngressRate", f.ingressRate, &spec.Bandwidth.IngressRate}, {"Bandwidth.EgressRate", f.egressRate, &spec.Bandwidth.EgressRate}} {
+		if r.value == "" {
+			continue
+		}
+		rate, err := network.ParseRate(r.value)
+		if err != nil {
+			return spec, &network.FieldError{Field: r.field, Value: r.value, Err: err}
+		}
+		*r.rate = rate
+	}
 	return spec, nil
+}
+
+// addBandwidthFlags adds the flags that limit a container's interface.
+func addBandwidthFlags(fl *pflag.FlagSet, f *runFlags) {
+	fl.StringVar(&f.ingressRate, "ingress-rate", "", "limit traffic into the container, in bits per second: 10M or 10mbit, 500k or 500kbit, 1G or 1gbit (default: no limit)")
+	fl.StringVar(&f.egressRate, "egress-rate", "", "limit traffic out of the container, in bits per second, as --ingress-rate (default: no limit)")
 }
 
 func (a *app) runForeground(spec network.ContainerSpec, opts network.RunOptions, pf *processFlags) error {

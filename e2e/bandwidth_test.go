@@ -1,0 +1,214 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/ctnet/ctnet/internal/fixhint"
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// Limits of TestBandwidthLimits: different in each direction, so that limits applied
+// the wrong way round fail the test.
+const (
+	ingressLimit = 20e6 // bits per second into the container
+	egressLimit  = 10e6 // out of it
+)
+
+// iperf3Server runs an iperf3 server in the wan until the test ends.
+func iperf3Server(t *testing.T, e *env) {
+	t.Helper()
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		lab.Missing(t, "needs iperf3")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	server := e.wan.Command(ctx, "iperf3", "-s", "-B", lab.WANIP)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); server.Wait() })
+	if !eventually(func() bool {
+		_, err := e.wanRun("socat", "-T1", "/dev/null", "TCP:"+lab.WANIP+":5201,connect-timeout=1")
+		return err == nil
+	}) {
+		t.Fatal("iperf3 server in the wan does not listen")
+	}
+}
+
+// throughput measures TCP from the wan into the container (into) or out of it, in
+// bits per second as the receiver counts them: three seconds after one left out for
+// TCP's start.
+func (e *env) throughput(name string, into bool) float64 {
+	e.t.Helper()
+	args := []string{"iperf3", "-c", lab.WANIP, "-t", "3", "-O", "1", "-J"}
+	if into {
+		args = append(args, "-R") // the server sends
+	}
+	var out string
+	var err error
+	for range 3 { // the server serves one client at a time: busy with the last one's end
+		if out, err = e.inContainer(name, args...); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		e.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	var report struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil || report.End.SumReceived.BitsPerSecond == 0 {
+		e.t.Fatalf("%s: no throughput in %q (%v)", strings.Join(args, " "), out, err)
+	}
+	return report.End.SumReceived.BitsPerSecond
+}
+
+// TestBandwidthLimits limits a container both ways and measures each with iperf3:
+// within 20% of its limit, while an unlimited container on the same network goes
+// faster than either. tc shows the host veth's and the ifb's token buckets, inspect
+// the limits, and rm and gc leave no ifb behind.
+func TestBandwidthLimits(t *testing.T) {
+	e := newEnv(t)
+	iperf3Server(t, e)
+	e.runDetached("--name", "free", "--", "sleep", "600")
+	e.runDetached("--name", "limited", "--ingress-rate", "20M", "--egress-rate", "10mbit", "--", "sleep", "600")
+	for _, c := range []struct {
+		into  bool
+		limit float64
+		what  string
+	}{{true, ingressLimit, "ingress"}, {false, egressLimit, "egress"}} {
+		free := e.throughput("free", c.into)
+		limited := e.throughput("limited", c.into)
+		t.Logf("%s: limited to %.0f bit/s: %.2f Mbit/s; unlimited: %.2f Mbit/s", c.what, c.limit, limited/1e6, free/1e6)
+		if limited < 0.8*c.limit || limited > 1.2*c.limit {
+			t.Errorf("%s of the limited container: %.2f Mbit/s, want %.0f Mbit/s ±20%%", c.what, limited/1e6, c.limit/1e6)
+		}
+		if free < 2*c.limit {
+			t.Errorf("%s of the unlimited container: %.2f Mbit/s, want more than twice the limit, %.0f Mbit/s", c.what, free/1e6, 2*c.limit/1e6)
+		}
+	}
+
+	var limited struct {
+		ID       string `json:"id"`
+		Networks []struct {
+			HostVeth  string `json:"host_veth"`
+			IFB       string `json:"ifb"`
+			Bandwidth struct {
+				IngressRate uint64 `json:"ingress_rate"`
+				EgressRate  uint64 `json:"egress_rate"`
+			} `json:"bandwidth"`
+		} `json:"networks"`
+	}
+	e.decode(e.must("inspect", "--format", "json", "limited"), &limited)
+	att := limited.Networks[0]
+	if att.Bandwidth.IngressRate != ingressLimit || att.Bandwidth.EgressRate != egressLimit || att.IFB == "" {
+		t.Errorf("inspect shows the limits %+v on ifb %q, want %d and %d bit/s on an ifb", att.Bandwidth, att.IFB, int(ingressLimit), int(egressLimit))
+	}
+	if text := e.must("inspect", "limited"); !strings.Contains(text, "20mbit") || !strings.Contains(text, "10mbit") {
+		t.Errorf("inspect's text does not show the limits:\n%s", text)
+	}
+	if out := e.output("tc", "qdisc", "show", "dev", att.HostVeth); !strings.Contains(out, "tbf") || !strings.Contains(out, "rate 20Mbit") || !strings.Contains(out, "ingress") {
+		t.Errorf("tc on host veth %s: %s; want a 20Mbit tbf and an ingress qdisc", att.HostVeth, out)
+	}
+	if out := e.output("tc", "filter", "show", "dev", att.HostVeth, "ingress"); !strings.Contains(out, "Redirect to device "+att.IFB) {
+		t.Errorf("tc filters on host veth %s's ingress: %s; want a redirect to %s", att.HostVeth, out, att.IFB)
+	}
+	if out := e.output("tc", "qdisc", "show", "dev", att.IFB); !strings.Contains(out, "rate 10Mbit") {
+		t.Errorf("tc on ifb %s: %s; want a 10Mbit tbf", att.IFB, out)
+	}
+	if out := e.output("ip", "-d", "link", "show", att.IFB); !strings.Contains(out, "alias ctnet:container:"+limited.ID) {
+		t.Errorf("ifb %s is not tagged as the container's: %s", att.IFB, out)
+	}
+	free := e.inspect("free").Networks[0].HostVeth
+	if out := e.output("tc", "qdisc", "show", "dev", free); strings.Contains(out, "tbf") || strings.Contains(out, "ingress") {
+		t.Errorf("the unlimited container's veth %s is shaped: %s", free, out)
+	}
+
+	e.must("rm", "-f", "limited")
+	if out, err := e.hostRun("ip", "link", "show", att.IFB); err == nil {
+		t.Errorf("ifb %s is left after rm: %s", att.IFB, out)
+	}
+
+	// A killed container's ifb, in the host's namespace, does not go with its own: gc
+	// removes it.
+	e.runDetached("--name", "killed", "--egress-rate", "10M", "--", "sleep", "600")
+	ifb := e.inspectIFB("killed")
+	e.killContainer("killed")
+	if report := strings.Join(e.gc(), "\n"); !strings.Contains(report, "removed interface "+ifb) {
+		t.Errorf("gc after the container was killed does not report removing %s:\n%s", ifb, report)
+	}
+	if out, err := e.hostRun("ip", "link", "show", ifb); err == nil {
+		t.Errorf("ifb %s is left after gc: %s", ifb, out)
+	}
+	e.must("rm", "-f", "killed", "free")
+	e.must("network", "rm", "bridge")
+}
+
+func (e *env) inspectIFB(name string) string {
+	e.t.Helper()
+	var c struct {
+		Networks []struct {
+			IFB string `json:"ifb"`
+		} `json:"networks"`
+	}
+	e.decode(e.must("inspect", "--format", "json", name), &c)
+	if len(c.Networks) == 0 || c.Networks[0].IFB == "" {
+		e.t.Fatalf("container %s has no ifb", name)
+	}
+	return c.Networks[0].IFB
+}
+
+// TestBandwidthBadInput refuses rates that do not parse, or do not apply, in one line
+// naming the flag, changing nothing; the same rate, well written, is taken.
+func TestBandwidthBadInput(t *testing.T) {
+	e := newEnv(t)
+	ns := lab.NewSandbox(t)
+	e.must("network", "create", "web", "--subnet", "10.77.0.0/24")
+	before := e.host.Snapshot(t, e.root)
+	storeBefore := e.must("ps", "-a", "--format", "json") + e.must("network", "ls", "--format", "json")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--ingress-rate", "10MB", "--", "true"}, "bad --ingress-rate \"10MB\": use bits per second"},
+		{[]string{"run", "--egress-rate", "fast", "--", "true"}, "bad --egress-rate \"fast\""},
+		{[]string{"run", "--egress-rate", "10m", "--", "true"}, "milli"},
+		{[]string{"run", "--ingress-rate", "0", "--", "true"}, "from 1k to 100G"},
+		{[]string{"run", "--ingress-rate", "200G", "--", "true"}, "from 1k to 100G"},
+		{[]string{"run", "--network", "none", "--ingress-rate", "10M", "--", "true"}, "no effect with --network none"},
+		{[]string{"run", "--network", "host", "--egress-rate", "10M", "--", "true"}, "no effect with --network host"},
+		{[]string{"attach", "--netns", ns.Path, "--name", "x", "--network", "web", "--egress-rate", "10kbps"}, "bad --egress-rate"},
+	} {
+		r := e.ctnet(c.args...)
+		msg := strings.TrimSpace(r.Stderr)
+		if r.Code == 0 {
+			t.Errorf("%v: accepted", c.args)
+			continue
+		}
+		if !strings.Contains(msg, c.want) {
+			t.Errorf("%v: %q does not say %q", c.args, msg, c.want)
+		}
+		fixhint.Require(t, c.args, fmt.Errorf("%s", msg))
+	}
+	if diff := before.Diff(e.host.Snapshot(t, e.root)); diff != "" {
+		t.Errorf("refused input changed the kernel:\n%s", diff)
+	}
+	if after := e.must("ps", "-a", "--format", "json") + e.must("network", "ls", "--format", "json"); after != storeBefore {
+		t.Errorf("refused input changed the store:\n%s\n%s", storeBefore, after)
+	}
+	// The positive control: the same flags, well written, are taken.
+	e.must("attach", "--netns", ns.Path, "--name", "x", "--network", "web", "--egress-rate", "10kbit")
+	if ifb := e.inspectIFB("x"); ifb == "" {
+		t.Error("a well-written rate made no ifb")
+	}
+	e.must("rm", "x")
+	e.must("network", "rm", "web")
+}
