@@ -44,6 +44,12 @@ func iperf3Server(t *testing.T, e *env) {
 // TCP's start.
 func (e *env) throughput(name string, into bool) float64 {
 	e.t.Helper()
+	return throughputFrom(e.t, e.containerRun(name), into)
+}
+
+// throughputFrom is throughput from where run runs iperf3's client.
+func throughputFrom(t *testing.T, run func(args ...string) (string, error), into bool) float64 {
+	t.Helper()
 	args := []string{"iperf3", "-c", lab.WANIP, "-t", "3", "-O", "1", "-J"}
 	if into {
 		args = append(args, "-R") // the server sends
@@ -51,12 +57,12 @@ func (e *env) throughput(name string, into bool) float64 {
 	var out string
 	var err error
 	for range 3 { // the server serves one client at a time: busy with the last one's end
-		if out, err = e.inContainer(name, args...); err == nil {
+		if out, err = run(args...); err == nil {
 			break
 		}
 	}
 	if err != nil {
-		e.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	var report struct {
 		End struct {
@@ -66,7 +72,7 @@ func (e *env) throughput(name string, into bool) float64 {
 		} `json:"end"`
 	}
 	if err := json.Unmarshal([]byte(out), &report); err != nil || report.End.SumReceived.BitsPerSecond == 0 {
-		e.t.Fatalf("%s: no throughput in %q (%v)", strings.Join(args, " "), out, err)
+		t.Fatalf("%s: no throughput in %q (%v)", strings.Join(args, " "), out, err)
 	}
 	return report.End.SumReceived.BitsPerSecond
 }
@@ -211,4 +217,65 @@ func TestBandwidthBadInput(t *testing.T) {
 	}
 	e.must("rm", "x")
 	e.must("network", "rm", "web")
+}
+
+// TestCNIBandwidth gives a pod the limits of CNI's bandwidth capability, as
+// Kubernetes' bandwidth annotations arrive: iperf3 measures them, tc shows them, a
+// burst without a rate is refused as the spec's error naming the key, and DEL leaves
+// no ifb behind.
+func TestCNIBandwidth(t *testing.T) {
+	e := newEnv(t)
+	iperf3Server(t, e)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	conf := func(limits string) string {
+		return fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "podnet", "type": "ctnet", "subnet": "10.88.0.0/24", "root": %q,
+			"capabilities": {"bandwidth": true}, "runtimeConfig": {"bandwidth": %s}}`, e.root, limits)
+	}
+	pod := lab.NewSandbox(t)
+	bad := p.call("ADD", "pod-bad", pod.Path, "eth0", conf(`{"egressBurst": 1000000}`))
+	var cniErr struct {
+		Code uint   `json:"code"`
+		Msg  string `json:"msg"`
+	}
+	if bad.Code == 0 || json.Unmarshal([]byte(bad.Stdout), &cniErr) != nil || cniErr.Code != 7 ||
+		!strings.Contains(cniErr.Msg, "runtimeConfig.bandwidth.egressBurst") {
+		t.Errorf("ADD with a burst and no rate: %s; want error 7 naming runtimeConfig.bandwidth.egressBurst", bad)
+	}
+	if out, _ := pod.Try("ip", "-o", "link"); strings.Contains(out, "eth0") {
+		t.Errorf("a refused ADD left eth0 in the pod: %s", out)
+	}
+
+	p.add("pod-a", pod.Path, "eth0", conf(`{"ingressRate": 20000000, "ingressBurst": 400000, "egressRate": 10000000, "egressBurst": 200000}`))
+	for _, c := range []struct {
+		into  bool
+		limit float64
+		what  string
+	}{{true, ingressLimit, "ingress"}, {false, egressLimit, "egress"}} {
+		got := throughputFrom(t, pod.Try, c.into)
+		t.Logf("pod's %s, limited to %.0f bit/s: %.2f Mbit/s", c.what, c.limit, got/1e6)
+		if got < 0.8*c.limit || got > 1.2*c.limit {
+			t.Errorf("pod's %s: %.2f Mbit/s, want %.0f Mbit/s ±20%%", c.what, got/1e6, c.limit/1e6)
+		}
+	}
+	var c struct {
+		Networks []struct {
+			HostVeth string `json:"host_veth"`
+			IFB      string `json:"ifb"`
+		} `json:"networks"`
+	}
+	e.decode(e.must("inspect", "--format", "json", "cni-pod-a"), &c)
+	veth, ifb := c.Networks[0].HostVeth, c.Networks[0].IFB
+	if out := e.output("tc", "qdisc", "show", "dev", veth); !strings.Contains(out, "rate 20Mbit burst 50000b") {
+		t.Errorf("tc on host veth %s: %s; want a 20Mbit tbf with the 400000-bit burst", veth, out)
+	}
+	if out := e.output("tc", "qdisc", "show", "dev", ifb); !strings.Contains(out, "rate 10Mbit burst 25000b") {
+		t.Errorf("tc on ifb %s: %s; want a 10Mbit tbf with the 200000-bit burst", ifb, out)
+	}
+	if r := p.call("DEL", "pod-a", pod.Path, "eth0", conf(`{}`)); r.Code != 0 {
+		t.Fatalf("DEL: %s", r)
+	}
+	if out, err := e.hostRun("ip", "link", "show", ifb); err == nil {
+		t.Errorf("ifb %s is left after DEL: %s", ifb, out)
+	}
+	e.must("network", "rm", "podnet")
 }

@@ -44,7 +44,30 @@ type netConf struct {
 		IPs []string `json:"ips,omitempty"`
 		// MAC is the mac capability: the interface's MAC address.
 		MAC string `json:"mac,omitempty"`
+		// Bandwidth is the bandwidth capability, as the bandwidth plugin takes it:
+		// Kubernetes' kubernetes.io/ingress-bandwidth and egress-bandwidth annotations
+		// arrive through it.
+		Bandwidth *bandwidthLimits `json:"bandwidth,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
+}
+
+// bandwidthLimits is the bandwidth capability's entry: rates in bits per second,
+// bursts in bits, from the container's side (ingress into it).
+type bandwidthLimits struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// limits are the bandwidth capability's limits, none without it; the library
+// checks them.
+func (c *netConf) limits() network.Bandwidth {
+	b := c.RuntimeConfig.Bandwidth
+	if b == nil {
+		return network.Bandwidth{}
+	}
+	return network.Bandwidth{IngressRate: b.IngressRate, IngressBurst: b.IngressBurst, EgressRate: b.EgressRate, EgressBurst: b.EgressBurst}
 }
 
 // portMapping is the portMappings capability's entry, as the portmap plugin takes it.
@@ -162,7 +185,9 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 var confTerm = map[string]string{
 	"IP": "runtimeConfig.ips", "MAC": "runtimeConfig.mac", "Ports": "runtimeConfig.portMappings", "NetNS": "CNI_NETNS", "IfName": "CNI_IFNAME",
 	"Subnet": "subnet", "Gateway": "gateway", "Bridge": "bridge", "MTU": "mtu", "Network": "name",
-	"NonMasquerade": "nonMasqueradeCIDRs",
+	"NonMasquerade":         "nonMasqueradeCIDRs",
+	"Bandwidth.IngressRate": "runtimeConfig.bandwidth.ingressRate", "Bandwidth.IngressBurst": "runtimeConfig.bandwidth.ingressBurst",
+	"Bandwidth.EgressRate": "runtimeConfig.bandwidth.egressRate", "Bandwidth.EgressBurst": "runtimeConfig.bandwidth.egressBurst",
 }
 
 // confText is err's message with the spec field it names written in CNI's terms.
@@ -251,6 +276,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	case c == nil:
 		c, err = m.Create(context.Background(), network.ContainerSpec{
 			Name: containerName(args.ContainerID), Network: network.OnNetwork(n.Name), NetNS: args.Netns, IfName: args.IfName, IP: ip, MAC: mac, Ports: ports,
+			Bandwidth: conf.limits(),
 		})
 		if err != nil {
 			return err
@@ -272,7 +298,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 			return types.NewError(types.ErrInvalidNetworkConfig,
 				fmt.Sprintf("port mappings go with a container's first network: %s is on %s already, with other ports", args.ContainerID, c.Attachments[0].Network), "")
 		}
-		if att, err = m.Connect(context.Background(), n.Name, c.Name, network.ConnectOptions{IP: ip, MAC: mac, IfName: args.IfName}); err != nil {
+		if att, err = m.Connect(context.Background(), n.Name, c.Name, network.ConnectOptions{IP: ip, MAC: mac, IfName: args.IfName, Bandwidth: conf.limits()}); err != nil {
 			return err
 		}
 	}
