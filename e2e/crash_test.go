@@ -53,6 +53,7 @@ type stepReport struct{ step, line string }
 var (
 	untaggedBridge = stepReport{`^create bridge \S+ untagged$`, `^removed interface \S+: ctnet made it and was interrupted before tagging it$`}
 	untaggedVeth   = stepReport{`^create veth \S+ untagged$`, `^removed interface vc\S+: ctnet made it and was interrupted before tagging it$`}
+	untaggedIFB    = stepReport{`^create ifb \S+ untagged$`, `^removed interface ib\S+: ctnet made it and was interrupted before tagging it$`}
 	forwardingOff  = stepReport{`^store commit$`, `^turned IPv4 forwarding on again: networks need it$`}
 )
 
@@ -78,6 +79,13 @@ func TestCrash(t *testing.T) {
 			cmd:    []string{"run", "-d", "--name", "victim", "-p", "9090:80", "--", "sleep", "600"}},
 		{name: "run -d", base: keepNetwork, setup: nothing, atomic: true, gcSays: []stepReport{untaggedVeth},
 			cmd: []string{"run", "-d", "--name", "victim", "--network", "keep", "-p", "9090:80", "-p", "9091:81/udp", "--", "sleep", "600"}},
+		{name: "run -d with bandwidth limits", base: keepNetwork, setup: nothing, atomic: true, gcSays: []stepReport{untaggedVeth, untaggedIFB},
+			cmd: []string{"run", "-d", "--name", "victim", "--network", "keep", "--ingress-rate", "20M", "--egress-rate", "10M", "--", "sleep", "600"}},
+		{name: "rm -f with bandwidth limits", base: keepNetwork, repaired: true, retry: true,
+			setup: func(e *env) {
+				e.runDetached("--name", "victim", "--network", "keep", "--egress-rate", "10M", "--", "sleep", "600")
+			},
+			cmd: []string{"rm", "-f", "victim"}},
 		{name: "run --rm", base: keepNetwork, setup: nothing, atomic: true,
 			cmd: []string{"run", "--rm", "--name", "victim", "--network", "keep", "-p", "9090:80", "--", "true"}},
 		{name: "run refused after its first changes", atomic: true,
@@ -146,6 +154,18 @@ func TestCrash(t *testing.T) {
 					}
 				}
 				e.host.MustRun(e.t, "ip", "link", "del", bridge)
+			},
+			cmd: []string{"gc"}},
+		{name: "gc reshaping a container", base: keepNetwork,
+			gcSays: []stepReport{{`^create ifb \S+ untagged$`, `^reconnected container victim to network keep `}},
+			setup: func(e *env) {
+				e.runDetached("--name", "victim", "--network", "keep", "--egress-rate", "10M", "--", "sleep", "600")
+				victim, _ := e.store().container("victim")
+				e.host.MustRun(e.t, "ip", "link", "del", victim.Networks[0].IFB)
+				// As below: a container to release, so that every kill before the commit
+				// leaves gc something to report.
+				e.runDetached("--name", "dead", "--network", "keep", "--", "sleep", "600")
+				e.killContainer("dead")
 			},
 			cmd: []string{"gc"}},
 		{name: "gc reconnecting a container", base: keepNetwork,

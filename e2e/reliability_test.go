@@ -51,6 +51,7 @@ type storeContainer struct {
 		PrefixLen int    `json:"prefix_len"`
 		Gateway   string `json:"gateway"`
 		MAC       string `json:"mac"`
+		IFB       string `json:"ifb"`
 	} `json:"networks"`
 	Ports []struct {
 		HostIP        string `json:"host_ip"`
@@ -327,6 +328,12 @@ func (e *env) checkConsistent(t *testing.T) {
 		var wantDefault []string
 		for _, a := range c.Networks {
 			wantAlias[a.HostVeth] = "ctnet:container:" + c.ID
+			if a.IFB != "" {
+				wantAlias[a.IFB] = "ctnet:container:" + c.ID
+				if l, ok := links[a.IFB]; !ok || l.LinkInfo.Kind != "ifb" || !l.up() {
+					t.Errorf("container %s: its ifb %s is missing, or not an up ifb", c.Name, a.IFB)
+				}
+			}
 			l, ok := links[a.HostVeth]
 			switch {
 			case !ok:

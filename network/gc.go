@@ -196,7 +196,11 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 		if err := m.plumbAttachment(o, c, n, a); err != nil {
 			return err
 		}
-		say("reconnected container %s to network %s (%s, interface %s)", c.Name, n.Name, a.IP, a.HostVeth)
+		if a.IFB != "" {
+			say("reconnected container %s to network %s (%s, interface %s, ifb %s)", c.Name, n.Name, a.IP, a.HostVeth, a.IFB)
+		} else {
+			say("reconnected container %s to network %s (%s, interface %s)", c.Name, n.Name, a.IP, a.HostVeth)
+		}
 	}
 	return nil
 }
