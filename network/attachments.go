@@ -44,6 +44,10 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 		return nil, err
 	}
 	att.IP, att.MAC = ip, link.MACFor(ip).String()
+	if isMacvlan(n) {
+		// No host veth: the interface is on the parent, inside the namespace.
+		return att, o.tx.PutLease(n.ID, ip, c.ID)
+	}
 	att.HostVeth = "vc" + c.ID[:8]
 	if index > 0 {
 		att.HostVeth += "-" + strconv.Itoa(index)
@@ -63,7 +67,7 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, error) {
 	if want == "" {
 		next := func() (netip.Addr, error) {
-			return ipam.Next(n.Subnet, o.tx.Cursor(n.ID), func(a netip.Addr) bool {
+			return ipam.Next(addressPool(n), o.tx.Cursor(n.ID), func(a netip.Addr) bool {
 				return a == n.Gateway || o.tx.LeaseOwner(n.ID, a) != ""
 			})
 		}
@@ -108,6 +112,9 @@ func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, 
 // plumbAttachment creates the veth pair into the bridge and configures the container
 // end: address, and for eth0 the default route.
 func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, att *store.Attachment) error {
+	if isMacvlan(n) {
+		return m.plumbMacvlan(o, c, n, att)
+	}
 	ns, err := o.open(c.NetNS)
 	if err != nil {
 		return err
@@ -155,6 +162,9 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(c)}); err != nil {
 		return err
 	}
+	if err := m.removeMacvlans(o, c); err != nil {
+		return err
+	}
 	if c.OwnsNetNS {
 		// Without a supervisor, nothing else ends what the container's command left running.
 		if _, err := m.removeNamespace(o, c.NetNS, !c.Supervisor.Alive()); err != nil {
@@ -165,6 +175,12 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 	// shows that something still holds it, the others need not be waited for.
 	awaitCleanup := c.OwnsNetNS
 	for _, a := range c.Attachments {
+		if a.HostVeth == "" {
+			if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
+				return err
+			}
+			continue
+		}
 		dying, err := m.removeVeth(o, a.HostVeth, awaitCleanup)
 		if err != nil {
 			return err

@@ -44,6 +44,9 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 		if err != nil {
 			return err
 		}
+		if err := checkMacvlanSpec(n, nil, opts.Bandwidth); err != nil {
+			return err
+		}
 		if att, err = m.allocateAttachment(o, c, n, opts.IP, opts.IfName); err != nil {
 			return err
 		}
@@ -55,7 +58,7 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 			return err
 		}
 		c.Attachments = append(c.Attachments, *att)
-		change := firewall.Change{Add: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(att)}}}
+		change := firewall.Change{Add: firewall.State{Endpoints: fwEndpoints(att)}}
 		retargetPorts(c, n, att, &change)
 		if err := m.applyFirewall(o, change); err != nil {
 			return err
@@ -118,6 +121,19 @@ func (m *Manager) liveBridgeContainer(o *op, network, ref string) (*store.Contai
 	return c, n, nil
 }
 
+// removeLinks removes an attachment's links: its veth and ifb on the host, or its
+// macvlan interface in the container.
+func (m *Manager) removeLinks(o *op, c *store.Container, att *store.Attachment) error {
+	if att.HostVeth == "" {
+		return m.removeMacvlan(o, c, att)
+	}
+	if err := link.Delete(m.host, att.HostVeth); err != nil {
+		return err
+	}
+	o.step("delete veth " + att.HostVeth)
+	return m.removeIFB(o, att)
+}
+
 func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error {
 	i := slices.IndexFunc(c.Attachments, func(a store.Attachment) bool { return a.NetworkID == n.ID })
 	if i < 0 {
@@ -132,14 +148,10 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 			kept = append(kept, p)
 		}
 	}
-	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: []firewall.Endpoint{fwEndpoint(&att)}, Ports: slices.Clone(ports)}}); err != nil {
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: fwEndpoints(&att), Ports: slices.Clone(ports)}}); err != nil {
 		return err
 	}
-	if err := link.Delete(m.host, att.HostVeth); err != nil {
-		return err
-	}
-	o.step("delete veth " + att.HostVeth)
-	if err := m.removeIFB(o, &att); err != nil {
+	if err := m.removeLinks(o, c, &att); err != nil {
 		return err
 	}
 	for _, p := range ports {
@@ -150,8 +162,10 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 	if err := o.tx.DeleteLease(n.ID, att.IP); err != nil {
 		return err
 	}
-	if err := o.tx.DeleteVeth(att.HostVeth); err != nil {
-		return err
+	if att.HostVeth != "" {
+		if err := o.tx.DeleteVeth(att.HostVeth); err != nil {
+			return err
+		}
 	}
 	c.Attachments = slices.Delete(c.Attachments, i, i+1)
 	c.Ports = kept

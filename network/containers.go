@@ -162,6 +162,9 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := checkMacvlanSpec(n, spec.Ports, spec.Bandwidth); err != nil {
+			return nil, err
+		}
 		if n.Internal && len(spec.Ports) > 0 {
 			return nil, invalid("network %s is internal: published ports could not be reached; drop -p or use another network", n.Name)
 		}
@@ -192,7 +195,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		}
 		c.Attachments = append(c.Attachments, *att)
 		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{
-			Endpoints: []firewall.Endpoint{fwEndpoint(att)}, Ports: slices.Clone(c.Ports)}}); err != nil {
+			Endpoints: fwEndpoints(att), Ports: slices.Clone(c.Ports)}}); err != nil {
 			return nil, err
 		}
 	}

@@ -39,6 +39,18 @@ func (m *Manager) Doctor() ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Macvlan networks need no forwarding, bridge or tables: only their parent.
+	var bridged []*store.Network
+	for _, n := range networks {
+		if !isMacvlan(n) {
+			bridged = append(bridged, n)
+		} else if _, err := link.ByName(m.host, n.Parent); errors.Is(err, link.ErrNotFound) {
+			bad("create the interface again, or remove the network", "parent %s of macvlan network %s is gone from the host: its containers cannot be connected", n.Parent, n.Name)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	networks = bridged
 	conn, err := m.host.NFT()
 	if err != nil {
 		return nil, err

@@ -9,6 +9,15 @@ import (
 	"github.com/ctnet/ctnet/store"
 )
 
+// fwEndpoints is an attachment's endpoint in the firewall: none on a macvlan network,
+// whose traffic does not pass the host's bridge table.
+func fwEndpoints(a *store.Attachment) []firewall.Endpoint {
+	if a.HostVeth == "" {
+		return nil
+	}
+	return []firewall.Endpoint{fwEndpoint(a)}
+}
+
 func fwEndpoint(a *store.Attachment) firewall.Endpoint {
 	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: attachmentMAC(a), IP: a.IP}
 }
@@ -21,7 +30,7 @@ func fwContainer(c *store.Container) firewall.State {
 		return s
 	}
 	for i := range c.Attachments {
-		s.Endpoints = append(s.Endpoints, fwEndpoint(&c.Attachments[i]))
+		s.Endpoints = append(s.Endpoints, fwEndpoints(&c.Attachments[i])...)
 	}
 	// A copy: the firewall sorts what it is given, and the record's order is its own.
 	s.Ports = slices.Clone(c.Ports)
@@ -119,7 +128,9 @@ func (m *Manager) desiredFirewall(tx *store.Tx) (firewall.State, error) {
 		return s, err
 	}
 	for _, n := range networks {
-		s.Networks = append(s.Networks, fwNetwork(n))
+		if !isMacvlan(n) {
+			s.Networks = append(s.Networks, fwNetwork(n))
+		}
 	}
 	containers, err := tx.Containers()
 	if err != nil {

@@ -33,7 +33,7 @@ func (m *Manager) maybeDisableForwarding(o *op) (bool, error) {
 		return false, nil
 	}
 	networks, err := o.tx.Networks()
-	if err != nil || len(networks) > 0 {
+	if err != nil || bridgeNetworks(networks) > 0 {
 		return false, err
 	}
 	cur, err := m.host.ReadSysctl("net/ipv4/ip_forward")

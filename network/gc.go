@@ -50,6 +50,9 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	bridges := map[string]int{} // network ID to its bridge's index
 	for _, n := range networks {
 		networkIDs[n.ID] = n
+		if isMacvlan(n) {
+			continue // no bridge
+		}
 		br, err := link.ByName(m.host, n.Bridge)
 		var why string
 		switch {
@@ -118,7 +121,7 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	if err := m.reconcileFirewall(o, say); err != nil {
 		return nil, err
 	}
-	if err := m.reconcileForwarding(o, len(networks), say); err != nil {
+	if err := m.reconcileForwarding(o, bridgeNetworks(networks), say); err != nil {
 		return nil, err
 	}
 	m.removeOrphanRuntimeDirs(o, say)
@@ -168,6 +171,12 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 		if n == nil {
 			continue // its network is gone; removeOrphanRecords drops the lease
 		}
+		if isMacvlan(n) {
+			if err := m.replumbMacvlan(o, c, n, a, say); err != nil {
+				return err
+			}
+			continue
+		}
 		veth, err := link.ByName(m.host, a.HostVeth)
 		if err != nil && !errors.Is(err, link.ErrNotFound) {
 			return err
@@ -202,6 +211,25 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 			say("reconnected container %s to network %s (%s, interface %s)", c.Name, n.Name, a.IP, a.HostVeth)
 		}
 	}
+	return nil
+}
+
+// replumbMacvlan makes a live container's macvlan interface again if it is missing
+// from its namespace. A parent gone from the host is reported, not repaired: the
+// network's segment is not ctnet's to make.
+func (m *Manager) replumbMacvlan(o *op, c *store.Container, n *store.Network, a *store.Attachment, say func(string, ...any)) error {
+	present, err := m.macvlanPresent(o, c, a)
+	if err != nil || present {
+		return err
+	}
+	if _, err := link.ByName(m.host, n.Parent); errors.Is(err, link.ErrNotFound) {
+		say("could not reconnect container %s to macvlan network %s: its parent %s is gone from the host", c.Name, n.Name, n.Parent)
+		return nil
+	}
+	if err := m.plumbMacvlan(o, c, n, a); err != nil {
+		return err
+	}
+	say("reconnected container %s to macvlan network %s (%s, interface %s)", c.Name, n.Name, a.IP, a.IfName)
 	return nil
 }
 
@@ -326,6 +354,11 @@ func (m *Manager) removeOrphanNamespaces(o *op, live, records map[string]*store.
 			continue
 		}
 		path := filepath.Join(m.netnsDir(), e.Name())
+		if c := records[e.Name()]; c != nil && c.NetNS == path {
+			if err := m.removeMacvlans(o, c); err != nil {
+				return err
+			}
+		}
 		// What the container's command left running ends with its namespace.
 		killed, err := m.removeNamespace(o, path, true)
 		if err != nil {

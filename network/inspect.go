@@ -40,7 +40,12 @@ func (m *Manager) InspectContainer(ref string) (*ContainerInspect, error) {
 	}
 	var keys []string
 	for _, a := range c.Attachments {
-		keys = append(keys, a.HostVeth, a.IP.String())
+		if a.HostVeth != "" { // a macvlan interface has no firewall entries
+			keys = append(keys, a.HostVeth, a.IP.String())
+		}
+	}
+	if len(keys) == 0 {
+		return out, nil
 	}
 	out.Firewall, err = m.firewallEntries(keys)
 	return out, err
@@ -94,6 +99,10 @@ func (m *Manager) InspectNetwork(ref string) (*NetworkInspect, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if out.Driver == DriverMacvlan {
+		out.Firewall = []firewall.Entry{}
+		return out, nil
 	}
 	out.Firewall, err = m.firewallEntries([]string{out.Bridge, out.Subnet.Addr().String()})
 	return out, err

@@ -37,6 +37,12 @@ type NetworkSpec struct {
 	// NonMasquerade are CIDRs the network's traffic reaches without masquerade, and
 	// whose hosts reach its containers by routing; only on a masquerading network.
 	NonMasquerade []string
+	// Driver is bridge (also "") or macvlan; Parent is a macvlan network's host
+	// interface. IPRange is the part of the subnet addresses are allocated from
+	// (default: all of it).
+	Driver  string
+	Parent  string
+	IPRange string
 }
 
 // CreateNetwork creates a network: its record, its bridge and its firewall entries.
@@ -59,6 +65,9 @@ func (m *Manager) createNetwork(o *op, spec NetworkSpec) (*store.Network, error)
 	}
 	if err := o.tx.PutNetwork(n); err != nil {
 		return nil, err
+	}
+	if isMacvlan(n) {
+		return n, nil // no bridge, no firewall
 	}
 	if _, err := m.plumbNetwork(o, n); err != nil {
 		return nil, err
@@ -94,6 +103,9 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	if spec.Internal && spec.Masquerade != nil && *spec.Masquerade {
 		return nil, invalid("an --internal network has no way out: drop --opt masquerade=true")
 	}
+	if spec.wantsMacvlan() {
+		return m.planMacvlan(tx, n, spec)
+	}
 	n.Bridge = spec.Bridge
 	if n.Bridge == "" {
 		n.Bridge = "ct-" + n.ID[:12]
@@ -121,6 +133,9 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 		return nil, err
 	}
 	if n.NonMasquerade, err = parseNonMasquerade(spec, n.Masquerade); err != nil {
+		return nil, err
+	}
+	if err := planIPRange(n, spec.IPRange); err != nil {
 		return nil, err
 	}
 	if n.MTU == 0 {
@@ -152,7 +167,8 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 	var hostUses []link.Use
 	var taken []netip.Prefix
 	for _, u := range uses {
-		if !ours[u.Iface] {
+		// A macvlan network's subnet is its parent's segment, which the host reaches.
+		if !ours[u.Iface] && !isMacvlan(n) {
 			hostUses = append(hostUses, u)
 			taken = append(taken, u.Prefix)
 		}
@@ -259,6 +275,9 @@ func (m *Manager) RemoveNetwork(ctx context.Context, name string, force bool) er
 }
 
 func (m *Manager) removeNetwork(o *op, n *store.Network) error {
+	if isMacvlan(n) {
+		return o.tx.DeleteNetwork(n) // its containers' interfaces went with them
+	}
 	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Networks: []firewall.Network{fwNetwork(n)}}}); err != nil {
 		return err
 	}
@@ -273,7 +292,7 @@ func (m *Manager) removeNetwork(o *op, n *store.Network) error {
 	if err != nil {
 		return err
 	}
-	if len(remaining) == 0 {
+	if bridgeNetworks(remaining) == 0 {
 		// Nothing needs the tables any more: leave the host's ruleset as it was.
 		conn, err := m.host.NFT()
 		if err != nil {
@@ -381,6 +400,10 @@ func checkSameNetwork(n *store.Network, spec NetworkSpec) error {
 		return differ("masquerade", n.Masquerade, *spec.Masquerade)
 	case !sameNonMasquerade(n.NonMasquerade, spec.NonMasquerade):
 		return differ("non-masquerade ranges", n.NonMasquerade, spec.NonMasquerade)
+	case spec.Driver != "" && n.Driver != spec.Driver:
+		return differ("driver", n.Driver, spec.Driver)
+	case spec.Parent != "" && n.Parent != spec.Parent:
+		return differ("parent", n.Parent, spec.Parent)
 	}
 	return nil
 }

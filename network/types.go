@@ -203,9 +203,11 @@ type Port struct {
 	ContainerIP   netip.Addr `json:"container_ip"`
 }
 
-// Network is a network: everything its bridge and firewall entries are made from.
-// JSON keys: id, name, driver, bridge, subnet, gateway, mtu, internal, masquerade,
-// labels (omitted when empty), created, non_masquerade (omitted when empty).
+// Network is a network: everything its bridge and firewall entries are made from,
+// or, driver macvlan, its containers' interfaces on the parent's segment. JSON keys:
+// id, name, driver, bridge (empty for macvlan), subnet, gateway, mtu, internal,
+// masquerade, labels (omitted when empty), created, non_masquerade, parent and
+// ip_range (omitted when absent).
 type Network struct {
 	ID         string            `json:"id"`
 	Name       string            `json:"name"`
@@ -222,6 +224,10 @@ type Network struct {
 	// addresses instead of the host's, and the sources that reach them by routing
 	// (ip-masq-agent's nonMasqueradeCIDRs: a cluster's pod range).
 	NonMasquerade []netip.Prefix `json:"non_masquerade,omitempty"`
+	// Parent is a macvlan network's host interface, and IPRange the part of the
+	// subnet its addresses are allocated from (invalid: the whole subnet).
+	Parent  string       `json:"parent,omitempty"`
+	IPRange netip.Prefix `json:"ip_range,omitzero"`
 }
 
 func containerView(c *store.Container) *Container {

@@ -27,6 +27,10 @@ type Network struct {
 	// NonMasquerade are destinations reached without masquerade, whose sources reach
 	// the network by routing (nonMasqueradeCIDRs).
 	NonMasquerade []netip.Prefix `json:"non_masquerade,omitempty"`
+	// Parent is a macvlan network's host interface (Bridge is then empty), and
+	// IPRange the part of the subnet addresses are allocated from (invalid: all).
+	Parent  string       `json:"parent,omitempty"`
+	IPRange netip.Prefix `json:"ip_range,omitzero"`
 }
 
 // Container modes, as Docker names them.

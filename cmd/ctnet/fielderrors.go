@@ -15,6 +15,7 @@ var flagOf = map[string]string{
 	"Subnet": "--subnet", "Gateway": "--gateway", "Bridge": "--bridge", "MTU": "--mtu",
 	"NonMasquerade":         "--opt non-masquerade",
 	"Bandwidth.IngressRate": "--ingress-rate", "Bandwidth.EgressRate": "--egress-rate",
+	"Driver": "--driver", "Parent": "--parent", "IPRange": "--ip-range",
 }
 
 func flagName(field string) string {

@@ -28,15 +28,23 @@ func (a *app) networkCreateCommand() *cobra.Command {
 	var labels, opts []string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
-		Short: "Create a bridge network",
+		Short: "Create a bridge or macvlan network",
 		Long: `Create a network: a Linux bridge holding the gateway address, IPAM over the subnet,
 masquerade for the way out and isolation from other networks. Without --subnet a free
 subnet is picked from 172.17-31.0.0/16 and 192.168.0.0/16 (as /20s) that overlaps no
-route or address of the host and no other network.`,
+route or address of the host and no other network.
+
+With -d macvlan (Docker's macvlan driver, bridge mode) containers get a macvlan interface
+on the host interface --parent and their own addresses on its segment: --subnet is the
+segment's and --gateway its router; there is no bridge, no masquerade, no published port,
+and the host itself cannot reach its macvlan containers through the parent (the kernel
+does not pass traffic between a parent and its macvlans). ctnet's firewall does not see
+this traffic: isolation on the segment is the segment's (see ARCHITECTURE.md).`,
 		Example: `  ctnet network create web
   ctnet network create backend --subnet 172.30.0.0/24 --internal
   ctnet network create routed --subnet 10.99.0.0/24 --opt masquerade=false
-  ctnet network create pods --subnet 10.244.1.0/24 --opt non-masquerade=10.244.0.0/16`,
+  ctnet network create pods --subnet 10.244.1.0/24 --opt non-masquerade=10.244.0.0/16
+  ctnet network create lan -d macvlan --parent eth0 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.192/27`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
@@ -47,6 +55,8 @@ route or address of the host and no other network.`,
 			for _, o := range opts {
 				k, v, _ := strings.Cut(o, "=")
 				switch k {
+				case "parent": // Docker's -o parent=eth0
+					spec.Parent = v
 				case "masquerade":
 					b, err := strconv.ParseBool(v)
 					if err != nil {
@@ -56,7 +66,7 @@ route or address of the host and no other network.`,
 				case "non-masquerade":
 					spec.NonMasquerade = append(spec.NonMasquerade, strings.Split(v, ",")...)
 				default:
-					return usage("unknown --opt %q: the options are masquerade=true|false and non-masquerade=CIDR,...", o)
+					return usage("unknown --opt %q: the options are masquerade=true|false, non-masquerade=CIDR,... and, for -d macvlan, parent=IFACE", o)
 				}
 			}
 			return a.withRootManager("network create", func(m *network.Manager) error {
@@ -71,7 +81,10 @@ route or address of the host and no other network.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&spec.Subnet, "subnet", "", "IPv4 subnet in CIDR notation (default: a free one from the pools)")
-	fl.StringVar(&spec.Gateway, "gateway", "", "gateway address, held by the bridge (default: the subnet's first address)")
+	fl.StringVarP(&spec.Driver, "driver", "d", "bridge", "bridge, or macvlan: containers on the --parent interface's segment")
+	fl.StringVar(&spec.Parent, "parent", "", "a macvlan network's host interface, whose segment its containers join")
+	fl.StringVar(&spec.IPRange, "ip-range", "", "allocate addresses from this part of the subnet, in CIDR notation (default: all of it)")
+	fl.StringVar(&spec.Gateway, "gateway", "", "gateway address, held by the bridge; a macvlan network's router (default: the subnet's first address)")
 	fl.StringVar(&spec.Bridge, "bridge", "", "bridge interface name, at most 15 bytes (default: ct-<id>)")
 	fl.IntVar(&spec.MTU, "mtu", 0, "MTU (default: that of the host's default route interface)")
 	fl.BoolVar(&spec.Internal, "internal", false, "no way out and no way in: containers reach only each other")
@@ -131,7 +144,11 @@ func (a *app) networkLsCommand() *cobra.Command {
 					if !n.Masquerade && !n.Internal {
 						flags = append(flags, "routed")
 					}
-					t.row(shortID(n.ID, noTrunc), n.Name, n.Bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
+					bridge := n.Bridge
+					if n.Driver == network.DriverMacvlan {
+						bridge = "macvlan:" + n.Parent
+					}
+					t.row(shortID(n.ID, noTrunc), n.Name, bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
 				}
 				return t.flush()
 			})
@@ -188,7 +205,15 @@ template executed for each, with Docker's field names where Docker has the field
 func printNetwork(a *app, info *network.NetworkInspect) {
 	w := terminalText(a.stdout)
 	fmt.Fprintf(w, "Network %s (%s)\n", info.Name, info.ID)
-	fmt.Fprintf(w, "  bridge:     %s\n  subnet:     %s\n  gateway:    %s\n  mtu:        %d\n", info.Bridge, info.Subnet, info.Gateway, info.MTU)
+	if info.Driver == network.DriverMacvlan {
+		fmt.Fprintf(w, "  driver:     macvlan (bridge mode)\n  parent:     %s\n", info.Parent)
+	} else {
+		fmt.Fprintf(w, "  bridge:     %s\n", info.Bridge)
+	}
+	fmt.Fprintf(w, "  subnet:     %s\n  gateway:    %s\n  mtu:        %d\n", info.Subnet, info.Gateway, info.MTU)
+	if info.IPRange.IsValid() {
+		fmt.Fprintf(w, "  ip range:   %s\n", info.IPRange)
+	}
 	fmt.Fprintf(w, "  internal:   %t\n  masquerade: %t\n", info.Internal, info.Masquerade)
 	for _, p := range info.NonMasquerade {
 		fmt.Fprintf(w, "  not masqueraded to: %s\n", p)
