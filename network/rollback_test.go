@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -18,7 +19,7 @@ func setFailStep(t *testing.T, f func(step string) error) {
 }
 
 // randomPart is what differs between two runs of one change: IDs in names.
-var randomPart = regexp.MustCompile(`(vc|ct-)[0-9a-f]{8,}`)
+var randomPart = regexp.MustCompile(`(vc|ib|ct-)[0-9a-f]{8,}`)
 
 func stepName(step string) string { return randomPart.ReplaceAllString(step, "${1}ID") }
 
@@ -78,6 +79,55 @@ func TestRollbackAtEveryStep(t *testing.T) {
 		{"Remove attached with ports", func(h *testHost) func() error {
 			h.createNetwork("n1", "10.91.1.0/24")
 			h.attach("c1", "n1", "8080:80", "5353:53/udp")
+			return func() error { return h.m.Remove(h.t.Context(), "c1", false) }
+		}},
+		{"Create attached with bandwidth limits", func(h *testHost) func() error {
+			h.createNetwork("n1", "10.91.1.0/24")
+			spec := h.attachSpec("c1", "n1")
+			spec.Bandwidth = Bandwidth{IngressRate: 20e6, EgressRate: 10e6}
+			return func() error {
+				_, err := h.m.Create(h.t.Context(), spec)
+				return err
+			}
+		}},
+		{"Connect with bandwidth limits", func(h *testHost) func() error {
+			h.createNetwork("n1", "10.91.1.0/24")
+			h.createNetwork("n2", "10.91.2.0/24")
+			h.attach("c1", "n1")
+			return func() error {
+				_, err := h.m.Connect(h.t.Context(), "n2", "c1", ConnectOptions{Bandwidth: Bandwidth{EgressRate: 10e6}})
+				return err
+			}
+		}},
+		{"Remove attached with bandwidth limits", func(h *testHost) func() error {
+			h.createNetwork("n1", "10.91.1.0/24")
+			spec := h.attachSpec("c1", "n1")
+			spec.Bandwidth = Bandwidth{IngressRate: 20e6, EgressRate: 10e6}
+			if _, err := h.m.Create(h.t.Context(), spec); err != nil {
+				h.t.Fatal(err)
+			}
+			return func() error { return h.m.Remove(h.t.Context(), "c1", false) }
+		}},
+		{"Create attached on a macvlan network", func(h *testHost) func() error {
+			h.createMacvlan("lan", "10.92.0.0/24")
+			spec := h.attachSpec("c1", "lan")
+			return func() error {
+				_, err := h.m.Create(h.t.Context(), spec)
+				return err
+			}
+		}},
+		{"Connect to a macvlan network", func(h *testHost) func() error {
+			h.createNetwork("n1", "10.91.1.0/24")
+			h.createMacvlan("lan", "10.92.0.0/24")
+			h.attach("c1", "n1")
+			return func() error {
+				_, err := h.m.Connect(h.t.Context(), "lan", "c1", ConnectOptions{})
+				return err
+			}
+		}},
+		{"Remove attached on a macvlan network", func(h *testHost) func() error {
+			h.createMacvlan("lan", "10.92.0.0/24")
+			h.attach("c1", "lan")
 			return func() error { return h.m.Remove(h.t.Context(), "c1", false) }
 		}},
 		{"RemoveNetwork, the last", func(h *testHost) func() error {
@@ -146,6 +196,21 @@ func TestRollbackAtEveryStep(t *testing.T) {
 	}
 }
 
+// createMacvlan makes a macvlan network on a parent it adds to the host: a veth
+// (this kernel has no dummy device) whose two ends stay on the host.
+func (h *testHost) createMacvlan(name, subnet string) *Network {
+	h.t.Helper()
+	h.run(h.sb.Path, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
+	h.t.Cleanup(func() { exec.Command("ip", "-n", h.sb.Name, "link", "del", "lan0").Run() })
+	h.run(h.sb.Path, "ip", "link", "set", "lan0", "up")
+	h.run(h.sb.Path, "ip", "link", "set", "lan1", "up")
+	n, err := h.m.CreateNetwork(h.t.Context(), NetworkSpec{Name: name, Subnet: subnet, Driver: DriverMacvlan, Parent: "lan0"})
+	if err != nil {
+		h.t.Fatalf("create macvlan network %s: %v", name, err)
+	}
+	return n
+}
+
 func (h *testHost) connect(network, ref string, opts ConnectOptions) *Attachment {
 	h.t.Helper()
 	a, err := h.m.Connect(h.t.Context(), network, ref, opts)
@@ -168,7 +233,12 @@ func (h *testHost) vethPeers() map[string]vethPeer {
 	peers := map[string]vethPeer{}
 	for _, c := range cs {
 		for _, a := range c.Attachments {
-			peers[a.HostVeth] = vethPeer{c.NetNS, a.IfName}
+			if a.HostVeth == "" {
+				// A macvlan interface, named by the step that deletes it.
+				peers["macvlan "+a.IfName+" of "+c.Name] = vethPeer{c.NetNS, a.IfName}
+			} else {
+				peers[a.HostVeth] = vethPeer{c.NetNS, a.IfName}
+			}
 		}
 	}
 	return peers
@@ -186,6 +256,10 @@ func withoutDeletedLinks(state map[string]string, steps []string, peers map[stri
 			}
 		} else if name, ok := strings.CutPrefix(step, "delete bridge "); ok {
 			gone["host"] = append(gone["host"], name)
+		} else if name, ok := strings.CutPrefix(step, "delete ifb "); ok {
+			gone["host"] = append(gone["host"], name)
+		} else if p, ok := peers[strings.TrimPrefix(step, "delete ")]; ok && strings.HasPrefix(step, "delete macvlan ") {
+			gone[p.netns] = append(gone[p.netns], p.ifName)
 		}
 	}
 	out := map[string]string{}
