@@ -63,6 +63,14 @@ func keepNetwork(e *env) {
 	e.runDetached("--name", "k2", "--network", "keep", "--", "sleep", "600")
 }
 
+// keepMacvlan is keepNetwork with a macvlan network on a segment and a container on it.
+func keepMacvlan(e *env) {
+	keepNetwork(e)
+	addSegment(e.t, e)
+	e.must("network", "create", "lan", "-d", "macvlan", "--parent", "lan0", "--subnet", segmentSubnet, "--gateway", segmentRouter)
+	e.runDetached("--name", "k3", "--network", "lan", "--", "sleep", "600")
+}
+
 func nothing(*env) {}
 
 // TestCrash kills ctnet with SIGKILL right after its k-th kernel change, for every k
@@ -86,6 +94,11 @@ func TestCrash(t *testing.T) {
 				e.runDetached("--name", "victim", "--network", "keep", "--egress-rate", "10M", "--", "sleep", "600")
 			},
 			cmd: []string{"rm", "-f", "victim"}},
+		{name: "run -d on a macvlan network", base: keepMacvlan, setup: nothing, atomic: true,
+			cmd: []string{"run", "-d", "--name", "victim", "--network", "lan", "--", "sleep", "600"}},
+		{name: "rm -f on a macvlan network", base: keepMacvlan, repaired: true, retry: true,
+			setup: func(e *env) { e.runDetached("--name", "victim", "--network", "lan", "--", "sleep", "600") },
+			cmd:   []string{"rm", "-f", "victim"}},
 		{name: "run --rm", base: keepNetwork, setup: nothing, atomic: true,
 			cmd: []string{"run", "--rm", "--name", "victim", "--network", "keep", "-p", "9090:80", "--", "true"}},
 		{name: "run refused after its first changes", atomic: true,

@@ -32,6 +32,21 @@ type storeNetwork struct {
 	Gateway    string `json:"gateway"`
 	Internal   bool   `json:"internal"`
 	Masquerade bool   `json:"masquerade"`
+	Driver     string `json:"driver"`
+}
+
+func (n storeNetwork) macvlan() bool { return n.Driver == "macvlan" }
+
+// bridgeNetworks counts the networks with a bridge, which need the firewall and
+// forwarding.
+func (s storeState) bridgeNetworks() int {
+	count := 0
+	for _, n := range s.Networks {
+		if !n.macvlan() {
+			count++
+		}
+	}
+	return count
 }
 
 // storeContainer is the part of `ctnet ps -a --format json` the checks read.
@@ -294,8 +309,11 @@ func (e *env) checkConsistent(t *testing.T) {
 	wantAlias := map[string]string{} // link name → tag
 	networks := map[string]storeNetwork{}
 	for _, n := range st.Networks {
-		wantAlias[n.Bridge] = "ctnet:network:" + n.ID
 		networks[n.ID] = n
+		if n.macvlan() {
+			continue
+		}
+		wantAlias[n.Bridge] = "ctnet:network:" + n.ID
 		l, ok := links[n.Bridge]
 		switch {
 		case !ok:
@@ -327,6 +345,15 @@ func (e *env) checkConsistent(t *testing.T) {
 		inside := e.linksIn(prefix)
 		var wantDefault []string
 		for _, a := range c.Networks {
+			if networks[a.NetworkID].macvlan() {
+				if iface, ok := inside[a.Interface]; !ok || iface.LinkInfo.Kind != "macvlan" {
+					t.Errorf("container %s: its macvlan %s is missing inside", c.Name, a.Interface)
+				}
+				if a.Interface == "eth0" {
+					wantDefault = append(wantDefault, "via "+a.Gateway+" dev eth0")
+				}
+				continue
+			}
 			wantAlias[a.HostVeth] = "ctnet:container:" + c.ID
 			if a.IFB != "" {
 				wantAlias[a.IFB] = "ctnet:container:" + c.ID
@@ -376,7 +403,7 @@ func (e *env) checkConsistent(t *testing.T) {
 		t.Errorf("namespaces under the root: files %v, mounts %v; the store's live containers own %v", files, mounts, wantNS)
 	}
 	tables, elements := e.nftElements()
-	if len(st.Networks) == 0 {
+	if st.bridgeNetworks() == 0 {
 		if len(tables) > 0 {
 			t.Errorf("firewall tables %v remain without networks", tables)
 		}
@@ -408,7 +435,7 @@ func (e *env) checkConsistent(t *testing.T) {
 		}
 	}
 	wantForward := "0"
-	if len(st.Networks) > 0 {
+	if st.bridgeNetworks() > 0 {
 		wantForward = "1"
 	}
 	if out, _ := e.hostRun("sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != wantForward {
@@ -430,6 +457,9 @@ func (e *env) wantElements(st storeState) map[string]bool {
 	add := func(family, set, element string) { want[family+" "+set+": "+element] = true }
 	add("inet", "owner", fmt.Sprintf("root comment %q", e.root))
 	for _, n := range st.Networks {
+		if n.macvlan() {
+			continue
+		}
 		subnet := netip.MustParsePrefix(n.Subnet).Masked().String() + " . " + n.Bridge
 		add("inet", "bridges", n.Bridge)
 		add("inet", "same_bridge", n.Bridge+" . "+n.Bridge)
@@ -447,6 +477,9 @@ func (e *env) wantElements(st storeState) map[string]bool {
 			continue
 		}
 		for _, a := range c.Networks {
+			if a.HostVeth == "" {
+				continue // macvlan
+			}
 			add("bridge", "ports", a.HostVeth)
 			add("bridge", "port_macs", a.HostVeth+" . "+a.MAC)
 			add("bridge", "port_ips", a.HostVeth+" . "+a.IP)

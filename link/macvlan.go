@@ -70,3 +70,24 @@ func AddMacvlan(host *netns.NS, v Macvlan) (index int, err error) {
 	}
 	return l.Attrs().Index, nil
 }
+
+// DeleteMacvlans deletes the macvlan interfaces ctnet made in a namespace (those of
+// its group), and returns their names: before a namespace is given up, so that they
+// leave their parent now rather than in the kernel's later cleanup of the namespace.
+func DeleteMacvlans(ns *netns.NS) ([]string, error) {
+	links, err := List(ns)
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	for _, l := range links {
+		if l.Type() != "macvlan" || l.Attrs().Group != Group {
+			continue
+		}
+		if err := Delete(ns, l.Attrs().Name); err != nil {
+			return deleted, err
+		}
+		deleted = append(deleted, l.Attrs().Name)
+	}
+	return deleted, nil
+}

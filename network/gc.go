@@ -354,10 +354,8 @@ func (m *Manager) removeOrphanNamespaces(o *op, live, records map[string]*store.
 			continue
 		}
 		path := filepath.Join(m.netnsDir(), e.Name())
-		if c := records[e.Name()]; c != nil && c.NetNS == path {
-			if err := m.removeMacvlans(o, c); err != nil {
-				return err
-			}
+		if err := m.removeMacvlansIn(o, path); err != nil {
+			return err
 		}
 		// What the container's command left running ends with its namespace.
 		killed, err := m.removeNamespace(o, path, true)
@@ -377,6 +375,21 @@ func (m *Manager) removeOrphanNamespaces(o *op, live, records map[string]*store.
 	released, err := netns.ReleasePinDir(m.netnsDir())
 	if released {
 		say("unmounted %s: it holds no namespace", m.netnsDir())
+	}
+	return err
+}
+
+// removeMacvlansIn deletes ctnet's macvlan interfaces from a namespace it is about
+// to remove, whether or not the store knows the container (a command killed before
+// its commit), for the reason removeMacvlans gives.
+func (m *Manager) removeMacvlansIn(o *op, path string) error {
+	ns, err := o.open(path)
+	if err != nil {
+		return nil // no namespace left behind the file: nothing in it either
+	}
+	deleted, err := link.DeleteMacvlans(ns)
+	for _, name := range deleted {
+		o.step("delete macvlan " + name + " in " + path)
 	}
 	return err
 }
