@@ -309,3 +309,27 @@ func TestWithIPAMError(t *testing.T) {
 		})
 	}
 }
+
+// The bandwidth capability's keys become the library's limits, field by field, and a
+// bad one is refused naming its key as the configuration writes it.
+func TestBandwidthLimits(t *testing.T) {
+	conf, err := parseConf([]byte(`{"name":"n","runtimeConfig":{"bandwidth":{"ingressRate":20000000,"ingressBurst":400000,"egressRate":10000000,"egressBurst":200000}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := network.Bandwidth{IngressRate: 20e6, IngressBurst: 400e3, EgressRate: 10e6, EgressBurst: 200e3}
+	if got := conf.limits(); got != want {
+		t.Errorf("limits %+v, want %+v", got, want)
+	}
+	none, err := parseConf([]byte(`{"name":"n"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := none.limits(); !got.IsZero() {
+		t.Errorf("limits without the capability: %+v, want none", got)
+	}
+	bad := &network.FieldError{Field: "Bandwidth.EgressBurst", Err: errors.New("a burst must be given with a rate in the same direction")}
+	if got := confText(bad); !strings.Contains(got, "bad runtimeConfig.bandwidth.egressBurst") {
+		t.Errorf("confText names the field as %q, want runtimeConfig.bandwidth.egressBurst", got)
+	}
+}
