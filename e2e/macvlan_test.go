@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -21,11 +23,19 @@ const (
 // host's second NIC on a LAN; removed at cleanup, before the env's own checks.
 func addSegment(t *testing.T, e *env) {
 	t.Helper()
-	e.host.MustRun(t, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1", "netns", e.wan.Name)
-	t.Cleanup(func() { e.host.Try("ip", "link", "del", "lan0") })
-	e.host.MustRun(t, "ip", "link", "set", "lan0", "up")
-	e.wan.MustRun(t, "ip", "addr", "add", segmentRouter+"/24", "dev", "lan1")
-	e.wan.MustRun(t, "ip", "link", "set", "lan1", "up")
+	// Made as lab.AddWAN makes the uplink, so that it works after e.reboot too, whose
+	// new boot does not see the wan's name.
+	for _, args := range [][]string{
+		{"ip", "link", "add", "lan0", "netns", e.host.Name, "type", "veth", "peer", "name", "lan1", "netns", e.wan.Name},
+		{"ip", "-n", e.host.Name, "link", "set", "lan0", "up"},
+		{"ip", "-n", e.wan.Name, "addr", "add", segmentRouter + "/24", "dev", "lan1"},
+		{"ip", "-n", e.wan.Name, "link", "set", "lan1", "up"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "-n", e.host.Name, "link", "del", "lan0").Run() })
 }
 
 // A macvlan network puts containers on the parent's segment with their own
@@ -159,4 +169,48 @@ func TestMacvlanBadInput(t *testing.T) {
 	e.runDetached("--name", "ok", "--network", "lan", "--", "true")
 	e.must("rm", "-f", "ok")
 	e.must("network", "rm", "x", "lan", "web")
+}
+
+// After a reboot a macvlan network's record is all there is: the first change
+// releases its containers, whose namespaces and interfaces are gone, doctor reports
+// a parent missing from the new host, and once the segment is back a container on the
+// network reaches it with its own address again; gc then has nothing to do.
+func TestRebootMacvlan(t *testing.T) {
+	e := newEnv(t)
+	addSegment(t, e)
+	e.must("network", "create", "lan", "-d", "macvlan", "--parent", "lan0", "--subnet", segmentSubnet, "--gateway", segmentRouter)
+	e.runDetached("--name", "before", "--network", "lan", "--", "sleep", "600")
+
+	e.reboot("before")
+	// As TestReboot: the fresh host is what the leak check compares with.
+	fresh := maps.Clone(e.host.Snapshot(t, e.root))
+	fresh["namespaces under root"], fresh["mounts under root"] = e.before["namespaces under root"], e.before["mounts under root"]
+	e.before = fresh
+	r := e.ctnet("doctor")
+	if r.Code == 0 || !strings.Contains(r.Stdout, "parent lan0 of macvlan network lan is gone from the host") {
+		t.Errorf("doctor on a host without the parent: %s", r)
+	}
+	// The old host's end of the segment took the wan's with it, in the background.
+	if !eventually(func() bool { _, err := e.wanRun("ip", "link", "show", "lan1"); return err != nil }) {
+		t.Fatal("the wan's end of the old segment outlives the old host")
+	}
+	addSegment(t, e)
+	server := e.wan.Command(t.Context(), peerServer(7000)...)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Process.Kill(); server.Wait() })
+	e.runDetached("--name", "after", "--network", "lan", "--", "sleep", "600")
+	if state := e.inspect("before").State; state != "exited" {
+		t.Errorf("the container from before the reboot is %s, want exited", state)
+	}
+	ip := e.kernelAddr("after", "eth0")
+	if !eventually(func() bool { return askPeer(e.containerRun("after"), segmentRouter, 7000) == ip }) {
+		t.Errorf("after the reboot, a container on the macvlan network does not reach the segment with its own address %s", ip)
+	}
+	if report := e.gc(); len(report) > 0 {
+		t.Errorf("gc after the restore: %v, want nothing to do", report)
+	}
+	e.must("rm", "-f", "before", "after")
+	e.must("network", "rm", "lan")
 }
