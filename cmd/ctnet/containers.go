@@ -437,7 +437,7 @@ func (a *app) attachCommand() *cobra.Command {
 	var f runFlags
 	var netnsPath, ifName string
 	cmd := &cobra.Command{
-		Use:   "attach --netns PATH --name NAME [--network NET] [--ip IP] [--ifname IF] [-p PORT]...",
+		Use:   "attach --netns PATH --name NAME [--network NET] [--ip IP] [--ifname IF] [-p PORT]... [--ingress-rate RATE] [--egress-rate RATE]",
 		Short: "Connect a network namespace made by something else, as a container without a process",
 		Long: `Connect a namespace that another tool made (ip netns add, unshare, a runtime) to a
 network: eth0 with an address, a default route, published ports. "ctnet rm NAME" detaches
