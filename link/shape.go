@@ -29,7 +29,7 @@ type Shaping struct {
 	Limits bandwidth.Limits
 }
 
-// latency is how long a packet may wait in a bucket's queue before it is dropped,
+// latencyUsec is how long a packet may wait in a bucket's queue before it is dropped,
 // CNI's bandwidth plugin's: it sizes the queue (tbf's limit).
 const latencyUsec = 25_000
 

@@ -8,8 +8,9 @@ import (
 
 // FieldError is a field of a spec that cannot be used as given. Field names it as
 // the spec types do ("IP", "Ports", "Hostname", "Aliases", "DNS", "ExtraHosts",
-// "NetNS", "IfName", "Network", "UserNet.CIDR", "UserNet.MTU"; "Subnet", "Gateway",
-// "Bridge", "MTU" of a NetworkSpec), Value is what was given (empty when the field
+// "NetNS", "IfName", "Network", "UserNet.CIDR", "UserNet.MTU", "Bandwidth.IngressRate"
+// and the other limits; "Subnet", "Gateway", "Bridge", "MTU", "Driver", "Parent",
+// "IPRange" of a NetworkSpec), Value is what was given (empty when the field
 // as a whole is wrong), and Err says why: another FieldError when the value broke
 // the rules of another field, as an alias those of a hostname. It matches ErrInvalid
 // with errors.Is, and whatever Err matches.
