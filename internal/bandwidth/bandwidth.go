@@ -89,10 +89,12 @@ func FormatRate(bits uint64) string {
 	return strconv.FormatUint(bits, 10) + "bit"
 }
 
-// DefaultBurst is the burst of a rate given without one: 10 ms at the rate, and at
-// least 128 kbit (16 KiB, eleven full-size frames), so that a bucket always holds
-// more than one packet and the rate, not the bucket, sets the pace.
-func DefaultBurst(rate uint64) uint64 { return max(rate/100, 128_000) }
+// DefaultBurst is the burst of a rate given without one: 50 ms at the rate, and at
+// least 128 kbit (16 KiB, eleven full-size frames). A bucket refills only when the
+// kernel's timer wakes the queue: one that holds less than a late wake-up's worth
+// (a busy host's timers run late by milliseconds) loses those tokens, and the flow
+// falls short of its rate.
+func DefaultBurst(rate uint64) uint64 { return max(rate/20, 128_000) }
 
 // Bounds of a burst: below a full frame nothing passes, and 4 GiB is the most a
 // token bucket's limit holds (CNI's bandwidth plugin's bound too; containerd asks
