@@ -138,6 +138,24 @@ func TestBandwidthLimits(t *testing.T) {
 		t.Errorf("the unlimited container's veth %s is shaped: %s", free, out)
 	}
 
+	// Shaping taken away behind ctnet's back is made again by gc, and shaping intact
+	// is left alone.
+	if report := e.gc(); len(report) > 0 {
+		t.Errorf("gc with the limits in place: %v, want nothing to do", report)
+	}
+	e.host.MustRun(t, "tc", "qdisc", "del", "dev", att.HostVeth, "root")
+	if report := strings.Join(e.gc(), "\n"); !strings.Contains(report, "reconnected container limited") {
+		t.Errorf("gc after the veth's token bucket was deleted does not reconnect the container:\n%s", report)
+	}
+	att.HostVeth = e.inspect("limited").Networks[0].HostVeth
+	if out := e.output("tc", "qdisc", "show", "dev", att.HostVeth); !strings.Contains(out, "rate 20Mbit") {
+		t.Errorf("after gc, tc on host veth %s: %s; want the 20Mbit tbf back", att.HostVeth, out)
+	}
+	e.host.MustRun(t, "tc", "filter", "del", "dev", att.HostVeth, "ingress")
+	if report := strings.Join(e.gc(), "\n"); !strings.Contains(report, "reconnected container limited") {
+		t.Errorf("gc after the redirect to the ifb was deleted does not reconnect the container:\n%s", report)
+	}
+
 	e.must("rm", "-f", "limited")
 	if out, err := e.hostRun("ip", "link", "show", att.IFB); err == nil {
 		t.Errorf("ifb %s is left after rm: %s", att.IFB, out)

@@ -145,3 +145,66 @@ func tbf(index int, rate, burst uint64) *netlink.Tbf {
 		Rate:       rate / 8, Buffer: uint32(bufferTicks), Limit: uint32(limit),
 	}
 }
+
+// Shaped reports whether a host veth and its ifb still have the shaping s describes:
+// each limited direction's token bucket at its rate, the ifb tagged, the veth's
+// ingress redirected. Anything else (a qdisc deleted or replaced by hand) is for the
+// caller to make again.
+func Shaped(host *netns.NS, s Shaping) (bool, error) {
+	h, err := host.Netlink()
+	if err != nil {
+		return false, err
+	}
+	veth, err := h.LinkByName(s.HostVeth)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if s.Limits.IngressRate > 0 {
+		if ok, err := hasTBF(h, veth, s.Limits.IngressRate); err != nil || !ok {
+			return false, err
+		}
+	}
+	if s.Limits.EgressRate == 0 {
+		return true, nil
+	}
+	ifb, err := h.LinkByName(s.IFB)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil || ifb.Attrs().Alias != s.Alias {
+		return false, err
+	}
+	if ok, err := hasTBF(h, ifb, s.Limits.EgressRate); err != nil || !ok {
+		return false, err
+	}
+	filters, err := retryDump(func() ([]netlink.Filter, error) { return h.FilterList(veth, netlink.MakeHandle(0xffff, 0)) })
+	if err != nil {
+		return false, fmt.Errorf("list filters of %s: %w", s.HostVeth, err)
+	}
+	for _, f := range filters {
+		if u, ok := f.(*netlink.U32); ok && len(u.Actions) == 1 {
+			if m, ok := u.Actions[0].(*netlink.MirredAction); ok && m.Ifindex == ifb.Attrs().Index {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// hasTBF reports whether a link's root qdisc is a token bucket at rate (bits per
+// second).
+func hasTBF(h *netlink.Handle, l netlink.Link, rate uint64) (bool, error) {
+	qdiscs, err := retryDump(func() ([]netlink.Qdisc, error) { return h.QdiscList(l) })
+	if err != nil {
+		return false, fmt.Errorf("list qdiscs of %s: %w", l.Attrs().Name, err)
+	}
+	for _, q := range qdiscs {
+		if t, ok := q.(*netlink.Tbf); ok && t.Parent == netlink.HANDLE_ROOT {
+			return t.Rate == rate/8, nil
+		}
+	}
+	return false, nil
+}

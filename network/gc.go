@@ -184,7 +184,7 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 		if err == nil {
 			// A veth of another bridge, or left untagged by an interrupted plumbing, is
 			// made again.
-			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) && m.ifbIntact(c, a) {
+			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) && m.shaped(c, a) {
 				continue
 			}
 			if err := link.Delete(m.host, a.HostVeth); err != nil {
@@ -320,14 +320,14 @@ func usesLink(c *store.Container, name string) bool {
 	return false
 }
 
-// ifbIntact reports whether an attachment's ifb device, if it has one, is there and
-// finished; shaping is made again with the veth otherwise.
-func (m *Manager) ifbIntact(c *store.Container, a *store.Attachment) bool {
-	if a.IFB == "" {
+// shaped reports whether an attachment's limits, if it has any, are on its veth and
+// ifb as the store describes them; the attachment is made again otherwise.
+func (m *Manager) shaped(c *store.Container, a *store.Attachment) bool {
+	if a.Bandwidth == nil {
 		return true
 	}
-	l, err := link.ByName(m.host, a.IFB)
-	return err == nil && l.Attrs().Alias == link.ContainerAlias(c.ID)
+	ok, err := link.Shaped(m.host, link.Shaping{HostVeth: a.HostVeth, IFB: a.IFB, Alias: link.ContainerAlias(c.ID), Limits: *a.Bandwidth})
+	return err == nil && ok
 }
 
 func usesVeth(c *store.Container, name string) bool {
