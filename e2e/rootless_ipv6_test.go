@@ -13,24 +13,13 @@ import (
 	"github.com/ctnet/ctnet/internal/lab"
 )
 
-// The wan link's IPv6 addresses (a documentation prefix), which these tests add
-// beside lab.AddWAN's IPv4 ones.
-const (
-	hostUplinkIP6 = "2001:db8:ff::1"
-	wanIP6        = "2001:db8:ff::2"
-)
-
-// newUserEnv6 is newUserEnv whose sandbox host reaches a wan over IPv6 too: the
-// uplink has hostUplinkIP6, the wan wanIP6, and the host's IPv6 default route
-// points at the wan.
+// newUserEnv6 is newUserEnv with a wan, which lab.AddWAN reaches over both families
+// (lab.HostUplinkIP6 on the uplink, lab.WANIP6 the wan and the host's IPv6 default
+// route).
 func newUserEnv6(t *testing.T) (*userEnv, *lab.WAN) {
 	t.Helper()
 	u := newUserEnv(t)
-	wan := u.host.AddWAN(t)
-	u.host.MustRun(t, "ip", "addr", "add", hostUplinkIP6+"/64", "dev", "uplink0", "nodad")
-	wan.MustRun(t, "ip", "addr", "add", wanIP6+"/64", "dev", "wan0", "nodad")
-	u.host.MustRun(t, "ip", "-6", "route", "add", "default", "via", wanIP6, "dev", "uplink0")
-	return u, wan
+	return u, u.host.AddWAN(t)
 }
 
 // serveIn runs a server in sb until the test ends, stopping it by its PID.
@@ -68,8 +57,8 @@ func TestRootlessIPv6WayOut(t *testing.T) {
 	r := u.ctnet("run", "--rm", "--dns", "198.51.100.10:5353", "--", "sh", "-c",
 		"ip -6 -o addr show dev tap0 scope global; ip -6 route show default; "+
 			"grep ^nameserver /etc/resolv.conf; "+
-			"echo TCP $(socat -T2 - TCP6:["+wanIP6+"]:8080,connect-timeout=5); "+
-			"ping -6 -c1 -W2 "+wanIP6+" >/dev/null && echo PING6-OK; "+
+			"echo TCP $(socat -T2 - TCP6:["+lab.WANIP6+"]:8080,connect-timeout=5); "+
+			"ping -6 -c1 -W2 "+lab.WANIP6+" >/dev/null && echo PING6-OK; "+
 			"python3 -c 'import socket,struct\n"+
 			"q=struct.pack(\"!HHHHHH\",7,0x100,1,0,0,0)+b\"\\x04svc6\\x04test\\x00\"+struct.pack(\"!HH\",28,1)\n"+
 			"s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.settimeout(3);s.sendto(q,(\"fd00::3\",53))\n"+
@@ -81,8 +70,8 @@ func TestRootlessIPv6WayOut(t *testing.T) {
 	if addr == "" || strings.Contains(addr, "tentative") {
 		t.Errorf("tap0 should have fd00::100/64, not tentative, when the command starts:\n%s", r.Stdout)
 	}
-	if l := firstLineWith(r.Stdout, "TCP "); peerAddr(strings.TrimPrefix(l, "TCP ")) != hostUplinkIP6 {
-		t.Errorf("the wan's server saw the container as %q, want the host's uplink %s:\n%s", l, hostUplinkIP6, r)
+	if l := firstLineWith(r.Stdout, "TCP "); peerAddr(strings.TrimPrefix(l, "TCP ")) != lab.HostUplinkIP6 {
+		t.Errorf("the wan's server saw the container as %q, want the host's uplink %s:\n%s", l, lab.HostUplinkIP6, r)
 	}
 	for _, want := range []string{
 		"default via fd00::2 dev tap0",
@@ -161,15 +150,15 @@ func TestRootlessIPv6PublishedPorts(t *testing.T) {
 		wantFirst bool   // the server needs a moment to start: wait for this one
 	}{
 		{"tcp from the host on ::1", u.host.Try, "[::1]", 8086, false, "::1", true},
-		{"tcp from the wan", wan.Try, "[" + hostUplinkIP6 + "]", 8086, false, wanIP6, false},
+		{"tcp from the wan", wan.Try, "[" + lab.HostUplinkIP6 + "]", 8086, false, lab.WANIP6, false},
 		{"tcp from the host over IPv4", u.host.Try, "127.0.0.1", 8086, false, "::ffff:127.0.0.1", false},
-		{"udp from the wan", wan.Try, "[" + hostUplinkIP6 + "]", 8088, true, wanIP6, true},
+		{"udp from the wan", wan.Try, "[" + lab.HostUplinkIP6 + "]", 8088, true, lab.WANIP6, true},
 		{"udp from the host on ::1", u.host.Try, "[::1]", 8088, true, "::1", false},
 		{"udp from the host over IPv4", u.host.Try, "127.0.0.1", 8088, true, "::ffff:127.0.0.1", false},
 		{"tcp on [::1] from the host", u.host.Try, "[::1]", 8087, false, "::1", false},
-		{"tcp on [::1] from the wan", wan.Try, "[" + hostUplinkIP6 + "]", 8087, false, "", false},
+		{"tcp on [::1] from the wan", wan.Try, "[" + lab.HostUplinkIP6 + "]", 8087, false, "", false},
 		// A server on IPv4 alone serves IPv6 clients from the IPv4 gateway.
-		{"tcp to an IPv4-only server from the wan", wan.Try, "[" + hostUplinkIP6 + "]", 8090, false, "10.0.2.2", false},
+		{"tcp to an IPv4-only server from the wan", wan.Try, "[" + lab.HostUplinkIP6 + "]", 8090, false, "10.0.2.2", false},
 		{"tcp to an IPv4-only server from the host over IPv4", u.host.Try, "127.0.0.1", 8090, false, "127.0.0.1", false},
 	}
 	for _, c := range cases {
@@ -262,12 +251,12 @@ func TestRootlessIPv6HostLoopback(t *testing.T) {
 	u, _ := newUserEnv6(t)
 	serveIn(t, u.host, "socat", "TCP6-LISTEN:9090,bind=[::1],fork,reuseaddr", "SYSTEM:echo host-loopback-v6")
 	serveIn(t, u.host, "socat", "TCP4-LISTEN:9091,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo host-loopback-v4")
-	serveIn(t, u.host, "socat", "TCP6-LISTEN:9092,bind=["+hostUplinkIP6+"],fork,reuseaddr", "SYSTEM:echo host-uplink")
+	serveIn(t, u.host, "socat", "TCP6-LISTEN:9092,bind=["+lab.HostUplinkIP6+"],fork,reuseaddr", "SYSTEM:echo host-uplink")
 	eventually(func() bool { return askPeer(u.host.Try, "[::1]", 9090) != "" })
 
 	probe := "echo GW $(socat -T2 - TCP6:[fd00::2]:9090,connect-timeout=3 2>&1 | tr -d '\\n'); " +
 		"/usr/bin/python3 -c '" + forgedSYNScript + "' MAPPED=::ffff:127.0.0.1,9091 COMPAT=::127.0.0.1,9091 " +
-		"UNSPECIFIED=::,9090 LOOPBACK=::1,9090 UPLINK=" + hostUplinkIP6 + ",9092"
+		"UNSPECIFIED=::,9090 LOOPBACK=::1,9090 UPLINK=" + lab.HostUplinkIP6 + ",9092"
 	r := u.ctnet("run", "--rm", "--", "sh", "-c", probe)
 	if r.Code != 0 {
 		t.Fatalf("rootless run: %s", r)
@@ -282,7 +271,7 @@ func TestRootlessIPv6HostLoopback(t *testing.T) {
 		}
 	}
 	if l := firstLineWith(r.Stdout, "UPLINK "); l != "UPLINK SYNACK" {
-		t.Errorf("positive control: a SYN to the host's %s should be answered, got %q:\n%s", hostUplinkIP6, l, r)
+		t.Errorf("positive control: a SYN to the host's %s should be answered, got %q:\n%s", lab.HostUplinkIP6, l, r)
 	}
 
 	r = u.ctnet("run", "--rm", "--allow-host-loopback", "--", "socat", "-T2", "-", "TCP6:[fd00::2]:9090,connect-timeout=3")
@@ -300,8 +289,8 @@ func TestRootlessIPv6HostWithout(t *testing.T) {
 	u.host.AddLoopbackAddr(t, "198.51.100.10/32")
 	web := u.host.ListenTCP(t, "198.51.100.10:8080")
 	go serveHTTP(web, "ipv4 still works")
-	probe := "timeout 10 socat -T2 - TCP6:[" + wanIP6 + "]:80,connect-timeout=8 </dev/null; echo TCP6 $?; " +
-		"echo hi | timeout 10 socat -T5 - UDP6:[" + wanIP6 + "]:53 ; echo UDP6 $?; " +
+	probe := "timeout 10 socat -T2 - TCP6:[" + lab.WANIP6 + "]:80,connect-timeout=8 </dev/null; echo TCP6 $?; " +
+		"echo hi | timeout 10 socat -T5 - UDP6:[" + lab.WANIP6 + "]:53 ; echo UDP6 $?; " +
 		"curl -s -m5 http://198.51.100.10:8080/"
 	for _, ipv6 := range []string{"without a route", "turned off"} {
 		if ipv6 == "turned off" {

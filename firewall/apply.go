@@ -66,20 +66,30 @@ func (s State) elements() (elements, error) {
 		addI(setOwner, nftables.SetElement{Key: ifname(rulesKey), Comment: rulesVersion})
 	}
 	for _, n := range s.Networks {
-		if !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() {
-			return e, fmt.Errorf("network on %s: subnet %s is not an IPv4 subnet", n.Bridge, n.Subnet)
+		if n.Subnet.IsValid() && !n.Subnet.Addr().Is4() || n.Subnet6.IsValid() && !n.Subnet6.Addr().Is6() || !n.Subnet.IsValid() && !n.Subnet6.IsValid() {
+			return e, fmt.Errorf("network on %s: subnets %s and %s are not an IPv4 and an IPv6 subnet", n.Bridge, n.Subnet, n.Subnet6)
 		}
 		br := ifname(n.Bridge)
-		subnet := rangeOn(n.Subnet, br)
 		addI(setBridges, nftables.SetElement{Key: br})
 		addI(setSameBridge, nftables.SetElement{Key: cat(br, br)})
-		addI(setSubnets, subnet)
+		for _, family := range []struct {
+			subnet               netip.Prefix
+			subnets, masqueraded string
+		}{{n.Subnet, setSubnets, setMasqSubnets}, {n.Subnet6, setSubnets6, setMasqSubnets6}} {
+			if !family.subnet.IsValid() {
+				continue
+			}
+			subnet := rangeOn(family.subnet, br)
+			addI(family.subnets, subnet)
+			if n.Masquerade && !n.Internal {
+				addI(family.masqueraded, subnet)
+			}
+		}
 		if n.Internal {
 			addI(setInternal, nftables.SetElement{Key: br})
 			continue
 		}
 		if n.Masquerade {
-			addI(setMasqSubnets, subnet)
 			addI(setNATBridges, nftables.SetElement{Key: br})
 			for _, p := range n.NonMasquerade {
 				if !p.IsValid() || !p.Addr().Is4() {
@@ -94,46 +104,52 @@ func (s State) elements() (elements, error) {
 		if err != nil {
 			return e, err
 		}
-		if !p.ContainerIP.Is4() {
-			return e, fmt.Errorf("port %s: container address must be IPv4", p)
+		// The container's address says the family; a host address, if any, must
+		// be of the same.
+		ports, portsAny := mapPorts, mapPortsAny
+		if p.ContainerIP.Is6() {
+			ports, portsAny = mapPorts6, mapPortsAny6
 		}
-		cip := p.ContainerIP.As4()
-		val := cat(cip[:], port16(p.ContainerPort))
+		if !p.ContainerIP.IsValid() || p.ContainerIP.Is4In6() || p.HostIP.IsValid() && p.HostIP.Is4() != p.ContainerIP.Is4() {
+			return e, fmt.Errorf("port %s: the host and container addresses must be of one family", p)
+		}
+		val := cat(p.ContainerIP.AsSlice(), port16(p.ContainerPort))
 		if p.AnyAddress() {
-			addI(mapPortsAny, nftables.SetElement{Key: cat([]byte{proto}, port16(p.HostPort)), Val: val})
+			addI(portsAny, nftables.SetElement{Key: cat([]byte{proto}, port16(p.HostPort)), Val: val})
 			continue
 		}
-		if !p.HostIP.Is4() {
-			return e, fmt.Errorf("port %s: host address must be IPv4", p)
-		}
-		hip := p.HostIP.As4()
-		addI(mapPorts, nftables.SetElement{Key: cat(hip[:], []byte{proto}, port16(p.HostPort)), Val: val})
+		addI(ports, nftables.SetElement{Key: cat(p.HostIP.AsSlice(), []byte{proto}, port16(p.HostPort)), Val: val})
 	}
 	for _, ep := range s.Endpoints {
-		if len(ep.MAC) != 6 || !ep.IP.Is4() {
-			return e, fmt.Errorf("endpoint %s: needs a MAC and an IPv4 address", ep.HostVeth)
+		if len(ep.MAC) != 6 || ep.IP.IsValid() && !ep.IP.Is4() || ep.IP6.IsValid() && (!ep.IP6.Is6() || ep.IP6.Is4In6()) || !ep.IP.IsValid() && !ep.IP6.IsValid() {
+			return e, fmt.Errorf("endpoint %s: needs a MAC and an IPv4 or IPv6 address (or both)", ep.HostVeth)
 		}
 		port := ifname(ep.HostVeth)
-		ip := ep.IP.As4()
 		addB(setPorts, nftables.SetElement{Key: port})
 		addB(setPortMACs, nftables.SetElement{Key: cat(port, ep.MAC)})
-		addB(setPortIPs, nftables.SetElement{Key: cat(port, ip[:])})
+		if ep.IP.IsValid() {
+			addB(setPortIPs, nftables.SetElement{Key: cat(port, ep.IP.AsSlice())})
+		}
+		if ep.IP6.IsValid() {
+			addB(setPortIPs6, nftables.SetElement{Key: cat(port, ep.IP6.AsSlice())})
+			addB(setPortIPs6, nftables.SetElement{Key: cat(port, LinkLocal(ep.MAC).AsSlice())})
+		}
 	}
 	return e, nil
 }
 
-// rangeOn is the interval element "prefix . bridge".
+// rangeOn is the interval element "prefix . bridge", of either family.
 func rangeOn(p netip.Prefix, br []byte) nftables.SetElement {
-	first, last := p.Masked().Addr().As4(), lastAddr(p)
-	return nftables.SetElement{Key: cat(first[:], br), KeyEnd: cat(last[:], br)}
+	return nftables.SetElement{Key: cat(p.Masked().Addr().AsSlice(), br), KeyEnd: cat(lastAddr(p), br)}
 }
 
-func lastAddr(p netip.Prefix) [4]byte {
-	a := p.Masked().Addr().As4()
-	v := binary.BigEndian.Uint32(a[:]) | (uint32(1)<<(32-p.Bits()) - 1)
-	var out [4]byte
-	binary.BigEndian.PutUint32(out[:], v)
-	return out
+// lastAddr is the last address of a prefix of either family, as bytes.
+func lastAddr(p netip.Prefix) []byte {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return b
 }
 
 func newSet(t *nftables.Table, s setSpec) *nftables.Set {

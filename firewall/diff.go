@@ -114,6 +114,8 @@ func describeValue(types []nftables.SetDatatype, b []byte) string {
 			parts = append(parts, fmt.Sprintf("%q", strings.TrimRight(string(v), "\x00")))
 		case nftables.TypeIPAddr.Name:
 			parts = append(parts, netip.AddrFrom4([4]byte(v)).String())
+		case nftables.TypeIP6Addr.Name:
+			parts = append(parts, netip.AddrFrom16([16]byte(v)).String())
 		case nftables.TypeInetService.Name:
 			parts = append(parts, fmt.Sprint(binary.BigEndian.Uint16(v)))
 		case nftables.TypeInetProto.Name:

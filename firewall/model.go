@@ -26,9 +26,10 @@ const TableName = "ctnet"
 // Network is one network's share of the firewall.
 type Network struct {
 	Bridge     string
-	Subnet     netip.Prefix
-	Internal   bool // no way out, no way in
-	Masquerade bool // traffic leaving by another interface is masqueraded
+	Subnet     netip.Prefix // invalid on an IPv6-only network
+	Subnet6    netip.Prefix // invalid without IPv6
+	Internal   bool         // no way out, no way in
+	Masquerade bool         // traffic leaving by another interface is masqueraded
 	// NonMasquerade are the destinations a masquerading network's traffic reaches with
 	// its containers' own addresses (ip-masq-agent's nonMasqueradeCIDRs: the cluster's
 	// pod range), and the sources that reach its containers by routing, as pods on
@@ -37,11 +38,22 @@ type Network struct {
 }
 
 // Endpoint is one container interface: the host end of its veth and the only source
-// MAC and IPv4 address it may send from.
+// MAC and addresses it may send from: IP (IPv4), and on a network with IPv6, IP6
+// and the link-local address its MAC gives (EUI-64).
 type Endpoint struct {
 	HostVeth string
 	MAC      net.HardwareAddr
-	IP       netip.Addr
+	IP       netip.Addr // invalid on an IPv6-only network
+	IP6      netip.Addr // invalid without IPv6
+}
+
+// LinkLocal is the EUI-64 link-local address of an interface with this MAC, the
+// one the kernel gives it (addr_gen_mode 0, which ctnet sets).
+func LinkLocal(mac net.HardwareAddr) netip.Addr {
+	var a [16]byte
+	a[0], a[1] = 0xfe, 0x80
+	copy(a[8:], []byte{mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+	return netip.AddrFrom16(a)
 }
 
 // Port is one published port.

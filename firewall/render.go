@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -22,16 +23,24 @@ func inetElements(s State) map[string][]string {
 	}
 	for _, n := range s.Networks {
 		br := fmt.Sprintf("%q", n.Bridge)
-		subnet := n.Subnet.Masked().String() + " . " + br
 		out[setBridges] = append(out[setBridges], br)
 		out[setSameBridge] = append(out[setSameBridge], br+" . "+br)
-		out[setSubnets] = append(out[setSubnets], subnet)
+		for _, family := range []struct {
+			subnet               netip.Prefix
+			subnets, masqueraded string
+		}{{n.Subnet, setSubnets, setMasqSubnets}, {n.Subnet6, setSubnets6, setMasqSubnets6}} {
+			if !family.subnet.IsValid() {
+				continue
+			}
+			subnet := family.subnet.Masked().String() + " . " + br
+			out[family.subnets] = append(out[family.subnets], subnet)
+			if n.Masquerade && !n.Internal {
+				out[family.masqueraded] = append(out[family.masqueraded], subnet)
+			}
+		}
 		if n.Internal {
 			out[setInternal] = append(out[setInternal], br)
-			continue
-		}
-		if n.Masquerade {
-			out[setMasqSubnets] = append(out[setMasqSubnets], subnet)
+		} else if n.Masquerade {
 			out[setNATBridges] = append(out[setNATBridges], br)
 			for _, p := range n.NonMasquerade {
 				out[setUnmasked] = append(out[setUnmasked], p.Masked().String()+" . "+br)
@@ -40,10 +49,14 @@ func inetElements(s State) map[string][]string {
 	}
 	for _, p := range s.Ports {
 		val := fmt.Sprintf("%s . %d", p.ContainerIP, p.ContainerPort)
+		ports, portsAny := mapPorts, mapPortsAny
+		if p.ContainerIP.Is6() {
+			ports, portsAny = mapPorts6, mapPortsAny6
+		}
 		if p.AnyAddress() {
-			out[mapPortsAny] = append(out[mapPortsAny], fmt.Sprintf("%s . %d : %s", p.Proto, p.HostPort, val))
+			out[portsAny] = append(out[portsAny], fmt.Sprintf("%s . %d : %s", p.Proto, p.HostPort, val))
 		} else {
-			out[mapPorts] = append(out[mapPorts], fmt.Sprintf("%s . %s . %d : %s", p.HostIP, p.Proto, p.HostPort, val))
+			out[ports] = append(out[ports], fmt.Sprintf("%s . %s . %d : %s", p.HostIP, p.Proto, p.HostPort, val))
 		}
 	}
 	return out
@@ -55,7 +68,12 @@ func bridgeElements(s State) map[string][]string {
 		port := fmt.Sprintf("%q", ep.HostVeth)
 		out[setPorts] = append(out[setPorts], port)
 		out[setPortMACs] = append(out[setPortMACs], port+" . "+ep.MAC.String())
-		out[setPortIPs] = append(out[setPortIPs], port+" . "+ep.IP.String())
+		if ep.IP.IsValid() {
+			out[setPortIPs] = append(out[setPortIPs], port+" . "+ep.IP.String())
+		}
+		if ep.IP6.IsValid() {
+			out[setPortIPs6] = append(out[setPortIPs6], port+" . "+ep.IP6.String(), port+" . "+LinkLocal(ep.MAC).String())
+		}
 	}
 	return out
 }

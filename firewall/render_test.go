@@ -37,16 +37,22 @@ func representative() State {
 				NonMasquerade: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("192.0.2.0/24")}},
 			{Bridge: "ct-0123456789ab", Subnet: netip.MustParsePrefix("172.18.0.0/16"), Internal: true},
 			{Bridge: "ct-routed", Subnet: netip.MustParsePrefix("192.168.16.0/20")},
+			{Bridge: "ct-dual", Subnet: netip.MustParsePrefix("172.19.0.0/16"), Subnet6: netip.MustParsePrefix("fd63:746e:7400::/64"), Masquerade: true},
+			{Bridge: "ct-v6routed", Subnet6: netip.MustParsePrefix("2001:db8:1::/64")},
 		},
 		Endpoints: []Endpoint{
 			{HostVeth: "vc0badf00d", MAC: mac("02:42:ac:11:00:02"), IP: a("172.17.0.2")},
 			{HostVeth: "vc1234abcd-1", MAC: mac("02:42:ac:12:00:05"), IP: a("172.18.0.5")},
+			{HostVeth: "vcdua1dua1", MAC: mac("02:42:ac:13:00:02"), IP: a("172.19.0.2"), IP6: a("fd63:746e:7400::2")},
+			{HostVeth: "vc6666aaaa", MAC: mac("02:43:01:02:03:04"), IP6: a("2001:db8:1::2")},
 		},
 		Ports: []Port{
 			{Proto: "tcp", HostPort: 8080, ContainerIP: a("172.17.0.2"), ContainerPort: 80},
 			{Proto: "udp", HostIP: a("0.0.0.0"), HostPort: 5353, ContainerIP: a("172.17.0.2"), ContainerPort: 53},
 			{Proto: "tcp", HostIP: a("127.0.0.1"), HostPort: 8443, ContainerIP: a("172.17.0.2"), ContainerPort: 443},
 			{Proto: "sctp", HostIP: a("10.0.0.1"), HostPort: 9, ContainerIP: a("172.17.0.2"), ContainerPort: 9},
+			{Proto: "tcp", HostPort: 8080, ContainerIP: a("fd63:746e:7400::2"), ContainerPort: 80, HostIP: a("::")},
+			{Proto: "udp", HostIP: a("2001:db8::5"), HostPort: 5353, ContainerIP: a("2001:db8:1::2"), ContainerPort: 53},
 		},
 	}
 }
@@ -197,7 +203,10 @@ func TestElementsRefuseWhatTheKernelCannotHold(t *testing.T) {
 		s    State
 	}{
 		{"unknown protocol", State{Ports: []Port{{Proto: "icmp", HostPort: 1, ContainerIP: a("10.0.0.2"), ContainerPort: 1}}}},
-		{"IPv6 container address", State{Ports: []Port{{Proto: "tcp", HostPort: 1, ContainerIP: a("fd00::2"), ContainerPort: 1}}}},
+		{"IPv4 host address, IPv6 container address", State{Ports: []Port{{Proto: "tcp", HostIP: a("10.0.0.1"), HostPort: 1, ContainerIP: a("fd00::2"), ContainerPort: 1}}}},
+		{"IPv4-mapped container address", State{Ports: []Port{{Proto: "tcp", HostPort: 1, ContainerIP: a("::ffff:10.0.0.2"), ContainerPort: 1}}}},
+		{"endpoint with an IPv4 address as its IPv6 one", State{Endpoints: []Endpoint{{HostVeth: "vc1", MAC: mac("02:00:00:00:00:01"), IP6: a("10.0.0.2")}}}},
+		{"network without a subnet", State{Networks: []Network{{Bridge: "ct-x"}}}},
 		{"no container address", State{Ports: []Port{{Proto: "tcp", HostPort: 1, ContainerPort: 1}}}},
 		{"IPv6 host address", State{Ports: []Port{{Proto: "tcp", HostIP: a("::1"), HostPort: 1, ContainerIP: a("10.0.0.2"), ContainerPort: 1}}}},
 		{"endpoint without MAC", State{Endpoints: []Endpoint{{HostVeth: "vc1", IP: a("10.0.0.2")}}}},

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -20,7 +21,8 @@ const (
 	reg1  = unix.NFT_REG_1
 	reg9  = 9 // NFT_REG32_01
 	reg10 = 10
-	reg12 = 12 // NFT_REG32_04, right after a 16-byte ifname in reg 1
+	reg12 = 12 // NFT_REG32_04, right after a 16-byte ifname or IPv6 address in reg 1
+	reg13 = 13
 )
 
 // Set names, as they appear in `nft list table`.
@@ -37,6 +39,12 @@ const (
 	setPortMACs    = "port_macs"    // (bridge table) port . MAC a container may send from
 	setPortIPs     = "port_ips"     // (bridge table) port . IPv4 address a container may send from
 	setOwner       = "owner"        // one element, "root", whose comment is the ctnet root managing the tables
+	// The same for IPv6.
+	setSubnets6     = "subnets6"
+	setMasqSubnets6 = "masq_subnets6"
+	mapPorts6       = "ports6"
+	mapPortsAny6    = "ports_any6" // proto . port → container ip . port, for every host IPv6 address
+	setPortIPs6     = "port_ips6"  // (bridge table) port . IPv6 address, link-local included
 )
 
 // setUnmasked holds range . bridge: the peers a masquerading network exchanges
@@ -73,6 +81,14 @@ var inetSets = []setSpec{
 	{name: mapPortsAny,
 		key:  []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService},
 		data: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeInetService}},
+	{name: setSubnets6, key: []nftables.SetDatatype{nftables.TypeIP6Addr, nftables.TypeIFName}, interval: true},
+	{name: setMasqSubnets6, key: []nftables.SetDatatype{nftables.TypeIP6Addr, nftables.TypeIFName}, interval: true},
+	{name: mapPorts6,
+		key:  []nftables.SetDatatype{nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService},
+		data: []nftables.SetDatatype{nftables.TypeIP6Addr, nftables.TypeInetService}},
+	{name: mapPortsAny6,
+		key:  []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService},
+		data: []nftables.SetDatatype{nftables.TypeIP6Addr, nftables.TypeInetService}},
 	ownerSet,
 }
 
@@ -82,6 +98,7 @@ var bridgeSets = []setSpec{
 	{name: setPorts, key: []nftables.SetDatatype{nftables.TypeIFName}},
 	{name: setPortMACs, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeEtherAddr}},
 	{name: setPortIPs, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeIPAddr}},
+	{name: setPortIPs6, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeIP6Addr}},
 }
 
 type chainSpec struct {
@@ -149,6 +166,10 @@ func ipv4Only() []expr.Any {
 	return []expr.Any{meta(expr.MetaKeyNFPROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.NFPROTO_IPV4})}
 }
 
+func ipv6Only() []expr.Any {
+	return []expr.Any{meta(expr.MetaKeyNFPROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.NFPROTO_IPV6})}
+}
+
 // ctBits matches packets whose conntrack key has any of mask's bits set.
 func ctBits(key expr.CtKey, mask uint32) []expr.Any {
 	return []expr.Any{
@@ -165,6 +186,9 @@ const (
 	rtnLocal             = 2 // RTN_LOCAL
 	ipv4SaddrOffset      = 12
 	ipv4DaddrOffset      = 16
+	ipv6SaddrOffset      = 8
+	ipv6DaddrOffset      = 24
+	udpDportDHCPv6Server = 547
 	transportDportOffset = 2
 	etherSaddrOffset     = 6
 	arpSenderEtherOffset = 8
@@ -172,6 +196,7 @@ const (
 	etherTypeIPv4        = 0x0800
 	etherTypeARP         = 0x0806
 	etherTypeIPv6        = 0x86dd
+	ndRouterSolicit      = 133
 	ndRouterAdvert       = 134
 	ndRedirect           = 137
 )
@@ -211,6 +236,23 @@ func dnatFromMap() expr.Any {
 	return &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: reg9, RegProtoMax: reg9, Specified: true}
 }
 
+// dnat6FromMap is dnatFromMap for a map to an IPv6 address (four registers) and a
+// port.
+func dnat6FromMap() expr.Any {
+	return &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV6, RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: reg12, RegProtoMax: reg12, Specified: true}
+}
+
+// linkLocalSource matches an IPv6 source in fe80::/10, after protocol(etherTypeIPv6).
+func linkLocalSource() []expr.Any {
+	mask, want := make([]byte, 16), make([]byte, 16)
+	mask[0], mask[1], want[0], want[1] = 0xff, 0xc0, 0xfe, 0x80
+	return one(
+		load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 16, Mask: mask, Xor: make([]byte, 16)},
+		cmp(expr.CmpOpEq, reg1, want),
+	)
+}
+
 var inetRules = []ruleSpec{
 	// Bridges have route_localnet on, for 127.0.0.1 publishing; without this rule a
 	// container that routes 127.0.0.1 to its gateway reaches the host's loopback
@@ -222,6 +264,12 @@ var inetRules = []ruleSpec{
 		exprs: join(one(meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))), ipv4Only(), one(
 			load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 1, reg1),
 			cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)))},
+	// IPv6 has no route_localnet and the kernel drops ::1 from other interfaces
+	// itself; the rule says so here too, whatever a later kernel does.
+	{chain: "raw", text: `iifname != "lo" ip6 daddr ::1 drop`,
+		exprs: join(one(meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))), ipv6Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv6DaddrOffset, 16, reg1),
+			cmp(expr.CmpOpEq, reg1, netip.IPv6Loopback().AsSlice()), verdict(expr.VerdictDrop)))},
 	{chain: "prerouting", text: "fib daddr type local jump publish",
 		comment: "published ports on local addresses",
 		exprs:   join(fibDaddrLocal(), one(jump("publish")))},
@@ -239,18 +287,39 @@ var inetRules = []ruleSpec{
 			meta(expr.MetaKeyL4PROTO, reg1),
 			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg9),
 			mapLookup(mapPortsAny), dnatFromMap()))},
+	{chain: "publish", text: "dnat ip6 to ip6 daddr . meta l4proto . th dport map @" + mapPorts6,
+		exprs: join(ipv6Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv6DaddrOffset, 16, reg1),
+			meta(expr.MetaKeyL4PROTO, reg12),
+			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg13),
+			mapLookup(mapPorts6), dnat6FromMap()))},
+	{chain: "publish", text: "meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @" + mapPortsAny6,
+		exprs: join(ipv6Only(), one(
+			meta(expr.MetaKeyL4PROTO, reg1),
+			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg9),
+			mapLookup(mapPortsAny6), dnat6FromMap()))},
 	{chain: "postrouting", text: "ct status dnat ip saddr . oifname @" + setSubnets + " masquerade",
 		comment: "hairpin: a container reaching a published port of its own network",
 		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
 			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
 			meta(expr.MetaKeyOIFNAME, reg9),
 			lookup(setSubnets, reg1), &expr.Masq{}))},
+	{chain: "postrouting", text: "ct status dnat ip6 saddr . oifname @" + setSubnets6 + " masquerade",
+		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv6Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+			meta(expr.MetaKeyOIFNAME, reg12),
+			lookup(setSubnets6, reg1), &expr.Masq{}))},
 	{chain: "postrouting", text: "ip saddr . oifname @" + setSubnets + " return",
 		comment: "traffic that stays on its own network",
 		exprs: join(ipv4Only(), one(
 			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
 			meta(expr.MetaKeyOIFNAME, reg9),
 			lookup(setSubnets, reg1), verdict(expr.VerdictReturn)))},
+	{chain: "postrouting", text: "ip6 saddr . oifname @" + setSubnets6 + " return",
+		exprs: join(ipv6Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+			meta(expr.MetaKeyOIFNAME, reg12),
+			lookup(setSubnets6, reg1), verdict(expr.VerdictReturn)))},
 	{chain: "postrouting", text: "ct status dnat ip saddr 127.0.0.0/8 masquerade",
 		comment: "the host reaching a published port on 127.0.0.1",
 		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
@@ -268,6 +337,12 @@ var inetRules = []ruleSpec{
 			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
 			meta(expr.MetaKeyIIFNAME, reg9),
 			lookup(setMasqSubnets, reg1), &expr.Masq{}))},
+	{chain: "postrouting", text: "ip6 saddr . iifname @" + setMasqSubnets6 + " masquerade",
+		comment: "the way out, IPv6 (NAT66)",
+		exprs: join(ipv6Only(), one(
+			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+			meta(expr.MetaKeyIIFNAME, reg12),
+			lookup(setMasqSubnets6, reg1), &expr.Masq{}))},
 	{chain: "forward", text: "iifname . oifname @" + setSameBridge + " accept",
 		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), meta(expr.MetaKeyOIFNAME, reg12),
 			lookup(setSameBridge, reg1), verdict(expr.VerdictAccept))},
@@ -339,10 +414,25 @@ var bridgeRules = []ruleSpec{
 			lookup(setPortIPs, reg1),
 			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderEtherOffset, 6, reg12),
 			lookup(setPortMACs, reg1), verdict(expr.VerdictAccept)))},
-	// ctnet's networks are IPv4 and their interfaces have IPv6 off: no IPv6 frame
-	// from a container port passes, so none can spoof neighbour advertisements.
+	// IPv6 from a container's own addresses, its link-local one included: neighbour
+	// discovery and everything else. A port without IPv6 has no element here.
+	{chain: "prerouting", text: "iifname . ip6 saddr @" + setPortIPs6 + " accept",
+		exprs: join(protocol(etherTypeIPv6), one(
+			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg12),
+			lookup(setPortIPs6, reg1), verdict(expr.VerdictAccept)))},
+	// What a host asks for before it has an address of its own link-local one:
+	// harmless to the host (not a router for its ports' solicitations, no DHCPv6
+	// server) and what a container's own stack may send.
+	{chain: "prerouting", text: "ip6 saddr fe80::/10 icmpv6 type nd-router-solicit accept",
+		comment: "router solicitations and DHCPv6 from link-local addresses",
+		exprs:   join(protocol(etherTypeIPv6), linkLocalSource(), icmpv6Type(ndRouterSolicit), one(verdict(expr.VerdictAccept)))},
+	{chain: "prerouting", text: "ip6 saddr fe80::/10 udp dport 547 accept",
+		exprs: join(protocol(etherTypeIPv6), linkLocalSource(), one(
+			meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.IPPROTO_UDP}),
+			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(udpDportDHCPv6Server)),
+			verdict(expr.VerdictAccept)))},
 	{chain: "prerouting", text: "drop",
-		comment: "anything else from a container port is spoofed or not IPv4",
+		comment: "anything else from a container port is spoofed",
 		exprs:   one(verdict(expr.VerdictDrop))},
 }
 

@@ -8,6 +8,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -139,18 +140,31 @@ func List(ns *netns.NS) ([]netlink.Link, error) {
 }
 
 // MACFor derives a stable, locally administered MAC from an IPv4 address, as Docker
-// does (02:42 followed by the address), so a container's MAC follows its address.
+// does (02:42 followed by the address), so a container's MAC follows its address. An
+// IPv6 address (of an IPv6-only network) gives 02:43 followed by four bytes of a hash
+// of the whole address: its last four bytes alone would give every network's
+// gateway ::1 one MAC.
 func MACFor(ip netip.Addr) net.HardwareAddr {
-	a := ip.As4()
-	return net.HardwareAddr{0x02, 0x42, a[0], a[1], a[2], a[3]}
+	if ip.Is4() {
+		a := ip.As4()
+		return net.HardwareAddr{0x02, 0x42, a[0], a[1], a[2], a[3]}
+	}
+	h := fnv.New32a()
+	a := ip.As16()
+	h.Write(a[:])
+	v := h.Sum32()
+	return net.HardwareAddr{0x02, 0x43, byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }
 
 // Bridge describes a network's bridge.
 type Bridge struct {
 	Name    string
 	MTU     int
-	Gateway netip.Prefix // the bridge's address: gateway/subnet bits
-	Alias   string
+	Gateway netip.Prefix // the bridge's address: gateway/subnet bits; invalid without IPv4
+	// Gateway6 is the bridge's IPv6 address with the subnet's bits; without one the
+	// bridge has IPv6 off.
+	Gateway6 netip.Prefix
+	Alias    string
 }
 
 // EnsureBridge makes the bridge exist, up, with its MTU, its gateway address and
@@ -186,7 +200,11 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		// and change as they come and go. Derived from the gateway address, it is the
 		// same when the bridge is made again (after a reboot, or by gc), so containers'
 		// neighbour entries for the gateway stay right.
-		attrs.HardwareAddr = MACFor(b.Gateway.Addr())
+		gw := b.Gateway.Addr()
+		if !gw.IsValid() {
+			gw = b.Gateway6.Addr()
+		}
+		attrs.HardwareAddr = MACFor(gw)
 		br := &netlink.Bridge{LinkAttrs: attrs}
 		if err := h.LinkAdd(br); err != nil {
 			return 0, false, fmt.Errorf("create bridge %s: %w", b.Name, err)
@@ -201,7 +219,12 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 	default:
 		return 0, false, fmt.Errorf("look up bridge %s: %w", b.Name, err)
 	}
-	if err := disableIPv6(ns, b.Name); err != nil {
+	if b.Gateway6.IsValid() {
+		err = enableIPv6(ns, b.Name)
+	} else {
+		err = disableIPv6(ns, b.Name)
+	}
+	if err != nil {
 		return l.Attrs().Index, created, err
 	}
 	if l.Attrs().MTU != b.MTU {
@@ -216,9 +239,16 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		}
 		fault.Point("bring up bridge " + b.Name)
 	}
-	addr := &netlink.Addr{IPNet: ipNet(b.Gateway)}
-	if err := h.AddrReplace(l, addr); err != nil {
-		return l.Attrs().Index, created, fmt.Errorf("add address %s to %s: %w", b.Gateway, b.Name, err)
+	for _, gw := range []netip.Prefix{b.Gateway, b.Gateway6} {
+		if !gw.IsValid() {
+			continue
+		}
+		// No duplicate address detection: the gateway is usable at once, and on
+		// ctnet's own bridge nobody else may claim it.
+		addr := &netlink.Addr{IPNet: ipNet(gw), Flags: unix.IFA_F_NODAD}
+		if err := h.AddrReplace(l, addr); err != nil {
+			return l.Attrs().Index, created, fmt.Errorf("add address %s to %s: %w", gw, b.Name, err)
+		}
 	}
 	if tag {
 		fault.Point("add address " + b.Gateway.String() + " to bridge " + b.Name + " untagged")
@@ -254,6 +284,9 @@ type Veth struct {
 	PeerName    string
 	PeerNS      *netns.NS
 	PeerMAC     net.HardwareAddr
+	// IPv6 keeps IPv6 on in the peer, which then neither autoconfigures nor takes
+	// router advertisements; the host end, a bridge port, has it off regardless.
+	IPv6 bool
 }
 
 // AddVeth creates the pair in one netlink request — the host end enslaved and up, the
@@ -310,7 +343,12 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	if err := disableIPv6(host, v.HostName); err != nil {
 		return 0, err
 	}
-	if err := disableIPv6(v.PeerNS, v.PeerName); err != nil {
+	if v.IPv6 {
+		err = enableIPv6(v.PeerNS, v.PeerName)
+	} else {
+		err = disableIPv6(v.PeerNS, v.PeerName)
+	}
+	if err != nil {
 		return 0, err
 	}
 	ph, err := v.PeerNS.Netlink()
@@ -375,6 +413,25 @@ func disableIPv6(ns *netns.NS, name string) error {
 	return err
 }
 
+// enableIPv6 keeps IPv6 on an interface of a network that has it, but without the
+// parts that take orders from the link: no router advertisements (nor addresses
+// and routes from them) and no duplicate address detection, since every address
+// ctnet gives is static and unique. Written while the interface is down, before
+// IPv6 is turned on, so nothing is configured from the link even for a moment.
+func enableIPv6(ns *netns.NS, name string) error {
+	for _, s := range []struct{ key, value string }{
+		{"accept_ra", "0"}, {"autoconf", "0"}, {"accept_dad", "0"}, {"addr_gen_mode", "0"}, {"disable_ipv6", "0"},
+	} {
+		if err := ns.WriteSysctl("net/ipv6/conf/"+name+"/"+s.key, s.value); err != nil {
+			if errors.Is(err, fs.ErrNotExist) && !ipv6Present(ns) {
+				return fmt.Errorf("turn IPv6 on for %s: this kernel has no IPv6", name)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
 // ipv6Present reports whether the namespace's kernel has IPv6 (not booted with
 // ipv6.disable=1, built with it).
 func ipv6Present(ns *netns.NS) bool {
@@ -382,34 +439,49 @@ func ipv6Present(ns *netns.NS) bool {
 	return !errors.Is(err, fs.ErrNotExist)
 }
 
-// Iface is the layer-3 set-up of a container interface.
+// Iface is the layer-3 set-up of a container interface: an address and gateway per
+// family the network has.
 type Iface struct {
-	Index   int
-	Address netip.Prefix // the container's address with the subnet's bits
-	Gateway netip.Addr   // default route via this address; none if invalid
+	Index    int
+	Address  netip.Prefix // the container's IPv4 address with the subnet's bits; none if invalid
+	Gateway  netip.Addr   // default route via this address; none if invalid
+	Address6 netip.Prefix // the container's IPv6 address; none if invalid
+	Gateway6 netip.Addr   // IPv6 default route via this address; none if invalid
 }
 
-// ConfigureIface adds the address and, if a gateway is given, the default route.
+// ConfigureIface adds the addresses and, for each gateway given, a default route. An
+// IPv6 address is added without duplicate address detection: ctnet's IPAM made it
+// unique, and it is usable (not "tentative") the moment this returns.
 func ConfigureIface(ns *netns.NS, i Iface) error {
 	h, err := ns.Netlink()
 	if err != nil {
 		return err
 	}
-	addr := &netlink.Addr{IPNet: ipNet(i.Address), LinkIndex: i.Index}
-	if err := h.AddrAdd(nil, addr); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add address %s: the container already has it", i.Address)
+	for _, family := range []struct {
+		address netip.Prefix
+		gateway netip.Addr
+		flags   int
+	}{{i.Address, i.Gateway, 0}, {i.Address6, i.Gateway6, unix.IFA_F_NODAD}} {
+		if !family.address.IsValid() {
+			continue
 		}
-		return fmt.Errorf("add address %s: %w", i.Address, err)
-	}
-	if i.Gateway.IsValid() {
-		fault.Point("add address " + i.Address.String())
-		r := &netlink.Route{LinkIndex: i.Index, Gw: i.Gateway.AsSlice()}
+		addr := &netlink.Addr{IPNet: ipNet(family.address), LinkIndex: i.Index, Flags: family.flags}
+		if err := h.AddrAdd(nil, addr); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("add address %s: the container already has it", family.address)
+			}
+			return fmt.Errorf("add address %s: %w", family.address, err)
+		}
+		if !family.gateway.IsValid() {
+			continue
+		}
+		fault.Point("add address " + family.address.String())
+		r := &netlink.Route{LinkIndex: i.Index, Gw: family.gateway.AsSlice()}
 		if err := h.RouteAdd(r); err != nil {
 			if errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("add default route via %s: the container already has a default route", i.Gateway)
+				return fmt.Errorf("add default route via %s: the container already has a default route", family.gateway)
 			}
-			return fmt.Errorf("add default route via %s: %w", i.Gateway, err)
+			return fmt.Errorf("add default route via %s: %w", family.gateway, err)
 		}
 	}
 	return nil

@@ -99,3 +99,37 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	ones, _ := n.Mask.Size()
 	return netip.PrefixFrom(a.Unmap(), ones), true
 }
+
+// UsedPrefixes6 is UsedPrefixes for IPv6: the destinations of the main table's
+// non-default routes and the subnets of addresses, link-local, multicast and
+// loopback aside (every interface has those, and no network's subnet can be one).
+func UsedPrefixes6(ns *netns.NS) ([]Use, error) {
+	h, _, names, err := linksByIndex(ns)
+	if err != nil {
+		return nil, err
+	}
+	global := func(p netip.Prefix) bool {
+		a := p.Addr()
+		return !a.IsLinkLocalUnicast() && !a.IsMulticast() && !a.IsLoopback()
+	}
+	var out []Use
+	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V6) })
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if p, ok := prefixOf(r.Dst); ok && p.Bits() > 0 && global(p) {
+			out = append(out, Use{Prefix: p.Masked(), Kind: "route", Iface: names[r.LinkIndex]})
+		}
+	}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V6) })
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && global(p) {
+			out = append(out, Use{Prefix: p.Masked(), Kind: "address", Iface: names[a.LinkIndex]})
+		}
+	}
+	return out, nil
+}

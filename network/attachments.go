@@ -14,7 +14,9 @@ import (
 
 // allocateAttachment chooses c's address and interface names on n and records them:
 // the interface is wantIfName, or else the next free ethN.
-func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network, wantIP, wantIfName string) (*store.Attachment, error) {
+// On a network with IPv6 it gets an address of each family; wantIP and wantIP6 ask
+// for particular ones.
+func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network, wantIP, wantIP6, wantIfName string) (*store.Attachment, error) {
 	index := len(c.Attachments)
 	for i := range c.Attachments {
 		if c.Attachments[i].NetworkID == n.ID {
@@ -35,18 +37,35 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 		}
 		ifName = wantIfName
 	}
-	att := &store.Attachment{
-		Network: n.Name, NetworkID: n.ID, IfName: ifName,
-		PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway,
+	att := &store.Attachment{Network: n.Name, NetworkID: n.ID, IfName: ifName}
+	if n.Subnet.IsValid() {
+		ip, err := m.allocateIP(o, n, wantIP)
+		if err != nil {
+			return nil, err
+		}
+		att.IP, att.PrefixLen, att.Gateway = ip, n.Subnet.Bits(), n.Gateway
+		if err := o.tx.PutLease(n.ID, ip, c.ID); err != nil {
+			return nil, err
+		}
+	} else if wantIP != "" {
+		return nil, badField("IP", wantIP, "network %s has no IPv4: use --ip6", n.Name)
 	}
-	ip, err := m.allocateIP(o, n, wantIP)
-	if err != nil {
-		return nil, err
+	if n.Subnet6.IsValid() {
+		ip6, err := m.allocateIP6(o, n, wantIP6)
+		if err != nil {
+			return nil, err
+		}
+		att.IP6, att.PrefixLen6, att.Gateway6 = ip6, n.Subnet6.Bits(), n.Gateway6
+		if err := o.tx.PutLease(n.ID, ip6, c.ID); err != nil {
+			return nil, err
+		}
+	} else if wantIP6 != "" {
+		return nil, badField("IP6", wantIP6, "network %s has no IPv6: create it with --ipv6", n.Name)
 	}
-	att.IP, att.MAC = ip, link.MACFor(ip).String()
+	att.MAC = link.MACFor(attachmentMACSource(att)).String()
 	if isMacvlan(n) {
 		// No host veth: the interface is on the parent, inside the namespace.
-		return att, o.tx.PutLease(n.ID, ip, c.ID)
+		return att, nil
 	}
 	att.HostVeth = "vc" + c.ID[:8]
 	if index > 0 {
@@ -54,9 +73,6 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 	}
 	if owner := o.tx.VethOwner(att.HostVeth); owner != "" && owner != c.ID {
 		return nil, tagged(ErrConflict, "host interface %s is already used by container %s", att.HostVeth, shortID(owner))
-	}
-	if err := o.tx.PutLease(n.ID, ip, c.ID); err != nil {
-		return nil, err
 	}
 	if err := o.tx.PutVeth(att.HostVeth, c.ID); err != nil {
 		return nil, err
@@ -67,7 +83,7 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, error) {
 	if want == "" {
 		next := func() (netip.Addr, error) {
-			return ipam.Next(addressPool(n), o.tx.Cursor(n.ID), func(a netip.Addr) bool {
+			return ipam.Next(addressPool(n), o.tx.Cursor(n.ID, false), func(a netip.Addr) bool {
 				return a == n.Gateway || o.tx.LeaseOwner(n.ID, a) != ""
 			})
 		}
@@ -133,15 +149,21 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	mac := attachmentMAC(att)
 	peer, err := link.AddVeth(m.host, link.Veth{
 		HostName: att.HostVeth, MasterIndex: br.Attrs().Index, MTU: n.MTU,
-		PeerName: att.IfName, PeerNS: ns, PeerMAC: mac,
+		PeerName: att.IfName, PeerNS: ns, PeerMAC: mac, IPv6: att.IP6.IsValid(),
 	})
 	if err != nil {
 		return err
 	}
 	o.undo.push("create veth "+att.HostVeth, func() error { return link.Delete(m.host, att.HostVeth) })
-	iface := link.Iface{Index: peer, Address: netip.PrefixFrom(att.IP, att.PrefixLen)}
+	iface := link.Iface{Index: peer}
+	if att.IP.IsValid() {
+		iface.Address = netip.PrefixFrom(att.IP, att.PrefixLen)
+	}
+	if att.IP6.IsValid() {
+		iface.Address6 = netip.PrefixFrom(att.IP6, att.PrefixLen6)
+	}
 	if att.IfName == "eth0" && !n.Internal {
-		iface.Gateway = att.Gateway
+		iface.Gateway, iface.Gateway6 = att.Gateway, att.Gateway6
 	}
 	if err := link.ConfigureIface(ns, iface); err != nil {
 		return err
@@ -189,7 +211,7 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 		if err := m.removeIFB(o, &a); err != nil {
 			return err
 		}
-		if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
+		if err := deleteLeases(o.tx, &a); err != nil {
 			return err
 		}
 		if err := o.tx.DeleteVeth(a.HostVeth); err != nil {
@@ -222,4 +244,77 @@ func (m *Manager) removeVeth(o *op, name string, awaitCleanup bool) (dying bool,
 	}
 	o.step("delete veth " + name)
 	return false, nil
+}
+
+// attachmentMACSource is the address an interface's MAC is derived from: its IPv4
+// one, or on an IPv6-only network its IPv6 one.
+func attachmentMACSource(a *store.Attachment) netip.Addr {
+	if a.IP.IsValid() {
+		return a.IP
+	}
+	return a.IP6
+}
+
+// deleteLeases releases an interface's addresses of both families.
+func deleteLeases(tx *store.Tx, a *store.Attachment) error {
+	for _, ip := range []netip.Addr{a.IP, a.IP6} {
+		if !ip.IsValid() {
+			continue
+		}
+		if err := tx.DeleteLease(a.NetworkID, ip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allocateIP6 is allocateIP for a network's IPv6 subnet.
+func (m *Manager) allocateIP6(o *op, n *store.Network, want string) (netip.Addr, error) {
+	if want == "" {
+		next := func() (netip.Addr, error) {
+			return ipam.Next6(n.Subnet6, o.tx.Cursor(n.ID, true), func(a netip.Addr) bool {
+				return a == n.Gateway6 || o.tx.LeaseOwner(n.ID, a) != ""
+			})
+		}
+		ip, err := next()
+		if errors.Is(err, ipam.ErrPoolExhausted) {
+			if _, err := m.networkUsers(o, n); err != nil {
+				return netip.Addr{}, err
+			}
+			ip, err = next()
+		}
+		return ip, err
+	}
+	ip, err := ipam.ParseAddr6("address", want)
+	if err != nil {
+		return netip.Addr{}, &FieldError{Field: "IP6", Value: want, Err: err}
+	}
+	if err := ipam.CheckAddr6("address", n.Subnet6, ip); err != nil {
+		return netip.Addr{}, badField("IP6", want, "on network %s: %w", n.Name, err)
+	}
+	if ip == n.Gateway6 {
+		return netip.Addr{}, badField("IP6", want, "it is the gateway of network %s", n.Name)
+	}
+	if err := m.checkLeaseFree(o, n, ip, "--ip6"); err != nil {
+		return netip.Addr{}, err
+	}
+	return ip, nil
+}
+
+// checkLeaseFree refuses an address a live container holds, releasing it from a
+// dead one.
+func (m *Manager) checkLeaseFree(o *op, n *store.Network, ip netip.Addr, flag string) error {
+	owner := o.tx.LeaseOwner(n.ID, ip)
+	if owner == "" {
+		return nil
+	}
+	holder, err := o.tx.Container(owner)
+	if err == nil && holder.State != store.StateExited && !isAlive(holder) {
+		return m.release(o, holder, -1)
+	}
+	name := shortID(owner)
+	if err == nil {
+		name = holder.Name
+	}
+	return tagged(ErrConflict, "address %s on network %s is already used by container %s: choose another %s, or leave it out", ip, n.Name, name, flag)
 }

@@ -15,6 +15,7 @@ import (
 // (default: the next free ethN) and its limits (default none).
 type ConnectOptions struct {
 	IP        string
+	IP6       string // on a network with IPv6
 	MAC       string
 	IfName    string
 	Bandwidth Bandwidth
@@ -47,7 +48,7 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 		if err := checkMacvlanSpec(n, nil, opts.Bandwidth); err != nil {
 			return err
 		}
-		if att, err = m.allocateAttachment(o, c, n, opts.IP, opts.IfName); err != nil {
+		if att, err = m.allocateAttachment(o, c, n, opts.IP, opts.IP6, opts.IfName); err != nil {
 			return err
 		}
 		if mac != nil {
@@ -82,11 +83,15 @@ func retargetPorts(c *store.Container, n *store.Network, att *store.Attachment, 
 		return
 	}
 	for i, p := range c.Ports {
-		if p.ContainerIP == att.IP {
+		target := att.IP
+		if p.ContainerIP.Is6() {
+			target = att.IP6
+		}
+		if !target.IsValid() || p.ContainerIP == target {
 			continue
 		}
 		change.Remove.Ports = append(change.Remove.Ports, p)
-		c.Ports[i].ContainerIP = att.IP
+		c.Ports[i].ContainerIP = target
 		change.Add.Ports = append(change.Add.Ports, c.Ports[i])
 	}
 }
@@ -142,7 +147,7 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 	att := c.Attachments[i]
 	var ports, kept []store.Port
 	for _, p := range c.Ports {
-		if p.ContainerIP == att.IP {
+		if p.ContainerIP == att.IP || p.ContainerIP == att.IP6 {
 			ports = append(ports, p)
 		} else {
 			kept = append(kept, p)
@@ -159,7 +164,7 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 			return err
 		}
 	}
-	if err := o.tx.DeleteLease(n.ID, att.IP); err != nil {
+	if err := deleteLeases(o.tx, &att); err != nil {
 		return err
 	}
 	if att.HostVeth != "" {

@@ -21,6 +21,7 @@ type ContainerSpec struct {
 	// The zero Mode is the default network.
 	Network  Mode
 	IP       string
+	IP6      string // on a network with IPv6
 	Ports    []PortSpec
 	Hostname string
 	Command  []string
@@ -131,8 +132,8 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if len(spec.Ports) > 0 {
 			return nil, invalid("-p has no effect with --network %s: the container does not have its own ports on a ctnet network", mode)
 		}
-		if spec.IP != "" {
-			return nil, invalid("--ip needs a network: it has no effect with --network %s", mode)
+		if spec.IP != "" || spec.IP6 != "" {
+			return nil, invalid("--ip and --ip6 need a network: they have no effect with --network %s", mode)
 		}
 		if spec.MAC != "" {
 			return nil, invalid("a MAC address needs a network: it has no effect with --network %s", mode)
@@ -168,7 +169,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if n.Internal && len(spec.Ports) > 0 {
 			return nil, invalid("network %s is internal: published ports could not be reached; drop -p or use another network", n.Name)
 		}
-		if err := refuseIPv6HostIPs(spec.Ports); err != nil {
+		if err := refuseLoopback6(spec.Ports); err != nil {
 			return nil, err
 		}
 		if spec.NetNS != "" {
@@ -178,7 +179,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		} else if err := m.ownNetNS(o, c); err != nil {
 			return nil, err
 		}
-		att, err := m.allocateAttachment(o, c, n, spec.IP, spec.IfName)
+		att, err := m.allocateAttachment(o, c, n, spec.IP, spec.IP6, spec.IfName)
 		if err != nil {
 			return nil, err
 		}
@@ -187,7 +188,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 			att.MAC = mac.String()
 		}
 		limitAttachment(att, spec.Bandwidth)
-		if c.Ports, err = m.allocatePorts(o, spec.Ports, att.IP, c.ID); err != nil {
+		if c.Ports, err = m.allocatePorts(o, spec.Ports, att.IP, att.IP6, c.ID); err != nil {
 			return nil, err
 		}
 		if err := m.plumbAttachment(o, c, n, att); err != nil {

@@ -156,9 +156,13 @@ func (t *nameTable) read() (addrs map[string][]netip.Addr, wayOut bool, err erro
 			}
 			for _, name := range append([]string{c.Name}, c.Aliases...) {
 				name = strings.ToLower(name)
-				addrs[name] = append(addrs[name], a.IP)
 				full := name + "." + strings.ToLower(a.Network)
-				addrs[full] = append(addrs[full], a.IP)
+				for _, ip := range []netip.Addr{a.IP, a.IP6} {
+					if ip.IsValid() {
+						addrs[name] = append(addrs[name], ip)
+						addrs[full] = append(addrs[full], ip)
+					}
+				}
 			}
 		}
 	}

@@ -140,7 +140,11 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 	var resolver nameconf.Resolver
 	var addrs []netip.Addr
 	for _, a := range c.Attachments {
-		addrs = append(addrs, a.IP)
+		for _, ip := range []netip.Addr{a.IP, a.IP6} {
+			if ip.IsValid() {
+				addrs = append(addrs, ip)
+			}
+		}
 	}
 	switch {
 	case c.Mode == store.ModeUserNet:
@@ -178,6 +182,9 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		if resolver, err = nameconf.ForContainer(dns, nameconf.HostResolvConf, nameconf.SystemdUpstream); err != nil {
 			return err
 		}
+		if c.Mode == store.ModeBridge {
+			resolver.Nameservers = reachableFamilies(resolver.Nameservers, addrs)
+		}
 	}
 	contents := map[string][]byte{
 		"resolv.conf": resolver.Render(),
@@ -196,4 +203,27 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		}
 	}
 	return nil
+}
+
+// reachableFamilies keeps the nameservers of a family the container has an address
+// of: an IPv6 resolver is no use to a container without IPv6, nor an IPv4 one to an
+// IPv6-only container. If that leaves none, Docker's fallbacks of those families.
+func reachableFamilies(servers, addrs []netip.Addr) []netip.Addr {
+	var has4, has6 bool
+	for _, a := range addrs {
+		has4, has6 = has4 || a.Is4(), has6 || a.Is6()
+	}
+	keep := func(list []netip.Addr) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range list {
+			if s.Is4() && has4 || s.Is6() && has6 {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if out := keep(servers); len(out) > 0 || len(servers) == 0 {
+		return out
+	}
+	return keep(append(slices.Clone(nameconf.FallbackNameservers), nameconf.FallbackNameservers6...))
 }

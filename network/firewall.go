@@ -19,7 +19,7 @@ func fwEndpoints(a *store.Attachment) []firewall.Endpoint {
 }
 
 func fwEndpoint(a *store.Attachment) firewall.Endpoint {
-	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: attachmentMAC(a), IP: a.IP}
+	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: attachmentMAC(a), IP: a.IP, IP6: a.IP6}
 }
 
 // fwContainer is a container's share of the firewall: only containers on bridge

@@ -124,6 +124,9 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	if err := m.reconcileForwarding(o, bridgeNetworks(networks), say); err != nil {
 		return nil, err
 	}
+	if err := m.reconcileForwarding6(o, say); err != nil {
+		return nil, err
+	}
 	m.removeOrphanRuntimeDirs(o, say)
 	return report, nil
 }
@@ -434,7 +437,7 @@ func (m *Manager) removeOrphanRecords(o *op, networks []*store.Network, live map
 
 func holdsIP(c *store.Container, networkID string, ip netip.Addr) bool {
 	for _, a := range c.Attachments {
-		if a.NetworkID == networkID && a.IP == ip {
+		if a.NetworkID == networkID && (a.IP == ip || a.IP6 == ip) {
 			return true
 		}
 	}

@@ -1,6 +1,8 @@
 package network
 
 import (
+	"net/netip"
+
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
@@ -40,8 +42,14 @@ func (m *Manager) InspectContainer(ref string) (*ContainerInspect, error) {
 	}
 	var keys []string
 	for _, a := range c.Attachments {
-		if a.HostVeth != "" { // a macvlan interface has no firewall entries
-			keys = append(keys, a.HostVeth, a.IP.String())
+		if a.HostVeth == "" { // a macvlan interface has no firewall entries
+			continue
+		}
+		keys = append(keys, a.HostVeth)
+		for _, ip := range []netip.Addr{a.IP, a.IP6} {
+			if ip.IsValid() {
+				keys = append(keys, ip.String())
+			}
 		}
 	}
 	if len(keys) == 0 {
@@ -58,6 +66,7 @@ type NetworkMember struct {
 	Interface string `json:"interface"`
 	HostVeth  string `json:"host_veth"`
 	IP        string `json:"ip"`
+	IP6       string `json:"ip6,omitempty"`
 	MAC       string `json:"mac"`
 }
 
@@ -83,15 +92,26 @@ func (m *Manager) InspectNetwork(ref string) (*NetworkInspect, error) {
 		if err != nil {
 			return err
 		}
+		seen := map[string]bool{} // a container on both families holds two leases
 		for _, id := range leases {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
 			c, err := tx.Container(id)
 			if err != nil || m.stateOf(c) == store.StateExited {
 				continue
 			}
 			for _, a := range c.Attachments {
 				if a.NetworkID == n.ID {
-					out.Containers = append(out.Containers, NetworkMember{Name: c.Name, ID: c.ID, Interface: a.IfName,
-						HostVeth: a.HostVeth, IP: a.IP.String(), MAC: a.MAC})
+					member := NetworkMember{Name: c.Name, ID: c.ID, Interface: a.IfName, HostVeth: a.HostVeth, MAC: a.MAC}
+					if a.IP.IsValid() {
+						member.IP = a.IP.String()
+					}
+					if a.IP6.IsValid() {
+						member.IP6 = a.IP6.String()
+					}
+					out.Containers = append(out.Containers, member)
 				}
 			}
 		}
@@ -104,7 +124,13 @@ func (m *Manager) InspectNetwork(ref string) (*NetworkInspect, error) {
 		out.Firewall = []firewall.Entry{}
 		return out, nil
 	}
-	out.Firewall, err = m.firewallEntries([]string{out.Bridge, out.Subnet.Addr().String()})
+	keys := []string{out.Bridge}
+	for _, p := range []netip.Prefix{out.Subnet, out.Subnet6} {
+		if p.IsValid() {
+			keys = append(keys, p.Addr().String())
+		}
+	}
+	out.Firewall, err = m.firewallEntries(keys)
 	return out, err
 }
 

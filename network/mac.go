@@ -32,5 +32,5 @@ func attachmentMAC(a *store.Attachment) net.HardwareAddr {
 	if mac, err := net.ParseMAC(a.MAC); err == nil && len(mac) == 6 {
 		return mac
 	}
-	return link.MACFor(a.IP)
+	return link.MACFor(attachmentMACSource(a))
 }

@@ -55,6 +55,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Pools are the address pools subnets are picked from; nil means ipam.DefaultPools.
 	Pools []ipam.Pool
+	// Pool6 is where networks' IPv6 subnets are picked from; the zero Pool means
+	// ipam.DefaultPool6.
+	Pool6 ipam.Pool
 	// Rootless manages an unprivileged user's containers: user-mode networks only,
 	// no bridges, no firewall. The default directories are then
 	// $XDG_DATA_HOME/ctnet and $XDG_RUNTIME_DIR/ctnet.
@@ -75,6 +78,7 @@ type Manager struct {
 	host             *netns.NS
 	log              *slog.Logger
 	pools            []ipam.Pool
+	pool6            ipam.Pool
 	rootless         bool
 	userNet          UserNetStack
 	callerReserves   bool // Options.CallerReservesHostPorts
@@ -85,6 +89,10 @@ func New(opts Options) (*Manager, error) {
 	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	m.pool6 = opts.Pool6
+	if !m.pool6.Base.IsValid() {
+		m.pool6 = ipam.DefaultPool6
 	}
 	if m.pools == nil {
 		m.pools = ipam.DefaultPools
@@ -182,8 +190,9 @@ type op struct {
 	// before them leaves the store describing a change the kernel lacks, which gc
 	// makes, rather than the reverse, which nothing could attribute.
 	committed []undoStep
-	// forwarding is set once the change has arranged to turn IPv4 forwarding on.
-	forwarding bool
+	// forwarding is set once the change has arranged to turn IPv4 forwarding on,
+	// forwarding6 IPv6 forwarding.
+	forwarding, forwarding6 bool
 }
 
 // afterCommit makes a kernel change once the transaction has committed.

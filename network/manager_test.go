@@ -230,18 +230,18 @@ func TestOwnership(t *testing.T) {
 	h.sb.Sysctl(t, "net.ipv4.ip_forward", "0")
 }
 
-// A ctnet network publishes on IPv4 host addresses only: a port on an IPv6 one,
-// which only the user-mode network serves, is refused, naming the port, and
-// changes nothing; the same port on 127.0.0.1 is published.
-func TestIPv6HostAddressRefusedOnNetwork(t *testing.T) {
+// A ctnet network cannot publish on [::1] (IPv6 has no route_localnet; the
+// user-mode network listens there itself): the port is refused, naming it and why,
+// and nothing changes; the same port on 127.0.0.1 is published.
+func TestIPv6LoopbackRefusedOnNetwork(t *testing.T) {
 	h := newTestHost(t)
 	h.createNetwork("web", "10.93.0.0/24")
 	spec := h.attachSpec("v6", "web", "[::1]:8080:80")
 	before := h.state()
 	_, err := h.m.Create(t.Context(), spec)
 	requireErr(t, err, ErrInvalid)
-	if !strings.Contains(err.Error(), "[::1]:8080:80/tcp") || !strings.Contains(err.Error(), "not IPv6") {
-		t.Errorf("refusal %q should name the port and say what a network publishes on", err)
+	if !strings.Contains(err.Error(), "[::1]:8080:80/tcp") || !strings.Contains(err.Error(), "route_localnet") {
+		t.Errorf("refusal %q should name the port and say why [::1] cannot be published", err)
 	}
 	for section, after := range h.state() {
 		if diff := diffLines(before[section], after); diff != "" {

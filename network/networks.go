@@ -43,6 +43,14 @@ type NetworkSpec struct {
 	Driver  string
 	Parent  string
 	IPRange string
+
+	// IPv6 gives the network an IPv6 subnet too: Subnet6, or else a unique-local
+	// /64 from the manager's IPv6 pool, with Gateway6 or else its first address.
+	IPv6     bool
+	Subnet6  string
+	Gateway6 string
+	// NoIPv4 makes an IPv6-only network (with IPv6); Subnet and Gateway stay empty.
+	NoIPv4 bool
 }
 
 // CreateNetwork creates a network: its record, its bridge and its firewall entries.
@@ -129,7 +137,14 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	} else if !errors.Is(err, link.ErrNotFound) {
 		return nil, err
 	}
-	if err := m.pickSubnet(n, spec, networks); err != nil {
+	if spec.NoIPv4 {
+		if !spec.IPv6 {
+			return nil, invalid("a network needs IPv4 or IPv6: add --ipv6 to --ipv4=false")
+		}
+		if spec.Subnet != "" || spec.Gateway != "" {
+			return nil, invalid("an IPv6-only network (--ipv4=false) has no IPv4 --subnet or --gateway")
+		}
+	} else if err := m.pickSubnet(n, spec, networks); err != nil {
 		return nil, err
 	}
 	if n.NonMasquerade, err = parseNonMasquerade(spec, n.Masquerade); err != nil {
@@ -137,6 +152,13 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	}
 	if err := planIPRange(n, spec.IPRange); err != nil {
 		return nil, err
+	}
+	if spec.IPv6 {
+		if err := m.pickSubnet6(n, spec, networks); err != nil {
+			return nil, err
+		}
+	} else if spec.Subnet6 != "" || spec.Gateway6 != "" {
+		return nil, invalid("an IPv6 --subnet or --gateway needs --ipv6")
 	}
 	if n.MTU == 0 {
 		mtu, err := link.DefaultRouteMTU(m.host)
@@ -174,7 +196,9 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 		}
 	}
 	for _, other := range networks {
-		taken = append(taken, other.Subnet)
+		if other.Subnet.IsValid() {
+			taken = append(taken, other.Subnet)
+		}
 	}
 	if spec.Subnet == "" {
 		if spec.Gateway != "" {
@@ -192,7 +216,7 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 		return invalid("%v", err)
 	}
 	for _, other := range networks {
-		if other.Subnet.Overlaps(n.Subnet) {
+		if other.Subnet.IsValid() && other.Subnet.Overlaps(n.Subnet) {
 			return tagged(ErrConflict, "subnet %s overlaps %s of network %s: choose another --subnet, or leave it out to get a free one", n.Subnet, other.Subnet, other.Name)
 		}
 	}
@@ -216,13 +240,19 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 }
 
 func fwNetwork(n *store.Network) firewall.Network {
-	return firewall.Network{Bridge: n.Bridge, Subnet: n.Subnet, Internal: n.Internal, Masquerade: n.Masquerade, NonMasquerade: n.NonMasquerade}
+	return firewall.Network{Bridge: n.Bridge, Subnet: n.Subnet, Subnet6: n.Subnet6, Internal: n.Internal, Masquerade: n.Masquerade, NonMasquerade: n.NonMasquerade}
 }
 
 // plumbNetwork makes the network's bridge and sysctls exist.
 func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err error) {
-	gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
-	index, created, err := link.EnsureBridge(m.host, link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: gw, Alias: link.NetworkAlias(n.ID)})
+	var gw, gw6 netip.Prefix
+	if n.Subnet.IsValid() {
+		gw = netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
+	}
+	if n.Subnet6.IsValid() {
+		gw6 = netip.PrefixFrom(n.Gateway6, n.Subnet6.Bits())
+	}
+	index, created, err := link.EnsureBridge(m.host, link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: gw, Gateway6: gw6, Alias: link.NetworkAlias(n.ID)})
 	if created {
 		o.undo.push("create bridge "+n.Bridge, func() error { return link.Delete(m.host, n.Bridge) })
 	}
@@ -234,6 +264,11 @@ func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err er
 	}
 	if _, err := m.enableForwarding(o); err != nil {
 		return 0, err
+	}
+	if n.Subnet6.IsValid() {
+		if _, err := m.enableForwarding6(o); err != nil {
+			return 0, err
+		}
 	}
 	// 127.0.0.1:PORT published ports are DNAT'd out of this bridge with a loopback
 	// source. It would also let containers reach the host's loopback, were it not for
@@ -303,7 +338,10 @@ func (m *Manager) removeNetwork(o *op, n *store.Network) error {
 		}
 		o.undo.push("delete firewall tables", func() error { return o.store.View(m.rebuildFirewall) })
 	}
-	_, err = m.maybeDisableForwarding(o)
+	if _, err = m.maybeDisableForwarding(o); err != nil {
+		return err
+	}
+	_, err = m.maybeDisableForwarding6(o)
 	return err
 }
 
@@ -392,6 +430,14 @@ func checkSameNetwork(n *store.Network, spec NetworkSpec) error {
 		return differ("gateway", n.Gateway, spec.Gateway)
 	case spec.Bridge != "" && n.Bridge != spec.Bridge:
 		return differ("bridge", n.Bridge, spec.Bridge)
+	case spec.IPv6 != n.Subnet6.IsValid():
+		return differ("IPv6", n.Subnet6.IsValid(), spec.IPv6)
+	case spec.NoIPv4 == n.Subnet.IsValid():
+		return differ("IPv4", n.Subnet.IsValid(), !spec.NoIPv4)
+	case spec.Subnet6 != "" && n.Subnet6.String() != spec.Subnet6:
+		return differ("IPv6 subnet", n.Subnet6, spec.Subnet6)
+	case spec.Gateway6 != "" && n.Gateway6.String() != spec.Gateway6:
+		return differ("IPv6 gateway", n.Gateway6, spec.Gateway6)
 	case spec.MTU != 0 && n.MTU != spec.MTU:
 		return differ("MTU", n.MTU, spec.MTU)
 	case n.Internal != spec.Internal:

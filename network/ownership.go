@@ -103,8 +103,10 @@ func (m *Manager) checkHost(o *op) error {
 	}
 	if rebooted {
 		m.log.Info("the machine rebooted since the last change: restoring networks and firewall from the store", "was", o.tx.Meta(metaHost), "now", id)
-		if err := o.tx.PutMeta(metaForwarding, ""); err != nil {
-			return err
+		for _, key := range []string{metaForwarding, metaForwarding6} {
+			if err := o.tx.PutMeta(key, ""); err != nil {
+				return err
+			}
 		}
 		if _, err := m.reconcile(o, true); err != nil {
 			return fmt.Errorf("restore after a reboot: %w", err)

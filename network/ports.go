@@ -49,6 +49,9 @@ func portRange(a, b uint16) string {
 	return fmt.Sprintf("%d-%d", a, b)
 }
 
+// loopback6Refusal says why [::1] cannot be published.
+const loopback6Refusal = "[::1] cannot be published: IPv6 has no route_localnet, and the kernel does not route ::1 off lo; publish on [::] or one of the host's addresses and reach it there"
+
 // ParsePort parses one -p argument.
 func ParsePort(s string) (PortSpec, error) {
 	bad := func(why string) (PortSpec, error) {
@@ -137,60 +140,95 @@ func parsePortNumber(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-// allocatePorts turns specs into single-port mappings to containerIP, choosing host
-// ports where asked, and refuses any that clash with a live container's port or a
-// host socket. Clashes with containers whose process has died release those first.
-func (m *Manager) allocatePorts(o *op, specs []PortSpec, containerIP netip.Addr, containerID string) ([]store.Port, error) {
+// allocatePorts turns specs into single-port mappings to the container's addresses
+// (containerIP, containerIP6: either may be invalid), choosing host ports where
+// asked, and refuses any that clash with a live container's port or a host socket.
+// A spec without a host address is published on every address of each family the
+// container has (0.0.0.0 and [::], one host port for both); one with an address, on
+// that address to the container's address of its family. Clashes with containers
+// whose process has died release those first.
+func (m *Manager) allocatePorts(o *op, specs []PortSpec, containerIP, containerIP6 netip.Addr, containerID string) ([]store.Port, error) {
 	var out []store.Port
 	taken := map[string]bool{}
-	key := func(p store.Port) string { return fmt.Sprintf("%s/%s/%d", p.Proto, p.HostIP, p.HostPort) }
 	for _, spec := range specs {
-		count := int(spec.CPEnd-spec.ContainerPort) + 1
+		target := containerIP
 		switch {
-		case spec.HostPort == 0:
-			for i := range count {
-				port, err := m.freeHostPort(o, spec.Proto, spec.HostIP, taken)
-				if err != nil {
-					return nil, err
-				}
-				p := store.Port{HostIP: spec.HostIP, HostPort: port, ContainerPort: spec.ContainerPort + uint16(i), Proto: spec.Proto, ContainerIP: containerIP}
-				taken[key(p)] = true
-				out = append(out, p)
+		case spec.HostIP.Is6():
+			if target = containerIP6; !target.IsValid() {
+				return nil, badField("Ports", spec.String(), "the container has no IPv6 address: publish on an IPv4 host address, or use a network with --ipv6")
 			}
-		case count == 1 && spec.HostPortEnd > spec.HostPort:
-			var lastErr error
-			found := false
-			for hp := int(spec.HostPort); hp <= int(spec.HostPortEnd) && !found; hp++ {
-				p := store.Port{HostIP: spec.HostIP, HostPort: uint16(hp), ContainerPort: spec.ContainerPort, Proto: spec.Proto, ContainerIP: containerIP}
-				if taken[key(p)] {
-					continue
-				}
-				if lastErr = m.checkPortFree(o, p); lastErr == nil {
-					taken[key(p)] = true
-					out = append(out, p)
-					found = true
-				}
+		case spec.HostIP.IsValid() && !containerIP.IsValid():
+			return nil, badField("Ports", spec.String(), "the container has no IPv4 address: publish on an IPv6 host address in brackets")
+		case !spec.HostIP.IsValid() && !containerIP.IsValid():
+			spec.HostIP, target = netip.IPv6Unspecified(), containerIP6
+		}
+		ports, err := m.allocateSpec(o, spec, target, taken)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ports...)
+		if spec.HostIP.IsValid() || !containerIP6.IsValid() {
+			continue
+		}
+		for _, p := range ports {
+			twin := p
+			twin.HostIP, twin.ContainerIP = netip.IPv6Unspecified(), containerIP6
+			if err := m.checkPortFree(o, twin); err != nil {
+				return nil, err
 			}
-			if !found {
-				return nil, tagged(ErrPortInUse, "no free port in %s: last tried: %v", portRange(spec.HostPort, spec.HostPortEnd), lastErr)
-			}
-		default:
-			for i := range count {
-				p := store.Port{HostIP: spec.HostIP, HostPort: spec.HostPort + uint16(i), ContainerPort: spec.ContainerPort + uint16(i), Proto: spec.Proto, ContainerIP: containerIP}
-				if taken[key(p)] {
-					return nil, invalid("port %s/%d is published twice", p.Proto, p.HostPort)
-				}
-				if err := m.checkPortFree(o, p); err != nil {
-					return nil, err
-				}
-				taken[key(p)] = true
-				out = append(out, p)
-			}
+			taken[portTakenKey(twin)] = true
+			out = append(out, twin)
 		}
 	}
 	for _, p := range out {
 		if err := o.tx.PutPort(p, containerID); err != nil {
 			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func portTakenKey(p store.Port) string { return fmt.Sprintf("%s/%s/%d", p.Proto, p.HostIP, p.HostPort) }
+
+// allocateSpec turns one spec into single-port mappings to containerIP.
+func (m *Manager) allocateSpec(o *op, spec PortSpec, containerIP netip.Addr, taken map[string]bool) ([]store.Port, error) {
+	var out []store.Port
+	count := int(spec.CPEnd-spec.ContainerPort) + 1
+	switch {
+	case spec.HostPort == 0:
+		for i := range count {
+			port, err := m.freeHostPort(o, spec.Proto, spec.HostIP, taken)
+			if err != nil {
+				return nil, err
+			}
+			p := store.Port{HostIP: spec.HostIP, HostPort: port, ContainerPort: spec.ContainerPort + uint16(i), Proto: spec.Proto, ContainerIP: containerIP}
+			taken[portTakenKey(p)] = true
+			out = append(out, p)
+		}
+	case count == 1 && spec.HostPortEnd > spec.HostPort:
+		var lastErr error
+		for hp := int(spec.HostPort); hp <= int(spec.HostPortEnd); hp++ {
+			p := store.Port{HostIP: spec.HostIP, HostPort: uint16(hp), ContainerPort: spec.ContainerPort, Proto: spec.Proto, ContainerIP: containerIP}
+			if taken[portTakenKey(p)] {
+				continue
+			}
+			if lastErr = m.checkPortFree(o, p); lastErr == nil {
+				taken[portTakenKey(p)] = true
+				return append(out, p), nil
+			}
+		}
+		return nil, tagged(ErrPortInUse, "no free port in %s: last tried: %v", portRange(spec.HostPort, spec.HostPortEnd), lastErr)
+	default:
+		for i := range count {
+			p := store.Port{HostIP: spec.HostIP, HostPort: spec.HostPort + uint16(i), ContainerPort: spec.ContainerPort + uint16(i), Proto: spec.Proto, ContainerIP: containerIP}
+			if taken[portTakenKey(p)] {
+				return nil, invalid("port %s/%d is published twice", p.Proto, p.HostPort)
+			}
+			if err := m.checkPortFree(o, p); err != nil {
+				return nil, err
+			}
+			taken[portTakenKey(p)] = true
+			out = append(out, p)
 		}
 	}
 	return out, nil
@@ -220,12 +258,13 @@ func (m *Manager) checkPortFree(o *op, p store.Port) error {
 	return m.checkHostSocket(p.Proto, p.HostIP, p.HostPort)
 }
 
-// refuseIPv6HostIPs refuses ports published on an IPv6 host address, which only
-// the user-mode network serves: a ctnet network's firewall publishes IPv4.
-func refuseIPv6HostIPs(specs []PortSpec) error {
+// refuseLoopback6 refuses ports a ctnet network would publish on [::1]: IPv6 has no
+// route_localnet, and the kernel does not route ::1 off lo, so a DNAT to a container
+// could never be answered. The user-mode network listens there itself.
+func refuseLoopback6(specs []PortSpec) error {
 	for _, p := range specs {
-		if p.HostIP.Is6() {
-			return badField("Ports", p.String(), "ctnet networks publish on IPv4 host addresses, not IPv6 ones (user-mode networks do)")
+		if p.HostIP.Is6() && p.HostIP.IsLoopback() {
+			return badField("Ports", p.String(), loopback6Refusal)
 		}
 	}
 	return nil
@@ -362,7 +401,7 @@ func (m *Manager) freeHostPort(o *op, proto string, ip netip.Addr, taken map[str
 			return 0, fmt.Errorf("choose a host port: %w", err)
 		}
 		p := store.Port{HostIP: ip, HostPort: port, Proto: proto}
-		if taken[fmt.Sprintf("%s/%s/%d", p.Proto, p.HostIP, p.HostPort)] {
+		if taken[portTakenKey(p)] {
 			continue
 		}
 		if len(o.tx.PortHolders(proto, port)) == 0 {

@@ -37,6 +37,9 @@ func TestParsePortAcceptsDockerSyntax(t *testing.T) {
 		{"0.0.0.0:53:53/udp", PortSpec{HostIP: netip.IPv4Unspecified(), HostPort: 53, HostPortEnd: 53, ContainerPort: 53, CPEnd: 53, Proto: "udp"}},
 		{"1", PortSpec{ContainerPort: 1, CPEnd: 1, Proto: "tcp"}},
 		{"65535:65535", PortSpec{HostPort: 65535, HostPortEnd: 65535, ContainerPort: 65535, CPEnd: 65535, Proto: "tcp"}},
+		// An IPv6 host address in brackets, as Docker writes it.
+		{"[2001:db8::5]:8080:80", PortSpec{HostIP: netip.MustParseAddr("2001:db8::5"), HostPort: 8080, HostPortEnd: 8080, ContainerPort: 80, CPEnd: 80, Proto: "tcp"}},
+		{"[::]::53/udp", PortSpec{HostIP: netip.IPv6Unspecified(), ContainerPort: 53, CPEnd: 53, Proto: "udp"}},
 		// Leading zeros are decimal, as Docker reads them.
 		{"080", PortSpec{ContainerPort: 80, CPEnd: 80, Proto: "tcp"}},
 	}

@@ -50,7 +50,7 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 				return badField("Ports", p.String(), "user-mode networks publish tcp and udp only")
 			}
 		}
-		ports, err := m.allocatePorts(o, spec.Ports, UserNetGuest(un.Subnet), c.ID)
+		ports, err := m.allocatePorts(o, spec.Ports, UserNetGuest(un.Subnet), netip.Addr{}, c.ID)
 		if err != nil {
 			return err
 		}

@@ -170,7 +170,8 @@ type UserNet struct {
 
 // Attachment is a container's interface on one network. JSON keys: network,
 // network_id, interface, host_veth, ip, prefix_len, gateway, mac, bandwidth and ifb
-// (each omitted when absent).
+// (each omitted when absent), and on a network with IPv6 ip6, prefix_len6 and
+// gateway6 (omitted otherwise). On an IPv6-only network ip and gateway are "".
 type Attachment struct {
 	Network   string     `json:"network"`
 	NetworkID string     `json:"network_id"`
@@ -184,6 +185,10 @@ type Attachment struct {
 	// egress, on the ifb device IFB.
 	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
 	IFB       string     `json:"ifb,omitempty"`
+
+	IP6        netip.Addr `json:"ip6,omitzero"`
+	PrefixLen6 int        `json:"prefix_len6,omitempty"`
+	Gateway6   netip.Addr `json:"gateway6,omitzero"`
 }
 
 // Bandwidth is an interface's rate limits, as the container sees them: ingress into
@@ -205,7 +210,8 @@ type Port struct {
 
 // Network is a network: everything its bridge and firewall entries are made from,
 // or, driver macvlan, its containers' interfaces on the parent's segment. JSON keys:
-// id, name, driver, bridge (empty for macvlan), subnet, gateway, mtu, internal,
+// id, name, driver, bridge (empty for macvlan), subnet, gateway (both "" on an
+// IPv6-only network), subnet6, gateway6 (omitted without IPv6), mtu, internal,
 // masquerade, labels (omitted when empty), created, non_masquerade, parent and
 // ip_range (omitted when absent).
 type Network struct {
@@ -215,6 +221,8 @@ type Network struct {
 	Bridge     string            `json:"bridge"`
 	Subnet     netip.Prefix      `json:"subnet"`
 	Gateway    netip.Addr        `json:"gateway"`
+	Subnet6    netip.Prefix      `json:"subnet6,omitzero"`
+	Gateway6   netip.Addr        `json:"gateway6,omitzero"`
 	MTU        int               `json:"mtu"`
 	Internal   bool              `json:"internal"`
 	Masquerade bool              `json:"masquerade"`

@@ -157,6 +157,11 @@ func checkSpec(spec ContainerSpec) error {
 			return err
 		}
 	}
+	if spec.IP6 != "" {
+		if _, err := ipam.ParseAddr6("address", spec.IP6); err != nil {
+			return &FieldError{Field: "IP6", Value: spec.IP6, Err: err}
+		}
+	}
 	if spec.IfName != "" {
 		if err := checkIfName(spec.IfName); err != nil {
 			return err

@@ -91,7 +91,7 @@ func readEverything(s *Store) (networks []string, err error) {
 			if _, err := tx.Leases(n.ID); err != nil {
 				return err
 			}
-			tx.Cursor(n.ID)
+			tx.Cursor(n.ID, false)
 		}
 		cs, err := tx.Containers()
 		if err != nil {
@@ -438,8 +438,8 @@ func FuzzBucketEntries(f *testing.F) {
 		stored := slices.Clone(key) // the fuzzer reuses the input's memory
 		previous = func(tx *bolt.Tx) error { return in(tx).Delete(stored) }
 		err = s.View(func(tx *Tx) error {
-			tx.Cursor(string(key))
-			tx.Cursor(netID)
+			tx.Cursor(string(key), false)
+			tx.Cursor(netID, false)
 			tx.LeaseOwner(netID, leased)
 			for p := range tx.Ports() {
 				tx.PortHolders(p.Proto, p.HostPort)
@@ -485,7 +485,7 @@ func checkBucketEntry(t *testing.T, tx *Tx, bucket, key, value []byte, netID str
 	if bytes.Equal(bucket, bCursors) && string(key) == netID {
 		wantCursor, _ = netip.AddrFromSlice(value)
 	}
-	if got := tx.Cursor(netID); got != wantCursor {
+	if got := tx.Cursor(netID, false); got != wantCursor {
 		t.Errorf("the cursor reads %v, want %v", got, wantCursor)
 	}
 	switch {
@@ -504,7 +504,7 @@ func checkBucketEntry(t *testing.T, tx *Tx, bucket, key, value []byte, netID str
 		}
 	case bytes.Equal(bucket, bCursors):
 		want, _ := netip.AddrFromSlice(value)
-		if got := tx.Cursor(string(key)); got != want {
+		if got := tx.Cursor(string(key), false); got != want {
 			t.Errorf("cursor %q reads %v, want %v (from %x)", key, got, want, value)
 		}
 	case bytes.Equal(bucket, bPorts):

@@ -105,7 +105,10 @@ func (t *Tx) DeleteNetwork(n *Network) error {
 	if err := t.bucket(bLeases).DeleteBucket([]byte(n.ID)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 		return err
 	}
-	return t.bucket(bCursors).Delete([]byte(n.ID))
+	if err := t.bucket(bCursors).Delete(cursorKey(n.ID, false)); err != nil {
+		return err
+	}
+	return t.bucket(bCursors).Delete(cursorKey(n.ID, true))
 }
 
 // Container returns the container with this name, ID or unique ID prefix.

@@ -30,7 +30,16 @@ func (t *Tx) PutLease(networkID string, ip netip.Addr, containerID string) error
 	if err := nb.Put(ip.AsSlice(), []byte(containerID)); err != nil {
 		return err
 	}
-	return t.bucket(bCursors).Put([]byte(networkID), ip.AsSlice())
+	return t.bucket(bCursors).Put(cursorKey(networkID, ip.Is6()), ip.AsSlice())
+}
+
+// cursorKey is where a network's cursor of one family is: its ID for IPv4 (as
+// stores before IPv6 have it), the ID and "/6" for IPv6.
+func cursorKey(networkID string, ipv6 bool) []byte {
+	if ipv6 {
+		return []byte(networkID + "/6")
+	}
+	return []byte(networkID)
 }
 
 // DeleteLease releases ip on the network.
@@ -64,13 +73,14 @@ func (t *Tx) Leases(networkID string) (map[netip.Addr]string, error) {
 	return out, err
 }
 
-// Cursor is the last address allocated on the network (invalid if none).
-func (t *Tx) Cursor(networkID string) netip.Addr {
+// Cursor is the last address of a family (IPv6 if ipv6) allocated on the network
+// (invalid if none).
+func (t *Tx) Cursor(networkID string, ipv6 bool) netip.Addr {
 	b := t.bucket(bCursors)
 	if b == nil {
 		return netip.Addr{}
 	}
-	ip, _ := netip.AddrFromSlice(b.Get([]byte(networkID)))
+	ip, _ := netip.AddrFromSlice(b.Get(cursorKey(networkID, ipv6)))
 	return ip
 }
 

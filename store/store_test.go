@@ -141,7 +141,7 @@ func TestDeleteRecords(t *testing.T) {
 		if leases, err := tx.Leases(n.ID); err != nil || len(leases) != 0 {
 			t.Errorf("Leases after DeleteNetwork = %v, %v; want none", leases, err)
 		}
-		if cur := tx.Cursor(n.ID); cur.IsValid() {
+		if cur := tx.Cursor(n.ID, false); cur.IsValid() {
 			t.Errorf("Cursor after DeleteNetwork = %v, want none", cur)
 		}
 		return nil
@@ -244,7 +244,7 @@ func TestLeases(t *testing.T) {
 		if got := tx.LeaseOwner(id64("cc"), ip("10.0.0.2")); got != "" {
 			t.Errorf("LeaseOwner on a network without leases = %q", got)
 		}
-		if got := tx.Cursor(netA); got != ip("10.0.0.3") {
+		if got := tx.Cursor(netA, false); got != ip("10.0.0.3") {
 			t.Errorf("Cursor(A) = %v, want the last allocated 10.0.0.3", got)
 		}
 		want := map[netip.Addr]string{ip("10.0.0.2"): "c1", ip("10.0.0.3"): "c2"}
@@ -263,7 +263,7 @@ func TestLeases(t *testing.T) {
 		if got := tx.LeaseOwner(netA, ip("10.0.0.2")); got != "" {
 			t.Errorf("LeaseOwner after DeleteLease = %q", got)
 		}
-		if got := tx.Cursor(netA); got != ip("10.0.0.3") {
+		if got := tx.Cursor(netA, false); got != ip("10.0.0.3") {
 			t.Errorf("Cursor(A) after a release = %v, want it kept at 10.0.0.3 so the address is reused last", got)
 		}
 		return nil

@@ -11,7 +11,8 @@ import (
 )
 
 // Network is a network's desired state: everything needed to rebuild its bridge and
-// firewall entries from scratch.
+// firewall entries from scratch. Subnet and Gateway are invalid on an IPv6-only
+// network, Subnet6 and Gateway6 on one without IPv6.
 type Network struct {
 	ID         string            `json:"id"`
 	Name       string            `json:"name"`
@@ -19,6 +20,8 @@ type Network struct {
 	Bridge     string            `json:"bridge"`
 	Subnet     netip.Prefix      `json:"subnet"`
 	Gateway    netip.Addr        `json:"gateway"`
+	Subnet6    netip.Prefix      `json:"subnet6,omitzero"`
+	Gateway6   netip.Addr        `json:"gateway6,omitzero"`
 	MTU        int               `json:"mtu"`
 	Internal   bool              `json:"internal"`
 	Masquerade bool              `json:"masquerade"`
@@ -110,6 +113,12 @@ type Attachment struct {
 	// egress limit is applied on, named after HostVeth.
 	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
 	IFB       string     `json:"ifb,omitempty"`
+
+	// IP6, PrefixLen6 and Gateway6 are the interface's IPv6 side, on a network
+	// that has one; IP, PrefixLen and Gateway are zero on an IPv6-only network.
+	IP6        netip.Addr `json:"ip6,omitzero"`
+	PrefixLen6 int        `json:"prefix_len6,omitempty"`
+	Gateway6   netip.Addr `json:"gateway6,omitzero"`
 }
 
 // Bandwidth is an interface's rate limits.

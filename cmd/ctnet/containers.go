@@ -168,7 +168,11 @@ func ipsOf(c *network.Container) string {
 	}
 	var ips []string
 	for _, at := range c.Attachments {
-		ips = append(ips, at.IP.String())
+		for _, ip := range []netip.Addr{at.IP, at.IP6} {
+			if ip.IsValid() {
+				ips = append(ips, ip.String())
+			}
+		}
 	}
 	return strings.Join(ips, ",")
 }
@@ -182,11 +186,17 @@ func portsOf(ports []network.Port) string {
 }
 
 func portString(p network.Port) string {
-	host := netip.IPv4Unspecified()
-	if p.HostIP.IsValid() && !p.HostIP.IsUnspecified() {
-		host = p.HostIP
+	return fmt.Sprintf("%s->%d/%s", hostAddrPort(p), p.ContainerPort, p.Proto)
+}
+
+// hostAddrPort is where a port is published, an IPv6 address in brackets: [::]:8080
+// for every IPv6 address, 0.0.0.0:8080 for every IPv4 one.
+func hostAddrPort(p network.Port) string {
+	host := p.HostIP
+	if !host.IsValid() {
+		host = netip.IPv4Unspecified()
 	}
-	return fmt.Sprintf("%s->%d/%s", netip.AddrPortFrom(host, p.HostPort), p.ContainerPort, p.Proto)
+	return netip.AddrPortFrom(host, p.HostPort).String()
 }
 
 func command(c *network.Container) string {
@@ -309,7 +319,12 @@ func printContainer(a *app, info *network.ContainerInspect) error {
 		fmt.Fprintln(w, "\nNetworks")
 		t := newTable(w, "  NETWORK", "INTERFACE", "HOST VETH", "IP", "GATEWAY", "MAC")
 		for _, at := range c.Attachments {
-			t.row("  "+at.Network, at.IfName, at.HostVeth, fmt.Sprintf("%s/%d", at.IP, at.PrefixLen), at.Gateway.String(), at.MAC)
+			if at.IP.IsValid() {
+				t.row("  "+at.Network, at.IfName, at.HostVeth, fmt.Sprintf("%s/%d", at.IP, at.PrefixLen), at.Gateway.String(), at.MAC)
+			}
+			if at.IP6.IsValid() {
+				t.row("  "+at.Network, at.IfName, at.HostVeth, fmt.Sprintf("%s/%d", at.IP6, at.PrefixLen6), at.Gateway6.String(), at.MAC)
+			}
 		}
 		t.flush()
 		printBandwidth(w, c.Attachments)
@@ -420,10 +435,10 @@ func (a *app) portCommand() *cobra.Command {
 				}
 				for _, p := range ports {
 					if private != nil {
-						fmt.Fprintf(a.stdout, "%s:%d\n", hostIP(p), p.HostPort)
+						fmt.Fprintln(a.stdout, hostAddrPort(p))
 						continue
 					}
-					fmt.Fprintf(a.stdout, "%d/%s -> %s:%d\n", p.ContainerPort, p.Proto, hostIP(p), p.HostPort)
+					fmt.Fprintf(a.stdout, "%d/%s -> %s\n", p.ContainerPort, p.Proto, hostAddrPort(p))
 				}
 				return nil
 			})
@@ -471,6 +486,7 @@ it again and leaves the namespace itself alone.`,
 	fl.StringVar(&f.name, "name", "", "container name")
 	fl.StringVar(&f.network, "network", "", "network name (default: bridge)")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
+	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on a network with IPv6 (default: the next free one)")
 	fl.StringVar(&ifName, "ifname", "", "name of the interface in the namespace (default eth0; only eth0 gets the default route)")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp] (repeatable)")
 	addBandwidthFlags(fl, &f)

@@ -25,7 +25,8 @@ func (a *app) networkCommand() *cobra.Command {
 
 func (a *app) networkCreateCommand() *cobra.Command {
 	var spec network.NetworkSpec
-	var labels, opts []string
+	var labels, opts, subnets, gateways []string
+	ipv4 := true
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a bridge or macvlan network",
@@ -44,10 +45,20 @@ this traffic: isolation on the segment is the segment's (see ARCHITECTURE.md).`,
   ctnet network create backend --subnet 172.30.0.0/24 --internal
   ctnet network create routed --subnet 10.99.0.0/24 --opt masquerade=false
   ctnet network create pods --subnet 10.244.1.0/24 --opt non-masquerade=10.244.0.0/16
-  ctnet network create lan -d macvlan --parent eth0 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.192/27`,
+  ctnet network create lan -d macvlan --parent eth0 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.192/27
+  ctnet network create dual --ipv6
+  ctnet network create dual2 --ipv6 --subnet 172.30.0.0/24 --subnet 2001:db8:30::/64
+  ctnet network create v6only --ipv6 --ipv4=false`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
+			spec.NoIPv4 = !ipv4
+			if err := sortFamilies(subnets, "--subnet", &spec.Subnet, &spec.Subnet6); err != nil {
+				return err
+			}
+			if err := sortFamilies(gateways, "--gateway", &spec.Gateway, &spec.Gateway6); err != nil {
+				return err
+			}
 			var err error
 			if spec.Labels, err = network.ParseLabels(labels); err != nil {
 				return err
@@ -80,11 +91,13 @@ this traffic: isolation on the segment is the segment's (see ARCHITECTURE.md).`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&spec.Subnet, "subnet", "", "IPv4 subnet in CIDR notation (default: a free one from the pools)")
+	fl.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR notation, one per family (default: a free one from the pools)")
+	fl.StringArrayVar(&gateways, "gateway", nil, "gateway address, held by the bridge (a macvlan network's router), one per family (default: the subnet's first address)")
+	fl.BoolVar(&spec.IPv6, "ipv6", false, "IPv6 too: an IPv6 --subnet, or else a unique-local /64 from fd63:746e:7400::/48")
+	fl.BoolVar(&ipv4, "ipv4", true, "IPv4 (--ipv4=false with --ipv6: an IPv6-only network)")
 	fl.StringVarP(&spec.Driver, "driver", "d", "bridge", "bridge, or macvlan: containers on the --parent interface's segment")
 	fl.StringVar(&spec.Parent, "parent", "", "a macvlan network's host interface, whose segment its containers join")
 	fl.StringVar(&spec.IPRange, "ip-range", "", "allocate addresses from this part of the subnet, in CIDR notation (default: all of it)")
-	fl.StringVar(&spec.Gateway, "gateway", "", "gateway address, held by the bridge; a macvlan network's router (default: the subnet's first address)")
 	fl.StringVar(&spec.Bridge, "bridge", "", "bridge interface name, at most 15 bytes (default: ct-<id>)")
 	fl.IntVar(&spec.MTU, "mtu", 0, "MTU (default: that of the host's default route interface)")
 	fl.BoolVar(&spec.Internal, "internal", false, "no way out and no way in: containers reach only each other")
@@ -148,7 +161,7 @@ func (a *app) networkLsCommand() *cobra.Command {
 					if n.Driver == network.DriverMacvlan {
 						bridge = "macvlan:" + n.Parent
 					}
-					t.row(shortID(n.ID, noTrunc), n.Name, bridge, n.Subnet.String(), n.Gateway.String(), fmt.Sprint(n.MTU), strings.Join(flags, ","))
+					t.row(shortID(n.ID, noTrunc), n.Name, bridge, joinValid(n.Subnet, n.Subnet6), joinValid(n.Gateway, n.Gateway6), fmt.Sprint(n.MTU), strings.Join(flags, ","))
 				}
 				return t.flush()
 			})
@@ -210,7 +223,13 @@ func printNetwork(a *app, info *network.NetworkInspect) {
 	} else {
 		fmt.Fprintf(w, "  bridge:     %s\n", info.Bridge)
 	}
-	fmt.Fprintf(w, "  subnet:     %s\n  gateway:    %s\n  mtu:        %d\n", info.Subnet, info.Gateway, info.MTU)
+	if info.Subnet.IsValid() {
+		fmt.Fprintf(w, "  subnet:     %s\n  gateway:    %s\n", info.Subnet, info.Gateway)
+	}
+	if info.Subnet6.IsValid() {
+		fmt.Fprintf(w, "  subnet:     %s\n  gateway:    %s\n", info.Subnet6, info.Gateway6)
+	}
+	fmt.Fprintf(w, "  mtu:        %d\n", info.MTU)
 	if info.IPRange.IsValid() {
 		fmt.Fprintf(w, "  ip range:   %s\n", info.IPRange)
 	}
@@ -229,9 +248,9 @@ func printNetwork(a *app, info *network.NetworkInspect) {
 		}
 	}
 	fmt.Fprintln(w, "\nContainers")
-	t := newTable(w, "  NAME", "INTERFACE", "HOST VETH", "IP", "MAC")
+	t := newTable(w, "  NAME", "INTERFACE", "HOST VETH", "IP", "IPV6", "MAC")
 	for _, c := range info.Containers {
-		t.row("  "+c.Name, c.Interface, c.HostVeth, c.IP, c.MAC)
+		t.row("  "+c.Name, c.Interface, c.HostVeth, c.IP, c.IP6, c.MAC)
 	}
 	t.flush()
 	if len(info.Firewall) > 0 {
@@ -271,12 +290,20 @@ func (a *app) networkConnectCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "%s %s/%d\n", att.IfName, att.IP, att.PrefixLen)
+				var addrs []string
+				if att.IP.IsValid() {
+					addrs = append(addrs, fmt.Sprintf("%s/%d", att.IP, att.PrefixLen))
+				}
+				if att.IP6.IsValid() {
+					addrs = append(addrs, fmt.Sprintf("%s/%d", att.IP6, att.PrefixLen6))
+				}
+				fmt.Fprintln(a.stdout, att.IfName, strings.Join(addrs, " "))
 				return nil
 			})
 		},
 	}
 	cmd.Flags().StringVar(&opts.IP, "ip", "", "IPv4 address on the network (default: the next free one)")
+	cmd.Flags().StringVar(&opts.IP6, "ip6", "", "IPv6 address on a network with IPv6 (default: the next free one)")
 	cmd.Flags().StringVar(&opts.IfName, "ifname", "", "name of the container's new interface (default: the next free ethN)")
 	return cmd
 }
@@ -292,4 +319,34 @@ func (a *app) networkDisconnectCommand() *cobra.Command {
 			})
 		},
 	}
+}
+
+// sortFamilies puts each of a repeated flag's values into the field of its family:
+// at most one IPv4 and one IPv6 value.
+func sortFamilies(values []string, flag string, v4, v6 *string) error {
+	for _, v := range values {
+		field := v4
+		if strings.Contains(v, ":") {
+			field = v6
+		}
+		if *field != "" {
+			return usage("%s given twice for one family (%s and %s): give at most one IPv4 and one IPv6 value", flag, *field, v)
+		}
+		*field = v
+	}
+	return nil
+}
+
+// joinValid is the valid ones of an IPv4 and an IPv6 value, comma-separated.
+func joinValid[T interface {
+	IsValid() bool
+	String() string
+}](v4, v6 T) string {
+	var out []string
+	for _, v := range []T{v4, v6} {
+		if v.IsValid() {
+			out = append(out, v.String())
+		}
+	}
+	return strings.Join(out, ",")
 }

@@ -168,11 +168,19 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			m := new(dns.Msg)
 			m.SetReply(req)
 			m.Authoritative, m.RecursionAvailable = true, true
-			if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
-				for _, a := range addrs {
+			// A for IPv4 addresses, AAAA for IPv6 ones: a container without IPv6 has
+			// no AAAA, and its name still exists (NOERROR, no answer).
+			for _, a := range addrs {
+				switch {
+				case a.Is4() && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
 					m.Answer = append(m.Answer, &dns.A{
 						Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl},
 						A:   a.AsSlice(),
+					})
+				case a.Is6() && (q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY):
+					m.Answer = append(m.Answer, &dns.AAAA{
+						Hdr:  dns.RR_Header{Name: q.Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: ttl},
+						AAAA: a.AsSlice(),
 					})
 				}
 			}

@@ -23,11 +23,15 @@ import (
 )
 
 // The "wan" side of a sandbox: a second namespace behind a veth, standing in for the
-// rest of the world (TEST-NET-3).
+// rest of the world (TEST-NET-3, and for IPv6 a documentation prefix).
 const (
 	HostUplinkIP = "203.0.113.1"
 	WANIP        = "203.0.113.2"
 	uplinkPrefix = "/24"
+
+	HostUplinkIP6 = "2001:db8:ff::1"
+	WANIP6        = "2001:db8:ff::2"
+	uplinkPrefix6 = "/64"
 )
 
 // Main runs the tests and removes the ctnet binary built for them; call it from
@@ -175,8 +179,10 @@ type WAN struct {
 }
 
 // AddWAN connects the sandbox to a new "wan" namespace: the sandbox's uplink
-// (HostUplinkIP, interface "uplink0") and the wan's end (WANIP), with the sandbox's
-// default route pointing at the wan, as a host's would at its router.
+// (HostUplinkIP and HostUplinkIP6, interface "uplink0") and the wan's end (WANIP,
+// WANIP6), with the sandbox's default routes pointing at the wan, as a host's would
+// at its router. The IPv6 addresses skip duplicate address detection, so they are
+// usable at once.
 func (s *Sandbox) AddWAN(t testing.TB) *WAN {
 	t.Helper()
 	w := &WAN{Sandbox: *newSandbox(t, "ctw-")}
@@ -186,6 +192,9 @@ func (s *Sandbox) AddWAN(t testing.TB) *WAN {
 	w.MustRun(t, "ip", "addr", "add", WANIP+uplinkPrefix, "dev", "wan0")
 	w.MustRun(t, "ip", "link", "set", "wan0", "up")
 	s.MustRun(t, "ip", "route", "add", "default", "via", WANIP)
+	s.MustRun(t, "ip", "addr", "add", HostUplinkIP6+uplinkPrefix6, "dev", "uplink0", "nodad")
+	w.MustRun(t, "ip", "addr", "add", WANIP6+uplinkPrefix6, "dev", "wan0", "nodad")
+	s.MustRun(t, "ip", "-6", "route", "add", "default", "via", WANIP6)
 	// The carrier comes up a moment later; a snapshot taken before would differ from
 	// every later one.
 	deadline := time.Now().Add(5 * time.Second)
@@ -353,11 +362,14 @@ func (s *Sandbox) Snapshot(t testing.TB, root string) Snapshot {
 	snap := Snapshot{}
 	for name, args := range map[string][]string{
 		"ip -d link": {"ip", "-d", "link"},
-		// IPv4 only: IPv6 link-local addresses appear late on new links (DAD), and
-		// ctnet's networks are IPv4.
-		"ip addr":  {"ip", "-4", "addr"},
-		"ip route": {"ip", "-4", "route", "show", "table", "all"},
-		"nft":      {"nft", "list", "ruleset"},
+		// IPv6 link-local addresses appear late on new links (DAD): IPv6 is
+		// recorded without them.
+		"ip addr":         {"ip", "-4", "addr"},
+		"ip route":        {"ip", "-4", "route", "show", "table", "all"},
+		"ip -6 addr":      {"ip", "-6", "addr", "show", "scope", "global"},
+		"ip -6 route":     {"sh", "-c", "ip -6 route show table main | grep -v '^fe80:' || true"},
+		"IPv6 forwarding": {"cat", "/proc/sys/net/ipv6/conf/all/forwarding"},
+		"nft":             {"nft", "list", "ruleset"},
 	} {
 		out := ifindexRE.ReplaceAllString(s.stableOutput(t, args...), "N: ")
 		out = timerRE.ReplaceAllString(out, "$1")

@@ -26,6 +26,9 @@ const (
 // loopback and who says nothing of what they forward to.
 var FallbackNameservers = []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("8.8.4.4")}
 
+// FallbackNameservers6 are Docker's IPv6 fallbacks, for IPv6-only containers.
+var FallbackNameservers6 = []netip.Addr{netip.MustParseAddr("2001:4860:4860::8888"), netip.MustParseAddr("2001:4860:4860::8844")}
+
 // Resolver is what a resolv.conf says.
 type Resolver struct {
 	Nameservers []netip.Addr

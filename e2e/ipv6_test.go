@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// ip6 is a container's IPv6 address on its first network, from ctnet's records.
+func (e *env) ip6(name string) string {
+	e.t.Helper()
+	var c struct {
+		Networks []struct {
+			IP6      string `json:"ip6"`
+			Gateway6 string `json:"gateway6"`
+		} `json:"networks"`
+	}
+	e.decode(e.must("inspect", "--format", "json", name), &c)
+	if len(c.Networks) == 0 || c.Networks[0].IP6 == "" {
+		e.t.Fatalf("container %s has no IPv6 address", name)
+	}
+	return c.Networks[0].IP6
+}
+
+// askPeer6 is askPeer to an address of either family, whose answer (socat's
+// SOCAT_PEERADDR of an IPv6 listener: bracketed, every zero written, IPv4 mapped) it
+// returns in canonical form: 2001:db8::1, or 203.0.113.2 for a mapped address.
+func askPeer6(run func(args ...string) (string, error), addr string, port int) string {
+	out, err := run("socat", "-T2", "-", fmt.Sprintf("TCP:%s,connect-timeout=2", netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port))))
+	if err != nil {
+		return ""
+	}
+	a, err := netip.ParseAddr(strings.Trim(strings.TrimSpace(out), "[]"))
+	if err != nil {
+		return strings.TrimSpace(out)
+	}
+	return a.Unmap().String()
+}
+
+func ping6OK(run func(args ...string) (string, error), addr string) bool {
+	_, err := run("ping", "-6", "-c1", "-W1", addr)
+	return err == nil
+}
+
+func sysctlIn(run func(args ...string) (string, error), key string) string {
+	out, _ := run("cat", "/proc/sys/"+strings.ReplaceAll(key, ".", "/"))
+	return strings.TrimSpace(out)
+}
+
+// startIn starts a long-running command in a sandbox, ended at cleanup.
+func startIn(t *testing.T, sb *lab.Sandbox, args ...string) {
+	t.Helper()
+	cmd := sb.Command(t.Context(), args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// A dual-stack network: containers get an address of each family from ctnet, usable
+// the moment run returns (not tentative), take nothing from router advertisements,
+// reach each other and the wan over both families, masqueraded behind the host's
+// addresses (NAT66 for IPv6); the embedded DNS server answers AAAA for them. The
+// host's uplink, which took router advertisements, takes them still now that IPv6
+// forwarding is on, and forwarding is off again after the last network.
+func TestIPv6DualStack(t *testing.T) {
+	e := newEnv(t)
+	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.uplink0.accept_ra"); got != "1" {
+		t.Fatalf("uplink0 has accept_ra=%s before the test, want the kernel's default 1", got)
+	}
+	e.must("network", "create", "dual", "--ipv6")
+	var ns []struct{ Subnet, Subnet6, Gateway6 string }
+	e.decode(e.must("network", "inspect", "--format", "json", "dual"), &ns)
+	n := ns[0]
+	subnet6, err := netip.ParsePrefix(n.Subnet6)
+	if err != nil || subnet6.Bits() != 64 || !netip.MustParsePrefix("fd00::/8").Contains(subnet6.Addr()) || n.Subnet == "" {
+		t.Fatalf("network dual has subnets %q and %q, want an IPv4 one and a unique-local /64", n.Subnet, n.Subnet6)
+	}
+	e.runDetached("--name", "a", "--network", "dual", "--", "sleep", "600")
+	// Read before anything else can have waited for duplicate address detection.
+	if out, err := e.inContainer("a", "ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"); err != nil || strings.Contains(out, "tentative") || !strings.Contains(out, e.ip6("a")+"/64") {
+		t.Errorf("a's IPv6 address right after run: want %s/64, not tentative; got %v:\n%s", e.ip6("a"), err, out)
+	}
+	e.runDetached(append([]string{"--name", "b", "--network", "dual", "--"}, peerServer6(7000)...)...)
+	a6, b6 := e.ip6("a"), e.ip6("b")
+	if !subnet6.Contains(netip.MustParseAddr(a6)) || a6 == b6 {
+		t.Fatalf("addresses %s and %s, want two of %s", a6, b6, subnet6)
+	}
+	for _, key := range []string{"accept_ra", "autoconf"} {
+		if got := sysctlIn(e.containerRun("a"), "net.ipv6.conf.eth0."+key); got != "0" {
+			t.Errorf("a's eth0 has %s=%s, want 0: containers do not configure themselves from the link", key, got)
+		}
+	}
+	if out, _ := e.inContainer("a", "ip", "-6", "route", "show", "default"); !strings.Contains(out, "via "+n.Gateway6) {
+		t.Errorf("a's IPv6 default route: want via %s, got %q", n.Gateway6, out)
+	}
+	if !ping6OK(e.containerRun("a"), b6) || !pingOK(e.containerRun("a"), e.ip("b")) {
+		t.Errorf("a does not reach b over both families")
+	}
+	if !eventually(func() bool { return askPeer6(e.containerRun("a"), b6, 7000) == a6 }) {
+		t.Errorf("b's server does not see a at %s over IPv6", a6)
+	}
+	if got := askPeer6(e.containerRun("a"), lab.WANIP6, 9998); got != lab.HostUplinkIP6 {
+		t.Errorf("the wan saw a at %q over IPv6, want the host's %s (NAT66)", got, lab.HostUplinkIP6)
+	}
+	if got := askPeer6(e.containerRun("a"), lab.WANIP, 9998); got != lab.HostUplinkIP {
+		t.Errorf("the wan saw a at %q over IPv4, want the host's %s", got, lab.HostUplinkIP)
+	}
+	if got := askPeer6(e.wanRun, b6, 7000); got != "" {
+		t.Errorf("the wan reached b's unpublished port on a masqueraded network (b saw %s)", got)
+	}
+	lookup6 := func(from, name string) string {
+		out := e.ctnet("exec", from, "--", "getent", "ahostsv6", name).Stdout
+		for _, f := range strings.Fields(out) {
+			if a, err := netip.ParseAddr(f); err == nil && a.Is6() && !a.Is4In6() {
+				return f
+			}
+		}
+		return ""
+	}
+	if got := lookup6("a", "b"); got != b6 {
+		t.Errorf("a resolving b's AAAA: got %q, want %s", got, b6)
+	}
+	// The host's accept_ra: 2 now that forwarding is on, and effective: a router
+	// advertisement from the wan still gives the host a default route.
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "1" {
+		t.Errorf("IPv6 forwarding is %s with a network that has IPv6, want 1", got)
+	}
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.uplink0.accept_ra"); got != "2" {
+		t.Errorf("uplink0 has accept_ra=%s with IPv6 forwarding on, want 2", got)
+	}
+	advertise := func() bool {
+		if err := scapy(e.wanRun, wanRouterAdvertScript); err != nil {
+			t.Fatal(err)
+		}
+		learnt := eventually(func() bool {
+			out, _ := e.hostRun("ip", "-6", "route", "show", "default", "proto", "ra")
+			return strings.Contains(out, "dev uplink0")
+		})
+		e.host.MustRun(t, "ip", "-6", "route", "flush", "proto", "ra")
+		return learnt
+	}
+	if !advertise() {
+		t.Errorf("with IPv6 forwarding on, the host ignores its router's advertisements")
+	}
+	// The control: what accept_ra=1 would do with forwarding on.
+	e.host.Sysctl(t, "net.ipv6.conf.uplink0.accept_ra", "1")
+	if advertise() {
+		t.Errorf("accept_ra=1 with forwarding on took an advertisement: the check above proves nothing")
+	}
+	e.host.Sysctl(t, "net.ipv6.conf.uplink0.accept_ra", "1")
+	e.must("rm", "-f", "a", "b")
+	e.must("network", "rm", "dual")
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "0" {
+		t.Errorf("IPv6 forwarding is %s after the last network, want 0 as before", got)
+	}
+}
+
+// wanRouterAdvertScript has the wan advertise itself as a default router on wan0.
+const wanRouterAdvertScript = `
+from scapy.all import Ether, IPv6, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, conf, get_if_hwaddr, sendp
+from scapy.utils6 import in6_mactoifaceid
+conf.verb = 0
+mac = get_if_hwaddr("wan0")
+ra = Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src="fe80::" + in6_mactoifaceid(mac), dst="ff02::1", hlim=255) / \
+    ICMPv6ND_RA(routerlifetime=1800) / ICMPv6NDOptSrcLLAddr(lladdr=mac)
+sendp(ra, iface="wan0", count=2)
+`
+
+// A routed dual-stack network (masquerade=false): the wan sees the container's own
+// addresses and reaches it directly, over both families.
+func TestIPv6Routed(t *testing.T) {
+	e := newEnv(t)
+	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
+	e.wan.MustRun(t, "ip", "route", "add", "10.93.0.0/24", "via", lab.HostUplinkIP)
+	e.wan.MustRun(t, "ip", "-6", "route", "add", "2001:db8:93::/64", "via", lab.HostUplinkIP6)
+	e.must("network", "create", "routed", "--ipv6", "--subnet", "10.93.0.0/24", "--subnet", "2001:db8:93::/64", "--opt", "masquerade=false")
+	e.runDetached(append([]string{"--name", "r", "--network", "routed", "--ip6", "2001:db8:93::42", "--"}, peerServer6(7000)...)...)
+	if got := e.ip6("r"); got != "2001:db8:93::42" {
+		t.Fatalf("--ip6 2001:db8:93::42 gave %s", got)
+	}
+	if !eventually(func() bool { return askPeer6(e.containerRun("r"), lab.WANIP6, 9998) != "" }) {
+		t.Fatalf("a container on a routed network cannot reach the wan over IPv6")
+	}
+	if got := askPeer6(e.containerRun("r"), lab.WANIP6, 9998); got != "2001:db8:93::42" {
+		t.Errorf("the wan saw %s, want the container's own 2001:db8:93::42 (no NAT66)", got)
+	}
+	if got := askPeer6(e.wanRun, "2001:db8:93::42", 7000); got != lab.WANIP6 {
+		t.Errorf("the wan reaching the container directly: server saw %q, want %s", got, lab.WANIP6)
+	}
+	if got := askPeer6(e.wanRun, e.ip("r"), 7000); got != lab.WANIP {
+		t.Errorf("the wan reaching the container over IPv4: server saw %q, want %s", got, lab.WANIP)
+	}
+	if r := e.ctnet("run", "--network", "routed", "--ip6", "2001:db8:93::42", "--", "true"); r.Code == 0 || !strings.Contains(r.Stderr, "already used") {
+		t.Errorf("a taken --ip6 was not refused: %s", r)
+	}
+	e.must("rm", "-f", "r")
+	e.must("network", "rm", "routed")
+}
+
+// An IPv6-only network: its containers have no IPv4 address, reach each other and
+// the wan over IPv6, and get no IPv4 resolver.
+func TestIPv6OnlyNetwork(t *testing.T) {
+	e := newEnv(t)
+	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
+	e.must("network", "create", "six", "--ipv6", "--ipv4=false")
+	e.runDetached("--name", "a", "--network", "six", "--", "sleep", "600")
+	e.runDetached(append([]string{"--name", "b", "--network", "six", "--"}, peerServer6(7000)...)...)
+	if out, _ := e.inContainer("a", "ip", "-4", "addr", "show", "dev", "eth0"); strings.Contains(out, "inet ") {
+		t.Errorf("a container of an IPv6-only network has IPv4: %s", out)
+	}
+	var c struct {
+		Networks []struct{ IP, IP6 string } `json:"networks"`
+	}
+	e.decode(e.must("inspect", "--format", "json", "a"), &c)
+	if c.Networks[0].IP != "" || c.Networks[0].IP6 == "" {
+		t.Errorf("a's record: ip %q, ip6 %q; want none and one", c.Networks[0].IP, c.Networks[0].IP6)
+	}
+	if !eventually(func() bool { return askPeer6(e.containerRun("a"), e.ip6("b"), 7000) == e.ip6("a") }) {
+		t.Errorf("a does not reach b over IPv6")
+	}
+	if got := askPeer6(e.containerRun("a"), lab.WANIP6, 9998); got != lab.HostUplinkIP6 {
+		t.Errorf("the wan saw a at %q, want the host's %s (NAT66)", got, lab.HostUplinkIP6)
+	}
+	if r := e.ctnet("run", "--network", "six", "--ip", "10.1.2.3", "--", "true"); r.Code == 0 {
+		t.Errorf("--ip on an IPv6-only network was accepted: %s", r)
+	}
+	e.must("rm", "-f", "a", "b")
+	e.must("network", "rm", "six")
+}
+
+// Ports published on a dual-stack network answer on both families, and the
+// container sees the client's real IPv6 address; one published on an IPv6 address
+// answers there only. [::1] is refused: IPv6 has no route_localnet.
+func TestIPv6PublishedPorts(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "dual", "--ipv6")
+	e.runDetached(append([]string{"--name", "web", "--network", "dual", "-p", "8080:7000", "-p", "[" + lab.HostUplinkIP6 + "]:8081:7000", "--"}, peerServer6(7000)...)...)
+	if !eventually(func() bool { return askPeer6(e.wanRun, lab.HostUplinkIP6, 8080) == lab.WANIP6 }) {
+		t.Errorf("the wan reaching [%s]:8080: want the server to see the wan's own %s, got %q", lab.HostUplinkIP6, lab.WANIP6, askPeer6(e.wanRun, lab.HostUplinkIP6, 8080))
+	}
+	if got := askPeer6(e.wanRun, lab.HostUplinkIP, 8080); got != lab.WANIP {
+		t.Errorf("the wan reaching %s:8080 over IPv4: server saw %q, want %s", lab.HostUplinkIP, got, lab.WANIP)
+	}
+	if got := askPeer6(e.wanRun, lab.HostUplinkIP6, 8081); got != lab.WANIP6 {
+		t.Errorf("the wan reaching [%s]:8081: server saw %q, want %s", lab.HostUplinkIP6, got, lab.WANIP6)
+	}
+	if got := askPeer6(e.wanRun, lab.HostUplinkIP, 8081); got != "" {
+		t.Errorf("a port published on [%s] only answered on %s (server saw %s)", lab.HostUplinkIP6, lab.HostUplinkIP, got)
+	}
+	var ports []struct {
+		HostIP   string `json:"host_ip"`
+		HostPort int    `json:"host_port"`
+	}
+	e.decode(e.must("port", "--format", "json", "web"), &ports)
+	var got []string
+	for _, p := range ports {
+		got = append(got, fmt.Sprintf("%s %d", p.HostIP, p.HostPort))
+	}
+	if want := []string{" 8080", ":: 8080", lab.HostUplinkIP6 + " 8081"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("published ports %q, want %q", got, want)
+	}
+	if out := e.must("port", "web"); !strings.Contains(out, "[::]:8080") || !strings.Contains(out, "0.0.0.0:8080") || !strings.Contains(out, "["+lab.HostUplinkIP6+"]:8081") {
+		t.Errorf("ctnet port does not show both families:\n%s", out)
+	}
+	if r := e.ctnet("run", "--network", "dual", "-p", "[::1]:8082:80", "--", "true"); r.Code == 0 || !strings.Contains(r.Stderr, "route_localnet") {
+		t.Errorf("-p [::1]:8082:80 was not refused with the reason: %s", r)
+	}
+	e.must("rm", "-f", "web")
+	e.must("network", "rm", "dual")
+}
