@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
 )
@@ -271,5 +272,130 @@ func TestIPv6PublishedPorts(t *testing.T) {
 		t.Errorf("-p [::1]:8082:80 was not refused with the reason: %s", r)
 	}
 	e.must("rm", "-f", "web")
+	e.must("network", "rm", "dual")
+}
+
+// forgeScript sends one kind of IPv6 frame from eth0 (from its own MAC): "udp" SRC
+// DST DSTMAC, "na" SRC TARGET LLADDR (an unsolicited, overriding neighbour
+// advertisement to all nodes), "ra" (a router advertisement from its link-local
+// address, offering a default route and a prefix).
+const forgeScript = `
+import sys
+from scapy.all import Ether, IPv6, UDP, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptPrefixInfo, conf, get_if_hwaddr, sendp
+from scapy.utils6 import in6_mactoifaceid
+conf.verb = 0
+iface = sys.argv[1]
+kind = sys.argv[2]
+mac = get_if_hwaddr(iface)
+allnodes = "33:33:00:00:00:01"
+if kind == "udp":
+    src, dst, dstmac = sys.argv[3:6]
+    p = Ether(src=mac, dst=dstmac) / IPv6(src=src, dst=dst) / UDP(sport=4000, dport=5000) / b"x"
+elif kind == "na":
+    src, target, lladdr = sys.argv[3:6]
+    p = Ether(src=mac, dst=allnodes) / IPv6(src=src, dst="ff02::1", hlim=255) / \
+        ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=lladdr)
+else:
+    p = Ether(src=mac, dst=allnodes) / IPv6(src="fe80::" + in6_mactoifaceid(mac), dst="ff02::1", hlim=255) / \
+        ICMPv6ND_RA(routerlifetime=1800) / ICMPv6NDOptSrcLLAddr(lladdr=mac) / \
+        ICMPv6NDOptPrefixInfo(prefix="2001:db8:66::", prefixlen=64, L=1, A=1)
+sendp(p, iface=iface, count=3)
+`
+
+// On a dual-stack network a container sends IPv6 only from its own addresses, its
+// neighbour advertisements claim only its own addresses with its own link-layer
+// address, and its router advertisements reach nobody. Each forged frame is counted
+// arriving at the bridge before ctnet's chains, and the same kind of frame done
+// right (its own source, its own target) reaches the victim, so silence is ctnet's
+// doing; a forged advertisement sent into the bridge by the host does rewrite the
+// victim's neighbour entry, so the check of that entry can fail.
+func TestIPv6AntiSpoofing(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "dual", "--ipv6")
+	e.runDetached("--name", "mallory", "--network", "dual", "--", "sleep", "600")
+	e.runDetached("--name", "victim", "--network", "dual", "--", "sleep", "600")
+	var ns []struct{ Bridge, Gateway6 string }
+	e.decode(e.must("network", "inspect", "--format", "json", "dual"), &ns)
+	bridge, gateway6 := ns[0].Bridge, ns[0].Gateway6
+	mallory, victim := e.inspect("mallory").Networks[0], e.ip6("victim")
+	mallory6 := e.ip6("mallory")
+	malloryMAC, victimMAC := macOf(t, e.containerRun("mallory"), "eth0"), macOf(t, e.containerRun("victim"), "eth0")
+	bridgeMAC := macOf(t, e.hostRun, bridge)
+	forge := func(args ...string) {
+		t.Helper()
+		if err := scapy(e.containerRun("mallory"), forgeScript, append([]string{"eth0"}, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Neighbour entries to rewrite: the victim's for its gateway, the host's for the
+	// victim.
+	if !ping6OK(e.containerRun("victim"), gateway6) || !ping6OK(e.hostRun, victim) {
+		t.Fatalf("the victim and the host do not reach each other over IPv6")
+	}
+	entry := func(run func(...string) (string, error), addr, dev string) string {
+		out, _ := run("ip", "-6", "neigh", "show", addr, "dev", dev)
+		return strings.TrimSpace(out)
+	}
+	sent := newCounters(t, e.hostRun, "bridge", "type filter hook prerouting priority -300;", map[string]string{
+		"spoofed":         "iifname " + mallory.HostVeth + " ip6 saddr " + lab.WANIP6 + " udp dport 5000",
+		"advertisements":  "iifname " + mallory.HostVeth + " icmpv6 type nd-router-advert",
+		"neighbour_claim": "iifname " + mallory.HostVeth + " icmpv6 type nd-neighbor-advert",
+	})
+	got := newCounters(t, e.namespaceOf("victim"), "inet", "type filter hook prerouting priority -400;", map[string]string{
+		"spoofed":         "ip6 saddr " + lab.WANIP6 + " udp dport 5000",
+		"own":             "ip6 saddr " + mallory6 + " udp dport 5000",
+		"advertisements":  "icmpv6 type nd-router-advert",
+		"neighbour_claim": "icmpv6 type nd-neighbor-advert ip6 saddr " + mallory6,
+	})
+
+	// The controls: mallory's own address and its own advertisement pass.
+	forge("udp", mallory6, victim, victimMAC)
+	forge("na", mallory6, mallory6, malloryMAC)
+	if got.packets("own") == 0 || got.packets("neighbour_claim") == 0 {
+		t.Fatalf("mallory's own datagram (%d) or advertisement (%d) did not reach the victim: the test proves nothing",
+			got.packets("own"), got.packets("neighbour_claim"))
+	}
+	// A forged advertisement rewrites the victim's entry when ctnet is not in the way.
+	if err := scapy(e.hostRun, forgeScript, bridge, "na", gateway6, gateway6, malloryMAC); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return strings.Contains(entry(e.containerRun("victim"), gateway6, "eth0"), malloryMAC) }) {
+		t.Fatalf("a forged advertisement from the bridge does not rewrite the victim's entry: the test proves nothing (%s)", entry(e.containerRun("victim"), gateway6, "eth0"))
+	}
+	e.inContainer("victim", "ip", "-6", "neigh", "replace", gateway6, "lladdr", bridgeMAC, "dev", "eth0", "nud", "stale")
+
+	claims := got.packets("neighbour_claim")
+	forge("udp", lab.WANIP6, victim, victimMAC)
+	forge("ra")
+	forge("na", mallory6, gateway6, malloryMAC)                // the gateway's address
+	forge("na", mallory6, victim, malloryMAC)                  // the victim's
+	forge("na", mallory6, mallory6, "02:42:de:ad:be:ef")       // its own, with another MAC
+	forge("na", mallory6, linkLocal(t, bridgeMAC), malloryMAC) // the gateway's link-local address
+	if sent.packets("spoofed") == 0 || sent.packets("advertisements") == 0 || sent.packets("neighbour_claim") < 5 {
+		t.Fatalf("mallory's forged frames never reached its bridge port: the test proves nothing")
+	}
+	time.Sleep(500 * time.Millisecond) // for the victim's and host's stacks to act on what arrived
+	if n := got.packets("spoofed"); n > 0 {
+		t.Errorf("the victim received %d datagrams with a forged source", n)
+	}
+	if n := got.packets("advertisements"); n > 0 {
+		t.Errorf("the victim received %d of mallory's router advertisements", n)
+	}
+	if n := got.packets("neighbour_claim") - claims; n > 0 {
+		t.Errorf("the victim received %d of mallory's forged neighbour advertisements", n)
+	}
+	if e := entry(e.containerRun("victim"), gateway6, "eth0"); !strings.Contains(e, bridgeMAC) {
+		t.Errorf("the victim's entry for its gateway %s was rewritten: %s (mallory is %s)", gateway6, e, malloryMAC)
+	}
+	if e := entry(e.hostRun, victim, bridge); strings.Contains(e, malloryMAC) {
+		t.Errorf("the host's entry for the victim %s points at mallory: %s", victim, e)
+	}
+	if out, _ := e.inContainer("victim", "ip", "-6", "addr", "show", "dev", "eth0"); strings.Contains(out, "2001:db8:66:") {
+		t.Errorf("the victim took an address from mallory's advertisement:\n%s", out)
+	}
+	if !ping6OK(e.containerRun("victim"), gateway6) || !ping6OK(e.containerRun("victim"), mallory6) {
+		t.Errorf("IPv6 from the victim does not flow after the attack")
+	}
+	e.must("rm", "-f", "mallory", "victim")
 	e.must("network", "rm", "dual")
 }

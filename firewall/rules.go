@@ -2,7 +2,9 @@ package firewall
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -128,6 +130,10 @@ type ruleSpec struct {
 	text    string
 	comment string
 	exprs   []expr.Any
+	// listedOnly marks a rule nft lists as text but cannot read back: a raw payload
+	// (a neighbour discovery field, which nft has no name for) looked up in a set of
+	// typed keys. Render prints it as nft lists it.
+	listedOnly bool
 }
 
 func native32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
@@ -197,6 +203,17 @@ const (
 	etherTypeARP         = 0x0806
 	etherTypeIPv6        = 0x86dd
 	ndRouterSolicit      = 133
+	ndNeighborSolicit    = 135
+	ndNeighborAdvert     = 136
+	ipv6PayloadLenOffset = 4
+	ipv6NextHeaderOffset = 6
+	ndTargetOffset       = 8  // in a neighbour solicitation or advertisement
+	ndNoOptionsLen       = 24 // ICMPv6 length of either without options
+	ndOneOptionLen       = 32 // with one link-layer address option
+	ndOptionOffset       = 24
+	ndOptionLLAddrOffset = 26
+	ndOptSourceLLAddr    = 1
+	ndOptTargetLLAddr    = 2
 	ndRouterAdvert       = 134
 	ndRedirect           = 137
 )
@@ -213,6 +230,40 @@ func icmpv6Type(typ byte) []expr.Any {
 		meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.IPPROTO_ICMPV6}),
 		load(expr.PayloadBaseTransportHeader, 0, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{typ}),
 	)
+}
+
+// ndGuard is the rules that hold a container's neighbour solicitations (135) and
+// advertisements (136) to its own link-layer address, and its advertisements to its
+// own addresses: a forged one would point another host's neighbour entry for an
+// address at the sender. The message must come without extension headers (so its
+// length is the IPv6 payload length) and carry at most one option, its own
+// link-layer address (option opt) at the start; an advertisement's target must be
+// one of the port's addresses. Linux sends them so.
+func ndGuard(typ byte, name string, opt byte) []ruleSpec {
+	is := func() []expr.Any { return join(protocol(etherTypeIPv6), icmpv6Type(typ)) }
+	rules := []ruleSpec{
+		{chain: "prerouting", text: "icmpv6 type " + name + " ip6 nexthdr != ipv6-icmp drop",
+			exprs: join(is(), one(load(expr.PayloadBaseNetworkHeader, ipv6NextHeaderOffset, 1, reg1),
+				cmp(expr.CmpOpNeq, reg1, []byte{unix.IPPROTO_ICMPV6}), verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: fmt.Sprintf("icmpv6 type %s ip6 length != %d ip6 length != %d drop", name, ndNoOptionsLen, ndOneOptionLen),
+			exprs: join(is(), one(load(expr.PayloadBaseNetworkHeader, ipv6PayloadLenOffset, 2, reg1),
+				cmp(expr.CmpOpNeq, reg1, be16(ndNoOptionsLen)), cmp(expr.CmpOpNeq, reg1, be16(ndOneOptionLen)), verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: fmt.Sprintf("icmpv6 type %s ip6 length %d @th,%d,16 != 0x%02x01 drop", name, ndOneOptionLen, ndOptionOffset*8, opt),
+			exprs: join(is(), one(load(expr.PayloadBaseNetworkHeader, ipv6PayloadLenOffset, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(ndOneOptionLen)),
+				load(expr.PayloadBaseTransportHeader, ndOptionOffset, 2, reg1), cmp(expr.CmpOpNeq, reg1, []byte{opt, 1}), verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: fmt.Sprintf("icmpv6 type %s ip6 length %d iifname . @th,%d,48 != @%s drop", name, ndOneOptionLen, ndOptionLLAddrOffset*8, setPortMACs),
+			listedOnly: true,
+			exprs: join(is(), one(load(expr.PayloadBaseNetworkHeader, ipv6PayloadLenOffset, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(ndOneOptionLen)),
+				meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseTransportHeader, ndOptionLLAddrOffset, 6, reg12),
+				notIn(setPortMACs, reg1), verdict(expr.VerdictDrop)))},
+	}
+	if typ == ndNeighborAdvert {
+		rules = append(rules, ruleSpec{chain: "prerouting", text: fmt.Sprintf("icmpv6 type %s iifname . @th,%d,128 != @%s drop", name, ndTargetOffset*8, setPortIPs6),
+			comment: "a container advertises only its own addresses", listedOnly: true,
+			exprs: join(is(), one(meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseTransportHeader, ndTargetOffset, 16, reg12),
+				notIn(setPortIPs6, reg1), verdict(expr.VerdictDrop)))})
+	}
+	return rules
 }
 
 func join(parts ...[]expr.Any) []expr.Any {
@@ -387,7 +438,10 @@ var inetRules = []ruleSpec{
 	{chain: "between_networks", text: "drop", exprs: one(verdict(expr.VerdictDrop))},
 }
 
-var bridgeRules = []ruleSpec{
+var bridgeRules = slices.Concat(bridgeRulesBeforeND, ndGuard(ndNeighborSolicit, "nd-neighbor-solicit", ndOptSourceLLAddr),
+	ndGuard(ndNeighborAdvert, "nd-neighbor-advert", ndOptTargetLLAddr), bridgeRulesAfterND)
+
+var bridgeRulesBeforeND = []ruleSpec{
 	{chain: "prerouting", text: "iifname != @" + setPorts + " accept",
 		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), notIn(setPorts, reg1), verdict(expr.VerdictAccept))},
 	{chain: "prerouting", text: "iifname . ether saddr != @" + setPortMACs + " drop",
@@ -414,6 +468,9 @@ var bridgeRules = []ruleSpec{
 			lookup(setPortIPs, reg1),
 			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderEtherOffset, 6, reg12),
 			lookup(setPortMACs, reg1), verdict(expr.VerdictAccept)))},
+}
+
+var bridgeRulesAfterND = []ruleSpec{
 	// IPv6 from a container's own addresses, its link-local one included: neighbour
 	// discovery and everything else. A port without IPv6 has no element here.
 	{chain: "prerouting", text: "iifname . ip6 saddr @" + setPortIPs6 + " accept",
