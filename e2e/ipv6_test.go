@@ -399,3 +399,92 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 	e.must("rm", "-f", "mallory", "victim")
 	e.must("network", "rm", "dual")
 }
+
+// A dual-stack network survives a reboot: the first change restores its bridge with
+// both gateways, IPv6 forwarding (after accept_ra=2 on the fresh uplink) and its
+// IPv6 firewall entries, so a new container reaches the wan and is reached through a
+// published port over IPv6; doctor reports IPv6 forwarding, and gc puts it and a
+// deleted bridge back.
+func TestIPv6Reboot(t *testing.T) {
+	e := newEnv(t)
+	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
+	e.must("network", "create", "dual", "--ipv6", "--subnet", "10.74.0.0/24", "--subnet", "fd00:74::/64")
+	e.runDetached("--name", "a", "--network", "dual", "--", "sleep", "600")
+	e.reboot("a")
+	rebooted := e.host.Snapshot(t, e.root)
+	rebooted["namespaces under root"], rebooted["mounts under root"] = e.before["namespaces under root"], e.before["mounts under root"]
+	e.before = rebooted
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "0" {
+		t.Fatalf("the fresh host has IPv6 forwarding %s", got)
+	}
+	e.must("rm", "a") // the first change restores
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "1" {
+		t.Errorf("IPv6 forwarding is %s after the restore, want 1", got)
+	}
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.uplink0.accept_ra"); got != "2" {
+		t.Errorf("the fresh uplink has accept_ra=%s after the restore, want 2", got)
+	}
+	bridge := e.bridgeOf("dual")
+	if out, _ := e.hostRun("ip", "-6", "addr", "show", "dev", bridge, "scope", "global"); !strings.Contains(out, "fd00:74::1/64") {
+		t.Errorf("the restored bridge lacks its IPv6 gateway:\n%s", out)
+	}
+	e.runDetached(append([]string{"--name", "b", "--network", "dual", "-p", "8080:7000", "--"}, peerServer6(7000)...)...)
+	if got := askPeer6(e.containerRun("b"), lab.WANIP6, 9998); got != lab.HostUplinkIP6 {
+		t.Errorf("after the reboot the wan saw b at %q over IPv6, want %s", got, lab.HostUplinkIP6)
+	}
+	if !eventually(func() bool { return askPeer6(e.wanRun, lab.HostUplinkIP6, 8080) == lab.WANIP6 }) {
+		t.Errorf("the published port does not answer over IPv6 after the reboot")
+	}
+	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, "IPv6 forwarding is on") {
+		t.Errorf("doctor after the restore: %s", r)
+	}
+	if report := e.gc(); len(report) > 0 {
+		t.Errorf("gc after the restore found work:\n%s", strings.Join(report, "\n"))
+	}
+	e.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "0")
+	if r := e.ctnet("doctor"); r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "IPv6 forwarding is off") {
+		t.Errorf("doctor with IPv6 forwarding off: %s", r)
+	}
+	if report := strings.Join(e.gc(), "\n"); !strings.Contains(report, "IPv6 forwarding on") {
+		t.Errorf("gc does not turn IPv6 forwarding on again:\n%s", report)
+	}
+	e.must("rm", "-f", "b")
+	e.host.MustRun(t, "ip", "link", "del", bridge)
+	if report := strings.Join(e.gc(), "\n"); !strings.Contains(report, bridge) {
+		t.Errorf("gc does not recreate the deleted bridge:\n%s", report)
+	}
+	if out, _ := e.hostRun("ip", "-6", "addr", "show", "dev", bridge, "scope", "global"); !strings.Contains(out, "fd00:74::1/64") {
+		t.Errorf("the bridge gc made lacks its IPv6 gateway:\n%s", out)
+	}
+	e.must("network", "rm", "dual")
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "0" {
+		t.Errorf("IPv6 forwarding is %s after the last network, want 0", got)
+	}
+}
+
+// Networks are isolated over IPv6 as over IPv4: a container does not reach another
+// network's container by its IPv6 address, though its packets reach the host, and
+// a container of that network does.
+func TestIPv6Isolation(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "left", "--ipv6", "--opt", "masquerade=false")
+	e.must("network", "create", "right", "--ipv6")
+	e.runDetached("--name", "l", "--network", "left", "--", "sleep", "600")
+	e.runDetached(append([]string{"--name", "r", "--network", "right", "--"}, peerServer6(7000)...)...)
+	e.runDetached("--name", "r2", "--network", "right", "--", "sleep", "600")
+	r6 := e.ip6("r")
+	if !eventually(func() bool { return askPeer6(e.containerRun("r2"), r6, 7000) == e.ip6("r2") }) {
+		t.Fatalf("a container of r's own network does not reach it over IPv6: the test proves nothing")
+	}
+	arrived := newCounters(t, e.hostRun, "inet", "type filter hook prerouting priority -400;", map[string]string{
+		"probe": "ip6 saddr " + e.ip6("l") + " ip6 daddr " + r6 + " tcp dport 7000",
+	})
+	if got := askPeer6(e.containerRun("l"), r6, 7000); got != "" {
+		t.Errorf("l on another network reached r over IPv6 (r saw %s)", got)
+	}
+	if arrived.packets("probe") == 0 {
+		t.Errorf("l's probe never reached the host: the test proves nothing")
+	}
+	e.must("rm", "-f", "l", "r", "r2")
+	e.must("network", "rm", "left", "right")
+}

@@ -184,6 +184,9 @@ func (e *env) reconnectWAN() {
 		{"ip", "-n", e.wan.Name, "addr", "add", lab.WANIP + "/24", "dev", "wan0"},
 		{"ip", "-n", e.wan.Name, "link", "set", "wan0", "up"},
 		{"ip", "-n", e.host.Name, "route", "add", "default", "via", lab.WANIP},
+		{"ip", "-n", e.host.Name, "addr", "add", lab.HostUplinkIP6 + "/64", "dev", "uplink0", "nodad"},
+		{"ip", "-n", e.wan.Name, "addr", "add", lab.WANIP6 + "/64", "dev", "wan0", "nodad"},
+		{"ip", "-n", e.host.Name, "-6", "route", "add", "default", "via", lab.WANIP6},
 	} {
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			e.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/ctnet/ctnet/firewall"
@@ -78,6 +79,15 @@ func (m *Manager) Doctor() ([]Finding, error) {
 			bad("run `ctnet gc`, or `sysctl -w net.ipv4.ip_forward=1`", "IPv4 forwarding is off: containers cannot reach beyond the host")
 		} else {
 			ok("IPv4 forwarding is on")
+		}
+		if slices.ContainsFunc(networks, func(n *store.Network) bool { return n.Subnet6.IsValid() }) {
+			if v, err := m.host.ReadSysctl("net/ipv6/conf/all/forwarding"); err != nil {
+				return nil, err
+			} else if v != "1" {
+				bad("run `ctnet gc`, or `sysctl -w net.ipv6.conf.all.forwarding=1`", "IPv6 forwarding is off: containers cannot reach beyond the host over IPv6")
+			} else {
+				ok("IPv6 forwarding is on")
+			}
 		}
 		for _, n := range networks {
 			if _, err := link.ByName(m.host, n.Bridge); errors.Is(err, link.ErrNotFound) {
