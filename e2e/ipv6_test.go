@@ -247,6 +247,14 @@ func TestIPv6PublishedPorts(t *testing.T) {
 	if got := askPeer6(e.wanRun, lab.HostUplinkIP, 8080); got != lab.WANIP {
 		t.Errorf("the wan reaching %s:8080 over IPv4: server saw %q, want %s", lab.HostUplinkIP, got, lab.WANIP)
 	}
+	// From the host itself, and from the container through the host's address
+	// (hairpin: masqueraded, so the reply comes back the same way).
+	if got := askPeer6(e.hostRun, lab.HostUplinkIP6, 8080); got != lab.HostUplinkIP6 {
+		t.Errorf("the host reaching its own [%s]:8080: server saw %q", lab.HostUplinkIP6, got)
+	}
+	if got := askPeer6(e.containerRun("web"), lab.HostUplinkIP6, 8080); got == "" {
+		t.Errorf("the container does not reach its own port published on [%s]:8080", lab.HostUplinkIP6)
+	}
 	if got := askPeer6(e.wanRun, lab.HostUplinkIP6, 8081); got != lab.WANIP6 {
 		t.Errorf("the wan reaching [%s]:8081: server saw %q, want %s", lab.HostUplinkIP6, got, lab.WANIP6)
 	}

@@ -167,8 +167,8 @@ type Bridge struct {
 	Alias    string
 }
 
-// EnsureBridge makes the bridge exist, up, with its MTU, its gateway address and
-// IPv6 off; it reports whether it created the link. An existing link of another
+// EnsureBridge makes the bridge exist, up, with its MTU, its gateway addresses and
+// IPv6 off unless it has an IPv6 gateway; it reports whether it created the link. An existing link of another
 // kind, or a bridge that another owner tagged, is a conflict.
 //
 // The alias comes last: a tagged bridge is a finished one, which gc trusts, and an
@@ -290,8 +290,8 @@ type Veth struct {
 }
 
 // AddVeth creates the pair in one netlink request — the host end enslaved and up, the
-// peer born in its namespace with its MAC, so nothing is moved — turns IPv6 off on both
-// ends and brings the peer up. It returns the peer's interface index inside its
+// peer born in its namespace with its MAC, so nothing is moved — turns IPv6 off on the
+// host end and, unless v.IPv6, on the peer, and brings the peer up. It returns the peer's interface index inside its
 // namespace. On error nothing is left behind. The host end stays untagged until
 // FinishPort: a tagged veth is a finished one, which gc trusts.
 func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
@@ -400,8 +400,8 @@ func FinishPort(host *netns.NS, name, alias string, hairpin bool) error {
 	return nil
 }
 
-// disableIPv6 turns IPv6 off on an interface, as Docker does on IPv4-only networks,
-// and ctnet's networks are IPv4-only. With IPv6 on, the interface would take an
+// disableIPv6 turns IPv6 off on an interface, as Docker does on IPv4-only networks
+// (and on the host ends of veths, mere bridge ports). With IPv6 on, the interface would take an
 // address and a default route from any router advertisement on its link, a
 // container's included, and answer neighbour discovery there. A kernel without IPv6
 // has nothing to turn off.
