@@ -496,3 +496,46 @@ func TestIPv6Isolation(t *testing.T) {
 	e.must("rm", "-f", "l", "r", "r2")
 	e.must("network", "rm", "left", "right")
 }
+
+// ctnet-cni on a network with "ipv6": ADD gives one address of each family (those
+// the ips capability names), both in the result with a default route each and both
+// in the kernel; the pod reaches the wan over IPv6; CHECK finds a missing IPv6
+// address; DEL leaves nothing.
+func TestIPv6CNIDualStack(t *testing.T) {
+	e := newEnv(t)
+	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "dual", "type": "ctnet", "subnet": "10.88.0.0/24", "ipv6": true, "subnet6": "fd00:88::/64", "root": %q,
+		"capabilities": {"ips": true}, "runtimeConfig": {"ips": ["10.88.0.50/24", "fd00:88::50/64"]}}`, e.root)
+	pod := lab.NewSandbox(t)
+	res := p.add("pod", pod.Path, "eth0", conf)
+	var addrs, routes []string
+	for _, ip := range res.IPs {
+		addrs = append(addrs, ip.Address+" via "+ip.Gateway)
+	}
+	for _, r := range res.Routes {
+		routes = append(routes, r.Dst+" via "+r.GW)
+	}
+	if want := []string{"10.88.0.50/24 via 10.88.0.1", "fd00:88::50/64 via fd00:88::1"}; fmt.Sprint(addrs) != fmt.Sprint(want) {
+		t.Errorf("ADD result addresses %q, want %q", addrs, want)
+	}
+	if want := []string{"0.0.0.0/0 via 10.88.0.1", "::/0 via fd00:88::1"}; fmt.Sprint(routes) != fmt.Sprint(want) {
+		t.Errorf("ADD result routes %q, want %q", routes, want)
+	}
+	if out, _ := pod.Try("ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"); !strings.Contains(out, "fd00:88::50/64") || strings.Contains(out, "tentative") {
+		t.Errorf("the pod's eth0 lacks fd00:88::50/64 or has it tentative:\n%s", out)
+	}
+	if !ping6OK(pod.Try, lab.WANIP6) {
+		t.Errorf("the pod does not reach the wan over IPv6")
+	}
+	if r := p.call("CHECK", "pod", pod.Path, "eth0", withPrevResult(t, conf, res)); r.Code != 0 {
+		t.Errorf("CHECK of a good dual-stack attachment: %s", r)
+	}
+	pod.MustRun(t, "ip", "-6", "addr", "del", "fd00:88::50/64", "dev", "eth0")
+	if r := p.call("CHECK", "pod", pod.Path, "eth0", withPrevResult(t, conf, res)); r.Code == 0 || !strings.Contains(r.Stdout, "fd00:88::50/64") {
+		t.Errorf("CHECK without the IPv6 address: want an error naming it, got %s", r)
+	}
+	if r := p.call("DEL", "pod", pod.Path, "eth0", conf); r.Code != 0 {
+		t.Errorf("DEL: %s", r)
+	}
+	e.must("network", "rm", "dual")
+}

@@ -15,8 +15,8 @@ import (
 
 // verify holds an attachment against the kernel as CHECK asks: what the result
 // promised (promised: the runtime's prevResult) is still there. Of the result it
-// reads only ctnet's part, IPv4: the container's interface with its MAC and
-// addresses, the routes through the network's gateway, and the host veth, which
+// reads only ctnet's part: the container's interface with its MAC and addresses
+// (of each family the network has), the routes through the network's gateway, and the host veth, which
 // must be up and a port of the network's bridge. Interfaces and routes another
 // plugin of the chain added are that plugin's to check.
 func verify(m *network.Manager, containerID string, c *network.Container, n *network.Network, att *network.Attachment, promised *types100.Result) error {
@@ -34,7 +34,12 @@ func verify(m *network.Manager, containerID string, c *network.Container, n *net
 	inPod := info.Stack.Links[i]
 
 	wantMAC, wantHostMAC := att.MAC, ""
-	addrs := []string{fmt.Sprintf("%s/%d", att.IP, att.PrefixLen)}
+	var addrs []string
+	for _, a := range []netip.Prefix{netip.PrefixFrom(att.IP, att.PrefixLen), netip.PrefixFrom(att.IP6, att.PrefixLen6)} {
+		if a.IsValid() {
+			addrs = append(addrs, a.String())
+		}
+	}
 	for index, iface := range promised.Interfaces {
 		switch {
 		case iface.Name == att.IfName && iface.Sandbox != "":
@@ -43,7 +48,7 @@ func verify(m *network.Manager, containerID string, c *network.Container, n *net
 			}
 			var promisedAddrs []string
 			for _, ipc := range promised.IPs {
-				if ipc.Interface != nil && *ipc.Interface == index && ipc.Address.IP.To4() != nil {
+				if ipc.Interface != nil && *ipc.Interface == index && onNetwork(n, addrOf(ipc.Address.IP)) {
 					promisedAddrs = append(promisedAddrs, ipc.Address.String())
 				}
 			}
@@ -63,10 +68,14 @@ func verify(m *network.Manager, containerID string, c *network.Container, n *net
 		}
 	}
 	for _, r := range promised.Routes {
-		if r.Dst.IP.To4() == nil || (r.GW != nil && !n.Subnet.Contains(addrOf(r.GW))) {
+		gateway := att.Gateway
+		if r.Dst.IP.To4() == nil {
+			gateway = att.Gateway6
+		}
+		if !gateway.IsValid() || (r.GW != nil && !onNetwork(n, addrOf(r.GW))) {
 			continue
 		}
-		dst, gw := r.Dst.String(), att.Gateway.String()
+		dst, gw := r.Dst.String(), gateway.String()
 		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
 			dst = "default"
 		}
@@ -102,7 +111,13 @@ func verify(m *network.Manager, containerID string, c *network.Container, n *net
 	return nil
 }
 
+// addrOf is ip as a netip.Addr, an IPv4 one unmapped.
 func addrOf(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip.To4())
-	return a
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+// onNetwork reports whether a is in one of n's subnets: ctnet's part of a result.
+func onNetwork(n *network.Network, a netip.Addr) bool {
+	return n.Subnet.IsValid() && n.Subnet.Contains(a) || n.Subnet6.IsValid() && n.Subnet6.Contains(a)
 }

@@ -12,24 +12,24 @@ import (
 	"github.com/ctnet/ctnet/network"
 )
 
-// requestedAddresses are the IPv4 address and the MAC address the runtime asks for,
-// "" for ctnet's choice. CNI's conventions give two ways for each: the ips and mac
-// capabilities, and CNI_ARGS IP= and MAC=, which Podman uses for a single --ip and
-// for --mac-address. Both may come; they must then agree. An IPv6 address in
-// CNI_ARGS is skipped, as in the ips capability.
-func requestedAddresses(conf *netConf, cniArgs string) (ip, mac string, err error) {
-	if ip, err = conf.requestedIP(); err != nil {
-		return "", "", err
+// requestedAddresses are the address of each family and the MAC address the runtime
+// asks for, "" for ctnet's choice. CNI's conventions give two ways for each: the ips
+// and mac capabilities, and CNI_ARGS IP= and MAC=, which Podman uses for a single
+// --ip and for --mac-address. Both may come; they must then agree. An IPv6 address
+// in CNI_ARGS is skipped: Podman sends --ip6 in the ips capability.
+func requestedAddresses(conf *netConf, cniArgs string) (ip, ip6, mac string, err error) {
+	if ip, ip6, err = conf.requestedIP(); err != nil {
+		return "", "", "", err
 	}
 	argIP, argMAC := cniArg(cniArgs, "IP"), cniArg(cniArgs, "MAC")
 	if argIP != "" {
 		addr, perr := netip.ParseAddr(argIP)
 		if perr != nil {
-			return "", "", types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("bad address %q in CNI_ARGS IP: use an IPv4 address such as 10.88.0.5", argIP), "")
+			return "", "", "", types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("bad address %q in CNI_ARGS IP: use an IPv4 address such as 10.88.0.5", argIP), "")
 		}
 		if addr.Is4() || addr.Is4In6() {
 			if ip != "" && ip != addr.Unmap().String() {
-				return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS IP=%s and runtimeConfig.ips %s ask for different addresses: give one, or the same in both", argIP, ip), "")
+				return "", "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS IP=%s and runtimeConfig.ips %s ask for different addresses: give one, or the same in both", argIP, ip), "")
 			}
 			ip = addr.Unmap().String()
 		}
@@ -38,16 +38,16 @@ func requestedAddresses(conf *netConf, cniArgs string) (ip, mac string, err erro
 	if argMAC != "" {
 		hw, perr := net.ParseMAC(argMAC)
 		if perr != nil {
-			return "", "", types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("bad MAC address %q in CNI_ARGS MAC: use one such as 02:42:0a:58:00:05", argMAC), "")
+			return "", "", "", types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("bad MAC address %q in CNI_ARGS MAC: use one such as 02:42:0a:58:00:05", argMAC), "")
 		}
 		if mac != "" {
 			if capHW, err := net.ParseMAC(mac); err != nil || !slices.Equal(hw, capHW) {
-				return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS MAC=%s and runtimeConfig.mac %s ask for different addresses: give one, or the same in both", argMAC, mac), "")
+				return "", "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("CNI_ARGS MAC=%s and runtimeConfig.mac %s ask for different addresses: give one, or the same in both", argMAC, mac), "")
 			}
 		}
 		mac = argMAC
 	}
-	return ip, mac, nil
+	return ip, ip6, mac, nil
 }
 
 // cniArg is the value of key in CNI_ARGS (K1=V1;K2=V2), "" when absent. Keys that are

@@ -34,6 +34,11 @@ type netConf struct {
 	// NonMasqueradeCIDRs are destinations reached with the pod's own address
 	// (ip-masq-agent's key: the cluster's pod range), whose hosts reach pods by routing.
 	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
+	// IPv6 gives the network IPv6 too: subnet6, or a unique-local /64 from ctnet's
+	// pool, with gateway6 or its first address.
+	IPv6     bool   `json:"ipv6,omitempty"`
+	Subnet6  string `json:"subnet6,omitempty"`
+	Gateway6 string `json:"gateway6,omitempty"`
 	// Root is the ctnet root; by default the CLI's (/var/lib/ctnet and /run/ctnet), so
 	// `ctnet ps` lists what the runtime attached.
 	Root          string `json:"root,omitempty"`
@@ -88,8 +93,8 @@ func parseConf(stdin []byte) (*netConf, error) {
 
 // portSpecs turns port mappings into ctnet's, through the parser of -p so that both
 // accept and refuse the same. Mappings on an IPv6 host address are skipped, as the
-// portmap plugin skips those of the other family than the container's: ctnet's
-// networks are IPv4, and a dual-stack runtime sends both.
+// portmap plugin skips those of the other family than the container's: one without an
+// address already publishes on both families of a dual-stack network.
 func (c *netConf) portSpecs() ([]network.PortSpec, error) {
 	var out []network.PortSpec
 	for _, pm := range c.RuntimeConfig.PortMappings {
@@ -113,28 +118,34 @@ func (c *netConf) portSpecs() ([]network.PortSpec, error) {
 	return out, nil
 }
 
-// requestedIP is the IPv4 address the ips capability asks for, or "" for the next free
-// one. IPv6 addresses are skipped, as ctnet's networks are IPv4.
-func (c *netConf) requestedIP() (string, error) {
-	var v4 []string
+// requestedIP is the IPv4 and IPv6 address the ips capability asks for, each "" for
+// the next free one.
+func (c *netConf) requestedIP() (string, string, error) {
+	var v4, v6 []string
 	for _, s := range c.RuntimeConfig.IPs {
 		addr, _, _ := strings.Cut(s, "/")
 		ip, err := netip.ParseAddr(addr)
 		if err != nil {
-			return "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("bad address %q in runtimeConfig.ips: use an IPv4 address such as 10.88.0.5/16", s), "")
+			return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("bad address %q in runtimeConfig.ips: use an IPv4 address such as 10.88.0.5/16, or an IPv6 one", s), "")
 		}
 		// Podman 4.3's network reload repeats a container's --ip.
-		if (ip.Is4() || ip.Is4In6()) && !slices.Contains(v4, ip.Unmap().String()) {
+		switch is4 := ip.Is4() || ip.Is4In6(); {
+		case is4 && !slices.Contains(v4, ip.Unmap().String()):
 			v4 = append(v4, ip.Unmap().String())
+		case !is4 && !slices.Contains(v6, ip.String()):
+			v6 = append(v6, ip.String())
 		}
 	}
-	if len(v4) > 1 {
-		return "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("runtimeConfig.ips asks for %d IPv4 addresses: a container has one per network", len(v4)), "")
+	if len(v4) > 1 || len(v6) > 1 {
+		return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("runtimeConfig.ips asks for %d IPv4 and %d IPv6 addresses: a container has one of each family per network", len(v4), len(v6)), "")
 	}
-	if len(v4) == 0 {
-		return "", nil
+	first := func(list []string) string {
+		if len(list) == 0 {
+			return ""
+		}
+		return list[0]
 	}
-	return v4[0], nil
+	return first(v4), first(v6), nil
 }
 
 // containerName is the ctnet container standing for a CNI container ID: "cni-" and the
@@ -188,6 +199,7 @@ var confTerm = map[string]string{
 	"NonMasquerade":         "nonMasqueradeCIDRs",
 	"Bandwidth.IngressRate": "runtimeConfig.bandwidth.ingressRate", "Bandwidth.IngressBurst": "runtimeConfig.bandwidth.ingressBurst",
 	"Bandwidth.EgressRate": "runtimeConfig.bandwidth.egressRate", "Bandwidth.EgressBurst": "runtimeConfig.bandwidth.egressBurst",
+	"IP6": "runtimeConfig.ips", "Subnet6": "subnet6", "Gateway6": "gateway6",
 }
 
 // confText is err's message with the spec field it names written in CNI's terms.
@@ -209,6 +221,7 @@ func ensureNetwork(m *network.Manager, conf *netConf) (*network.Network, error) 
 	n, err := m.EnsureNetwork(context.Background(), network.NetworkSpec{
 		Name: conf.Name, Subnet: conf.Subnet, Gateway: conf.Gateway, Bridge: conf.Bridge,
 		MTU: conf.MTU, Internal: conf.Internal, Masquerade: conf.IPMasq, NonMasquerade: conf.NonMasqueradeCIDRs,
+		IPv6: conf.IPv6, Subnet6: conf.Subnet6, Gateway6: conf.Gateway6,
 	})
 	if errors.Is(err, network.ErrConflict) {
 		// It differs, its subnet overlaps another's or a host route, or another root
@@ -245,7 +258,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	if err != nil {
 		return err
 	}
-	ip, mac, err := requestedAddresses(conf, args.Args)
+	ip, ip6, mac, err := requestedAddresses(conf, args.Args)
 	if err != nil {
 		return err
 	}
@@ -275,7 +288,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 	switch {
 	case c == nil:
 		c, err = m.Create(context.Background(), network.ContainerSpec{
-			Name: containerName(args.ContainerID), Network: network.OnNetwork(n.Name), NetNS: args.Netns, IfName: args.IfName, IP: ip, MAC: mac, Ports: ports,
+			Name: containerName(args.ContainerID), Network: network.OnNetwork(n.Name), NetNS: args.Netns, IfName: args.IfName, IP: ip, IP6: ip6, MAC: mac, Ports: ports,
 			Bandwidth: conf.limits(),
 		})
 		if err != nil {
@@ -298,7 +311,7 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 			return types.NewError(types.ErrInvalidNetworkConfig,
 				fmt.Sprintf("port mappings go with a container's first network: %s is on %s already, with other ports", args.ContainerID, c.Attachments[0].Network), "")
 		}
-		if att, err = m.Connect(context.Background(), n.Name, c.Name, network.ConnectOptions{IP: ip, MAC: mac, IfName: args.IfName, Bandwidth: conf.limits()}); err != nil {
+		if att, err = m.Connect(context.Background(), n.Name, c.Name, network.ConnectOptions{IP: ip, IP6: ip6, MAC: mac, IfName: args.IfName, Bandwidth: conf.limits()}); err != nil {
 			return err
 		}
 	}
@@ -328,7 +341,8 @@ func replaceReleased(args *skel.CmdArgs, conf *netConf, m *network.Manager) (*ne
 }
 
 // result describes an attachment as the spec's ADD result: the host veth, the
-// interface in the sandbox with its address, and the default route on eth0.
+// interface in the sandbox with its address of each family, and the default routes
+// on eth0.
 func result(conf *netConf, n *network.Network, att *network.Attachment, netns string) *types100.Result {
 	r := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
@@ -336,15 +350,23 @@ func result(conf *netConf, n *network.Network, att *network.Attachment, netns st
 			{Name: att.HostVeth},
 			{Name: att.IfName, Mac: att.MAC, Mtu: n.MTU, Sandbox: netns},
 		},
-		IPs: []*types100.IPConfig{{
-			Interface: types100.Int(1),
-			Address:   net.IPNet{IP: att.IP.AsSlice(), Mask: net.CIDRMask(att.PrefixLen, 32)},
-			Gateway:   att.Gateway.AsSlice(),
-		}},
 		DNS: conf.DNS,
 	}
-	if att.IfName == "eth0" && !n.Internal {
-		r.Routes = []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: att.Gateway.AsSlice()}}
+	for _, family := range []struct {
+		ip, gateway netip.Addr
+		bits        int
+	}{{att.IP, att.Gateway, att.PrefixLen}, {att.IP6, att.Gateway6, att.PrefixLen6}} {
+		if !family.ip.IsValid() {
+			continue
+		}
+		r.IPs = append(r.IPs, &types100.IPConfig{
+			Interface: types100.Int(1),
+			Address:   net.IPNet{IP: family.ip.AsSlice(), Mask: net.CIDRMask(family.bits, family.ip.BitLen())},
+			Gateway:   family.gateway.AsSlice(),
+		})
+		if att.IfName == "eth0" && !n.Internal {
+			r.Routes = append(r.Routes, &types.Route{Dst: net.IPNet{IP: make(net.IP, family.ip.BitLen()/8), Mask: net.CIDRMask(0, family.ip.BitLen())}, GW: family.gateway.AsSlice()})
+		}
 	}
 	return r
 }

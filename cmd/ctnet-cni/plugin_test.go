@@ -49,14 +49,16 @@ func TestContainerName(t *testing.T) {
 
 func TestRequestedIP(t *testing.T) {
 	tests := []struct {
-		name, conf, want, wantErr string
+		name, conf, want, want6, wantErr string
 	}{
-		{"none", `{"name":"n"}`, "", ""},
-		{"with a prefix", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5/16"]}}`, "10.88.0.5", ""},
-		{"without", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5"]}}`, "10.88.0.5", ""},
-		{"IPv6 skipped", `{"name":"n","runtimeConfig":{"ips":["fd00::5/64","10.88.0.5/16"]}}`, "10.88.0.5", ""},
-		{"two IPv4", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5","10.88.0.6"]}}`, "", "one per network"},
-		{"not an address", `{"name":"n","runtimeConfig":{"ips":["ten"]}}`, "", "bad address"},
+		{"none", `{"name":"n"}`, "", "", ""},
+		{"with a prefix", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5/16"]}}`, "10.88.0.5", "", ""},
+		{"without", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5"]}}`, "10.88.0.5", "", ""},
+		{"one of each family", `{"name":"n","runtimeConfig":{"ips":["fd00::5/64","10.88.0.5/16"]}}`, "10.88.0.5", "fd00::5", ""},
+		{"IPv6 only", `{"name":"n","runtimeConfig":{"ips":["fd00::5"]}}`, "", "fd00::5", ""},
+		{"two IPv4", `{"name":"n","runtimeConfig":{"ips":["10.88.0.5","10.88.0.6"]}}`, "", "", "one of each family"},
+		{"two IPv6", `{"name":"n","runtimeConfig":{"ips":["fd00::5","fd00::6"]}}`, "", "", "one of each family"},
+		{"not an address", `{"name":"n","runtimeConfig":{"ips":["ten"]}}`, "", "", "bad address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,15 +66,15 @@ func TestRequestedIP(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := conf.requestedIP()
+			got, got6, err := conf.requestedIP()
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("want an error saying %q, got %q, %v", tt.wantErr, got, err)
+					t.Fatalf("want an error saying %q, got %q, %q, %v", tt.wantErr, got, got6, err)
 				}
 				return
 			}
-			if err != nil || got != tt.want {
-				t.Errorf("got %q, %v; want %q", got, err, tt.want)
+			if err != nil || got != tt.want || got6 != tt.want6 {
+				t.Errorf("got %q, %q, %v; want %q, %q", got, got6, err, tt.want, tt.want6)
 			}
 		})
 	}
