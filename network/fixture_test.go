@@ -115,6 +115,16 @@ func (h *testHost) createNetwork(name, subnet string) *Network {
 	return n
 }
 
+// createNetworkSpec makes a network as spec asks.
+func (h *testHost) createNetworkSpec(spec NetworkSpec) *Network {
+	h.t.Helper()
+	n, err := h.m.CreateNetwork(h.t.Context(), spec)
+	if err != nil {
+		h.t.Fatalf("create network %s: %v", spec.Name, err)
+	}
+	return n
+}
+
 // attach makes an attached container on network in a new namespace.
 func (h *testHost) attach(name, network string, ports ...string) *Container {
 	h.t.Helper()
@@ -193,6 +203,7 @@ func (h *testHost) kernel(path string) string {
 			Family    string `json:"family"`
 			Local     string `json:"local"`
 			PrefixLen int    `json:"prefixlen"`
+			Scope     string `json:"scope"`
 		} `json:"addr_info"`
 	}
 	h.json(path, &links, "ip", "-j", "-d", "addr", "show")
@@ -204,7 +215,8 @@ func (h *testHost) kernel(path string) string {
 		lines = append(lines, fmt.Sprintf("link %s kind=%s up=%t mtu=%d master=%s mac=%s group=%s alias=%q hairpin=%s",
 			l.IfName, l.LinkInfo.Kind, slices.Contains(l.Flags, "UP"), l.MTU, l.Master, l.Address, l.Group, l.Alias, hairpin))
 		for _, a := range l.AddrInfo {
-			if a.Family == "inet" {
+			// IPv6 link-local addresses come late (DAD) on links ctnet has not set up.
+			if a.Family == "inet" || a.Family == "inet6" && a.Scope == "global" {
 				lines = append(lines, fmt.Sprintf("addr %s %s/%d", l.IfName, a.Local, a.PrefixLen))
 			}
 		}
@@ -224,7 +236,7 @@ func (h *testHost) kernel(path string) string {
 		lines = append(lines, fmt.Sprintf("route %s %s %s via=%s table=%s proto=%s scope=%s src=%s",
 			r.Dev, r.Type, r.Dst, r.Gateway, r.Table, r.Protocol, r.Scope, r.PrefSrc))
 	}
-	for _, s := range strings.Split(strings.TrimSpace(h.run(path, "sysctl", "-a", "-r", `^net\.ipv4\.(ip_forward|conf\..*\.route_localnet)$`)), "\n") {
+	for _, s := range strings.Split(strings.TrimSpace(h.run(path, "sysctl", "-a", "-r", `^net\.(ipv4\.(ip_forward|conf\..*\.route_localnet)|ipv6\.conf\..*\.(forwarding|disable_ipv6))$`)), "\n") {
 		dev := "-"
 		if f := strings.Split(s, "."); len(f) > 4 && f[2] == "conf" {
 			dev = f[3]

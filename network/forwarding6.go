@@ -1,6 +1,7 @@
 package network
 
 import (
+	"net"
 	"strings"
 
 	"github.com/ctnet/ctnet/link"
@@ -43,6 +44,9 @@ func (m *Manager) keepHostRAs() error {
 		return err
 	}
 	for _, l := range links {
+		if l.Attrs().Flags&net.FlagLoopback != 0 {
+			continue // no router advertises to lo
+		}
 		key := "net/ipv6/conf/" + l.Attrs().Name + "/accept_ra"
 		v, err := m.host.ReadSysctl(key)
 		if err != nil || strings.TrimSpace(v) != "1" {

@@ -209,9 +209,9 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 			return err
 		}
 		if a.IFB != "" {
-			say("reconnected container %s to network %s (%s, interface %s, ifb %s)", c.Name, n.Name, a.IP, a.HostVeth, a.IFB)
+			say("reconnected container %s to network %s (%s, interface %s, ifb %s)", c.Name, n.Name, attachmentMACSource(a), a.HostVeth, a.IFB)
 		} else {
-			say("reconnected container %s to network %s (%s, interface %s)", c.Name, n.Name, a.IP, a.HostVeth)
+			say("reconnected container %s to network %s (%s, interface %s)", c.Name, n.Name, attachmentMACSource(a), a.HostVeth)
 		}
 	}
 	return nil

@@ -52,6 +52,24 @@ func TestRollbackAtEveryStep(t *testing.T) {
 				return err
 			}
 		}},
+		{"CreateNetwork dual-stack, the first", func(h *testHost) func() error {
+			return func() error {
+				_, err := h.m.CreateNetwork(h.t.Context(), dualStack("n1", 1))
+				return err
+			}
+		}},
+		{"Create attached with ports on a dual-stack network", func(h *testHost) func() error {
+			h.createNetworkSpec(dualStack("n1", 1))
+			spec := h.attachSpec("c1", "n1", "8080:80", "5353:53/udp")
+			return func() error {
+				_, err := h.m.Create(h.t.Context(), spec)
+				return err
+			}
+		}},
+		{"RemoveNetwork dual-stack, the last", func(h *testHost) func() error {
+			h.createNetworkSpec(dualStack("n1", 1))
+			return func() error { return h.m.RemoveNetwork(h.t.Context(), "n1", false) }
+		}},
 		{"Create attached with ports", func(h *testHost) func() error {
 			h.createNetwork("n1", "10.91.1.0/24")
 			spec := h.attachSpec("c1", "n1", "8080:80", "5353:53/udp")
@@ -274,4 +292,9 @@ func withoutDeletedLinks(state map[string]string, steps []string, peers map[stri
 		out[section] = strings.Join(kept, "\n")
 	}
 	return out
+}
+
+// dualStack is the spec of a dual-stack network: 10.91.N.0/24 and fd00:91:N::/64.
+func dualStack(name string, n int) NetworkSpec {
+	return NetworkSpec{Name: name, Subnet: fmt.Sprintf("10.91.%d.0/24", n), IPv6: true, Subnet6: fmt.Sprintf("fd00:91:%d::/64", n), Bridge: "ctb-" + name}
 }
