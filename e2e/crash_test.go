@@ -55,6 +55,9 @@ var (
 	untaggedVeth   = stepReport{`^create veth \S+ untagged$`, `^removed interface vc\S+: ctnet made it and was interrupted before tagging it$`}
 	untaggedIFB    = stepReport{`^create ifb \S+ untagged$`, `^removed interface ib\S+: ctnet made it and was interrupted before tagging it$`}
 	forwardingOff  = stepReport{`^store commit$`, `^turned IPv4 forwarding on again: networks need it$`}
+	// IPv6 forwarding goes on after IPv4's and the host's accept_ra=2.
+	forwarding6Off = stepReport{`^(store commit|enable IPv4 forwarding|keep router advertisements on the host's interfaces)$`,
+		`^turned IPv6 forwarding on again: networks with IPv6 need it$`}
 )
 
 func keepNetwork(e *env) {
@@ -129,6 +132,16 @@ func TestCrash(t *testing.T) {
 			done:   func(st storeState) bool { return len(st.Networks) == 1 && st.Networks[0].Name == "first" },
 			gcSays: []stepReport{untaggedBridge, forwardingOff},
 			cmd:    []string{"network", "create", "first"}},
+		{name: "network create first, IPv6", base: nothing, setup: nothing, atomic: true,
+			done:   func(st storeState) bool { return len(st.Networks) == 1 && st.Networks[0].Name == "first" },
+			gcSays: []stepReport{untaggedBridge, forwardingOff, forwarding6Off},
+			cmd:    []string{"network", "create", "first", "--ipv6"}},
+		{name: "run -d, IPv6", base: keepNetwork, atomic: true, gcSays: []stepReport{untaggedVeth},
+			setup: func(e *env) { e.must("network", "create", "dual", "--ipv6") },
+			cmd:   []string{"run", "-d", "--name", "victim", "--network", "dual", "-p", "9090:80", "--", "sleep", "600"}},
+		{name: "network rm last, IPv6", base: nothing, atomic: true, retry: true,
+			setup: func(e *env) { e.must("network", "create", "only", "--ipv6") },
+			cmd:   []string{"network", "rm", "only"}},
 		{name: "network rm", base: keepNetwork, atomic: true, retry: true,
 			setup: func(e *env) { e.must("network", "create", "extra") },
 			cmd:   []string{"network", "rm", "extra"}},

@@ -30,6 +30,8 @@ type storeNetwork struct {
 	Bridge     string `json:"bridge"`
 	Subnet     string `json:"subnet"`
 	Gateway    string `json:"gateway"`
+	Subnet6    string `json:"subnet6"`
+	Gateway6   string `json:"gateway6"`
 	Internal   bool   `json:"internal"`
 	Masquerade bool   `json:"masquerade"`
 	Driver     string `json:"driver"`
@@ -67,6 +69,7 @@ type storeContainer struct {
 		Gateway   string `json:"gateway"`
 		MAC       string `json:"mac"`
 		IFB       string `json:"ifb"`
+		IP6       string `json:"ip6"`
 	} `json:"networks"`
 	Ports []struct {
 		HostIP        string `json:"host_ip"`
@@ -322,12 +325,17 @@ func (e *env) checkConsistent(t *testing.T) {
 		case l.LinkInfo.Kind != "bridge" || !l.up():
 			t.Errorf("network %s: %s is a %q link, up=%t: want an up bridge", n.Name, n.Bridge, l.LinkInfo.Kind, l.up())
 		}
-		subnet, err := netip.ParsePrefix(n.Subnet)
-		if err != nil {
-			t.Fatalf("network %s: subnet %q: %v", n.Name, n.Subnet, err)
-		}
-		if gw := fmt.Sprintf("%s/%d", n.Gateway, subnet.Bits()); !l.hasAddr(gw) {
-			t.Errorf("network %s: bridge %s lacks the gateway address %s", n.Name, n.Bridge, gw)
+		for _, family := range []struct{ subnet, gateway string }{{n.Subnet, n.Gateway}, {n.Subnet6, n.Gateway6}} {
+			if family.subnet == "" {
+				continue
+			}
+			subnet, err := netip.ParsePrefix(family.subnet)
+			if err != nil {
+				t.Fatalf("network %s: subnet %q: %v", n.Name, family.subnet, err)
+			}
+			if gw := fmt.Sprintf("%s/%d", family.gateway, subnet.Bits()); !l.hasAddr(gw) {
+				t.Errorf("network %s: bridge %s lacks the gateway address %s", n.Name, n.Bridge, gw)
+			}
 		}
 	}
 	var wantNS []string
@@ -373,8 +381,11 @@ func (e *env) checkConsistent(t *testing.T) {
 				t.Errorf("container %s: %s is missing inside", c.Name, a.Interface)
 				continue
 			}
-			if got, want := iface.ipv4(), fmt.Sprintf("%s/%d", a.IP, a.PrefixLen); !slices.Equal(got, []string{want}) {
+			if got, want := iface.ipv4(), fmt.Sprintf("%s/%d", a.IP, a.PrefixLen); a.IP != "" && !slices.Equal(got, []string{want}) {
 				t.Errorf("container %s: %s inside holds %v, want %s", c.Name, a.Interface, got, want)
+			}
+			if a.IP6 != "" && !iface.hasAddr(fmt.Sprintf("%s/%d", a.IP6, netip.MustParsePrefix(networks[a.NetworkID].Subnet6).Bits())) {
+				t.Errorf("container %s: %s inside lacks its IPv6 address %s", c.Name, a.Interface, a.IP6)
 			}
 			if iface.Address != a.MAC {
 				t.Errorf("container %s: %s inside has the MAC %s, want %s", c.Name, a.Interface, iface.Address, a.MAC)
@@ -441,6 +452,13 @@ func (e *env) checkConsistent(t *testing.T) {
 	if out, _ := e.hostRun("sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != wantForward {
 		t.Errorf("net.ipv4.ip_forward is %s with %d networks, want %s", strings.TrimSpace(out), len(st.Networks), wantForward)
 	}
+	wantForward6 := "0"
+	if slices.ContainsFunc(st.Networks, func(n storeNetwork) bool { return n.Subnet6 != "" }) {
+		wantForward6 = "1"
+	}
+	if out, _ := e.hostRun("sysctl", "-n", "net.ipv6.conf.all.forwarding"); strings.TrimSpace(out) != wantForward6 {
+		t.Errorf("net.ipv6.conf.all.forwarding is %s, want %s", strings.TrimSpace(out), wantForward6)
+	}
 }
 
 // rulesVersionElement is how nftElements shows the owner set's record of the rules
@@ -460,15 +478,22 @@ func (e *env) wantElements(st storeState) map[string]bool {
 		if n.macvlan() {
 			continue
 		}
-		subnet := netip.MustParsePrefix(n.Subnet).Masked().String() + " . " + n.Bridge
 		add("inet", "bridges", n.Bridge)
 		add("inet", "same_bridge", n.Bridge+" . "+n.Bridge)
-		add("inet", "subnets", subnet)
+		for _, family := range []struct{ subnet, suffix string }{{n.Subnet, ""}, {n.Subnet6, "6"}} {
+			if family.subnet == "" {
+				continue
+			}
+			subnet := netip.MustParsePrefix(family.subnet).Masked().String() + " . " + n.Bridge
+			add("inet", "subnets"+family.suffix, subnet)
+			if n.Masquerade && !n.Internal {
+				add("inet", "masq_subnets"+family.suffix, subnet)
+			}
+		}
 		switch {
 		case n.Internal:
 			add("inet", "internal", n.Bridge)
 		case n.Masquerade:
-			add("inet", "masq_subnets", subnet)
 			add("inet", "nat_bridges", n.Bridge)
 		}
 	}
@@ -482,14 +507,24 @@ func (e *env) wantElements(st storeState) map[string]bool {
 			}
 			add("bridge", "ports", a.HostVeth)
 			add("bridge", "port_macs", a.HostVeth+" . "+a.MAC)
-			add("bridge", "port_ips", a.HostVeth+" . "+a.IP)
+			if a.IP != "" {
+				add("bridge", "port_ips", a.HostVeth+" . "+a.IP)
+			}
+			if a.IP6 != "" {
+				add("bridge", "port_ips6", a.HostVeth+" . "+a.IP6)
+				add("bridge", "port_ips6", a.HostVeth+" . "+linkLocal(e.t, a.MAC))
+			}
 		}
 		for _, p := range c.Ports {
 			target := fmt.Sprintf("%s . %d", p.ContainerIP, p.ContainerPort)
-			if p.HostIP == "" || p.HostIP == "0.0.0.0" {
-				add("inet", "ports_any", fmt.Sprintf("%s . %d : %s", p.Proto, p.HostPort, target))
+			suffix := ""
+			if strings.Contains(p.ContainerIP, ":") {
+				suffix = "6"
+			}
+			if p.HostIP == "" || p.HostIP == "0.0.0.0" || p.HostIP == "::" {
+				add("inet", "ports_any"+suffix, fmt.Sprintf("%s . %d : %s", p.Proto, p.HostPort, target))
 			} else {
-				add("inet", "ports", fmt.Sprintf("%s . %s . %d : %s", p.HostIP, p.Proto, p.HostPort, target))
+				add("inet", "ports"+suffix, fmt.Sprintf("%s . %s . %d : %s", p.HostIP, p.Proto, p.HostPort, target))
 			}
 		}
 	}
