@@ -126,6 +126,20 @@ func TestIPv6DualStack(t *testing.T) {
 	if got := lookup6("a", "b"); got != b6 {
 		t.Errorf("a resolving b's AAAA: got %q, want %s", got, b6)
 	}
+	// A container without IPv6 has no AAAA, though its name resolves.
+	e.must("network", "create", "plain", "--subnet", "10.75.0.0/24")
+	e.runDetached("--name", "p", "--network", "plain", "--", "sleep", "600")
+	if got := lookup6("p", "p"); got != "" {
+		t.Errorf("p, without IPv6, resolves to the IPv6 address %s", got)
+	}
+	if r := e.ctnet("exec", "p", "--", "getent", "ahostsv4", "p"); r.Code != 0 || !strings.Contains(r.Stdout, e.ip("p")) {
+		t.Errorf("p does not resolve its own name: %s", r)
+	}
+	if ps := e.must("ps"); !strings.Contains(ps, a6) || !strings.Contains(ps, e.ip("a")) {
+		t.Errorf("ps does not show both of a's addresses (%s, %s):\n%s", e.ip("a"), a6, ps)
+	}
+	e.must("rm", "-f", "p")
+	e.must("network", "rm", "plain")
 	// The host's accept_ra: 2 now that forwarding is on, and effective: a router
 	// advertisement from the wan still gives the host a default route.
 	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "1" {

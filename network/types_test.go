@@ -3,6 +3,7 @@ package network
 import (
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -51,11 +52,23 @@ func TestViewJSON(t *testing.T) {
 	wantNetwork := `{"id":"` + id + `","name":"backend","driver":"bridge","bridge":"ct-0123456789ab",` +
 		`"subnet":"172.18.0.0/16","gateway":"172.18.0.1","mtu":1500,"internal":false,"masquerade":true,` +
 		`"labels":{"team":"a"},"created":"2024-05-01T12:00:00Z"}`
+	six := &store.Network{ID: id, Name: "six", Driver: "bridge", Bridge: "ct-0123456789ab",
+		Subnet6: netip.MustParsePrefix("fd00::/64"), Gateway6: netip.MustParseAddr("fd00::1"), MTU: 1500, Masquerade: true, Created: created}
+	wantSix := `{"id":"` + id + `","name":"six","driver":"bridge","bridge":"ct-0123456789ab",` +
+		`"subnet":"","gateway":"","subnet6":"fd00::/64","gateway6":"fd00::1","mtu":1500,"internal":false,"masquerade":true,` +
+		`"created":"2024-05-01T12:00:00Z"}`
+	dual := store.Attachment{Network: "dual", NetworkID: id, IfName: "eth0", HostVeth: "vc01234567",
+		IP: netip.MustParseAddr("172.18.0.5"), PrefixLen: 16, Gateway: netip.MustParseAddr("172.18.0.1"), MAC: "02:42:ac:12:00:05",
+		IP6: netip.MustParseAddr("fd00::5"), PrefixLen6: 64, Gateway6: netip.MustParseAddr("fd00::1")}
+	wantDual := `{"network":"dual","network_id":"` + id + `","interface":"eth0","host_veth":"vc01234567",` +
+		`"ip":"172.18.0.5","prefix_len":16,"gateway":"172.18.0.1","mac":"02:42:ac:12:00:05","ip6":"fd00::5","prefix_len6":64,"gateway6":"fd00::1"}`
 	tests := []struct {
 		name       string
 		view, want any
 		pinned     string
 	}{
+		{"IPv6-only network", networkView(six), six, wantSix},
+		{"dual-stack attachment", Attachment(dual), dual, wantDual},
 		{"container", containerView(c), c, wantContainer},
 		{"rootless exited container", containerView(rootless), rootless, wantRootless},
 		{"network", networkView(n), n, wantNetwork},
@@ -100,6 +113,35 @@ func TestModeText(t *testing.T) {
 		}
 		if got := tt.mode.String(); got != tt.text {
 			t.Errorf("%+v.String() = %q, want %q", tt.mode, got, tt.text)
+		}
+	}
+}
+
+// A container's resolv.conf lists only resolvers of the families it has an address
+// of; with none of those left, Docker's fallbacks of its families.
+func TestReachableFamilies(t *testing.T) {
+	a := func(s ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, x := range s {
+			out = append(out, netip.MustParseAddr(x))
+		}
+		return out
+	}
+	v4, v6, dual := a("172.18.0.2"), a("fd00::2"), a("172.18.0.2", "fd00::2")
+	for _, tt := range []struct {
+		name           string
+		servers, addrs []netip.Addr
+		want           []netip.Addr
+	}{
+		{"IPv4 container", a("192.0.2.1", "2001:db8::1"), v4, a("192.0.2.1")},
+		{"dual-stack container", a("192.0.2.1", "2001:db8::1"), dual, a("192.0.2.1", "2001:db8::1")},
+		{"IPv6-only container", a("192.0.2.1", "2001:db8::1"), v6, a("2001:db8::1")},
+		{"IPv4 container, IPv6 resolvers only", a("2001:db8::1"), v4, a("8.8.8.8", "8.8.4.4")},
+		{"IPv6-only container, IPv4 resolvers only", a("192.0.2.1"), v6, a("2001:4860:4860::8888", "2001:4860:4860::8844")},
+		{"no resolvers", nil, v4, nil},
+	} {
+		if got := reachableFamilies(tt.servers, tt.addrs); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

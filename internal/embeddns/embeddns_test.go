@@ -65,7 +65,11 @@ func upstream(t *testing.T, name, addr string) netip.AddrPort {
 // upstreams, over UDP and TCP, and says a name does not exist when it has none.
 func TestServer(t *testing.T) {
 	_, ns := sandbox(t)
-	names := map[string][]netip.Addr{"web": {netip.MustParseAddr("172.18.0.2")}}
+	names := map[string][]netip.Addr{
+		"web":  {netip.MustParseAddr("172.18.0.2")},
+		"dual": {netip.MustParseAddr("172.18.0.3"), netip.MustParseAddr("fd00::3")},
+		"six":  {netip.MustParseAddr("fd00::4")},
+	}
 	lookup := func(name string) ([]netip.Addr, bool) { a, ok := names[name]; return a, ok }
 	up := upstream(t, "svc.test.", "198.51.100.77")
 
@@ -76,12 +80,15 @@ func TestServer(t *testing.T) {
 		qname     string
 		qtype     uint16
 		rcode     int
-		answer    string // the A record's address, "" for none
+		answer    string // the A or AAAA record's address, "" for none
 	}{
 		{"container name", []netip.AddrPort{up}, "udp", "web.", dns.TypeA, dns.RcodeSuccess, "172.18.0.2"},
 		{"case does not matter", []netip.AddrPort{up}, "udp", "WeB.", dns.TypeA, dns.RcodeSuccess, "172.18.0.2"},
 		{"container name over TCP", []netip.AddrPort{up}, "tcp", "web.", dns.TypeA, dns.RcodeSuccess, "172.18.0.2"},
 		{"a container has no IPv6 address", []netip.AddrPort{up}, "udp", "web.", dns.TypeAAAA, dns.RcodeSuccess, ""},
+		{"a dual-stack container's IPv6 address", []netip.AddrPort{up}, "udp", "dual.", dns.TypeAAAA, dns.RcodeSuccess, "fd00::3"},
+		{"a dual-stack container's IPv4 address", []netip.AddrPort{up}, "udp", "dual.", dns.TypeA, dns.RcodeSuccess, "172.18.0.3"},
+		{"an IPv6-only container has no IPv4 address", []netip.AddrPort{up}, "udp", "six.", dns.TypeA, dns.RcodeSuccess, ""},
 		{"forwarded", []netip.AddrPort{up}, "udp", "svc.test.", dns.TypeA, dns.RcodeSuccess, "198.51.100.77"},
 		{"forwarded over TCP", []netip.AddrPort{up}, "tcp", "svc.test.", dns.TypeA, dns.RcodeSuccess, "198.51.100.77"},
 		{"forwarded, unknown upstream too", []netip.AddrPort{up}, "udp", "nosuch.test.", dns.TypeA, dns.RcodeNameError, ""},
@@ -113,8 +120,11 @@ func TestServer(t *testing.T) {
 			}
 			var got string
 			for _, rr := range resp.Answer {
-				if a, ok := rr.(*dns.A); ok {
-					got = a.A.String()
+				switch rr := rr.(type) {
+				case *dns.A:
+					got = rr.A.String()
+				case *dns.AAAA:
+					got = rr.AAAA.String()
 				}
 			}
 			if resp.Rcode != c.rcode || got != c.answer {
