@@ -132,8 +132,11 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if len(spec.Ports) > 0 {
 			return nil, invalid("-p has no effect with --network %s: the container does not have its own ports on a ctnet network", mode)
 		}
-		if spec.IP != "" || spec.IP6 != "" {
-			return nil, invalid("--ip and --ip6 need a network: they have no effect with --network %s", mode)
+		if spec.IP != "" {
+			return nil, invalid("--ip needs a network: it has no effect with --network %s", mode)
+		}
+		if spec.IP6 != "" {
+			return nil, invalid("--ip6 needs a network: it has no effect with --network %s", mode)
 		}
 		if spec.MAC != "" {
 			return nil, invalid("a MAC address needs a network: it has no effect with --network %s", mode)
