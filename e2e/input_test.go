@@ -27,6 +27,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"network", "create", "x", "--subnet", "fd00::/64"}, "needs --ipv6"},
 		{[]string{"network", "create", "x", "--ipv6", "--subnet", "fe80::/64"}, "link-local"},
 		{[]string{"network", "create", "x", "--ipv4=false"}, "add --ipv6"},
+		{[]string{"network", "create", "x", "--ipv6", "--mtu", "1200"}, "at least 1280"},
 		{[]string{"network", "create", "x", "--subnet", "10.3.0.0/24", "--gateway", "10.4.0.1"}, "outside the subnet"},
 		{[]string{"network", "create", "x", "--subnet", "10.3.0.0/24", "--gateway", "10.3.0.255"}, "broadcast"},
 		{[]string{"network", "create", "x", "--gateway", "10.3.0.1"}, "needs --subnet"},

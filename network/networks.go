@@ -22,6 +22,7 @@ const (
 	DefaultNetwork = "bridge"
 	DefaultBridge  = "ctnet0"
 	defaultMTU     = 1500
+	ipv6MinMTU     = 1280
 )
 
 // NetworkSpec is what `network create` asks for. Zero values mean "choose".
@@ -172,6 +173,10 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	}
 	if n.MTU < 68 || n.MTU > 65535 {
 		return nil, badField("MTU", strconv.Itoa(n.MTU), "use a value from 68 to 65535")
+	}
+	if n.Subnet6.IsValid() && n.MTU < ipv6MinMTU {
+		// The kernel turns IPv6 off on an interface whose MTU is below it.
+		return nil, badField("MTU", strconv.Itoa(n.MTU), "a network with IPv6 needs at least %d", ipv6MinMTU)
 	}
 	return n, nil
 }

@@ -36,6 +36,9 @@ func (m *Manager) createRootless(o *op, c *store.Container, spec ContainerSpec, 
 	if spec.MAC != "" {
 		return invalid("a MAC address needs a ctnet network, which only root has: a user-mode network chooses its own")
 	}
+	if spec.IP6 != "" {
+		return invalid("--ip6 needs a ctnet network, which only root has: a user-mode network chooses its containers' addresses")
+	}
 	mode := spec.Network
 	switch {
 	case mode.Kind == "" || mode.Kind == ModeUserNet:
