@@ -48,7 +48,7 @@ type NeighInfo struct {
 	State   string `json:"state"`
 }
 
-// Snapshot reads the namespace's IPv4 stack.
+// Snapshot reads the namespace's network stack, both families.
 func Snapshot(ns *netns.NS) (*Stack, error) {
 	h, links, names, err := linksByIndex(ns)
 	if err != nil {
@@ -67,7 +67,7 @@ func Snapshot(ns *netns.NS) (*Stack, error) {
 		}
 		st.Links = append(st.Links, info)
 	}
-	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V4) })
+	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -84,11 +84,14 @@ func Snapshot(ns *netns.NS) (*Stack, error) {
 		}
 		st.Routes = append(st.Routes, ri)
 	}
-	neighs, err := retryDump(func() ([]netlink.Neigh, error) { return h.NeighList(0, netlink.FAMILY_V4) })
+	neighs, err := retryDump(func() ([]netlink.Neigh, error) { return h.NeighList(0, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours: %w", err)
 	}
 	for _, n := range neighs {
+		if n.IP.IsMulticast() {
+			continue // IPv6's NOARP entries for the groups it joined, not neighbours
+		}
 		st.Neighbours = append(st.Neighbours, NeighInfo{Address: n.IP.String(), MAC: n.HardwareAddr.String(),
 			Device: names[n.LinkIndex], State: neighState(n.State)})
 	}
