@@ -136,6 +136,8 @@ func TestMacvlanBadInput(t *testing.T) {
 		{macvlan("--subnet", "10.5.0.0/24"), "needs --parent"},
 		{macvlan("--parent", "lan0"), "needs --subnet"},
 		{macvlan("--parent", "lan0", "--subnet", "10.5.0.0/24", "--internal"), "drop --internal"},
+		{macvlan("--parent", "lan0", "--subnet", "10.5.0.0/24", "--ipv6"), "drop --ipv6"},
+		{macvlan("--parent", "lan0", "--subnet", "10.5.0.0/24", "--opt", "non-masquerade=10.0.0.0/8"), "drop --opt non-masquerade"},
 		{macvlan("--parent", "lan0", "--subnet", "10.5.0.0/24", "--mtu", "9000"), "parent's MTU"},
 		{macvlan("--parent", "lan0", "--subnet", "10.5.0.0/24", "--ip-range", "10.6.0.0/26"), "part of the subnet"},
 		{[]string{"network", "create", "x", "--parent", "lan0", "--subnet", "10.5.0.0/24"}, "use it with -d macvlan"},

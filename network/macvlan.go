@@ -54,6 +54,10 @@ func (m *Manager) planMacvlan(tx *store.Tx, n *store.Network, spec NetworkSpec) 
 		return nil, invalid("a macvlan network's containers are on the parent's segment, which ctnet does not close: drop --internal, or use a bridge network")
 	case spec.Masquerade != nil:
 		return nil, invalid("a macvlan network's containers use their own addresses on the segment: drop --opt masquerade")
+	case spec.IPv6 || spec.NoIPv4:
+		return nil, invalid("a macvlan network is IPv4 here: drop --ipv6 and --ipv4=false, or use a bridge network")
+	case len(spec.NonMasquerade) > 0:
+		return nil, invalid("a macvlan network masquerades nothing: drop --opt non-masquerade, or use it on a bridge network")
 	}
 	n.Driver, n.Parent, n.Masquerade = DriverMacvlan, spec.Parent, false
 	if err := link.CheckName(spec.Parent); err != nil {

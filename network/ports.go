@@ -153,6 +153,9 @@ func (m *Manager) allocatePorts(o *op, specs []PortSpec, containerIP, containerI
 	for _, spec := range specs {
 		target := containerIP
 		switch {
+		case spec.HostIP.Is6() && m.rootless:
+			// The user-mode stack listens on the IPv6 host address itself and takes
+			// its clients to the container's one record address.
 		case spec.HostIP.Is6():
 			if target = containerIP6; !target.IsValid() {
 				return nil, badField("Ports", spec.String(), "the container has no IPv6 address: publish on an IPv4 host address, or use a network with --ipv6")
