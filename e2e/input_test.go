@@ -36,6 +36,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"network", "create", "x", "--mtu", "10"}, "68 to 65535"},
 		{[]string{"network", "create", "x", "--label", "novalue"}, "key=value"},
 		{[]string{"network", "create", "x", "--opt", "masquerade=maybe"}, "true or false"},
+		{[]string{"network", "create", "x", "--opt", "icc=maybe"}, "true or false"},
 		{[]string{"network", "create", "x", "--subnet", "172.17.5.0/24"}, "overlaps 172.17.0.0/16 of network bridge"},
 		{[]string{"network", "create", "bridge"}, "already exists"},
 		{[]string{"run", "--network", "nosuch", "--", "true"}, "no network called nosuch"},

@@ -85,6 +85,9 @@ func (s State) elements() (elements, error) {
 				addI(family.masqueraded, subnet)
 			}
 		}
+		if n.NoICC {
+			addI(setNoICC, nftables.SetElement{Key: br})
+		}
 		if n.Internal {
 			addI(setInternal, nftables.SetElement{Key: br})
 			continue
@@ -133,6 +136,9 @@ func (s State) elements() (elements, error) {
 		if ep.IP6.IsValid() {
 			addB(setPortIPs6, nftables.SetElement{Key: cat(port, ep.IP6.AsSlice())})
 			addB(setPortIPs6, nftables.SetElement{Key: cat(port, LinkLocal(ep.MAC).AsSlice())})
+		}
+		if ep.NoICC {
+			addB(setNoICC, nftables.SetElement{Key: port})
 		}
 	}
 	return e, nil

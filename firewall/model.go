@@ -30,6 +30,7 @@ type Network struct {
 	Subnet6    netip.Prefix // invalid without IPv6
 	Internal   bool         // no way out, no way in
 	Masquerade bool         // traffic leaving by another interface is masqueraded
+	NoICC      bool         // its containers cannot reach each other (Docker's enable_icc=false)
 	// NonMasquerade are the destinations a masquerading network's traffic reaches with
 	// its containers' own addresses (ip-masq-agent's nonMasqueradeCIDRs: the cluster's
 	// pod range), and the sources that reach its containers by routing, as pods on
@@ -45,6 +46,7 @@ type Endpoint struct {
 	MAC      net.HardwareAddr
 	IP       netip.Addr // invalid on an IPv6-only network
 	IP6      netip.Addr // invalid without IPv6
+	NoICC    bool       // on a network whose containers cannot reach each other (Docker's enable_icc=false)
 }
 
 // LinkLocal is the EUI-64 link-local address of an interface with this MAC, the

@@ -38,6 +38,9 @@ func inetElements(s State) map[string][]string {
 				out[family.masqueraded] = append(out[family.masqueraded], subnet)
 			}
 		}
+		if n.NoICC {
+			out[setNoICC] = append(out[setNoICC], br)
+		}
 		if n.Internal {
 			out[setInternal] = append(out[setInternal], br)
 		} else if n.Masquerade {
@@ -73,6 +76,9 @@ func bridgeElements(s State) map[string][]string {
 		}
 		if ep.IP6.IsValid() {
 			out[setPortIPs6] = append(out[setPortIPs6], port+" . "+ep.IP6.String(), port+" . "+LinkLocal(ep.MAC).String())
+		}
+		if ep.NoICC {
+			out[setNoICC] = append(out[setNoICC], port)
 		}
 	}
 	return out

@@ -26,8 +26,9 @@ func mac(s string) net.HardwareAddr {
 }
 
 // representative is a state with one of everything: a masquerading network, an
-// internal one, one that neither masquerades nor is internal, endpoints on them, and
-// ports published on every address and on one address, over each protocol.
+// internal one whose containers cannot reach each other, one that neither masquerades
+// nor is internal, endpoints on them, and ports published on every address and on one
+// address, over each protocol.
 func representative() State {
 	a := netip.MustParseAddr
 	return State{
@@ -35,14 +36,14 @@ func representative() State {
 		Networks: []Network{
 			{Bridge: "ctnet0", Subnet: netip.MustParsePrefix("172.17.0.0/16"), Masquerade: true,
 				NonMasquerade: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("192.0.2.0/24")}},
-			{Bridge: "ct-0123456789ab", Subnet: netip.MustParsePrefix("172.18.0.0/16"), Internal: true},
+			{Bridge: "ct-0123456789ab", Subnet: netip.MustParsePrefix("172.18.0.0/16"), Internal: true, NoICC: true},
 			{Bridge: "ct-routed", Subnet: netip.MustParsePrefix("192.168.16.0/20")},
 			{Bridge: "ct-dual", Subnet: netip.MustParsePrefix("172.19.0.0/16"), Subnet6: netip.MustParsePrefix("fd63:746e:7400::/64"), Masquerade: true},
 			{Bridge: "ct-v6routed", Subnet6: netip.MustParsePrefix("2001:db8:1::/64")},
 		},
 		Endpoints: []Endpoint{
 			{HostVeth: "vc0badf00d", MAC: mac("02:42:ac:11:00:02"), IP: a("172.17.0.2")},
-			{HostVeth: "vc1234abcd-1", MAC: mac("02:42:ac:12:00:05"), IP: a("172.18.0.5")},
+			{HostVeth: "vc1234abcd-1", MAC: mac("02:42:ac:12:00:05"), IP: a("172.18.0.5"), NoICC: true},
 			{HostVeth: "vcdua1dua1", MAC: mac("02:42:ac:13:00:02"), IP: a("172.19.0.2"), IP6: a("fd63:746e:7400::2")},
 			{HostVeth: "vc6666aaaa", MAC: mac("02:43:01:02:03:04"), IP6: a("2001:db8:1::2")},
 		},

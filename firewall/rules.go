@@ -40,6 +40,7 @@ const (
 	setPorts       = "ports"        // (bridge table) container-facing bridge ports
 	setPortMACs    = "port_macs"    // (bridge table) port . MAC a container may send from
 	setPortIPs     = "port_ips"     // (bridge table) port . IPv4 address a container may send from
+	setNoICC       = "no_icc"       // bridges (inet) and their ports (bridge) whose containers cannot reach each other
 	setOwner       = "owner"        // one element, "root", whose comment is the ctnet root managing the tables
 	// The same for IPv6.
 	setSubnets6     = "subnets6"
@@ -74,6 +75,7 @@ var inetSets = []setSpec{
 	{name: setSameBridge, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeIFName}},
 	{name: setInternal, key: []nftables.SetDatatype{nftables.TypeIFName}},
 	{name: setNATBridges, key: []nftables.SetDatatype{nftables.TypeIFName}},
+	{name: setNoICC, key: []nftables.SetDatatype{nftables.TypeIFName}},
 	{name: setSubnets, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
 	{name: setMasqSubnets, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
 	{name: setUnmasked, key: []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIFName}, interval: true},
@@ -101,6 +103,7 @@ var bridgeSets = []setSpec{
 	{name: setPortMACs, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeEtherAddr}},
 	{name: setPortIPs, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeIPAddr}},
 	{name: setPortIPs6, key: []nftables.SetDatatype{nftables.TypeIFName, nftables.TypeIP6Addr}},
+	{name: setNoICC, key: []nftables.SetDatatype{nftables.TypeIFName}},
 }
 
 type chainSpec struct {
@@ -123,6 +126,7 @@ var inetChains = []chainSpec{
 
 var bridgeChains = []chainSpec{
 	{name: "prerouting", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookPrerouting, priority: -200, prioText: "filter"},
+	{name: "forward", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookForward, priority: -200, prioText: "filter"},
 }
 
 type ruleSpec struct {
@@ -394,6 +398,12 @@ var inetRules = []ruleSpec{
 			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
 			meta(expr.MetaKeyIIFNAME, reg12),
 			lookup(setMasqSubnets6, reg1), &expr.Masq{}))},
+	// A container routing a neighbour through its gateway comes back out of its own
+	// bridge; on an icc=false network only a published port's connection may.
+	{chain: "forward", text: "iifname @" + setNoICC + " oifname @" + setNoICC + " jump between_networks",
+		comment: "containers of an icc=false network do not reach each other",
+		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setNoICC, reg1),
+			meta(expr.MetaKeyOIFNAME, reg1), lookup(setNoICC, reg1), jump("between_networks"))},
 	{chain: "forward", text: "iifname . oifname @" + setSameBridge + " accept",
 		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), meta(expr.MetaKeyOIFNAME, reg12),
 			lookup(setSameBridge, reg1), verdict(expr.VerdictAccept))},
@@ -491,6 +501,16 @@ var bridgeRulesAfterND = []ruleSpec{
 	{chain: "prerouting", text: "drop",
 		comment: "anything else from a container port is spoofed",
 		exprs:   one(verdict(expr.VerdictDrop))},
+	// Only frames from one port of a bridge to another pass the bridge's forward
+	// hook: what a container sends to the host (its way out, published ports) is the
+	// host's input, and what the host sends it is the bridge's output. The ports a
+	// port forwards to are of its own network, so its own membership says it all.
+	// The bridge family has no conntrack here, so with br_netfilter (which DNATs a
+	// published port of the container's own network, reached through the host's
+	// address, while bridging) that one connection is dropped as well.
+	{chain: "forward", text: "iifname @" + setNoICC + " drop",
+		comment: "containers of an icc=false network do not reach each other",
+		exprs:   one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setNoICC, reg1), verdict(expr.VerdictDrop))},
 }
 
 func comment(text string) []byte {

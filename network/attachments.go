@@ -181,7 +181,7 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 }
 
 func (m *Manager) unplumb(o *op, c *store.Container) error {
-	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(c)}); err != nil {
+	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(o.tx, c)}); err != nil {
 		return err
 	}
 	if err := m.removeMacvlans(o, c); err != nil {

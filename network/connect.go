@@ -59,7 +59,7 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 			return err
 		}
 		c.Attachments = append(c.Attachments, *att)
-		change := firewall.Change{Add: firewall.State{Endpoints: fwEndpoints(att)}}
+		change := firewall.Change{Add: firewall.State{Endpoints: fwEndpoints(o.tx, att)}}
 		retargetPorts(c, n, att, &change)
 		if err := m.applyFirewall(o, change); err != nil {
 			return err
@@ -153,7 +153,7 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 			kept = append(kept, p)
 		}
 	}
-	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: fwEndpoints(&att), Ports: slices.Clone(ports)}}); err != nil {
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: fwEndpoints(o.tx, &att), Ports: slices.Clone(ports)}}); err != nil {
 		return err
 	}
 	if err := m.removeLinks(o, c, &att); err != nil {

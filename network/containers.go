@@ -199,7 +199,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		}
 		c.Attachments = append(c.Attachments, *att)
 		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{
-			Endpoints: fwEndpoints(att), Ports: slices.Clone(c.Ports)}}); err != nil {
+			Endpoints: fwEndpoints(o.tx, att), Ports: slices.Clone(c.Ports)}}); err != nil {
 			return nil, err
 		}
 	}

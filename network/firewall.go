@@ -11,26 +11,34 @@ import (
 
 // fwEndpoints is an attachment's endpoint in the firewall: none on a macvlan network,
 // whose traffic does not pass the host's bridge table.
-func fwEndpoints(a *store.Attachment) []firewall.Endpoint {
+func fwEndpoints(tx *store.Tx, a *store.Attachment) []firewall.Endpoint {
 	if a.HostVeth == "" {
 		return nil
 	}
-	return []firewall.Endpoint{fwEndpoint(a)}
+	return []firewall.Endpoint{fwEndpoint(tx, a)}
 }
 
-func fwEndpoint(a *store.Attachment) firewall.Endpoint {
-	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: attachmentMAC(a), IP: a.IP, IP6: a.IP6}
+func fwEndpoint(tx *store.Tx, a *store.Attachment) firewall.Endpoint {
+	return firewall.Endpoint{HostVeth: a.HostVeth, MAC: attachmentMAC(a), IP: a.IP, IP6: a.IP6, NoICC: isolatesContainers(tx, a.NetworkID)}
+}
+
+// isolatesContainers reports whether the network was created with icc=false. A
+// network cannot be removed while a container is on it, nor changed, so its
+// endpoints' elements are added and removed with the same answer.
+func isolatesContainers(tx *store.Tx, networkID string) bool {
+	n, err := tx.Network(networkID)
+	return err == nil && n.NoICC
 }
 
 // fwContainer is a container's share of the firewall: only containers on bridge
 // networks have one (a rootless container's ports are served by its user-mode stack).
-func fwContainer(c *store.Container) firewall.State {
+func fwContainer(tx *store.Tx, c *store.Container) firewall.State {
 	var s firewall.State
 	if c.Mode != store.ModeBridge {
 		return s
 	}
 	for i := range c.Attachments {
-		s.Endpoints = append(s.Endpoints, fwEndpoints(&c.Attachments[i])...)
+		s.Endpoints = append(s.Endpoints, fwEndpoints(tx, &c.Attachments[i])...)
 	}
 	// A copy: the firewall sorts what it is given, and the record's order is its own.
 	s.Ports = slices.Clone(c.Ports)
@@ -140,7 +148,7 @@ func (m *Manager) desiredFirewall(tx *store.Tx) (firewall.State, error) {
 		if c.State == store.StateExited {
 			continue
 		}
-		share := fwContainer(c)
+		share := fwContainer(tx, c)
 		s.Endpoints = append(s.Endpoints, share.Endpoints...)
 		s.Ports = append(s.Ports, share.Ports...)
 	}

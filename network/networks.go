@@ -34,7 +34,10 @@ type NetworkSpec struct {
 	MTU        int    // 0 is the MTU of the host's default route interface
 	Internal   bool
 	Masquerade *bool // nil is true
-	Labels     map[string]string
+	// ICC is whether containers of the network reach each other (Docker's
+	// enable_icc); nil is true. Their way out and published ports work either way.
+	ICC    *bool
+	Labels map[string]string
 	// NonMasquerade are CIDRs the network's traffic reaches without masquerade, and
 	// whose hosts reach its containers by routing; only on a masquerading network.
 	NonMasquerade []string
@@ -107,6 +110,7 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	n := &store.Network{
 		ID: newID(), Name: spec.Name, Driver: "bridge", Internal: spec.Internal,
 		Masquerade: !spec.Internal && (spec.Masquerade == nil || *spec.Masquerade),
+		NoICC:      spec.ICC != nil && !*spec.ICC,
 		Labels:     spec.Labels, Created: time.Now().UTC(), MTU: spec.MTU,
 	}
 	if spec.Internal && spec.Masquerade != nil && *spec.Masquerade {
@@ -245,7 +249,7 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 }
 
 func fwNetwork(n *store.Network) firewall.Network {
-	return firewall.Network{Bridge: n.Bridge, Subnet: n.Subnet, Subnet6: n.Subnet6, Internal: n.Internal, Masquerade: n.Masquerade, NonMasquerade: n.NonMasquerade}
+	return firewall.Network{Bridge: n.Bridge, Subnet: n.Subnet, Subnet6: n.Subnet6, Internal: n.Internal, Masquerade: n.Masquerade, NonMasquerade: n.NonMasquerade, NoICC: n.NoICC}
 }
 
 // plumbNetwork makes the network's bridge and sysctls exist.
@@ -455,6 +459,8 @@ func checkSameNetwork(n *store.Network, spec NetworkSpec) error {
 		return differ("driver", n.Driver, spec.Driver)
 	case spec.Parent != "" && n.Parent != spec.Parent:
 		return differ("parent", n.Parent, spec.Parent)
+	case spec.ICC != nil && n.NoICC == *spec.ICC:
+		return differ("icc", !n.NoICC, *spec.ICC)
 	}
 	return nil
 }

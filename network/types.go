@@ -212,7 +212,8 @@ type Port struct {
 // or, driver macvlan, its containers' interfaces on the parent's segment. JSON keys:
 // id, name, driver, bridge (empty for macvlan), subnet, gateway (both "" on an
 // IPv6-only network), subnet6, gateway6 (omitted without IPv6), mtu, internal,
-// masquerade, labels (omitted when empty), created, non_masquerade, parent and
+// masquerade, no_icc (containers of the network cannot reach each other; omitted when
+// false), labels (omitted when empty), created, non_masquerade, parent and
 // ip_range (omitted when absent).
 type Network struct {
 	ID         string            `json:"id"`
@@ -226,6 +227,7 @@ type Network struct {
 	MTU        int               `json:"mtu"`
 	Internal   bool              `json:"internal"`
 	Masquerade bool              `json:"masquerade"`
+	NoICC      bool              `json:"no_icc,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Created    time.Time         `json:"created"`
 	// NonMasquerade are the destinations the network's containers reach with their own

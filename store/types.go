@@ -25,6 +25,7 @@ type Network struct {
 	MTU        int               `json:"mtu"`
 	Internal   bool              `json:"internal"`
 	Masquerade bool              `json:"masquerade"`
+	NoICC      bool              `json:"no_icc,omitempty"` // containers cannot reach each other (--opt icc=false)
 	Labels     map[string]string `json:"labels,omitempty"`
 	Created    time.Time         `json:"created"`
 	// NonMasquerade are destinations reached without masquerade, whose sources reach

@@ -48,7 +48,8 @@ this traffic: isolation on the segment is the segment's (see ARCHITECTURE.md).`,
   ctnet network create lan -d macvlan --parent eth0 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.192/27
   ctnet network create dual --ipv6
   ctnet network create dual2 --ipv6 --subnet 172.30.0.0/24 --subnet 2001:db8:30::/64
-  ctnet network create v6only --ipv6 --ipv4=false`,
+  ctnet network create v6only --ipv6 --ipv4=false
+  ctnet network create apart --opt icc=false`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
@@ -76,8 +77,14 @@ this traffic: isolation on the segment is the segment's (see ARCHITECTURE.md).`,
 					spec.Masquerade = &b
 				case "non-masquerade":
 					spec.NonMasquerade = append(spec.NonMasquerade, strings.Split(v, ",")...)
+				case "icc":
+					b, err := strconv.ParseBool(v)
+					if err != nil {
+						return usage("bad --opt %q: icc takes true or false", o)
+					}
+					spec.ICC = &b
 				default:
-					return usage("unknown --opt %q: the options are masquerade=true|false, non-masquerade=CIDR,... and, for -d macvlan, parent=IFACE", o)
+					return usage("unknown --opt %q: the options are masquerade=true|false, icc=true|false, non-masquerade=CIDR,... and, for -d macvlan, parent=IFACE", o)
 				}
 			}
 			return a.withRootManager("network create", func(m *network.Manager) error {
@@ -102,7 +109,7 @@ this traffic: isolation on the segment is the segment's (see ARCHITECTURE.md).`,
 	fl.IntVar(&spec.MTU, "mtu", 0, "MTU (default: that of the host's default route interface)")
 	fl.BoolVar(&spec.Internal, "internal", false, "no way out and no way in: containers reach only each other")
 	fl.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
-	fl.StringArrayVarP(&opts, "opt", "o", nil, "driver option: masquerade=false for a routed network, non-masquerade=CIDR,... for destinations that see containers' own addresses")
+	fl.StringArrayVarP(&opts, "opt", "o", nil, "driver option: masquerade=false for a routed network, icc=false for containers that cannot reach each other, non-masquerade=CIDR,... for destinations that see containers' own addresses")
 	return cmd
 }
 
@@ -160,6 +167,9 @@ func (a *app) networkLsCommand() *cobra.Command {
 					bridge := n.Bridge
 					if n.Driver == network.DriverMacvlan {
 						bridge = "macvlan:" + n.Parent
+					}
+					if n.NoICC {
+						flags = append(flags, "no-icc")
 					}
 					t.row(shortID(n.ID, noTrunc), n.Name, bridge, joinValid(n.Subnet, n.Subnet6), joinValid(n.Gateway, n.Gateway6), fmt.Sprint(n.MTU), strings.Join(flags, ","))
 				}
@@ -233,7 +243,7 @@ func printNetwork(a *app, info *network.NetworkInspect) {
 	if info.IPRange.IsValid() {
 		fmt.Fprintf(w, "  ip range:   %s\n", info.IPRange)
 	}
-	fmt.Fprintf(w, "  internal:   %t\n  masquerade: %t\n", info.Internal, info.Masquerade)
+	fmt.Fprintf(w, "  internal:   %t\n  masquerade: %t\n  icc:        %t\n", info.Internal, info.Masquerade, !info.NoICC)
 	for _, p := range info.NonMasquerade {
 		fmt.Fprintf(w, "  not masqueraded to: %s\n", p)
 	}
