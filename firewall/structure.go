@@ -6,9 +6,9 @@ import (
 	"github.com/google/nftables"
 )
 
-// Structure describes, one line each, what is missing from the fixed structure of
-// ctnet's tables that exist: a chain, or rules of one (counted, since the rules of a
-// chain are all ctnet's). Diff compares elements only; a rule deleted by hand (`nft
+// Structure describes, one line each, how ctnet's tables that exist differ from
+// their fixed structure: a chain missing, or a chain with another number of rules
+// (the rules of ctnet's chains are all ctnet's). Diff compares elements only; a rule deleted by hand (`nft
 // flush chain`, `nft delete rule`) leaves them all in place. A missing table is
 // Diff's to report.
 func Structure(c *nftables.Conn) ([]string, error) {
@@ -51,7 +51,7 @@ func Structure(c *nftables.Conn) ([]string, error) {
 				return nil, fmt.Errorf("list rules of firewall chain %s: %w", cs.name, err)
 			}
 			if len(rules) != want {
-				missing = append(missing, fmt.Sprintf("rules of chain %s in table %s %s (%d of %d there)", cs.name, fam, TableName, len(rules), want))
+				missing = append(missing, fmt.Sprintf("rules of chain %s in table %s %s (%d there, want %d)", cs.name, fam, TableName, len(rules), want))
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -26,61 +27,92 @@ func WatchRemovals(conn *netlink.Conn) *Removals {
 // theirs, or notifications were lost (the socket's buffer overflowed, so what they
 // said is unknown). It then reads on until nothing more of the kind has come for a
 // moment, so that one flush, which arrives as one message per object, is reported
-// once. Element changes, which every ctnet command makes, are not removals. It
-// returns an error once the connection is closed.
-func (r *Removals) Next() error {
-	seen := false
+// once, and returns what was removed ("rule of chain forward in table inet ctnet"),
+// one line per object. Element changes, which every ctnet command makes, are not
+// removals. It returns an error once the connection is closed.
+func (r *Removals) Next() ([]string, error) {
+	var removed []string
 	for {
 		msgs, err := r.conn.Receive()
 		switch {
-		case seen && errors.Is(err, os.ErrDeadlineExceeded):
-			return r.conn.SetReadDeadline(time.Time{})
+		case len(removed) > 0 && errors.Is(err, os.ErrDeadlineExceeded):
+			return removed, r.conn.SetReadDeadline(time.Time{})
 		case errors.Is(err, unix.ENOBUFS):
 			msgs = nil
+			removed = append(removed, "unknown: notifications were lost")
 		case err != nil:
-			return err
+			return nil, err
 		}
-		removed := err != nil // lost notifications may have been removals
 		for _, m := range msgs {
-			removed = removed || removesOurs(m)
+			if what := removalOfOurs(m); what != "" {
+				removed = append(removed, what)
+			}
 		}
-		if removed {
-			seen = true
+		if len(removed) > 0 {
 			if err := r.conn.SetReadDeadline(time.Now().Add(r.quiet)); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 }
 
-// removesOurs reports whether a notification says that a table of ctnet's, or a
-// chain, rule or set in one, was deleted.
-func removesOurs(m netlink.Message) bool {
-	if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES {
-		return false
+// Attributes of the deletion notifications: the table's name is attribute 1 in all
+// four (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE).
+const (
+	attrTable     = 1
+	attrChainName = 3 // NFTA_CHAIN_NAME
+	attrRuleChain = 2 // NFTA_RULE_CHAIN
+	attrSetName   = 2 // NFTA_SET_NAME
+)
+
+// removalOfOurs describes what a notification says was deleted when that is a table
+// of ctnet's, or a chain, rule or set in one; otherwise it is "".
+func removalOfOurs(m netlink.Message) string {
+	if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES || len(m.Data) < 4 {
+		return ""
 	}
+	var kind string
+	var nameAttr uint16
 	switch m.Header.Type & 0xff {
-	case unix.NFT_MSG_DELTABLE, unix.NFT_MSG_DELCHAIN, unix.NFT_MSG_DELRULE, unix.NFT_MSG_DELSET:
+	case unix.NFT_MSG_DELTABLE:
+		kind = "table"
+	case unix.NFT_MSG_DELCHAIN:
+		kind, nameAttr = "chain", attrChainName
+	case unix.NFT_MSG_DELRULE:
+		kind, nameAttr = "rule of chain", attrRuleChain
+	case unix.NFT_MSG_DELSET:
+		kind, nameAttr = "set", attrSetName
 	default:
-		return false
+		return ""
 	}
-	// nfgenmsg (family, version, resource id), then attributes; the table's name is
-	// attribute 1 in all four (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE,
-	// NFTA_SET_TABLE).
-	if len(m.Data) < 4 {
-		return false
-	}
-	if family := m.Data[0]; family != unix.NFPROTO_INET && family != unix.NFPROTO_BRIDGE {
-		return false
+	// nfgenmsg (family, version, resource id), then the attributes.
+	var family string
+	switch m.Data[0] {
+	case unix.NFPROTO_INET:
+		family = "inet"
+	case unix.NFPROTO_BRIDGE:
+		family = "bridge"
+	default:
+		return ""
 	}
 	ad, err := netlink.NewAttributeDecoder(m.Data[4:])
 	if err != nil {
-		return false
+		return ""
 	}
+	var table, name string
 	for ad.Next() {
-		if ad.Type() == 1 {
-			return ad.String() == TableName
+		switch ad.Type() {
+		case attrTable:
+			table = ad.String()
+		case nameAttr:
+			name = ad.String()
 		}
 	}
-	return false
+	switch {
+	case table != TableName:
+		return ""
+	case kind == "table":
+		return fmt.Sprintf("table %s %s", family, table)
+	}
+	return fmt.Sprintf("%s %s in table %s %s", kind, name, family, table)
 }
