@@ -49,6 +49,7 @@ func TestWrongHostNamespace(t *testing.T) {
 		{"run", "-d", "--name", "intruder", "--network", "web", "--", "sleep", "600"},
 		{"network", "create", "other"},
 		{"gc"},
+		{"watch"},
 	}
 	refusal := "belongs to network namespace " + rootNS + ", not to this one"
 	unchanged := func(what string) {

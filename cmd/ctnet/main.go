@@ -154,7 +154,7 @@ between networks. Unprivileged users get a user-mode network instead.`,
 	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "log what ctnet does to stderr")
 	root.AddCommand(a.runCommand(), a.execCommand(), a.psCommand(), a.stopCommand(), a.rmCommand(),
 		a.inspectCommand(), a.logsCommand(), a.portCommand(), a.attachCommand(), a.networkCommand(), a.gcCommand(),
-		a.doctorCommand())
+		a.doctorCommand(), a.watchCommand())
 	root.AddCommand(a.versionCommand(), a.containerCommand())
 	return root
 }

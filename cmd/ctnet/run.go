@@ -309,9 +309,11 @@ func runMonitor() int {
 		return runFailureCode(err)
 	}
 	report("ok %s", p.Container.ID)
+	stopWatching := a.watchFirewall(p.Container)
 	// From here on the supervisor only waits: give back what starting took.
 	debug.FreeOSMemory()
 	code, _ := waitForwarding(p, sigs, true)
+	stopWatching()
 	return code
 }
 

@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// After `nft flush ruleset` ctnet's tables come back without any ctnet command: a
+// detached container's supervisor restores them, and where only attached containers
+// run (no supervisor), `ctnet watch` does; twice in a row each. Real traffic shows
+// the published port answering the wan, the way out masqueraded and the networks
+// isolated again, and the bridge table (anti-spoofing) is back with its elements; so
+// are its rules when only they are flushed.
+// Each flush is repaired once, by one of the watchers, and `ctnet watch` ends on
+// SIGTERM with nothing left.
+func TestFirewallRepairedAfterFlush(t *testing.T) {
+	for _, mode := range []string{"supervisors", "watch"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t)
+			wanServer := e.wan.Command(t.Context(), peerServer(9999)...)
+			if err := wanServer.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { wanServer.Process.Kill(); wanServer.Wait() }()
+			e.must("network", "create", "red", "--subnet", "10.91.0.0/24")
+			e.must("network", "create", "blue", "--subnet", "10.92.0.0/24")
+			var repairs func() string // what the watchers said
+			var run func(name string) func(args ...string) (string, error)
+			var watch *exec.Cmd
+			switch mode {
+			case "supervisors":
+				e.runDetached(append([]string{"--name", "web", "--network", "red", "-p", "8080:7000", "--"}, peerServer(7000)...)...)
+				e.runDetached("--name", "other", "--network", "blue", "--", "sleep", "600")
+				run = e.containerRun
+				repairs = func() string { return e.must("logs", "web") + e.must("logs", "other") }
+			case "watch":
+				names := map[string]string{"web": lab.RandomName("ctw-"), "other": lab.RandomName("ctw-")}
+				for _, ns := range names {
+					if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+						t.Fatalf("ip netns add: %v: %s", err, out)
+					}
+					defer exec.Command("ip", "netns", "del", ns).Run()
+				}
+				e.must("attach", "--netns", "/run/netns/"+names["web"], "--name", "web", "--network", "red", "-p", "8080:7000")
+				e.must("attach", "--netns", "/run/netns/"+names["other"], "--name", "other", "--network", "blue")
+				server := e.host.Command(t.Context(), append([]string{"ip", "netns", "exec", names["web"]}, peerServer(7000)...)...)
+				if err := server.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer func() { server.Process.Kill(); server.Wait() }()
+				run = func(name string) func(args ...string) (string, error) {
+					return func(args ...string) (string, error) {
+						return e.host.Try(append([]string{"ip", "netns", "exec", names[name]}, args...)...)
+					}
+				}
+				out, err := os.Create(t.TempDir() + "/watch.out")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer out.Close()
+				watch = e.host.Command(t.Context(), lab.Binary(t), "--root", e.root, "watch")
+				watch.Stdout, watch.Stderr = out, out
+				if err := watch.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					if watch.ProcessState == nil {
+						watch.Process.Kill()
+						watch.Wait()
+					}
+				}()
+				repairs = func() string { b, _ := os.ReadFile(out.Name()); return string(b) }
+			}
+			webIP := e.kernelAddr("web", "eth0")
+			if mode == "watch" {
+				webIP = e.ip("web")
+			}
+			published := func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, 8080) == lab.WANIP }
+			if !eventually(published) {
+				t.Fatalf("the published port does not answer the wan before any flush")
+			}
+			bridgeTable := func() string { out, _ := e.hostRun("nft", "list", "table", "bridge", "ctnet"); return out }
+			veths := []string{e.inspect("web").Networks[0].HostVeth, e.inspect("other").Networks[0].HostVeth}
+			for round := 1; round <= 2; round++ {
+				e.host.MustRun(t, "nft", "flush", "ruleset")
+				flushed := time.Now()
+				if !eventually(func() bool { return published() && strings.Contains(bridgeTable(), "port_macs") }) {
+					t.Fatalf("flush %d: ctnet's tables were not restored:\n%s", round, e.host.MustRun(t, "nft", "list", "ruleset"))
+				}
+				t.Logf("flush %d: the published port answers again after %v", round, time.Since(flushed))
+				if got := askPeer(run("other"), lab.WANIP, 9999); got != lab.HostUplinkIP {
+					t.Errorf("flush %d: the wan sees a container as %q, want the host's %s (masquerade)", round, got, lab.HostUplinkIP)
+				}
+				if got := askPeer(e.hostRun, webIP, 7000); got == "" {
+					t.Errorf("flush %d: the host does not reach the server on red", round)
+				}
+				if got := askPeer(run("other"), webIP, 7000); got != "" {
+					t.Errorf("flush %d: a container on blue reaches one on red (seen as %s): networks are not isolated", round, got)
+				}
+				table := bridgeTable()
+				for _, veth := range veths {
+					if !strings.Contains(table, `"`+veth+`" . `) {
+						t.Errorf("flush %d: the bridge table lacks %s's anti-spoofing elements:\n%s", round, veth, table)
+					}
+				}
+				said := repairs()
+				if n := strings.Count(said, "restored firewall table inet ctnet"); n != round {
+					t.Errorf("flush %d: the watchers reported %d repairs of table inet ctnet in all, want %d:\n%s", round, n, round, said)
+				}
+			}
+			// Rules alone, the anti-spoofing chain's, with every element left in place.
+			e.host.MustRun(t, "nft", "flush", "chain", "bridge", "ctnet", "prerouting")
+			if !eventually(func() bool { return strings.Contains(bridgeTable(), "anything else from a container port") }) {
+				t.Errorf("the anti-spoofing rules were not restored:\n%s", bridgeTable())
+			}
+			if said := repairs(); !strings.Contains(said, "restored firewall rules of chain prerouting in table bridge ctnet") {
+				t.Errorf("the watchers did not report restoring the anti-spoofing rules:\n%s", said)
+			}
+			if watch != nil {
+				if err := watch.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				if err := watch.Wait(); err != nil {
+					t.Errorf("ctnet watch on SIGTERM: %v\n%s", err, repairs())
+				}
+			}
+			e.must("rm", "-f", "web", "other")
+			e.must("network", "rm", "red", "blue")
+		})
+	}
+}
