@@ -100,6 +100,11 @@ func (m *Manager) Doctor() ([]Finding, error) {
 		if err != nil {
 			return nil, err
 		}
+		structure, err := firewall.Structure(conn)
+		if err != nil {
+			return nil, err
+		}
+		missing = append(missing, structure...)
 		if len(extra)+len(missing) > 0 {
 			bad("run `ctnet gc` to rebuild ctnet's tables from its state",
 				"ctnet's firewall tables differ from its state (%d unexpected, %d missing entries)", len(extra), len(missing))

@@ -476,6 +476,11 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
+	structure, err := firewall.Structure(conn)
+	if err != nil {
+		return err
+	}
+	missing = append(missing, structure...)
 	if len(extra) == 0 && len(missing) == 0 {
 		return nil
 	}
