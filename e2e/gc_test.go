@@ -92,6 +92,7 @@ func TestGCRepairs(t *testing.T) {
 		return c
 	}
 	var leftovers uint64 // the namespace of a container whose command left processes
+	resumeSupervisors := func() {}
 	cases := []struct {
 		name   string
 		damage func() (want []string) // patterns of the report's lines
@@ -263,10 +264,13 @@ func TestGCRepairs(t *testing.T) {
 		{
 			name: "firewall tables deleted",
 			damage: func() []string {
+				// k1's supervisor would restore them at once (TestFirewallRepairedAfterFlush).
+				resumeSupervisors = e.pauseSupervisors()
 				e.host.MustRun(t, "nft", "delete table inet ctnet; delete table bridge ctnet")
 				return []string{`^restored firewall table inet ctnet$`, `^restored firewall table bridge ctnet$`}
 			},
 			after: func() {
+				resumeSupervisors()
 				var got string
 				if !eventually(func() bool { got = askPeer(e.wanRun, lab.HostUplinkIP, 8080); return got != "" }) {
 					t.Errorf("k1's published port does not answer from the wan after the firewall was restored")

@@ -23,7 +23,10 @@ func TestTablesOfAnOlderCtnetAreRebuilt(t *testing.T) {
 		t.Errorf("doctor with current tables: %s", r)
 	}
 
-	// What an older ctnet left: no rules version, and a rule it did not have.
+	// What an older ctnet left: no rules version, and a rule it did not have. Its
+	// supervisors did not watch the tables; this one's would rebuild them at once.
+	resumeSupervisors := e.pauseSupervisors()
+	defer resumeSupervisors()
 	e.host.MustRun(t, "nft", "delete", "element", "inet", "ctnet", "owner", `{ "rules" }`)
 	e.host.MustRun(t, "nft", "flush", "chain", "inet", "ctnet", "raw")
 	older := e.output("nft", "list", "ruleset")
@@ -44,6 +47,7 @@ func TestTablesOfAnOlderCtnetAreRebuilt(t *testing.T) {
 		t.Errorf("the first change left the older tables as they were:\n%s", got)
 	}
 	e.checkConsistent(t)
+	resumeSupervisors()
 	if !eventually(func() bool { return askPeer(e.wanRun, lab.HostUplinkIP, 8080) == lab.WANIP }) {
 		t.Errorf("the published port does not answer the wan after the rebuild")
 	}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -134,4 +135,31 @@ func TestFirewallRepairedAfterFlush(t *testing.T) {
 			e.must("network", "rm", "red", "blue")
 		})
 	}
+}
+
+// pauseSupervisors stops the root's supervisors (SIGSTOP) at a moment none of them
+// holds the root's lock, so that damage a test does to the firewall stays for gc or
+// doctor to find: running, they would repair it at once. The returned function
+// resumes them, once; what they were told meanwhile is then repaired, or finds
+// nothing to do.
+func (e *env) pauseSupervisors() (resume func()) {
+	e.t.Helper()
+	pids := processesOfRoot(lab.Binary(e.t), e.root)
+	signal := func(sig syscall.Signal) {
+		for _, pid := range pids {
+			syscall.Kill(pid, sig)
+		}
+	}
+	if !eventually(func() bool {
+		signal(syscall.SIGSTOP)
+		if exec.Command("flock", "-n", "-x", e.root+"/lock", "true").Run() == nil {
+			return true
+		}
+		signal(syscall.SIGCONT)
+		return false
+	}) {
+		e.t.Fatalf("the supervisors %v hold the root's lock", pids)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { signal(syscall.SIGCONT) }) }
 }
