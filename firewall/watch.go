@@ -1,12 +1,14 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/mdlayher/netlink"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,9 +20,38 @@ type Removals struct {
 	quiet time.Duration
 }
 
-// WatchRemovals reads conn, which the caller closes to end Next.
-func WatchRemovals(conn *netlink.Conn) *Removals {
-	return &Removals{conn: conn, quiet: 100 * time.Millisecond}
+// deletions are the notifications Removals reads: the kernel drops the others
+// (element changes above all, which every ctnet command makes) before they reach the
+// socket, so that a watcher neither wakes nor allocates for them, nor loses
+// deletions to a full buffer.
+var deletions = []uint16{unix.NFT_MSG_DELTABLE, unix.NFT_MSG_DELCHAIN, unix.NFT_MSG_DELRULE, unix.NFT_MSG_DELSET}
+
+// WatchRemovals reads conn, which the caller closes to end Next. It installs a socket
+// filter on conn that passes deletions only.
+func WatchRemovals(conn *netlink.Conn) (*Removals, error) {
+	filter, err := deletionFilter()
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.SetBPF(filter); err != nil {
+		return nil, fmt.Errorf("filter nftables notifications: %w", err)
+	}
+	return &Removals{conn: conn, quiet: 100 * time.Millisecond}, nil
+}
+
+// deletionFilter is a classic BPF program passing a notification whose netlink
+// message type is one of deletions. Each notification is a datagram of its own; the
+// type is the header's second field, in host byte order, which BPF loads as network
+// order.
+func deletionFilter() ([]bpf.RawInstruction, error) {
+	prog := []bpf.Instruction{bpf.LoadAbsolute{Off: 4, Size: 2}}
+	for i, msg := range deletions {
+		var b [2]byte
+		binary.NativeEndian.PutUint16(b[:], unix.NFNL_SUBSYS_NFTABLES<<8|msg)
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(binary.BigEndian.Uint16(b[:])), SkipTrue: uint8(len(deletions) - i)})
+	}
+	prog = append(prog, bpf.RetConstant{Val: 0}, bpf.RetConstant{Val: 0xffffffff})
+	return bpf.Assemble(prog)
 }
 
 // Next blocks until a batch removes one of ctnet's tables or a chain, rule or set of

@@ -1,11 +1,15 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/internal/lab"
 	"github.com/ctnet/ctnet/netns"
@@ -31,7 +35,10 @@ func TestRemovals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer events.Close()
-	removals := WatchRemovals(events)
+	removals, err := WatchRemovals(events)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	endpoint := State{Endpoints: []Endpoint{{HostVeth: "vcnew", MAC: mac("02:42:ac:11:00:09"), IP: netip.MustParseAddr("172.17.0.9")}}}
 	if err := Apply(conn, Change{Add: endpoint}); err != nil {
@@ -100,5 +107,48 @@ func TestStructure(t *testing.T) {
 	}
 	if extra, missing, err := Diff(conn, state); err != nil || len(extra)+len(missing) != 0 {
 		t.Errorf("Diff() = %q, %q, %v; want nothing: the elements are all there", extra, missing, err)
+	}
+}
+
+// The socket filter passes the deletions of tables, chains, rules and sets and drops
+// every other notification, element changes above all, in the kernel.
+func TestDeletionFilter(t *testing.T) {
+	raw, err := deletionFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prog []bpf.Instruction
+	for _, r := range raw {
+		prog = append(prog, r.Disassemble())
+	}
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		subsys, msg uint16
+		pass        bool
+	}{
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELTABLE, true},
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELCHAIN, true},
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELRULE, true},
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELSET, true},
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_NEWTABLE, false},
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_NEWSETELEM, false},
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELSETELEM, false},
+		{unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_NEWGEN, false},
+		{unix.NFNL_SUBSYS_CTNETLINK, unix.NFT_MSG_DELTABLE, false},
+	}
+	for _, c := range cases {
+		msg := make([]byte, 20) // nlmsghdr and nfgenmsg
+		binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
+		binary.NativeEndian.PutUint16(msg[4:], c.subsys<<8|c.msg)
+		n, err := vm.Run(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pass := n > 0; pass != c.pass {
+			t.Errorf("subsystem %d, message %d: passes %t, want %t", c.subsys, c.msg, pass, c.pass)
+		}
 	}
 }

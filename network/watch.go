@@ -35,7 +35,10 @@ func (m *Manager) WatchFirewall(ctx context.Context, report func(line string)) e
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	removals := firewall.WatchRemovals(conn)
+	removals, err := firewall.WatchRemovals(conn)
+	if err != nil {
+		return err
+	}
 	repair := func() {
 		lines, err := m.RepairFirewall(ctx)
 		for _, line := range lines {
