@@ -43,6 +43,11 @@ func TestICCFalse(t *testing.T) {
 	if out := e.must("network", "inspect", "together"); !strings.Contains(out, "icc:        true") {
 		t.Errorf("network inspect together does not say icc: true:\n%s", out)
 	}
+	for _, line := range strings.Split(e.must("network", "ls"), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && (f[1] == "apart") != strings.Contains(line, "no-icc") {
+			t.Errorf("network ls flags no-icc wrongly: %q", line)
+		}
+	}
 
 	nets := []struct {
 		name, gateway string
