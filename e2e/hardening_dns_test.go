@@ -199,10 +199,13 @@ func TestDNSFloodBounded(t *testing.T) {
 	// the garbage collector's headroom (20 KiB measured), 8 MiB the runtime's own
 	// growth and the queries answered SERVFAIL in passing. Unbounded, this flood
 	// grew the supervisor by 80 MiB, at 7,200 files (357 MB at 20,000 in issue 10).
-	// Built with the race detector (CI's pass), the same forwards measure 126 KiB each.
+	// Built with the race detector (CI's pass), the same forwards measure 126 KiB each
+	// on an idle machine and up to 330 KiB on one whose CPUs are busy (the race
+	// runtime's shadow memory of what the collector has not yet freed); the open-files
+	// bound above is what holds the cap itself.
 	perForward := 24
 	if lab.RaceDetector {
-		perForward *= 8
+		perForward *= 16
 	}
 	if limit := baseRSS + embeddedDNSMaxForwards*perForward + 8<<10; maxRSS > limit {
 		t.Errorf("the supervisor grew to %d KiB resident under the flood; want at most %d", maxRSS, limit)
