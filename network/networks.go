@@ -185,6 +185,22 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	return n, nil
 }
 
+// refuseOverlap refuses a subnet the user chose that overlaps another network's
+// subnet of its family (subnetOf) or a prefix the host uses.
+func refuseOverlap(subnet netip.Prefix, networks []*store.Network, subnetOf func(*store.Network) netip.Prefix, hostUses []link.Use) error {
+	for _, other := range networks {
+		if o := subnetOf(other); o.IsValid() && o.Overlaps(subnet) {
+			return tagged(ErrConflict, "subnet %s overlaps %s of network %s: choose another --subnet, or leave it out to get a free one", subnet, o, other.Name)
+		}
+	}
+	for _, u := range hostUses {
+		if u.Prefix.Overlaps(subnet) {
+			return tagged(ErrConflict, "subnet %s overlaps the host's %s: choose another --subnet, or leave it out to get a free one", subnet, u)
+		}
+	}
+	return nil
+}
+
 func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*store.Network) error {
 	uses, err := link.UsedPrefixes(m.host)
 	if err != nil {
@@ -224,15 +240,8 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 	if err != nil {
 		return invalid("%v", err)
 	}
-	for _, other := range networks {
-		if other.Subnet.IsValid() && other.Subnet.Overlaps(n.Subnet) {
-			return tagged(ErrConflict, "subnet %s overlaps %s of network %s: choose another --subnet, or leave it out to get a free one", n.Subnet, other.Subnet, other.Name)
-		}
-	}
-	for _, u := range hostUses {
-		if u.Prefix.Overlaps(n.Subnet) {
-			return tagged(ErrConflict, "subnet %s overlaps the host's %s: choose another --subnet, or leave it out to get a free one", n.Subnet, u)
-		}
+	if err := refuseOverlap(n.Subnet, networks, func(o *store.Network) netip.Prefix { return o.Subnet }, hostUses); err != nil {
+		return err
 	}
 	n.Gateway = ipam.FirstHost(n.Subnet)
 	if spec.Gateway != "" {

@@ -45,15 +45,8 @@ func (m *Manager) pickSubnet6(n *store.Network, spec NetworkSpec, networks []*st
 	if n.Subnet6, err = ipam.ParseSubnet6(spec.Subnet6); err != nil {
 		return &FieldError{Field: "Subnet6", Value: spec.Subnet6, Err: err}
 	}
-	for _, other := range networks {
-		if other.Subnet6.IsValid() && other.Subnet6.Overlaps(n.Subnet6) {
-			return tagged(ErrConflict, "subnet %s overlaps %s of network %s: choose another --subnet, or leave it out to get a free one", n.Subnet6, other.Subnet6, other.Name)
-		}
-	}
-	for _, u := range hostUses {
-		if u.Prefix.Overlaps(n.Subnet6) {
-			return tagged(ErrConflict, "subnet %s overlaps the host's %s: choose another --subnet, or leave it out to get a free one", n.Subnet6, u)
-		}
+	if err := refuseOverlap(n.Subnet6, networks, func(o *store.Network) netip.Prefix { return o.Subnet6 }, hostUses); err != nil {
+		return err
 	}
 	n.Gateway6 = ipam.FirstHost(n.Subnet6)
 	if spec.Gateway6 != "" {
