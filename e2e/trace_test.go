@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"bytes"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ctnet/ctnet/internal/lab"
+)
+
+// traceTables lists the trace tables nft sees in a namespace (a command prefix).
+func traceTables(t *testing.T, run func(args ...string) (string, error)) []string {
+	t.Helper()
+	out, err := run("nft", "list", "tables")
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	var tables []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "ctnet_trace_") {
+			tables = append(tables, strings.TrimSpace(line))
+		}
+	}
+	return tables
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// trace follows real probes: between two containers of one network it is
+// delivered, past the bridge's anti-spoofing accept; between two networks it is
+// dropped by the isolation rule, naming both networks; from the host to a published
+// port it is DNAT'd to the container; to the wan it is masqueraded to the host's
+// uplink address. Each trace leaves no table in any namespace it touched, as nft
+// lists them. The dropped probe is the same TCP SYN to the same port as a delivered
+// one, so the verdict is the firewall's.
+func TestTrace(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "n1", "--subnet", "10.97.1.0/24")
+	e.must("network", "create", "n2", "--subnet", "10.97.2.0/24")
+	e.runDetached("--name", "a", "--network", "n1", "--", "sleep", "600")
+	e.runDetached("--name", "b", "--network", "n1", "--", "sleep", "600")
+	e.runDetached("--name", "c", "--network", "n2", "-p", "8080:8000", "--", "sleep", "600")
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string // lines the output must hold; the first is the last line
+		hop      string   // a hop's text the output must show
+	}{
+		{"same network", []string{"a", "b", "--port", "8000"}, 0,
+			[]string{"delivered to b:8000"}, "and only from its own address"},
+		{"same network, icmp", []string{"a", "b"}, 0, []string{"delivered to b"}, "bridge ctnet prerouting"},
+		{"two networks", []string{"a", "c:8000"}, 1,
+			[]string{"dropped: isolation between networks n1 and n2"}, "networks are isolated from each other"},
+		{"published port from the host", []string{"host", lab.HostUplinkIP + ":8080"}, 0,
+			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"}, "published ports, from the host itself"},
+		{"published port from another network", []string{"a", lab.HostUplinkIP + ":8080"}, 0,
+			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"}, "a published port, reached from another network"},
+		{"the wan", []string{"a", lab.WANIP + ":9999"}, 0,
+			[]string{"masqueraded to " + lab.HostUplinkIP + ", out of uplink0 toward " + lab.WANIP + ":9999"}, "the way out"},
+	}
+	for _, c := range cases {
+		r := e.ctnet(append([]string{"trace"}, c.args...)...)
+		t.Log(r.Stdout)
+		if r.Code != c.wantCode {
+			t.Errorf("%s: trace %v: want exit %d, got %s", c.name, c.args, c.wantCode, r)
+			continue
+		}
+		if got := lastLine(r.Stdout); got != c.want[0] {
+			t.Errorf("%s: last line %q, want %q; output:\n%s", c.name, got, c.want[0], r.Stdout)
+		}
+		for _, w := range c.want[1:] {
+			if !strings.Contains(r.Stdout, w+"\n") {
+				t.Errorf("%s: output lacks %q:\n%s", c.name, w, r.Stdout)
+			}
+		}
+		if !strings.Contains(r.Stdout, c.hop) {
+			t.Errorf("%s: no hop shows %q:\n%s", c.name, c.hop, r.Stdout)
+		}
+		for _, where := range []string{"host", "a", "b", "c"} {
+			run := e.hostRun
+			if where != "host" {
+				run = e.containerRun(where)
+			}
+			if left := traceTables(t, run); len(left) > 0 {
+				t.Errorf("%s: trace left %v in %s", c.name, left, where)
+			}
+		}
+	}
+	e.must("rm", "-f", "a", "b", "c")
+	e.must("network", "rm", "n1", "n2")
+}
+
+// A trace killed with SIGKILL leaves its tables, which gc removes; one sent SIGTERM
+// removes its own before it exits. Both traces follow a probe to the wan, which no
+// arrival or drop ends, so they are killed while their tables exist.
+func TestTraceKilled(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "a", "--", "sleep", "600")
+	start := func() (*exec.Cmd, *bytes.Buffer) {
+		cmd := e.host.Command(t.Context(), lab.Binary(t), "--root", e.root, "trace", "--timeout", "2m", "a", lab.WANIP+":9999")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if !eventually(func() bool {
+			return len(traceTables(t, e.hostRun)) == 2 && len(traceTables(t, e.containerRun("a"))) == 2
+		}) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("trace made no tables in the host and the container: %s", out.String())
+		}
+		return cmd, &out
+	}
+
+	cmd, out := start()
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	left := traceTables(t, e.hostRun)
+	if len(left) != 2 {
+		t.Errorf("SIGKILL: want the killed trace's two tables left in the host, got %v (%s)", left, out)
+	}
+	if r := e.ctnet("gc"); r.Code != 0 || !strings.Contains(r.Stdout, "trace") {
+		t.Errorf("gc after a killed trace: %s", r)
+	}
+	for _, where := range []string{"host", "a"} {
+		run := e.hostRun
+		if where != "host" {
+			run = e.containerRun(where)
+		}
+		if left := traceTables(t, run); len(left) > 0 {
+			t.Errorf("SIGKILL: gc left %v in %s", left, where)
+		}
+	}
+
+	cmd, out = start()
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if err == nil {
+		t.Errorf("SIGTERM: a trace cut short exited 0: %s", out)
+	}
+	for _, where := range []string{"host", "a"} {
+		run := e.hostRun
+		if where != "host" {
+			run = e.containerRun(where)
+		}
+		if left := traceTables(t, run); len(left) > 0 {
+			t.Errorf("SIGTERM: the trace left %v in %s: %s", left, where, out)
+		}
+	}
+	if r := e.ctnet("gc"); r.Code != 0 || r.Stdout != "" {
+		t.Errorf("gc after a trace that cleaned up: %s", r)
+	}
+	e.must("rm", "-f", "a")
+}

@@ -1,0 +1,713 @@
+package network
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/netns"
+)
+
+// TraceSpec is the probe Trace follows.
+type TraceSpec struct {
+	// From is a container's name or ID, or "host".
+	From string
+	// To is a container's name or ID or an IPv4 address, either optionally with
+	// ":PORT".
+	To    string
+	Port  uint16
+	Proto string // tcp, udp or icmp; empty: tcp with a port, icmp without
+	// Wait is how long the probe may take to be delivered or dropped; zero is
+	// DefaultTraceWait. A probe that leaves the host is followed for all of it.
+	Wait time.Duration
+}
+
+// TraceHop is one step of the probe: a chain of a namespace that saw it and what
+// that chain decided.
+type TraceHop struct {
+	Namespace string `json:"namespace"`
+	Hook      string `json:"hook"`
+	In        string `json:"in,omitempty"`
+	Out       string `json:"out,omitempty"`
+	Packet    string `json:"packet"`
+	Table     string `json:"table"`
+	Chain     string `json:"chain"`
+	Rule      string `json:"rule,omitempty"`
+	Verdict   string `json:"verdict"`
+}
+
+// TraceResult is what became of a probe: its hops, the translations it met in
+// ctnet's terms, and the outcome, whose last word Delivered sums up.
+type TraceResult struct {
+	Hops      []TraceHop `json:"hops"`
+	Notes     []string   `json:"notes"`
+	Outcome   string     `json:"outcome"`
+	Delivered bool       `json:"delivered"`
+}
+
+// DefaultTraceWait bounds a trace: a probe neither delivered nor dropped within it is
+// lost (TCP's first retransmission comes after a second, so one probe is one SYN).
+const DefaultTraceWait = 900 * time.Millisecond
+
+// traceNS is one namespace on the probe's path.
+type traceNS struct {
+	label    string
+	ns       *netns.NS
+	close    bool // opened for the trace
+	listener *firewall.TraceListener
+	tables   bool
+	chains   map[string]string // family/table/chain → hook
+	names    map[uint32]string
+}
+
+type tracedEvent struct {
+	at int // index of the namespace
+	firewall.TraceEvent
+}
+
+// traceTarget is where the probe goes, resolved from the spec against the store.
+type traceTarget struct {
+	addr      netip.Addr
+	port      uint16
+	proto     byte
+	protoName string
+	container *Container // the container the address is, if any
+	published *Port      // the published port the probe is for, if any
+	dnatTo    *Container // its container
+}
+
+// Trace sends one real probe from spec.From to spec.To and follows it through the
+// firewall of every namespace on its way with the kernel's nftables tracing: each
+// namespace gets a temporary table that marks the probe (the kernel clears the mark
+// at every namespace crossing), and the trace events are read from each. The tables
+// are removed before Trace returns, also when ctx is cancelled; a process killed
+// before that leaves them to gc (their names carry its identity).
+func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, err error) {
+	if m.rootless {
+		return nil, errors.New("trace needs root: user-mode networks have no firewall of ctnet's to trace")
+	}
+	containers, err := m.Containers(false)
+	if err != nil {
+		return nil, err
+	}
+	networks, err := m.Networks()
+	if err != nil {
+		return nil, err
+	}
+	var path []*traceNS
+	defer func() {
+		for _, p := range path {
+			if p.listener != nil {
+				p.listener.Close()
+			}
+			if p.close {
+				p.ns.Close()
+			}
+		}
+	}()
+	var src *Container
+	if spec.From != "host" {
+		if src = findContainer(containers, spec.From); src == nil {
+			return nil, badField("From", spec.From, "no running container %s (name, ID or \"host\")", spec.From)
+		}
+		if src.NetNS == "" || src.Mode == ModeUserNet {
+			return nil, badField("From", spec.From, "container %s has no network namespace of ctnet's to send from", spec.From)
+		}
+	}
+	target, err := resolveTraceTarget(spec, src, containers)
+	if err != nil {
+		return nil, err
+	}
+	add := func(label string, c *Container) error {
+		for _, p := range path {
+			if p.label == label {
+				return nil
+			}
+		}
+		p := &traceNS{label: label, ns: m.host, chains: map[string]string{}, names: map[uint32]string{}}
+		if c != nil && c.Mode != ModeHost {
+			ns, err := netns.Open(c.NetNS)
+			if err != nil {
+				return err
+			}
+			p.ns, p.close = ns, true
+		}
+		path = append(path, p)
+		return nil
+	}
+	if src != nil {
+		if err := add(src.Name, src); err != nil {
+			return nil, err
+		}
+	}
+	if err := add("host", nil); err != nil {
+		return nil, err
+	}
+	for _, c := range []*Container{target.container, target.dnatTo} {
+		if c != nil {
+			if err := add(c.Name, c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rules, err := m.traceRules()
+	if err != nil {
+		return nil, err
+	}
+	id := proc.Self()
+	table := firewall.TraceTableName(id.PID, id.StartTime)
+	probe := firewall.Probe{Proto: target.proto, ID: uint16(33000 + rand.IntN(28000))}
+	for _, p := range path {
+		if p.listener, err = firewall.ListenTrace(p.ns); err != nil {
+			return nil, err
+		}
+	}
+	defer func() {
+		for _, p := range path {
+			if !p.tables {
+				continue
+			}
+			if conn, cerr := p.ns.NFT(); cerr != nil {
+				err = errors.Join(err, cerr)
+			} else if derr := firewall.DeleteTraceTables(conn, table); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+	}()
+	sock, err := openProbe(path[0].ns, probe)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(sock)
+	for _, p := range path {
+		conn, err := p.ns.NFT()
+		if err != nil {
+			return nil, err
+		}
+		p.tables = true // also when adding fails halfway: the delete above is harmless
+		if err := firewall.AddTraceTables(conn, table, probe); err != nil {
+			return nil, err
+		}
+		if err := p.readChains(conn); err != nil {
+			return nil, err
+		}
+	}
+	events := make(chan tracedEvent, 256)
+	if spec.Wait <= 0 {
+		spec.Wait = DefaultTraceWait
+	}
+	deadline := time.Now().Add(spec.Wait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	for i, p := range path {
+		go func() {
+			for {
+				evs, err := p.listener.Receive(deadline)
+				if err != nil {
+					return
+				}
+				for _, ev := range evs {
+					select {
+					case events <- tracedEvent{i, ev}:
+					case <-stop:
+						return
+					}
+				}
+			}
+		}()
+	}
+	if err := sendProbe(sock, target, probe); err != nil {
+		return nil, err
+	}
+	var got []tracedEvent
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	settled := false
+collect:
+	for {
+		select {
+		case ev := <-events:
+			got = append(got, ev)
+			if !settled && traceSettled(path, ev, table) {
+				// The other namespaces' events of the same packet are already queued.
+				settled = true
+				timer.Reset(50 * time.Millisecond)
+			}
+		case <-timer.C:
+			break collect
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return m.explainTrace(path, got, table, rules, target, networks), nil
+}
+
+// traceSettled reports whether ev ends the probe's way: a drop, or its arrival in a
+// namespace other than the one it left.
+func traceSettled(path []*traceNS, ev tracedEvent, table string) bool {
+	if ev.Table == table {
+		return ev.Chain == firewall.TraceSeenInput && ev.at > 0
+	}
+	return isDrop(ev.TraceEvent)
+}
+
+func isDrop(ev firewall.TraceEvent) bool {
+	if ev.Type == unix.NFT_TRACETYPE_POLICY {
+		return ev.Policy == firewall.VerdictDrop
+	}
+	return ev.Type == unix.NFT_TRACETYPE_RULE && ev.Verdict == firewall.VerdictDrop
+}
+
+// traceRules are ctnet's rules in the host's namespace, by handle.
+func (m *Manager) traceRules() (map[firewall.RuleKey]firewall.Rule, error) {
+	conn, err := m.host.NFT()
+	if err != nil {
+		return nil, err
+	}
+	return firewall.Rules(conn)
+}
+
+// readChains records the hook of every base chain of the namespace.
+func (p *traceNS) readChains(conn *nftables.Conn) error {
+	chains, err := conn.ListChains()
+	if err != nil {
+		return fmt.Errorf("list chains in %s: %w", p.label, err)
+	}
+	for _, ch := range chains {
+		if ch.Hooknum != nil && ch.Table != nil {
+			p.chains[chainKey(ch.Table.Family, ch.Table.Name, ch.Name)] = hookName(uint32(*ch.Hooknum))
+		}
+	}
+	return nil
+}
+
+func chainKey(f nftables.TableFamily, table, chain string) string {
+	return fmt.Sprintf("%d/%s/%s", f, table, chain)
+}
+
+func hookName(h uint32) string {
+	names := []string{"prerouting", "input", "forward", "output", "postrouting"}
+	if int(h) < len(names) {
+		return names[h]
+	}
+	return "hook " + strconv.Itoa(int(h))
+}
+
+func (p *traceNS) ifName(index uint32) string {
+	if index == 0 {
+		return ""
+	}
+	if name, ok := p.names[index]; ok {
+		return name
+	}
+	name := "#" + strconv.Itoa(int(index))
+	if h, err := p.ns.Netlink(); err == nil {
+		if l, err := h.LinkByIndex(int(index)); err == nil {
+			name = l.Attrs().Name
+		}
+	}
+	p.names[index] = name
+	return name
+}
+
+func findContainer(containers []*Container, ref string) *Container {
+	for _, c := range containers {
+		if c.Name == ref || c.ID == ref || (len(ref) >= 4 && strings.HasPrefix(c.ID, ref)) {
+			return c
+		}
+	}
+	return nil
+}
+
+func resolveTraceTarget(spec TraceSpec, src *Container, containers []*Container) (*traceTarget, error) {
+	t := &traceTarget{port: spec.Port}
+	ref := spec.To
+	if host, port, err := net.SplitHostPort(spec.To); err == nil {
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			return nil, badField("To", spec.To, "%q is not a port number", port)
+		}
+		if spec.Port != 0 && uint16(p) != spec.Port {
+			return nil, badField("Port", strconv.Itoa(int(spec.Port)), "it differs from the port in %s", spec.To)
+		}
+		ref, t.port = host, uint16(p)
+	}
+	t.protoName = spec.Proto
+	if t.protoName == "" {
+		t.protoName = "icmp"
+		if t.port != 0 {
+			t.protoName = "tcp"
+		}
+	}
+	switch t.protoName {
+	case "tcp":
+		t.proto = unix.IPPROTO_TCP
+	case "udp":
+		t.proto = unix.IPPROTO_UDP
+	case "icmp":
+		t.proto = unix.IPPROTO_ICMP
+		if t.port != 0 {
+			return nil, badField("Port", strconv.Itoa(int(t.port)), "ICMP has no ports: leave the port out, or choose --proto tcp or udp")
+		}
+	default:
+		return nil, badField("Proto", spec.Proto, "unknown protocol %q: use tcp, udp or icmp", spec.Proto)
+	}
+	if t.proto != unix.IPPROTO_ICMP && t.port == 0 {
+		return nil, badField("Port", "", "a %s probe needs a port: --port N, or ADDR:PORT", t.protoName)
+	}
+	if addr, err := netip.ParseAddr(ref); err == nil {
+		if !addr.Is4() {
+			return nil, badField("To", spec.To, "%s is not an IPv4 address: ctnet's networks are IPv4", ref)
+		}
+		t.addr = addr
+		for _, c := range containers {
+			for _, a := range c.Attachments {
+				if a.IP == addr {
+					t.container = c
+				}
+			}
+		}
+	} else {
+		if t.container = findContainer(containers, ref); t.container == nil {
+			return nil, badField("To", spec.To, "no running container %s, and not an IPv4 address", ref)
+		}
+		t.addr = containerAddrFor(t.container, src)
+		if !t.addr.IsValid() {
+			return nil, badField("To", spec.To, "container %s has no address on a ctnet network", ref)
+		}
+	}
+	if t.container == nil && t.proto != unix.IPPROTO_ICMP {
+		for _, c := range containers {
+			for i, p := range c.Ports {
+				if p.Proto == t.protoName && p.HostPort == t.port && (!p.HostIP.IsValid() || p.HostIP.IsUnspecified() || p.HostIP == t.addr) {
+					t.published, t.dnatTo = &c.Ports[i], c
+				}
+			}
+		}
+	}
+	return t, nil
+}
+
+// containerAddrFor is c's address on a network it shares with src, else its first.
+func containerAddrFor(c, src *Container) netip.Addr {
+	if src != nil {
+		for _, a := range c.Attachments {
+			for _, b := range src.Attachments {
+				if a.NetworkID == b.NetworkID {
+					return a.IP
+				}
+			}
+		}
+	}
+	if len(c.Attachments) > 0 {
+		return c.Attachments[0].IP
+	}
+	return netip.Addr{}
+}
+
+// openProbe makes the probe's socket inside ns, bound to the probe's unique source
+// port (a raw socket for ICMP, whose identifier is in the packet it writes).
+func openProbe(ns *netns.NS, p firewall.Probe) (int, error) {
+	var fd int
+	err := ns.Do(func() (err error) {
+		switch p.Proto {
+		case unix.IPPROTO_TCP:
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		case unix.IPPROTO_UDP:
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		default:
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		}
+		return err
+	})
+	if err != nil {
+		return -1, fmt.Errorf("open the probe's socket: %w", err)
+	}
+	if p.Proto != unix.IPPROTO_ICMP {
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(p.ID)}); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("bind the probe's source port %d: %w", p.ID, err)
+		}
+	}
+	return fd, nil
+}
+
+func sendProbe(fd int, t *traceTarget, p firewall.Probe) error {
+	to := &unix.SockaddrInet4{Addr: t.addr.As4(), Port: int(t.port)}
+	var err error
+	switch t.proto {
+	case unix.IPPROTO_TCP:
+		if err = unix.Connect(fd, to); errors.Is(err, unix.EINPROGRESS) {
+			err = nil
+		}
+	case unix.IPPROTO_UDP:
+		err = unix.Sendto(fd, []byte("ctnet trace\n"), 0, to)
+	default:
+		err = unix.Sendto(fd, echoRequest(p.ID), 0, &unix.SockaddrInet4{Addr: t.addr.As4()})
+	}
+	if err != nil {
+		return fmt.Errorf("send the probe to %s: %w", t.addr, err)
+	}
+	return nil
+}
+
+// echoRequest is an ICMP echo request with identifier id.
+func echoRequest(id uint16) []byte {
+	b := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'c', 't', 'n', 'e', 't'}
+	binary.BigEndian.PutUint16(b[4:], id)
+	var sum uint32
+	for i := 0; i < len(b); i += 2 {
+		w := uint32(b[i]) << 8
+		if i+1 < len(b) {
+			w |= uint32(b[i+1])
+		}
+		sum += w
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(b[2:], ^uint16(sum))
+	return b
+}
+
+// explainTrace turns the events into hops and says in ctnet's terms what became of
+// the probe.
+func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table string, rules map[firewall.RuleKey]firewall.Rule, t *traceTarget, networks []*Network) *TraceResult {
+	res := &TraceResult{Hops: []TraceHop{}, Notes: []string{}}
+	// Each namespace's events in the order it sent them, namespaces in the path's order.
+	var ordered []tracedEvent
+	for i := range path {
+		for _, ev := range events {
+			if ev.at == i {
+				ordered = append(ordered, ev)
+			}
+		}
+	}
+	// The kernel reports a chain's verdict in events of their own, after one that
+	// carries the packet as the chain got it: one hop per chain a packet went
+	// through, the packet taken from its first event (or the hook's, for a chain
+	// jumped to).
+	type seen struct {
+		hook           string
+		iif, oif       uint32
+		network, tport []byte
+	}
+	packets := map[uint32]*seen{}
+	var dropped *TraceHop
+	var dropEvent tracedEvent
+	var deliveredAt *traceNS
+	var leftBy string
+	var masqueraded, dnat bool
+	var outSource netip.Addr // the source the host's postrouting left the probe with
+	var hop *TraceHop
+	var hopKey string
+	for _, ev := range ordered {
+		p := path[ev.at]
+		key := fmt.Sprintf("%d/%d/%s", ev.at, ev.ID, chainKey(ev.Family, ev.Table, ev.Chain))
+		pk := packets[ev.ID]
+		if pk == nil {
+			pk = &seen{}
+			packets[ev.ID] = pk
+		}
+		if h := p.chains[chainKey(ev.Family, ev.Table, ev.Chain)]; h != "" {
+			pk.hook = h
+		}
+		if len(ev.Network) > 0 {
+			pk.iif, pk.oif, pk.network, pk.tport = ev.IIF, ev.OIF, ev.Network, ev.Transport
+		}
+		own := ev.Table == table
+		if key != hopKey {
+			res.Hops = append(res.Hops, TraceHop{Namespace: p.label, Hook: pk.hook, In: p.ifName(pk.iif), Out: p.ifName(pk.oif),
+				Packet: describePacket(pk.network, pk.tport, t), Table: familyName(ev.Family) + " " + ev.Table, Chain: ev.Chain})
+			hop, hopKey = &res.Hops[len(res.Hops)-1], key
+			if own {
+				hop.Table, hop.Chain, hop.Verdict = "", "", "marked"
+				if strings.HasPrefix(ev.Chain, "seen_") {
+					hop.Verdict = "passed"
+				}
+				switch {
+				case ev.Chain == firewall.TraceSeenInput && ev.at > 0:
+					deliveredAt = p
+				case ev.Chain == firewall.TraceSeenPost && p.ns == m.host && ev.Family == nftables.TableFamilyINet:
+					outSource = sourceOf(pk.network)
+					if !isBridgeOf(hop.Out, networks) && hop.Out != "lo" {
+						leftBy = hop.Out
+					}
+				}
+			}
+		}
+		if own {
+			continue
+		}
+		switch {
+		case ev.Type == unix.NFT_TRACETYPE_POLICY:
+			if hop.Verdict == "" {
+				hop.Verdict = "policy " + verdictName(int32(ev.Policy), "")
+			}
+		case ev.Type == unix.NFT_TRACETYPE_RETURN:
+			if hop.Verdict == "" {
+				hop.Verdict = "return"
+			}
+		case ev.Handle != 0:
+			hop.Verdict = verdictName(ev.Verdict, ev.Target)
+			if ev.Table == firewall.TableName && p.ns == m.host {
+				r := rules[firewall.RuleKey{Family: ev.Family, Chain: ev.Chain, Handle: ev.Handle}]
+				hop.Rule = r.Text
+				if r.Comment != "" {
+					hop.Rule = strings.TrimSpace(r.Text + "  # " + r.Comment)
+				}
+				if ev.Chain == "publish" && ev.Verdict == firewall.VerdictAccept {
+					dnat = true
+				}
+				if ev.Chain == "postrouting" && ev.Verdict == firewall.VerdictAccept && strings.Contains(r.Text, "masquerade") {
+					masqueraded = true
+				}
+			}
+			if hop.Rule == "" {
+				hop.Rule = "handle " + strconv.FormatUint(ev.Handle, 10)
+			}
+		}
+		if isDrop(ev.TraceEvent) {
+			dropped, dropEvent = hop, ev
+			dropEvent.IIF, dropEvent.OIF = pk.iif, pk.oif
+			break
+		}
+	}
+	port := ""
+	if t.port != 0 {
+		port = ":" + strconv.Itoa(int(t.port))
+	}
+	if dnat && t.published != nil {
+		port = ":" + strconv.Itoa(int(t.published.ContainerPort))
+		res.Notes = append(res.Notes, fmt.Sprintf("DNAT by published port %d to %s%s", t.published.HostPort, t.dnatTo.Name, port))
+	}
+	if masqueraded && outSource.IsValid() && leftBy == "" {
+		res.Notes = append(res.Notes, fmt.Sprintf("masqueraded to %s", outSource))
+	}
+	switch {
+	case dropped != nil:
+		res.Outcome = "dropped: " + m.dropReason(path[dropEvent.at], dropEvent.TraceEvent, rules, networks)
+	case deliveredAt != nil && deliveredAt.label == "host":
+		res.Delivered = true
+		res.Outcome = fmt.Sprintf("delivered to the host at %s%s", t.addr, port)
+	case deliveredAt != nil:
+		res.Delivered = true
+		res.Outcome = fmt.Sprintf("delivered to %s%s", deliveredAt.label, port)
+	case leftBy != "":
+		res.Delivered = true
+		res.Outcome = fmt.Sprintf("left the host by %s toward %s%s", leftBy, t.addr, port)
+		if masqueraded {
+			res.Outcome = fmt.Sprintf("masqueraded to %s, out of %s toward %s%s", outSource, leftBy, t.addr, port)
+		}
+	case len(res.Hops) == 0:
+		res.Outcome = "lost: no namespace saw the probe (no route to " + t.addr.String() + "?)"
+	default:
+		last := res.Hops[len(res.Hops)-1]
+		res.Outcome = fmt.Sprintf("lost: last seen in %s at %s; nothing traced dropped it (a route, a neighbour or a socket filter?)", last.Namespace, last.Hook)
+	}
+	return res
+}
+
+// dropReason says which of ctnet's rules dropped the probe, in the words of its
+// comment, or whose chain did when the table is not ctnet's.
+func (m *Manager) dropReason(p *traceNS, ev firewall.TraceEvent, rules map[firewall.RuleKey]firewall.Rule, networks []*Network) string {
+	where := fmt.Sprintf("table %s %s chain %s in %s", familyName(ev.Family), ev.Table, ev.Chain, p.label)
+	if ev.Table != firewall.TableName || p.ns != m.host {
+		return where + ", which is not ctnet's"
+	}
+	if ev.Chain == "between_networks" {
+		from, to := networkOf(p.ifName(ev.IIF), networks), networkOf(p.ifName(ev.OIF), networks)
+		return fmt.Sprintf("isolation between networks %s and %s", from, to)
+	}
+	r := rules[firewall.RuleKey{Family: ev.Family, Chain: ev.Chain, Handle: ev.Handle}]
+	if r.Comment != "" {
+		return r.Comment + " (" + where + ")"
+	}
+	return where
+}
+
+func networkOf(bridge string, networks []*Network) string {
+	for _, n := range networks {
+		if n.Bridge == bridge {
+			return n.Name
+		}
+	}
+	return bridge
+}
+
+func isBridgeOf(name string, networks []*Network) bool {
+	for _, n := range networks {
+		if n.Bridge == name {
+			return true
+		}
+	}
+	return false
+}
+
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
+	}
+	return strconv.Itoa(int(f))
+}
+
+func verdictName(v int32, target string) string {
+	switch v {
+	case firewall.VerdictDrop:
+		return "drop"
+	case firewall.VerdictAccept:
+		return "accept"
+	case firewall.VerdictContinue:
+		return "continue"
+	case firewall.VerdictJump:
+		return "jump " + target
+	case firewall.VerdictGoto:
+		return "goto " + target
+	case firewall.VerdictReturn:
+		return "return"
+	}
+	return "verdict " + strconv.Itoa(int(v))
+}
+
+func sourceOf(ip []byte) netip.Addr {
+	if len(ip) < 20 {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4([4]byte(ip[12:16]))
+}
+
+// describePacket writes the probe as a chain saw it: addresses, and ports for TCP
+// and UDP (from the IPv4 header and what follows it).
+func describePacket(ip, transport []byte, t *traceTarget) string {
+	if len(ip) < 20 || ip[0]>>4 != 4 {
+		return ""
+	}
+	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	if t.proto == unix.IPPROTO_ICMP || len(transport) < 4 {
+		return fmt.Sprintf("%s %s > %s", t.protoName, src, dst)
+	}
+	return fmt.Sprintf("%s %s > %s", t.protoName,
+		netip.AddrPortFrom(src, binary.BigEndian.Uint16(transport)), netip.AddrPortFrom(dst, binary.BigEndian.Uint16(transport[2:])))
+}
