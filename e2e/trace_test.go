@@ -127,8 +127,10 @@ func TestTraceKilled(t *testing.T) {
 	if len(left) != 2 {
 		t.Errorf("SIGKILL: want the killed trace's two tables left in the host, got %v (%s)", left, out)
 	}
-	if r := e.ctnet("gc"); r.Code != 0 || !strings.Contains(r.Stdout, "trace") {
+	if r := e.ctnet("gc"); r.Code != 0 || !strings.Contains(r.Stdout, "removed trace tables") {
 		t.Errorf("gc after a killed trace: %s", r)
+	} else {
+		t.Logf("gc: %s", r.Stdout)
 	}
 	for _, where := range []string{"host", "a"} {
 		run := e.hostRun
@@ -159,4 +161,5 @@ func TestTraceKilled(t *testing.T) {
 		t.Errorf("gc after a trace that cleaned up: %s", r)
 	}
 	e.must("rm", "-f", "a")
+	e.must("network", "rm", "bridge")
 }

@@ -118,6 +118,11 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	if err := m.removeOrphanRecords(o, networks, live, say); err != nil {
 		return nil, err
 	}
+	if !m.rootless {
+		if err := m.removeStaleTraceTables(live, say); err != nil {
+			return nil, err
+		}
+	}
 	if err := m.reconcileFirewall(o, say); err != nil {
 		return nil, err
 	}

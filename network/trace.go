@@ -18,6 +18,7 @@ import (
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/netns"
+	"github.com/ctnet/ctnet/store"
 )
 
 // TraceSpec is the probe Trace follows.
@@ -710,4 +711,52 @@ func describePacket(ip, transport []byte, t *traceTarget) string {
 	}
 	return fmt.Sprintf("%s %s > %s", t.protoName,
 		netip.AddrPortFrom(src, binary.BigEndian.Uint16(transport)), netip.AddrPortFrom(dst, binary.BigEndian.Uint16(transport[2:])))
+}
+
+// removeStaleTraceTables removes the trace tables of traces that were killed before
+// they could remove their own, in the host's namespace and the live containers'.
+func (m *Manager) removeStaleTraceTables(live map[string]*store.Container, say func(string, ...any)) error {
+	clean := func(ns *netns.NS, where string) error {
+		conn, err := ns.NFT()
+		if err != nil {
+			return err
+		}
+		tables, err := firewall.TraceTables(conn)
+		if err != nil {
+			return err
+		}
+		done := map[string]bool{}
+		for _, t := range tables {
+			owner := proc.ID{PID: t.PID, StartTime: t.StartTime, BootID: proc.BootID()}
+			if done[t.Name] || (t.StartTime != 0 && owner.Alive()) {
+				continue
+			}
+			if err := firewall.DeleteTraceTables(conn, t.Name); err != nil {
+				return err
+			}
+			done[t.Name] = true
+			say("removed trace tables %s in %s: the trace (PID %d) was killed", t.Name, where, t.PID)
+		}
+		return nil
+	}
+	if err := clean(m.host, "the host"); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, c := range live {
+		if c.NetNS == "" || c.Mode == store.ModeHost || seen[c.NetNS] {
+			continue
+		}
+		seen[c.NetNS] = true
+		ns, err := netns.Open(c.NetNS)
+		if err != nil {
+			continue // gone meanwhile: its tables went with it
+		}
+		err = clean(ns, "container "+c.Name)
+		ns.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
