@@ -163,3 +163,44 @@ func TestTraceKilled(t *testing.T) {
 	e.must("rm", "-f", "a")
 	e.must("network", "rm", "bridge")
 }
+
+// doctor probes each container's way to its gateway and each published port from
+// the host, and names the trace that shows where a probe stopped: a table inside
+// the container that drops its echo requests and its port's SYNs turns both
+// findings into problems, which pass again once the table is gone.
+func TestDoctorProbes(t *testing.T) {
+	e := newEnv(t)
+	e.runDetached("--name", "d", "-p", "8080:8000", "--", "sleep", "600")
+	gateway := e.inspect("d").Networks[0].Gateway
+	okGateway := "ok: container d reaches its gateway " + gateway + " on network bridge\n"
+	okPort := "ok: published port 127.0.0.1:8080/tcp reaches d:8000 from the host\n"
+	r := e.ctnet("doctor")
+	if r.Code != 0 || !strings.Contains(r.Stdout, okGateway) || !strings.Contains(r.Stdout, okPort) {
+		t.Errorf("doctor on a healthy host: want %q and %q, got %s", okGateway, okPort, r)
+	}
+	block := "add table ip block; " +
+		"add chain ip block out { type filter hook output priority 0; }; add rule ip block out icmp type echo-request drop; " +
+		"add chain ip block in { type filter hook input priority 0; }; add rule ip block in tcp dport 8000 drop"
+	if out, err := e.inContainer("d", "nft", block); err != nil {
+		t.Fatalf("nft %s: %v: %s", block, err, out)
+	}
+	r = e.ctnet("doctor")
+	for _, want := range []string{
+		"problem: container d does not reach its gateway " + gateway + " on network bridge: dropped: table ip block chain out in d, which is not ctnet's\n",
+		"fix: `ctnet trace d " + gateway + "` shows each step",
+		"problem: published port 127.0.0.1:8080/tcp does not reach d:8000 from the host: dropped: table ip block chain in in d, which is not ctnet's\n",
+		"fix: `ctnet trace host 127.0.0.1:8080 --proto tcp` shows each step",
+	} {
+		if r.Code != 1 || !strings.Contains(r.Stdout, want) {
+			t.Errorf("doctor with the container dropping its probes: want exit 1 and %q, got %s", want, r)
+		}
+	}
+	if out, err := e.inContainer("d", "nft", "delete table ip block"); err != nil {
+		t.Fatalf("nft delete table ip block: %v: %s", err, out)
+	}
+	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, okGateway) || !strings.Contains(r.Stdout, okPort) {
+		t.Errorf("doctor once the container's table is gone: %s", r)
+	}
+	e.must("rm", "-f", "d")
+	e.must("network", "rm", "bridge")
+}

@@ -232,8 +232,11 @@ func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, 
 			}
 		}()
 	}
-	if err := sendProbe(sock, target, probe); err != nil {
-		return nil, err
+	// A probe that a chain of the sender's own drops makes the send fail with EPERM,
+	// after the chain's events: those say why.
+	if err := sendProbe(sock, target, probe); err != nil && !errors.Is(err, unix.EPERM) {
+		return &TraceResult{Hops: []TraceHop{}, Notes: []string{},
+			Outcome: fmt.Sprintf("not sent: %s cannot send to %s: %v", path[0].label, target.addr, err)}, nil
 	}
 	var got []tracedEvent
 	timer := time.NewTimer(time.Until(deadline))
