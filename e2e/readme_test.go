@@ -91,3 +91,69 @@ func readmeWalkthrough(t *testing.T) []string {
 	}
 	return commands
 }
+
+// The README's "Why can't my container reach X?" runs as written, in a sandbox host
+// whose uplink is 203.0.113.1: each command's output is the lines the README shows
+// for it, but for the trace's hop lines, whose interface names and ports differ from
+// run to run (their namespace, hook and verdict must match).
+func TestREADMETrace(t *testing.T) {
+	e := newEnv(t)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Why can't my container reach X?")
+	_, block, _ := strings.Cut(section, "```console\n")
+	block, _, _ = strings.Cut(block, "```")
+	shell := fmt.Sprintf(`ctnet() { %s --root %s "$@"; }; `, lab.Binary(t), e.root)
+	var cmd string
+	var want []string
+	check := func() {
+		if cmd == "" {
+			return
+		}
+		out, err := e.host.Try("sh", "-c", shell+cmd)
+		if len(want) == 0 {
+			// The README shows no output: IDs and names the command echoes.
+			if err != nil {
+				t.Fatalf("README: %s: %v\n%s", cmd, err, out)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("README: %s: %v\n%s", cmd, err, out)
+		}
+		t.Logf("README: %s\n%s", cmd, out)
+		got := strings.Split(strings.TrimRight(out, "\n"), "\n")
+		if len(got) != len(want) {
+			t.Errorf("README: %s: %d lines, the README shows %d:\n%s", cmd, len(got), len(want), out)
+			return
+		}
+		hop := regexp.MustCompile(`^\S+\s+(prerouting|input|forward|output|postrouting)\s`)
+		for i := range want {
+			if hop.MatchString(want[i]) {
+				w, g := strings.Fields(want[i]), strings.Fields(got[i])
+				if w[0] != g[0] || w[1] != g[1] || w[len(w)-1] != g[len(g)-1] {
+					t.Errorf("README: %s: line %d is %q, the README shows %q", cmd, i+1, got[i], want[i])
+				}
+			} else if !strings.HasPrefix(want[i], "NAMESPACE") && got[i] != want[i] {
+				t.Errorf("README: %s: line %d is %q, the README shows %q", cmd, i+1, got[i], want[i])
+			}
+		}
+	}
+	for _, line := range strings.Split(block, "\n") {
+		if c, ok := strings.CutPrefix(line, "# "); ok {
+			check()
+			cmd, want = c, nil
+			if i := strings.Index(cmd, "  #"); i >= 0 {
+				cmd = strings.TrimSpace(cmd[:i])
+			}
+		} else if line != "" {
+			want = append(want, line)
+		}
+	}
+	check()
+	if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) > 0 || len(e.networks()) > 0 {
+		t.Errorf("the section's last command left containers %v or networks %v", ids, e.networks())
+	}
+}
