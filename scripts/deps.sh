@@ -7,7 +7,7 @@ set -euo pipefail
 # The runtimes (podman with runc, containerd) and the reference CNI plugins are the real
 # users the CNI tests drive; busybox-static is their root filesystem, as no image is pulled.
 packages=(iproute2 nftables iptables socat iperf3 iputils-ping curl python3 python3-scapy uidmap procps util-linux tcpdump
-    podman runc containerd containernetworking-plugins busybox-static)
+    podman runc containerd containernetworking-plugins busybox-static graphviz)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

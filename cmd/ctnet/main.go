@@ -153,7 +153,7 @@ between networks. Unprivileged users get a user-mode network instead.`,
 		"directory for all of ctnet's state and runtime files (default /var/lib/ctnet and /run/ctnet; env CTNET_ROOT)")
 	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "log what ctnet does to stderr")
 	root.AddCommand(a.runCommand(), a.execCommand(), a.psCommand(), a.stopCommand(), a.rmCommand(),
-		a.inspectCommand(), a.logsCommand(), a.portCommand(), a.attachCommand(), a.networkCommand(), a.gcCommand(), a.traceCommand(),
+		a.inspectCommand(), a.logsCommand(), a.portCommand(), a.attachCommand(), a.networkCommand(), a.gcCommand(), a.traceCommand(), a.graphCommand(),
 		a.doctorCommand(), a.watchCommand())
 	root.AddCommand(a.versionCommand(), a.containerCommand())
 	return root
