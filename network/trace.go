@@ -169,7 +169,7 @@ func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, 
 	}
 	id := proc.Self()
 	table := firewall.TraceTableName(id.PID, id.StartTime)
-	probe := firewall.Probe{Proto: target.proto, ID: uint16(33000 + rand.IntN(28000))}
+	probe := firewall.Probe{Proto: target.proto}
 	for _, p := range path {
 		if p.listener, err = firewall.ListenTrace(p.ns); err != nil {
 			return nil, err
@@ -187,7 +187,7 @@ func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, 
 			}
 		}
 	}()
-	sock, err := openProbe(path[0].ns, probe)
+	sock, err := openProbe(path[0].ns, &probe)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +255,7 @@ collect:
 		case <-timer.C:
 			break collect
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("trace interrupted: %w", ctx.Err())
 		}
 	}
 	return m.explainTrace(path, got, table, rules, target, networks), nil
@@ -424,9 +424,10 @@ func containerAddrFor(c, src *Container) netip.Addr {
 	return netip.Addr{}
 }
 
-// openProbe makes the probe's socket inside ns, bound to the probe's unique source
-// port (a raw socket for ICMP, whose identifier is in the packet it writes).
-func openProbe(ns *netns.NS, p firewall.Probe) (int, error) {
+// openProbe makes the probe's socket inside ns and picks its identifier: a random
+// source port that no socket there holds (bound to it), or a random ICMP echo
+// identifier (in the packet a raw socket writes).
+func openProbe(ns *netns.NS, p *firewall.Probe) (int, error) {
 	var fd int
 	err := ns.Do(func() (err error) {
 		switch p.Proto {
@@ -442,13 +443,21 @@ func openProbe(ns *netns.NS, p firewall.Probe) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("open the probe's socket: %w", err)
 	}
-	if p.Proto != unix.IPPROTO_ICMP {
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(p.ID)}); err != nil {
+	for tries := 0; ; tries++ {
+		// Above the usual ephemeral range's start, where few servers listen.
+		p.ID = uint16(33000 + rand.IntN(28000))
+		if p.Proto == unix.IPPROTO_ICMP {
+			return fd, nil
+		}
+		err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(p.ID)})
+		if err == nil {
+			return fd, nil
+		}
+		if !errors.Is(err, unix.EADDRINUSE) || tries == 20 {
 			unix.Close(fd)
 			return -1, fmt.Errorf("bind the probe's source port %d: %w", p.ID, err)
 		}
 	}
-	return fd, nil
 }
 
 func sendProbe(fd int, t *traceTarget, p firewall.Probe) error {

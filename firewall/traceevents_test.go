@@ -1,0 +1,50 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"reflect"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// A trace event's attributes are read as the kernel writes them: big-endian, the
+// verdict nested with a jump's target chain, headers as bytes; attributes it does
+// not know (the conntrack ones of newer kernels) are skipped.
+func TestDecodeTraceEvent(t *testing.T) {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.String(unix.NFTA_TRACE_TABLE, "ctnet")
+	ae.String(unix.NFTA_TRACE_CHAIN, "forward")
+	ae.Uint64(unix.NFTA_TRACE_RULE_HANDLE, 28)
+	ae.Uint32(unix.NFTA_TRACE_TYPE, unix.NFT_TRACETYPE_RULE)
+	ae.Nested(unix.NFTA_TRACE_VERDICT, func(nae *netlink.AttributeEncoder) error {
+		nae.ByteOrder = binary.BigEndian
+		nae.Uint32(unix.NFTA_VERDICT_CODE, uint32(0xfffffffd)) // NFT_JUMP, -3
+		nae.String(unix.NFTA_VERDICT_CHAIN, "between_networks")
+		return nil
+	})
+	ae.Uint32(unix.NFTA_TRACE_ID, 0xdeadbeef)
+	ae.Uint32(unix.NFTA_TRACE_IIF, 3)
+	ae.Uint32(unix.NFTA_TRACE_OIF, 7)
+	ae.Bytes(unix.NFTA_TRACE_NETWORK_HEADER, []byte{0x45, 0, 0, 60})
+	ae.Bytes(unix.NFTA_TRACE_TRANSPORT_HEADER, []byte{0x81, 0x07, 0x1f, 0x40})
+	ae.Uint32(unix.NFTA_TRACE_PAD+1, 99) // NFTA_TRACE_CT_ID on kernels since 6.4
+	attrs, err := ae.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...)
+	got, err := decodeTraceEvent(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := TraceEvent{Family: nftables.TableFamilyINet, Table: "ctnet", Chain: "forward", Handle: 28,
+		Type: unix.NFT_TRACETYPE_RULE, Verdict: VerdictJump, Target: "between_networks", ID: 0xdeadbeef, IIF: 3, OIF: 7,
+		Network: []byte{0x45, 0, 0, 60}, Transport: []byte{0x81, 0x07, 0x1f, 0x40}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded %+v\nwant    %+v", got, want)
+	}
+}
