@@ -62,6 +62,9 @@ func TestTrace(t *testing.T) {
 			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"}, "published ports, from the host itself"},
 		{"published port from another network", []string{"a", lab.HostUplinkIP + ":8080"}, 0,
 			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"}, "a published port, reached from another network"},
+		{"published port from its own container", []string{"c", lab.HostUplinkIP + ":8080"}, 0,
+			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"}, "hairpin: a container reaching a published port of its own network"},
+		{"same network, udp", []string{"a", "b:53", "--proto", "udp"}, 0, []string{"delivered to b:53"}, "udp 10.97.1."},
 		{"the wan", []string{"a", lab.WANIP + ":9999"}, 0,
 			[]string{"masqueraded to " + lab.HostUplinkIP + ", out of uplink0 toward " + lab.WANIP + ":9999"}, "the way out"},
 	}

@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -22,6 +23,9 @@ const TraceTablePrefix = "ctnet_trace_"
 type Probe struct {
 	Proto byte // unix.IPPROTO_TCP, unix.IPPROTO_UDP or unix.IPPROTO_ICMP
 	ID    uint16
+	// To are the destinations the probe has on its way: the address it is sent to,
+	// and the container's that a published port DNATs it to.
+	To []netip.Addr
 }
 
 // The chains of a trace table. The kernel clears a packet's trace flag whenever it
@@ -69,9 +73,11 @@ func AddTraceTables(c *nftables.Conn, name string, p Probe) error {
 			Hooknum: hook, Priority: &p, Policy: &accept})
 	}
 	mark := func(t *nftables.Table, ch *nftables.Chain, family []expr.Any) {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: join(family, p.match(), one(
-			&expr.Immediate{Register: reg1, Data: []byte{1}},
-			&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: reg1}))})
+		for _, to := range p.To {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: join(family, p.match(to), one(
+				&expr.Immediate{Register: reg1, Data: []byte{1}},
+				&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: reg1}))})
+		}
 	}
 	mark(inet, chain(inet, TraceMarkPrerouting, nftables.ChainHookPrerouting, traceMarkPriority), ipv4Only())
 	mark(inet, chain(inet, TraceMarkOutput, nftables.ChainHookOutput, traceMarkPriority), ipv4Only())
@@ -87,10 +93,14 @@ func AddTraceTables(c *nftables.Conn, name string, p Probe) error {
 	return nil
 }
 
-// match matches the probe and nothing else: its protocol and source port, or an
-// ICMP echo request with its identifier.
-func (p Probe) match() []expr.Any {
-	l4 := one(meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{p.Proto}))
+// match matches the probe on its way to one of its destinations and nothing else:
+// that destination, its protocol and source port, or an ICMP echo request with its
+// identifier. (Its source address is not matched: masquerade may change it on the
+// way, and the host's own probe gets its address from the route.)
+func (p Probe) match(to netip.Addr) []expr.Any {
+	l4 := one(
+		load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1), cmp(expr.CmpOpEq, reg1, to.AsSlice()),
+		meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{p.Proto}))
 	if p.Proto == unix.IPPROTO_ICMP {
 		return join(l4, one(
 			load(expr.PayloadBaseTransportHeader, 0, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{8}),

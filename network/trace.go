@@ -169,7 +169,10 @@ func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, 
 	}
 	id := proc.Self()
 	table := firewall.TraceTableName(id.PID, id.StartTime)
-	probe := firewall.Probe{Proto: target.proto}
+	probe := firewall.Probe{Proto: target.proto, To: []netip.Addr{target.addr}}
+	if target.published != nil {
+		probe.To = append(probe.To, target.published.ContainerIP)
+	}
 	for _, p := range path {
 		if p.listener, err = firewall.ListenTrace(p.ns); err != nil {
 			return nil, err
@@ -261,11 +264,12 @@ collect:
 	return m.explainTrace(path, got, table, rules, target, networks), nil
 }
 
-// traceSettled reports whether ev ends the probe's way: a drop, or its arrival in a
-// namespace other than the one it left.
+// traceSettled reports whether ev ends the probe's way: a drop, or its arrival at a
+// namespace's input hook (the host's, a container's, its own sender's by a published
+// port).
 func traceSettled(path []*traceNS, ev tracedEvent, table string) bool {
 	if ev.Table == table {
-		return ev.Chain == firewall.TraceSeenInput && ev.at > 0
+		return ev.Chain == firewall.TraceSeenInput
 	}
 	return isDrop(ev.TraceEvent)
 }
@@ -502,13 +506,27 @@ func echoRequest(id uint16) []byte {
 // the probe.
 func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table string, rules map[firewall.RuleKey]firewall.Rule, t *traceTarget, networks []*Network) *TraceResult {
 	res := &TraceResult{Hops: []TraceHop{}, Notes: []string{}}
-	// Each namespace's events in the order it sent them, namespaces in the path's order.
+	// Each namespace's events in the order it sent them, namespaces in the path's
+	// order; but a probe that comes back to the namespace it left (a container
+	// reaching its own published port) enters it last.
+	back := func(ev tracedEvent) bool {
+		if ev.at != 0 {
+			return false
+		}
+		hook := path[0].chains[chainKey(ev.Family, ev.Table, ev.Chain)]
+		return hook == "prerouting" || hook == "input"
+	}
 	var ordered []tracedEvent
 	for i := range path {
 		for _, ev := range events {
-			if ev.at == i {
+			if ev.at == i && !back(ev) {
 				ordered = append(ordered, ev)
 			}
+		}
+	}
+	for _, ev := range events {
+		if back(ev) {
+			ordered = append(ordered, ev)
 		}
 	}
 	// The kernel reports a chain's verdict in events of their own, after one that
@@ -554,7 +572,7 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 					hop.Verdict = "passed"
 				}
 				switch {
-				case ev.Chain == firewall.TraceSeenInput && ev.at > 0:
+				case ev.Chain == firewall.TraceSeenInput:
 					deliveredAt = p
 				case ev.Chain == firewall.TraceSeenPost && p.ns == m.host && ev.Family == nftables.TableFamilyINet:
 					outSource = sourceOf(pk.network)
