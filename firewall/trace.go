@@ -14,8 +14,8 @@ import (
 )
 
 // TraceTablePrefix begins the names of `ctnet trace`'s temporary tables:
-// ctnet_trace_<pid>_<start time>, the tracing process's identity, so that gc can
-// tell a running trace's tables from those a killed one left.
+// ctnet_trace_<pid>_<start time>_<n>, the tracing process's identity and its n-th
+// trace, so that gc can tell a running trace's tables from those a killed one left.
 const TraceTablePrefix = "ctnet_trace_"
 
 // Probe is the one packet a trace follows: its protocol and its unique source port,
@@ -53,10 +53,10 @@ type TraceTable struct {
 
 func (t TraceTable) String() string { return familyName(t.Family) + " " + t.Name }
 
-// TraceTableName is the name of the trace tables of the process with pid and start
-// time.
-func TraceTableName(pid int, startTime uint64) string {
-	return fmt.Sprintf("%s%d_%d", TraceTablePrefix, pid, startTime)
+// TraceTableName is the name of the tables of the seq-th trace of the process with
+// pid and start time.
+func TraceTableName(pid int, startTime, seq uint64) string {
+	return fmt.Sprintf("%s%d_%d_%d", TraceTablePrefix, pid, startTime, seq)
 }
 
 // AddTraceTables makes the inet and bridge trace tables called name, which mark
@@ -135,9 +135,11 @@ func TraceTables(c *nftables.Conn) ([]TraceTable, error) {
 			continue
 		}
 		tt := TraceTable{Family: t.Family, Name: t.Name}
-		pid, start, _ := strings.Cut(rest, "_")
-		tt.PID, _ = strconv.Atoi(pid)
-		tt.StartTime, _ = strconv.ParseUint(start, 10, 64)
+		fields := strings.Split(rest, "_")
+		tt.PID, _ = strconv.Atoi(fields[0])
+		if len(fields) > 1 {
+			tt.StartTime, _ = strconv.ParseUint(fields[1], 10, 64)
+		}
 		out = append(out, tt)
 	}
 	return out, nil

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -61,6 +62,10 @@ type TraceResult struct {
 // DefaultTraceWait bounds a trace: a probe neither delivered nor dropped within it is
 // lost (TCP's first retransmission comes after a second, so one probe is one SYN).
 const DefaultTraceWait = 900 * time.Millisecond
+
+// traceSeq tells apart the traces one process runs at once (a program that calls
+// Trace from several goroutines).
+var traceSeq atomic.Uint64
 
 // traceNS is one namespace on the probe's path.
 type traceNS struct {
@@ -168,7 +173,7 @@ func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, 
 		return nil, err
 	}
 	id := proc.Self()
-	table := firewall.TraceTableName(id.PID, id.StartTime)
+	table := firewall.TraceTableName(id.PID, id.StartTime, traceSeq.Add(1))
 	probe := firewall.Probe{Proto: target.proto, To: []netip.Addr{target.addr}}
 	if target.published != nil {
 		probe.To = append(probe.To, target.published.ContainerIP)
@@ -250,7 +255,7 @@ collect:
 		select {
 		case ev := <-events:
 			got = append(got, ev)
-			if !settled && traceSettled(path, ev, table) {
+			if !settled && traceSettled(ev, table) {
 				// The other namespaces' events of the same packet are already queued.
 				settled = true
 				timer.Reset(50 * time.Millisecond)
@@ -267,7 +272,7 @@ collect:
 // traceSettled reports whether ev ends the probe's way: a drop, or its arrival at a
 // namespace's input hook (the host's, a container's, its own sender's by a published
 // port).
-func traceSettled(path []*traceNS, ev tracedEvent, table string) bool {
+func traceSettled(ev tracedEvent, table string) bool {
 	if ev.Table == table {
 		return ev.Chain == firewall.TraceSeenInput
 	}
