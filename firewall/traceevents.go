@@ -30,7 +30,30 @@ type TraceEvent struct {
 	Network   []byte // the IPv4 header as the rule saw it
 	Transport []byte // the transport header's start
 	Policy    uint32
+	// CTState is the packet's conntrack state bits (CTStateNew and so on) and
+	// CTStatus its connection's status bits, on kernels since 6.4 and in events
+	// that carry the packet.
+	CTState  uint32
+	CTStatus uint32
 }
+
+// Conntrack state bits of a trace event (NF_CT_STATE_*_BIT) and status bits.
+const (
+	CTStateInvalid     = 1 << 0
+	CTStateEstablished = 1 << 1
+	CTStateRelated     = 1 << 2
+	CTStateNew         = 1 << 3
+	CTStateUntracked   = 1 << 6
+	CTStatusSrcNAT     = 1 << 4 // IPS_SRC_NAT
+	CTStatusDstNAT     = 1 << 5 // IPS_DST_NAT
+)
+
+// The conntrack attributes of trace events (NFTA_TRACE_CT_*, Linux 6.4), which
+// x/sys does not name yet.
+const (
+	nftaTraceCTStatus = unix.NFTA_TRACE_PAD + 3
+	nftaTraceCTState  = unix.NFTA_TRACE_PAD + 4
+)
 
 // Verdicts of trace events beyond netfilter's NF_DROP and NF_ACCEPT.
 const (
@@ -122,6 +145,10 @@ func decodeTraceEvent(b []byte) (TraceEvent, error) {
 			ev.OIF = ad.Uint32()
 		case unix.NFTA_TRACE_POLICY:
 			ev.Policy = ad.Uint32()
+		case nftaTraceCTState:
+			ev.CTState = ad.Uint32()
+		case nftaTraceCTStatus:
+			ev.CTStatus = ad.Uint32()
 		case unix.NFTA_TRACE_NETWORK_HEADER:
 			ev.Network = ad.Bytes()
 		case unix.NFTA_TRACE_TRANSPORT_HEADER:

@@ -11,8 +11,8 @@ import (
 )
 
 // A trace event's attributes are read as the kernel writes them: big-endian, the
-// verdict nested with a jump's target chain, headers as bytes; attributes it does
-// not know (the conntrack ones of newer kernels) are skipped.
+// verdict nested with a jump's target chain, headers as bytes, conntrack's state and
+// status; attributes it does not need (the conntrack ID) are skipped.
 func TestDecodeTraceEvent(t *testing.T) {
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
@@ -31,7 +31,9 @@ func TestDecodeTraceEvent(t *testing.T) {
 	ae.Uint32(unix.NFTA_TRACE_OIF, 7)
 	ae.Bytes(unix.NFTA_TRACE_NETWORK_HEADER, []byte{0x45, 0, 0, 60})
 	ae.Bytes(unix.NFTA_TRACE_TRANSPORT_HEADER, []byte{0x81, 0x07, 0x1f, 0x40})
-	ae.Uint32(unix.NFTA_TRACE_PAD+1, 99) // NFTA_TRACE_CT_ID on kernels since 6.4
+	ae.Uint32(unix.NFTA_TRACE_PAD+1, 99) // NFTA_TRACE_CT_ID, not read
+	ae.Uint32(nftaTraceCTStatus, CTStatusDstNAT)
+	ae.Uint32(nftaTraceCTState, CTStateNew)
 	attrs, err := ae.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +45,7 @@ func TestDecodeTraceEvent(t *testing.T) {
 	}
 	want := TraceEvent{Family: nftables.TableFamilyINet, Table: "ctnet", Chain: "forward", Handle: 28,
 		Type: unix.NFT_TRACETYPE_RULE, Verdict: VerdictJump, Target: "between_networks", ID: 0xdeadbeef, IIF: 3, OIF: 7,
-		Network: []byte{0x45, 0, 0, 60}, Transport: []byte{0x81, 0x07, 0x1f, 0x40}}
+		Network: []byte{0x45, 0, 0, 60}, Transport: []byte{0x81, 0x07, 0x1f, 0x40}, CTState: CTStateNew, CTStatus: CTStatusDstNAT}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded %+v\nwant    %+v", got, want)
 	}

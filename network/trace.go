@@ -44,6 +44,10 @@ type TraceHop struct {
 	In        string `json:"in,omitempty"`
 	Out       string `json:"out,omitempty"`
 	Packet    string `json:"packet"`
+	// Conntrack is the packet's conntrack state as the chain saw it (new,
+	// established, related, untracked; with dnat or snat when its connection is
+	// translated), empty before conntrack has seen it.
+	Conntrack string `json:"conntrack,omitempty"`
 	Table     string `json:"table"`
 	Chain     string `json:"chain"`
 	Rule      string `json:"rule,omitempty"`
@@ -539,9 +543,10 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 	// through, the packet taken from its first event (or the hook's, for a chain
 	// jumped to).
 	type seen struct {
-		hook           string
-		iif, oif       uint32
-		network, tport []byte
+		hook              string
+		iif, oif          uint32
+		network, tport    []byte
+		ctState, ctStatus uint32
 	}
 	packets := map[uint32]*seen{}
 	var dropped *TraceHop
@@ -565,11 +570,13 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 		}
 		if len(ev.Network) > 0 {
 			pk.iif, pk.oif, pk.network, pk.tport = ev.IIF, ev.OIF, ev.Network, ev.Transport
+			pk.ctState, pk.ctStatus = ev.CTState, ev.CTStatus
 		}
 		own := ev.Table == table
 		if key != hopKey {
 			res.Hops = append(res.Hops, TraceHop{Namespace: p.label, Hook: pk.hook, In: p.ifName(pk.iif), Out: p.ifName(pk.oif),
-				Packet: describePacket(pk.network, pk.tport, t), Table: familyName(ev.Family) + " " + ev.Table, Chain: ev.Chain})
+				Packet: describePacket(pk.network, pk.tport, t), Conntrack: describeConntrack(pk.ctState, pk.ctStatus),
+				Table: familyName(ev.Family) + " " + ev.Table, Chain: ev.Chain})
 			hop, hopKey = &res.Hops[len(res.Hops)-1], key
 			if own {
 				hop.Table, hop.Chain, hop.Verdict = "", "", "marked"
@@ -794,4 +801,24 @@ func (m *Manager) removeStaleTraceTables(live map[string]*store.Container, say f
 		}
 	}
 	return nil
+}
+
+func describeConntrack(state, status uint32) string {
+	var words []string
+	for _, s := range []struct {
+		bit  uint32
+		name string
+	}{{firewall.CTStateNew, "new"}, {firewall.CTStateEstablished, "established"}, {firewall.CTStateRelated, "related"},
+		{firewall.CTStateInvalid, "invalid"}, {firewall.CTStateUntracked, "untracked"}} {
+		if state&s.bit != 0 {
+			words = append(words, s.name)
+		}
+	}
+	if status&firewall.CTStatusDstNAT != 0 {
+		words = append(words, "dnat")
+	}
+	if status&firewall.CTStatusSrcNAT != 0 {
+		words = append(words, "snat")
+	}
+	return strings.Join(words, ",")
 }

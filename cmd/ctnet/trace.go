@@ -62,13 +62,14 @@ Exit status 0 when the probe was delivered (or left the host), 1 when it was not
 func (a *app) printTrace(res *network.TraceResult) {
 	out := terminalText(a.stdout)
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "NAMESPACE\tHOOK\tIN\tOUT\tPACKET\tCHAIN\tRULE\tVERDICT")
+	fmt.Fprintln(w, "NAMESPACE\tHOOK\tIN\tOUT\tPACKET\tCT\tCHAIN\tRULE\tVERDICT")
 	for _, h := range res.Hops {
 		chain := "-"
 		if h.Chain != "" {
 			chain = h.Table + " " + h.Chain
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Namespace, h.Hook, dash(h.In), dash(h.Out), h.Packet, chain, dash(h.Rule), h.Verdict)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Namespace, h.Hook, dash(h.In), dash(h.Out), h.Packet, dash(h.Conntrack),
+			chain, dash(h.Rule), h.Verdict)
 	}
 	w.Flush()
 	for _, n := range res.Notes {
