@@ -65,6 +65,8 @@ func TestTrace(t *testing.T) {
 		{"published port from its own container", []string{"c", lab.HostUplinkIP + ":8080"}, 0,
 			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"}, "hairpin: a container reaching a published port of its own network"},
 		{"same network, udp", []string{"a", "b:53", "--proto", "udp"}, 0, []string{"delivered to b:53"}, "udp 10.97.1."},
+		{"an address nobody has", []string{"a", "10.97.1.250:80"}, 1,
+			[]string{"lost: last seen in a at postrouting; nothing traced dropped it (a route, a neighbour or a socket filter?)"}, "a          postrouting"},
 		{"the wan", []string{"a", lab.WANIP + ":9999"}, 0,
 			[]string{"masqueraded to " + lab.HostUplinkIP + ", out of uplink0 toward " + lab.WANIP + ":9999"}, "the way out"},
 	}
@@ -101,13 +103,14 @@ func TestTrace(t *testing.T) {
 }
 
 // A trace killed with SIGKILL leaves its tables, which gc removes; one sent SIGTERM
-// removes its own before it exits. Both traces follow a probe to the wan, which no
-// arrival or drop ends, so they are killed while their tables exist.
+// removes its own before it exits. Both traces follow a probe to an address of the
+// container's network that nobody has, which waits for its neighbour and so is
+// neither delivered, dropped nor gone: they are killed while their tables exist.
 func TestTraceKilled(t *testing.T) {
 	e := newEnv(t)
 	e.runDetached("--name", "a", "--", "sleep", "600")
 	start := func() (*exec.Cmd, *bytes.Buffer) {
-		cmd := e.host.Command(t.Context(), lab.Binary(t), "--root", e.root, "trace", "--timeout", "2m", "a", lab.WANIP+":9999")
+		cmd := e.host.Command(t.Context(), lab.Binary(t), "--root", e.root, "trace", "--timeout", "2m", "a", "172.17.255.250:9999")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {

@@ -259,7 +259,7 @@ collect:
 		select {
 		case ev := <-events:
 			got = append(got, ev)
-			if !settled && traceSettled(ev, table) {
+			if !settled && m.traceSettled(path, ev, table, networks) {
 				// The other namespaces' events of the same packet are already queued.
 				settled = true
 				timer.Reset(50 * time.Millisecond)
@@ -273,14 +273,22 @@ collect:
 	return m.explainTrace(path, got, table, rules, target, networks), nil
 }
 
-// traceSettled reports whether ev ends the probe's way: a drop, or its arrival at a
+// traceSettled reports whether ev ends the probe's way: a drop, its arrival at a
 // namespace's input hook (the host's, a container's, its own sender's by a published
-// port).
-func traceSettled(ev tracedEvent, table string) bool {
-	if ev.Table == table {
-		return ev.Chain == firewall.TraceSeenInput
+// port), or its leaving the host by an interface that is not a bridge of ctnet's.
+func (m *Manager) traceSettled(path []*traceNS, ev tracedEvent, table string, networks []*Network) bool {
+	if ev.Table != table {
+		return isDrop(ev.TraceEvent)
 	}
-	return isDrop(ev.TraceEvent)
+	switch ev.Chain {
+	case firewall.TraceSeenInput:
+		return true
+	case firewall.TraceSeenPost:
+		p := path[ev.at]
+		out := p.ifName(ev.OIF)
+		return p.ns == m.host && ev.Family == nftables.TableFamilyINet && out != "" && out != "lo" && !isBridgeOf(out, networks)
+	}
+	return false
 }
 
 func isDrop(ev firewall.TraceEvent) bool {
