@@ -66,7 +66,7 @@ func TestTrace(t *testing.T) {
 			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"}, "hairpin: a container reaching a published port of its own network"},
 		{"same network, udp", []string{"a", "b:53", "--proto", "udp"}, 0, []string{"delivered to b:53"}, "udp 10.97.1."},
 		{"an address nobody has", []string{"a", "10.97.1.250:80"}, 1,
-			[]string{"lost: last seen in a at postrouting; nothing traced dropped it (a route, a neighbour or a socket filter?)"}, "a          postrouting"},
+			[]string{"lost: last seen in a at postrouting; nothing answers ARP for 10.97.1.250 on eth0 in a"}, "a          postrouting"},
 		{"the wan", []string{"a", lab.WANIP + ":9999"}, 0,
 			[]string{"masqueraded to " + lab.HostUplinkIP + ", out of uplink0 toward " + lab.WANIP + ":9999"}, "the way out"},
 	}

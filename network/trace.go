@@ -565,8 +565,14 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 	var outSource netip.Addr // the source the host's postrouting left the probe with
 	var hop *TraceHop
 	var hopKey string
+	var lastNS *traceNS
+	var lastDst netip.Addr
 	for _, ev := range ordered {
 		p := path[ev.at]
+		lastNS = p
+		if len(ev.Network) >= 20 {
+			lastDst = netip.AddrFrom4([4]byte(ev.Network[16:20]))
+		}
 		key := fmt.Sprintf("%d/%d/%s", ev.at, ev.ID, chainKey(ev.Family, ev.Table, ev.Chain))
 		pk := packets[ev.ID]
 		if pk == nil {
@@ -669,7 +675,7 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 		res.Outcome = "lost: no namespace saw the probe (no route to " + t.addr.String() + "?)"
 	default:
 		last := res.Hops[len(res.Hops)-1]
-		res.Outcome = fmt.Sprintf("lost: last seen in %s at %s; nothing traced dropped it (a route, a neighbour or a socket filter?)", last.Namespace, last.Hook)
+		res.Outcome = fmt.Sprintf("lost: last seen in %s at %s; %s", last.Namespace, last.Hook, whyLost(lastNS, lastDst))
 	}
 	return res
 }
@@ -829,4 +835,33 @@ func describeConntrack(state, status uint32) string {
 		words = append(words, "snat")
 	}
 	return strings.Join(words, ",")
+}
+
+// whyLost asks the namespace a probe was last seen in how it would send to dst: a
+// missing route, or a next hop that does not answer ARP, is where a probe goes that
+// no chain dropped.
+func whyLost(p *traceNS, dst netip.Addr) string {
+	const unknown = "nothing traced dropped it (a route, a neighbour or a socket filter?)"
+	h, err := p.ns.Netlink()
+	if err != nil || !dst.IsValid() {
+		return unknown
+	}
+	routes, err := h.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return fmt.Sprintf("%s has no route to %s", p.label, dst)
+	}
+	next, dev := dst, p.ifName(uint32(routes[0].LinkIndex))
+	if gw, ok := netip.AddrFromSlice(routes[0].Gw); ok && gw.Unmap().IsValid() && !gw.Unmap().IsUnspecified() {
+		next = gw.Unmap()
+	}
+	neighs, err := h.NeighList(routes[0].LinkIndex, unix.AF_INET)
+	if err != nil {
+		return unknown
+	}
+	for _, n := range neighs {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == next && n.State&(unix.NUD_INCOMPLETE|unix.NUD_FAILED) != 0 {
+			return fmt.Sprintf("nothing answers ARP for %s on %s in %s", next, dev, p.label)
+		}
+	}
+	return unknown
 }
