@@ -207,6 +207,16 @@ func TestDoctorProbes(t *testing.T) {
 	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, okGateway) || !strings.Contains(r.Stdout, okPort) {
 		t.Errorf("doctor once the container's table is gone: %s", r)
 	}
-	e.must("rm", "-f", "d")
-	e.must("network", "rm", "bridge")
+	// What trace does not follow (IPv6 with no IPv4 gateway, a dual-stack port's [::]
+	// side) is not probed, and so not a problem; the IPv4 side still is.
+	e.must("network", "create", "six", "--ipv6", "--ipv4=false")
+	e.must("network", "create", "dual", "--ipv6")
+	e.runDetached("--name", "v6", "--network", "six", "--", "sleep", "600")
+	e.runDetached("--name", "ds", "--network", "dual", "-p", "8081:8000", "--", "sleep", "600")
+	okDual := "ok: published port 127.0.0.1:8081/tcp reaches ds:8000 from the host\n"
+	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, okDual) || strings.Contains(r.Stdout, "container v6") {
+		t.Errorf("doctor with an IPv6-only and a dual-stack container: want exit 0, %q and no probe of v6, got %s", okDual, r)
+	}
+	e.must("rm", "-f", "d", "v6", "ds")
+	e.must("network", "rm", "bridge", "six", "dual")
 }

@@ -43,6 +43,12 @@ func (m *Manager) ProbeFindings(ctx context.Context) ([]Finding, error) {
 			continue
 		}
 		for _, a := range c.Attachments {
+			// trace follows IPv4 through the host: an IPv6-only interface has no
+			// IPv4 gateway, and a macvlan one's gateway is the segment's router,
+			// which the host never sees it reach.
+			if !a.Gateway.IsValid() || a.HostVeth == "" {
+				continue
+			}
 			where := fmt.Sprintf("its gateway %s on network %s", a.Gateway, a.Network)
 			if err := check(TraceSpec{From: c.Name, To: a.Gateway.String()},
 				fmt.Sprintf("container %s reaches %s", c.Name, where),
@@ -51,8 +57,8 @@ func (m *Manager) ProbeFindings(ctx context.Context) ([]Finding, error) {
 			}
 		}
 		for _, p := range c.Ports {
-			if p.Proto != "tcp" && p.Proto != "udp" {
-				continue
+			if p.Proto != "tcp" && p.Proto != "udp" || p.HostIP.Is6() {
+				continue // trace probes IPv4; a dual-stack port's [::] twin is probed on 127.0.0.1
 			}
 			addr := p.HostIP
 			if !addr.IsValid() || addr.IsUnspecified() {

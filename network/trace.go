@@ -419,7 +419,8 @@ func resolveTraceTarget(spec TraceSpec, src *Container, containers []*Container)
 	if t.container == nil && t.proto != unix.IPPROTO_ICMP {
 		for _, c := range containers {
 			for i, p := range c.Ports {
-				if p.Proto == t.protoName && p.HostPort == t.port && (!p.HostIP.IsValid() || p.HostIP.IsUnspecified() || p.HostIP == t.addr) {
+				// The probe is IPv4: a dual-stack port's [::] side is not its way.
+				if p.Proto == t.protoName && p.HostPort == t.port && p.ContainerIP.Is4() && (!p.HostIP.IsValid() || p.HostIP.IsUnspecified() || p.HostIP == t.addr) {
 					t.published, t.dnatTo = &c.Ports[i], c
 				}
 			}
