@@ -44,10 +44,11 @@ func NewBoot(t testing.TB) *Boot {
 	// Private: the bind over boot_id must not reach the machine's mount namespace.
 	// The copies of the machine's namespace pins (other tests' sandboxes and
 	// containers) go: they would keep those namespaces alive after their owners
-	// remove them. An empty /run/netns keeps ip from naming namespaces by pins that
-	// are no longer there.
+	// remove them (one its owner removes meanwhile fails its umount, which is as
+	// good). An empty /run/netns keeps ip from naming namespaces by pins that are no
+	// longer there.
 	mustRun(t, "unshare", "--mount="+b.mountNS, "--propagation", "private", "sh", "-c",
-		`set -e; mount --bind "$1" /proc/sys/kernel/random/boot_id; umount -a -l -t nsfs; mkdir -p /run/netns; mount -t tmpfs -o mode=0755 ctnet-boot /run/netns`,
+		`umount -a -l -t nsfs; set -e; mount --bind "$1" /proc/sys/kernel/random/boot_id; mkdir -p /run/netns; mount -t tmpfs -o mode=0755 ctnet-boot /run/netns`,
 		"sh", idFile)
 	return b
 }

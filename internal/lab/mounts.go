@@ -43,7 +43,8 @@ func NewPrivateMounts(t testing.TB, dirs ...string) *PrivateMounts {
 		t.Fatal(err)
 	}
 	mustRun(t, append([]string{"unshare", "--mount=" + pm.Path, "--propagation", "private", "sh", "-c",
-		`set -e; umount -a -l -t nsfs; for d; do mount -t tmpfs -o mode=0755 ctnet-private "$d"; done`, "sh"}, dirs...)...)
+		// A pin its owner removes meanwhile fails its umount, which is as good.
+		`umount -a -l -t nsfs; set -e; for d; do mount -t tmpfs -o mode=0755 ctnet-private "$d"; done`, "sh"}, dirs...)...)
 	return pm
 }
 
