@@ -63,7 +63,7 @@ func (s State) elements() (elements, error) {
 			return e, fmt.Errorf("owner %q is longer than the %d bytes nftables keeps in a comment", s.Owner, MaxOwnerLen)
 		}
 		addI(setOwner, nftables.SetElement{Key: ifname(ownerKey), Comment: s.Owner})
-		addI(setOwner, nftables.SetElement{Key: ifname(rulesKey), Comment: rulesVersion})
+		addI(setOwner, nftables.SetElement{Key: ifname(rulesKey), Comment: rulesVersion()})
 	}
 	for _, n := range s.Networks {
 		if n.Subnet.IsValid() && !n.Subnet.Addr().Is4() || n.Subnet6.IsValid() && !n.Subnet6.Addr().Is6() || !n.Subnet.IsValid() && !n.Subnet6.IsValid() {

@@ -65,7 +65,7 @@ func TestRenderMatchesKernel(t *testing.T) {
 func TestRecordAndClaim(t *testing.T) {
 	lab.RequireRoot(t)
 	current := Render(State{Owner: "/var/lib/ctnet"})
-	older := strings.Replace(current, fmt.Sprintf("%q comment %q", rulesKey, rulesVersion), fmt.Sprintf("%q comment %q", rulesKey, "0123456789ab"), 1)
+	older := strings.Replace(current, fmt.Sprintf("%q comment %q", rulesKey, rulesVersion()), fmt.Sprintf("%q comment %q", rulesKey, "0123456789ab"), 1)
 	if older == current {
 		t.Fatalf("the rendered tables hold no rules version:\n%s", current)
 	}
@@ -100,7 +100,7 @@ func TestRecordAndClaim(t *testing.T) {
 			}
 			out, err := sb.Try("nft", "list", "set", "inet", "ctnet", "owner")
 			want := fmt.Sprintf(`elements = { "root" comment "/srv/other root",`)
-			if err != nil || !strings.Contains(out, want) || !strings.Contains(out, rulesVersion) {
+			if err != nil || !strings.Contains(out, want) || !strings.Contains(out, rulesVersion()) {
 				t.Errorf("after Claim, nft lists the owner set as:\n%s (%v)", out, err)
 			}
 			if rec, err := ReadRecord(conn); err != nil || rec.Owner != next || !rec.Current {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/nftables"
 )
@@ -22,14 +23,16 @@ const (
 // Changes only ever touch elements, so tables built by an older ctnet keep its rules
 // — a security fix to a rule would never reach a running host — until something
 // notices the version differs and rebuilds them. Derived from the rendered structure,
-// it changes with every rule without anyone remembering to bump it.
-var rulesVersion = func() string {
+// it changes with every rule without anyone remembering to bump it. Computed on first
+// use, not at start: rendering the rules is a fifth of ctnet's package initialisation,
+// and most commands never compare the version.
+var rulesVersion = sync.OnceValue(func() string {
 	var structure strings.Builder
 	renderTable(&structure, "inet", inetSets, inetChains, inetRules, nil)
 	renderTable(&structure, "bridge", bridgeSets, bridgeChains, bridgeRules, nil)
 	sum := sha256.Sum256([]byte(structure.String()))
 	return hex.EncodeToString(sum[:6])
-}()
+})
 
 // MaxOwnerLen is the longest owner nftables keeps: an element comment is user data
 // of at most 256 bytes, with a two-byte header and a terminating NUL.
@@ -67,7 +70,7 @@ func ReadRecord(c *nftables.Conn) (Record, error) {
 		case string(ifname(ownerKey)):
 			r.Owner = e.Comment
 		case string(ifname(rulesKey)):
-			r.Current = e.Comment == rulesVersion
+			r.Current = e.Comment == rulesVersion()
 		}
 	}
 	return r, nil

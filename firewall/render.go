@@ -19,7 +19,7 @@ func Render(s State) string {
 func inetElements(s State) map[string][]string {
 	out := map[string][]string{}
 	if s.Owner != "" {
-		out[setOwner] = []string{fmt.Sprintf("%q comment %q", ownerKey, s.Owner), fmt.Sprintf("%q comment %q", rulesKey, rulesVersion)}
+		out[setOwner] = []string{fmt.Sprintf("%q comment %q", ownerKey, s.Owner), fmt.Sprintf("%q comment %q", rulesKey, rulesVersion())}
 	}
 	for _, n := range s.Networks {
 		br := fmt.Sprintf("%q", n.Bridge)
