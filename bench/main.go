@@ -164,8 +164,15 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 	if env.ctnetCNI, err = buildCommand(ctx, env.tmp, "ctnet-cni"); err != nil {
 		return err
 	}
+	// Rootless containers' user-mode network, which ctnet finds beside itself.
+	userNet, err := buildCommand(ctx, env.tmp, "ctnet-usernet")
+	if err != nil {
+		return err
+	}
 	// Supervisors outlive the CLI by design; whatever a failed or interrupted run
-	// leaves is killed by PID: only processes of this run's own ctnet binary.
+	// leaves is killed by PID: only processes of this run's own ctnet binaries. A
+	// user-mode network ends with its supervisor, so it is waited for after them.
+	env.clean.Push("ctnet user-mode networks", func() error { return awaitSupervisors(userNet, 5*time.Second) })
 	env.clean.Push("ctnet supervisors", func() error { return awaitSupervisors(env.ctnet, 5*time.Second) })
 	if env.self, err = copySelf(env.tmp); err != nil {
 		return err

@@ -51,17 +51,18 @@ func newUserEnvIn(t *testing.T, host *lab.Sandbox) *userEnv {
 		os.Chown(p, uid, gid)
 	}
 	u.host.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
-	bin := lab.Binary(t)
+	bin, helper := lab.Binary(t), lab.UserNetHelper(t)
+	left := func() []int { return append(proc.OfExecutable(bin), proc.OfExecutable(helper)...) }
 	t.Cleanup(func() {
 		if r := u.ctnet("ps", "-a", "-q"); strings.TrimSpace(r.Stdout) != "" {
 			t.Errorf("containers left by the test: %s", r.Stdout)
 			u.ctnet(append([]string{"rm", "-f"}, strings.Fields(r.Stdout)...)...)
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for len(proc.OfExecutable(bin)) > 0 && time.Now().Before(deadline) {
+		for len(left()) > 0 && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		if pids := proc.OfExecutable(bin); len(pids) > 0 {
+		if pids := left(); len(pids) > 0 {
 			t.Errorf("ctnet processes left running: %v", pids)
 		}
 		containers := filepath.Join(home, "run", "ctnet", "containers")

@@ -14,7 +14,7 @@ bin=$(mktemp -d /tmp/ctnet-demo.XXXXXX)
 root=$bin/root
 host=ctdemo-host-$$
 wan=ctdemo-wan-$$
-CGO_ENABLED=0 go build -ldflags "-X main.buildVersion=$(git describe --always --dirty)" -o "$bin/ctnet" ./cmd/ctnet
+CGO_ENABLED=0 go build -ldflags "-X main.buildVersion=$(git describe --always --dirty)" -o "$bin/" ./cmd/ctnet ./cmd/ctnet-usernet
 
 cleanup() {
     set +e

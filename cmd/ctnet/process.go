@@ -7,26 +7,30 @@ import (
 	"os"
 	"os/exec"
 
+	"github.com/ctnet/ctnet/internal/usernetproc"
 	"github.com/ctnet/ctnet/network"
 	"github.com/ctnet/ctnet/sandbox"
-	"github.com/ctnet/ctnet/usernet"
 )
 
 // startUserNet is the user-mode network of an unprivileged user's containers:
-// usernet's stack on the container's TAP device, with its published ports.
+// usernet's stack on the container's TAP device, with its published ports, in the
+// ctnet-usernet helper beside this executable, so that only rootless containers'
+// supervisors load gVisor.
 func startUserNet(tap *os.File, cfg network.UserNetConfig) (io.Closer, error) {
-	s, err := usernet.Start(usernet.Config{TAP: tap, MTU: uint32(cfg.MTU), Subnet: cfg.Subnet,
-		AllowHostLoopback: cfg.AllowHostLoopback, Resolvers: cfg.Resolvers, Logger: cfg.Logger})
+	helper, err := usernetproc.Helper()
+	if err != nil {
+		tap.Close()
+		return nil, err
+	}
+	served := usernetproc.Config{MTU: uint32(cfg.MTU), Subnet: cfg.Subnet, AllowHostLoopback: cfg.AllowHostLoopback, Resolvers: cfg.Resolvers}
+	for _, p := range cfg.Ports {
+		served.Ports = append(served.Ports, usernetproc.Port{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, ContainerPort: p.ContainerPort})
+	}
+	n, err := usernetproc.Start(helper, tap, served, cfg.NewInnerSocket, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("start usernet: %w", err)
 	}
-	for _, p := range cfg.Ports {
-		if err := s.Publish(usernet.Port{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, ContainerPort: p.ContainerPort}, cfg.NewInnerSocket); err != nil {
-			s.Close()
-			return nil, err
-		}
-	}
-	return s, nil
+	return n, nil
 }
 
 // startFailureCode is exec's status for a command that did not start, as a shell's.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ctnet/ctnet/internal/fault"
+	"github.com/ctnet/ctnet/internal/usernetproc"
 	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 )
@@ -83,10 +84,19 @@ type builtBinary struct {
 // static, as released. It is built with the crash points (fault.BuildTag), for every
 // test: the crash tests need them in the commands they kill and in the supervisors
 // those commands start, which the other tests' leak checks find by this path;
-// unarmed, the hook does nothing.
+// unarmed, the hook does nothing. The user-mode network's helper is built beside it,
+// where ctnet looks for it (UserNetHelper).
 func Binary(t testing.TB) string {
 	t.Helper()
+	UserNetHelper(t)
 	return buildCommand(t, "ctnet")
+}
+
+// UserNetHelper builds cmd/ctnet-usernet beside Binary's ctnet once per test process
+// and returns its path.
+func UserNetHelper(t testing.TB) string {
+	t.Helper()
+	return buildCommand(t, usernetproc.HelperName)
 }
 
 // CNIPlugin builds cmd/ctnet-cni once per test process and returns its path.

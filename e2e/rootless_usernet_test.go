@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/internal/proc"
+)
+
+// A rootless container's user-mode network runs in a ctnet-usernet process its
+// supervisor starts, which serves the published port, and which ends with the
+// supervisor even when that is killed: nothing of the network outlives it.
+func TestRootlessUserNetEndsWithSupervisor(t *testing.T) {
+	u := newUserEnv(t)
+	helper := lab.UserNetHelper(t)
+	u.must(append([]string{"run", "-d", "--name", "srv", "-p", "8086:8000", "--"}, peerServer(8000)...)...)
+	answers := func() bool {
+		out, err := u.host.Try("socat", "-T2", "-", "TCP:127.0.0.1:8086,connect-timeout=2")
+		return err == nil && strings.TrimSpace(out) != ""
+	}
+	if !eventually(answers) {
+		t.Fatal("the published port does not answer")
+	}
+	var c container
+	(&env{t: t}).decode(u.must("inspect", "--format", "json", "srv"), &c)
+	network := childrenOf(c.Supervisor.PID, helper)
+	if len(network) != 1 {
+		t.Fatalf("want one %s process started by the supervisor %d, got %v", helper, c.Supervisor.PID, network)
+	}
+
+	syscall.Kill(c.Supervisor.PID, syscall.SIGKILL)
+	waitGone(t, c.Supervisor.PID)
+	waitGone(t, network[0])
+	if answers() {
+		t.Error("the published port still answers after the user-mode network ended")
+	}
+	syscall.Kill(c.Process.PID, syscall.SIGKILL)
+	waitGone(t, c.Process.PID)
+	u.must("rm", "-f", "srv")
+}
+
+// childrenOf lists the running processes of the executable exe whose parent is pid.
+func childrenOf(pid int, exe string) []int {
+	var out []int
+	for _, p := range proc.OfExecutable(exe) {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, the last ')' ends it.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
