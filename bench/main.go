@@ -78,7 +78,7 @@ func fullConfig() config {
 		Ports: 10000, PortStep: 1000}
 }
 
-var sections = []string{"setup", "concurrency", "datapath", "rules", "rootless"}
+var sections = []string{"start", "setup", "concurrency", "datapath", "rules", "rootless"}
 
 // requiredPackages are the Debian packages the run uses, with one program each
 // that shows it is installed.
@@ -182,7 +182,7 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 		Config:  env.cfg, Started: time.Now().UTC(), Machine: describeMachine(), LoadBefore: loadAverage(),
 	}
 	steps := map[string]func(context.Context, *benchEnv, *results) error{
-		"setup": runSetupSection, "concurrency": runConcurrencySection, "datapath": runDataPathSection,
+		"start": runStartSection, "setup": runSetupSection, "concurrency": runConcurrencySection, "datapath": runDataPathSection,
 		"rules": runRulesSection, "rootless": runRootlessSection,
 	}
 	for _, s := range sections {

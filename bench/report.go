@@ -24,6 +24,7 @@ type results struct {
 	LoadBefore  string        `json:"loadavg_before"`
 	LoadAfter   string        `json:"loadavg_after"`
 	Machine     machine       `json:"machine"`
+	Start       []startResult `json:"start,omitempty"`
 	Setup       []setupResult `json:"setup"`
 	Concurrency []setupResult `json:"concurrency"`
 	DataPath    []pathResult  `json:"datapath"`
@@ -125,6 +126,13 @@ func (t *table) markdown(w io.Writer) {
 // tables lays out everything measured.
 func tables(r *results) []*table {
 	var out []*table
+	if len(r.Start) > 0 {
+		t := &table{title: "Start: exec to exit (ms)", header: []string{"program", "p10", "p50", "p90", "p50 vs empty Go", "size MB"}}
+		for _, s := range r.Start {
+			t.row(s.Program, num("%.3f", s.P10), num("%.3f", s.P50), num("%.3f", s.P90), num("%.2f", s.Ratio), fmt.Sprintf("%.1f", float64(s.Size)/1e6))
+		}
+		out = append(out, t)
+	}
 	if len(r.Setup) > 0 {
 		t := &table{title: "Setup and teardown per container, one after another (ms)",
 			header: []string{"tool", "N", "setup p50", "p95", "max", "teardown p50", "p95", "max", "sum p50", "N-th/first", "failures", "check"}}
