@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,4 +60,23 @@ func childrenOf(pid int, exe string) []int {
 		}
 	}
 	return out
+}
+
+// doctor says whether ctnet-usernet is beside ctnet, and how to put it there.
+func TestDoctorRootlessUserNetHelper(t *testing.T) {
+	host := lab.NewSandbox(t)
+	root := lab.Root(t)
+	helper := lab.UserNetHelper(t)
+	if r := host.Ctnet(t, root, "doctor", "--rootless"); !strings.Contains(r.Stdout, "ok: the user-mode network's helper is beside ctnet: "+helper) {
+		t.Errorf("ctnet doctor --rootless with ctnet-usernet beside ctnet: %s", r)
+	}
+	alone := filepath.Join(t.TempDir(), "ctnet")
+	if out, err := exec.Command("cp", lab.Binary(t), alone).CombinedOutput(); err != nil {
+		t.Fatalf("copy ctnet: %v: %s", err, out)
+	}
+	out, err := host.Try(alone, "--root", root, "doctor", "--rootless")
+	if err == nil || !strings.Contains(out, "problem: the user-mode network needs ctnet-usernet beside "+alone) ||
+		!strings.Contains(out, "go build -o DIR/ ./cmd/ctnet ./cmd/ctnet-usernet") {
+		t.Errorf("ctnet doctor --rootless without ctnet-usernet beside ctnet: want a problem saying how to build it, got %v: %s", err, out)
+	}
 }

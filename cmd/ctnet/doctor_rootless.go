@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/internal/usernetproc"
 	"github.com/ctnet/ctnet/network"
 )
 
@@ -97,7 +98,18 @@ func rootlessFindings() []network.Finding {
 			bad(pingFix, "net.ipv4.ping_group_range is \"%d %d\": none of your groups (%v) may ping, so ping fails in your containers", low, high, groups)
 		}
 	}
-	return out
+	return append(out, userNetHelperFinding())
+}
+
+// userNetHelperFinding says whether ctnet-usernet, the process of every user-mode
+// network, is beside ctnet, where ctnet starts it from.
+func userNetHelperFinding() network.Finding {
+	path, err := usernetproc.Helper()
+	if err != nil {
+		return network.Finding{Problem: true, Text: err.Error(),
+			Fix: "build both into one directory, as the README does: CGO_ENABLED=0 go build -o DIR/ ./cmd/ctnet ./cmd/" + usernetproc.HelperName}
+	}
+	return network.Finding{Text: "the user-mode network's helper is beside ctnet: " + path}
 }
 
 func readSysctlInt(name string) (int64, error) {

@@ -37,9 +37,10 @@ func (a *app) doctorCommand() *cobra.Command {
 		Short: "Check the host for what would break ctnet's networks, and say how to fix it",
 		Long: `Check the host for what would break ctnet's networks, and say how to fix it. With
 --rootless, or run by an unprivileged user, check what unprivileged users' containers
-need instead: user namespaces, /dev/net/tun and net.ipv4.ping_group_range. As root it
-also sends real probes (as ctnet trace does): each running container to its gateways,
-and the host to each published TCP and UDP port.`,
+need instead: user namespaces, /dev/net/tun, net.ipv4.ping_group_range and
+ctnet-usernet beside ctnet. As root it also sends real probes (as ctnet trace does):
+each running container to its gateways, and the host to each published TCP and UDP
+port.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rootless || os.Geteuid() != 0 {

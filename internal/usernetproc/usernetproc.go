@@ -57,15 +57,16 @@ type Config struct {
 	LogLevel slog.Level `json:"log_level"`
 }
 
-// Helper is the path of the helper beside the running executable.
+// Helper is the path of the helper beside the running executable, which this
+// process may execute.
 func Helper() (string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find %s: %w", HelperName, err)
 	}
 	path := filepath.Join(filepath.Dir(self), HelperName)
-	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("the user-mode network needs %s beside %s (build it with ./cmd/%s): %w", HelperName, self, HelperName, err)
+	if err := unix.Access(path, unix.X_OK); err != nil {
+		return "", fmt.Errorf("the user-mode network needs %s beside %s (build it with ./cmd/%s): %s: %w", HelperName, self, HelperName, path, err)
 	}
 	return path, nil
 }
