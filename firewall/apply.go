@@ -236,10 +236,10 @@ func Rebuild(c *nftables.Conn, s State) error {
 	if err != nil {
 		return err
 	}
-	if err := build(c, inetTable, inetSets, inetChains, inetRules, els.inet); err != nil {
+	if err := build(c, inetTable, inetSets, inetChains, inetRules(), els.inet); err != nil {
 		return err
 	}
-	if err := build(c, bridgeTable, bridgeSets, bridgeChains, bridgeRules, els.bridge); err != nil {
+	if err := build(c, bridgeTable, bridgeSets, bridgeChains, bridgeRules(), els.bridge); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {

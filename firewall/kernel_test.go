@@ -142,7 +142,7 @@ func nftConn(t *testing.T, sb *lab.Sandbox) *nftables.Conn {
 // listedOnlyLines are the rules nft lists but cannot parse, as Render prints them.
 func listedOnlyLines() []string {
 	var out []string
-	for _, r := range append(slices.Clone(inetRules), bridgeRules...) {
+	for _, r := range append(slices.Clone(inetRules()), bridgeRules()...) {
 		if r.listedOnly {
 			line := r.text
 			if r.comment != "" {

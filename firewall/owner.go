@@ -28,8 +28,8 @@ const (
 // and most commands never compare the version.
 var rulesVersion = sync.OnceValue(func() string {
 	var structure strings.Builder
-	renderTable(&structure, "inet", inetSets, inetChains, inetRules, nil)
-	renderTable(&structure, "bridge", bridgeSets, bridgeChains, bridgeRules, nil)
+	renderTable(&structure, "inet", inetSets, inetChains, inetRules(), nil)
+	renderTable(&structure, "bridge", bridgeSets, bridgeChains, bridgeRules(), nil)
 	sum := sha256.Sum256([]byte(structure.String()))
 	return hex.EncodeToString(sum[:6])
 })

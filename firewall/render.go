@@ -11,8 +11,8 @@ import (
 func Render(s State) string {
 	s = s.Sorted()
 	var b strings.Builder
-	renderTable(&b, "inet", inetSets, inetChains, inetRules, inetElements(s))
-	renderTable(&b, "bridge", bridgeSets, bridgeChains, bridgeRules, bridgeElements(s))
+	renderTable(&b, "inet", inetSets, inetChains, inetRules(), inetElements(s))
+	renderTable(&b, "bridge", bridgeSets, bridgeChains, bridgeRules(), bridgeElements(s))
 	return b.String()
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -308,210 +309,220 @@ func linkLocalSource() []expr.Any {
 	)
 }
 
-var inetRules = []ruleSpec{
-	// Bridges have route_localnet on, for 127.0.0.1 publishing; without this rule a
-	// container that routes 127.0.0.1 to its gateway reaches the host's loopback
-	// services (CVE-2020-8558). It runs before conntrack, so replies to the host's own
-	// connections to a 127.0.0.1 published port, whose destination becomes 127.0.0.1
-	// only when conntrack undoes the masquerade, still pass.
-	{chain: "raw", text: `iifname != "lo" ip daddr 127.0.0.0/8 drop`,
-		comment: "loopback addresses come only from the host itself",
-		exprs: join(one(meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))), ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 1, reg1),
-			cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)))},
-	// IPv6 has no route_localnet and the kernel drops ::1 from other interfaces
-	// itself; the rule says so here too, whatever a later kernel does.
-	{chain: "raw", text: `iifname != "lo" ip6 daddr ::1 drop`,
-		exprs: join(one(meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))), ipv6Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv6DaddrOffset, 16, reg1),
-			cmp(expr.CmpOpEq, reg1, netip.IPv6Loopback().AsSlice()), verdict(expr.VerdictDrop)))},
-	{chain: "prerouting", text: "fib daddr type local jump publish",
-		comment: "published ports on local addresses",
-		exprs:   join(fibDaddrLocal(), one(jump("publish")))},
-	{chain: "output", text: "fib daddr type local jump publish",
-		comment: "published ports, from the host itself",
-		exprs:   join(fibDaddrLocal(), one(jump("publish")))},
-	{chain: "publish", text: "dnat ip to ip daddr . meta l4proto . th dport map @" + mapPorts,
-		exprs: join(ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1),
-			meta(expr.MetaKeyL4PROTO, reg9),
-			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg10),
-			mapLookup(mapPorts), dnatFromMap()))},
-	{chain: "publish", text: "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @" + mapPortsAny,
-		exprs: join(ipv4Only(), one(
-			meta(expr.MetaKeyL4PROTO, reg1),
-			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg9),
-			mapLookup(mapPortsAny), dnatFromMap()))},
-	{chain: "publish", text: "dnat ip6 to ip6 daddr . meta l4proto . th dport map @" + mapPorts6,
-		exprs: join(ipv6Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv6DaddrOffset, 16, reg1),
-			meta(expr.MetaKeyL4PROTO, reg12),
-			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg13),
-			mapLookup(mapPorts6), dnat6FromMap()))},
-	{chain: "publish", text: "meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @" + mapPortsAny6,
-		exprs: join(ipv6Only(), one(
-			meta(expr.MetaKeyL4PROTO, reg1),
-			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg9),
-			mapLookup(mapPortsAny6), dnat6FromMap()))},
-	{chain: "postrouting", text: "ct status dnat ip saddr . oifname @" + setSubnets + " masquerade",
-		comment: "hairpin: a container reaching a published port of its own network",
-		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
-			meta(expr.MetaKeyOIFNAME, reg9),
-			lookup(setSubnets, reg1), &expr.Masq{}))},
-	{chain: "postrouting", text: "ct status dnat ip6 saddr . oifname @" + setSubnets6 + " masquerade",
-		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv6Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
-			meta(expr.MetaKeyOIFNAME, reg12),
-			lookup(setSubnets6, reg1), &expr.Masq{}))},
-	{chain: "postrouting", text: "ip saddr . oifname @" + setSubnets + " return",
-		comment: "traffic that stays on its own network",
-		exprs: join(ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
-			meta(expr.MetaKeyOIFNAME, reg9),
-			lookup(setSubnets, reg1), verdict(expr.VerdictReturn)))},
-	{chain: "postrouting", text: "ip6 saddr . oifname @" + setSubnets6 + " return",
-		exprs: join(ipv6Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
-			meta(expr.MetaKeyOIFNAME, reg12),
-			lookup(setSubnets6, reg1), verdict(expr.VerdictReturn)))},
-	{chain: "postrouting", text: "ct status dnat ip saddr 127.0.0.0/8 masquerade",
-		comment: "the host reaching a published port on 127.0.0.1",
-		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 1, reg1),
-			cmp(expr.CmpOpEq, reg1, []byte{127}), &expr.Masq{}))},
-	{chain: "postrouting", text: "ip daddr . iifname @" + setUnmasked + " return",
-		comment: "peers that see containers by their own addresses",
-		exprs: join(ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1),
-			meta(expr.MetaKeyIIFNAME, reg9),
-			lookup(setUnmasked, reg1), verdict(expr.VerdictReturn)))},
-	{chain: "postrouting", text: "ip saddr . iifname @" + setMasqSubnets + " masquerade",
-		comment: "the way out",
-		exprs: join(ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
-			meta(expr.MetaKeyIIFNAME, reg9),
-			lookup(setMasqSubnets, reg1), &expr.Masq{}))},
-	{chain: "postrouting", text: "ip6 saddr . iifname @" + setMasqSubnets6 + " masquerade",
-		comment: "the way out, IPv6 (NAT66)",
-		exprs: join(ipv6Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
-			meta(expr.MetaKeyIIFNAME, reg12),
-			lookup(setMasqSubnets6, reg1), &expr.Masq{}))},
-	// A container routing a neighbour through its gateway comes back out of its own
-	// bridge; on an icc=false network only a published port's connection may.
-	{chain: "forward", text: "iifname @" + setNoICC + " oifname @" + setNoICC + " jump between_networks",
-		comment: "containers of an icc=false network do not reach each other",
-		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setNoICC, reg1),
-			meta(expr.MetaKeyOIFNAME, reg1), lookup(setNoICC, reg1), jump("between_networks"))},
-	{chain: "forward", text: "iifname . oifname @" + setSameBridge + " accept",
-		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), meta(expr.MetaKeyOIFNAME, reg12),
-			lookup(setSameBridge, reg1), verdict(expr.VerdictAccept))},
-	{chain: "forward", text: "iifname @" + setInternal + " drop",
-		comment: "internal networks have no way out",
-		exprs:   one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setInternal, reg1), verdict(expr.VerdictDrop))},
-	{chain: "forward", text: "oifname @" + setInternal + " drop",
-		comment: "and no way in",
-		exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setInternal, reg1), verdict(expr.VerdictDrop))},
-	// Isolation comes before conntrack's verdicts: an ICMP error that a container
-	// sends to the host quoting another network's flow is "related" to that flow, and
-	// conntrack would deliver it into the other network.
-	{chain: "forward", text: "iifname @" + setBridges + " oifname @" + setBridges + " jump between_networks",
-		comment: "networks are isolated from each other",
-		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setBridges, reg1),
-			meta(expr.MetaKeyOIFNAME, reg1), lookup(setBridges, reg1), jump("between_networks"))},
-	{chain: "forward", text: "ct state established,related accept",
-		exprs: join(ctBits(expr.CtKeySTATE, ctStateEstablished|ctStateRelated), one(verdict(expr.VerdictAccept)))},
-	{chain: "forward", text: "ct status dnat accept",
-		comment: "published ports",
-		exprs:   join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(verdict(expr.VerdictAccept)))},
-	// A peer that sees containers by their own addresses reaches them the same way:
-	// a pod on another node connects to a pod here without NAT.
-	{chain: "forward", text: "ip saddr . oifname @" + setUnmasked + " accept",
-		comment: "and reach them by routing",
-		exprs: join(ipv4Only(), one(
-			load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
-			meta(expr.MetaKeyOIFNAME, reg9),
-			lookup(setUnmasked, reg1), verdict(expr.VerdictAccept)))},
-	{chain: "forward", text: "oifname @" + setNATBridges + " drop",
-		comment: "masqueraded networks are reached only through published ports",
-		exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setNATBridges, reg1), verdict(expr.VerdictDrop))},
-	// Between networks only a published port's connection crosses, in both
-	// directions. ICMP errors related to it do not: the anti-spoofing keeps a
-	// container to its own connections, but an ICMP error names its connection only in
-	// the packet it quotes, which anyone can forge.
-	{chain: "between_networks", text: "ct status dnat ct state != related accept",
-		comment: "a published port, reached from another network",
-		exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(
-			&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
-			cmp(expr.CmpOpNeq, reg1, native32(ctStateRelated)), verdict(expr.VerdictAccept)))},
-	{chain: "between_networks", text: "drop", exprs: one(verdict(expr.VerdictDrop))},
-}
+// The rule lists are built on first use, not at start: every ctnet command loads
+// this package, and few build or compare tables.
+var inetRules = sync.OnceValue(func() []ruleSpec {
+	return []ruleSpec{
+		// Bridges have route_localnet on, for 127.0.0.1 publishing; without this rule a
+		// container that routes 127.0.0.1 to its gateway reaches the host's loopback
+		// services (CVE-2020-8558). It runs before conntrack, so replies to the host's own
+		// connections to a 127.0.0.1 published port, whose destination becomes 127.0.0.1
+		// only when conntrack undoes the masquerade, still pass.
+		{chain: "raw", text: `iifname != "lo" ip daddr 127.0.0.0/8 drop`,
+			comment: "loopback addresses come only from the host itself",
+			exprs: join(one(meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))), ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 1, reg1),
+				cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)))},
+		// IPv6 has no route_localnet and the kernel drops ::1 from other interfaces
+		// itself; the rule says so here too, whatever a later kernel does.
+		{chain: "raw", text: `iifname != "lo" ip6 daddr ::1 drop`,
+			exprs: join(one(meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))), ipv6Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv6DaddrOffset, 16, reg1),
+				cmp(expr.CmpOpEq, reg1, netip.IPv6Loopback().AsSlice()), verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: "fib daddr type local jump publish",
+			comment: "published ports on local addresses",
+			exprs:   join(fibDaddrLocal(), one(jump("publish")))},
+		{chain: "output", text: "fib daddr type local jump publish",
+			comment: "published ports, from the host itself",
+			exprs:   join(fibDaddrLocal(), one(jump("publish")))},
+		{chain: "publish", text: "dnat ip to ip daddr . meta l4proto . th dport map @" + mapPorts,
+			exprs: join(ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1),
+				meta(expr.MetaKeyL4PROTO, reg9),
+				load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg10),
+				mapLookup(mapPorts), dnatFromMap()))},
+		{chain: "publish", text: "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @" + mapPortsAny,
+			exprs: join(ipv4Only(), one(
+				meta(expr.MetaKeyL4PROTO, reg1),
+				load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg9),
+				mapLookup(mapPortsAny), dnatFromMap()))},
+		{chain: "publish", text: "dnat ip6 to ip6 daddr . meta l4proto . th dport map @" + mapPorts6,
+			exprs: join(ipv6Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv6DaddrOffset, 16, reg1),
+				meta(expr.MetaKeyL4PROTO, reg12),
+				load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg13),
+				mapLookup(mapPorts6), dnat6FromMap()))},
+		{chain: "publish", text: "meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @" + mapPortsAny6,
+			exprs: join(ipv6Only(), one(
+				meta(expr.MetaKeyL4PROTO, reg1),
+				load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg9),
+				mapLookup(mapPortsAny6), dnat6FromMap()))},
+		{chain: "postrouting", text: "ct status dnat ip saddr . oifname @" + setSubnets + " masquerade",
+			comment: "hairpin: a container reaching a published port of its own network",
+			exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+				meta(expr.MetaKeyOIFNAME, reg9),
+				lookup(setSubnets, reg1), &expr.Masq{}))},
+		{chain: "postrouting", text: "ct status dnat ip6 saddr . oifname @" + setSubnets6 + " masquerade",
+			exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv6Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+				meta(expr.MetaKeyOIFNAME, reg12),
+				lookup(setSubnets6, reg1), &expr.Masq{}))},
+		{chain: "postrouting", text: "ip saddr . oifname @" + setSubnets + " return",
+			comment: "traffic that stays on its own network",
+			exprs: join(ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+				meta(expr.MetaKeyOIFNAME, reg9),
+				lookup(setSubnets, reg1), verdict(expr.VerdictReturn)))},
+		{chain: "postrouting", text: "ip6 saddr . oifname @" + setSubnets6 + " return",
+			exprs: join(ipv6Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+				meta(expr.MetaKeyOIFNAME, reg12),
+				lookup(setSubnets6, reg1), verdict(expr.VerdictReturn)))},
+		{chain: "postrouting", text: "ct status dnat ip saddr 127.0.0.0/8 masquerade",
+			comment: "the host reaching a published port on 127.0.0.1",
+			exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 1, reg1),
+				cmp(expr.CmpOpEq, reg1, []byte{127}), &expr.Masq{}))},
+		{chain: "postrouting", text: "ip daddr . iifname @" + setUnmasked + " return",
+			comment: "peers that see containers by their own addresses",
+			exprs: join(ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1),
+				meta(expr.MetaKeyIIFNAME, reg9),
+				lookup(setUnmasked, reg1), verdict(expr.VerdictReturn)))},
+		{chain: "postrouting", text: "ip saddr . iifname @" + setMasqSubnets + " masquerade",
+			comment: "the way out",
+			exprs: join(ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+				meta(expr.MetaKeyIIFNAME, reg9),
+				lookup(setMasqSubnets, reg1), &expr.Masq{}))},
+		{chain: "postrouting", text: "ip6 saddr . iifname @" + setMasqSubnets6 + " masquerade",
+			comment: "the way out, IPv6 (NAT66)",
+			exprs: join(ipv6Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg1),
+				meta(expr.MetaKeyIIFNAME, reg12),
+				lookup(setMasqSubnets6, reg1), &expr.Masq{}))},
+		// A container routing a neighbour through its gateway comes back out of its own
+		// bridge; on an icc=false network only a published port's connection may.
+		{chain: "forward", text: "iifname @" + setNoICC + " oifname @" + setNoICC + " jump between_networks",
+			comment: "containers of an icc=false network do not reach each other",
+			exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setNoICC, reg1),
+				meta(expr.MetaKeyOIFNAME, reg1), lookup(setNoICC, reg1), jump("between_networks"))},
+		{chain: "forward", text: "iifname . oifname @" + setSameBridge + " accept",
+			exprs: one(meta(expr.MetaKeyIIFNAME, reg1), meta(expr.MetaKeyOIFNAME, reg12),
+				lookup(setSameBridge, reg1), verdict(expr.VerdictAccept))},
+		{chain: "forward", text: "iifname @" + setInternal + " drop",
+			comment: "internal networks have no way out",
+			exprs:   one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setInternal, reg1), verdict(expr.VerdictDrop))},
+		{chain: "forward", text: "oifname @" + setInternal + " drop",
+			comment: "and no way in",
+			exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setInternal, reg1), verdict(expr.VerdictDrop))},
+		// Isolation comes before conntrack's verdicts: an ICMP error that a container
+		// sends to the host quoting another network's flow is "related" to that flow, and
+		// conntrack would deliver it into the other network.
+		{chain: "forward", text: "iifname @" + setBridges + " oifname @" + setBridges + " jump between_networks",
+			comment: "networks are isolated from each other",
+			exprs: one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setBridges, reg1),
+				meta(expr.MetaKeyOIFNAME, reg1), lookup(setBridges, reg1), jump("between_networks"))},
+		{chain: "forward", text: "ct state established,related accept",
+			exprs: join(ctBits(expr.CtKeySTATE, ctStateEstablished|ctStateRelated), one(verdict(expr.VerdictAccept)))},
+		{chain: "forward", text: "ct status dnat accept",
+			comment: "published ports",
+			exprs:   join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(verdict(expr.VerdictAccept)))},
+		// A peer that sees containers by their own addresses reaches them the same way:
+		// a pod on another node connects to a pod here without NAT.
+		{chain: "forward", text: "ip saddr . oifname @" + setUnmasked + " accept",
+			comment: "and reach them by routing",
+			exprs: join(ipv4Only(), one(
+				load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg1),
+				meta(expr.MetaKeyOIFNAME, reg9),
+				lookup(setUnmasked, reg1), verdict(expr.VerdictAccept)))},
+		{chain: "forward", text: "oifname @" + setNATBridges + " drop",
+			comment: "masqueraded networks are reached only through published ports",
+			exprs:   one(meta(expr.MetaKeyOIFNAME, reg1), lookup(setNATBridges, reg1), verdict(expr.VerdictDrop))},
+		// Between networks only a published port's connection crosses, in both
+		// directions. ICMP errors related to it do not: the anti-spoofing keeps a
+		// container to its own connections, but an ICMP error names its connection only in
+		// the packet it quotes, which anyone can forge.
+		{chain: "between_networks", text: "ct status dnat ct state != related accept",
+			comment: "a published port, reached from another network",
+			exprs: join(ctBits(expr.CtKeySTATUS, ctStatusDNAT), one(
+				&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
+				cmp(expr.CmpOpNeq, reg1, native32(ctStateRelated)), verdict(expr.VerdictAccept)))},
+		{chain: "between_networks", text: "drop", exprs: one(verdict(expr.VerdictDrop))},
+	}
+})
 
-var bridgeRules = slices.Concat(bridgeRulesBeforeND, ndGuard(ndNeighborSolicit, "nd-neighbor-solicit", ndOptSourceLLAddr),
-	ndGuard(ndNeighborAdvert, "nd-neighbor-advert", ndOptTargetLLAddr), bridgeRulesAfterND)
+var bridgeRules = sync.OnceValue(func() []ruleSpec {
+	return slices.Concat(bridgeRulesBeforeND(), ndGuard(ndNeighborSolicit, "nd-neighbor-solicit", ndOptSourceLLAddr),
+		ndGuard(ndNeighborAdvert, "nd-neighbor-advert", ndOptTargetLLAddr), bridgeRulesAfterND())
+})
 
-var bridgeRulesBeforeND = []ruleSpec{
-	{chain: "prerouting", text: "iifname != @" + setPorts + " accept",
-		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), notIn(setPorts, reg1), verdict(expr.VerdictAccept))},
-	{chain: "prerouting", text: "iifname . ether saddr != @" + setPortMACs + " drop",
-		comment: "a container sends only from its own MAC",
-		exprs: one(meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseLLHeader, etherSaddrOffset, 6, reg12),
-			notIn(setPortMACs, reg1), verdict(expr.VerdictDrop))},
-	// Routers are the host's business: a container's advertisement would give the
-	// host and its neighbours an address and a default route through it
-	// (CVE-2020-13401), and a redirect would divert their traffic to it. Dropped
-	// whatever the network's families, before anything IPv6 could be accepted.
-	{chain: "prerouting", text: "icmpv6 type nd-router-advert drop",
-		comment: "containers are not routers",
-		exprs:   join(protocol(etherTypeIPv6), icmpv6Type(ndRouterAdvert), one(verdict(expr.VerdictDrop)))},
-	{chain: "prerouting", text: "icmpv6 type nd-redirect drop",
-		exprs: join(protocol(etherTypeIPv6), icmpv6Type(ndRedirect), one(verdict(expr.VerdictDrop)))},
-	{chain: "prerouting", text: "iifname . ip saddr @" + setPortIPs + " accept",
-		comment: "and only from its own address",
-		exprs: join(protocol(etherTypeIPv4), one(
-			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg12),
-			lookup(setPortIPs, reg1), verdict(expr.VerdictAccept)))},
-	{chain: "prerouting", text: "iifname . arp saddr ip @" + setPortIPs + " iifname . arp saddr ether @" + setPortMACs + " accept",
-		exprs: join(protocol(etherTypeARP), one(
-			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderIPOffset, 4, reg12),
-			lookup(setPortIPs, reg1),
-			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderEtherOffset, 6, reg12),
-			lookup(setPortMACs, reg1), verdict(expr.VerdictAccept)))},
-}
+var bridgeRulesBeforeND = sync.OnceValue(func() []ruleSpec {
+	return []ruleSpec{
+		{chain: "prerouting", text: "iifname != @" + setPorts + " accept",
+			exprs: one(meta(expr.MetaKeyIIFNAME, reg1), notIn(setPorts, reg1), verdict(expr.VerdictAccept))},
+		{chain: "prerouting", text: "iifname . ether saddr != @" + setPortMACs + " drop",
+			comment: "a container sends only from its own MAC",
+			exprs: one(meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseLLHeader, etherSaddrOffset, 6, reg12),
+				notIn(setPortMACs, reg1), verdict(expr.VerdictDrop))},
+		// Routers are the host's business: a container's advertisement would give the
+		// host and its neighbours an address and a default route through it
+		// (CVE-2020-13401), and a redirect would divert their traffic to it. Dropped
+		// whatever the network's families, before anything IPv6 could be accepted.
+		{chain: "prerouting", text: "icmpv6 type nd-router-advert drop",
+			comment: "containers are not routers",
+			exprs:   join(protocol(etherTypeIPv6), icmpv6Type(ndRouterAdvert), one(verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: "icmpv6 type nd-redirect drop",
+			exprs: join(protocol(etherTypeIPv6), icmpv6Type(ndRedirect), one(verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: "iifname . ip saddr @" + setPortIPs + " accept",
+			comment: "and only from its own address",
+			exprs: join(protocol(etherTypeIPv4), one(
+				meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, ipv4SaddrOffset, 4, reg12),
+				lookup(setPortIPs, reg1), verdict(expr.VerdictAccept)))},
+		{chain: "prerouting", text: "iifname . arp saddr ip @" + setPortIPs + " iifname . arp saddr ether @" + setPortMACs + " accept",
+			exprs: join(protocol(etherTypeARP), one(
+				meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderIPOffset, 4, reg12),
+				lookup(setPortIPs, reg1),
+				meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, arpSenderEtherOffset, 6, reg12),
+				lookup(setPortMACs, reg1), verdict(expr.VerdictAccept)))},
+	}
+})
 
-var bridgeRulesAfterND = []ruleSpec{
-	// IPv6 from a container's own addresses, its link-local one included: neighbour
-	// discovery and everything else. A port without IPv6 has no element here.
-	{chain: "prerouting", text: "iifname . ip6 saddr @" + setPortIPs6 + " accept",
-		exprs: join(protocol(etherTypeIPv6), one(
-			meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg12),
-			lookup(setPortIPs6, reg1), verdict(expr.VerdictAccept)))},
-	// What a host asks for before it has an address of its own link-local one:
-	// harmless to the host (not a router for its ports' solicitations, no DHCPv6
-	// server) and what a container's own stack may send.
-	{chain: "prerouting", text: "ip6 saddr fe80::/10 icmpv6 type nd-router-solicit accept",
-		comment: "router solicitations and DHCPv6 from link-local addresses",
-		exprs:   join(protocol(etherTypeIPv6), linkLocalSource(), icmpv6Type(ndRouterSolicit), one(verdict(expr.VerdictAccept)))},
-	{chain: "prerouting", text: "ip6 saddr fe80::/10 udp dport 547 accept",
-		exprs: join(protocol(etherTypeIPv6), linkLocalSource(), one(
-			meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.IPPROTO_UDP}),
-			load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(udpDportDHCPv6Server)),
-			verdict(expr.VerdictAccept)))},
-	{chain: "prerouting", text: "drop",
-		comment: "anything else from a container port is spoofed",
-		exprs:   one(verdict(expr.VerdictDrop))},
-	// Only frames from one port of a bridge to another pass the bridge's forward
-	// hook: what a container sends to the host (its way out, published ports) is the
-	// host's input, and what the host sends it is the bridge's output. The ports a
-	// port forwards to are of its own network, so its own membership says it all.
-	// The bridge family has no conntrack here, so with br_netfilter (which DNATs a
-	// published port of the container's own network, reached through the host's
-	// address, while bridging) that one connection is dropped as well.
-	{chain: "forward", text: "iifname @" + setNoICC + " drop",
-		comment: "containers of an icc=false network do not reach each other",
-		exprs:   one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setNoICC, reg1), verdict(expr.VerdictDrop))},
-}
+var bridgeRulesAfterND = sync.OnceValue(func() []ruleSpec {
+	return []ruleSpec{
+		// IPv6 from a container's own addresses, its link-local one included: neighbour
+		// discovery and everything else. A port without IPv6 has no element here.
+		{chain: "prerouting", text: "iifname . ip6 saddr @" + setPortIPs6 + " accept",
+			exprs: join(protocol(etherTypeIPv6), one(
+				meta(expr.MetaKeyIIFNAME, reg1), load(expr.PayloadBaseNetworkHeader, ipv6SaddrOffset, 16, reg12),
+				lookup(setPortIPs6, reg1), verdict(expr.VerdictAccept)))},
+		// What a host asks for before it has an address of its own link-local one:
+		// harmless to the host (not a router for its ports' solicitations, no DHCPv6
+		// server) and what a container's own stack may send.
+		{chain: "prerouting", text: "ip6 saddr fe80::/10 icmpv6 type nd-router-solicit accept",
+			comment: "router solicitations and DHCPv6 from link-local addresses",
+			exprs:   join(protocol(etherTypeIPv6), linkLocalSource(), icmpv6Type(ndRouterSolicit), one(verdict(expr.VerdictAccept)))},
+		{chain: "prerouting", text: "ip6 saddr fe80::/10 udp dport 547 accept",
+			exprs: join(protocol(etherTypeIPv6), linkLocalSource(), one(
+				meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{unix.IPPROTO_UDP}),
+				load(expr.PayloadBaseTransportHeader, transportDportOffset, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(udpDportDHCPv6Server)),
+				verdict(expr.VerdictAccept)))},
+		{chain: "prerouting", text: "drop",
+			comment: "anything else from a container port is spoofed",
+			exprs:   one(verdict(expr.VerdictDrop))},
+		// Only frames from one port of a bridge to another pass the bridge's forward
+		// hook: what a container sends to the host (its way out, published ports) is the
+		// host's input, and what the host sends it is the bridge's output. The ports a
+		// port forwards to are of its own network, so its own membership says it all.
+		// The bridge family has no conntrack here, so with br_netfilter (which DNATs a
+		// published port of the container's own network, reached through the host's
+		// address, while bridging) that one connection is dropped as well.
+		{chain: "forward", text: "iifname @" + setNoICC + " drop",
+			comment: "containers of an icc=false network do not reach each other",
+			exprs:   one(meta(expr.MetaKeyIIFNAME, reg1), lookup(setNoICC, reg1), verdict(expr.VerdictDrop))},
+	}
+})
 
 func comment(text string) []byte {
 	if text == "" {

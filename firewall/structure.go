@@ -17,7 +17,7 @@ func Structure(c *nftables.Conn) ([]string, error) {
 		t      *nftables.Table
 		chains []chainSpec
 		rules  []ruleSpec
-	}{{inetTable, inetChains, inetRules}, {bridgeTable, bridgeChains, bridgeRules}} {
+	}{{inetTable, inetChains, inetRules()}, {bridgeTable, bridgeChains, bridgeRules()}} {
 		if ok, err := tableExists(c, tbl.t); err != nil {
 			return nil, err
 		} else if !ok {

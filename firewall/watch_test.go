@@ -94,7 +94,7 @@ func TestStructure(t *testing.T) {
 	count := func(rules []ruleSpec, chain string) int {
 		return len(slices.DeleteFunc(slices.Clone(rules), func(r ruleSpec) bool { return r.chain != chain }))
 	}
-	output, prerouting := count(inetRules, "output"), count(bridgeRules, "prerouting")
+	output, prerouting := count(inetRules(), "output"), count(bridgeRules(), "prerouting")
 	want := []string{
 		"chain raw of table inet ctnet",
 		fmt.Sprintf("rules of chain output in table inet ctnet (%d there, want %d)", output+1, output),
