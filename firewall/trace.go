@@ -166,7 +166,7 @@ func Rules(c *nftables.Conn) (map[RuleKey]Rule, error) {
 		t      *nftables.Table
 		chains []chainSpec
 		rules  []ruleSpec
-	}{{inetTable, inetChains, inetRules}, {bridgeTable, bridgeChains, bridgeRules}} {
+	}{{inetTable, inetChains, inetRules()}, {bridgeTable, bridgeChains, bridgeRules()}} {
 		if ok, err := tableExists(c, tbl.t); err != nil || !ok {
 			return out, err
 		}
