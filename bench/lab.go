@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -21,10 +22,12 @@ import (
 )
 
 // The lab's addresses: the sandbox host's uplink and the "wan" namespace behind it
-// (TEST-NET-3), as in internal/lab.
+// (TEST-NET-3, and for IPv6 a documentation prefix), as in internal/lab.
 const (
-	hostUplinkIP = "203.0.113.1"
-	wanIP        = "203.0.113.2"
+	hostUplinkIP  = "203.0.113.1"
+	wanIP         = "203.0.113.2"
+	hostUplinkIP6 = "2001:db8:ff::1"
+	wanIP6        = "2001:db8:ff::2"
 )
 
 // nsThread is an OS thread parked in one network namespace. Processes started from
@@ -118,11 +121,21 @@ func (t *nsThread) runAll(ctx context.Context, cmds [][]string) error {
 	return nil
 }
 
+// tcpNetwork is "tcp" for an IPv6 address, so that "[::]:PORT" listens on both
+// families, and "tcp4" for everything else, as the harness had it before IPv6.
+func tcpNetwork(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+		return "tcp"
+	}
+	return "tcp4"
+}
+
 // listen opens a TCP listener inside the namespace.
 func (t *nsThread) listen(addr string) (net.Listener, error) {
 	var ln net.Listener
 	var err error
-	t.do(func() { ln, err = net.Listen("tcp4", addr) })
+	t.do(func() { ln, err = net.Listen(tcpNetwork(addr), addr) })
 	return ln, err
 }
 
@@ -130,12 +143,13 @@ func (t *nsThread) listen(addr string) (net.Listener, error) {
 func (t *nsThread) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
 	var err error
-	t.do(func() { c, err = net.DialTimeout("tcp4", addr, timeout) })
+	t.do(func() { c, err = net.DialTimeout(tcpNetwork(addr), addr, timeout) })
 	return c, err
 }
 
-// lab is one sandbox: a "host" namespace with a "wan" namespace behind its uplink.
-// Every tool run gets a fresh one, so no tool inherits another's rules.
+// lab is one sandbox: a "host" namespace with a "wan" namespace behind its uplink,
+// on both families. Every tool run gets a fresh one, so no tool inherits another's
+// rules.
 type lab struct {
 	id        string
 	hostPath  string
@@ -196,10 +210,20 @@ func newLab(ctx context.Context, clean *undo.Stack) (*lab, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The IPv6 addresses skip duplicate address detection, so that they are usable
+	// at once; the default route goes in once the gateway's link is up.
 	err = l.wan.runAll(ctx, [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "addr", "add", wanIP + "/24", "dev", "wan0"},
+		{"ip", "addr", "add", wanIP6 + "/64", "dev", "wan0", "nodad"},
 		{"ip", "link", "set", "wan0", "up"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = l.host.runAll(ctx, [][]string{
+		{"ip", "addr", "add", hostUplinkIP6 + "/64", "dev", "uplink0", "nodad"},
+		{"ip", "-6", "route", "add", "default", "via", wanIP6},
 	})
 	if err != nil {
 		return nil, err

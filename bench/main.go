@@ -1,7 +1,8 @@
 // Command bench measures ctnet side by side with its peers in one run, inside
 // sandbox network namespaces it makes and removes: setup and teardown latency per
 // container (sequential and with parallel clients), the supervisors' memory, the
-// data path, rule scaling with many published ports, and the rootless data path.
+// data path, rule scaling with many published ports, the rootless data path, and
+// ctnet over IPv6 next to IPv4 (setup on a dual-stack network, NAT66 against NAT44).
 // It prints tables, and writes results.json and PNG charts to -out.
 //
 // It is a module of its own, so that its plotting library stays out of the
@@ -78,7 +79,7 @@ func fullConfig() config {
 		Ports: 10000, PortStep: 1000}
 }
 
-var sections = []string{"start", "setup", "concurrency", "datapath", "rules", "rootless"}
+var sections = []string{"start", "setup", "concurrency", "datapath", "rules", "rootless", "ipv6"}
 
 // requiredPackages are the Debian packages the run uses, with one program each
 // that shows it is installed.
@@ -101,7 +102,7 @@ func main() {
 	quick := flag.Bool("quick", false, "small N and short durations, for a smoke test")
 	out := flag.String("out", "results", "directory for results.json and the PNG charts")
 	only := flag.String("only", strings.Join(sections, ","), "comma-separated sections to run: "+strings.Join(sections, ", "))
-	ns := flag.String("n", "", "comma-separated N for the setup section (default: 1,100,1000; quick: 1,10)")
+	ns := flag.String("n", "", "comma-separated N for the setup and ipv6 sections (default: 1,100,1000; quick: 1,10)")
 	tools := flag.String("tools", "", "comma-separated words: run only the setup tools whose name contains one (e.g. ctnet,netavark)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -183,7 +184,7 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 	}
 	steps := map[string]func(context.Context, *benchEnv, *results) error{
 		"start": runStartSection, "setup": runSetupSection, "concurrency": runConcurrencySection, "datapath": runDataPathSection,
-		"rules": runRulesSection, "rootless": runRootlessSection,
+		"rules": runRulesSection, "rootless": runRootlessSection, "ipv6": runIPv6Section,
 	}
 	for _, s := range sections {
 		if !slices.Contains(only, s) {

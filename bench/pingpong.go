@@ -56,7 +56,7 @@ func servePingPong(ln net.Listener) {
 
 // pingPongServerMain serves on os.Args[2] until killed.
 func pingPongServerMain() int {
-	ln, err := net.Listen("tcp4", os.Args[2])
+	ln, err := net.Listen(tcpNetwork(os.Args[2]), os.Args[2])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -83,7 +83,7 @@ func pingPongClientMain() int {
 }
 
 func pingPong(addr string, rounds int) (pingPongResult, error) {
-	c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+	c, err := net.DialTimeout(tcpNetwork(addr), addr, 5*time.Second)
 	if err != nil {
 		return pingPongResult{}, err
 	}

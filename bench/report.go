@@ -30,6 +30,7 @@ type results struct {
 	DataPath    []pathResult  `json:"datapath"`
 	Rules       rulesResult   `json:"rules"`
 	Rootless    []pathResult  `json:"rootless"`
+	IPv6        ipv6Result    `json:"ipv6"`
 	Notes       []string      `json:"notes,omitempty"`
 	Errors      []string      `json:"errors,omitempty"`
 }
@@ -134,18 +135,7 @@ func tables(r *results) []*table {
 		out = append(out, t)
 	}
 	if len(r.Setup) > 0 {
-		t := &table{title: "Setup and teardown per container, one after another (ms)",
-			header: []string{"tool", "N", "setup p50", "p95", "max", "teardown p50", "p95", "max", "sum p50", "N-th/first", "failures", "check"}}
-		for _, s := range r.Setup {
-			growth := "—"
-			if s.Cycles == 0 && s.N > 1 {
-				growth = num("%.2f", s.SetupGrowth)
-			}
-			t.row(s.Tool, fmt.Sprint(s.N), num("%.2f", s.Setup.P50), num("%.2f", s.Setup.P95), num("%.2f", s.Setup.Max),
-				num("%.2f", s.Teardown.P50), num("%.2f", s.Teardown.P95), num("%.2f", s.Teardown.Max),
-				num("%.2f", s.Total.P50), growth, fmt.Sprint(s.Failures), shortCheck(s.Check))
-		}
-		out = append(out, t)
+		out = append(out, setupTable("Setup and teardown per container, one after another (ms)", r.Setup))
 	}
 	if len(r.Concurrency) > 0 {
 		t := &table{title: "With parallel clients (containers/s; latency per container in ms)",
@@ -182,7 +172,28 @@ func tables(r *results) []*table {
 	if len(r.Rootless) > 0 {
 		out = append(out, pathTable("Rootless (one iperf3 TCP stream; 1-byte ping-pong round trip)", r.Rootless))
 	}
+	if len(r.IPv6.Setup) > 0 {
+		out = append(out, setupTable("IPv6 next to IPv4: setup and teardown per container, one after another (ms)", r.IPv6.Setup))
+	}
+	if len(r.IPv6.DataPath) > 0 {
+		out = append(out, pathTable("IPv6 next to IPv4: data path (one iperf3 TCP stream; 1-byte ping-pong round trip)", r.IPv6.DataPath))
+	}
 	return out
+}
+
+func setupTable(title string, rows []setupResult) *table {
+	t := &table{title: title,
+		header: []string{"tool", "N", "setup p50", "p95", "max", "teardown p50", "p95", "max", "sum p50", "N-th/first", "failures", "check"}}
+	for _, s := range rows {
+		growth := "—"
+		if s.Cycles == 0 && s.N > 1 {
+			growth = num("%.2f", s.SetupGrowth)
+		}
+		t.row(s.Tool, fmt.Sprint(s.N), num("%.2f", s.Setup.P50), num("%.2f", s.Setup.P95), num("%.2f", s.Setup.Max),
+			num("%.2f", s.Teardown.P50), num("%.2f", s.Teardown.P95), num("%.2f", s.Teardown.Max),
+			num("%.2f", s.Total.P50), growth, fmt.Sprint(s.Failures), shortCheck(s.Check))
+	}
+	return t
 }
 
 func shortCheck(check string) string {

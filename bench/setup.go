@@ -253,7 +253,7 @@ func checkResult(err error) string {
 
 // checkContainer proves that container i got what was timed: its published port
 // answers from the wan and from the host itself, and its traffic to the wan leaves
-// masqueraded behind the host's address.
+// masqueraded behind the host's address; on a dual-stack network over both families.
 func checkContainer(ctx context.Context, r *setupRun, tool setupTool, i int) error {
 	path, err := tool.netns(r, i)
 	if err != nil {
@@ -265,31 +265,45 @@ func checkContainer(ctx context.Context, r *setupRun, tool setupTool, i int) err
 	}
 	defer ct.close()
 	greeting := "hello-" + strconv.Itoa(i)
-	ln, err := ct.listen(":" + strconv.Itoa(containerPort))
+	ctAddr, wanAddr := ":"+strconv.Itoa(containerPort), wanIP+":9999"
+	if r.ipv6 {
+		ctAddr, wanAddr = "[::]:"+strconv.Itoa(containerPort), "[::]:9999" // both families
+	}
+	ln, err := ct.listen(ctAddr)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 	go serveLine(ln, func(net.Conn) string { return greeting })
-	wanLn, err := r.lab.wan.listen(wanIP + ":9999")
+	wanLn, err := r.lab.wan.listen(wanAddr)
 	if err != nil {
 		return err
 	}
 	defer wanLn.Close()
 	go serveLine(wanLn, func(c net.Conn) string { return c.RemoteAddr().(*net.TCPAddr).IP.String() })
 
-	published := hostUplinkIP + ":" + strconv.Itoa(portBase+i)
-	var errs []error
-	for _, probe := range []struct {
+	type probe struct {
 		what string
 		from *nsThread
 		addr string
 		want string
-	}{
+	}
+	port := strconv.Itoa(portBase + i)
+	published := net.JoinHostPort(hostUplinkIP, port)
+	probes := []probe{
 		{"wan to published port", r.lab.wan, published, greeting},
 		{"host to published port", r.lab.host, published, greeting},
 		{"container to wan (masquerade)", ct, wanIP + ":9999", hostUplinkIP},
-	} {
+	}
+	if r.ipv6 {
+		published6 := net.JoinHostPort(hostUplinkIP6, port)
+		probes = append(probes,
+			probe{"wan to published port over IPv6", r.lab.wan, published6, greeting},
+			probe{"host to published port over IPv6", r.lab.host, published6, greeting},
+			probe{"container to wan (NAT66)", ct, net.JoinHostPort(wanIP6, "9999"), hostUplinkIP6})
+	}
+	var errs []error
+	for _, probe := range probes {
 		got, err := readLine(probe.from, probe.addr)
 		if err == nil && got != probe.want {
 			err = fmt.Errorf("got %q, want %q", got, probe.want)
@@ -329,7 +343,11 @@ func readLine(from *nsThread, addr string) (string, error) {
 // setupTools returns fresh instances of the tools the configuration selects, the
 // floor and the peers first.
 func setupTools(cfg config) []setupTool {
-	all := []setupTool{&netlinkFloorTool{}, manualTool{}, &cniTool{}, netavarkTool{}, ctnetAttachTool{}, ctnetCNITool{}, &ctnetAPITool{}, ctnetRunTool{}}
+	return selectTools(cfg, []setupTool{&netlinkFloorTool{}, manualTool{}, &cniTool{}, netavarkTool{}, ctnetAttachTool{}, ctnetCNITool{}, &ctnetAPITool{}, ctnetRunTool{}})
+}
+
+// selectTools keeps the tools whose name contains one of the configuration's words.
+func selectTools(cfg config, all []setupTool) []setupTool {
 	if len(cfg.Tools) == 0 {
 		return all
 	}
@@ -342,11 +360,17 @@ func setupTools(cfg config) []setupTool {
 	return out
 }
 
-// runSetupSection measures every tool at every N, one container after another; the
-// tool loop is inside the N loop so that machine noise hits all tools alike.
+// runSetupSection measures every tool at every N, one container after another.
 func runSetupSection(ctx context.Context, env *benchEnv, res *results) error {
+	return measureSetups(ctx, env, res, setupTools, &res.Setup)
+}
+
+// measureSetups measures the tools (fresh ones at every N) at every N, one container
+// after another, into rows; the tool loop is inside the N loop so that machine noise
+// hits all tools alike.
+func measureSetups(ctx context.Context, env *benchEnv, res *results, tools func(config) []setupTool, rows *[]setupResult) error {
 	for _, want := range env.cfg.Ns {
-		for _, tool := range setupTools(env.cfg) {
+		for _, tool := range tools(env.cfg) {
 			n := want
 			if limit, ok := env.cfg.PeerMaxN[tool.name()]; ok && n > limit {
 				if slices.Contains(env.cfg.Ns, limit) {
@@ -369,7 +393,7 @@ func runSetupSection(ctx context.Context, env *benchEnv, res *results) error {
 				continue
 			}
 			logSetup(r)
-			res.Setup = append(res.Setup, r)
+			*rows = append(*rows, r)
 			settle(ctx, n)
 		}
 	}
@@ -411,7 +435,7 @@ func settle(ctx context.Context, n int) {
 }
 
 func logSetup(r setupResult) {
-	fmt.Fprintf(os.Stderr, "   %-20s N=%-5d clients=%-2d setup p50 %7.2f ms  teardown p50 %7.2f ms  %6.1f/s  failures %d  check %s\n",
+	fmt.Fprintf(os.Stderr, "   %-30s N=%-5d clients=%-2d setup p50 %7.2f ms  teardown p50 %7.2f ms  %6.1f/s  failures %d  check %s\n",
 		r.Tool, r.N, r.Clients, r.Setup.P50, r.Teardown.P50, r.SetupPerSecond, r.Failures, r.Check)
 	if r.Error != "" {
 		fmt.Fprintf(os.Stderr, "      first error: %s\n", r.Error)

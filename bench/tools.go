@@ -53,6 +53,8 @@ type setupRun struct {
 	n        int
 	ctnet    string // the ctnet binary
 	ctnetCNI string // ctnet's CNI plugin
+	// ipv6 makes ctnet's network dual-stack, and the functional check covers IPv6.
+	ipv6 bool
 }
 
 // indexAddr is container i's address in a /16 whose first two octets are prefix (i=1
@@ -251,6 +253,7 @@ func (netavarkTool) netns(r *setupRun, i int) (string, error) {
 
 const (
 	ctnetPrefix  = "10.91"
+	ctnetPrefix6 = "fd63:746e:7491::"
 	ctnetNetwork = "bench"
 )
 
@@ -266,8 +269,20 @@ func ctnetCLI(ctx context.Context, w *nsThread, r *setupRun, args ...string) ([]
 }
 
 func prepareCtnetNetwork(ctx context.Context, r *setupRun) error {
-	_, err := ctnetCLI(ctx, r.lab.host, r, "network", "create", ctnetNetwork, "--subnet", ctnetPrefix+".0.0/16")
+	args := []string{"network", "create", ctnetNetwork, "--subnet", ctnetPrefix + ".0.0/16"}
+	if r.ipv6 {
+		args = append(args, "--ipv6", "--subnet", ctnetPrefix6+"/64")
+	}
+	_, err := ctnetCLI(ctx, r.lab.host, r, args...)
 	return err
+}
+
+// dualStack names the variant of a ctnet tool on a dual-stack network.
+func dualStack(name string, ipv6 bool) string {
+	if ipv6 {
+		return name + ", dual-stack"
+	}
+	return name
 }
 
 // ctnetNetNS reads where ctnet keeps container i's namespace.
@@ -285,12 +300,14 @@ func ctnetNetNS(r *setupRun, i int) (string, error) {
 }
 
 // ctnetAttachTool is `ctnet attach` / `ctnet rm`: the network work alone, through
-// the CLI, on a namespace made beforehand like the peers'.
-type ctnetAttachTool struct{}
+// the CLI, on a namespace made beforehand like the peers'; with ipv6, on a
+// dual-stack network.
+type ctnetAttachTool struct{ ipv6 bool }
 
-func (ctnetAttachTool) name() string { return "ctnet attach (CLI)" }
+func (t ctnetAttachTool) name() string { return dualStack("ctnet attach (CLI)", t.ipv6) }
 
-func (ctnetAttachTool) prepare(ctx context.Context, r *setupRun) error {
+func (t ctnetAttachTool) prepare(ctx context.Context, r *setupRun) error {
+	r.ipv6 = t.ipv6
 	return prepareCtnetNetwork(ctx, r)
 }
 
@@ -375,17 +392,19 @@ func (t *ctnetAPITool) del(ctx context.Context, w *nsThread, r *setupRun, i int)
 func (*ctnetAPITool) netns(r *setupRun, i int) (string, error) { return ctnetNetNS(r, i) }
 
 // ctnetRunTool is `ctnet run -d -- sleep` / `ctnet rm -f`: what a user waits for,
-// including the namespace, the supervisor process and the container's process.
-type ctnetRunTool struct{}
+// including the namespace, the supervisor process and the container's process;
+// with ipv6, on a dual-stack network.
+type ctnetRunTool struct{ ipv6 bool }
 
-func (ctnetRunTool) name() string { return "ctnet run -d (CLI)" }
+func (t ctnetRunTool) name() string { return dualStack("ctnet run -d (CLI)", t.ipv6) }
 
 func (ctnetRunTool) makesOwnNamespace() {}
 
-func (ctnetRunTool) prepare(ctx context.Context, r *setupRun) error {
+func (t ctnetRunTool) prepare(ctx context.Context, r *setupRun) error {
 	// A supervisor writes to the root until it exits (it records the exit): the root
 	// is removed only once none is left.
 	r.lab.clean.Push("ctnet supervisors", func() error { return awaitSupervisors(r.ctnet, 10*time.Second) })
+	r.ipv6 = t.ipv6
 	return prepareCtnetNetwork(ctx, r)
 }
 
