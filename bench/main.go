@@ -10,7 +10,7 @@
 // directive). Run it as root from this directory:
 //
 //	cd bench && go run . -quick  # smoke test, about a minute
-//	cd bench && go run .         # full run, about 18 minutes on 2 quiet CPUs
+//	cd bench && go run .         # full run, about 25 minutes on 2 quiet CPUs
 //
 // It never configures the machine's own network namespace and sends traffic only
 // to namespaces it made. Benchmarks report; they never assert.
