@@ -205,11 +205,29 @@ func livePIDsInNetNS(ino uint64) []int {
 	self := os.Getpid()
 	var others []int
 	for _, pid := range InNetNS(ino) {
-		if pid != self {
+		if pid != self && !visiting(pid, ino) {
 			others = append(others, pid)
 		}
 	}
 	return others
+}
+
+// visiting reports whether a process whose main thread is in the network namespace
+// ino has a thread in another one: a ctnet command that switched a thread into a
+// container's namespace for a moment to configure it (its main thread may be the
+// one), not one of the container's processes. Killing it when the container ends
+// would kill, say, the rm removing that container.
+func visiting(pid int, ino uint64) bool {
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return false
+	}
+	for _, task := range tasks {
+		if n := NetNSInode("/proc/" + strconv.Itoa(pid) + "/task/" + task.Name() + "/ns/net"); n != 0 && n != ino {
+			return true
+		}
+	}
+	return false
 }
 
 // Running reports whether pid is a running process: it exists and is not a zombie.
