@@ -82,21 +82,11 @@ func (m *Manager) allocateAttachment(o *op, c *store.Container, n *store.Network
 
 func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, error) {
 	if want == "" {
-		next := func() (netip.Addr, error) {
+		return m.nextFree(o, n, func() (netip.Addr, error) {
 			return ipam.Next(addressPool(n), o.tx.Cursor(n.ID, false), func(a netip.Addr) bool {
 				return a == n.Gateway || o.tx.LeaseOwner(n.ID, a) != ""
 			})
-		}
-		ip, err := next()
-		if errors.Is(err, ipam.ErrPoolExhausted) {
-			// Containers whose process died still hold their addresses until gc runs:
-			// release them, as gc would, and look again.
-			if _, err := m.networkUsers(o, n); err != nil {
-				return netip.Addr{}, err
-			}
-			ip, err = next()
-		}
-		return ip, err
+		})
 	}
 	ip, err := ipam.ParseAddr("address", want)
 	if err != nil {
@@ -108,21 +98,24 @@ func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, 
 	if ip == n.Gateway {
 		return netip.Addr{}, badField("IP", want, "it is the gateway of network %s", n.Name)
 	}
-	if owner := o.tx.LeaseOwner(n.ID, ip); owner != "" {
-		holder, err := o.tx.Container(owner)
-		if err == nil && holder.State != store.StateExited && !isAlive(holder) {
-			if err := m.release(o, holder, -1); err != nil {
-				return netip.Addr{}, err
-			}
-		} else {
-			name := shortID(owner)
-			if err == nil {
-				name = holder.Name
-			}
-			return netip.Addr{}, tagged(ErrConflict, "address %s on network %s is already used by container %s: choose another --ip, or leave it out", ip, n.Name, name)
-		}
+	if err := m.checkLeaseFree(o, n, ip, "--ip"); err != nil {
+		return netip.Addr{}, err
 	}
 	return ip, nil
+}
+
+// nextFree is next's free address; when the pool is exhausted, the addresses of
+// containers whose process died (held until gc runs) are released first, as gc would,
+// and next looks again.
+func (m *Manager) nextFree(o *op, n *store.Network, next func() (netip.Addr, error)) (netip.Addr, error) {
+	ip, err := next()
+	if errors.Is(err, ipam.ErrPoolExhausted) {
+		if _, err := m.networkUsers(o, n); err != nil {
+			return netip.Addr{}, err
+		}
+		ip, err = next()
+	}
+	return ip, err
 }
 
 // plumbAttachment creates the veth pair into the bridge and configures the container
@@ -271,19 +264,11 @@ func deleteLeases(tx *store.Tx, a *store.Attachment) error {
 // allocateIP6 is allocateIP for a network's IPv6 subnet.
 func (m *Manager) allocateIP6(o *op, n *store.Network, want string) (netip.Addr, error) {
 	if want == "" {
-		next := func() (netip.Addr, error) {
+		return m.nextFree(o, n, func() (netip.Addr, error) {
 			return ipam.Next6(n.Subnet6, o.tx.Cursor(n.ID, true), func(a netip.Addr) bool {
 				return a == n.Gateway6 || o.tx.LeaseOwner(n.ID, a) != ""
 			})
-		}
-		ip, err := next()
-		if errors.Is(err, ipam.ErrPoolExhausted) {
-			if _, err := m.networkUsers(o, n); err != nil {
-				return netip.Addr{}, err
-			}
-			ip, err = next()
-		}
-		return ip, err
+		})
 	}
 	ip, err := ipam.ParseAddr6("address", want)
 	if err != nil {
