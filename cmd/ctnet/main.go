@@ -63,6 +63,8 @@ type app struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// stubs are the commands not built yet, with their builders (tree.go).
+	stubs map[*cobra.Command]func() *cobra.Command
 }
 
 func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -72,8 +74,8 @@ func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd.SetIn(stdin)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-	cmd.InitDefaultCompletionCmd()
 	dockerErrors(cmd)
+	a.buildReached(cmd, args)
 	ran, err := cmd.ExecuteC()
 	if err == nil {
 		return 0
@@ -152,10 +154,16 @@ between networks. Unprivileged users get a user-mode network instead.`,
 	root.PersistentFlags().StringVar(&a.root, "root", os.Getenv("CTNET_ROOT"),
 		"directory for all of ctnet's state and runtime files (default /var/lib/ctnet and /run/ctnet; env CTNET_ROOT)")
 	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "log what ctnet does to stderr")
-	root.AddCommand(a.runCommand(), a.execCommand(), a.psCommand(), a.stopCommand(), a.rmCommand(),
-		a.inspectCommand(), a.logsCommand(), a.portCommand(), a.attachCommand(), a.networkCommand(), a.gcCommand(), a.traceCommand(), a.graphCommand(),
-		a.doctorCommand(), a.watchCommand())
-	root.AddCommand(a.versionCommand(), a.containerCommand())
+	a.withLazyTree(root)
+	a.addLazy(root, lazyCommand{name: "run", build: a.runCommand}, lazyCommand{name: "exec", build: a.execCommand},
+		lazyCommand{name: "ps", build: a.psCommand}, lazyCommand{name: "stop", build: a.stopCommand},
+		lazyCommand{name: "rm", build: a.rmCommand}, lazyCommand{name: "inspect", build: a.inspectCommand},
+		lazyCommand{name: "logs", build: a.logsCommand}, lazyCommand{name: "port", build: a.portCommand},
+		lazyCommand{name: "attach", build: a.attachCommand}, lazyCommand{name: "network", build: a.networkCommand},
+		lazyCommand{name: "gc", build: a.gcCommand}, lazyCommand{name: "trace", build: a.traceCommand},
+		lazyCommand{name: "graph", build: a.graphCommand}, lazyCommand{name: "doctor", build: a.doctorCommand},
+		lazyCommand{name: "watch", build: a.watchCommand}, lazyCommand{name: "version", build: a.versionCommand},
+		lazyCommand{name: "container", build: a.containerCommand})
 	return root
 }
 

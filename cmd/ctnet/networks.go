@@ -17,9 +17,13 @@ func (a *app) networkCommand() *cobra.Command {
 		Short: "Manage networks",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(a.networkCreateCommand(), a.networkLsCommand(), a.networkInspectCommand(),
-		a.networkRmCommand(), a.networkConnectCommand(), a.networkDisconnectCommand())
-	cmd.AddCommand(a.networkPruneCommand())
+	a.addLazy(cmd, lazyCommand{name: "create", build: a.networkCreateCommand},
+		lazyCommand{name: "ls", aliases: []string{"list"}, build: a.networkLsCommand},
+		lazyCommand{name: "inspect", build: a.networkInspectCommand},
+		lazyCommand{name: "rm", aliases: []string{"remove"}, build: a.networkRmCommand},
+		lazyCommand{name: "connect", build: a.networkConnectCommand},
+		lazyCommand{name: "disconnect", build: a.networkDisconnectCommand},
+		lazyCommand{name: "prune", build: a.networkPruneCommand})
 	return cmd
 }
 

@@ -14,7 +14,7 @@ import (
 // containerCommand is Docker's `container` group, for what has no top-level command.
 func (a *app) containerCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "container", Short: "Manage containers"}
-	cmd.AddCommand(a.containerPruneCommand())
+	a.addLazy(cmd, lazyCommand{name: "prune", build: a.containerPruneCommand})
 	return cmd
 }
 
