@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/miekg/dns"
+	"golang.org/x/net/dns/dnsmessage"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -86,15 +86,11 @@ func (s *Stack) answerQueries(guest *gonet.UDPConn) {
 // resolve returns the first resolver's answer to query, or SERVFAIL when none
 // answers in time; nil if query is not a DNS message.
 func (s *Stack) resolve(query []byte) []byte {
-	var req dns.Msg
+	var req dnsmessage.Message
 	if req.Unpack(query) != nil {
 		return nil
 	}
-	answer, err := dnsforward.Ask(s.ctx, &req, s.cfg.Resolvers, "udp", resolverTimeout, s.log).Pack()
-	if err != nil {
-		return nil
-	}
-	return answer
+	return dnsforward.Ask(s.ctx, &req, s.cfg.Resolvers, "udp", resolverTimeout, s.log)
 }
 
 // dialResolverTCP serves DNS over TCP to the DNS address: the connection is

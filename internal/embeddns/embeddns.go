@@ -27,7 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/miekg/dns"
+	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/net/netutil"
 
 	"github.com/ctnet/ctnet/internal/dnsforward"
@@ -57,12 +57,17 @@ const (
 	// maxUDPSize caps the EDNS0 buffer size a forwarded query offers, which the
 	// forward allocates for the answer: the client may ask for 64 KiB. 1,232 bytes is
 	// DNS Flag Day 2020's size; a larger answer comes truncated and the client asks
-	// again over TCP.
+	// again over TCP. It is also the largest query read over UDP.
 	maxUDPSize = 1232
 	// maxTCPClients caps the TCP connections served at once (each holds a socket);
 	// further ones wait in the listen backlog. Clients use TCP only after a truncated
 	// answer, one connection per query.
 	maxTCPClients = 128
+	// tcpFirstQueryTimeout is how long a TCP connection has to send its query, and
+	// tcpIdleTimeout how long it may wait before the next one (a client may send
+	// several); each answer has tcpFirstQueryTimeout to be written.
+	tcpFirstQueryTimeout = 2 * time.Second
+	tcpIdleTimeout       = 8 * time.Second
 )
 
 // Config is what the server answers and where it forwards.
@@ -79,15 +84,21 @@ type Config struct {
 
 // Server is one container's DNS server.
 type Server struct {
-	udp, tcp *dns.Server
-	cfg      Config
-	served   bool
-	wg       sync.WaitGroup
+	udp    net.PacketConn
+	tcp    net.Listener // accepts at most maxTCPClients at once
+	cfg    Config
+	served bool
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	tcpConn map[net.Conn]bool // the TCP connections being served, which Close closes
 
 	// The cap and the timeouts, fields so that tests can make them small or large.
 	forwards        chan struct{} // a token per query being forwarded
 	forwardTimeout  time.Duration
 	upstreamTimeout time.Duration
+	tcpIdleTimeout  time.Duration
 	// stopForwards ends the forwards under way when the server closes, which waits
 	// for them.
 	forwardsCtx  context.Context
@@ -114,103 +125,180 @@ func Listen(ns *netns.NS) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for the container's DNS at %s: %w", Address, err)
 	}
-	s := &Server{forwards: make(chan struct{}, maxForwards), forwardTimeout: forwardTimeout, upstreamTimeout: upstreamTimeout}
+	s := &Server{udp: pc, tcp: netutil.LimitListener(l, maxTCPClients), tcpConn: map[net.Conn]bool{},
+		forwards: make(chan struct{}, maxForwards), forwardTimeout: forwardTimeout, upstreamTimeout: upstreamTimeout,
+		tcpIdleTimeout: tcpIdleTimeout}
 	s.forwardsCtx, s.stopForwards = context.WithCancel(context.Background())
-	s.udp = &dns.Server{PacketConn: pc, Handler: s}
-	s.tcp = &dns.Server{Listener: netutil.LimitListener(l, maxTCPClients), Handler: s}
 	return s, nil
 }
 
 // Ports are the UDP and TCP ports the server listens on, which queries to port 53
 // must be redirected to.
 func (s *Server) Ports() (udp, tcp uint16) {
-	return uint16(s.udp.PacketConn.LocalAddr().(*net.UDPAddr).Port), uint16(s.tcp.Listener.Addr().(*net.TCPAddr).Port)
+	return uint16(s.udp.LocalAddr().(*net.UDPAddr).Port), uint16(s.tcp.Addr().(*net.TCPAddr).Port)
 }
 
-// Serve answers queries with cfg until Close; it returns once both sockets are
-// served.
+// Serve answers queries with cfg until Close, from goroutines of its own.
 func (s *Server) Serve(cfg Config) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s.cfg, s.served = cfg, true
-	var started sync.WaitGroup
-	for _, srv := range []*dns.Server{s.udp, s.tcp} {
-		started.Add(1)
-		up := sync.OnceFunc(started.Done) // also when serving fails before it starts
-		srv.NotifyStartedFunc = up
-		s.wg.Go(func() {
-			defer up()
-			if err := srv.ActivateAndServe(); err != nil {
-				cfg.Log.Warn("embedded dns stopped", "err", err)
-			}
-		})
-	}
-	started.Wait()
+	s.wg.Go(s.serveUDP)
+	s.wg.Go(s.serveTCP)
 }
 
-// Close stops the server and closes its sockets (serving ends by closing them).
+// Close stops the server and closes its sockets, and returns once the queries
+// under way have ended.
 func (s *Server) Close() error {
 	s.stopForwards()
-	if !s.served {
-		return errors.Join(s.udp.PacketConn.Close(), s.tcp.Listener.Close())
+	err := errors.Join(s.udp.Close(), s.tcp.Close())
+	s.mu.Lock()
+	s.closed = true
+	for conn := range s.tcpConn {
+		conn.Close()
 	}
-	err := errors.Join(s.udp.Shutdown(), s.tcp.Shutdown())
+	s.mu.Unlock()
 	s.wg.Wait()
 	return err
 }
 
-// ServeDNS answers a container name itself and forwards anything else.
-func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	if len(req.Question) == 1 && req.Question[0].Qclass == dns.ClassINET {
-		q := req.Question[0]
-		if addrs, ok := s.cfg.Lookup(strings.TrimSuffix(strings.ToLower(q.Name), ".")); ok {
-			m := new(dns.Msg)
-			m.SetReply(req)
+// serveUDP answers each datagram in a goroutine of its own, as forwards take long.
+func (s *Server) serveUDP() {
+	buf := make([]byte, maxUDPSize)
+	for {
+		n, from, err := s.udp.ReadFrom(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		req, ok := parseQuery(buf[:n])
+		if !ok {
+			continue
+		}
+		s.wg.Go(func() {
+			if answer := s.answer(req, "udp"); answer != nil {
+				s.udp.WriteTo(answer, from)
+			}
+		})
+	}
+}
+
+// serveTCP serves each connection in a goroutine of its own, maxTCPClients at most.
+func (s *Server) serveTCP() {
+	for {
+		conn, err := s.tcp.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil { // out of files, say: the connection waits in the backlog
+			s.cfg.Log.Warn("embedded dns: accept", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			conn.Close()
+			return
+		}
+		s.tcpConn[conn] = true
+		s.mu.Unlock()
+		s.wg.Go(func() {
+			s.serveConn(conn)
+			s.mu.Lock()
+			delete(s.tcpConn, conn)
+			s.mu.Unlock()
+			conn.Close()
+		})
+	}
+}
+
+// serveConn answers the queries a TCP connection sends, one after the other, until
+// it closes, sends something else, or waits too long.
+func (s *Server) serveConn(conn net.Conn) {
+	timeout := tcpFirstQueryTimeout
+	for {
+		conn.SetReadDeadline(time.Now().Add(timeout))
+		msg, err := dnsforward.ReadTCP(conn)
+		if err != nil {
+			return
+		}
+		req, ok := parseQuery(msg)
+		if !ok {
+			return
+		}
+		answer := s.answer(req, "tcp")
+		conn.SetWriteDeadline(time.Now().Add(tcpFirstQueryTimeout))
+		if answer == nil || dnsforward.WriteTCP(conn, answer) != nil {
+			return
+		}
+		timeout = s.tcpIdleTimeout
+	}
+}
+
+// parseQuery parses msg, a query unless it is an answer (which a server must not
+// answer) or does not parse.
+func parseQuery(msg []byte) (*dnsmessage.Message, bool) {
+	req := new(dnsmessage.Message)
+	if req.Unpack(msg) != nil || req.Response {
+		return nil, false
+	}
+	return req, true
+}
+
+// answer answers a container name itself and forwards anything else.
+func (s *Server) answer(req *dnsmessage.Message, transport string) []byte {
+	if len(req.Questions) == 1 && req.Questions[0].Class == dnsmessage.ClassINET {
+		q := req.Questions[0]
+		if addrs, ok := s.cfg.Lookup(strings.TrimSuffix(strings.ToLower(q.Name.String()), ".")); ok {
+			m := dnsforward.Reply(req, dnsmessage.RCodeSuccess)
 			m.Authoritative, m.RecursionAvailable = true, true
 			// A for IPv4 addresses, AAAA for IPv6 ones: a container without IPv6 has
 			// no AAAA, and its name still exists (NOERROR, no answer).
 			for _, a := range addrs {
+				h := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: ttl}
 				switch {
-				case a.Is4() && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
-					m.Answer = append(m.Answer, &dns.A{
-						Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl},
-						A:   a.AsSlice(),
-					})
-				case a.Is6() && (q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY):
-					m.Answer = append(m.Answer, &dns.AAAA{
-						Hdr:  dns.RR_Header{Name: q.Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: ttl},
-						AAAA: a.AsSlice(),
-					})
+				case a.Is4() && (q.Type == dnsmessage.TypeA || q.Type == dnsmessage.TypeALL):
+					h.Type = dnsmessage.TypeA
+					m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AResource{A: a.As4()}})
+				case a.Is6() && (q.Type == dnsmessage.TypeAAAA || q.Type == dnsmessage.TypeALL):
+					h.Type = dnsmessage.TypeAAAA
+					m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AAAAResource{AAAA: a.As16()}})
 				}
 			}
-			w.WriteMsg(m)
-			return
+			answer, _ := m.Pack()
+			return answer
 		}
 	}
-	w.WriteMsg(s.forward(req, w.RemoteAddr().Network()))
+	return s.forward(req, transport)
 }
 
 // forward asks the upstreams in turn over the transport the query came by (a
 // truncated UDP answer makes the client ask again over TCP), and answers SERVFAIL
 // when none does in time, or at once when maxForwards queries are under way.
-func (s *Server) forward(req *dns.Msg, transport string) *dns.Msg {
-	m := new(dns.Msg)
+func (s *Server) forward(req *dnsmessage.Message, transport string) []byte {
 	upstreams := s.cfg.Upstreams()
 	if len(upstreams) == 0 {
-		m.SetRcode(req, dns.RcodeNameError)
-		return m
+		m := dnsforward.Reply(req, dnsmessage.RCodeNameError)
+		answer, _ := m.Pack()
+		return answer
 	}
 	select {
 	case s.forwards <- struct{}{}:
 		defer func() { <-s.forwards }()
 	default:
 		s.warnFull()
-		m.SetRcode(req, dns.RcodeServerFailure)
-		return m
+		m := dnsforward.Reply(req, dnsmessage.RCodeServerFailure)
+		answer, _ := m.Pack()
+		return answer
 	}
-	if opt := req.IsEdns0(); opt != nil && opt.UDPSize() > maxUDPSize {
-		opt.SetUDPSize(maxUDPSize)
+	for i, rr := range req.Additionals {
+		if rr.Header.Type == dnsmessage.TypeOPT && rr.Header.Class > maxUDPSize {
+			req.Additionals[i].Header.Class = maxUDPSize
+		}
 	}
 	ctx, cancel := context.WithTimeout(s.forwardsCtx, s.forwardTimeout)
 	defer cancel()

@@ -388,7 +388,7 @@ func TestTCPClientsCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.tcp.IdleTimeout = func() time.Duration { return time.Hour } // the served connections stay
+	srv.tcpIdleTimeout = time.Hour // the served connections stay
 	serve(t, srv)
 	_, port := srv.Ports()
 	addr := netip.AddrPortFrom(Address, port).String()
@@ -427,5 +427,56 @@ func TestTCPClientsCap(t *testing.T) {
 	served[0].Close()
 	if m := reply(t, waiting); len(m.Answer) != 1 {
 		t.Errorf("the waiting connection, once another closed: %s", m)
+	}
+}
+
+// A forwarded query offers its upstream at most maxUDPSize for the answer, which
+// the forward reads it into; a smaller offer, or none, is passed on as it is.
+func TestForwardCapsUDPSize(t *testing.T) {
+	_, ns := sandbox(t)
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := make(chan uint16, 1)
+	up := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		var size uint16 // none
+		if opt := req.IsEdns0(); opt != nil {
+			size = opt.UDPSize()
+		}
+		offered <- size
+		m := new(dns.Msg)
+		m.SetReply(req)
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	up.NotifyStartedFunc = func() { close(started) }
+	go up.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { up.Shutdown() })
+
+	srv, err := Listen(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, srv, netip.MustParseAddrPort(pc.LocalAddr().String()))
+	conn := client(t, ns, srv)
+	for _, c := range []struct {
+		offer, want uint16 // 0: no EDNS0 record
+	}{{65535, maxUDPSize}, {4096, maxUDPSize}, {1000, 1000}, {0, 0}} {
+		q := new(dns.Msg)
+		q.SetQuestion("svc.test.", dns.TypeA)
+		if c.offer != 0 {
+			q.SetEdns0(c.offer, false)
+		}
+		if err := conn.WriteMsg(q); err != nil {
+			t.Fatal(err)
+		}
+		if m := reply(t, conn); m.Id != q.Id || m.Rcode != dns.RcodeSuccess {
+			t.Errorf("offer %d: answer %s", c.offer, m)
+		}
+		if got := <-offered; got != c.want {
+			t.Errorf("a query offering %d bytes reached the upstream offering %d, want %d", c.offer, got, c.want)
+		}
 	}
 }
