@@ -1,10 +1,10 @@
 package main
 
 import (
-	"encoding/xml"
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ctnet/ctnet/network"
 )
@@ -36,10 +36,44 @@ func newSVGBox(x, y int, fill string, lines ...string) *svgBox {
 
 func (b *svgBox) mid() int { return b.y + b.h/2 }
 
+// svgText escapes s for the SVG's text and attribute values as encoding/xml's
+// EscapeText does, which ctnet does not link for this alone: its package
+// initialisation allocated 18 KB in every command.
 func svgText(s string) string {
 	var w strings.Builder
-	xml.EscapeText(&w, []byte(s))
+	for _, r := range s {
+		switch r {
+		case '"':
+			w.WriteString("&#34;")
+		case '\'':
+			w.WriteString("&#39;")
+		case '&':
+			w.WriteString("&amp;")
+		case '<':
+			w.WriteString("&lt;")
+		case '>':
+			w.WriteString("&gt;")
+		case '\t':
+			w.WriteString("&#x9;")
+		case '\n':
+			w.WriteString("&#xA;")
+		case '\r':
+			w.WriteString("&#xD;")
+		default:
+			if !isXMLChar(r) {
+				r = utf8.RuneError
+			}
+			w.WriteRune(r)
+		}
+	}
 	return w.String()
+}
+
+// isXMLChar says whether XML allows r (its Char production); invalid UTF-8 reads as
+// utf8.RuneError, which it allows.
+func isXMLChar(r rune) bool {
+	return r == '\t' || r == '\n' || r == '\r' || r >= 0x20 && r <= 0xd7ff || r >= 0xe000 && r <= 0xfffd ||
+		r >= 0x10000 && r <= 0x10ffff
 }
 
 func writeTopologySVG(w io.Writer, t *network.Topology) error {

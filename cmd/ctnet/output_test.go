@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/xml"
 	"strings"
 	"testing"
 )
@@ -46,5 +47,16 @@ func TestTerminalOutputEscapes(t *testing.T) {
 	w.Write([]byte("  name:\t\x1b]0;title\x07\n"))
 	if got, want := buf.String(), "  name:\t\\x1b]0;title\\x07\n"; got != want {
 		t.Errorf("terminalText wrote %q, want %q", got, want)
+	}
+}
+
+// svgText escapes as encoding/xml's EscapeText, which it stands in for.
+func TestSVGTextEscapesAsXML(t *testing.T) {
+	for _, s := range []string{"web", `a"b'c&d<e>f`, "tab\tnl\ncr\r", "ctl\x01\x1b[31m", "bad utf8 \xff\xfe", "ümlaut 日本 🙂", "\ufffe\uffff\U0010ffff", ""} {
+		var want strings.Builder
+		xml.EscapeText(&want, []byte(s))
+		if got := svgText(s); got != want.String() {
+			t.Errorf("svgText(%q) = %q, encoding/xml: %q", s, got, want.String())
+		}
 	}
 }
