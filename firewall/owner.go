@@ -1,9 +1,9 @@
 package firewall
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -25,13 +25,16 @@ const (
 // notices the version differs and rebuilds them. Derived from the rendered structure,
 // it changes with every rule without anyone remembering to bump it. Computed on first
 // use, not at start: rendering the rules is a fifth of ctnet's package initialisation,
-// and most commands never compare the version.
+// and most commands never compare the version. FNV, not a cryptographic hash: it
+// tells versions apart, and crypto/sha256 would bring FIPS packages that every
+// command initialises.
 var rulesVersion = sync.OnceValue(func() string {
 	var structure strings.Builder
 	renderTable(&structure, "inet", inetSets, inetChains, inetRules(), nil)
 	renderTable(&structure, "bridge", bridgeSets, bridgeChains, bridgeRules(), nil)
-	sum := sha256.Sum256([]byte(structure.String()))
-	return hex.EncodeToString(sum[:6])
+	h := fnv.New64a()
+	h.Write([]byte(structure.String()))
+	return hex.EncodeToString(h.Sum(nil)[:6])
 })
 
 // MaxOwnerLen is the longest owner nftables keeps: an element comment is user data

@@ -11,7 +11,6 @@ package network
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -320,9 +319,18 @@ func (m *Manager) view(fn func(tx *store.Tx) error) error {
 	})
 }
 
+// newID is 32 random bytes in hex, as Docker's IDs: from getrandom(2), as
+// crypto/rand reads them, which ctnet does not link for this alone, since every
+// command would initialise its FIPS packages.
 func newID() string {
 	b := make([]byte, 32)
-	rand.Read(b)
+	for n := 0; n < len(b); {
+		m, err := unix.Getrandom(b[n:], 0)
+		if err != nil && err != unix.EINTR {
+			panic(fmt.Sprintf("getrandom: %v", err)) // as crypto/rand.Read, which never returns an error
+		}
+		n += max(m, 0)
+	}
 	return hex.EncodeToString(b)
 }
 
