@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -86,11 +85,11 @@ func (s *Stack) answerQueries(guest *gonet.UDPConn) {
 // resolve returns the first resolver's answer to query, or SERVFAIL when none
 // answers in time; nil if query is not a DNS message.
 func (s *Stack) resolve(query []byte) []byte {
-	var req dnsmessage.Message
-	if req.Unpack(query) != nil {
+	req, err := dnsforward.ParseQuery(query)
+	if err != nil {
 		return nil
 	}
-	return dnsforward.Ask(s.ctx, &req, s.cfg.Resolvers, "udp", resolverTimeout, s.log)
+	return dnsforward.Ask(s.ctx, req, s.cfg.Resolvers, "udp", resolverTimeout, s.log)
 }
 
 // dialResolverTCP serves DNS over TCP to the DNS address: the connection is

@@ -3,10 +3,11 @@
 // rootless stack's DNS address (usernet). Their callers bound it: how many
 // forwards run at once, and for how long.
 //
-// It reads and writes DNS messages with golang.org/x/net/dns/dnsmessage, not a
-// full DNS library: ctnet links this package, and every ctnet command is a fresh
-// process that would load and initialise such a library's TLS and DNSSEC
-// cryptography for nothing (see BENCHMARKS.md, "CLI start").
+// It reads and writes only what forwarding needs of a DNS message (message.go),
+// not with a DNS library: ctnet links this package, and every ctnet command is a
+// fresh process that would initialise such a library's packages for nothing
+// (miekg/dns's TLS and DNSSEC cryptography; even x/net's dnsmessage builds its
+// name tables at start; see BENCHMARKS.md, "CLI start").
 package dnsforward
 
 import (
@@ -19,8 +20,6 @@ import (
 	"net"
 	"net/netip"
 	"time"
-
-	"golang.org/x/net/dns/dnsmessage"
 )
 
 // minUDPSize is the answer size every resolver may send over UDP (RFC 1035);
@@ -32,15 +31,10 @@ const minUDPSize = 512
 // all of them together until ctx ends. With no answer it returns SERVFAIL, so that
 // the client fails now rather than after its own timeouts. Each query goes out
 // from a fresh socket, whose random port keeps spoofed answers out (RFC 5452), and
-// an answer counts only with the query's ID. The answer is nil only when req
-// cannot be packed, which a message that was parsed can.
-func Ask(ctx context.Context, req *dnsmessage.Message, upstreams []netip.AddrPort, transport string, perUpstream time.Duration, log *slog.Logger) []byte {
-	query, err := req.Pack()
-	if err != nil {
-		return nil
-	}
+// an answer counts only with the query's ID.
+func Ask(ctx context.Context, q *Query, upstreams []netip.AddrPort, transport string, perUpstream time.Duration, log *slog.Logger) []byte {
 	for _, up := range upstreams {
-		answer, err := exchange(ctx, query, req, up, transport, perUpstream)
+		answer, err := exchange(ctx, q, up, transport, perUpstream)
 		if err == nil {
 			return answer
 		}
@@ -49,36 +43,13 @@ func Ask(ctx context.Context, req *dnsmessage.Message, upstreams []netip.AddrPor
 			break
 		}
 	}
-	fail := Reply(req, dnsmessage.RCodeServerFailure)
-	answer, _ := fail.Pack()
-	return answer
-}
-
-// Reply is the start of an answer to req with rcode: req's ID, opcode, first
-// question, and RD and CD bits, as resolvers answer.
-func Reply(req *dnsmessage.Message, rcode dnsmessage.RCode) dnsmessage.Message {
-	m := dnsmessage.Message{Header: dnsmessage.Header{ID: req.ID, Response: true, OpCode: req.OpCode, RCode: rcode,
-		RecursionDesired: req.RecursionDesired, CheckingDisabled: req.CheckingDisabled}}
-	if len(req.Questions) > 0 {
-		m.Questions = req.Questions[:1]
-	}
-	return m
-}
-
-// UDPSize is the answer size req offers over UDP: its EDNS0 record's, at least 512.
-func UDPSize(req *dnsmessage.Message) int {
-	for _, rr := range req.Additionals {
-		if rr.Header.Type == dnsmessage.TypeOPT && int(rr.Header.Class) > minUDPSize {
-			return int(rr.Header.Class)
-		}
-	}
-	return minUDPSize
+	return q.Reply(RcodeServerFailure, false)
 }
 
 // exchange asks one upstream, until perUpstream or ctx's end, whichever is first:
 // a read ends only at a deadline or when its socket closes, so ctx's cancellation
 // closes it.
-func exchange(ctx context.Context, query []byte, req *dnsmessage.Message, up netip.AddrPort, transport string, perUpstream time.Duration) ([]byte, error) {
+func exchange(ctx context.Context, q *Query, up netip.AddrPort, transport string, perUpstream time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, perUpstream)
 	defer cancel()
 	var d net.Dialer
@@ -91,12 +62,12 @@ func exchange(ctx context.Context, query []byte, req *dnsmessage.Message, up net
 	deadline, _ := ctx.Deadline()
 	conn.SetDeadline(deadline)
 	if transport == "tcp" {
-		return exchangeTCP(conn, query, req.ID)
+		return exchangeTCP(conn, q.Msg, q.ID)
 	}
-	if _, err := conn.Write(query); err != nil {
+	if _, err := conn.Write(q.Msg); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, UDPSize(req)+1) // one more: an answer that fills it is too large
+	buf := make([]byte, q.UDPSize()+1) // one more: an answer that fills it is too large
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
@@ -105,7 +76,7 @@ func exchange(ctx context.Context, query []byte, req *dnsmessage.Message, up net
 		if n == len(buf) {
 			return nil, fmt.Errorf("answer larger than the %d bytes the query offers", n-1)
 		}
-		if isAnswerTo(buf[:n], req.ID) {
+		if isAnswerTo(buf[:n], q.ID) {
 			return buf[:n], nil
 		}
 	}
@@ -146,11 +117,4 @@ func WriteTCP(w io.Writer, msg []byte) error {
 	}
 	_, err := w.Write(append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(msg)), uint16(len(msg))), msg...))
 	return err
-}
-
-// isAnswerTo says whether msg is an answer with id.
-func isAnswerTo(msg []byte, id uint16) bool {
-	var p dnsmessage.Parser
-	h, err := p.Start(msg)
-	return err == nil && h.Response && h.ID == id
 }

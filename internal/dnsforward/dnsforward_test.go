@@ -7,26 +7,46 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
+	"github.com/miekg/dns"
 )
 
-func query(id uint16) *dnsmessage.Message {
-	return &dnsmessage.Message{Header: dnsmessage.Header{ID: id, RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("svc.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+// query is a parsed query for svc.test. with id, built by miekg/dns.
+func query(t *testing.T, id uint16, edit func(*dns.Msg)) *Query {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion("svc.test.", dns.TypeA)
+	m.Id = id
+	if edit != nil {
+		edit(m)
+	}
+	packed, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ParseQuery(packed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }
 
-// answer is an answer to req with the ID id and rcode.
-func answer(req *dnsmessage.Message, id uint16, rcode dnsmessage.RCode) []byte {
-	m := Reply(req, rcode)
-	m.ID = id
-	out, _ := m.Pack() // a message that was parsed packs
+// answer is an answer to the query msg with the ID id and rcode.
+func answer(msg []byte, id uint16, rcode int) []byte {
+	q := new(dns.Msg)
+	if q.Unpack(msg) != nil {
+		return nil
+	}
+	m := new(dns.Msg)
+	m.SetRcode(q, rcode)
+	m.Id = id
+	out, _ := m.Pack()
 	return out
 }
 
 // An answer with another ID than the query's is not taken for its answer (a
 // spoofed one, say), and the upstream's real answer still is; over TCP too.
 func TestAskTakesTheQuerysAnswer(t *testing.T) {
-	req := query(4242)
+	req := query(t, 4242, nil)
 	log := slog.New(slog.DiscardHandler)
 
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -40,19 +60,15 @@ func TestAskTakesTheQuerysAnswer(t *testing.T) {
 		if err != nil {
 			return
 		}
-		var got dnsmessage.Message
-		if got.Unpack(buf[:n]) != nil {
-			return
-		}
-		pc.WriteTo(answer(&got, got.ID+1, dnsmessage.RCodeNameError), from)
-		pc.WriteTo(answer(&got, got.ID, dnsmessage.RCodeSuccess), from)
+		pc.WriteTo(answer(buf[:n], 4243, dns.RcodeNameError), from)
+		pc.WriteTo(answer(buf[:n], 4242, dns.RcodeSuccess), from)
 	}()
-	var m dnsmessage.Message
+	var m dns.Msg
 	if err := m.Unpack(Ask(t.Context(), req, []netip.AddrPort{netip.MustParseAddrPort(pc.LocalAddr().String())}, "udp", time.Minute, log)); err != nil {
 		t.Fatal(err)
 	}
-	if m.ID != 4242 || m.RCode != dnsmessage.RCodeSuccess {
-		t.Errorf("over UDP: answer %d, %v; want 4242, success", m.ID, m.RCode)
+	if m.Id != 4242 || m.Rcode != dns.RcodeSuccess {
+		t.Errorf("over UDP: answer %d, %s; want 4242, NOERROR", m.Id, dns.RcodeToString[m.Rcode])
 	}
 
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -61,28 +77,93 @@ func TestAskTakesTheQuerysAnswer(t *testing.T) {
 	}
 	defer l.Close()
 	go func() {
-		for i := range 2 { // the first connection answers with another ID
+		for _, id := range []uint16{4243, 4242} { // the first connection answers with another ID
 			conn, err := l.Accept()
 			if err != nil {
 				return
 			}
-			msg, err := ReadTCP(conn)
-			var got dnsmessage.Message
-			if err == nil && got.Unpack(msg) == nil {
-				WriteTCP(conn, answer(&got, got.ID+uint16(1-i), dnsmessage.RCodeSuccess))
+			if msg, err := ReadTCP(conn); err == nil {
+				WriteTCP(conn, answer(msg, id, dns.RcodeSuccess))
 			}
 			conn.Close()
 		}
 	}()
 	up := netip.MustParseAddrPort(l.Addr().String())
-	for _, c := range []struct {
-		want dnsmessage.RCode
-	}{{dnsmessage.RCodeServerFailure}, {dnsmessage.RCodeSuccess}} {
+	for _, want := range []int{dns.RcodeServerFailure, dns.RcodeSuccess} {
 		if err := m.Unpack(Ask(t.Context(), req, []netip.AddrPort{up}, "tcp", time.Minute, log)); err != nil {
 			t.Fatal(err)
 		}
-		if m.ID != 4242 || m.RCode != c.want {
-			t.Errorf("over TCP: answer %d, %v; want 4242, %v", m.ID, m.RCode, c.want)
+		if m.Id != 4242 || m.Rcode != want {
+			t.Errorf("over TCP: answer %d, %s; want 4242, %s", m.Id, dns.RcodeToString[m.Rcode], dns.RcodeToString[want])
+		}
+	}
+}
+
+// What ParseQuery, Reply and AppendAddress make of messages miekg/dns packs, and
+// what miekg/dns reads of theirs.
+func TestMessages(t *testing.T) {
+	if _, err := ParseQuery([]byte{1, 2, 3}); err == nil {
+		t.Error("a message shorter than a header parses")
+	}
+	q := query(t, 7, func(m *dns.Msg) { m.Question[0].Name = "WeB.Example."; m.CheckingDisabled = true })
+	if q.ID != 7 || q.Questions != 1 || q.Name != "WeB.Example." || q.Type != TypeA || q.Class != ClassINET {
+		t.Errorf("parsed %+v", q)
+	}
+	reply := q.Reply(RcodeSuccess, true)
+	reply = AppendAddress(reply, netip.MustParseAddr("172.18.0.2"), 5)
+	reply = AppendAddress(reply, netip.MustParseAddr("fd00::2"), 5)
+	var m dns.Msg
+	if err := m.Unpack(reply); err != nil {
+		t.Fatal(err)
+	}
+	if m.Id != 7 || !m.Response || !m.Authoritative || !m.RecursionAvailable || !m.RecursionDesired || !m.CheckingDisabled ||
+		len(m.Question) != 1 || m.Question[0].Name != "WeB.Example." || len(m.Answer) != 2 {
+		t.Fatalf("reply %s", &m)
+	}
+	a, ok4 := m.Answer[0].(*dns.A)
+	aaaa, ok6 := m.Answer[1].(*dns.AAAA)
+	if !ok4 || !ok6 || a.A.String() != "172.18.0.2" || aaaa.AAAA.String() != "fd00::2" || a.Hdr.Name != "WeB.Example." || a.Hdr.Ttl != 5 {
+		t.Errorf("answers %s", m.Answer)
+	}
+	fail := query(t, 8, nil).Reply(RcodeServerFailure, false)
+	if err := m.Unpack(fail); err != nil || m.Id != 8 || m.Rcode != dns.RcodeServerFailure || m.Authoritative || len(m.Answer) != 0 {
+		t.Errorf("SERVFAIL %s (%v)", &m, err)
+	}
+	if _, err := ParseQuery(fail); err == nil {
+		t.Error("an answer parses as a query")
+	}
+}
+
+// The EDNS0 record's UDP size is found after records of every section, and capped
+// in place; without one, 512.
+func TestUDPSize(t *testing.T) {
+	withRecords := func(m *dns.Msg) {
+		rr, _ := dns.NewRR("svc.test. 60 IN A 192.0.2.1")
+		m.Answer = append(m.Answer, rr)
+		ns, _ := dns.NewRR("test. 60 IN NS ns.svc.test.")
+		m.Ns = append(m.Ns, ns)
+		m.SetEdns0(4096, false)
+	}
+	for _, c := range []struct {
+		name        string
+		edit        func(*dns.Msg)
+		size, after int
+	}{
+		{"no EDNS0", nil, 512, 512},
+		{"EDNS0 alone", func(m *dns.Msg) { m.SetEdns0(4096, false) }, 4096, 1232},
+		{"EDNS0 after answers and authorities", withRecords, 4096, 1232},
+		{"an offer under the cap", func(m *dns.Msg) { m.SetEdns0(1000, false) }, 1000, 1000},
+		{"an offer under 512", func(m *dns.Msg) { m.SetEdns0(100, false) }, 512, 512},
+	} {
+		q := query(t, 1, c.edit)
+		size := q.UDPSize()
+		q.CapUDPSize(1232)
+		if after := q.UDPSize(); size != c.size || after != c.after {
+			t.Errorf("%s: size %d, capped %d; want %d, %d", c.name, size, after, c.size, c.after)
+		}
+		var m dns.Msg
+		if err := m.Unpack(q.Msg); err != nil {
+			t.Errorf("%s: the capped query: %v", c.name, err)
 		}
 	}
 }

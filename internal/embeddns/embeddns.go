@@ -22,12 +22,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/net/netutil"
 
 	"github.com/ctnet/ctnet/internal/dnsforward"
@@ -174,8 +174,8 @@ func (s *Server) serveUDP() {
 		if err != nil {
 			continue
 		}
-		req, ok := parseQuery(buf[:n])
-		if !ok {
+		req, err := dnsforward.ParseQuery(slices.Clone(buf[:n])) // its own: a forward may change it
+		if err != nil {
 			continue
 		}
 		s.wg.Go(func() {
@@ -226,8 +226,8 @@ func (s *Server) serveConn(conn net.Conn) {
 		if err != nil {
 			return
 		}
-		req, ok := parseQuery(msg)
-		if !ok {
+		req, err := dnsforward.ParseQuery(msg)
+		if err != nil {
 			return
 		}
 		answer := s.answer(req, "tcp")
@@ -239,38 +239,20 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 }
 
-// parseQuery parses msg, a query unless it is an answer (which a server must not
-// answer) or does not parse.
-func parseQuery(msg []byte) (*dnsmessage.Message, bool) {
-	req := new(dnsmessage.Message)
-	if req.Unpack(msg) != nil || req.Response {
-		return nil, false
-	}
-	return req, true
-}
-
 // answer answers a container name itself and forwards anything else.
-func (s *Server) answer(req *dnsmessage.Message, transport string) []byte {
-	if len(req.Questions) == 1 && req.Questions[0].Class == dnsmessage.ClassINET {
-		q := req.Questions[0]
-		if addrs, ok := s.cfg.Lookup(strings.TrimSuffix(strings.ToLower(q.Name.String()), ".")); ok {
-			m := dnsforward.Reply(req, dnsmessage.RCodeSuccess)
-			m.Authoritative, m.RecursionAvailable = true, true
+func (s *Server) answer(req *dnsforward.Query, transport string) []byte {
+	if req.Questions == 1 && req.Class == dnsforward.ClassINET {
+		if addrs, ok := s.cfg.Lookup(strings.TrimSuffix(strings.ToLower(req.Name), ".")); ok {
+			m := req.Reply(dnsforward.RcodeSuccess, true)
 			// A for IPv4 addresses, AAAA for IPv6 ones: a container without IPv6 has
 			// no AAAA, and its name still exists (NOERROR, no answer).
 			for _, a := range addrs {
-				h := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: ttl}
-				switch {
-				case a.Is4() && (q.Type == dnsmessage.TypeA || q.Type == dnsmessage.TypeALL):
-					h.Type = dnsmessage.TypeA
-					m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AResource{A: a.As4()}})
-				case a.Is6() && (q.Type == dnsmessage.TypeAAAA || q.Type == dnsmessage.TypeALL):
-					h.Type = dnsmessage.TypeAAAA
-					m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AAAAResource{AAAA: a.As16()}})
+				if a.Is4() && (req.Type == dnsforward.TypeA || req.Type == dnsforward.TypeANY) ||
+					a.Is6() && (req.Type == dnsforward.TypeAAAA || req.Type == dnsforward.TypeANY) {
+					m = dnsforward.AppendAddress(m, a, ttl)
 				}
 			}
-			answer, _ := m.Pack()
-			return answer
+			return m
 		}
 	}
 	return s.forward(req, transport)
@@ -279,27 +261,19 @@ func (s *Server) answer(req *dnsmessage.Message, transport string) []byte {
 // forward asks the upstreams in turn over the transport the query came by (a
 // truncated UDP answer makes the client ask again over TCP), and answers SERVFAIL
 // when none does in time, or at once when maxForwards queries are under way.
-func (s *Server) forward(req *dnsmessage.Message, transport string) []byte {
+func (s *Server) forward(req *dnsforward.Query, transport string) []byte {
 	upstreams := s.cfg.Upstreams()
 	if len(upstreams) == 0 {
-		m := dnsforward.Reply(req, dnsmessage.RCodeNameError)
-		answer, _ := m.Pack()
-		return answer
+		return req.Reply(dnsforward.RcodeNameError, false)
 	}
 	select {
 	case s.forwards <- struct{}{}:
 		defer func() { <-s.forwards }()
 	default:
 		s.warnFull()
-		m := dnsforward.Reply(req, dnsmessage.RCodeServerFailure)
-		answer, _ := m.Pack()
-		return answer
+		return req.Reply(dnsforward.RcodeServerFailure, false)
 	}
-	for i, rr := range req.Additionals {
-		if rr.Header.Type == dnsmessage.TypeOPT && rr.Header.Class > maxUDPSize {
-			req.Additionals[i].Header.Class = maxUDPSize
-		}
-	}
+	req.CapUDPSize(maxUDPSize)
 	ctx, cancel := context.WithTimeout(s.forwardsCtx, s.forwardTimeout)
 	defer cancel()
 	return dnsforward.Ask(ctx, req, upstreams, transport, s.upstreamTimeout, s.cfg.Log)
