@@ -73,13 +73,6 @@ func Diff(c *nftables.Conn, s State) (extra, missing []string, err error) {
 	return extra, missing, nil
 }
 
-func familyName(f nftables.TableFamily) string {
-	if f == nftables.TableFamilyBridge {
-		return "bridge"
-	}
-	return "inet"
-}
-
 func elementKey(e nftables.SetElement) string {
 	return hex.EncodeToString(e.Key) + "-" + hex.EncodeToString(e.KeyEnd) + ":" + hex.EncodeToString(e.Val) + " " + e.Comment
 }

@@ -32,7 +32,7 @@ func ForeignDropChains(c *nftables.Conn) ([]ForeignChain, error) {
 		if ch.Table.Name == TableName && (ch.Table.Family == nftables.TableFamilyINet || ch.Table.Family == nftables.TableFamilyBridge) {
 			continue
 		}
-		fam := familyNames[ch.Table.Family]
+		fam := familyName(ch.Table.Family)
 		var hook string
 		switch {
 		case *ch.Hooknum == *nftables.ChainHookForward && ch.Table.Family != nftables.TableFamilyNetdev:
@@ -47,7 +47,22 @@ func ForeignDropChains(c *nftables.Conn) ([]ForeignChain, error) {
 	return out, nil
 }
 
-var familyNames = map[nftables.TableFamily]string{
-	nftables.TableFamilyINet: "inet", nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6",
-	nftables.TableFamilyBridge: "bridge", nftables.TableFamilyARP: "arp", nftables.TableFamilyNetdev: "netdev",
+// familyName is nft's name of a table family. (A switch, not a map: every command
+// would build the map at start.)
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyARP:
+		return "arp"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
+	}
+	return ""
 }

@@ -249,10 +249,20 @@ type leftNS struct {
 	kind int
 }
 
-// nsNames are the namespace kinds a Thread can leave and return to, as
-// /proc/thread-self/ns names them. A mount namespace cannot be returned to (setns
-// refuses it in a multithreaded process), so a thread that leaves it is discarded.
-var nsNames = map[int]string{unix.CLONE_NEWNET: "net", unix.CLONE_NEWUTS: "uts"}
+// returnableNS names the namespace kinds a Thread can leave and return to, as
+// /proc/thread-self/ns names them, "" for others. A mount namespace cannot be
+// returned to (setns refuses it in a multithreaded process), so a thread that
+// leaves it is discarded. (A switch, not a map: every command would build the map
+// at start.)
+func returnableNS(kind int) string {
+	switch kind {
+	case unix.CLONE_NEWNET:
+		return "net"
+	case unix.CLONE_NEWUTS:
+		return "uts"
+	}
+	return ""
+}
 
 // OnThread runs fn on a new goroutine whose OS thread is locked for fn's whole run.
 // Afterwards the thread goes back into every namespace it left and is unlocked;
@@ -318,8 +328,8 @@ func (t *Thread) Unshare(kind int) error {
 // leave remembers the thread's namespace of kind, unless it left one of that kind
 // already: going back means going back to the first.
 func (t *Thread) leave(kind int) error {
-	name, ok := nsNames[kind]
-	if !ok {
+	name := returnableNS(kind)
+	if name == "" {
 		return fmt.Errorf("cannot leave and return to namespace kind %#x", kind)
 	}
 	for _, l := range t.left {
@@ -354,7 +364,7 @@ func nsName(kind int) string {
 	if kind == unix.CLONE_NEWNS {
 		return "mount"
 	}
-	return nsNames[kind]
+	return returnableNS(kind)
 }
 
 // Netlink returns the namespace's rtnetlink handle, created inside it on first use.
