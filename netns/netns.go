@@ -223,17 +223,29 @@ func (n *NS) Do(fn func() error) error {
 }
 
 // processNS is the namespace the process started in; outside Do every thread is in it.
-var processNS = func() uint64 {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
-		return 0
-	}
-	return st.Ino
-}()
+// It is read on first use, not at start (a /proc lookup every command paid), and
+// from a fresh goroutine, since the caller's may be one OnThread moved elsewhere:
+// any other runs on a thread no OnThread function holds, which is in the
+// process's namespace. (/proc/self would name the main thread's, which the
+// runtime may lend to an OnThread function.)
+var processNS = sync.OnceValue(readProcessNS)
+
+func readProcessNS() uint64 {
+	ino := make(chan uint64)
+	go func() {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+			ino <- 0
+			return
+		}
+		ino <- st.Ino
+	}()
+	return <-ino
+}
 
 func (n *NS) isProcessNS() bool {
 	id, err := n.ID()
-	return err == nil && id != 0 && id == processNS
+	return err == nil && id != 0 && id == processNS()
 }
 
 // Thread is the locked OS thread OnThread lends to a function, which moves it

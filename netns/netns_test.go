@@ -158,3 +158,40 @@ func TestOnThreadPutsThreadsBack(t *testing.T) {
 		t.Errorf("threads left in other namespaces: %v", left)
 	}
 }
+
+// The process's namespace, read on first use, is the process's even when the
+// first to ask is a function whose thread OnThread moved into another.
+func TestProcessNSFromAMovedThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it makes namespaces")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil { // the main thread's, none moved yet
+		t.Fatal(err)
+	}
+	ns, err := New(filepath.Join(t.TempDir(), "ns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Remove(ns.Path())
+	defer ns.Close()
+	err = OnThread(func(th *Thread) error {
+		if err := th.Enter(ns.Path(), unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		var here unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &here); err != nil {
+			return err
+		}
+		if here.Ino == st.Ino { // the positive control: this thread is elsewhere
+			t.Error("the lent thread reads as in the process's namespace")
+		}
+		if got := readProcessNS(); got != st.Ino {
+			t.Errorf("from a moved thread, the process's namespace reads as %d, want %d (this thread's is %d)", got, st.Ino, here.Ino)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
