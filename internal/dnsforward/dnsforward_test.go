@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,4 +168,58 @@ func TestUDPSize(t *testing.T) {
 			t.Errorf("%s: the capped query: %v", c.name, err)
 		}
 	}
+}
+
+// FuzzParseQuery holds the hand-written reader to what a container may send the DNS
+// server, which is any bytes: it never panics, and whatever it reads and writes
+// miekg/dns reads the same way.
+func FuzzParseQuery(f *testing.F) {
+	for _, edit := range []func(*dns.Msg){
+		nil,
+		func(m *dns.Msg) { m.SetEdns0(4096, true) },
+		func(m *dns.Msg) { m.SetQuestion("Mixed.Case.example.", dns.TypeAAAA) },
+		func(m *dns.Msg) {
+			m.Question = append(m.Question, dns.Question{Name: "two.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+		},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion("svc.test.", dns.TypeA)
+		if edit != nil {
+			edit(m)
+		}
+		packed, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(packed)
+	}
+	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1})
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		q, err := ParseQuery(slices.Clone(msg))
+		if err != nil {
+			return
+		}
+		size := q.UDPSize()
+		q.CapUDPSize(1232)
+		if got := q.UDPSize(); got > max(size, minUDPSize) || got > max(1232, minUDPSize) {
+			t.Fatalf("UDPSize after CapUDPSize(1232) is %d (was %d)", got, size)
+		}
+		if q.Questions == 0 {
+			return
+		}
+		reply := AppendAddress(q.Reply(RcodeSuccess, true), netip.MustParseAddr("10.0.0.2"), 600)
+		var m dns.Msg
+		if err := m.Unpack(reply); err != nil {
+			t.Fatalf("the reply to %x does not unpack: %v", msg, err)
+		}
+		if m.Id != q.ID || !m.Response || len(m.Question) != 1 || len(m.Answer) != 1 {
+			t.Fatalf("the reply to %x is %v", msg, &m)
+		}
+		if qu := m.Question[0]; qu.Qtype != q.Type || qu.Qclass != q.Class {
+			t.Fatalf("the reply's question %v, the query's type %d class %d", qu, q.Type, q.Class)
+		}
+		if !strings.EqualFold(strings.TrimSuffix(dns.CanonicalName(m.Answer[0].Header().Name), "."), strings.TrimSuffix(dns.CanonicalName(m.Question[0].Name), ".")) {
+			t.Fatalf("the answer names %q, the question %q", m.Answer[0].Header().Name, m.Question[0].Name)
+		}
+	})
 }

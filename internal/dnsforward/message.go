@@ -12,6 +12,9 @@ import (
 // else passes through as it came.
 const (
 	headerLen = 12
+	// maxNameLen is the longest name in wire form (RFC 1035 2.3.4): an answer that
+	// repeated a longer question would be malformed.
+	maxNameLen = 255
 
 	TypeA     = 1
 	TypeAAAA  = 28
@@ -71,6 +74,9 @@ func ParseQuery(msg []byte) (*Query, error) {
 			break
 		}
 		if n > 63 || off+n > len(msg) { // a compression pointer cannot point back from the first name
+			return nil, errMalformed
+		}
+		if off+n+1-headerLen > maxNameLen { // the name's labels, their lengths and the root's
 			return nil, errMalformed
 		}
 		name.Write(msg[off : off+n])
