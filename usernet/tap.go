@@ -55,6 +55,9 @@ const (
 	vnetHdrGSOTCPv6   = 4
 	tapGSOMaxSize     = 1<<16 - 1
 	smallFrameCopyMax = 2048
+	// frameHeadSize is one of gVisor's chunk sizes, so that a head view
+	// is full (see readLoop).
+	frameHeadSize = 256
 )
 
 // newTAPEndpoint takes ownership of tap (it is closed by close) and inspects
@@ -237,30 +240,42 @@ func (e *tapEndpoint) Wait() {
 
 func (e *tapEndpoint) close() error { return e.file.Close() }
 
-// readLoop reads one frame per read(2) (a TAP has no recvmmsg) straight into
-// a pooled 64 KiB view, so a full-size frame reaches gVisor without a copy;
-// small frames are copied into a right-sized view so that a queue of tiny
-// segments does not pin 64 KiB chunks.
+// readLoop reads one frame per read(2) (a TAP has no recvmmsg) into two
+// pooled views, the first frameHeadSize bytes and the rest, so a large frame
+// reaches gVisor without a copy; small frames are copied into a right-sized
+// view so that a queue of tiny segments does not pin 64 KiB chunks.
+//
+// The head holds every header of a TCP segment (Ethernet, IP and TCP with
+// options: at most 134 bytes over IPv4) in a chunk of its own: gVisor's IP
+// layer keeps a reference to the network header's view while it reads the
+// header again, and a header in a shared chunk is read through a private copy
+// of the whole chunk, which for a single 64 KiB view was an allocation, a
+// clear and a copy of 64 KiB per frame.
 func (e *tapEndpoint) readLoop(dispatcher stack.NetworkDispatcher, done chan struct{}) {
 	defer close(done)
 	var vnet [vnetHdrSize]byte
-	frameCap := int(e.mtu) + header.EthernetMinimumSize
-	iovecs := make([]unix.Iovec, 0, 2)
-	var view *buffer.View
+	bodyCap := e.frameCap() - frameHeadSize
+	iovecs := make([]unix.Iovec, 0, 3)
+	var head, body *buffer.View
 	defer func() {
-		if view != nil {
-			view.Release()
+		for _, v := range []*buffer.View{head, body} {
+			if v != nil {
+				v.Release()
+			}
 		}
 	}()
 	for {
-		if view == nil {
-			view = buffer.NewViewSize(frameCap)
+		if head == nil {
+			head = buffer.NewViewSize(frameHeadSize)
+		}
+		if body == nil {
+			body = buffer.NewViewSize(bodyCap)
 		}
 		iovecs = iovecs[:0]
 		if e.vnetHdr {
 			iovecs = append(iovecs, rawfile.IovecFromBytes(vnet[:]))
 		}
-		iovecs = append(iovecs, rawfile.IovecFromBytes(view.AsSlice()))
+		iovecs = append(iovecs, rawfile.IovecFromBytes(head.AsSlice()), rawfile.IovecFromBytes(body.AsSlice()))
 		var n int
 		var errno syscall.Errno
 		err := e.raw.Read(func(fd uintptr) bool {
@@ -280,15 +295,22 @@ func (e *tapEndpoint) readLoop(dispatcher stack.NetworkDispatcher, done chan str
 		if n < header.EthernetMinimumSize {
 			continue
 		}
-		var payload *buffer.View
-		if n <= smallFrameCopyMax {
-			payload = buffer.NewViewWithData(view.AsSlice()[:n])
-		} else {
-			payload = view
-			payload.CapLength(n)
-			view = nil
+		var frame buffer.Buffer
+		switch {
+		case n <= frameHeadSize:
+			frame = buffer.MakeWithData(head.AsSlice()[:n])
+		case n <= smallFrameCopyMax:
+			frame = buffer.MakeWithData(head.AsSlice())
+			frame.Append(buffer.NewViewWithData(body.AsSlice()[:n-frameHeadSize]))
+		default:
+			// The head fills its chunk, so Append links the body after it
+			// instead of copying into it.
+			body.CapLength(n - frameHeadSize)
+			frame = buffer.MakeWithView(head)
+			frame.Append(body)
+			head, body = nil, nil
 		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(payload)})
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: frame})
 		if hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize); ok {
 			eth := header.Ethernet(hdr)
 			dst := eth.DestinationAddress()
@@ -299,6 +321,17 @@ func (e *tapEndpoint) readLoop(dispatcher stack.NetworkDispatcher, done chan str
 		}
 		pkt.DecRef()
 	}
+}
+
+// frameCap is the largest frame readLoop takes: one of the MTU, or a TCP
+// super-frame of up to 64 KiB of IP packet when the kernel hands us TSO
+// frames.
+func (e *tapEndpoint) frameCap() int {
+	frame := int(e.mtu)
+	if e.vnetHdr {
+		frame = max(frame, tapGSOMaxSize)
+	}
+	return frame + header.EthernetMinimumSize
 }
 
 // WritePackets implements stack.LinkWriter. A TAP write injects the frame
