@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -22,15 +25,10 @@ const (
 	// analogue of a listen backlog; further SYNs are dropped and retried.
 	maxPendingTCP  = 512
 	tcpDialTimeout = 30 * time.Second
-	// relayBufferSize is large so that one read of the gVisor receive
-	// queue and one write(2) move many 64 KiB segments.
+	// relayBufferSize is large so that one read(2) of the host socket
+	// fills several of gVisor's 64 KiB segments.
 	relayBufferSize = 256 << 10
 )
-
-var relayBuffers = sync.Pool{New: func() any {
-	b := make([]byte, relayBufferSize)
-	return &b
-}}
 
 // hostTarget maps a destination the container addressed to the host address
 // to dial, or reports false when it must be refused. Both families keep the
@@ -134,8 +132,13 @@ func (s *Stack) forwardTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	complete(false)
-	s.relayTCP(ep, gonet.NewTCPConn(&wq, ep), host)
+	s.relayTCP(ep, &wq, host.(*net.TCPConn))
 }
+
+var relayBuffers = sync.Pool{New: func() any {
+	b := make([]byte, relayBufferSize)
+	return &b
+}}
 
 // ipv4Compatible are the deprecated IPv4-compatible IPv6 addresses (::a.b.c.d),
 // with :: and ::1.
@@ -143,15 +146,16 @@ var ipv4Compatible = netip.MustParsePrefix("::/96")
 
 var errRefused = errors.New("destination refused by policy")
 
-type closeWriter interface {
-	net.Conn
-	CloseWrite() error
-}
-
 // relayTCP copies both ways until both directions are finished. A clean
 // end of stream is passed on as a half close (FIN); an error aborts both
 // connections (RST) so that neither side waits forever.
-func (s *Stack) relayTCP(ep tcpip.Endpoint, guest *gonet.TCPConn, host net.Conn) {
+//
+// The container's bytes go from gVisor's buffers to the host socket's file
+// descriptor directly: write(2) takes the chunks gVisor received into.
+// Through a buffer of our own (gonet's Read), each byte was copied once more
+// in user space, 10 % of the helper's CPU time in an outbound iperf3 profile.
+func (s *Stack) relayTCP(ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCPConn) {
+	guest := gonet.NewTCPConn(wq, ep)
 	untrack, ok := s.trackPair(guest, host)
 	if !ok {
 		return
@@ -159,44 +163,113 @@ func (s *Stack) relayTCP(ep tcpip.Endpoint, guest *gonet.TCPConn, host net.Conn)
 	defer untrack()
 	abort := func() {
 		ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
-		if tc, ok := host.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
+		host.SetLinger(0)
 		guest.Close()
 		host.Close()
 	}
-	hostCW, _ := host.(closeWriter)
+	raw, err := host.SyscallConn()
+	if err != nil {
+		abort()
+		return
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		relayHalf(hostCW, guest, abort)
+		if !relayGuestToHost(ep, wq, raw) {
+			abort()
+			return
+		}
+		host.CloseWrite()
 	}()
-	relayHalf(guest, host, abort)
+	if relayHostToGuest(host, guest) {
+		guest.CloseWrite()
+	} else {
+		abort()
+	}
 	<-done
 	guest.Close()
 	host.Close()
 }
 
-// relayHalf copies src to dst and half-closes dst at the end of src.
-func relayHalf(dst closeWriter, src io.Reader, abort func()) {
+// relayGuestToHost writes what the container sends on ep to the host socket
+// until the container's end of stream (true) or an error (false).
+func relayGuestToHost(ep tcpip.Endpoint, wq *waiter.Queue, host syscall.RawConn) bool {
+	entry, readable := waiter.NewChannelEntry(waiter.ReadableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	var w fdWriter
+	for {
+		var terr tcpip.Error
+		err := host.Write(func(fd uintptr) bool {
+			w.fd, w.blocked = int(fd), false
+			_, terr = ep.Read(&w, tcpip.ReadOptions{})
+			// A full host socket: wait until it takes more.
+			return !w.blocked
+		})
+		switch {
+		case err != nil || w.err != nil:
+			return false
+		case terr == nil:
+		case isErr[*tcpip.ErrWouldBlock](terr):
+			<-readable
+		case isErr[*tcpip.ErrClosedForReceive](terr):
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// relayHostToGuest sends what the host socket receives to the container
+// until the host's end of stream (true) or an error (false).
+func relayHostToGuest(host *net.TCPConn, guest *gonet.TCPConn) bool {
 	bp := relayBuffers.Get().(*[]byte)
 	defer relayBuffers.Put(bp)
 	buf := *bp
 	for {
-		n, rerr := src.Read(buf)
+		n, rerr := host.Read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				abort()
-				return
+			if _, werr := guest.Write(buf[:n]); werr != nil {
+				return false
 			}
 		}
 		if rerr == io.EOF {
-			dst.CloseWrite()
-			return
+			return true
 		}
 		if rerr != nil {
-			abort()
-			return
+			return false
 		}
 	}
+}
+
+func isErr[T tcpip.Error](err tcpip.Error) bool {
+	_, ok := err.(T)
+	return ok
+}
+
+// fdWriter writes to a non-blocking descriptor; a full one ends the write
+// short, with blocked set.
+type fdWriter struct {
+	fd      int
+	blocked bool
+	err     error
+}
+
+func (w *fdWriter) Write(b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := unix.Write(w.fd, b[done:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			w.blocked = true
+			return done, err
+		case err != nil:
+			w.err = err
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
 }
