@@ -86,9 +86,11 @@ func newTAPEndpoint(tap *os.File, mtu uint32, addr tcpip.LinkAddress) (*tapEndpo
 			// We may receive packets whose checksum the sender left to
 			// "hardware": gVisor is told to trust them (RX checksum
 			// offload), which is sound because they come from the
-			// namespace's own kernel. No TSO: gVisor should see frames
-			// no bigger than the MTU.
-			if err := unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM); err != nil {
+			// namespace's own kernel. TSO: the kernel hands us TCP
+			// super-frames of up to 64 KiB whatever the MTU, which
+			// gVisor takes as one large segment (readLoop ignores the
+			// header's segmentation fields: it has nothing to split).
+			if err := unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
 				opErr = fmt.Errorf("ioctl TUNSETOFFLOAD: %w", err)
 				return
 			}
@@ -108,25 +110,26 @@ func newTAPEndpoint(tap *os.File, mtu uint32, addr tcpip.LinkAddress) (*tapEndpo
 		}
 		return nil, errors.New("inspect tap: not a TAP (ethernet) device")
 	}
-	if err := unix.SetNonblock(dupFD, true); err != nil {
-		unix.Close(dupFD)
+	return newFrameEndpoint(dupFD, flags&unix.IFF_VNET_HDR != 0, mtu, addr)
+}
+
+// newFrameEndpoint makes the endpoint on fd, a descriptor of whole Ethernet
+// frames (a TAP's, or a test's SOCK_SEQPACKET socket), each after a
+// virtio-net header if vnetHdr; it takes ownership of fd.
+func newFrameEndpoint(fd int, vnetHdr bool, mtu uint32, addr tcpip.LinkAddress) (*tapEndpoint, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("set tap non-blocking: %w", err)
 	}
 	// A non-blocking descriptor makes os.NewFile register it with the
 	// runtime poller, so reads park the goroutine, not a thread.
-	file := os.NewFile(uintptr(dupFD), "tap")
-	raw, err = file.SyscallConn()
+	file := os.NewFile(uintptr(fd), "tap")
+	raw, err := file.SyscallConn()
 	if err != nil {
 		file.Close()
 		return nil, fmt.Errorf("inspect tap: %w", err)
 	}
-	return &tapEndpoint{
-		file:    file,
-		raw:     raw,
-		vnetHdr: flags&unix.IFF_VNET_HDR != 0,
-		mtu:     mtu,
-		addr:    addr,
-	}, nil
+	return &tapEndpoint{file: file, raw: raw, vnetHdr: vnetHdr, mtu: mtu, addr: addr}, nil
 }
 
 // MTU implements stack.LinkEndpoint.

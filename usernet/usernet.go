@@ -174,6 +174,11 @@ func Start(cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	cfg.TAP = nil
+	return startOn(cfg, link)
+}
+
+// startOn runs the stack on link; cfg has its defaults.
+func startOn(cfg Config, link *tapEndpoint) (*Stack, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{
 		cfg:        cfg,
