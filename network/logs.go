@@ -97,6 +97,18 @@ func (l *containerLog) write(stream, text string) {
 	l.f.Write(append(b, '\n'))
 }
 
+// AppendLog adds a line of ctnet's own to a detached container's log, as a stderr
+// record: what its supervisor has to say while the command runs (a firewall repair).
+func AppendLog(c *Container, line string) error {
+	f, err := os.OpenFile(logRecordsPath(c), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	l := &containerLog{f: f}
+	l.write("stderr", line+"\n")
+	return f.Close()
+}
+
 // closeWriters closes this process's copies of the pipes' write ends, once the
 // command has them.
 func (l *containerLog) closeWriters() {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/signal"
 	"syscall"
 
@@ -43,8 +42,7 @@ func (a *app) watchFirewall(c *network.Container) (stop func()) {
 	if err != nil {
 		return func() {}
 	}
-	log, err := os.OpenFile(network.LogPath(c), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil || m.Rootless() {
+	if m.Rootless() {
 		m.Close()
 		return func() {}
 	}
@@ -52,7 +50,7 @@ func (a *app) watchFirewall(c *network.Container) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		say := func(line string) { fmt.Fprintf(log, "ctnet: %s\n", printable(line, "")) }
+		say := func(line string) { network.AppendLog(c, "ctnet: "+printable(line, "")) }
 		if err := m.WatchFirewall(ctx, say); err != nil {
 			say("no longer watching the firewall tables: " + err.Error())
 		}
@@ -61,6 +59,5 @@ func (a *app) watchFirewall(c *network.Container) (stop func()) {
 		cancel()
 		<-done
 		m.Close()
-		log.Close()
 	}
 }
