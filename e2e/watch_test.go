@@ -3,6 +3,8 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,7 +41,8 @@ func TestFirewallRepairedAfterFlush(t *testing.T) {
 				e.runDetached(append([]string{"--name", "web", "--network", "red", "-p", "8080:7000", "--"}, peerServer(7000)...)...)
 				e.runDetached("--name", "other", "--network", "blue", "--", "sleep", "600")
 				run = e.containerRun
-				logs = func() string { return e.must("logs", "web") + e.must("logs", "other") }
+				// ctnet's own lines are stderr records of a container's log.
+				logs = func() string { return e.ctnet("logs", "web").Stderr + e.ctnet("logs", "other").Stderr }
 			case "watch":
 				names := map[string]string{"web": lab.RandomName("ctw-"), "other": lab.RandomName("ctw-")}
 				for _, ns := range names {
@@ -175,4 +178,77 @@ func (e *env) pauseSupervisors() (resume func()) {
 	}
 	var once sync.Once
 	return func() { once.Do(func() { signal(syscall.SIGCONT) }) }
+}
+
+// A root's supervisors take turns at watching the firewall: one holds the turn (a
+// POSIX lock on the root's watch.lock) and repairs a flush, writing it to its
+// container's log, while the others' logs stay silent; SIGKILL it, and another
+// supervisor takes the turn and repairs the next flush, with nobody else watching
+// (no `ctnet watch`). A container left running without its supervisor, rm removes.
+func TestSupervisorsTakeTurnsWatching(t *testing.T) {
+	e := newEnv(t)
+	wanServer := e.wan.Command(t.Context(), peerServer(9999)...)
+	if err := wanServer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { wanServer.Process.Kill(); wanServer.Wait() }()
+	e.must("network", "create", "red", "--subnet", "10.91.0.0/24")
+	names := []string{"first", "second", "third"}
+	supervisors := map[int]string{}
+	for _, name := range names {
+		e.runDetached("--name", name, "--network", "red", "--", "sleep", "600")
+		supervisors[e.inspect(name).Supervisor.PID] = name
+	}
+	// watcher is the supervisor holding the turn, as /proc/locks names it.
+	watcher := func() (pid int) {
+		lockFile, err := os.Stat(e.root + "/watch.lock")
+		if err != nil {
+			return 0
+		}
+		ino := ":" + strconv.FormatUint(lockFile.Sys().(*syscall.Stat_t).Ino, 10)
+		locks, _ := os.ReadFile("/proc/locks")
+		for _, line := range strings.Split(string(locks), "\n") {
+			if f := strings.Fields(line); len(f) >= 6 && f[1] == "POSIX" && strings.HasSuffix(f[5], ino) {
+				pid, _ = strconv.Atoi(f[4])
+			}
+		}
+		return pid
+	}
+	masqueraded := func(name string) bool { return askPeer(e.containerRun(name), lab.WANIP, 9999) == lab.HostUplinkIP }
+	for round := 1; round <= 2; round++ {
+		var holder int
+		if !eventually(func() bool { holder = watcher(); _, ok := supervisors[holder]; return ok }) {
+			t.Fatalf("round %d: the watch turn is held by %d, not by one of the supervisors %v", round, holder, supervisors)
+		}
+		name := supervisors[holder]
+		others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == name })
+		if !masqueraded(others[0]) {
+			t.Fatalf("round %d: %s does not reach the wan masqueraded before the flush", round, others[0])
+		}
+		e.host.MustRun(t, "nft", "flush", "ruleset")
+		if !eventually(func() bool { return masqueraded(others[0]) }) {
+			t.Fatalf("round %d: ctnet's tables were not restored after the flush:\n%s", round, e.host.MustRun(t, "nft", "list", "ruleset"))
+		}
+		// ctnet's own lines are stderr records of a container's log.
+		said := func(name string) string { return e.ctnet("logs", name).Stderr }
+		if !eventually(func() bool { return strings.Contains(said(name), "restored firewall table inet ctnet") }) {
+			t.Errorf("round %d: the watching supervisor (of %s) did not log the repair:\n%s", round, name, said(name))
+		}
+		for _, other := range others {
+			if log := said(other); strings.Contains(log, "restored firewall") {
+				t.Errorf("round %d: %s's supervisor repaired without the turn:\n%s", round, other, log)
+			}
+		}
+		// The holder dies as in a crash; its container runs on without it.
+		syscall.Kill(holder, syscall.SIGKILL)
+		waitGone(t, holder)
+		delete(supervisors, holder)
+		e.must("rm", "-f", name)
+		names = others
+	}
+	if !eventually(func() bool { _, ok := supervisors[watcher()]; return ok }) {
+		t.Errorf("the last supervisor %v did not take the turn (held by %d)", supervisors, watcher())
+	}
+	e.must("rm", "-f", names[0])
+	e.must("network", "rm", "red")
 }

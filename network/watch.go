@@ -2,7 +2,14 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/store"
@@ -12,8 +19,8 @@ import (
 // whenever nftables reports that a batch removed part of them (`nft flush ruleset`,
 // a firewalld reload, a flushing iptables-restore), it repairs them at once with
 // RepairFirewall, and report gets a line for each thing restored. It waits on
-// nftables' notifications, never polls. A detached container's supervisor runs it,
-// and `ctnet watch` on hosts whose containers have none.
+// nftables' notifications, never polls. `ctnet watch` runs it, and the supervisors
+// of detached containers take turns at it (WatchFirewallInTurn).
 //
 // Many watchers may run at once, each in its own process: they repair under the
 // store's lock, and each reads the kernel again first, so one repairs and the others
@@ -129,4 +136,115 @@ func (m *Manager) firewallDrift(tx *store.Tx) ([]string, error) {
 		lines = append(lines, "removed firewall "+e+": nothing owns it")
 	}
 	return lines, nil
+}
+
+// WatchFirewallInTurn is WatchFirewall for processes of which one watching at a time
+// is enough: the supervisors of a root's detached containers, each of which would
+// otherwise pay for a watcher (a manager, a notification socket and, above all, the
+// heap a repair leaves behind: about 1 MB each). They take turns through a lock on
+// the root's watch.lock: its holder watches; each of the others waits for the
+// holder's end on a pidfd, which the runtime's poller watches without a thread of
+// its own, and then tries again. The kernel drops the lock with its holder however
+// it ends (SIGKILL included), and a new holder repairs first whatever was removed
+// while nobody watched, as every watcher does when it starts. A watcher that fails
+// keeps its turn until its process ends. It returns when ctx ends, or the error that
+// ended the watch.
+func (m *Manager) WatchFirewallInTurn(ctx context.Context, report func(line string)) error {
+	if m.rootless {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(m.runDir, "watch.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	// A POSIX lock, not flock: its holder's PID can be asked for (F_GETLK). No other
+	// file of this process may ever open watch.lock, since closing any descriptor of
+	// it would drop the lock.
+	defer f.Close()
+	for {
+		holder, err := takeWatchTurn(f)
+		if err != nil {
+			return err
+		}
+		switch {
+		case holder == 0:
+			return m.WatchFirewall(ctx, report)
+		case holder < 0:
+			// A holder in a PID namespace this one does not see: wait for the lock
+			// itself, which costs a thread. Should ctx end first, the wait goes on
+			// until this process ends, which is soon.
+			locked := make(chan error, 1)
+			go func() {
+				lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
+				locked <- unix.FcntlFlock(f.Fd(), unix.F_SETLKW, &lk)
+			}()
+			select {
+			case err := <-locked:
+				if err != nil {
+					return fmt.Errorf("lock %s: %w", f.Name(), err)
+				}
+				return m.WatchFirewall(ctx, report)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if err := awaitEnd(ctx, holder); err != nil {
+			return nil // ctx ended
+		}
+	}
+}
+
+// takeWatchTurn takes the write lock on f (0), or names the process that holds it:
+// its PID, or -1 when it is in a PID namespace this one does not see.
+func takeWatchTurn(f *os.File) (holder int, err error) {
+	whole := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
+	for {
+		lk := whole
+		err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk)
+		if err == nil {
+			return 0, nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+			return 0, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		lk = whole
+		if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk); err != nil {
+			return 0, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		if lk.Type != unix.F_UNLCK {
+			if lk.Pid <= 0 {
+				return -1, nil
+			}
+			return int(lk.Pid), nil
+		}
+		// Released between the two calls: try again.
+	}
+}
+
+// awaitEnd waits until process pid has ended, or ctx has (then its error). A PID
+// reused meanwhile only costs one more turn of the caller's loop, which asks the
+// lock again.
+func awaitEnd(ctx context.Context, pid int) error {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return ctx.Err() // gone already
+	}
+	// Nonblocking, so that the os package gives it to the runtime's poller.
+	pidfd := os.NewFile(uintptr(fd), "pidfd")
+	defer pidfd.Close()
+	stop := context.AfterFunc(ctx, func() { pidfd.SetReadDeadline(time.Now()) })
+	defer stop()
+	rc, err := pidfd.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// A pidfd is readable once its process has ended; the first call only asks the
+	// poller to wait for that.
+	waited := false
+	rc.Read(func(uintptr) bool {
+		done := waited
+		waited = true
+		return done
+	})
+	return ctx.Err()
 }

@@ -34,7 +34,7 @@ nothing to do. contrib/systemd/ctnet-watch.service runs it as a service.`,
 	}
 }
 
-// watchFirewall runs a detached container's supervisor's firewall watcher, with a
+// watchFirewall runs a detached container's supervisor's turn at watching the firewall, with a
 // manager of its own, until the returned function is called. Its lines go to the
 // container's log, the only log a detached container has.
 func (a *app) watchFirewall(c *network.Container) (stop func()) {
@@ -51,7 +51,7 @@ func (a *app) watchFirewall(c *network.Container) (stop func()) {
 	go func() {
 		defer close(done)
 		say := func(line string) { network.AppendLog(c, "ctnet: "+printable(line, "")) }
-		if err := m.WatchFirewall(ctx, say); err != nil {
+		if err := m.WatchFirewallInTurn(ctx, say); err != nil {
 			say("no longer watching the firewall tables: " + err.Error())
 		}
 	}()
