@@ -7,11 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/store"
 )
 
@@ -143,12 +143,12 @@ func (m *Manager) firewallDrift(tx *store.Tx) ([]string, error) {
 // otherwise pay for a watcher (a manager, a notification socket and, above all, the
 // heap a repair leaves behind: about 1 MB each). They take turns through a lock on
 // the root's watch.lock: its holder watches; each of the others waits for the
-// holder's end on a pidfd, which the runtime's poller watches without a thread of
-// its own, and then tries again. The kernel drops the lock with its holder however
-// it ends (SIGKILL included), and a new holder repairs first whatever was removed
-// while nobody watched, as every watcher does when it starts. A watcher that fails
-// keeps its turn until its process ends. It returns when ctx ends, or the error that
-// ended the watch.
+// holder's end (proc.AwaitEnd: no thread of its own), and then tries again; a PID
+// reused meanwhile only costs one more turn. The kernel drops the lock with its
+// holder however it ends (SIGKILL included), and a new holder repairs first
+// whatever was removed while nobody watched, as every watcher does when it starts.
+// A watcher that fails keeps its turn until its process ends. It returns when ctx
+// ends, or the error that ended the watch.
 func (m *Manager) WatchFirewallInTurn(ctx context.Context, report func(line string)) error {
 	if m.rootless {
 		return nil
@@ -188,8 +188,11 @@ func (m *Manager) WatchFirewallInTurn(ctx context.Context, report func(line stri
 				return nil
 			}
 		}
-		if err := awaitEnd(ctx, holder); err != nil {
-			return nil // ctx ended
+		if err := proc.AwaitEnd(ctx, holder); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 	}
 }
@@ -219,32 +222,4 @@ func takeWatchTurn(f *os.File) (holder int, err error) {
 		}
 		// Released between the two calls: try again.
 	}
-}
-
-// awaitEnd waits until process pid has ended, or ctx has (then its error). A PID
-// reused meanwhile only costs one more turn of the caller's loop, which asks the
-// lock again.
-func awaitEnd(ctx context.Context, pid int) error {
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
-	if err != nil {
-		return ctx.Err() // gone already
-	}
-	// Nonblocking, so that the os package gives it to the runtime's poller.
-	pidfd := os.NewFile(uintptr(fd), "pidfd")
-	defer pidfd.Close()
-	stop := context.AfterFunc(ctx, func() { pidfd.SetReadDeadline(time.Now()) })
-	defer stop()
-	rc, err := pidfd.SyscallConn()
-	if err != nil {
-		return err
-	}
-	// A pidfd is readable once its process has ended; the first call only asks the
-	// poller to wait for that.
-	waited := false
-	rc.Read(func(uintptr) bool {
-		done := waited
-		waited = true
-		return done
-	})
-	return ctx.Err()
 }

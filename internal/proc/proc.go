@@ -4,6 +4,7 @@ package proc
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -153,6 +154,42 @@ func (id ID) Wait(timeout time.Duration) bool {
 			return false
 		}
 	}
+}
+
+// AwaitEnd waits until process pid has ended, or ctx has (then it returns ctx's
+// error), or the wait failed, on a pidfd the runtime's poller watches: unlike a blocking wait, no OS
+// thread is held for it, which an idle supervisor would pay for with the thread's
+// stacks. A child is still to be reaped afterwards. A process gone already ends
+// the wait at once; so does a PID reused meanwhile only after the new process ends.
+func AwaitEnd(ctx context.Context, pid int) error {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return ctx.Err() // gone already
+	}
+	// Nonblocking, so that the os package gives it to the runtime's poller.
+	pidfd := os.NewFile(uintptr(fd), "pidfd")
+	defer pidfd.Close()
+	stop := context.AfterFunc(ctx, func() { pidfd.SetReadDeadline(time.Now()) })
+	defer stop()
+	rc, err := pidfd.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// A pidfd is readable once its process has ended; the first call only has
+	// the poller wait for that.
+	waited := false
+	err = rc.Read(func(uintptr) bool {
+		done := waited
+		waited = true
+		return done
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("wait for process %d: %w", pid, err)
+	}
+	return nil
 }
 
 // NetNSInode is the identity of the network namespace at path (a bind mount or a
