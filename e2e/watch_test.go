@@ -20,9 +20,10 @@ import (
 // the published port answering the wan, the way out masqueraded and the networks
 // isolated again, and the bridge table (anti-spoofing) is back with its elements; so
 // are its rules when only they are flushed.
-// With the supervisors, a `ctnet watch` runs too: each flush is repaired once, by one
-// of the three watchers, and the others find nothing to do. `ctnet watch` ends on
-// SIGTERM with nothing left.
+// With the supervisors, a `ctnet watch` runs too: each flush is repaired once, by the
+// supervisor whose turn it is or by watch, and the other finds nothing to do (that
+// the supervisors repair alone is TestSupervisorsTakeTurnsWatching's). `ctnet watch`
+// ends on SIGTERM with nothing left.
 func TestFirewallRepairedAfterFlush(t *testing.T) {
 	for _, mode := range []string{"supervisors", "watch"} {
 		t.Run(mode, func(t *testing.T) {

@@ -147,8 +147,9 @@ func (m *Manager) firewallDrift(tx *store.Tx) ([]string, error) {
 // reused meanwhile only costs one more turn. The kernel drops the lock with its
 // holder however it ends (SIGKILL included), and a new holder repairs first
 // whatever was removed while nobody watched, as every watcher does when it starts.
-// A watcher that fails keeps its turn until its process ends. It returns when ctx
-// ends, or the error that ended the watch.
+// A watcher that fails gives its turn up, but those waiting for its process take it
+// only once that ends (a supervisor starting meanwhile takes it at once). It returns
+// when ctx ends, or the error that ended the watch.
 func (m *Manager) WatchFirewallInTurn(ctx context.Context, report func(line string)) error {
 	if m.rootless {
 		return nil
