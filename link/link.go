@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -206,12 +207,15 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		}
 		attrs.HardwareAddr = MACFor(gw)
 		br := &netlink.Bridge{LinkAttrs: attrs}
-		if err := h.LinkAdd(br); err != nil {
+		add := netns.Change{Argv: []string{"ip", "link", "add", b.Name, "mtu", strconv.Itoa(b.MTU), "group", groupArg, "address", attrs.HardwareAddr.String(), "type", "bridge"}}
+		if err := ns.Change(add, func() error { return h.LinkAdd(br) }); err != nil {
 			return 0, false, fmt.Errorf("create bridge %s: %w", b.Name, err)
 		}
 		created = true
 		fault.Point("create bridge " + b.Name + " untagged")
-		if l, err = h.LinkByName(b.Name); err != nil {
+		if ns.DryRun() {
+			l = br // as made: down, with its MTU; nothing to read back
+		} else if l, err = h.LinkByName(b.Name); err != nil {
 			return 0, true, fmt.Errorf("create bridge %s: %w", b.Name, err)
 		}
 		// The kernel ignores an alias in the request that creates a link.
@@ -228,13 +232,13 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		return l.Attrs().Index, created, err
 	}
 	if l.Attrs().MTU != b.MTU {
-		if err := h.LinkSetMTU(l, b.MTU); err != nil {
+		if err := ns.Change(setLink(b.Name, "mtu", strconv.Itoa(b.MTU)), func() error { return h.LinkSetMTU(l, b.MTU) }); err != nil {
 			return l.Attrs().Index, created, fmt.Errorf("set MTU of %s: %w", b.Name, err)
 		}
 		fault.Point("set MTU of bridge " + b.Name)
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(l); err != nil {
+		if err := ns.Change(setLink(b.Name, "up"), func() error { return h.LinkSetUp(l) }); err != nil {
 			return l.Attrs().Index, created, fmt.Errorf("bring up %s: %w", b.Name, err)
 		}
 		fault.Point("bring up bridge " + b.Name)
@@ -246,13 +250,13 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 		// No duplicate address detection: the gateway is usable at once, and on
 		// ctnet's own bridge nobody else may claim it.
 		addr := &netlink.Addr{IPNet: ipNet(gw), Flags: unix.IFA_F_NODAD}
-		if err := h.AddrReplace(l, addr); err != nil {
+		if err := ns.Change(addrChange("replace", gw, b.Name), func() error { return h.AddrReplace(l, addr) }); err != nil {
 			return l.Attrs().Index, created, fmt.Errorf("add address %s to %s: %w", gw, b.Name, err)
 		}
 	}
 	if tag {
 		fault.Point("add address " + b.Gateway.String() + " to bridge " + b.Name + " untagged")
-		if err := h.LinkSetAlias(l, b.Alias); err != nil {
+		if err := ns.Change(setLink(b.Name, "alias", b.Alias), func() error { return h.LinkSetAlias(l, b.Alias) }); err != nil {
 			return l.Attrs().Index, created, fmt.Errorf("tag bridge %s: %w", b.Name, err)
 		}
 	}
@@ -269,16 +273,21 @@ func Delete(ns *netns.NS, name string) error {
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete link %s: %w", name, err)
-	}
-	return nil
+	return ns.Change(netns.Change{Argv: []string{"ip", "link", "del", name}}, func() error {
+		if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
+			return fmt.Errorf("delete link %s: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // Veth describes a veth pair whose host end joins a bridge and whose peer is born
 // inside the container's namespace.
 type Veth struct {
-	HostName    string
+	HostName string
+	// Master is the bridge the host end joins, MasterIndex its index (0 in a dry
+	// run that makes the bridge in the same command).
+	Master      string
 	MasterIndex int
 	MTU         int
 	PeerName    string
@@ -323,7 +332,19 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	}
 	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(v.PeerNS.Fd())))
 	req.AddData(info)
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+	add := []string{"ip", "link", "add", v.HostName, "up", "mtu", strconv.Itoa(v.MTU), "group", groupArg}
+	if v.Master != "" {
+		add = append(add, "master", v.Master)
+	}
+	add = append(add, "type", "veth", "peer", "name", v.PeerName, "mtu", strconv.Itoa(v.MTU))
+	if v.PeerMAC != nil {
+		add = append(add, "address", v.PeerMAC.String())
+	}
+	add = append(add, "netns", v.PeerNS.Path())
+	if err := host.Change(netns.Change{Argv: add}, func() error {
+		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+		return err
+	}); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return 0, fmt.Errorf("create veth %s: an interface called %s or %s already exists", v.HostName, v.HostName, v.PeerName)
 		}
@@ -351,6 +372,10 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	if v.PeerNS.DryRun() {
+		// Neither the peer nor, maybe, its namespace exists: nothing to look up.
+		return 0, v.PeerNS.Change(setLink(v.PeerName, "up"), nil)
+	}
 	ph, err := v.PeerNS.Netlink()
 	if err != nil {
 		return 0, err
@@ -359,7 +384,7 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("find %s in the container: %w", v.PeerName, err)
 	}
-	if err := ph.LinkSetUp(l); err != nil {
+	if err := v.PeerNS.Change(setLink(v.PeerName, "up"), func() error { return ph.LinkSetUp(l) }); err != nil {
 		return 0, fmt.Errorf("bring up %s in the container: %w", v.PeerName, err)
 	}
 	return l.Attrs().Index, nil
@@ -384,8 +409,10 @@ func FinishPort(host *netns.NS, name, alias string, hairpin bool) error {
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	argv := []string{"ip", "link", "set", name}
 	if alias != "" {
 		req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
+		argv = append(argv, "alias", alias)
 	}
 	if hairpin {
 		info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
@@ -393,8 +420,12 @@ func FinishPort(host *netns.NS, name, alias string, hairpin bool) error {
 		data := info.AddRtAttr(nl.IFLA_INFO_SLAVE_DATA, nil)
 		data.AddRtAttr(nl.IFLA_BRPORT_MODE, []byte{1})
 		req.AddData(info)
+		argv = append(argv, "type", "bridge_slave", "hairpin", "on")
 	}
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+	if err := host.Change(netns.Change{Argv: argv}, func() error {
+		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+		return err
+	}); err != nil {
 		return fmt.Errorf("set alias and hairpin mode of %s: %w", name, err)
 	}
 	return nil
@@ -442,7 +473,8 @@ func ipv6Present(ns *netns.NS) bool {
 // Iface is the layer-3 set-up of a container interface: an address and gateway per
 // family the network has.
 type Iface struct {
-	Index    int
+	Index    int          // 0 in a dry run, whose interface was never made
+	Name     string       // the interface, as the printed commands name it
 	Address  netip.Prefix // the container's IPv4 address with the subnet's bits; none if invalid
 	Gateway  netip.Addr   // default route via this address; none if invalid
 	Address6 netip.Prefix // the container's IPv6 address; none if invalid
@@ -453,9 +485,12 @@ type Iface struct {
 // IPv6 address is added without duplicate address detection: ctnet's IPAM made it
 // unique, and it is usable (not "tentative") the moment this returns.
 func ConfigureIface(ns *netns.NS, i Iface) error {
-	h, err := ns.Netlink()
-	if err != nil {
-		return err
+	var h *netlink.Handle
+	if !ns.DryRun() {
+		var err error
+		if h, err = ns.Netlink(); err != nil {
+			return err
+		}
 	}
 	for _, family := range []struct {
 		address netip.Prefix
@@ -466,7 +501,7 @@ func ConfigureIface(ns *netns.NS, i Iface) error {
 			continue
 		}
 		addr := &netlink.Addr{IPNet: ipNet(family.address), LinkIndex: i.Index, Flags: family.flags}
-		if err := h.AddrAdd(nil, addr); err != nil {
+		if err := ns.Change(addrChange("add", family.address, i.Name), func() error { return h.AddrAdd(nil, addr) }); err != nil {
 			if errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("add address %s: the container already has it", family.address)
 			}
@@ -477,7 +512,11 @@ func ConfigureIface(ns *netns.NS, i Iface) error {
 		}
 		fault.Point("add address " + family.address.String())
 		r := &netlink.Route{LinkIndex: i.Index, Gw: family.gateway.AsSlice()}
-		if err := h.RouteAdd(r); err != nil {
+		route := netns.Change{Argv: []string{"ip", "-4", "route", "add", "default", "via", family.gateway.String(), "dev", i.Name}}
+		if family.gateway.Is6() {
+			route.Argv[1] = "-6"
+		}
+		if err := ns.Change(route, func() error { return h.RouteAdd(r) }); err != nil {
 			if errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("add default route via %s: the container already has a default route", family.gateway)
 			}
@@ -489,6 +528,9 @@ func ConfigureIface(ns *netns.NS, i Iface) error {
 
 // LoopbackUp brings lo up.
 func LoopbackUp(ns *netns.NS) error {
+	if ns.Fd() < 0 {
+		return ns.Change(setLink("lo", "up"), nil) // a namespace a dry run only pretends to make
+	}
 	h, err := ns.Netlink()
 	if err != nil {
 		return err
@@ -500,10 +542,28 @@ func LoopbackUp(ns *netns.NS) error {
 	if lo.Attrs().Flags&net.FlagUp != 0 {
 		return nil
 	}
-	if err := h.LinkSetUp(lo); err != nil {
+	if err := ns.Change(setLink("lo", "up"), func() error { return h.LinkSetUp(lo) }); err != nil {
 		return fmt.Errorf("bring up loopback: %w", err)
 	}
 	return nil
+}
+
+// groupArg is Group as ip link's group argument.
+var groupArg = "0x" + strconv.FormatUint(uint64(Group), 16)
+
+// setLink is the change `ip link set NAME ARGS...`.
+func setLink(name string, args ...string) netns.Change {
+	return netns.Change{Argv: append([]string{"ip", "link", "set", name}, args...)}
+}
+
+// addrChange is `ip addr VERB PREFIX dev NAME`, without duplicate address detection
+// for IPv6 (ip takes nodad for IPv6 addresses only).
+func addrChange(verb string, p netip.Prefix, name string) netns.Change {
+	argv := []string{"ip", "addr", verb, p.String(), "dev", name}
+	if p.Addr().Is6() {
+		argv = append(argv, "nodad")
+	}
+	return netns.Change{Argv: argv}
 }
 
 // linksByIndex lists the namespace's links, with their names by index (routes,

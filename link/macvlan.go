@@ -28,6 +28,9 @@ type Macvlan struct {
 // error nothing is left behind. The device goes with the namespace, or is deleted
 // there (an attached namespace).
 func AddMacvlan(host *netns.NS, v Macvlan) (index int, err error) {
+	if j := host.Journal(); j != nil {
+		return 0, j.Unsupported("macvlan networks' containers")
+	}
 	h, err := host.Netlink()
 	if err != nil {
 		return 0, err

@@ -39,6 +39,9 @@ const latencyUsec = 25_000
 // ctnet left behind (of its group) is made again; another link of that name is a
 // conflict.
 func Shape(host *netns.NS, s Shaping) (err error) {
+	if j := host.Journal(); j != nil {
+		return j.Unsupported("bandwidth limits")
+	}
 	h, err := host.Netlink()
 	if err != nil {
 		return err

@@ -33,6 +33,8 @@ type NS struct {
 	link  *netlink.Handle
 	route *nl.SocketHandle
 	nft   *nftables.Conn
+
+	journal *Journal // changes go through it; nil: made directly
 }
 
 // Open opens the namespace at path (a bind mount, /proc/PID/ns/net, /run/netns/NAME).
@@ -187,11 +189,20 @@ func IsMounted(path string) bool {
 // Path is the path the namespace was opened from.
 func (n *NS) Path() string { return n.path }
 
-// Fd is a descriptor referring to the namespace, valid until Close.
-func (n *NS) Fd() int { return int(n.file.Fd()) }
+// Fd is a descriptor referring to the namespace, valid until Close; -1 for a
+// namespace a dry run only pretends to make.
+func (n *NS) Fd() int {
+	if n.file == nil {
+		return -1
+	}
+	return int(n.file.Fd())
+}
 
 // ID identifies the namespace itself (its nsfs inode), whichever path opened it.
 func (n *NS) ID() (uint64, error) {
+	if n.file == nil {
+		return 0, fmt.Errorf("stat network namespace %s: %w", n.path, ErrDryRun)
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(n.Fd(), &st); err != nil {
 		return 0, fmt.Errorf("stat network namespace %s: %w", n.path, err)
@@ -211,6 +222,9 @@ func Same(a, b *NS) bool {
 // process's own namespace it runs fn directly: no switch is needed, and an
 // unprivileged process could not make it.
 func (n *NS) Do(fn func() error) error {
+	if n.file == nil {
+		return fmt.Errorf("%s: %w", n.path, ErrDryRun)
+	}
 	if n.isProcessNS() {
 		return fn()
 	}
@@ -425,6 +439,9 @@ func (n *NS) NFT() (*nftables.Conn, error) {
 	if n.nft != nil {
 		return n.nft, nil
 	}
+	if n.file == nil {
+		return nil, fmt.Errorf("open nftables in %s: %w", n.path, ErrDryRun)
+	}
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if !n.isProcessNS() {
 		// Without the option the socket is made on the calling thread, which outside
@@ -442,7 +459,9 @@ func (n *NS) NFT() (*nftables.Conn, error) {
 // WriteSysctl writes value to /proc/sys/<key> as seen from inside the namespace
 // (key like "net/ipv4/ip_forward"). A value already in place is not rewritten.
 func (n *NS) WriteSysctl(key, value string) error {
-	return n.Do(func() error { return writeSysctl(key, value) })
+	return n.Change(Change{Argv: []string{"sysctl", "-qw", key + "=" + value}}, func() error {
+		return n.Do(func() error { return writeSysctl(key, value) })
+	})
 }
 
 // ReadSysctl reads /proc/sys/<key> inside the namespace.
@@ -491,6 +510,9 @@ func (n *NS) Close() error {
 	if n.nft != nil {
 		n.nft.CloseLasting()
 		n.nft = nil
+	}
+	if n.file == nil {
+		return nil
 	}
 	return n.file.Close()
 }

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/google/nftables"
+
 	"github.com/ctnet/ctnet/firewall"
+	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
 )
 
@@ -57,16 +60,23 @@ func (m *Manager) applyFirewall(o *op, ch firewall.Change) error {
 	if err != nil {
 		return err
 	}
-	if err := firewall.Apply(conn, ch); err != nil {
+	// Without tables, adding elements would fail: they are built at once. A dry
+	// run, which cannot try, takes the tables to hold what the store says.
+	err = errors.New("the tables do not exist")
+	if !o.noTables {
+		err = m.host.Change(nftScript(firewall.ApplyScript(ch)), func() error { return firewall.Apply(conn, ch) })
+	}
+	if err != nil {
 		want, derr := m.desiredFirewall(o.tx)
 		if derr != nil {
 			return errors.Join(err, derr)
 		}
 		// The store may or may not record the change yet (a removal usually does not):
 		// rebuild from the store with the change applied.
-		if rerr := firewall.Rebuild(conn, withChange(want, ch)); rerr != nil {
+		if rerr := m.rebuild(conn, withChange(want, ch)); rerr != nil {
 			return errors.Join(err, rerr)
 		}
+		o.noTables = false
 		m.log.Info("firewall rebuilt from the store", "reason", err)
 	}
 	o.undo.push("update firewall", func() error { return o.store.View(m.rebuildFirewall) })
@@ -123,9 +133,32 @@ func (m *Manager) rebuildFirewall(tx *store.Tx) error {
 		return err
 	}
 	if len(state.Networks) == 0 {
-		return firewall.Delete(conn)
+		return m.host.Change(nftScript(firewall.DeleteScript()), func() error { return firewall.Delete(conn) })
 	}
-	return firewall.Rebuild(conn, state)
+	return m.rebuild(conn, state)
+}
+
+// rebuild replaces the tables with ones holding exactly the state.
+func (m *Manager) rebuild(conn *nftables.Conn, state firewall.State) error {
+	return m.host.Change(nftScript(firewall.RebuildScript(state)), func() error { return firewall.Rebuild(conn, state) })
+}
+
+// deleteFirewall deletes ctnet's tables.
+func (m *Manager) deleteFirewall(o *op) error {
+	conn, err := m.host.NFT()
+	if err != nil {
+		return err
+	}
+	if err := m.host.Change(nftScript(firewall.DeleteScript()), func() error { return firewall.Delete(conn) }); err != nil {
+		return err
+	}
+	o.noTables = true
+	return nil
+}
+
+// nftScript is the change `nft -f -` with script as its input: one batch.
+func nftScript(script string) netns.Change {
+	return netns.Change{Argv: []string{"nft", "-f", "-"}, Stdin: script}
 }
 
 // desiredFirewall is the firewall state the store describes.

@@ -468,7 +468,7 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 		if err != nil || len(tables) == 0 {
 			return err
 		}
-		if err := firewall.Delete(conn); err != nil {
+		if err := m.deleteFirewall(o); err != nil {
 			return err
 		}
 		o.step("delete firewall tables")
@@ -495,9 +495,10 @@ func (m *Manager) reconcileFirewall(o *op, say func(string, ...any)) error {
 	for _, e := range missing {
 		say("restored firewall %s", e)
 	}
-	if err := firewall.Rebuild(conn, want); err != nil {
+	if err := m.rebuild(conn, want); err != nil {
 		return err
 	}
+	o.noTables = false
 	o.step("rebuild firewall")
 	return nil
 }

@@ -63,6 +63,10 @@ func (m *Manager) release(o *op, c *store.Container, exitCode int) error {
 }
 
 func (m *Manager) deleteRecord(o *op, c *store.Container) error {
+	if o.dryRun() {
+		o.journal.Comment("remove " + c.RuntimeDir)
+		return o.tx.DeleteContainer(c)
+	}
 	if err := os.RemoveAll(c.RuntimeDir); err != nil {
 		return fmt.Errorf("remove runtime files of %s: %w", c.Name, err)
 	}
@@ -81,7 +85,7 @@ func (m *Manager) Remove(ctx context.Context, ref string, force bool) error {
 		supervisor = c.Supervisor
 		return m.remove(o, c, force)
 	})
-	if err == nil && supervisor.Valid() && supervisor != self() {
+	if err == nil && supervisor.Valid() && supervisor != self() && !m.dryRun() {
 		// A killed container's supervisor still wakes up to release it (finding it
 		// gone); once rm returns nothing of the container may still work on the root.
 		if _, werr := waitExit(ctx, supervisor, 10*time.Second); werr != nil {
@@ -96,7 +100,9 @@ func (m *Manager) remove(o *op, c *store.Container, force bool) error {
 		if !force {
 			return tagged(ErrConflict, "container %s is running: stop it first, or use rm -f", c.Name)
 		}
-		if err := killAndWait(o.ctx, c); err != nil {
+		if o.dryRun() {
+			o.journal.Comment("kill container " + c.Name + "'s process and wait for it to end")
+		} else if err := killAndWait(o.ctx, c); err != nil {
 			return err
 		}
 	}

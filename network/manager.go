@@ -69,6 +69,12 @@ type Options struct {
 	// portmap plugin never looks at sockets): a host socket bound to one is the
 	// caller's reservation, not a clash. A port another container publishes still is.
 	CallerReservesHostPorts bool
+	// Journal, when set, receives every kernel change of every change the manager
+	// makes, as the command line that makes it (--explain); with Journal.DryRun the
+	// manager makes none, nor any change to the store or the root's files, and says
+	// what it would do (--dry-run). A dry run validates as a real change does and
+	// fails where it would.
+	Journal *netns.Journal
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -81,11 +87,12 @@ type Manager struct {
 	rootless         bool
 	userNet          UserNetStack
 	callerReserves   bool // Options.CallerReservesHostPorts
+	journal          *netns.Journal
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts, journal: opts.Journal}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -131,8 +138,24 @@ func New(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.journal != nil {
+		if m.rootless {
+			m.host.Close()
+			return nil, m.journal.Unsupported("unprivileged users' user-mode networks")
+		}
+		if m.journal.Host == nil {
+			m.journal.Host = m.host
+		}
+		m.host.SetJournal(m.journal)
+	}
 	return m, nil
 }
+
+// dryRun reports whether the manager only says what it would change.
+func (m *Manager) dryRun() bool { return m.journal != nil && m.journal.DryRun }
+
+// errDryRun rolls a dry run's store transaction back.
+var errDryRun = errors.New("dry run")
 
 // userDirs are an unprivileged user's state and runtime directories, as the XDG
 // base directory specification places them, with its fallbacks.
@@ -192,6 +215,13 @@ type op struct {
 	// forwarding is set once the change has arranged to turn IPv4 forwarding on,
 	// forwarding6 IPv6 forwarding.
 	forwarding, forwarding6 bool
+	// journal is the manager's: every kernel change goes through it.
+	journal *netns.Journal
+	// noTables is set while ctnet's firewall tables are known not to exist: a
+	// change then builds them instead of adding elements to them.
+	noTables bool
+	// plannedBridges are the bridges a dry run would have made by now.
+	plannedBridges map[string]bool
 }
 
 // afterCommit makes a kernel change once the transaction has committed.
@@ -227,11 +257,15 @@ func (o *op) open(path string) (*netns.NS, error) {
 	return ns, nil
 }
 
+// dryRun reports whether the change only says what it would do.
+func (o *op) dryRun() bool { return o.journal != nil && o.journal.DryRun }
+
 // keep adds a namespace opened elsewhere to the change's cache.
 func (o *op) keep(ns *netns.NS) {
 	if o.nss == nil {
 		o.nss = map[string]*netns.NS{}
 	}
+	ns.SetJournal(o.journal)
 	o.nss[ns.Path()] = ns
 }
 
@@ -256,15 +290,26 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := m.ensureDirs(); err != nil {
+	stateDir := m.stateDir
+	if m.dryRun() {
+		// A dry run makes no directory, and a root without a store has an empty one.
+		if _, err := os.Stat(filepath.Join(stateDir, store.FileName)); errors.Is(err, os.ErrNotExist) {
+			tmp, err := os.MkdirTemp("", "ctnet-dry-run-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			stateDir = tmp
+		}
+	} else if err := m.ensureDirs(); err != nil {
 		return err
 	}
-	s, err := store.Open(m.stateDir)
+	s, err := store.Open(stateDir)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	o := &op{ctx: ctx, undo: &undo{log: m.log, start: time.Now()}, store: s}
+	o := &op{ctx: ctx, undo: &undo{log: m.log, start: time.Now()}, store: s, journal: m.journal}
 	defer o.closeAll()
 	err = s.Update(func(tx *store.Tx) (err error) {
 		defer failedStep(&err)
@@ -279,8 +324,22 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 		if err := fn(o); err != nil {
 			return err
 		}
-		return ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if m.dryRun() {
+			return errDryRun // roll back: the store stays as it was
+		}
+		return nil
 	})
+	if m.dryRun() {
+		if !errors.Is(err, errDryRun) {
+			return err // refused as the real change would be; nothing to undo
+		}
+		// What the commit would be followed by, printed and not made as every change
+		// of a dry run.
+		return o.runCommitted()
+	}
 	if err != nil {
 		m.log.Debug("store transaction rolled back: undoing its kernel changes", "err", err, "elapsed", time.Since(o.undo.start))
 		if uerr := o.undo.run(); uerr != nil {

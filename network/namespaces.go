@@ -13,11 +13,11 @@ import (
 func (m *Manager) ownNetNS(o *op, c *store.Container) error {
 	c.NetNS = filepath.Join(m.netnsDir(), c.ID)
 	c.OwnsNetNS = true
-	ns, err := netns.New(c.NetNS)
+	ns, err := netns.NewIn(o.journal, c.NetNS)
 	if err != nil {
 		return err
 	}
-	o.undo.push("create namespace "+c.NetNS, func() error { return netns.Remove(c.NetNS) })
+	o.undo.push("create namespace "+c.NetNS, func() error { return netns.RemoveIn(o.journal, c.NetNS) })
 	o.keep(ns)
 	if err := link.LoopbackUp(ns); err != nil {
 		return err
@@ -74,9 +74,13 @@ func (m *Manager) shareNetNS(o *op, c *store.Container, ref string) error {
 func (m *Manager) removeNamespace(o *op, path string, killLeftovers bool) (killed int, err error) {
 	o.closeNS(path)
 	if killLeftovers {
-		killed = proc.KillInNetNS(proc.NetNSInode(path))
+		if o.dryRun() {
+			o.journal.Comment("kill the processes left in " + path)
+		} else {
+			killed = proc.KillInNetNS(proc.NetNSInode(path))
+		}
 	}
-	if err := netns.Remove(path); err != nil {
+	if err := netns.RemoveIn(o.journal, path); err != nil {
 		return killed, err
 	}
 	o.step("remove namespace " + path)

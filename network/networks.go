@@ -271,6 +271,12 @@ func (m *Manager) plumbNetwork(o *op, n *store.Network) (bridgeIndex int, err er
 		gw6 = netip.PrefixFrom(n.Gateway6, n.Subnet6.Bits())
 	}
 	index, created, err := link.EnsureBridge(m.host, link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: gw, Gateway6: gw6, Alias: link.NetworkAlias(n.ID)})
+	if created && o.dryRun() {
+		if o.plannedBridges == nil {
+			o.plannedBridges = map[string]bool{}
+		}
+		o.plannedBridges[n.Bridge] = true
+	}
 	if created {
 		o.undo.push("create bridge "+n.Bridge, func() error { return link.Delete(m.host, n.Bridge) })
 	}
@@ -347,11 +353,7 @@ func (m *Manager) removeNetwork(o *op, n *store.Network) error {
 	}
 	if bridgeNetworks(remaining) == 0 {
 		// Nothing needs the tables any more: leave the host's ruleset as it was.
-		conn, err := m.host.NFT()
-		if err != nil {
-			return err
-		}
-		if err := firewall.Delete(conn); err != nil {
+		if err := m.deleteFirewall(o); err != nil {
 			return err
 		}
 		o.undo.push("delete firewall tables", func() error { return o.store.View(m.rebuildFirewall) })

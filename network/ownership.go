@@ -1,6 +1,7 @@
 package network
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,9 +83,12 @@ func (m *Manager) checkHost(o *op) error {
 	if err != nil {
 		return err
 	}
-	tookOver, stale, err := m.checkOwner()
+	tookOver, stale, err := m.checkOwner(o)
 	if err != nil {
 		return err
+	}
+	if o.dryRun() && rebooted {
+		return errors.New("--dry-run cannot show this change: the machine rebooted since the last one, and the next change restores every network first (run ctnet gc to restore them, then try again)")
 	}
 	if tookOver {
 		report, err := m.reconcile(o, false)
@@ -128,7 +132,7 @@ func (m *Manager) checkHost(o *op) error {
 // them over: what the other root left is then for this one's gc to remove. It also
 // reports tables built with an older ctnet's rules, which must be rebuilt (a change
 // otherwise touches only elements, and would leave a fixed rule unfixed).
-func (m *Manager) checkOwner() (tookOver, stale bool, err error) {
+func (m *Manager) checkOwner(o *op) (tookOver, stale bool, err error) {
 	if m.rootless {
 		return false, false, nil // no tables
 	}
@@ -137,6 +141,7 @@ func (m *Manager) checkOwner() (tookOver, stale bool, err error) {
 		return false, false, err
 	}
 	rec, err := firewall.ReadRecord(conn)
+	o.noTables = err == nil && !rec.Present
 	if err != nil || !rec.Present {
 		return false, false, err
 	}
@@ -145,6 +150,9 @@ func (m *Manager) checkOwner() (tookOver, stale bool, err error) {
 	}
 	if rootExists(rec.Owner) {
 		return false, false, tagged(ErrConflict, "this host's network namespace is managed by the ctnet root %s: use --root %s, or give this root a network namespace of its own", rec.Owner, rec.Owner)
+	}
+	if m.journal != nil {
+		return false, false, m.journal.Unsupported("taking over the firewall tables of ctnet root " + rec.Owner + ", which no longer exists")
 	}
 	m.log.Warn("taking over the firewall tables: the ctnet root they were recorded as no longer exists", "root", rec.Owner)
 	return true, !rec.Current, firewall.Claim(conn, m.stateDir)

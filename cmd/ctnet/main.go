@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/network"
 	"github.com/ctnet/ctnet/sandbox"
 )
@@ -60,6 +61,9 @@ func (e *exitError) Unwrap() error { return e.err }
 type app struct {
 	root   string
 	debug  bool
+	// dryRun and explain are the global flags; journal is theirs (startJournal).
+	dryRun, explain bool
+	journal         *netns.Journal
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
@@ -154,6 +158,7 @@ between networks. Unprivileged users get a user-mode network instead.`,
 	root.PersistentFlags().StringVar(&a.root, "root", os.Getenv("CTNET_ROOT"),
 		"directory for all of ctnet's state and runtime files (default /var/lib/ctnet and /run/ctnet; env CTNET_ROOT)")
 	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "log what ctnet does to stderr")
+	a.addDryRunFlags(root)
 	a.withLazyTree(root)
 	a.addLazy(root, lazyCommand{name: "run", build: a.runCommand}, lazyCommand{name: "exec", build: a.execCommand},
 		lazyCommand{name: "ps", build: a.psCommand}, lazyCommand{name: "stop", build: a.stopCommand},
@@ -178,7 +183,7 @@ func (a *app) logger() *slog.Logger {
 // manager opens the root's manager: an unprivileged user manages their own
 // containers, on user-mode networks.
 func (a *app) manager() (*network.Manager, error) {
-	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0, UserNet: startUserNet})
+	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0, UserNet: startUserNet, Journal: a.journal})
 }
 
 // withManager runs fn with the root's manager, closed afterwards.

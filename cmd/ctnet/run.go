@@ -71,6 +71,9 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 			if err != nil {
 				return &exitError{code: exitRunFailure, err: err}
 			}
+			if a.dryRun {
+				return a.runDryRun(spec)
+			}
 			if f.detach {
 				return a.runDetached(spec, opts, f.proc.interactive)
 			}
