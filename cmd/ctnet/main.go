@@ -59,14 +59,14 @@ func (e *exitError) Unwrap() error { return e.err }
 
 // app is the state shared by all subcommands.
 type app struct {
-	root   string
-	debug  bool
+	root  string
+	debug bool
 	// dryRun and explain are the global flags; journal is theirs (startJournal).
 	dryRun, explain bool
 	journal         *netns.Journal
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	stdin           io.Reader
+	stdout          io.Writer
+	stderr          io.Writer
 	// stubs are the commands not built yet, with their builders (tree.go).
 	stubs map[*cobra.Command]func() *cobra.Command
 }
