@@ -556,10 +556,15 @@ func setLink(name string, args ...string) netns.Change {
 	return netns.Change{Argv: append([]string{"ip", "link", "set", name}, args...)}
 }
 
-// addrChange is `ip addr VERB PREFIX dev NAME`, without duplicate address detection
-// for IPv6 (ip takes nodad for IPv6 addresses only).
+// addrChange is `ip addr VERB PREFIX dev NAME`: an IPv4 address with the broadcast
+// address the netlink library adds below a /31, an IPv6 one without duplicate
+// address detection (ip takes nodad for IPv6 addresses only).
 func addrChange(verb string, p netip.Prefix, name string) netns.Change {
-	argv := []string{"ip", "addr", verb, p.String(), "dev", name}
+	argv := []string{"ip", "addr", verb, p.String()}
+	if p.Addr().Is4() && p.Bits() < 31 {
+		argv = append(argv, "brd", "+")
+	}
+	argv = append(argv, "dev", name)
 	if p.Addr().Is6() {
 		argv = append(argv, "nodad")
 	}

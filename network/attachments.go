@@ -234,14 +234,19 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 // until the kernel has begun (the pair's peer namespace is gone) and reports that,
 // and deletes the pair itself only if something outside still holds the namespace.
 func (m *Manager) removeVeth(o *op, name string, awaitCleanup bool) (dying bool, err error) {
-	if awaitCleanup && o.dryRun() {
-		o.journal.Comment("the kernel deletes " + name + " with the namespace")
-		return true, nil
-	}
 	if awaitCleanup {
-		dying, err := link.AwaitDying(m.host, name, 100*time.Millisecond)
-		if err != nil || dying {
-			return dying, err
+		// A dry run has not removed the namespace: it takes the kernel's cleanup as
+		// the command would find it begun.
+		dying := o.dryRun()
+		if !dying {
+			var err error
+			if dying, err = link.AwaitDying(m.host, name, 100*time.Millisecond); err != nil {
+				return false, err
+			}
+		}
+		if dying {
+			o.journal.Comment("the kernel deletes " + name + " with the namespace")
+			return true, nil
 		}
 	}
 	if err := link.Delete(m.host, name); err != nil {

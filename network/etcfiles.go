@@ -191,8 +191,8 @@ func (m *Manager) writeEtcFiles(o *op, c *store.Container, dns []netip.Addr, ext
 		"hosts":       nameconf.Hosts(hostname(c.Hostname, c.ID), addrs, extra),
 		"hostname":    []byte(hostname(c.Hostname, c.ID) + "\n"),
 	}
+	o.journal.Comment("write the container's resolv.conf, hosts and hostname into " + c.RuntimeDir)
 	if o.dryRun() {
-		o.journal.Comment("write the container's resolv.conf, hosts and hostname into " + c.RuntimeDir)
 		return nil
 	}
 	if err := os.MkdirAll(c.RuntimeDir, 0o700); err != nil {

@@ -63,8 +63,8 @@ func (m *Manager) release(o *op, c *store.Container, exitCode int) error {
 }
 
 func (m *Manager) deleteRecord(o *op, c *store.Container) error {
+	o.journal.Comment("remove " + c.RuntimeDir)
 	if o.dryRun() {
-		o.journal.Comment("remove " + c.RuntimeDir)
 		return o.tx.DeleteContainer(c)
 	}
 	if err := os.RemoveAll(c.RuntimeDir); err != nil {
@@ -100,10 +100,11 @@ func (m *Manager) remove(o *op, c *store.Container, force bool) error {
 		if !force {
 			return tagged(ErrConflict, "container %s is running: stop it first, or use rm -f", c.Name)
 		}
-		if o.dryRun() {
-			o.journal.Comment("kill container " + c.Name + "'s process and wait for it to end")
-		} else if err := killAndWait(o.ctx, c); err != nil {
-			return err
+		o.journal.Comment("kill container " + c.Name + "'s process and wait for it to end")
+		if !o.dryRun() {
+			if err := killAndWait(o.ctx, c); err != nil {
+				return err
+			}
 		}
 	}
 	if err := m.checkNoSharers(o, c); err != nil {

@@ -74,9 +74,8 @@ func (m *Manager) shareNetNS(o *op, c *store.Container, ref string) error {
 func (m *Manager) removeNamespace(o *op, path string, killLeftovers bool) (killed int, err error) {
 	o.closeNS(path)
 	if killLeftovers {
-		if o.dryRun() {
-			o.journal.Comment("kill the processes left in " + path)
-		} else {
+		o.journal.Comment("kill the processes left in " + path)
+		if !o.dryRun() {
 			killed = proc.KillInNetNS(proc.NetNSInode(path))
 		}
 	}
