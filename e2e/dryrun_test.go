@@ -191,8 +191,13 @@ func (e *env) world(pod *lab.Sandbox) lab.Snapshot {
 	for k, v := range pod.Snapshot(e.t, e.root) {
 		w["pod "+k] = v
 	}
-	w["ctnet ps -a"] = e.must("ps", "-a", "--no-trunc")
-	w["ctnet network ls"] = e.must("network", "ls", "--no-trunc")
+	fwd, err := e.host.Try("cat", "/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	w["IPv4 forwarding"] = fwd
+	w["ctnet ps -a"] = e.must("ps", "-a", "--format", "json") // the table's times are relative to now
+	w["ctnet network ls"] = e.must("network", "ls", "--format", "json")
 	db, err := os.ReadFile(filepath.Join(e.root, "state.db"))
 	if err != nil && !os.IsNotExist(err) {
 		e.t.Fatal(err)
