@@ -157,3 +157,58 @@ func TestREADMETrace(t *testing.T) {
 		t.Errorf("the section's last command left containers %v or networks %v", ids, e.networks())
 	}
 }
+
+// The README's "See what ctnet does" runs as written, in a sandbox host: each
+// command's output is the lines the README shows for it, but for the IDs ctnet draws
+// (and the names made of them) and the root, which is the default one there.
+func TestREADMEDryRun(t *testing.T) {
+	e := newEnv(t)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## See what ctnet does")
+	_, block, _ := strings.Cut(section, "```console\n")
+	block, _, _ = strings.Cut(block, "```")
+	shell := fmt.Sprintf(`ctnet() { %s --root %s "$@"; }; `, lab.Binary(t), e.root)
+	ids := regexp.MustCompile(`[0-9a-f]{8,64}`)
+	normal := func(s string) string { return ids.ReplaceAllString(strings.TrimRight(s, "\n"), "ID") }
+	var cmd, want string
+	ran := 0
+	check := func() {
+		if cmd == "" {
+			return
+		}
+		ran++
+		out, err := e.host.Try("sh", "-c", shell+cmd)
+		if err != nil {
+			t.Fatalf("README: %s: %v\n%s", cmd, err, out)
+		}
+		if want == "" {
+			return // the README shows no output: the ID the command echoes
+		}
+		t.Logf("README: %s\n%s", cmd, out)
+		got := normal(strings.ReplaceAll(out, e.root, "/run/ctnet"))
+		if w := normal(want); got != w {
+			t.Errorf("README: %s prints other lines than the README shows:\n%s", cmd, lineDiff(w, got))
+		}
+	}
+	for _, line := range strings.Split(block, "\n") {
+		if c, ok := strings.CutPrefix(line, "# ctnet "); ok {
+			check()
+			cmd, want = "ctnet "+c, ""
+			if i := strings.Index(cmd, "  #"); i >= 0 {
+				cmd = strings.TrimSpace(cmd[:i])
+			}
+		} else if line != "" {
+			want += line + "\n"
+		}
+	}
+	check()
+	if ran != 4 {
+		t.Errorf("the section has %d commands, want 4", ran)
+	}
+	if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) > 0 || len(e.networks()) > 0 {
+		t.Errorf("the section's last command left containers %v or networks %v", ids, e.networks())
+	}
+}
