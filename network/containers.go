@@ -169,6 +169,17 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if err := checkMacvlanSpec(n, spec.Ports, spec.Bandwidth); err != nil {
 			return nil, err
 		}
+		// Refused before any change, so that --explain leaves nothing to undo.
+		if isMacvlan(n) {
+			if err := m.journal.Unsupported("macvlan networks' containers"); err != nil {
+				return nil, err
+			}
+		}
+		if !spec.Bandwidth.IsZero() {
+			if err := m.journal.Unsupported("bandwidth limits"); err != nil {
+				return nil, err
+			}
+		}
 		if n.Internal && len(spec.Ports) > 0 {
 			return nil, invalid("network %s is internal: published ports could not be reached; drop -p or use another network", n.Name)
 		}
