@@ -64,7 +64,7 @@ func (m *Manager) applyFirewall(o *op, ch firewall.Change) error {
 	// run, which cannot try, takes the tables to hold what the store says.
 	err = errors.New("the tables do not exist")
 	if !o.noTables {
-		err = m.host.Change(nftScript(firewall.ApplyScript(ch)), func() error { return firewall.Apply(conn, ch) })
+		err = m.nft(func() string { return firewall.ApplyScript(ch) }, func() error { return firewall.Apply(conn, ch) })
 	}
 	if err != nil {
 		want, derr := m.desiredFirewall(o.tx)
@@ -133,14 +133,14 @@ func (m *Manager) rebuildFirewall(tx *store.Tx) error {
 		return err
 	}
 	if len(state.Networks) == 0 {
-		return m.host.Change(nftScript(firewall.DeleteScript()), func() error { return firewall.Delete(conn) })
+		return m.nft(firewall.DeleteScript, func() error { return firewall.Delete(conn) })
 	}
 	return m.rebuild(conn, state)
 }
 
 // rebuild replaces the tables with ones holding exactly the state.
 func (m *Manager) rebuild(conn *nftables.Conn, state firewall.State) error {
-	return m.host.Change(nftScript(firewall.RebuildScript(state)), func() error { return firewall.Rebuild(conn, state) })
+	return m.nft(func() string { return firewall.RebuildScript(state) }, func() error { return firewall.Rebuild(conn, state) })
 }
 
 // deleteFirewall deletes ctnet's tables.
@@ -149,16 +149,20 @@ func (m *Manager) deleteFirewall(o *op) error {
 	if err != nil {
 		return err
 	}
-	if err := m.host.Change(nftScript(firewall.DeleteScript()), func() error { return firewall.Delete(conn) }); err != nil {
+	if err := m.nft(firewall.DeleteScript, func() error { return firewall.Delete(conn) }); err != nil {
 		return err
 	}
 	o.noTables = true
 	return nil
 }
 
-// nftScript is the change `nft -f -` with script as its input: one batch.
-func nftScript(script string) netns.Change {
-	return netns.Change{Argv: []string{"nft", "-f", "-"}, Stdin: script}
+// nft makes a firewall change in the host namespace: fn programs it, script is its
+// batch as `nft -f -` input, rendered only for a journal.
+func (m *Manager) nft(script func() string, fn func() error) error {
+	if m.host.Journal() == nil {
+		return fn()
+	}
+	return m.host.Change(netns.Change{Argv: []string{"nft", "-f", "-"}, Stdin: script()}, fn)
 }
 
 // desiredFirewall is the firewall state the store describes.
