@@ -299,10 +299,11 @@ type Veth struct {
 }
 
 // AddVeth creates the pair in one netlink request — the host end enslaved and up, the
-// peer born in its namespace with its MAC, so nothing is moved — turns IPv6 off on the
-// host end and, unless v.IPv6, on the peer, and brings the peer up. It returns the peer's interface index inside its
-// namespace. On error nothing is left behind. The host end stays untagged until
-// FinishPort: a tagged veth is a finished one, which gc trusts.
+// peer born in its namespace with its MAC, so nothing is moved — and turns IPv6 off on
+// the host end and, unless v.IPv6, on the peer. It returns the peer's interface index
+// inside its namespace; the peer stays down until ConfigureIface brings it up. On
+// error nothing is left behind. The host end stays untagged until FinishPort: a
+// tagged veth is a finished one, which gc trusts.
 func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 	sock, err := host.RouteSocket()
 	if err != nil {
@@ -373,21 +374,9 @@ func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
 		return 0, err
 	}
 	if v.PeerNS.DryRun() {
-		// Neither the peer nor, maybe, its namespace exists: nothing to look up.
-		return 0, v.PeerNS.Change(setLink(v.PeerName, "up"), nil)
+		return 0, nil // neither the peer nor, maybe, its namespace exists: nothing to look up
 	}
-	ph, err := v.PeerNS.Netlink()
-	if err != nil {
-		return 0, err
-	}
-	l, err := ph.LinkByName(v.PeerName)
-	if err != nil {
-		return 0, fmt.Errorf("find %s in the container: %w", v.PeerName, err)
-	}
-	if err := v.PeerNS.Change(setLink(v.PeerName, "up"), func() error { return ph.LinkSetUp(l) }); err != nil {
-		return 0, fmt.Errorf("bring up %s in the container: %w", v.PeerName, err)
-	}
-	return l.Attrs().Index, nil
+	return indexOf(v.PeerNS, v.PeerName)
 }
 
 // FinishPort sets the alias of an existing link and, with hairpin, turns on hairpin
@@ -481,71 +470,71 @@ type Iface struct {
 	Gateway6 netip.Addr   // IPv6 default route via this address; none if invalid
 }
 
-// ConfigureIface adds the addresses and, for each gateway given, a default route. An
-// IPv6 address is added without duplicate address detection: ctnet's IPAM made it
-// unique, and it is usable (not "tentative") the moment this returns.
+// ConfigureIface brings the interface up and adds the addresses and, for each
+// gateway given, a default route, in one batch of requests. An IPv6 address is
+// added without duplicate address detection: ctnet's IPAM made it unique, and it is
+// usable (not "tentative") the moment this returns. On error the interface may have
+// some of them: its undo, deleting it, takes them away with it.
 func ConfigureIface(ns *netns.NS, i Iface) error {
-	var h *netlink.Handle
-	if !ns.DryRun() {
-		var err error
-		if h, err = ns.Netlink(); err != nil {
-			return err
-		}
-	}
+	reqs := []request{{linkUpRequest(i.Index), setLink(i.Name, "up"), func(err error) error {
+		return fmt.Errorf("bring up interface %d in the container: %w", i.Index, err)
+	}}}
 	for _, family := range []struct {
 		address netip.Prefix
 		gateway netip.Addr
-		flags   int
+		flags   uint8
 	}{{i.Address, i.Gateway, 0}, {i.Address6, i.Gateway6, unix.IFA_F_NODAD}} {
 		if !family.address.IsValid() {
 			continue
 		}
-		addr := &netlink.Addr{IPNet: ipNet(family.address), LinkIndex: i.Index, Flags: family.flags}
-		if err := ns.Change(addrChange("add", family.address, i.Name), func() error { return h.AddrAdd(nil, addr) }); err != nil {
+		reqs = append(reqs, request{addrRequest(i.Index, family.address, family.flags), addrChange("add", family.address, i.Name), func(err error) error {
 			if errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("add address %s: the container already has it", family.address)
 			}
 			return fmt.Errorf("add address %s: %w", family.address, err)
-		}
+		}})
 		if !family.gateway.IsValid() {
 			continue
 		}
-		fault.Point("add address " + family.address.String())
-		r := &netlink.Route{LinkIndex: i.Index, Gw: family.gateway.AsSlice()}
 		route := netns.Change{Argv: []string{"ip", "-4", "route", "add", "default", "via", family.gateway.String(), "dev", i.Name}}
 		if family.gateway.Is6() {
 			route.Argv[1] = "-6"
 		}
-		if err := ns.Change(route, func() error { return h.RouteAdd(r) }); err != nil {
+		reqs = append(reqs, request{defaultRouteRequest(i.Index, family.gateway), route, func(err error) error {
 			if errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("add default route via %s: the container already has a default route", family.gateway)
 			}
 			return fmt.Errorf("add default route via %s: %w", family.gateway, err)
-		}
+		}})
 	}
-	return nil
+	return sendBatch(ns, reqs)
 }
 
-// LoopbackUp brings lo up.
+// LoopbackUp brings lo up (a no-op if it is).
 func LoopbackUp(ns *netns.NS) error {
-	if ns.Fd() < 0 {
-		return ns.Change(setLink("lo", "up"), nil) // a namespace a dry run only pretends to make
-	}
-	h, err := ns.Netlink()
-	if err != nil {
-		return err
-	}
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("find loopback: %w", err)
-	}
-	if lo.Attrs().Flags&net.FlagUp != 0 {
-		return nil
-	}
-	if err := ns.Change(setLink("lo", "up"), func() error { return h.LinkSetUp(lo) }); err != nil {
+	return sendBatch(ns, []request{{linkUpRequest(loopbackIndex), setLink("lo", "up"), func(err error) error {
 		return fmt.Errorf("bring up loopback: %w", err)
+	}}})
+}
+
+// indexOf returns the index of the interface called name in ns.
+func indexOf(ns *netns.NS, name string) (int, error) {
+	sock, err := ns.RouteSocket()
+	if err != nil {
+		return 0, err
 	}
-	return nil
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil {
+		return 0, fmt.Errorf("find %s in the container: %w", name, err)
+	}
+	if len(msgs) == 0 || len(msgs[0]) < unix.SizeofIfInfomsg {
+		return 0, fmt.Errorf("find %s in the container: no answer", name)
+	}
+	return int(nl.DeserializeIfInfomsg(msgs[0]).Index), nil
 }
 
 // groupArg is Group as ip link's group argument.

@@ -23,8 +23,9 @@ type Macvlan struct {
 }
 
 // AddMacvlan creates the interface in one request on the host's side, born inside
-// the container's namespace, so that it never exists in the host's; turns IPv6 off
-// on it and brings it up. It returns the interface's index inside the namespace. On
+// the container's namespace, so that it never exists in the host's, and turns IPv6
+// off on it. It returns the interface's index inside the namespace; the interface
+// stays down until ConfigureIface brings it up. On
 // error nothing is left behind. The device goes with the namespace, or is deleted
 // there (an attached namespace).
 func AddMacvlan(host *netns.NS, v Macvlan) (index int, err error) {
@@ -60,18 +61,7 @@ func AddMacvlan(host *netns.NS, v Macvlan) (index int, err error) {
 	if err := disableIPv6(v.NS, v.Name); err != nil {
 		return 0, err
 	}
-	ch, err := v.NS.Netlink()
-	if err != nil {
-		return 0, err
-	}
-	l, err := ch.LinkByName(v.Name)
-	if err != nil {
-		return 0, fmt.Errorf("find %s in the container: %w", v.Name, err)
-	}
-	if err := ch.LinkSetUp(l); err != nil {
-		return 0, fmt.Errorf("bring up %s in the container: %w", v.Name, err)
-	}
-	return l.Attrs().Index, nil
+	return indexOf(v.NS, v.Name)
 }
 
 // DeleteMacvlans deletes the macvlan interfaces ctnet made in a namespace (those of

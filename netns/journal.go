@@ -108,6 +108,21 @@ func (n *NS) Change(c Change, fn func() error) error {
 	return n.journal.apply(n, c, fn)
 }
 
+// Changes is Change for changes fn makes at once (one batch of requests): with a
+// journal their lines are printed in order first.
+func (n *NS) Changes(cs []Change, fn func() error) error {
+	if n.journal == nil {
+		return fn()
+	}
+	for _, c := range cs {
+		n.journal.record(n, c)
+	}
+	if n.journal.DryRun {
+		return nil
+	}
+	return fn()
+}
+
 // NewIn is New with its changes through j: in a dry run it makes nothing and returns
 // a namespace that exists only in the journal's lines, whose handles cannot be had.
 func NewIn(j *Journal, path string) (*NS, error) {
