@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,7 @@ import (
 	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/ipam"
+	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
 )
@@ -70,6 +72,14 @@ type Options struct {
 	// portmap plugin never looks at sockets): a host socket bound to one is the
 	// caller's reservation, not a clash. A port another container publishes still is.
 	CallerReservesHostPorts bool
+	// DeleteRetired deletes the host links a change took out of service
+	// (link.RetiredGroup), after the change has returned: the kernel's deletion waits
+	// for RCU grace periods that nothing of the container needs (about 20 ms). nil
+	// deletes them in a goroutine of the Manager, which Close waits for; a program
+	// that exits right after its change gives a process of its own (cmd/ctnet's and
+	// cmd/ctnet-cni's: package internal/linkreaper). When it fails, the goroutine
+	// deletes them.
+	DeleteRetired func(host *netns.NS) error
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -82,11 +92,13 @@ type Manager struct {
 	rootless         bool
 	userNet          UserNetStack
 	callerReserves   bool // Options.CallerReservesHostPorts
+	deleteRetired    func(host *netns.NS) error
+	deleting         sync.WaitGroup // goroutines deleting retired links
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts, deleteRetired: opts.DeleteRetired}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -160,7 +172,37 @@ func userDirs() (state, run string) {
 func (m *Manager) Rootless() bool { return m.rootless }
 
 // Close releases the host namespace's handles.
-func (m *Manager) Close() error { return m.host.Close() }
+func (m *Manager) Close() error {
+	m.deleting.Wait()
+	return m.host.Close()
+}
+
+// deleteRetiredLinks has the links a change retired deleted without waiting for the
+// kernel to finish: by Options.DeleteRetired, else by a goroutine. Whoever deletes
+// them takes every retired link of the host namespace in one request, so the links
+// of changes made meanwhile share its wait.
+func (m *Manager) deleteRetiredLinks() {
+	if m.deleteRetired != nil {
+		err := m.deleteRetired(m.host)
+		if err == nil {
+			return
+		}
+		m.log.Warn("deleting retired links in this process instead", "err", err)
+	}
+	m.deleting.Add(1)
+	go func() {
+		defer m.deleting.Done()
+		// A handle of its own: the Manager's sockets serve its next change meanwhile.
+		ns, err := netns.Open(fmt.Sprintf("/proc/self/fd/%d", m.host.Fd()))
+		if err == nil {
+			err = link.DeleteRetired(ns)
+			ns.Close()
+		}
+		if err != nil {
+			m.log.Warn("delete retired links (ctnet gc retries it)", "err", err)
+		}
+	}()
+}
 
 func (m *Manager) netnsDir() string { return filepath.Join(m.runDir, "netns") }
 
@@ -193,6 +235,9 @@ type op struct {
 	// forwarding is set once the change has arranged to turn IPv4 forwarding on,
 	// forwarding6 IPv6 forwarding.
 	forwarding, forwarding6 bool
+	// retired is set once the change has taken links out of service, to be deleted
+	// after the commit.
+	retired bool
 }
 
 // afterCommit makes a kernel change once the transaction has committed.
@@ -293,7 +338,11 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 	// A crash here leaves the store ahead of the kernel by the committed changes
 	// (IPv4 forwarding), which gc makes.
 	fault.Point("store commit")
-	return o.runCommitted()
+	err = o.runCommitted()
+	if o.retired {
+		m.deleteRetiredLinks()
+	}
+	return err
 }
 
 // view runs fn under the shared lock in a read-only transaction. Reading never

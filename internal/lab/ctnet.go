@@ -442,9 +442,10 @@ func RandomName(prefix string) string {
 
 // AwaitDyingVeths waits until no ctnet veth in the sandbox is dying: one whose
 // peer's namespace has lost its last reference, which the kernel removes with the
-// namespace a few milliseconds later. ctnet leaves the veths of containers that
-// owned their namespace to that batched cleanup, so a reading right after `rm` would
-// otherwise catch them on their way out. Only the waiting asks the kernel through
+// namespace a few milliseconds later, or a link `rm` retired, which a process it
+// started deletes. ctnet leaves the veths of containers that owned their namespace
+// to that batched cleanup, and the deletion of others to that process, so a
+// reading right after `rm` would otherwise catch them on their way out. Only the waiting asks the kernel through
 // ctnet's link package; what tests then assert they read with iproute2.
 func (s *Sandbox) AwaitDyingVeths(t testing.TB) {
 	t.Helper()
@@ -461,6 +462,10 @@ func (s *Sandbox) AwaitDyingVeths(t testing.TB) {
 		}
 		var dying []string
 		for _, l := range links {
+			if l.Attrs().Group == link.RetiredGroup {
+				dying = append(dying, l.Attrs().Name) // rm hands its deletion on
+				continue
+			}
 			if l.Type() != "veth" || !strings.HasPrefix(l.Attrs().Alias, "ctnet:") {
 				continue
 			}
