@@ -106,6 +106,12 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	}
 
 	if !m.rootless {
+		// Links a removal retired are no longer anyone's: their deletion was handed
+		// on, and is finished here in case whoever had it died. It completes a
+		// removal already made, so it is not reported.
+		if err := link.DeleteRetired(m.host); err != nil {
+			return nil, err
+		}
 		// A rootless root owns no links: the ones tagged as ctnet's in its namespace
 		// are a rootful root's, never this one's to judge.
 		if err := m.removeOrphanLinks(o, networkIDs, live, records, say); err != nil {
@@ -258,7 +264,7 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 	}
 	for _, l := range links {
 		kind, id, ok := link.Owner(l)
-		if !ok || link.IsDying(l, byIndex) {
+		if !ok || link.IsDying(l, byIndex) || l.Attrs().Group == link.RetiredGroup {
 			continue // not ctnet's, or going with its namespace: the kernel removes it
 		}
 		name := l.Attrs().Name
