@@ -20,6 +20,9 @@ const RetiredGroup uint32 = 0x63746e78 // "ctnx"
 // end and the name that end takes meanwhile.
 type Retiring struct {
 	Name string
+	// Bridge is the bridge the link is a port of, if any, which an undone
+	// retirement puts it back into (by name: an undo may have made the bridge again).
+	Bridge string
 	// Peer is the veth's container end in PeerNS (nil: its namespace is gone);
 	// PeerRetired the name it is given so that Peer is free there at once (a runtime
 	// may attach it again).
@@ -27,61 +30,105 @@ type Retiring struct {
 	PeerNS            *netns.NS
 }
 
-// Retire takes a link out of service at once: it goes down and leaves its bridge
-// (frames to and from a down device are dropped, and a veth whose other end is
-// down has no carrier), and a veth's container end goes down and is renamed to
-// r.PeerRetired. The link stays in ctnet's group until Mark; restore puts
-// everything back (the change that retired it failed). A link already gone is
-// nothing to retire.
-func Retire(host *netns.NS, r Retiring) (restore func() error, err error) {
+// Retired is a link Retire took out of service.
+type Retired struct {
+	r         Retiring
+	host      *netns.NS
+	index     int
+	veth      bool
+	peerIndex int // the container end's index in r.PeerNS
+}
+
+// Retire takes a host link out of service at once: it goes down and leaves its
+// bridge, in one request. Frames to and from a down device are dropped, and a veth
+// whose host end is down has no carrier in the container; the container end keeps
+// its addresses and routes, so Restore puts everything back (the change that retired
+// it failed). Finish, once the removal is recorded, frees the container end's name
+// and hands the link on for deletion. A link already gone gives nil.
+func Retire(host *netns.NS, r Retiring) (*Retired, error) {
 	h, err := host.Netlink()
 	if err != nil {
 		return nil, err
 	}
 	l, err := h.LinkByName(r.Name)
 	if isNotFound(err) {
-		return func() error { return nil }, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	attrs := l.Attrs()
-	if err := setLink(host, attrs.Index, 0, nl.Uint32Attr(0)); err != nil {
+	if err := setLink(host, l.Attrs().Index, 0, 0); err != nil {
 		return nil, fmt.Errorf("take %s out of service: %w", r.Name, err)
 	}
-	restoreHost := func() error {
-		return setLink(host, attrs.Index, unix.IFF_UP, nl.Uint32Attr(uint32(attrs.MasterIndex)))
-	}
-	if l.Type() != "veth" || r.PeerNS == nil {
-		return restoreHost, nil
-	}
-	ph, err := r.PeerNS.Netlink()
-	if err != nil {
-		return nil, errors.Join(err, restoreHost())
-	}
-	peer, err := ph.LinkByName(r.Peer)
-	if isNotFound(err) || err == nil && peer.Attrs().Index != attrs.ParentIndex {
-		return restoreHost, nil // not this pair's: its end is gone already
-	}
-	if err != nil {
-		return nil, errors.Join(err, restoreHost())
-	}
-	restorePeer := func() error {
-		return errors.Join(ph.LinkSetName(peer, r.Peer), ph.LinkSetUp(peer), restoreHost())
-	}
-	// Only a device that is down can be renamed.
-	if err = ph.LinkSetDown(peer); err == nil {
-		err = ph.LinkSetName(peer, r.PeerRetired)
-	}
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("take %s of %s out of service: %w", r.Peer, r.Name, err), restorePeer())
-	}
-	return restorePeer, nil
+	return &Retired{r: r, host: host, index: l.Attrs().Index, veth: l.Type() == "veth", peerIndex: l.Attrs().ParentIndex}, nil
 }
 
-// Mark moves a retired link into RetiredGroup, for DeleteRetired. It is done once
-// the removal is recorded: a link marked earlier could be deleted by another
-// command's DeleteRetired while its own removal might still be undone.
+// Restore puts a retired link back into service: up, and back into its bridge
+// (found by name: the failed change may have made it again) with hairpin mode, which
+// every port of ctnet's has and a port loses when it leaves. A bridge that is gone
+// (the same change deleted it) leaves the link out of service, for gc to make
+// again.
+func (x *Retired) Restore() error {
+	if x == nil {
+		return nil
+	}
+	if x.r.Bridge == "" {
+		return setLink(x.host, x.index, unix.IFF_UP, 0)
+	}
+	br, err := ByName(x.host, x.r.Bridge)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("put %s back into %s: %w", x.r.Name, x.r.Bridge, err)
+	}
+	if err := setLink(x.host, x.index, unix.IFF_UP, br.Attrs().Index); err != nil {
+		return fmt.Errorf("put %s back into %s: %w", x.r.Name, x.r.Bridge, err)
+	}
+	return FinishPort(x.host, x.r.Name, "", true)
+}
+
+// Finish completes a retirement the store records: a veth's container end goes
+// down and is renamed to r.PeerRetired, so that its name is free in its namespace
+// at once (a runtime may attach it again), and the link joins RetiredGroup for
+// DeleteRetired. Only then: a link marked earlier could be deleted by another
+// command's DeleteRetired while its own change might still be undone, and the
+// container end loses its routes when it goes down, which an undo would have to
+// make again.
+func (x *Retired) Finish() error {
+	if x == nil {
+		return nil
+	}
+	var rename error
+	if x.veth && x.r.PeerNS != nil && x.peerIndex > 0 {
+		rename = x.freePeerName()
+	}
+	return errors.Join(rename, Mark(x.host, x.r.Name))
+}
+
+func (x *Retired) freePeerName() error {
+	h, err := x.r.PeerNS.Netlink()
+	if err != nil {
+		return err
+	}
+	peer, err := h.LinkByName(x.r.Peer)
+	if isNotFound(err) || err == nil && peer.Attrs().Index != x.peerIndex {
+		return nil // not this pair's: its end is gone already
+	}
+	if err != nil {
+		return err
+	}
+	// Only a device that is down can be renamed.
+	if err = h.LinkSetDown(peer); err == nil {
+		err = h.LinkSetName(peer, x.r.PeerRetired)
+	}
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("free the name %s of %s: %w", x.r.Peer, x.r.Name, err)
+	}
+	return nil
+}
+
+// Mark moves a link into RetiredGroup, for DeleteRetired.
 func Mark(host *netns.NS, name string) error {
 	sock, err := host.RouteSocket()
 	if err != nil {
@@ -119,7 +166,7 @@ func DeleteRetired(ns *netns.NS) error {
 
 // setLink brings a host link up or down, as flags says, and makes it a port of
 // master (0: of none), in one request.
-func setLink(host *netns.NS, index int, flags uint32, master []byte) error {
+func setLink(host *netns.NS, index int, flags uint32, master int) error {
 	sock, err := host.RouteSocket()
 	if err != nil {
 		return err
@@ -129,7 +176,7 @@ func setLink(host *netns.NS, index int, flags uint32, master []byte) error {
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index, msg.Flags, msg.Change = int32(index), flags, unix.IFF_UP
 	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, master))
+	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))
 	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
 	return err
 }

@@ -242,6 +242,9 @@ func (m *Manager) removeVeth(o *op, c *store.Container, a *store.Attachment, awa
 // before DEL, taking the end with it).
 func (m *Manager) retireVeth(o *op, c *store.Container, a *store.Attachment) error {
 	r := link.Retiring{Name: a.HostVeth, Peer: a.IfName, PeerRetired: retiredName(a.HostVeth)}
+	if n, err := o.tx.Network(a.NetworkID); err == nil {
+		r.Bridge = n.Bridge
+	}
 	if c.NetNS != "" {
 		if ns, err := o.open(c.NetNS); err == nil {
 			r.PeerNS = ns
@@ -251,19 +254,19 @@ func (m *Manager) retireVeth(o *op, c *store.Container, a *store.Attachment) err
 }
 
 // retire takes a host link out of service at once (link.Retire), so that when the
-// change returns nothing of its container can send or receive through it and its
-// container end's name is free, and leaves the kernel's deletion, whose wait for
-// RCU grace periods the change needs nothing of, until after the commit
-// (Manager.deleteRetired). A crash before the commit leaves a live container's veth
-// outside its bridge, which gc makes again; one after it leaves a link the store no
-// longer owns, which gc deletes.
+// change returns nothing of its container can send or receive through it, and
+// leaves the kernel's deletion, whose wait for RCU grace periods the change needs
+// nothing of, until after the commit (Manager.deleteRetiredLinks); the container
+// end's name is freed after the commit too. A crash before the commit leaves a live
+// container's veth outside its bridge, which gc makes again; one after it leaves a
+// link the store no longer owns, which gc deletes.
 func (m *Manager) retire(o *op, r link.Retiring) error {
-	restore, err := link.Retire(m.host, r)
+	retired, err := link.Retire(m.host, r)
 	if err != nil {
 		return err
 	}
-	o.undo.push("take "+r.Name+" out of service", restore)
-	o.afterCommit("mark "+r.Name+" for deletion", func() error { return link.Mark(m.host, r.Name) })
+	o.undo.push("take "+r.Name+" out of service", retired.Restore)
+	o.afterCommit("hand "+r.Name+" on for deletion", retired.Finish)
 	o.retired = true
 	return nil
 }

@@ -286,12 +286,24 @@ func withoutDeletedLinks(state map[string]string, steps []string, peers map[stri
 		for _, line := range strings.Split(text, "\n") {
 			f := strings.Fields(line)
 			if len(f) < 2 || !slices.Contains(gone[section], f[1]) {
-				kept = append(kept, line)
+				kept = append(kept, outOfDeletedBridge(line, gone[section]))
 			}
 		}
 		out[section] = strings.Join(kept, "\n")
 	}
 	return out
+}
+
+// outOfDeletedBridge is a link's line as an undone retirement leaves it when the
+// failed change had deleted its bridge too: down and out of any bridge, for gc to
+// make again.
+func outOfDeletedBridge(line string, gone []string) string {
+	for _, br := range gone {
+		if strings.Contains(line, " master="+br+" ") {
+			return strings.NewReplacer(" up=true ", " up=false ", " master="+br+" ", " master= ", " hairpin=true", " hairpin=-").Replace(line)
+		}
+	}
+	return line
 }
 
 // dualStack is the spec of a dual-stack network: 10.91.N.0/24 and fd00:91:N::/64.
