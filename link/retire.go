@@ -20,9 +20,6 @@ const RetiredGroup uint32 = 0x63746e78 // "ctnx"
 // end and the name that end takes meanwhile.
 type Retiring struct {
 	Name string
-	// Bridge is the bridge the link is a port of, if any, which an undone
-	// retirement puts it back into (by name: an undo may have made the bridge again).
-	Bridge string
 	// Peer is the veth's container end in PeerNS (nil: its namespace is gone);
 	// PeerRetired the name it is given so that Peer is free there at once (a runtime
 	// may attach it again).
@@ -39,12 +36,15 @@ type Retired struct {
 	peerIndex int // the container end's index in r.PeerNS
 }
 
-// Retire takes a host link out of service at once: it goes down and leaves its
-// bridge, in one request. Frames to and from a down device are dropped, and a veth
-// whose host end is down has no carrier in the container; the container end keeps
-// its addresses and routes, so Restore puts everything back (the change that retired
-// it failed). Finish, once the removal is recorded, frees the container end's name
-// and hands the link on for deletion. A link already gone gives nil.
+// Retire takes a host link out of service at once: it goes down, one request and
+// one (expedited) RCU grace period. Frames to and from a down device are dropped, a
+// bridge forwards nothing to a port that is down, and a veth whose host end is down
+// has no carrier in the container, which cannot bring the host end up: toggling its
+// own end does not. The link stays its bridge's port (leaving would cost a second
+// grace period), and the container end keeps its addresses and routes, so Restore
+// only brings it up again (the change that retired it failed). Finish, once the
+// removal is recorded, frees the container end's name and hands the link on for
+// deletion. A link already gone gives nil.
 func Retire(host *netns.NS, r Retiring) (*Retired, error) {
 	h, err := host.Netlink()
 	if err != nil {
@@ -57,35 +57,21 @@ func Retire(host *netns.NS, r Retiring) (*Retired, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := setLink(host, l.Attrs().Index, 0, 0); err != nil {
+	if err := setUp(host, l.Attrs().Index, false); err != nil {
 		return nil, fmt.Errorf("take %s out of service: %w", r.Name, err)
 	}
 	return &Retired{r: r, host: host, index: l.Attrs().Index, veth: l.Type() == "veth", peerIndex: l.Attrs().ParentIndex}, nil
 }
 
-// Restore puts a retired link back into service: up, and back into its bridge
-// (found by name: the failed change may have made it again) with hairpin mode, which
-// every port of ctnet's has and a port loses when it leaves. A bridge that is gone
-// (the same change deleted it) leaves the link out of service, for gc to make
-// again.
+// Restore brings a retired link up again.
 func (x *Retired) Restore() error {
 	if x == nil {
 		return nil
 	}
-	if x.r.Bridge == "" {
-		return setLink(x.host, x.index, unix.IFF_UP, 0)
+	if err := setUp(x.host, x.index, true); err != nil && !isNotFound(err) {
+		return fmt.Errorf("bring %s up again: %w", x.r.Name, err)
 	}
-	br, err := ByName(x.host, x.r.Bridge)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("put %s back into %s: %w", x.r.Name, x.r.Bridge, err)
-	}
-	if err := setLink(x.host, x.index, unix.IFF_UP, br.Attrs().Index); err != nil {
-		return fmt.Errorf("put %s back into %s: %w", x.r.Name, x.r.Bridge, err)
-	}
-	return FinishPort(x.host, x.r.Name, "", true)
+	return nil
 }
 
 // Finish completes a retirement the store records: a veth's container end goes
@@ -164,9 +150,8 @@ func DeleteRetired(ns *netns.NS) error {
 	return nil
 }
 
-// setLink brings a host link up or down, as flags says, and makes it a port of
-// master (0: of none), in one request.
-func setLink(host *netns.NS, index int, flags uint32, master int) error {
+// setUp brings a link up or down by index.
+func setUp(host *netns.NS, index int, up bool) error {
 	sock, err := host.RouteSocket()
 	if err != nil {
 		return err
@@ -174,9 +159,11 @@ func setLink(host *netns.NS, index int, flags uint32, master int) error {
 	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index, msg.Flags, msg.Change = int32(index), flags, unix.IFF_UP
+	msg.Index, msg.Change = int32(index), unix.IFF_UP
+	if up {
+		msg.Flags = unix.IFF_UP
+	}
 	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))
 	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
 	return err
 }

@@ -242,9 +242,6 @@ func (m *Manager) removeVeth(o *op, c *store.Container, a *store.Attachment, awa
 // before DEL, taking the end with it).
 func (m *Manager) retireVeth(o *op, c *store.Container, a *store.Attachment) error {
 	r := link.Retiring{Name: a.HostVeth, Peer: a.IfName, PeerRetired: retiredName(a.HostVeth)}
-	if n, err := o.tx.Network(a.NetworkID); err == nil {
-		r.Bridge = n.Bridge
-	}
 	if c.NetNS != "" {
 		if ns, err := o.open(c.NetNS); err == nil {
 			r.PeerNS = ns

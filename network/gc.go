@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -196,9 +197,10 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 			return err
 		}
 		if err == nil {
-			// A veth of another bridge, or left untagged by an interrupted plumbing, is
-			// made again.
-			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) && m.shaped(c, a) {
+			// A veth of another bridge, left untagged by an interrupted plumbing, or
+			// down (a removal that was interrupted had retired it), is made again.
+			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) &&
+				veth.Attrs().Flags&net.FlagUp != 0 && m.shaped(c, a) {
 				continue
 			}
 			if err := link.Delete(m.host, a.HostVeth); err != nil {

@@ -295,12 +295,12 @@ func withoutDeletedLinks(state map[string]string, steps []string, peers map[stri
 }
 
 // outOfDeletedBridge is a link's line as an undone retirement leaves it when the
-// failed change had deleted its bridge too: down and out of any bridge, for gc to
-// make again.
+// failed change had deleted its bridge too, which took its ports out: up again, in
+// no bridge, for gc to make again.
 func outOfDeletedBridge(line string, gone []string) string {
 	for _, br := range gone {
 		if strings.Contains(line, " master="+br+" ") {
-			return strings.NewReplacer(" up=true ", " up=false ", " master="+br+" ", " master= ", " hairpin=true", " hairpin=-").Replace(line)
+			return strings.NewReplacer(" master="+br+" ", " master= ", " hairpin=true", " hairpin=-").Replace(line)
 		}
 	}
 	return line
