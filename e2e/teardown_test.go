@@ -116,7 +116,7 @@ func TestRemoveTakesContainerOutAtOnce(t *testing.T) {
 	}
 
 	for _, host := range held {
-		if err := link.DeleteRetired(host); err != nil {
+		if _, err := link.DeleteRetired(host); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -131,23 +131,27 @@ func Mark(host *netns.NS, name string) error {
 	return nil
 }
 
-// DeleteRetired deletes every link of RetiredGroup in ns in one request: the
-// kernel unregisters them together (unregister_netdevice_many), so links that
-// several removals retired share one wait for the grace periods. Having none is
-// success.
-func DeleteRetired(ns *netns.NS) error {
+// DeleteRetired deletes every link of RetiredGroup in ns in one request, and
+// reports whether there were any: the kernel unregisters them together
+// (unregister_netdevice_many), so links that several removals retired share one
+// wait for the grace periods.
+func DeleteRetired(ns *netns.NS) (deleted bool, err error) {
 	sock, err := ns.RouteSocket()
 	if err != nil {
-		return err
+		return false, err
 	}
 	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(RetiredGroup)))
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete links retired in %s: %w", ns.Path(), err)
+	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
+	switch {
+	case err == nil:
+		return true, nil
+	case isNotFound(err):
+		return false, nil
 	}
-	return nil
+	return false, fmt.Errorf("delete links retired in %s: %w", ns.Path(), err)
 }
 
 // setUp brings a link up or down by index.

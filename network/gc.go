@@ -110,7 +110,7 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 		// Links a removal retired are no longer anyone's: their deletion was handed
 		// on, and is finished here in case whoever had it died. It completes a
 		// removal already made, so it is not reported.
-		if err := link.DeleteRetired(m.host); err != nil {
+		if _, err := link.DeleteRetired(m.host); err != nil {
 			return nil, err
 		}
 		// A rootless root owns no links: the ones tagged as ctnet's in its namespace

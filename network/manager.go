@@ -195,7 +195,7 @@ func (m *Manager) deleteRetiredLinks() {
 		// A handle of its own: the Manager's sockets serve its next change meanwhile.
 		ns, err := netns.Open(fmt.Sprintf("/proc/self/fd/%d", m.host.Fd()))
 		if err == nil {
-			err = link.DeleteRetired(ns)
+			_, err = link.DeleteRetired(ns)
 			ns.Close()
 		}
 		if err != nil {
