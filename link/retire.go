@@ -131,6 +131,27 @@ func Mark(host *netns.NS, name string) error {
 	return nil
 }
 
+// Discard takes a link the store no longer records out of service and hands it on
+// for deletion in one request: down, and into RetiredGroup at once, since no undo
+// can need it back. A link already gone is discarded.
+func Discard(host *netns.NS, name string) error {
+	sock, err := host.RouteSocket()
+	if err != nil {
+		return err
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Change = unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(RetiredGroup)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
+		return fmt.Errorf("discard %s: %w", name, err)
+	}
+	return nil
+}
+
 // DeleteRetired deletes every link of RetiredGroup in ns in one request, and
 // reports whether there were any: the kernel unregisters them together
 // (unregister_netdevice_many), so links that several removals retired share one

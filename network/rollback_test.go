@@ -272,8 +272,6 @@ func withoutDeletedLinks(state map[string]string, steps []string, peers map[stri
 			if p, ok := peers[name]; ok {
 				gone[p.netns] = append(gone[p.netns], p.ifName)
 			}
-		} else if name, ok := strings.CutPrefix(step, "delete bridge "); ok {
-			gone["host"] = append(gone["host"], name)
 		} else if name, ok := strings.CutPrefix(step, "delete ifb "); ok {
 			gone["host"] = append(gone["host"], name)
 		} else if p, ok := peers[strings.TrimPrefix(step, "delete ")]; ok && strings.HasPrefix(step, "delete macvlan ") {
@@ -286,24 +284,12 @@ func withoutDeletedLinks(state map[string]string, steps []string, peers map[stri
 		for _, line := range strings.Split(text, "\n") {
 			f := strings.Fields(line)
 			if len(f) < 2 || !slices.Contains(gone[section], f[1]) {
-				kept = append(kept, outOfDeletedBridge(line, gone[section]))
+				kept = append(kept, line)
 			}
 		}
 		out[section] = strings.Join(kept, "\n")
 	}
 	return out
-}
-
-// outOfDeletedBridge is a link's line as an undone retirement leaves it when the
-// failed change had deleted its bridge too, which took its ports out: up again, in
-// no bridge, for gc to make again.
-func outOfDeletedBridge(line string, gone []string) string {
-	for _, br := range gone {
-		if strings.Contains(line, " master="+br+" ") {
-			return strings.NewReplacer(" master="+br+" ", " master= ", " hairpin=true", " hairpin=-").Replace(line)
-		}
-	}
-	return line
 }
 
 // dualStack is the spec of a dual-stack network: 10.91.N.0/24 and fd00:91:N::/64.
