@@ -104,10 +104,11 @@ func main() {
 	only := flag.String("only", strings.Join(sections, ","), "comma-separated sections to run: "+strings.Join(sections, ", "))
 	ns := flag.String("n", "", "comma-separated N for the setup and ipv6 sections (default: 1,100,1000; quick: 1,10)")
 	tools := flag.String("tools", "", "comma-separated words: run only the setup tools whose name contains one (e.g. ctnet,netavark)")
+	clients := flag.String("clients", "", "comma-separated numbers of parallel clients for the concurrency section (default: 8,32; quick: 8)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, *quick, *out, strings.Split(*only, ","), *ns, *tools)
+	err := run(ctx, *quick, *out, strings.Split(*only, ","), *ns, *tools, *clients)
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "bench: interrupted; everything it made is removed")
 		os.Exit(130)
@@ -118,7 +119,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, quick bool, outDir string, only []string, ns, tools string) (err error) {
+func run(ctx context.Context, quick bool, outDir string, only []string, ns, tools, clients string) (err error) {
 	for _, s := range only {
 		if !slices.Contains(sections, s) {
 			return fmt.Errorf("unknown section %q: choose from %s", s, strings.Join(sections, ", "))
@@ -135,13 +136,13 @@ func run(ctx context.Context, quick bool, outDir string, only []string, ns, tool
 		env.cfg = quickConfig()
 	}
 	if ns != "" {
-		env.cfg.Ns = nil
-		for _, s := range strings.Split(ns, ",") {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				return fmt.Errorf("bad -n %q: give numbers of containers, e.g. 1,100", ns)
-			}
-			env.cfg.Ns = append(env.cfg.Ns, n)
+		if env.cfg.Ns, err = counts(ns); err != nil {
+			return fmt.Errorf("bad -n %q: give numbers of containers, e.g. 1,100", ns)
+		}
+	}
+	if clients != "" {
+		if env.cfg.Clients, err = counts(clients); err != nil {
+			return fmt.Errorf("bad -clients %q: give numbers of clients, e.g. 8", clients)
 		}
 	}
 	if tools != "" {
@@ -268,4 +269,17 @@ func copySelf(dir string) (string, error) {
 		return "", err
 	}
 	return path, dst.Close()
+}
+
+// counts parses a comma-separated list of positive numbers.
+func counts(list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -157,9 +157,7 @@ func TestBandwidthLimits(t *testing.T) {
 	}
 
 	e.must("rm", "-f", "limited")
-	if out, err := e.hostRun("ip", "link", "show", att.IFB); err == nil {
-		t.Errorf("ifb %s is left after rm: %s", att.IFB, out)
-	}
+	checkIFBRetired(t, e, att.IFB, "rm")
 
 	// A killed container's ifb, in the host's namespace, does not go with its own: gc
 	// removes it.
@@ -292,8 +290,19 @@ func TestCNIBandwidth(t *testing.T) {
 	if r := p.call("DEL", "pod-a", pod.Path, "eth0", conf(`{}`)); r.Code != 0 {
 		t.Fatalf("DEL: %s", r)
 	}
-	if out, err := e.hostRun("ip", "link", "show", ifb); err == nil {
-		t.Errorf("ifb %s is left after DEL: %s", ifb, out)
-	}
+	checkIFBRetired(t, e, ifb, "DEL")
 	e.must("network", "rm", "podnet")
+}
+
+// checkIFBRetired checks that a removal (what) left a container's ifb down at
+// once, and gone once the deletion it handed on is done.
+func checkIFBRetired(t *testing.T, e *env, ifb, what string) {
+	t.Helper()
+	if out, err := e.hostRun("ip", "-o", "link", "show", ifb); err == nil && strings.Contains(out, ",UP") {
+		t.Errorf("ifb %s is still up after %s: %s", ifb, what, out)
+	}
+	e.host.AwaitDyingVeths(t)
+	if out, err := e.hostRun("ip", "link", "show", ifb); err == nil {
+		t.Errorf("ifb %s is left after %s: %s", ifb, what, out)
+	}
 }

@@ -239,6 +239,7 @@ func TestCNIPlugin(t *testing.T) {
 			t.Errorf("DEL pod-a %s: %s", del.ifName, r)
 		}
 	}
+	e.host.AwaitDyingVeths(t) // the links DEL retired
 	if out, _ := podA.Try("ip", "-o", "link", "show"); strings.Count(out, "\n") != 1 || !strings.Contains(out, "lo:") {
 		t.Errorf("after DEL the pod's namespace should hold only lo:\n%s", out)
 	}

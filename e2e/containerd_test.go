@@ -506,6 +506,7 @@ func ctnetLeftovers(t *testing.T, host *lab.Sandbox, root string) string {
 	if ids := strings.TrimSpace(host.MustCtnet(t, root, "ps", "-a", "-q")); ids != "" {
 		out = append(out, "containers: "+ids)
 	}
+	host.AwaitDyingVeths(t) // the links DEL retired
 	if veths := strings.TrimSpace(host.MustRun(t, "ip", "-o", "link", "show", "type", "veth")); veths != "" {
 		for _, l := range strings.Split(veths, "\n") {
 			if !strings.Contains(l, "uplink0") && !strings.Contains(l, "under0") {

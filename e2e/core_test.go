@@ -112,7 +112,7 @@ func TestNetworkModes(t *testing.T) {
 }
 
 // A namespace made with `ip netns add` joins a network with attach and is left to
-// its owner, with only loopback, after rm.
+// its owner, with only loopback once the links rm retired are deleted.
 func TestAttachForeignNamespace(t *testing.T) {
 	e := newEnv(t)
 	name := lab.RandomName("ctx-")
@@ -139,6 +139,7 @@ func TestAttachForeignNamespace(t *testing.T) {
 	if _, err := os.Stat("/run/netns/" + name); err != nil {
 		t.Fatalf("rm removed the attached namespace: %v", err)
 	}
+	e.host.AwaitDyingVeths(t)
 	links, _ := ext("ip", "-o", "link")
 	if n := len(strings.Split(strings.TrimSpace(links), "\n")); n != 1 || !strings.Contains(links, "lo:") {
 		t.Errorf("after rm the namespace should hold only loopback:\n%s", links)

@@ -295,6 +295,7 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 	if out := e.ctnetInput("y\n", "network", "prune"); out.Code != 0 || !strings.Contains(out.Stdout, "Deleted Networks:\nspare\n") {
 		t.Errorf("ctnet network prune, answered y: %s", out)
 	}
+	e.host.AwaitDyingVeths(t) // the bridge prune retired
 	if _, err := e.hostRun("ip", "link", "show", "br-spare"); err == nil {
 		t.Errorf("network prune left spare's bridge br-spare")
 	}

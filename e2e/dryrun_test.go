@@ -140,6 +140,13 @@ func TestDryRunChangesNothingAndReplays(t *testing.T) {
 	_, explained = explain("network", "rm", "web")
 	netRmLines = sameLines("network rm", netRmLines, explained, nil)
 	replay(t, b, paths.Replace(rmLines+netRmLines))
+	// The real commands' retired links are deleted by a process of their own, after them.
+	if !eventually(func() bool {
+		out, _ := e.host.Try("ip", "-o", "link", "show", "group", "0x63746e78")
+		return strings.TrimSpace(out) == ""
+	}) {
+		t.Fatal("the links rm and network rm retired in host A are not deleted")
+	}
 	same("rm and network rm", "")
 	if out, _ := b.Try("nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
 		t.Errorf("network rm's lines left a ruleset in host B:\n%s", out)

@@ -159,7 +159,14 @@ func (l hostLink) up() bool { return slices.Contains(l.Flags, "UP") }
 const ctnetGroup = "1668574836"
 
 // ctnets reports whether the link is ctnet's by its tag or by its group.
-func (l hostLink) ctnets() bool { return strings.HasPrefix(l.Alias, "ctnet:") || l.Group == ctnetGroup }
+// retiredGroup is the device group of links a removal took out of service and
+// handed on for deletion (link.RetiredGroup): no longer ctnet's, only on their way
+// out, which gc completes without a report line if the deleting process died.
+const retiredGroup = "1668574840"
+
+func (l hostLink) ctnets() bool {
+	return l.Group != retiredGroup && (strings.HasPrefix(l.Alias, "ctnet:") || l.Group == ctnetGroup)
+}
 
 // linksIn reads the links of a namespace (the sandbox for prefix nil) with iproute2.
 func (e *env) linksIn(prefix []string) map[string]hostLink {

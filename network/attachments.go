@@ -204,7 +204,7 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 			}
 			continue
 		}
-		dying, err := m.removeVeth(o, a.HostVeth, awaitCleanup)
+		dying, err := m.removeVeth(o, c, &a, awaitCleanup)
 		if err != nil {
 			return err
 		}
@@ -231,30 +231,63 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 // kernel two RCU grace periods (tens of milliseconds); a container's own namespace,
 // once unmounted and empty, is destroyed by the kernel with its pairs in a batched
 // cleanup nobody waits for. So for such a container (awaitCleanup) ctnet waits only
-// until the kernel has begun (the pair's peer namespace is gone) and reports that,
-// and deletes the pair itself only if something outside still holds the namespace.
-func (m *Manager) removeVeth(o *op, name string, awaitCleanup bool) (dying bool, err error) {
+// until the kernel has begun (the pair's peer namespace is gone) and reports that.
+// Any other pair — an attached namespace's, or one something outside still holds —
+// is retired: out of service within the change, deleted after it without anyone
+// waiting (retire).
+func (m *Manager) removeVeth(o *op, c *store.Container, a *store.Attachment, awaitCleanup bool) (dying bool, err error) {
 	if awaitCleanup {
 		// A dry run has not removed the namespace: it takes the kernel's cleanup as
 		// the command would find it begun.
 		dying := o.dryRun()
 		if !dying {
 			var err error
-			if dying, err = link.AwaitDying(m.host, name, 100*time.Millisecond); err != nil {
+			if dying, err = link.AwaitDying(m.host, a.HostVeth, 100*time.Millisecond); err != nil {
 				return false, err
 			}
 		}
 		if dying {
-			o.journal.Comment("the kernel deletes " + name + " with the namespace")
+			o.journal.Comment("the kernel deletes " + a.HostVeth + " with the namespace")
 			return true, nil
 		}
 	}
-	if err := link.Delete(m.host, name); err != nil {
-		return false, err
-	}
-	o.step("delete veth " + name)
-	return false, nil
+	return false, m.retireVeth(o, c, a)
 }
+
+// retireVeth retires a container's veth pair (retire), with its container end if
+// the container's namespace can still be opened (a runtime may have deleted it
+// before DEL, taking the end with it).
+func (m *Manager) retireVeth(o *op, c *store.Container, a *store.Attachment) error {
+	r := link.Retiring{Name: a.HostVeth, Peer: a.IfName, PeerRetired: retiredName(a.HostVeth)}
+	if c.NetNS != "" {
+		if ns, err := o.open(c.NetNS); err == nil {
+			r.PeerNS = ns
+		}
+	}
+	return m.retire(o, r)
+}
+
+// retire takes a host link out of service at once (link.Retire), so that when the
+// change returns nothing of its container can send or receive through it, and
+// leaves the kernel's deletion, whose wait for RCU grace periods the change needs
+// nothing of, until after the commit (Manager.deleteRetiredLinks); the container
+// end's name is freed after the commit too. A crash before the commit leaves a live
+// container's veth outside its bridge, which gc makes again; one after it leaves a
+// link the store no longer owns, which gc deletes.
+func (m *Manager) retire(o *op, r link.Retiring) error {
+	retired, err := link.Retire(m.host, r)
+	if err != nil {
+		return err
+	}
+	o.undo.push("take "+r.Name+" out of service", retired.Restore)
+	o.afterCommit("hand "+r.Name+" on for deletion", retired.Finish)
+	o.retired = true
+	return nil
+}
+
+// retiredName is what a host veth's container end is called between its retirement
+// and its deletion: "rm" for the host end's "vc", unique among ctnet's veths.
+func retiredName(hostVeth string) string { return "rm" + hostVeth[len("vc"):] }
 
 // attachmentMACSource is the address an interface's MAC is derived from: its IPv4
 // one, or on an IPv6-only network its IPv6 one.

@@ -53,15 +53,11 @@ func (m *Manager) shapeAttachment(o *op, c *store.Container, n *store.Network, a
 	return nil
 }
 
-// removeIFB deletes the ifb device of an attachment, if it has one: unlike its veth,
+// removeIFB retires the ifb device of an attachment, if it has one: unlike its veth,
 // it does not go with the container's namespace.
 func (m *Manager) removeIFB(o *op, att *store.Attachment) error {
 	if att.IFB == "" {
 		return nil
 	}
-	if err := link.Delete(m.host, att.IFB); err != nil {
-		return err
-	}
-	o.step("delete ifb " + att.IFB)
-	return nil
+	return m.retire(o, link.Retiring{Name: att.IFB})
 }

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"github.com/ctnet/ctnet/firewall"
-	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/store"
 )
 
@@ -132,10 +131,9 @@ func (m *Manager) removeLinks(o *op, c *store.Container, att *store.Attachment) 
 	if att.HostVeth == "" {
 		return m.removeMacvlan(o, c, att)
 	}
-	if err := link.Delete(m.host, att.HostVeth); err != nil {
+	if err := m.retireVeth(o, c, att); err != nil {
 		return err
 	}
-	o.step("delete veth " + att.HostVeth)
 	return m.removeIFB(o, att)
 }
 

@@ -89,6 +89,7 @@ func (h *testHost) removeAll(m *Manager) {
 			h.t.Errorf("remove network %s at cleanup: %v", n.Name, err)
 		}
 	}
+	m.deleting.Wait() // for the links the removals retired
 }
 
 // netns makes a namespace with loopback up, as a runtime hands one to attach; the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -106,6 +107,12 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 	}
 
 	if !m.rootless {
+		// Links a removal retired are no longer anyone's: their deletion was handed
+		// on, and is finished here in case whoever had it died. It completes a
+		// removal already made, so it is not reported.
+		if _, err := link.DeleteRetired(m.host); err != nil {
+			return nil, err
+		}
 		// A rootless root owns no links: the ones tagged as ctnet's in its namespace
 		// are a rootful root's, never this one's to judge.
 		if err := m.removeOrphanLinks(o, networkIDs, live, records, say); err != nil {
@@ -190,9 +197,10 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 			return err
 		}
 		if err == nil {
-			// A veth of another bridge, or left untagged by an interrupted plumbing, is
-			// made again.
-			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) && m.shaped(c, a) {
+			// A veth of another bridge, left untagged by an interrupted plumbing, or
+			// down (a removal that was interrupted had retired it), is made again.
+			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) &&
+				veth.Attrs().Flags&net.FlagUp != 0 && m.shaped(c, a) {
 				continue
 			}
 			if err := link.Delete(m.host, a.HostVeth); err != nil {
@@ -258,7 +266,7 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 	}
 	for _, l := range links {
 		kind, id, ok := link.Owner(l)
-		if !ok || link.IsDying(l, byIndex) {
+		if !ok || link.IsDying(l, byIndex) || l.Attrs().Group == link.RetiredGroup {
 			continue // not ctnet's, or going with its namespace: the kernel removes it
 		}
 		name := l.Attrs().Name

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +28,7 @@ import (
 	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/internal/proc"
 	"github.com/ctnet/ctnet/ipam"
+	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
 )
@@ -75,6 +77,14 @@ type Options struct {
 	// what it would do (--dry-run). A dry run validates as a real change does and
 	// fails where it would.
 	Journal *netns.Journal
+	// DeleteRetired deletes the host links a change took out of service
+	// (link.RetiredGroup), after the change has returned: the kernel's deletion waits
+	// for RCU grace periods that nothing of the container needs (about 20 ms). nil
+	// deletes them in a goroutine of the Manager, which Close waits for; a program
+	// that exits right after its change gives a process of its own (cmd/ctnet's and
+	// cmd/ctnet-cni's: package internal/linkreaper). When it fails, the goroutine
+	// deletes them.
+	DeleteRetired func(host *netns.NS) error
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -88,11 +98,13 @@ type Manager struct {
 	userNet          UserNetStack
 	callerReserves   bool // Options.CallerReservesHostPorts
 	journal          *netns.Journal
+	deleteRetired    func(host *netns.NS) error
+	deleting         sync.WaitGroup // goroutines deleting retired links
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts, journal: opts.Journal}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts, journal: opts.Journal, deleteRetired: opts.DeleteRetired}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -182,7 +194,42 @@ func userDirs() (state, run string) {
 func (m *Manager) Rootless() bool { return m.rootless }
 
 // Close releases the host namespace's handles.
-func (m *Manager) Close() error { return m.host.Close() }
+func (m *Manager) Close() error {
+	m.deleting.Wait()
+	return m.host.Close()
+}
+
+// deleteRetiredLinks has the links a change retired deleted without waiting for the
+// kernel to finish: by Options.DeleteRetired, else by a goroutine. Whoever deletes
+// them takes every retired link of the host namespace in one request, so the links
+// of changes made meanwhile share its wait.
+func (m *Manager) deleteRetiredLinks() {
+	// A journal's line for what the deleting process does after the command.
+	m.host.Change(link.DeleteRetiredChange, func() error { return nil })
+	if m.dryRun() {
+		return // a dry run has retired nothing
+	}
+	if m.deleteRetired != nil {
+		err := m.deleteRetired(m.host)
+		if err == nil {
+			return
+		}
+		m.log.Warn("deleting retired links in this process instead", "err", err)
+	}
+	m.deleting.Add(1)
+	go func() {
+		defer m.deleting.Done()
+		// A handle of its own: the Manager's sockets serve its next change meanwhile.
+		ns, err := netns.Open(fmt.Sprintf("/proc/self/fd/%d", m.host.Fd()))
+		if err == nil {
+			_, err = link.DeleteRetired(ns)
+			ns.Close()
+		}
+		if err != nil {
+			m.log.Warn("delete retired links (ctnet gc retries it)", "err", err)
+		}
+	}()
+}
 
 func (m *Manager) netnsDir() string { return filepath.Join(m.runDir, "netns") }
 
@@ -222,6 +269,9 @@ type op struct {
 	noTables bool
 	// plannedBridges are the bridges a dry run would have made by now.
 	plannedBridges map[string]bool
+	// retired is set once the change has taken links out of service, to be deleted
+	// after the commit.
+	retired bool
 }
 
 // afterCommit makes a kernel change once the transaction has committed.
@@ -338,7 +388,11 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 		}
 		// What the commit would be followed by, printed and not made as every change
 		// of a dry run.
-		return o.runCommitted()
+		err := o.runCommitted()
+		if o.retired {
+			m.deleteRetiredLinks()
+		}
+		return err
 	}
 	if err != nil {
 		m.log.Debug("store transaction rolled back: undoing its kernel changes", "err", err, "elapsed", time.Since(o.undo.start))
@@ -351,7 +405,11 @@ func (m *Manager) mutate(ctx context.Context, fn func(o *op) error) error {
 	// A crash here leaves the store ahead of the kernel by the committed changes
 	// (IPv4 forwarding), which gc makes.
 	fault.Point("store commit")
-	return o.runCommitted()
+	err = o.runCommitted()
+	if o.retired {
+		m.deleteRetiredLinks()
+	}
+	return err
 }
 
 // view runs fn under the shared lock in a read-only transaction. Reading never

@@ -340,10 +340,13 @@ func (m *Manager) removeNetwork(o *op, n *store.Network) error {
 	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Networks: []firewall.Network{fwNetwork(n)}}}); err != nil {
 		return err
 	}
-	if err := link.Delete(m.host, n.Bridge); err != nil {
-		return err
-	}
-	o.step("delete bridge " + n.Bridge)
+	// Deleting the bridge would wait for RCU grace periods (about 20 ms). Once the
+	// store no longer records it, it goes down — its routes go with it, so its
+	// subnet serves a new network at once — and is handed on for deletion
+	// (Manager.deleteRetiredLinks). A crash before that leaves a bridge of no
+	// network, which gc deletes.
+	o.afterCommit("hand bridge "+n.Bridge+" on for deletion", func() error { return link.Discard(m.host, n.Bridge) })
+	o.retired = true
 	if err := o.tx.DeleteNetwork(n); err != nil {
 		return err
 	}

@@ -272,8 +272,6 @@ func withoutDeletedLinks(state map[string]string, steps []string, peers map[stri
 			if p, ok := peers[name]; ok {
 				gone[p.netns] = append(gone[p.netns], p.ifName)
 			}
-		} else if name, ok := strings.CutPrefix(step, "delete bridge "); ok {
-			gone["host"] = append(gone["host"], name)
 		} else if name, ok := strings.CutPrefix(step, "delete ifb "); ok {
 			gone["host"] = append(gone["host"], name)
 		} else if p, ok := peers[strings.TrimPrefix(step, "delete ")]; ok && strings.HasPrefix(step, "delete macvlan ") {

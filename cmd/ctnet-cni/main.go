@@ -15,11 +15,18 @@
 package main
 
 import (
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/ctnet/ctnet/internal/linkreaper"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == linkreaper.Arg {
+		os.Exit(linkreaper.Main())
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus},
 		version.PluginSupports("0.4.0", "1.0.0", "1.1.0"),
 		"ctnet: container networks on a Linux bridge with nftables (https://github.com/ctnet/ctnet)")

@@ -18,6 +18,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/ctnet/ctnet/internal/linkreaper"
 	"github.com/ctnet/ctnet/network"
 )
 
@@ -174,7 +175,7 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 	}
 	// The runtime holds the host ports it asks to publish (rootful Podman keeps them
 	// open in conmon), as the portmap plugin expects.
-	m, err := network.New(network.Options{Root: conf.Root, CallerReservesHostPorts: true})
+	m, err := network.New(network.Options{Root: conf.Root, CallerReservesHostPorts: true, DeleteRetired: linkreaper.Start})
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ctnet/ctnet/internal/linkreaper"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/network"
 	"github.com/ctnet/ctnet/sandbox"
@@ -37,6 +38,8 @@ func main() {
 			return
 		case monitorArg:
 			os.Exit(runMonitor())
+		case linkreaper.Arg:
+			os.Exit(linkreaper.Main())
 		}
 	}
 	os.Exit(execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -183,7 +186,8 @@ func (a *app) logger() *slog.Logger {
 // manager opens the root's manager: an unprivileged user manages their own
 // containers, on user-mode networks.
 func (a *app) manager() (*network.Manager, error) {
-	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0, UserNet: startUserNet, Journal: a.journal})
+	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0, UserNet: startUserNet, Journal: a.journal,
+		DeleteRetired: linkreaper.Start})
 }
 
 // withManager runs fn with the root's manager, closed afterwards.
