@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -152,4 +153,56 @@ func serveNameIn(t *testing.T, ns, name string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server.Process.Kill(); server.Wait() })
+}
+
+// Any user of the host namespace can bind the abstract name with which one deleting
+// process at a time holds the deletion of retired links: a name held by another user
+// must not keep rm's links from being deleted. The squatter is the unprivileged test
+// user; the positive control is the same rm with the name free.
+func TestRetiredLinksDeletedWhenLockSquatted(t *testing.T) {
+	e := newEnv(t)
+	uid, gid := lab.TestUser(t)
+	e.must("network", "create", "web", "--subnet", "10.97.1.0/24")
+	gone := func(name string) bool {
+		return eventually(func() bool {
+			out, _ := e.hostRun("ip", "-o", "link", "show", "group", "0x63746e78")
+			return !strings.Contains(out, name)
+		})
+	}
+	rmAttached := func() string {
+		ns, _ := namedNS(t)
+		e.must("attach", "--netns", "/run/netns/"+ns, "--name", "c", "--network", "web")
+		veth := e.inspect("c").Networks[0].HostVeth
+		e.must("rm", "c")
+		return veth
+	}
+	if veth := rmAttached(); !gone(veth) {
+		t.Fatalf("control: rm's retired link %s is not deleted", veth)
+	}
+
+	squatter := exec.Command("nsenter", "--net="+e.host.Path, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid),
+		"--clear-groups", "/usr/bin/python3", "-c", `
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind("\0ctnet-delete-retired")
+s.listen(8)
+print("bound", flush=True)
+time.sleep(600)
+`)
+	out, err := squatter.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := squatter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { squatter.Process.Kill(); squatter.Wait() })
+	line := make([]byte, 6)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "bound\n" {
+		t.Fatalf("the squatter did not bind the name: %q %v", line, err)
+	}
+	if veth := rmAttached(); !gone(veth) {
+		t.Errorf("with the lock's name held by uid %d, rm's retired link %s is never deleted", uid, veth)
+	}
+	e.must("network", "rm", "web")
 }

@@ -46,7 +46,9 @@ const lockName = "\x00ctnet-delete-retired"
 func Start(host *netns.NS) error {
 	lock, err := takeLock(host)
 	if errors.Is(err, unix.EADDRINUSE) {
-		return nil // the holder looks again after releasing it
+		// The holder looks again after releasing it, if it is a deleting process:
+		// any user of the namespace can bind an abstract name.
+		return checkHolder(host)
 	}
 	if err != nil {
 		return err
@@ -84,7 +86,42 @@ func takeLock(host *netns.NS) (*os.File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	// Listening lets checkHolder ask who holds it; nobody accepts.
+	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	return os.NewFile(uintptr(fd), "lock of retired links' deletion"), nil
+}
+
+// checkHolder returns nil if the lock's holder runs as this process's user, as a
+// deleting process does; otherwise an error, on which the caller deletes the links
+// itself. A holder whose backlog is full has callers connecting: ctnet's.
+func checkHolder(host *netns.NS) error {
+	var cred *unix.Ucred
+	err := host.Do(func() error {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: lockName})
+		if errors.Is(err, unix.EAGAIN) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cred, err = unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		return err
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("ask who holds the lock of retired links' deletion: %w", err)
+	case cred != nil && int(cred.Uid) != os.Geteuid():
+		return fmt.Errorf("the lock of retired links' deletion is held by uid %d, not a deleting process of ctnet's", cred.Uid)
+	}
+	return nil
 }
 
 // Main deletes the retired links of the namespace Start passed on, until there are
