@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/fastpath"
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/internal/proc"
@@ -70,6 +71,10 @@ type Options struct {
 	// portmap plugin never looks at sockets): a host socket bound to one is the
 	// caller's reservation, not a clash. A port another container publishes still is.
 	CallerReservesHostPorts bool
+	// NoFastPath keeps every container's traffic on the bridge: no eBPF program
+	// redirects frames between containers of one network (package fastpath). A
+	// change with it set takes the program off the ports it touches, gc off all.
+	NoFastPath bool
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -82,11 +87,12 @@ type Manager struct {
 	rootless         bool
 	userNet          UserNetStack
 	callerReserves   bool // Options.CallerReservesHostPorts
+	noFastPath       bool // Options.NoFastPath
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts, noFastPath: opts.NoFastPath}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -193,6 +199,10 @@ type op struct {
 	// forwarding is set once the change has arranged to turn IPv4 forwarding on,
 	// forwarding6 IPv6 forwarding.
 	forwarding, forwarding6 bool
+	// fastPath is the host namespace's fast path program, once fastPathTried (nil if
+	// the kernel has none to give).
+	fastPath      *fastpath.Path
+	fastPathTried bool
 }
 
 // afterCommit makes a kernel change once the transaction has committed.
@@ -245,6 +255,9 @@ func (o *op) closeNS(path string) {
 }
 
 func (o *op) closeAll() {
+	if o.fastPath != nil {
+		o.fastPath.Close()
+	}
 	for path := range o.nss {
 		o.closeNS(path)
 	}

@@ -1,0 +1,169 @@
+package network
+
+import (
+	"errors"
+	"net"
+
+	"github.com/ctnet/ctnet/fastpath"
+	"github.com/ctnet/ctnet/link"
+	"github.com/ctnet/ctnet/store"
+)
+
+// fastPathEligible reports whether an attachment's frames to and from its network's
+// other containers may skip the bridge (package fastpath). Not on an icc=false
+// network, whose containers must not reach each other at all; not with bandwidth
+// limits, whose token buckets are on the veth's egress and its ingress's redirect to
+// an ifb, both of which the shortcut would bypass; IPv4 only.
+func (m *Manager) fastPathEligible(n *store.Network, att *store.Attachment) bool {
+	return !m.noFastPath && !m.rootless && !isMacvlan(n) && !n.NoICC && att.Bandwidth == nil && att.IP.IsValid() && att.HostVeth != ""
+}
+
+// fastPath is the host namespace's program for this change: the one a port of a
+// live container runs, else a new one. Nil when the kernel cannot load it (no BPF,
+// no cls_bpf, not allowed): the bridge path then serves alone, and doctor says why.
+func (m *Manager) fastPath(o *op) *fastpath.Path {
+	if o.fastPathTried {
+		return o.fastPath
+	}
+	o.fastPathTried = true
+	p, err := m.findFastPath(o)
+	if err == nil && p == nil {
+		p, err = fastpath.Load()
+	}
+	if err != nil {
+		m.log.Debug("no fast path between containers: the bridge serves alone", "err", err)
+		return nil
+	}
+	o.fastPath = p
+	return p
+}
+
+// findFastPath looks for the program on the host veths the store lists.
+func (m *Manager) findFastPath(o *op) (*fastpath.Path, error) {
+	h, err := m.host.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	for name := range o.tx.Veths() {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			continue // not made yet, or gone: gc's business
+		}
+		p, err := fastpath.Find(h, l.Attrs().Index)
+		if err != nil || p != nil {
+			return p, err
+		}
+	}
+	return nil, nil
+}
+
+// attachFastPath puts an attachment's host veth on the fast path, if it is eligible.
+// Failing to is not the change's failure: the bridge carries its frames, as before.
+func (m *Manager) attachFastPath(o *op, n *store.Network, att *store.Attachment, bridge int) error {
+	if !m.fastPathEligible(n, att) {
+		return nil
+	}
+	p := m.fastPath(o)
+	if p == nil {
+		return nil
+	}
+	veth, err := link.ByName(m.host, att.HostVeth)
+	if err != nil {
+		return err
+	}
+	mac, err := net.ParseMAC(att.MAC)
+	if err != nil {
+		return err
+	}
+	h, err := m.host.Netlink()
+	if err != nil {
+		return err
+	}
+	port := fastpath.Port{Index: veth.Attrs().Index, MAC: mac, IP: att.IP, Bridge: bridge}
+	if err := p.Attach(h, port); err != nil {
+		m.log.Debug("no fast path for a container: the bridge serves it", "veth", att.HostVeth, "err", err)
+		return nil
+	}
+	name := att.HostVeth
+	o.undo.push("fast path on "+name, func() error { return m.detachFastPath(o, name) })
+	return nil
+}
+
+// detachFastPath takes a host veth off the fast path before the veth goes (or
+// loses its eligibility): its entries first, so that no frame is redirected to a
+// port that is no longer there.
+func (m *Manager) detachFastPath(o *op, hostVeth string) error {
+	veth, err := link.ByName(m.host, hostVeth)
+	if errors.Is(err, link.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	h, err := m.host.Netlink()
+	if err != nil {
+		return err
+	}
+	if err := fastpath.Detach(h, veth.Attrs().Index); err != nil {
+		return err
+	}
+	o.step("fast path off " + hostVeth)
+	return nil
+}
+
+// reconcileFastPath makes the fast path follow the store: every eligible port of a
+// live container on it (with the current program), every other one off it, and no
+// entry left for a link that is gone.
+func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, live map[string]*store.Container, bridges map[string]int, say func(string, ...any)) error {
+	h, err := m.host.Netlink()
+	if err != nil {
+		return err
+	}
+	p := m.fastPath(o)
+	wanted := map[int]bool{}
+	for _, c := range live {
+		for i := range c.Attachments {
+			a := &c.Attachments[i]
+			n := networks[a.NetworkID]
+			if n == nil || a.HostVeth == "" {
+				continue
+			}
+			veth, err := link.ByName(m.host, a.HostVeth)
+			if errors.Is(err, link.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			index := veth.Attrs().Index
+			if p == nil || !m.fastPathEligible(n, a) {
+				if err := fastpath.Detach(h, index); err != nil {
+					return err
+				}
+				continue
+			}
+			wanted[index] = true
+			if err := m.attachFastPath(o, n, a, bridges[n.ID]); err != nil {
+				return err
+			}
+		}
+	}
+	if p == nil {
+		return nil
+	}
+	ports, err := p.Ports()
+	if err != nil {
+		return err
+	}
+	for _, port := range ports {
+		if wanted[port.Index] {
+			continue
+		}
+		if err := p.Forget(port.Index); err != nil {
+			return err
+		}
+		o.step("fast path forgets link " + port.IP.String())
+		say("removed the fast path's entry for %s (link %d): its interface is gone", port.IP, port.Index)
+	}
+	return nil
+}
