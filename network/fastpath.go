@@ -167,3 +167,59 @@ func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, l
 	}
 	return nil
 }
+
+// doctorFastPath says whether the fast path serves the containers that should take
+// it, or why the bridge carries their traffic instead.
+func (m *Manager) doctorFastPath(networks []*store.Network, containers []*store.Container, ok func(string, ...any), bad func(string, string, ...any)) error {
+	if m.noFastPath {
+		ok("the fast path between containers is off (CTNET_FASTPATH=off): the bridge carries their traffic")
+		return nil
+	}
+	byID := map[string]*store.Network{}
+	for _, n := range networks {
+		byID[n.ID] = n
+	}
+	h, err := m.host.Netlink()
+	if err != nil {
+		return err
+	}
+	var eligible, off int
+	for _, c := range containers {
+		if c.State == store.StateExited || !isAlive(c) {
+			continue
+		}
+		for i := range c.Attachments {
+			a := &c.Attachments[i]
+			if n := byID[a.NetworkID]; n == nil || !m.fastPathEligible(n, a) {
+				continue
+			}
+			eligible++
+			veth, err := link.ByName(m.host, a.HostVeth)
+			if err != nil {
+				off++
+				continue
+			}
+			p, err := fastpath.Find(h, veth.Attrs().Index)
+			if err != nil {
+				return err
+			}
+			if p == nil {
+				off++
+				continue
+			}
+			p.Close()
+		}
+	}
+	if off > 0 {
+		p, err := fastpath.Load()
+		if err != nil {
+			bad("none: the bridge carries their traffic, with the same guarantees", "the kernel cannot run ctnet's fast path between containers (%v)", err)
+			return nil
+		}
+		p.Close()
+		bad("run `ctnet gc` to put them on it", "%d of %d container interfaces that could take the fast path between containers do not", off, eligible)
+		return nil
+	}
+	ok("the fast path between containers serves %d interfaces (icc=false networks and containers with bandwidth limits stay on the bridge)", eligible)
+	return nil
+}
