@@ -173,7 +173,7 @@ func TestFastPath(t *testing.T) {
 		t.Fatalf("a's frames do not reach slow")
 	}
 	if sent, reached := tbfSent()-before, witness.packets("to_slow"); sent < reached || reached == 0 {
-		t.Errorf("of a's %d frames to slow, %d passed its token bucket: the rest skipped its ingress limit", reached, sent)
+		t.Errorf("a's frames to slow: %d reached the bridge, %d passed slow's token bucket: want them all on the bridge, then through the bucket", reached, sent)
 	}
 
 	e.must("rm", "-f", "a", "b", "slow", "c", "d", "x", "y")
