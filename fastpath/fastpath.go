@@ -304,53 +304,69 @@ func (p *Path) closeMaps() {
 // Attach runs the program on port's host veth and enters the port in the maps: the
 // filter first, so that an entry is always reachable through its port's filter
 // (Detach), and a crash between the two leaves a filter that finds nothing. A port
-// whose filter runs another Path's program is moved to this one.
-func (p *Path) Attach(h *netlink.Handle, port Port) error {
+// whose filter runs another Path's program is moved to this one. It reports whether
+// it changed anything: a port already on the path as it should be is left alone.
+func (p *Path) Attach(h *netlink.Handle, port Port) (bool, error) {
 	if !port.IP.Is4() || len(port.MAC) != 6 {
-		return fmt.Errorf("fast path for link %d: needs an IPv4 address and a MAC", port.Index)
+		return false, fmt.Errorf("fast path for link %d: needs an IPv4 address and a MAC", port.Index)
 	}
 	id, err := attachedID(h, port.Index)
 	if err != nil {
-		return err
+		return false, err
 	}
 	own, err := p.ID()
 	if err != nil {
-		return err
+		return false, err
+	}
+	if id == own && p.holds(port) {
+		return false, nil
 	}
 	if id != own {
 		if id != 0 {
-			if err := Detach(h, port.Index); err != nil {
-				return err
+			if _, err := Detach(h, port.Index); err != nil {
+				return false, err
 			}
 		}
 		clsact := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{
 			LinkIndex: port.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
 		if err := h.QdiscReplace(clsact); err != nil {
-			return fmt.Errorf("add clsact qdisc to link %d: %w", port.Index, err)
+			return false, fmt.Errorf("add clsact qdisc to link %d: %w", port.Index, err)
 		}
 		if err := h.FilterReplace(ingressFilter(port.Index, p.prog.FD())); err != nil {
-			return fmt.Errorf("attach the fast path to link %d: %w", port.Index, err)
+			return false, fmt.Errorf("attach the fast path to link %d: %w", port.Index, err)
 		}
 	}
-	return p.put(port)
+	if err := p.ports.Put(uint32(port.Index), portValue(port)); err != nil {
+		return false, fmt.Errorf("enter link %d in the fast path: %w", port.Index, err)
+	}
+	if err := p.peers.Put(peerKey(port.Bridge, port.IP), peerValue(port)); err != nil {
+		return false, fmt.Errorf("enter link %d in the fast path: %w", port.Index, err)
+	}
+	return true, nil
 }
 
-func (p *Path) put(port Port) error {
+// holds reports whether both of port's entries are in the maps as Attach makes them.
+func (p *Path) holds(port Port) bool {
+	var value [portValueSize]byte
+	var peer [peerValueSize]byte
+	return p.ports.Lookup(uint32(port.Index), value[:]) == nil && string(value[:]) == string(portValue(port)) &&
+		p.peers.Lookup(peerKey(port.Bridge, port.IP), peer[:]) == nil && string(peer[:]) == string(peerValue(port))
+}
+
+func portValue(port Port) []byte {
 	var value [portValueSize]byte
 	copy(value[0:6], port.MAC)
 	ip := port.IP.As4()
 	copy(value[8:12], ip[:])
 	binary.NativeEndian.PutUint32(value[12:], uint32(port.Bridge))
-	if err := p.ports.Put(uint32(port.Index), value[:]); err != nil {
-		return fmt.Errorf("enter link %d in the fast path: %w", port.Index, err)
-	}
+	return value[:]
+}
+
+func peerValue(port Port) []byte {
 	var peer [peerValueSize]byte
 	binary.NativeEndian.PutUint32(peer[0:4], uint32(port.Index))
 	copy(peer[4:10], port.MAC)
-	if err := p.peers.Put(peerKey(port.Bridge, port.IP), peer[:]); err != nil {
-		return fmt.Errorf("enter link %d in the fast path: %w", port.Index, err)
-	}
-	return nil
+	return peer[:]
 }
 
 func peerKey(bridge int, ip netip.Addr) []byte {
@@ -364,24 +380,24 @@ func peerKey(bridge int, ip netip.Addr) []byte {
 // Detach takes link index's entries out of the maps its filter's program reads, then
 // the filter off the link: from then on its frames take the bridge. The entries go
 // first, so that a crash between leaves a filter that finds nothing. A link without
-// the filter, or gone, is done.
-func Detach(h *netlink.Handle, index int) error {
+// the filter, or gone, is done. It reports whether there was a filter to remove.
+func Detach(h *netlink.Handle, index int) (bool, error) {
 	p, err := Find(h, index)
 	if err != nil || p == nil {
-		return err
+		return false, err
 	}
 	defer p.Close()
 	if err := p.remove(index); err != nil {
-		return err
+		return false, err
 	}
 	err = h.FilterDel(ingressFilter(index, 0))
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return fmt.Errorf("detach the fast path from link %d: %w", index, err)
+		return false, fmt.Errorf("detach the fast path from link %d: %w", index, err)
 	}
-	return nil
+	return true, nil
 }
 
 // remove deletes link index's entries: its ports entry, and the peers entry it

@@ -22,7 +22,7 @@ func (m *Manager) fastPathEligible(n *store.Network, att *store.Attachment) bool
 // live container runs, else a new one. Nil when the kernel cannot load it (no BPF,
 // no cls_bpf, not allowed): the bridge path then serves alone, and doctor says why.
 func (m *Manager) fastPath(o *op) *fastpath.Path {
-	if o.fastPathTried {
+	if o.fastPathTried || m.noFastPath {
 		return o.fastPath
 	}
 	o.fastPathTried = true
@@ -80,8 +80,12 @@ func (m *Manager) attachFastPath(o *op, n *store.Network, att *store.Attachment,
 		return err
 	}
 	port := fastpath.Port{Index: veth.Attrs().Index, MAC: mac, IP: att.IP, Bridge: bridge}
-	if err := p.Attach(h, port); err != nil {
+	changed, err := p.Attach(h, port)
+	if err != nil {
 		m.log.Debug("no fast path for a container: the bridge serves it", "veth", att.HostVeth, "err", err)
+		return nil
+	}
+	if !changed {
 		return nil
 	}
 	name := att.HostVeth
@@ -104,7 +108,8 @@ func (m *Manager) detachFastPath(o *op, hostVeth string) error {
 	if err != nil {
 		return err
 	}
-	if err := fastpath.Detach(h, veth.Attrs().Index); err != nil {
+	detached, err := fastpath.Detach(h, veth.Attrs().Index)
+	if err != nil || !detached {
 		return err
 	}
 	o.step("fast path off " + hostVeth)
@@ -115,10 +120,6 @@ func (m *Manager) detachFastPath(o *op, hostVeth string) error {
 // live container on it (with the current program), every other one off it, and no
 // entry left for a link that is gone.
 func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, live map[string]*store.Container, bridges map[string]int, say func(string, ...any)) error {
-	h, err := m.host.Netlink()
-	if err != nil {
-		return err
-	}
 	p := m.fastPath(o)
 	wanted := map[int]bool{}
 	for _, c := range live {
@@ -128,6 +129,12 @@ func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, l
 			if n == nil || a.HostVeth == "" {
 				continue
 			}
+			if p == nil || !m.fastPathEligible(n, a) {
+				if err := m.detachFastPath(o, a.HostVeth); err != nil {
+					return err
+				}
+				continue
+			}
 			veth, err := link.ByName(m.host, a.HostVeth)
 			if errors.Is(err, link.ErrNotFound) {
 				continue
@@ -135,14 +142,7 @@ func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, l
 			if err != nil {
 				return err
 			}
-			index := veth.Attrs().Index
-			if p == nil || !m.fastPathEligible(n, a) {
-				if err := fastpath.Detach(h, index); err != nil {
-					return err
-				}
-				continue
-			}
-			wanted[index] = true
+			wanted[veth.Attrs().Index] = true
 			if err := m.attachFastPath(o, n, a, bridges[n.ID]); err != nil {
 				return err
 			}
