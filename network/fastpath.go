@@ -118,8 +118,9 @@ func (m *Manager) detachFastPath(o *op, hostVeth string) error {
 
 // reconcileFastPath makes the fast path follow the store: every eligible port of a
 // live container on it (with the current program), every other one off it, and no
-// entry left for a link that is gone.
-func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, live map[string]*store.Container, bridges map[string]int, say func(string, ...any)) error {
+// entry left for a link that is gone. It reports nothing of its own: an entry goes
+// or comes with an interface whose loss or making again gc has reported.
+func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, live map[string]*store.Container, bridges map[string]int) error {
 	p := m.fastPath(o)
 	wanted := map[int]bool{}
 	for _, c := range live {
@@ -162,8 +163,7 @@ func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, l
 		if err := p.Forget(port.Index); err != nil {
 			return err
 		}
-		o.step("fast path forgets link " + port.IP.String())
-		say("removed the fast path's entry for %s (link %d): its interface is gone", port.IP, port.Index)
+		o.step("fast path forgets " + port.IP.String())
 	}
 	return nil
 }

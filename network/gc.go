@@ -113,7 +113,7 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 		}
 	}
 	if !m.rootless {
-		if err := m.reconcileFastPath(o, networkIDs, live, bridges, say); err != nil {
+		if err := m.reconcileFastPath(o, networkIDs, live, bridges); err != nil {
 			return nil, err
 		}
 	}
