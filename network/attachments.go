@@ -165,7 +165,7 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	if err := m.shapeAttachment(o, c, n, att); err != nil {
 		return err
 	}
-	if err := m.attachFastPath(o, n, att, br.Attrs().Index); err != nil {
+	if err := m.attachFastPath(o, c, n, att, br.Attrs().Index); err != nil {
 		return err
 	}
 	// The tag last: gc takes a tagged veth for a finished one.

@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"net"
+	"strings"
 
 	"github.com/ctnet/ctnet/fastpath"
 	"github.com/ctnet/ctnet/link"
@@ -13,9 +14,13 @@ import (
 // other containers may skip the bridge (package fastpath). Not on an icc=false
 // network, whose containers must not reach each other at all; not with bandwidth
 // limits, whose token buckets are on the veth's egress and its ingress's redirect to
-// an ifb, both of which the shortcut would bypass; IPv4 only.
-func (m *Manager) fastPathEligible(n *store.Network, att *store.Attachment) bool {
-	return !m.noFastPath && !m.rootless && !isMacvlan(n) && !n.NoICC && att.Bandwidth == nil && att.IP.IsValid() && att.HostVeth != ""
+// an ifb, both of which the shortcut would bypass; IPv4 only. Not for a CNI runtime's
+// container (cni-…): plugins chained after ctnet's (bandwidth, firewall) put their own
+// traffic control on the host veth, which the shortcut would bypass and whose
+// ingress qdisc cannot share the veth with the program's clsact.
+func (m *Manager) fastPathEligible(c *store.Container, n *store.Network, att *store.Attachment) bool {
+	return !m.noFastPath && !m.rootless && !strings.HasPrefix(c.Name, "cni-") &&
+		!isMacvlan(n) && !n.NoICC && att.Bandwidth == nil && att.IP.IsValid() && att.HostVeth != ""
 }
 
 // fastPath is the host namespace's program for this change: the one a port of a
@@ -59,8 +64,8 @@ func (m *Manager) findFastPath(o *op) (*fastpath.Path, error) {
 
 // attachFastPath puts an attachment's host veth on the fast path, if it is eligible.
 // Failing to is not the change's failure: the bridge carries its frames, as before.
-func (m *Manager) attachFastPath(o *op, n *store.Network, att *store.Attachment, bridge int) error {
-	if !m.fastPathEligible(n, att) {
+func (m *Manager) attachFastPath(o *op, c *store.Container, n *store.Network, att *store.Attachment, bridge int) error {
+	if !m.fastPathEligible(c, n, att) {
 		return nil
 	}
 	p := m.fastPath(o)
@@ -130,7 +135,7 @@ func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, l
 			if n == nil || a.HostVeth == "" {
 				continue
 			}
-			if p == nil || !m.fastPathEligible(n, a) {
+			if p == nil || !m.fastPathEligible(c, n, a) {
 				if err := m.detachFastPath(o, a.HostVeth); err != nil {
 					return err
 				}
@@ -144,7 +149,7 @@ func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, l
 				return err
 			}
 			wanted[veth.Attrs().Index] = true
-			if err := m.attachFastPath(o, n, a, bridges[n.ID]); err != nil {
+			if err := m.attachFastPath(o, c, n, a, bridges[n.ID]); err != nil {
 				return err
 			}
 		}
@@ -190,7 +195,7 @@ func (m *Manager) doctorFastPath(networks []*store.Network, containers []*store.
 		}
 		for i := range c.Attachments {
 			a := &c.Attachments[i]
-			if n := byID[a.NetworkID]; n == nil || !m.fastPathEligible(n, a) {
+			if n := byID[a.NetworkID]; n == nil || !m.fastPathEligible(c, n, a) {
 				continue
 			}
 			eligible++

@@ -174,9 +174,7 @@ func withManager(args *skel.CmdArgs, fn func(conf *netConf, m *network.Manager) 
 	}
 	// The runtime holds the host ports it asks to publish (rootful Podman keeps them
 	// open in conmon), as the portmap plugin expects.
-	// CTNET_FASTPATH=off in the runtime's environment keeps containers' traffic on
-	// the bridge, as for the CLI.
-	m, err := network.New(network.Options{Root: conf.Root, CallerReservesHostPorts: true, NoFastPath: os.Getenv("CTNET_FASTPATH") == "off"})
+	m, err := network.New(network.Options{Root: conf.Root, CallerReservesHostPorts: true})
 	if err != nil {
 		return err
 	}
