@@ -188,7 +188,7 @@ func runDataPathSection(ctx context.Context, env *benchEnv, res *results) (err e
 	if err := l.addContainerNamespaces(ctx, 3); err != nil {
 		return err
 	}
-	m, err := network.New(network.Options{Root: root, HostNetNS: l.hostPath})
+	m, err := network.New(network.Options{Root: root, HostNetNS: l.hostPath, NoFastPath: noFastPath()})
 	if err != nil {
 		return err
 	}
@@ -302,3 +302,7 @@ func rawVethPair(ctx context.Context, env *benchEnv, l *lab) (a, b *nsThread, er
 		{"ip", "link", "set", "eth0", "up"},
 	})
 }
+
+// noFastPath is CTNET_FASTPATH=off, as the CLI reads it: the bridge alone carries
+// traffic between containers, for an A/B of the fast path in one run.
+func noFastPath() bool { return os.Getenv("CTNET_FASTPATH") == "off" }

@@ -60,7 +60,7 @@ func measureIPv6DataPath(ctx context.Context, env *benchEnv, res *results) (err 
 	if err := l.addContainerNamespaces(ctx, 4); err != nil {
 		return err
 	}
-	m, err := network.New(network.Options{Root: root, HostNetNS: l.hostPath})
+	m, err := network.New(network.Options{Root: root, HostNetNS: l.hostPath, NoFastPath: noFastPath()})
 	if err != nil {
 		return err
 	}

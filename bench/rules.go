@@ -87,7 +87,7 @@ func ctnetRuleScaling(ctx context.Context, env *benchEnv) (steps []ruleStep, err
 	if err := l.addContainerNamespaces(ctx, probeIndex); err != nil {
 		return nil, err
 	}
-	m, err := network.New(network.Options{Root: root, HostNetNS: l.hostPath})
+	m, err := network.New(network.Options{Root: root, HostNetNS: l.hostPath, NoFastPath: noFastPath()})
 	if err != nil {
 		return nil, err
 	}

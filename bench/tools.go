@@ -287,7 +287,7 @@ func dualStack(name string, ipv6 bool) string {
 
 // ctnetNetNS reads where ctnet keeps container i's namespace.
 func ctnetNetNS(r *setupRun, i int) (string, error) {
-	m, err := network.New(network.Options{Root: ctnetRoot(r), HostNetNS: r.lab.hostPath})
+	m, err := network.New(network.Options{Root: ctnetRoot(r), HostNetNS: r.lab.hostPath, NoFastPath: noFastPath()})
 	if err != nil {
 		return "", err
 	}
@@ -365,7 +365,7 @@ type ctnetAPITool struct{ m *network.Manager }
 func (*ctnetAPITool) name() string { return "ctnet Go API" }
 
 func (t *ctnetAPITool) prepare(ctx context.Context, r *setupRun) error {
-	m, err := network.New(network.Options{Root: ctnetRoot(r), HostNetNS: r.lab.hostPath})
+	m, err := network.New(network.Options{Root: ctnetRoot(r), HostNetNS: r.lab.hostPath, NoFastPath: noFastPath()})
 	if err != nil {
 		return err
 	}

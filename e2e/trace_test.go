@@ -33,7 +33,8 @@ func lastLine(s string) string {
 }
 
 // trace follows real probes: between two containers of one network it is
-// delivered, past the bridge's anti-spoofing accept; between two networks it is
+// delivered, by the fast path's redirect (or, with the fast path off, past the
+// bridge's anti-spoofing accept); between two networks it is
 // dropped by the isolation rule, naming both networks; from the host to a published
 // port it is DNAT'd to the container; to the wan it is masqueraded to the host's
 // uplink address. Each trace leaves no table in any namespace it touched, as nft
@@ -54,8 +55,8 @@ func TestTrace(t *testing.T) {
 		hop      string   // a hop's text the output must show
 	}{
 		{"same network", []string{"a", "b", "--port", "8000"}, 0,
-			[]string{"delivered to b:8000"}, "and only from its own address"},
-		{"same network, icmp", []string{"a", "b"}, 0, []string{"delivered to b"}, "bridge ctnet prerouting"},
+			[]string{"delivered to b:8000", fastPathNote}, "redirect past the bridge into b's eth0"},
+		{"same network, icmp", []string{"a", "b"}, 0, []string{"delivered to b"}, "only from a's own MAC and address, to b's on network n1"},
 		{"two networks", []string{"a", "c:8000"}, 1,
 			[]string{"dropped: isolation between networks n1 and n2"}, "networks are isolated from each other"},
 		{"published port from the host", []string{"host", lab.HostUplinkIP + ":8080"}, 0,
@@ -70,8 +71,24 @@ func TestTrace(t *testing.T) {
 		{"the wan", []string{"a", lab.WANIP + ":9999"}, 0,
 			[]string{"masqueraded to " + lab.HostUplinkIP + ", out of uplink0 toward " + lab.WANIP + ":9999"}, "the way out"},
 	}
-	for _, c := range cases {
+	bridgeCases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+		hop      string
+	}{
+		{"same network, bridge", []string{"a", "b", "--port", "8000"}, 0, []string{"delivered to b:8000"}, "and only from its own address"},
+		{"same network, icmp, bridge", []string{"a", "b"}, 0, []string{"delivered to b"}, "bridge ctnet prerouting"},
+	}
+	for i, c := range append(cases, bridgeCases...) {
+		if i == len(cases) {
+			e.host.CtnetEnv(t, e.root, []string{"CTNET_FASTPATH=off"}, "gc")
+		}
 		r := e.ctnet(append([]string{"trace"}, c.args...)...)
+		if i >= len(cases) && strings.Contains(r.Stdout, fastPathNote) {
+			t.Errorf("%s: the fast path is off, yet trace says it took the probe:\n%s", c.name, r.Stdout)
+		}
 		t.Log(r.Stdout)
 		if r.Code != c.wantCode {
 			t.Errorf("%s: trace %v: want exit %d, got %s", c.name, c.args, c.wantCode, r)
@@ -101,6 +118,9 @@ func TestTrace(t *testing.T) {
 	e.must("rm", "-f", "a", "b", "c")
 	e.must("network", "rm", "n1", "n2")
 }
+
+// fastPathNote is trace's note on a probe that the fast path redirected.
+const fastPathNote = "the fast path took it past the bridge, whose chains show no hop (ctnet gc with CTNET_FASTPATH=off puts containers back on the bridge)"
 
 // A trace killed with SIGKILL leaves its tables, which gc removes; one sent SIGTERM
 // removes its own before it exits. Both traces follow a probe to an address of the

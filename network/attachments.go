@@ -173,6 +173,9 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 	if err := m.shapeAttachment(o, c, n, att); err != nil {
 		return err
 	}
+	if err := m.attachFastPath(o, c, n, att, masterIndex); err != nil {
+		return err
+	}
 	// The tag last: gc takes a tagged veth for a finished one.
 	if err := link.FinishPort(m.host, att.HostVeth, link.ContainerAlias(c.ID), true); err != nil {
 		return err
@@ -182,6 +185,16 @@ func (m *Manager) plumbAttachment(o *op, c *store.Container, n *store.Network, a
 }
 
 func (m *Manager) unplumb(o *op, c *store.Container) error {
+	// Off the fast path first: from here on the firewall alone decides what reaches
+	// the container, and what it sends.
+	for _, a := range c.Attachments {
+		if a.HostVeth == "" {
+			continue
+		}
+		if err := m.detachFastPath(o, a.HostVeth); err != nil {
+			return err
+		}
+	}
 	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(o.tx, c)}); err != nil {
 		return err
 	}

@@ -131,6 +131,9 @@ func (m *Manager) removeLinks(o *op, c *store.Container, att *store.Attachment) 
 	if att.HostVeth == "" {
 		return m.removeMacvlan(o, c, att)
 	}
+	if err := m.detachFastPath(o, att.HostVeth); err != nil {
+		return err
+	}
 	if err := m.retireVeth(o, c, att); err != nil {
 		return err
 	}

@@ -29,9 +29,13 @@ func (m *Manager) Doctor() ([]Finding, error) {
 		out = append(out, Finding{Problem: true, Text: fmt.Sprintf(format, args...), Fix: fix})
 	}
 	var networks []*store.Network
+	var containers []*store.Container
 	var want firewall.State
 	err := m.view(func(tx *store.Tx) (err error) {
 		if networks, err = tx.Networks(); err != nil {
+			return err
+		}
+		if containers, err = tx.Containers(); err != nil {
 			return err
 		}
 		want, err = m.desiredFirewall(tx)
@@ -110,6 +114,11 @@ func (m *Manager) Doctor() ([]Finding, error) {
 				"ctnet's firewall tables differ from its state (%d unexpected, %d missing entries)", len(extra), len(missing))
 		} else {
 			ok("ctnet's firewall tables match its state")
+		}
+	}
+	if len(networks) > 0 && !m.rootless {
+		if err := m.doctorFastPath(networks, containers, ok, bad); err != nil {
+			return nil, err
 		}
 	}
 	foreign, err := firewall.ForeignDropChains(conn)

@@ -119,6 +119,11 @@ func (m *Manager) reconcile(o *op, restore bool) ([]string, error) {
 			return nil, err
 		}
 	}
+	if !m.rootless {
+		if err := m.reconcileFastPath(o, networkIDs, live, bridges); err != nil {
+			return nil, err
+		}
+	}
 	if err := m.removeOrphanNamespaces(o, live, records, say); err != nil {
 		return nil, err
 	}
@@ -202,6 +207,9 @@ func (m *Manager) replumb(o *op, c *store.Container, networks map[string]*store.
 			if veth.Attrs().MasterIndex == bridges[n.ID] && veth.Attrs().Alias == link.ContainerAlias(c.ID) &&
 				veth.Attrs().Flags&net.FlagUp != 0 && m.shaped(c, a) {
 				continue
+			}
+			if err := m.detachFastPath(o, a.HostVeth); err != nil {
+				return err
 			}
 			if err := link.Delete(m.host, a.HostVeth); err != nil {
 				return err
@@ -296,6 +304,9 @@ func (m *Manager) removeOrphanLinks(o *op, networks map[string]*store.Network, l
 			return err
 		} else if dying {
 			continue // its namespace's last reference is gone: the kernel removes it
+		}
+		if err := m.detachFastPath(o, name); err != nil {
+			return err
 		}
 		if err := link.Delete(m.host, name); err != nil {
 			return err

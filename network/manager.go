@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/fastpath"
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/internal/fault"
 	"github.com/ctnet/ctnet/internal/proc"
@@ -85,6 +86,10 @@ type Options struct {
 	// cmd/ctnet-cni's: package internal/linkreaper). When it fails, the goroutine
 	// deletes them.
 	DeleteRetired func(host *netns.NS) error
+	// NoFastPath keeps every container's traffic on the bridge: no eBPF program
+	// redirects frames between containers of one network (package fastpath). A
+	// change with it set takes the program off the ports it touches, gc off all.
+	NoFastPath bool
 }
 
 // Manager manages the networks and containers of one root on one host namespace.
@@ -100,11 +105,13 @@ type Manager struct {
 	journal          *netns.Journal
 	deleteRetired    func(host *netns.NS) error
 	deleting         sync.WaitGroup // goroutines deleting retired links
+	noFastPath       bool           // Options.NoFastPath
 }
 
 // New opens the host namespace and prepares the root's directories.
 func New(opts Options) (*Manager, error) {
-	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts, journal: opts.Journal, deleteRetired: opts.DeleteRetired}
+	m := &Manager{log: opts.Logger, pools: opts.Pools, rootless: opts.Rootless, userNet: opts.UserNet, callerReserves: opts.CallerReservesHostPorts, journal: opts.Journal, deleteRetired: opts.DeleteRetired,
+		noFastPath: opts.NoFastPath}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -272,6 +279,10 @@ type op struct {
 	// retired is set once the change has taken links out of service, to be deleted
 	// after the commit.
 	retired bool
+	// fastPath is the host namespace's fast path program, once fastPathTried (nil if
+	// the kernel has none to give).
+	fastPath      *fastpath.Path
+	fastPathTried bool
 }
 
 // afterCommit makes a kernel change once the transaction has committed.
@@ -328,6 +339,9 @@ func (o *op) closeNS(path string) {
 }
 
 func (o *op) closeAll() {
+	if o.fastPath != nil {
+		o.fastPath.Close()
+	}
 	for path := range o.nss {
 		o.closeNS(path)
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,8 +17,10 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctnet/ctnet/fastpath"
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/internal/proc"
+	"github.com/ctnet/ctnet/link"
 	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/store"
 )
@@ -176,6 +179,10 @@ func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, 
 	if err != nil {
 		return nil, err
 	}
+	fast, err := m.fastPathHop(src, target)
+	if err != nil {
+		return nil, err
+	}
 	id := proc.Self()
 	table := firewall.TraceTableName(id.PID, id.StartTime, traceSeq.Add(1))
 	probe := firewall.Probe{Proto: target.proto, To: []netip.Addr{target.addr}}
@@ -270,7 +277,62 @@ collect:
 			return nil, fmt.Errorf("trace interrupted: %w", ctx.Err())
 		}
 	}
-	return m.explainTrace(path, got, table, rules, target, networks), nil
+	res = m.explainTrace(path, got, table, rules, target, networks)
+	if fast != nil {
+		insertFastPathHop(res, path[0].label, fast)
+	}
+	return res, nil
+}
+
+// fastPathHop is the hop of a probe between two containers of one network that the
+// fast path redirects past the bridge (package fastpath), where the host's chains
+// never see it; nil when the bridge carries it.
+func (m *Manager) fastPathHop(src *Container, t *traceTarget) (*TraceHop, error) {
+	if src == nil || t.container == nil || !t.addr.Is4() {
+		return nil, nil
+	}
+	for _, a := range src.Attachments {
+		for _, b := range t.container.Attachments {
+			if a.NetworkID != b.NetworkID || b.IP != t.addr || a.HostVeth == "" || b.HostVeth == "" {
+				continue
+			}
+			from, err := link.ByName(m.host, a.HostVeth)
+			if err != nil {
+				return nil, nil
+			}
+			to, err := link.ByName(m.host, b.HostVeth)
+			if err != nil {
+				return nil, nil
+			}
+			h, err := m.host.Netlink()
+			if err != nil {
+				return nil, err
+			}
+			if ok, err := fastpath.Redirects(h, from.Attrs().Index, to.Attrs().Index); err != nil || !ok {
+				return nil, err
+			}
+			return &TraceHop{Namespace: "host", Hook: "tc ingress", In: a.HostVeth, Out: b.HostVeth,
+				Table: "fast path", Chain: "ebpf " + a.HostVeth,
+				Rule:    fmt.Sprintf("only from %s's own MAC and address, to %s's on network %s (as bridge ctnet would deliver it)", src.Name, t.container.Name, a.Network),
+				Verdict: "redirect past the bridge into " + t.container.Name + "'s " + b.IfName}, nil
+		}
+	}
+	return nil, nil
+}
+
+// insertFastPathHop puts the fast path's hop after the sender's own hops, with its
+// packet as the sender's last hop shows it.
+func insertFastPathHop(res *TraceResult, sender string, hop *TraceHop) {
+	i := 0
+	for i < len(res.Hops) && res.Hops[i].Namespace == sender {
+		hop.Packet = res.Hops[i].Packet
+		i++
+	}
+	if i == 0 || i == len(res.Hops) {
+		return // it never reached another namespace: no redirect to show
+	}
+	res.Hops = slices.Insert(res.Hops, i, *hop)
+	res.Notes = append(res.Notes, "the fast path took it past the bridge, whose chains show no hop (ctnet gc with CTNET_FASTPATH=off puts containers back on the bridge)")
 }
 
 // traceSettled reports whether ev ends the probe's way: a drop, its arrival at a

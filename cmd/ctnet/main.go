@@ -184,10 +184,11 @@ func (a *app) logger() *slog.Logger {
 }
 
 // manager opens the root's manager: an unprivileged user manages their own
-// containers, on user-mode networks.
+// containers, on user-mode networks. CTNET_FASTPATH=off keeps containers' traffic
+// on the bridge (no eBPF shortcut between containers of a network).
 func (a *app) manager() (*network.Manager, error) {
 	return network.New(network.Options{Root: a.root, Logger: a.logger(), Rootless: os.Geteuid() != 0, UserNet: startUserNet, Journal: a.journal,
-		DeleteRetired: linkreaper.Start})
+		DeleteRetired: linkreaper.Start, NoFastPath: os.Getenv("CTNET_FASTPATH") == "off"})
 }
 
 // withManager runs fn with the root's manager, closed afterwards.

@@ -1,0 +1,474 @@
+// Package fastpath is the same-host shortcut between two containers of one network:
+// a traffic-control eBPF program on the host ends of their veths that hands a frame
+// from one container straight to the other's interface (bpf_redirect_peer), past the
+// bridge and the backlog queue, as Cilium does between pods.
+//
+// The bridge path is the reference and the fallback: the program redirects only a
+// frame that the bridge table would have accepted and forwarded to that one port —
+// untagged IPv4 from the port's own MAC and address, to another port of the same
+// bridge at that port's own MAC and address — and lets everything else go on to the
+// bridge, where ctnet's tables judge it. Which ports take part (a network with icc,
+// no bandwidth limits) is the caller's choice: a port that is not in the maps is
+// never a source or a destination.
+//
+// A host namespace has one program and two maps, shared by all its ports. The CLI is a
+// process per command and bpffs may not be mounted, so nothing is pinned: the program
+// lives as long as a cls_bpf filter holds it, and a later command finds it, and the
+// maps it uses, from the filter on any port (Find).
+package fastpath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Names the kernel keeps for the program and its maps (at most 15 characters): Find
+// takes a filter's program for ctnet's only under programName. A program whose
+// checks change gets a new name, so that an older ctnet's program, with the maps it
+// reads, is never mixed with the new one (gc moves ports over).
+const (
+	programName = "ctnet_peer_v1"
+	portsName   = "ctnet_ports"
+	peersName   = "ctnet_peers"
+	filterName  = "ctnet_peer"
+	maxPorts    = 65536
+)
+
+// Port is one host veth as the program knows it.
+type Port struct {
+	Index  int              // the host veth's ifindex
+	MAC    net.HardwareAddr // the container interface's MAC
+	IP     netip.Addr       // its IPv4 address
+	Bridge int              // the bridge's ifindex: ports of one bridge reach each other
+}
+
+// The maps' layouts; the program reads them at these offsets.
+//
+//	ports: host veth ifindex (u32) → MAC [6], pad [2], IPv4 [4] (network order), bridge ifindex (u32)
+//	peers: bridge ifindex (u32), IPv4 [4] → host veth ifindex (u32), MAC [6], pad [2]
+//
+// The ports entry of a source holds what its frames must carry; the peers entry of a
+// destination is found by the bridge of the source, so no frame reaches a port of
+// another bridge (another network) by this path.
+const (
+	portValueSize = 16
+	peerKeySize   = 8
+	peerValueSize = 12
+)
+
+// Path is a host namespace's program with its maps.
+type Path struct {
+	prog         *ebpf.Program
+	ports, peers *ebpf.Map
+}
+
+// Close releases the descriptors; the program and maps live on in the filters.
+func (p *Path) Close() error {
+	return errors.Join(p.prog.Close(), p.ports.Close(), p.peers.Close())
+}
+
+// ID is the kernel's id of the program, as tc lists it.
+func (p *Path) ID() (int, error) {
+	info, err := p.prog.Info()
+	if err != nil {
+		return 0, err
+	}
+	id, _ := info.ID()
+	return int(id), nil
+}
+
+// Load makes a new program and its empty maps. An error means this kernel (or this
+// process's privileges) cannot run it: the caller keeps the bridge path.
+func Load() (*Path, error) {
+	ports, err := ebpf.NewMap(&ebpf.MapSpec{Name: portsName, Type: ebpf.Hash, KeySize: 4, ValueSize: portValueSize, MaxEntries: maxPorts})
+	if err != nil {
+		return nil, fmt.Errorf("create the fast path's ports map: %w", err)
+	}
+	peers, err := ebpf.NewMap(&ebpf.MapSpec{Name: peersName, Type: ebpf.Hash, KeySize: peerKeySize, ValueSize: peerValueSize, MaxEntries: maxPorts})
+	if err != nil {
+		ports.Close()
+		return nil, fmt.Errorf("create the fast path's peers map: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: programName, Type: ebpf.SchedCLS, License: "Dual MIT/GPL",
+		Instructions: instructions(ports.FD(), peers.FD()),
+	})
+	if err != nil {
+		ports.Close()
+		peers.Close()
+		return nil, fmt.Errorf("load the fast path's program: %w", err)
+	}
+	return &Path{prog: prog, ports: ports, peers: peers}, nil
+}
+
+// Offsets in struct __sk_buff (include/uapi/linux/bpf.h).
+const (
+	skbVlanPresent = 20
+	skbIfindex     = 40
+	skbData        = 76
+	skbDataEnd     = 80
+)
+
+// Offsets in an untagged Ethernet frame carrying IPv4.
+const (
+	ethDst    = 0
+	ethSrc    = 6
+	ethType   = 12
+	ipSrc     = 14 + 12
+	ipDst     = 14 + 16
+	headerLen = 14 + 20
+)
+
+// Verdicts: TC_ACT_UNSPEC lets the frame go on (the next filter, then the bridge);
+// bpf_redirect_peer returns TC_ACT_REDIRECT itself.
+const actContinue = -1
+
+// instructions is the program. Registers: R6 the skb, R7 the frame's start, R8 its
+// end, R9 the source's ports entry. Any check that fails continues to the bridge,
+// which judges the frame as if the program were not there.
+func instructions(portsFD, peersFD int) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		// A VLAN tag the container set travels beside the frame; the bridge path
+		// treats tagged frames, not this one.
+		asm.LoadMem(asm.R2, asm.R6, skbVlanPresent, asm.Word),
+		asm.JNE.Imm(asm.R2, 0, "bridge"),
+		asm.LoadMem(asm.R7, asm.R6, skbData, asm.Word),
+		asm.LoadMem(asm.R8, asm.R6, skbDataEnd, asm.Word),
+		// The headers read below must be in the linear data (the verifier insists).
+		asm.Mov.Reg(asm.R2, asm.R7),
+		asm.Add.Imm(asm.R2, headerLen),
+		asm.JGT.Reg(asm.R2, asm.R8, "bridge"),
+		// IPv4 only (0x0800 as a little-endian load reads it): ARP, IPv6 and the rest
+		// take the bridge, whose rules for them (ARP sender, neighbour discovery) the
+		// program does not repeat.
+		asm.LoadMem(asm.R2, asm.R7, ethType, asm.Half),
+		asm.JNE.Imm(asm.R2, 0x0008, "bridge"),
+		// The source: the port the frame came in by. A port without an entry (icc off,
+		// bandwidth limits, or not set up yet) takes the bridge.
+		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word),
+		asm.LoadMapPtr(asm.R1, portsFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "bridge"),
+		asm.Mov.Reg(asm.R9, asm.R0),
+		// Anti-spoofing, as the bridge table's prerouting: the source MAC and the IPv4
+		// source must be the port's own. A spoofed frame goes to the bridge, which
+		// drops it.
+		asm.LoadMem(asm.R2, asm.R7, ethSrc, asm.Word),
+		asm.LoadMem(asm.R3, asm.R9, 0, asm.Word),
+		asm.JNE.Reg(asm.R2, asm.R3, "bridge"),
+		asm.LoadMem(asm.R2, asm.R7, ethSrc+4, asm.Half),
+		asm.LoadMem(asm.R3, asm.R9, 4, asm.Half),
+		asm.JNE.Reg(asm.R2, asm.R3, "bridge"),
+		asm.LoadMem(asm.R2, asm.R7, ipSrc, asm.Word),
+		asm.LoadMem(asm.R3, asm.R9, 8, asm.Word),
+		asm.JNE.Reg(asm.R2, asm.R3, "bridge"),
+		// The destination: looked up under the source's bridge, so only a port of the
+		// same network is found (isolation).
+		asm.LoadMem(asm.R2, asm.R9, 12, asm.Word),
+		asm.StoreMem(asm.RFP, -16, asm.R2, asm.Word),
+		asm.LoadMem(asm.R2, asm.R7, ipDst, asm.Word),
+		asm.StoreMem(asm.RFP, -12, asm.R2, asm.Word),
+		asm.LoadMapPtr(asm.R1, peersFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -16),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "bridge"),
+		// The frame must be addressed to that port's MAC, as the bridge would deliver
+		// it there: a frame to the gateway's MAC is routed by the host (published
+		// ports, masquerade), broadcast and multicast are flooded.
+		asm.LoadMem(asm.R2, asm.R7, ethDst, asm.Word),
+		asm.LoadMem(asm.R3, asm.R0, 4, asm.Word),
+		asm.JNE.Reg(asm.R2, asm.R3, "bridge"),
+		asm.LoadMem(asm.R2, asm.R7, ethDst+4, asm.Half),
+		asm.LoadMem(asm.R3, asm.R0, 8, asm.Half),
+		asm.JNE.Reg(asm.R2, asm.R3, "bridge"),
+		// Into the destination container's interface, in its namespace.
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirectPeer.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, actContinue).WithSymbol("bridge"),
+		asm.Return(),
+	}
+}
+
+// ingressFilter is the cls_bpf filter that runs prog on a link's ingress.
+func ingressFilter(index, progFD int) *netlink.BpfFilter {
+	return &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: index, Parent: netlink.HANDLE_MIN_INGRESS,
+			Handle: netlink.MakeHandle(0, 1), Priority: 1, Protocol: unix.ETH_P_ALL,
+		},
+		Fd: progFD, Name: filterName, DirectAction: true,
+	}
+}
+
+// Find returns the Path whose program the filter on link index runs, or nil if it
+// has none of ctnet's (or the link is gone).
+func Find(h *netlink.Handle, index int) (*Path, error) {
+	id, err := attachedID(h, index)
+	if err != nil || id == 0 {
+		return nil, err
+	}
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the fast path's program %d: %w", id, err)
+	}
+	p, err := pathOf(prog)
+	if err != nil {
+		prog.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// attachedID is the id of the program of ctnet's filter on link index's ingress, or 0.
+func attachedID(h *netlink.Handle, index int) (int, error) {
+	filters, err := h.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: index}}, netlink.HANDLE_MIN_INGRESS)
+	if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("list the filters of link %d: %w", index, err)
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == filterName {
+			return bf.Id, nil
+		}
+	}
+	return 0, nil
+}
+
+// pathOf opens the maps prog uses; a program of another name is not ctnet's current
+// one.
+func pathOf(prog *ebpf.Program) (*Path, error) {
+	info, err := prog.Info()
+	if err != nil {
+		return nil, err
+	}
+	ids, _ := info.MapIDs()
+	if info.Name != programName || len(ids) != 2 {
+		return nil, nil
+	}
+	p := &Path{prog: prog}
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			p.closeMaps()
+			return nil, fmt.Errorf("open the fast path's map %d: %w", id, err)
+		}
+		mi, err := m.Info()
+		switch {
+		case err != nil:
+			m.Close()
+			p.closeMaps()
+			return nil, err
+		case mi.Name == portsName:
+			p.ports = m
+		case mi.Name == peersName:
+			p.peers = m
+		default:
+			m.Close()
+		}
+	}
+	if p.ports == nil || p.peers == nil {
+		p.closeMaps()
+		return nil, nil
+	}
+	return p, nil
+}
+
+func (p *Path) closeMaps() {
+	for _, m := range []*ebpf.Map{p.ports, p.peers} {
+		if m != nil {
+			m.Close()
+		}
+	}
+}
+
+// Attach runs the program on port's host veth and enters the port in the maps: the
+// filter first, so that an entry is always reachable through its port's filter
+// (Detach), and a crash between the two leaves a filter that finds nothing. A port
+// whose filter runs another Path's program is moved to this one. It reports whether
+// it changed anything: a port already on the path as it should be is left alone.
+func (p *Path) Attach(h *netlink.Handle, port Port) (bool, error) {
+	if !port.IP.Is4() || len(port.MAC) != 6 {
+		return false, fmt.Errorf("fast path for link %d: needs an IPv4 address and a MAC", port.Index)
+	}
+	id, err := attachedID(h, port.Index)
+	if err != nil {
+		return false, err
+	}
+	own, err := p.ID()
+	if err != nil {
+		return false, err
+	}
+	if id == own && p.holds(port) {
+		return false, nil
+	}
+	if id != own {
+		if id != 0 {
+			if _, err := Detach(h, port.Index); err != nil {
+				return false, err
+			}
+		}
+		clsact := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: port.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+		if err := h.QdiscReplace(clsact); err != nil {
+			return false, fmt.Errorf("add clsact qdisc to link %d: %w", port.Index, err)
+		}
+		if err := h.FilterReplace(ingressFilter(port.Index, p.prog.FD())); err != nil {
+			return false, fmt.Errorf("attach the fast path to link %d: %w", port.Index, err)
+		}
+	}
+	if err := p.ports.Put(uint32(port.Index), portValue(port)); err != nil {
+		return false, fmt.Errorf("enter link %d in the fast path: %w", port.Index, err)
+	}
+	if err := p.peers.Put(peerKey(port.Bridge, port.IP), peerValue(port)); err != nil {
+		return false, fmt.Errorf("enter link %d in the fast path: %w", port.Index, err)
+	}
+	return true, nil
+}
+
+// holds reports whether both of port's entries are in the maps as Attach makes them.
+func (p *Path) holds(port Port) bool {
+	var value [portValueSize]byte
+	var peer [peerValueSize]byte
+	return p.ports.Lookup(uint32(port.Index), value[:]) == nil && string(value[:]) == string(portValue(port)) &&
+		p.peers.Lookup(peerKey(port.Bridge, port.IP), peer[:]) == nil && string(peer[:]) == string(peerValue(port))
+}
+
+func portValue(port Port) []byte {
+	var value [portValueSize]byte
+	copy(value[0:6], port.MAC)
+	ip := port.IP.As4()
+	copy(value[8:12], ip[:])
+	binary.NativeEndian.PutUint32(value[12:], uint32(port.Bridge))
+	return value[:]
+}
+
+func peerValue(port Port) []byte {
+	var peer [peerValueSize]byte
+	binary.NativeEndian.PutUint32(peer[0:4], uint32(port.Index))
+	copy(peer[4:10], port.MAC)
+	return peer[:]
+}
+
+func peerKey(bridge int, ip netip.Addr) []byte {
+	var key [peerKeySize]byte
+	binary.NativeEndian.PutUint32(key[0:4], uint32(bridge))
+	a := ip.As4()
+	copy(key[4:8], a[:])
+	return key[:]
+}
+
+// Detach takes link index's entries out of the maps its filter's program reads, then
+// the filter off the link: from then on its frames take the bridge. The entries go
+// first, so that a crash between leaves a filter that finds nothing. A link without
+// the filter, or gone, is done. It reports whether there was a filter to remove.
+func Detach(h *netlink.Handle, index int) (bool, error) {
+	p, err := Find(h, index)
+	if err != nil || p == nil {
+		return false, err
+	}
+	defer p.Close()
+	if err := p.remove(index); err != nil {
+		return false, err
+	}
+	err = h.FilterDel(ingressFilter(index, 0))
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("detach the fast path from link %d: %w", index, err)
+	}
+	return true, nil
+}
+
+// remove deletes link index's entries: its ports entry, and the peers entry it
+// names if that still points at the link (a later port may have its address).
+func (p *Path) remove(index int) error {
+	var value [portValueSize]byte
+	err := p.ports.Lookup(uint32(index), value[:])
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	key := peerKey(int(binary.NativeEndian.Uint32(value[12:])), netip.AddrFrom4([4]byte(value[8:12])))
+	var peer [peerValueSize]byte
+	err = p.peers.Lookup(key, peer[:])
+	if err == nil && int(binary.NativeEndian.Uint32(peer[0:4])) == index {
+		err = p.peers.Delete(key)
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("take link %d out of the fast path: %w", index, err)
+	}
+	if err := p.ports.Delete(uint32(index)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("take link %d out of the fast path: %w", index, err)
+	}
+	return nil
+}
+
+// Ports lists the maps' sources, for gc and doctor.
+func (p *Path) Ports() ([]Port, error) {
+	var (
+		ports []Port
+		index uint32
+		value [portValueSize]byte
+	)
+	it := p.ports.Iterate()
+	for it.Next(&index, &value) {
+		ports = append(ports, Port{
+			Index: int(index), MAC: net.HardwareAddr(append([]byte(nil), value[0:6]...)),
+			IP: netip.AddrFrom4([4]byte(value[8:12])), Bridge: int(binary.NativeEndian.Uint32(value[12:])),
+		})
+	}
+	return ports, it.Err()
+}
+
+// Forget removes the entries of a port whose link is gone (gc): no filter leads to
+// them any more.
+func (p *Path) Forget(index int) error { return p.remove(index) }
+
+// Redirects reports whether the program takes frames from link from to link to past
+// the bridge (when they carry from's own MAC and address): both run this namespace's
+// program with entries on one bridge. Trace shows such a probe's hop.
+func Redirects(h *netlink.Handle, from, to int) (bool, error) {
+	p, err := Find(h, from)
+	if err != nil || p == nil {
+		return false, err
+	}
+	defer p.Close()
+	own, err := p.ID()
+	if err != nil {
+		return false, err
+	}
+	if id, err := attachedID(h, to); err != nil || id != own {
+		return false, err
+	}
+	var src, dst [portValueSize]byte
+	if err := p.ports.Lookup(uint32(from), src[:]); err != nil {
+		return false, nil
+	}
+	if err := p.ports.Lookup(uint32(to), dst[:]); err != nil {
+		return false, nil
+	}
+	return [4]byte(src[12:]) == [4]byte(dst[12:]), nil
+}
