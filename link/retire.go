@@ -128,20 +128,7 @@ func (x *Retired) freePeerName() error {
 
 // Mark moves a link into RetiredGroup, for DeleteRetired.
 func Mark(host *netns.NS, name string) error {
-	sock, err := host.RouteSocket()
-	if err != nil {
-		return err
-	}
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
-	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(RetiredGroup)))
-	err = host.Change(setLink(name, "group", retiredGroupArg), func() error {
-		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-		return err
-	})
-	if err != nil && !isNotFound(err) {
+	if err := toRetiredGroup(host, name, false); err != nil {
 		return fmt.Errorf("mark %s for deletion: %w", name, err)
 	}
 	return nil
@@ -151,6 +138,15 @@ func Mark(host *netns.NS, name string) error {
 // for deletion in one request: down, and into RetiredGroup at once, since no undo
 // can need it back. A link already gone is discarded.
 func Discard(host *netns.NS, name string) error {
+	if err := toRetiredGroup(host, name, true); err != nil {
+		return fmt.Errorf("discard %s: %w", name, err)
+	}
+	return nil
+}
+
+// toRetiredGroup moves the link called name into RetiredGroup, and down with it if
+// down, in one request. A link already gone is no error.
+func toRetiredGroup(host *netns.NS, name string, down bool) error {
 	sock, err := host.RouteSocket()
 	if err != nil {
 		return err
@@ -158,18 +154,22 @@ func Discard(host *netns.NS, name string) error {
 	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Change = unix.IFF_UP
+	args := []string{"group", retiredGroupArg}
+	if down {
+		msg.Change = unix.IFF_UP
+		args = append([]string{"down"}, args...)
+	}
 	req.AddData(msg)
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(RetiredGroup)))
-	err = host.Change(setLink(name, "down", "group", retiredGroupArg), func() error {
+	err = host.Change(setLink(name, args...), func() error {
 		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
 		return err
 	})
-	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("discard %s: %w", name, err)
+	if isNotFound(err) {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // DeleteRetired deletes every link of RetiredGroup in ns in one request, and
