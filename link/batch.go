@@ -82,6 +82,18 @@ func send(ns *netns.NS, reqs []request) error {
 	return nil
 }
 
+// routeRequest is a request of type typ with flags, to be sent on ns's rtnetlink
+// socket.
+func routeRequest(ns *netns.NS, typ, flags int) (*nl.NetlinkRequest, error) {
+	sock, err := ns.RouteSocket()
+	if err != nil {
+		return nil, err
+	}
+	req := nl.NewNetlinkRequest(typ, flags)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
+	return req, nil
+}
+
 // linkUpRequest brings the interface with index up.
 func linkUpRequest(index int) *nl.NetlinkRequest {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)

@@ -43,12 +43,10 @@ func Dying(ns *netns.NS, name string) (bool, error) {
 // refuses (ENOENT) once the namespace's last reference is gone, even before its
 // cleanup has started and the id is dropped.
 func peerNamespaceGone(ns *netns.NS, id int) (bool, error) {
-	sock, err := ns.RouteSocket()
+	req, err := routeRequest(ns, unix.RTM_GETNSID, unix.NLM_F_ACK)
 	if err != nil {
 		return false, err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETNSID, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewRtGenMsg())
 	req.AddData(nl.NewRtAttr(netlink.NETNSA_NSID, nl.Uint32Attr(uint32(id))))
 	_, err = req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNSID)

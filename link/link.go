@@ -265,12 +265,10 @@ func EnsureBridge(ns *netns.NS, b Bridge) (index int, created bool, err error) {
 
 // Delete removes the link called name. A link that does not exist is not an error.
 func Delete(ns *netns.NS, name string) error {
-	sock, err := ns.RouteSocket()
+	req, err := routeRequest(ns, unix.RTM_DELLINK, unix.NLM_F_ACK)
 	if err != nil {
 		return err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	return ns.Change(netns.Change{Argv: []string{"ip", "link", "del", name}}, func() error {
@@ -305,12 +303,10 @@ type Veth struct {
 // error nothing is left behind. The host end stays untagged until FinishPort: a
 // tagged veth is a finished one, which gc trusts.
 func AddVeth(host *netns.NS, v Veth) (peerIndex int, err error) {
-	sock, err := host.RouteSocket()
+	req, err := routeRequest(host, unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
 	if err != nil {
 		return 0, err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
 	req.AddData(msg)
@@ -390,12 +386,10 @@ func FinishPort(host *netns.NS, name, alias string, hairpin bool) error {
 	if alias == "" && !hairpin {
 		return nil
 	}
-	sock, err := host.RouteSocket()
+	req, err := routeRequest(host, unix.RTM_NEWLINK, unix.NLM_F_ACK)
 	if err != nil {
 		return err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	argv := []string{"ip", "link", "set", name}
@@ -519,12 +513,10 @@ func LoopbackUp(ns *netns.NS) error {
 
 // indexOf returns the index of the interface called name in ns.
 func indexOf(ns *netns.NS, name string) (int, error) {
-	sock, err := ns.RouteSocket()
+	req, err := routeRequest(ns, unix.RTM_GETLINK, unix.NLM_F_ACK)
 	if err != nil {
 		return 0, err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)

@@ -147,12 +147,10 @@ func Discard(host *netns.NS, name string) error {
 // toRetiredGroup moves the link called name into RetiredGroup, and down with it if
 // down, in one request. A link already gone is no error.
 func toRetiredGroup(host *netns.NS, name string, down bool) error {
-	sock, err := host.RouteSocket()
+	req, err := routeRequest(host, unix.RTM_SETLINK, unix.NLM_F_ACK)
 	if err != nil {
 		return err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	args := []string{"group", retiredGroupArg}
 	if down {
@@ -177,12 +175,10 @@ func toRetiredGroup(host *netns.NS, name string, down bool) error {
 // (unregister_netdevice_many), so links that several removals retired share one
 // wait for the grace periods.
 func DeleteRetired(ns *netns.NS) (deleted bool, err error) {
-	sock, err := ns.RouteSocket()
+	req, err := routeRequest(ns, unix.RTM_DELLINK, unix.NLM_F_ACK)
 	if err != nil {
 		return false, err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(RetiredGroup)))
 	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
@@ -197,12 +193,10 @@ func DeleteRetired(ns *netns.NS) (deleted bool, err error) {
 
 // setUp brings a link up or down by index.
 func setUp(host *netns.NS, index int, up bool) error {
-	sock, err := host.RouteSocket()
+	req, err := routeRequest(host, unix.RTM_SETLINK, unix.NLM_F_ACK)
 	if err != nil {
 		return err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: sock}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index, msg.Change = int32(index), unix.IFF_UP
 	if up {
