@@ -247,6 +247,7 @@ func TestCNIPlugin(t *testing.T) {
 		t.Errorf("containers left after DEL: %v", ids)
 	}
 
+	otherRoot := lab.Root(t) // this host's tables are e.root's
 	for _, c := range []struct {
 		command, conf, want string
 	}{
@@ -256,6 +257,7 @@ func TestCNIPlugin(t *testing.T) {
 		{"ADD", confOf("podnet", "10.99.0.0/24", ""), "exists with subnet 10.88.0.0/24"},
 		// The real reason, not "it exists and cannot be found" (issue 12).
 		{"ADD", confOf("uplinked", "203.0.113.0/24", ""), "overlaps the host's"},
+		{"ADD", fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "podnet", "type": "ctnet", "root": %q}`, otherRoot), "managed by the ctnet root " + e.root},
 		{"ADD", `{"cniVersion": "1.1.0", "type": "ctnet"}`, "missing network name"},
 	} {
 		r := p.call(c.command, "pod-x", podA.Path, "eth0", c.conf)
