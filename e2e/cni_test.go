@@ -336,7 +336,8 @@ func netnsAdd(t *testing.T) (name, path string) {
 // CHECK holds ADD's result against the kernel: the pod's interface with its address
 // and MAC, its default route, and the host veth up as a port of the network's bridge.
 // Each broken piece fails CHECK naming it, and CHECK passes again once it is
-// repaired. The result's host interface carries its MAC, as iproute2 sees it.
+// repaired; with the veth deleted it fails too, and DEL still succeeds. The
+// result's host interface carries its MAC, as iproute2 sees it.
 func TestCNICheckVerifiesResult(t *testing.T) {
 	e := newEnv(t)
 	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
@@ -385,6 +386,15 @@ func TestCNICheckVerifiesResult(t *testing.T) {
 		if r := check(); r.Code != 0 {
 			t.Errorf("CHECK after repairing the %s: %s", c.name, r)
 		}
+	}
+	// The interfaces gone: deleting the pod's end of the veth takes the host's too.
+	pod.MustRun(t, "ip", "link", "del", "eth0")
+	e.host.AwaitDyingVeths(t)
+	if _, left := e.linksIn(nil)[veth]; left {
+		t.Fatalf("host interface %s outlived its peer", veth)
+	}
+	if r := check(); r.Code == 0 || !strings.Contains(r.Stdout, "interface eth0 is missing") {
+		t.Errorf("CHECK with the veth deleted: want an error saying eth0 is missing, got %s", r)
 	}
 	if r := p.call("DEL", "pod-c", pod.Path, "eth0", conf); r.Code != 0 {
 		t.Errorf("DEL: %s", r)
