@@ -248,10 +248,16 @@ func TestCNIPlugin(t *testing.T) {
 	}
 
 	otherRoot := lab.Root(t) // this host's tables are e.root's
+	notARoot := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notARoot, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		command, conf, want string
 	}{
 		{"STATUS", podnet, ""},
+		// A root whose state cannot be read: ADD cannot work, which STATUS says as the spec's error 50.
+		{"STATUS", fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "podnet", "type": "ctnet", "root": %q}`, notARoot), `"code": 50`},
 		{"VERSION", podnet, `"1.1.0"`},
 		{"ADD", confOf("podnet", "10.88.0.0/33", ""), `"code"`},
 		{"ADD", confOf("podnet", "10.99.0.0/24", ""), "exists with subnet 10.88.0.0/24"},
@@ -261,7 +267,7 @@ func TestCNIPlugin(t *testing.T) {
 		{"ADD", `{"cniVersion": "1.1.0", "type": "ctnet"}`, "missing network name"},
 	} {
 		r := p.call(c.command, "pod-x", podA.Path, "eth0", c.conf)
-		if wantOK := c.command == "STATUS" || c.command == "VERSION"; (r.Code == 0) != wantOK || !strings.Contains(r.Stdout, c.want) {
+		if wantOK := c.want == "" || c.command == "VERSION"; (r.Code == 0) != wantOK || !strings.Contains(r.Stdout, c.want) {
 			t.Errorf("%s with %s: want exit 0 = %v and %q in the output, got %s", c.command, c.conf, wantOK, c.want, r)
 		}
 	}
