@@ -523,14 +523,12 @@ func ctnetLeftovers(t *testing.T, host *lab.Sandbox, root string) string {
 }
 
 // ctr run --cni, which runs ctnet-cni from /opt/cni/bin with /etc/cni/net.d's
-// configuration (the test's, in containerd's mount namespace), gives the container
+// configuration (README's, in containerd's mount namespace), gives the container
 // an address iproute2 finds inside, a way out to the wan masqueraded, and takes it
 // all away again when the container ends.
 func TestContainerdCtr(t *testing.T) {
 	e := newEnv(t)
-	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "ctrnet", "plugins": [
-  {"type": "ctnet", "subnet": "10.91.0.0/24", "root": %q}]}`, e.root)
-	d := startContainerd(t, e.host, conflist)
+	d := startContainerd(t, e.host, marshal(t, readmeCNIConfig(t, "ctnet", e.root)))
 	rootfs := lab.BusyboxRootfs(t)
 	server := e.wan.Command(t.Context(), peerServer(7000)...)
 	if err := server.Start(); err != nil {
@@ -547,8 +545,8 @@ func TestContainerdCtr(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ctr run --cni: %v", err)
 	}
-	if !regexp.MustCompile(`eth0\s+inet 10\.91\.0\.\d+/24 `).MatchString(out) {
-		t.Errorf("the container's eth0 has no address on the network's 10.91.0.0/24:\n%s", out)
+	if !regexp.MustCompile(`eth0\s+inet 10\.90\.\d+\.\d+/16 `).MatchString(out) {
+		t.Errorf("the container's eth0 has no address on README's 10.90.0.0/16:\n%s", out)
 	}
 	if !strings.Contains(out, "ping ok") {
 		t.Errorf("the container does not reach the wan:\n%s", out)
@@ -562,7 +560,7 @@ func TestContainerdCtr(t *testing.T) {
 	if left := ctnetLeftovers(t, e.host, e.root); left != "" {
 		t.Errorf("ctnet holds after the container ended:\n%s", left)
 	}
-	e.must("network", "rm", "ctrnet")
+	e.must("network", "rm", "ctnet")
 }
 
 // CRI, driven by crictl as the kubelet drives it, runs a pod with a hostPort on

@@ -81,40 +81,55 @@ tmp_dir = %[5]q
 	return p
 }
 
-// readmeConflist is README's CNI configuration, as its "As a CNI plugin" section
-// writes it, with the test's ctnet root added.
-func readmeConflist(t *testing.T, root string) map[string]any {
+// readmeCNIConfig is the configuration list named name that README's "As a CNI
+// plugin" section gives, as a file it writes into /etc/cni/net.d or as a JSON block,
+// with the test's ctnet root added to ctnet's entry: tests run README's
+// configurations, not copies of them.
+func readmeCNIConfig(t *testing.T, name, root string) map[string]any {
 	t.Helper()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?s)cat > /etc/cni/net.d/10-ctnet.conflist <<'EOF'\n(.*?)\nEOF\n`).FindSubmatch(readme)
-	if m == nil {
-		t.Fatal("README.md has no 10-ctnet.conflist")
+	_, section, _ := strings.Cut(string(readme), "\n## As a CNI plugin\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	var names []string
+	for _, m := range regexp.MustCompile("(?s)cat > /etc/cni/net\\.d/[^ ]+\\.conflist <<'EOF'\n(.*?)\nEOF\n|```json\n(.*?)\n```").FindAllStringSubmatch(section, -1) {
+		var conf map[string]any
+		if err := json.Unmarshal([]byte(m[1]+m[2]), &conf); err != nil {
+			t.Fatalf("README's CNI configuration %s: %v", m[0], err)
+		}
+		if conf["name"] != name {
+			names = append(names, fmt.Sprint(conf["name"]))
+			continue
+		}
+		conf["plugins"].([]any)[0].(map[string]any)["root"] = root
+		return conf
 	}
-	var conf map[string]any
-	if err := json.Unmarshal(m[1], &conf); err != nil {
-		t.Fatalf("README's 10-ctnet.conflist: %v", err)
+	t.Fatalf("README's CNI section has no configuration named %s, only %v", name, names)
+	return nil
+}
+
+// marshal is v as JSON.
+func marshal(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
 	}
-	conf["plugins"].([]any)[0].(map[string]any)["root"] = root
-	return conf
+	return string(b)
 }
 
 // addNetwork writes a configuration list for Podman: README's, renamed and with
 // another subnet unless name is README's own.
 func (p *podman) addNetwork(name, subnet string) {
 	p.t.Helper()
-	conf := readmeConflist(p.t, p.e.root)
+	conf := readmeCNIConfig(p.t, "ctnet", p.e.root)
 	if name != conf["name"] {
 		conf["name"] = name
 		conf["plugins"].([]any)[0].(map[string]any)["subnet"] = subnet
 	}
-	b, err := json.Marshal(conf)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(p.dir, "net.d", name+".conflist"), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(p.dir, "net.d", name+".conflist"), []byte(marshal(p.t, conf)), 0o644); err != nil {
 		p.t.Fatal(err)
 	}
 }
