@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,8 +18,8 @@ const (
 
 // Kubernetes across two nodes, as the kubelet drives CRI on each: two node namespaces
 // joined by an underlay veth, each with its own containerd and CRI and its own pod
-// CIDR given through the conflist (ctnet's subnet on one, host-local's ranges on the
-// other), with nonMasqueradeCIDRs the cluster's
+// CIDR given through README's configurations (ctnet's subnet on one, host-local's
+// ranges on the other), with nonMasqueradeCIDRs the cluster's
 // 10.244.0.0/16 and the routes "podCIDR via nodeIP" a route controller installs; node
 // 1 is the wan's router for both. A pod on each node reaches the other's by its
 // address, and each sees the other's real address (busybox httpd's CGI and its log);
@@ -44,14 +43,17 @@ func TestKubernetesTwoNodes(t *testing.T) {
 	node1.wan.MustRun(t, "ip", "route", "add", "198.51.100.0/24", "via", lab.HostUplinkIP)
 
 	image := busyboxImageTar(t)
+	// Node 1 runs README's node configuration, which names the pod CIDR with ctnet's
+	// own key. Node 2 runs README's host-local one with its pod CIDR where
+	// containerd's CNI template renders {{.PodCIDR}}, and host-local's leases in the
+	// test's directory rather than the machine's /var/lib/cni.
+	conf1 := readmeCNIConfig(t, "k8s-pod-network", node1.root)
+	conf2 := readmeCNIConfig(t, "pods", node2.root)
 	leases := t.TempDir()
-	// Node 1 names its pod CIDR with ctnet's own key; node 2 as containerd's CNI
-	// template renders {{.PodCIDR}}, in a host-local ipam section.
-	cri1 := startContainerd(t, node1.host, fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
-  {"type": "ctnet", "subnet": "10.244.1.0/24", "nonMasqueradeCIDRs": ["10.244.0.0/16"], "root": %q, "capabilities": {"portMappings": true}}]}`, node1.root))
-	cri2 := startContainerd(t, node2.host, fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
-  {"type": "ctnet", "nonMasqueradeCIDRs": ["10.244.0.0/16"], "root": %q, "capabilities": {"portMappings": true},
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.2.0/24"}]], "dataDir": %q}}]}`, node2.root, leases))
+	ipam := conf2["plugins"].([]any)[0].(map[string]any)["ipam"].(map[string]any)
+	ipam["ranges"] = []any{[]any{map[string]any{"subnet": "10.244.2.0/24"}}}
+	ipam["dataDir"] = leases
+	cri1, cri2 := startContainerd(t, node1.host, marshal(t, conf1)), startContainerd(t, node2.host, marshal(t, conf2))
 	cri1.importImage(image)
 	cri2.importImage(image)
 	podA, podB := cri1.runPod("a", 8080), cri2.runPod("b", 8080)
@@ -64,6 +66,10 @@ func TestKubernetesTwoNodes(t *testing.T) {
 		if got := eth0Addr(t, p.run); got != p.ip || !strings.HasPrefix(p.ip, p.cidr) {
 			t.Errorf("pod %s: CRI reports %s, iproute2 finds %s on eth0, want an address in %s0/24", p.name, p.ip, got, p.cidr)
 		}
+	}
+
+	if _, err := os.Stat(filepath.Join(leases, "pods", podB.ip)); err != nil {
+		t.Errorf("node 2: host-local holds no lease for pod b's %s: %v", podB.ip, err)
 	}
 
 	var seen string
@@ -120,9 +126,10 @@ func TestKubernetesTwoNodes(t *testing.T) {
 		if left := ctnetLeftovers(t, n.node.host, n.node.root); left != "" {
 			t.Errorf("node %d: ctnet holds after stopp and rmp:\n%s", i+1, left)
 		}
-		n.node.must("network", "rm", "k8s-pod-network")
 	}
-	if held, _ := filepath.Glob(filepath.Join(leases, "k8s-pod-network", "10.*")); len(held) > 0 {
+	node1.must("network", "rm", "k8s-pod-network")
+	node2.must("network", "rm", "pods")
+	if held, _ := filepath.Glob(filepath.Join(leases, "pods", "10.*")); len(held) > 0 {
 		t.Errorf("node 2: host-local still holds %v after rmp", held)
 	}
 }
