@@ -410,3 +410,62 @@ func TestPodmanTwoNetworks(t *testing.T) {
 	p.must("rm", "--force", "--time", "0", "both")
 	e.must("network", "rm", "ctnet", "ctnet2")
 }
+
+// README's network beside Podman's own default one, which holds 10.88.0.0/16 on the
+// same host (the reference bridge plugin's cni-podman0): a container on each gets
+// an address of its own network and reaches the wan, and README's container's
+// published port answers. ctnet's network on Podman's subnet is refused, naming the
+// overlap, and nothing of it is made.
+func TestPodmanDefaultNet(t *testing.T) {
+	e := newEnv(t)
+	p := newPodman(t, e)
+	// What the reference plugins leave in the sandbox's host, after the containers:
+	// the bridge plugin's bridge and the iptables tables of it and the firewall and
+	// portmap plugins (iptables-nft).
+	t.Cleanup(func() {
+		if r := p.run("rm", "--all", "--force", "--time", "0"); r.Code != 0 {
+			t.Errorf("podman rm --all: %s", r)
+		}
+		e.host.Try("ip", "link", "del", "cni-podman0")
+		for _, table := range []string{"ip filter", "ip nat", "ip mangle", "ip6 filter", "ip6 nat", "ip6 mangle"} {
+			e.host.Try(append([]string{"nft", "delete", "table"}, strings.Fields(table)...)...)
+		}
+	})
+	p.addNetwork("ctnet", "")
+	p.runWeb("native", "--network", "podman")
+	p.runWeb("web", "--network", "ctnet", "-p", "8085:80")
+	for _, c := range []struct{ name, prefix string }{{"native", "10.88."}, {"web", "10.90."}} {
+		in := p.in(c.name)
+		if addr := addrOf(t, in, "eth0"); !strings.HasPrefix(addr, c.prefix) {
+			t.Errorf("container %s's eth0 holds %s, want an address in %s0.0/16", c.name, addr, c.prefix)
+		}
+		if !pingOK(in, lab.WANIP) {
+			t.Errorf("container %s does not reach the wan", c.name)
+		}
+	}
+	if out, err := e.hostRun("ip", "-4", "route", "show", "10.88.0.0/16"); err != nil || !strings.Contains(out, "cni-podman0") {
+		t.Errorf("Podman's default network holds no route to 10.88.0.0/16 on the host: %v: %s", err, out)
+	}
+	if !eventually(func() bool { return httpGet(e.wanRun, lab.HostUplinkIP, 8085) == "web" }) {
+		t.Errorf("README's container's published port does not answer the wan")
+	}
+
+	conf := readmeCNIConfig(t, "ctnet", e.root)
+	conf["name"] = "ctnet88"
+	conf["plugins"].([]any)[0].(map[string]any)["subnet"] = "10.88.0.0/16"
+	if err := os.WriteFile(filepath.Join(p.dir, "net.d", "ctnet88.conflist"), []byte(marshal(t, conf)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := ctnetVeths(e.linksIn(lab.InNetNS(e.host.Path)))
+	if r := p.run("run", "--rm", "--network", "ctnet88", "--read-only", "--cgroup-parent", p.cgroupParent, "--rootfs", p.rootfs, "true"); r.Code == 0 || !strings.Contains(r.Stderr, "overlaps the host's") {
+		t.Errorf("a container on a ctnet network with Podman's subnet: want a refusal naming the overlap, got %s", r)
+	}
+	if nets := e.networks(); slices.Contains(nets, "ctnet88") {
+		t.Errorf("the refused network was made: %v", nets)
+	}
+	if after := ctnetVeths(e.linksIn(lab.InNetNS(e.host.Path))); !slices.Equal(before, after) {
+		t.Errorf("the refused container left veths: %v, before %v", after, before)
+	}
+	p.must("rm", "--force", "--time", "0", "native", "web")
+	e.must("network", "rm", "ctnet")
+}
