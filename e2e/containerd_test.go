@@ -525,7 +525,8 @@ func ctnetLeftovers(t *testing.T, host *lab.Sandbox, root string) string {
 // ctr run --cni, which runs ctnet-cni from /opt/cni/bin with /etc/cni/net.d's
 // configuration (README's, in containerd's mount namespace), gives the container
 // an address iproute2 finds inside, a way out to the wan masqueraded, and takes it
-// all away again when the container ends.
+// all away again when the container ends. ctr run -d, which never DELs, can run a
+// container of the same ID again once ctnet gc released the first one's record.
 func TestContainerdCtr(t *testing.T) {
 	e := newEnv(t)
 	d := startContainerd(t, e.host, marshal(t, readmeCNIConfig(t, "ctnet", e.root)))
@@ -559,6 +560,38 @@ func TestContainerdCtr(t *testing.T) {
 	}
 	if left := ctnetLeftovers(t, e.host, e.root); left != "" {
 		t.Errorf("ctnet holds after the container ended:\n%s", left)
+	}
+
+	// ctr run -d never DELs: the pod's namespace is its task's and goes with it, ctnet
+	// gc releases the record, and the next run of the same ID gets its network.
+	const record = "cni-default-ctr-2" // ctr's CNI container ID: namespace-ID
+	for round := 1; round <= 2; round++ {
+		if out, err := d.ctr("run", "--cni", "-d", "--env", "PATH=/bin", "--runc-root", filepath.Join(d.dir, "runc"),
+			"--fifo-dir", filepath.Join(d.dir, "fifo"), "--cgroup", "", "--rootfs", rootfs, "ctr-2", "sleep", "600"); err != nil {
+			t.Fatalf("run %d of ctr run --cni -d with the same ID: %v: %s", round, err, out)
+		}
+		out, err := d.ctr("tasks", "exec", "--exec-id", "look", "ctr-2", "sh", "-c", "ip -4 -o addr show dev eth0; ping -c1 -W2 "+lab.WANIP+" >/dev/null && echo ping ok")
+		if err != nil || !regexp.MustCompile(`eth0\s+inet 10\.90\.\d+\.\d+/16 `).MatchString(out) || !strings.Contains(out, "ping ok") {
+			t.Errorf("run %d: the detached container has no address of README's network or no way to the wan: %v\n%s", round, err, out)
+		}
+		for _, cmd := range [][]string{{"tasks", "delete", "--force", "ctr-2"}, {"containers", "delete", "ctr-2"}} {
+			if out, err := d.ctr(cmd...); err != nil {
+				t.Fatalf("ctr %s: %v: %s", strings.Join(cmd, " "), err, out)
+			}
+		}
+		if gc := e.must("gc"); !strings.Contains(gc, record) {
+			t.Errorf("run %d: ctnet gc did not release %s after its task ended:\n%s", round, record, gc)
+		}
+	}
+	if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) != 1 {
+		t.Errorf("want the one record gc released, have %v", ids)
+	}
+	e.must("rm", record)
+	if left := d.leftovers(); left != "" {
+		t.Errorf("containerd holds after the detached container:\n%s", left)
+	}
+	if left := ctnetLeftovers(t, e.host, e.root); left != "" {
+		t.Errorf("ctnet holds after the detached container:\n%s", left)
 	}
 	e.must("network", "rm", "ctnet")
 }
