@@ -172,7 +172,7 @@ func TestDockerInspectAndPort(t *testing.T) {
 func TestDockerFormatTemplates(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "demo", "--subnet", "172.30.9.0/24", "--label", "env=test")
-	e.runDetached("--name", "web", "--network", "demo", "-p", "8080:80", "--", "sleep", "600")
+	e.runDetached("--name", "web", "--network", "demo", "-p", "8080:80", "-l", "com.example.app-tier=front", "--label", "env=test", "--", "sleep", "600")
 	e.runDetached("--name", "client", "--network", "demo", "--", "sleep", "600")
 	webIP := e.kernelAddr("web", "eth0")
 	pid := e.must("inspect", "-f", "{{.State.Pid}}", "web")
@@ -186,6 +186,10 @@ func TestDockerFormatTemplates(t *testing.T) {
 		{[]string{"ps", "--format", "{{.Names}}"}, "client\nweb\n"},
 		{[]string{"ps", "--format", `table {{.Names}}\t{{.Networks}}\t{{.Ports}}`}, "NAMES    NETWORKS   PORTS\nclient   demo       \nweb      demo       0.0.0.0:8080->80/tcp\n"},
 		{[]string{"ps", "--format", "{{.Names}} {{.State}}", "--filter", "name=web"}, "web running\n"},
+		{[]string{"ps", "--format", `table {{.Names}}\t{{.Label "com.example.app-tier"}}\t{{.Labels}}`}, "NAMES    app tier   LABELS\nclient              \nweb      front      com.example.app-tier=front,env=test\n"},
+		{[]string{"inspect", "-f", "{{json .Config.Labels}}", "web", "client"}, `{"com.example.app-tier":"front","env":"test"}` + "\n{}\n"},
+		{[]string{"network", "ls", "--format", `{{.Name}} {{.Label "env"}}`, "--filter", "label=env"}, "demo test\n"},
+		{[]string{"network", "ls", "--format", "{{.Name}}", "--filter", "label=env=test", "--filter", "label=other"}, ""},
 		{[]string{"inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"}, webIP + "\n"},
 		{[]string{"inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}/{{.IPPrefixLen}}{{end}}", "web"}, webIP + "/24\n"},
 		{[]string{"inspect", "-f", "{{.Name}} {{.State.Status}} {{.State.Running}}", "web", "client"}, "web running true\nclient running true\n"},
@@ -202,7 +206,8 @@ func TestDockerFormatTemplates(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(e.must("ps", "--format", "{{json .}}")), "\n") {
 		var row map[string]string
 		e.decode(line, &row)
-		if row["Names"] == "" || row["ID"] == "" || !strings.HasPrefix(row["Status"], "Up ") || row["Networks"] != "demo" {
+		if row["Names"] == "" || row["ID"] == "" || !strings.HasPrefix(row["Status"], "Up ") || row["Networks"] != "demo" ||
+			row["Names"] == "web" && row["Labels"] != "com.example.app-tier=front,env=test" {
 			t.Errorf("ctnet ps --format '{{json .}}': %s lacks Docker's fields", line)
 		}
 	}
@@ -229,8 +234,8 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "demo", "--subnet", "172.30.9.0/24")
 	e.must("network", "create", "spare", "--subnet", "172.30.10.0/24", "--bridge", "br-spare")
-	e.runDetached("--name", "web", "--network", "demo", "--", "sleep", "600")
-	e.runDetached("--name", "db", "--", "sleep", "600")
+	e.runDetached("--name", "web", "--network", "demo", "--label", "env=prod", "-l", "tier=front", "--", "sleep", "600")
+	e.runDetached("--name", "db", "-l", "env=test", "--", "sleep", "600")
 	e.runDetached("--name", "failed", "--", "sh", "-c", "exit 3")
 	e.runDetached("--name", "done", "--", "true")
 	if !eventually(func() bool {
@@ -250,6 +255,12 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 		{[]string{"ps", "--filter", "status=running", "--filter", "network=demo", "--format", "{{.Names}}"}, "web\n"},
 		{[]string{"ps", "--filter", "name=^d", "--format", "{{.Names}}"}, "db\n"},
 		{[]string{"ps", "-a", "--filter", "name=web", "--filter", "name=db", "--format", "{{.Names}}"}, "db\nweb\n"},
+		{[]string{"ps", "--filter", "label=env", "--format", "{{.Names}}"}, "db\nweb\n"},
+		{[]string{"ps", "--filter", "label=env=prod", "--format", "{{.Names}}"}, "web\n"},
+		{[]string{"ps", "--filter", "label=env=prod", "--filter", "label=tier=front", "--format", "{{.Names}}"}, "web\n"},
+		{[]string{"ps", "--filter", "label=env=test", "--filter", "label=tier", "--format", "{{.Names}}"}, ""}, // each label must hold
+		{[]string{"ps", "--filter", "label=tier", "--filter", "name=db", "--format", "{{.Names}}"}, ""},
+		{[]string{"ps", "-a", "--filter", "label=none", "-q"}, ""},
 		{[]string{"ps", "--filter", "id=" + webID[:6], "-q"}, webID[:12] + "\n"},
 		{[]string{"ps", "--filter", "id=" + webID[:6], "-q", "--no-trunc"}, webID + "\n"},
 		{[]string{"ps", "-l", "--format", "{{.Names}}"}, "done\n"},
@@ -270,6 +281,9 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 	}
 	if r := e.ctnet("ps", "--filter", "color=red"); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter") {
 		t.Errorf("ctnet ps --filter color=red: %s", r)
+	}
+	if r := e.ctnet("run", "-d", "-l", "novalue", "--", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "use key=value") {
+		t.Errorf("ctnet run -l novalue: %s; want exit 125 and how to write a label", r)
 	}
 
 	// Answering no keeps everything; -f does not ask.

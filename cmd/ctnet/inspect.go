@@ -20,6 +20,7 @@ type containerDoc struct {
 	Config                      struct {
 		Hostname string
 		Cmd      []string
+		Labels   map[string]string
 	}
 	HostConfig      struct{ NetworkMode string }
 	NetworkSettings networkSettingsDoc
@@ -70,7 +71,10 @@ func newContainerDoc(info *network.ContainerInspect) containerDoc {
 	if !c.Finished.IsZero() {
 		d.State.FinishedAt = c.Finished.Format(time.RFC3339Nano)
 	}
-	d.Config.Hostname, d.Config.Cmd = c.HostnameOrID(), c.Command
+	d.Config.Hostname, d.Config.Cmd, d.Config.Labels = c.HostnameOrID(), c.Command, c.Labels
+	if d.Config.Labels == nil {
+		d.Config.Labels = map[string]string{} // Docker's is {} when there are none
+	}
 	d.HostConfig.NetworkMode = networksOf(c)
 	if c.Mode == network.ModeBridge && len(c.Attachments) > 0 {
 		d.HostConfig.NetworkMode = c.Attachments[0].Network

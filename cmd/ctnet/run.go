@@ -31,7 +31,7 @@ type runFlags struct {
 	name, network, ip, hostname string
 	ip6                         string
 	publish, dns, addHosts      []string
-	aliases                     []string
+	aliases, labels             []string
 	ingressRate, egressRate     string
 	detach, autoRemove          bool
 	userNet                     network.UserNetSpec
@@ -95,6 +95,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 	fl.StringArrayVar(&f.dns, "dns", nil, "nameserver of the container's resolv.conf (default: the host's it can reach; on a network you created, where its embedded DNS server at 127.0.0.11 forwards; for unprivileged users, where 10.0.2.3 forwards; repeatable)")
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "NAME:IP line for the container's /etc/hosts (repeatable)")
 	fl.StringArrayVar(&f.aliases, "network-alias", nil, "another name other containers on its network resolve it by (a network you created; repeatable)")
+	fl.StringArrayVarP(&f.labels, "label", "l", nil, "set a KEY=VALUE label on the container, which ps --filter label= finds (repeatable)")
 	fl.BoolVar(&f.userNet.AllowHostLoopback, "allow-host-loopback", false, "let the container reach the host's 127.0.0.1 at 10.0.2.2 (unprivileged users)")
 	f.proc.register(fl)
 	addBandwidthFlags(fl, &f)
@@ -105,6 +106,11 @@ func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
 	spec := network.ContainerSpec{Name: f.name, Network: network.ParseMode(f.network), IP: f.ip, IP6: f.ip6, Hostname: f.hostname,
 		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet, DNS: f.dns, ExtraHosts: f.addHosts,
 		Aliases: f.aliases}
+	labels, err := network.ParseLabels(f.labels)
+	if err != nil {
+		return spec, err
+	}
+	spec.Labels = labels
 	for _, p := range f.publish {
 		ps, err := network.ParsePort(p)
 		if err != nil {
