@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/store"
 )
 
 // Each test here is a command as a Docker user types it, which ctnet answers as
@@ -82,7 +83,32 @@ func TestDockerStatusWording(t *testing.T) {
 	if !up.MatchString(ps) || strings.Contains(ps, " 1 seconds") || strings.Contains(ps, " 1 minutes") {
 		t.Errorf("ctnet ps: want Docker's wording of web's age:\n%s", ps)
 	}
-	e.must("rm", "-f", "web", "done")
+	// Older containers, their records' times moved back: a minute and a half leaves ps
+	// half a minute to say "About a minute", an hour half an hour for "About an hour".
+	e.runDetached("--name", "old", "--", "sleep", "600")
+	now := time.Now()
+	editStore(t, e.root, func(tx *store.Tx) error {
+		for name, edit := range map[string]func(c *store.Container){
+			"web":  func(c *store.Container) { c.Created = now.Add(-90 * time.Second) },
+			"old":  func(c *store.Container) { c.Created = now.Add(-time.Hour) },
+			"done": func(c *store.Container) { c.Created, c.Finished = now.Add(-75*time.Hour), now.Add(-73*time.Hour) },
+		} {
+			c, err := tx.Container(name)
+			if err != nil {
+				return err
+			}
+			edit(c)
+			if err := tx.PutContainer(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	want := "web About a minute ago|Up About a minute\nold About an hour ago|Up About an hour\ndone 3 days ago|Exited (0) 3 days ago\n"
+	if got := e.must("ps", "-a", "--format", "{{.Names}} {{.RunningFor}}|{{.Status}}", "--filter", "name=^(web|old|done)$"); got != want {
+		t.Errorf("ctnet ps -a --format '{{.Names}} {{.RunningFor}}|{{.Status}}':\n%s\nwant\n%s", got, want)
+	}
+	e.must("rm", "-f", "web", "done", "old")
 	e.must("network", "rm", "bridge")
 }
 
