@@ -58,7 +58,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 ` + processHelp + ` With -d, the output goes to the container's log
 (ctnet logs) and -t gives no terminal, as ctnet has no attach; -i keeps stdin open.`,
 		Example: `  ctnet run --name web -p 8080:80 -- python3 -m http.server 80
-  ctnet run -d --name db --network backend --ip 172.30.0.10 -- redis-server
+  ctnet run -d --name db --network backend --ip 172.30.0.10 -l env=test -- redis-server
   ctnet run --network none -- ip addr
   ctnet run -it --rm -e TERM -w /tmp -- sh`,
 		Args: cobra.MinimumNArgs(1),
