@@ -37,6 +37,12 @@ func TestDockerUsageErrors(t *testing.T) {
 		{[]string{"run", "--bogus", "true"}, 125, []string{"ctnet: unknown flag: --bogus", "See 'ctnet run --help'."}, ""},
 		{[]string{"exec", "web"}, 125, []string{`ctnet: "ctnet exec" requires at least 2 arguments.`, "See 'ctnet exec --help'."}, ""},
 		{[]string{"exec", "nosuch", "true"}, 125, []string{"ctnet: "}, "See "},
+		// ctnet's own failures on run are 125, the command's 126 and 127 as Docker's.
+		{[]string{"run", "--rm", "--network", "nosuch", "--", "true"}, 125, []string{"ctnet: no network called nosuch"}, "See "},
+		{[]string{"run", "-d", "--network", "nosuch", "--", "true"}, 125, []string{"ctnet: no network called nosuch"}, "See "},
+		{[]string{"run", "--rm", "--", "/etc"}, 126, []string{"ctnet: "}, "See "},
+		{[]string{"run", "--rm", "--", "/nonexistent/command"}, 127, []string{"ctnet: "}, "See "},
+		{[]string{"run", "--rm", "--", "sh", "-c", "exit 125"}, 125, nil, "ctnet: "},
 		{[]string{"ps", "--bogus"}, 125, []string{"ctnet: unknown flag: --bogus", "See 'ctnet ps --help'."}, ""},
 		{[]string{"ps", "extra"}, 1, []string{`ctnet: "ctnet ps" accepts no arguments.`, "See 'ctnet ps --help'."}, ""},
 		{[]string{"network", "create"}, 1, []string{`ctnet: "ctnet network create" requires exactly 1 argument.`, "See 'ctnet network create --help'."}, ""},
@@ -67,6 +73,7 @@ func TestDockerUsageErrors(t *testing.T) {
 	if r := e.ctnet("network"); !strings.Contains(r.Stdout, "Available Commands:") {
 		t.Errorf("ctnet network: want its help, got %s", r)
 	}
+	e.must("network", "rm", "bridge") // the runs' default network
 }
 
 // `ctnet ps` words a young container's age as Docker does, singular included.
