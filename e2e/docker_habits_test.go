@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,6 +136,8 @@ func TestDockerVersionAndCompletion(t *testing.T) {
 	}{
 		{[]string{"version"}, 0, "Version:     " + want + "\n"},
 		{[]string{"version", "--format", "{{.Version}}"}, 0, want + "\n"},
+		{[]string{"version", "--format", "{{.Client.Version}} {{.Client.Os}}/{{.Client.Arch}}"}, 0, want + " linux/" + runtime.GOARCH + "\n"},
+		{[]string{"version", "-f", "{{json .}}"}, 0, `"Client":{"Version":"` + want + `","GoVersion":"go`},
 		{[]string{"--version"}, 0, "ctnet " + want + " (go"},
 		{[]string{"completion", "bash"}, 0, "bash completion V2 for ctnet"},
 		{[]string{"completion", "zsh"}, 0, "#compdef ctnet"},
