@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,6 +141,14 @@ func TestHelpExamples(t *testing.T) {
 	if !eventually(func() bool { _, err := e.hostRun("curl", "-sf", "http://127.0.0.1:8080/"); return err == nil }) {
 		t.Fatalf("web never answered on 127.0.0.1:8080")
 	}
+	webIP := e.ip("web")
+	run(helpExample{line: "ctnet inspect -f '{{.NetworkSettings.IPAddress}}' web", out: webIP + "\n"})
+	run(helpExample{line: "ctnet inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' web", out: webIP + " \n"})
+	run(helpExample{line: "ctnet inspect -f '{{.State.Status}} {{.State.Pid}}' web db", out: fmt.Sprintf("running %d\nrunning %d\n", e.inspect("web").Process.PID, e.inspect("db").Process.PID)})
+	run(helpExample{line: "ctnet inspect -f '{{json .}}' web", out: `"IPAddress":"` + webIP + `"`})
+	setup("ctnet network create demo --subnet 10.93.0.0/24 && ctnet network connect demo db")
+	run(helpExample{line: "ctnet network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' demo", out: "10.93.0.0/24\n"})
+	run(helpExample{line: "ctnet network inspect -f '{{range .Containers}}{{.Name}} {{.IPv4Address}} {{end}}' demo", out: "db 10.93.0.2/24 \n"})
 	run(helpExample{line: "ctnet exec web -- ip addr", out: "eth0@"})
 	run(helpExample{line: "ctnet exec -it -u 1000 -w /tmp web -- sh", input: "id -u; pwd; exit\n", out: "1000\r\n/tmp\r\n"})
 	run(helpExample{line: "ctnet port web", out: "80/tcp -> 0.0.0.0:8080\n"})
@@ -169,7 +178,7 @@ func TestHelpExamples(t *testing.T) {
 
 	run(helpExample{line: "ip netns add demo && ctnet attach --netns /run/netns/demo --name demo -p 8080:80"})
 	setup("ctnet rm demo && ip netns del demo")
-	setup("ctnet rm -f db && ctnet container prune -f && ctnet network rm backend bridge") // run --network none's exited record
+	setup("ctnet rm -f db && ctnet container prune -f && ctnet network rm backend demo bridge") // run --network none's exited record
 
 	shown := helpExamples(t, e)
 	for _, line := range shown {
@@ -184,13 +193,20 @@ func TestHelpExamples(t *testing.T) {
 	}
 }
 
-// helpExamples are the lines of every command's Examples, from --help as printed,
-// the tree walked through each help's Available Commands.
+// helpExamples are the lines of every command's Examples, and the command lines its
+// description shows indented, from --help as printed, the tree walked through each
+// help's Available Commands.
 func helpExamples(t *testing.T, e *env) []string {
 	var examples []string
 	var walk func(path []string)
 	walk = func(path []string) {
 		help := e.must(append(path, "--help")...)
+		text, _, _ := strings.Cut(help, "\nUsage:\n")
+		for _, line := range strings.Split(text, "\n") {
+			if strings.HasPrefix(line, "  ctnet ") { // an example in the command's description
+				examples = append(examples, strings.TrimSpace(line))
+			}
+		}
 		if _, rest, ok := strings.Cut(help, "\nExamples:\n"); ok {
 			block, _, _ := strings.Cut(rest, "\n\n")
 			for _, line := range strings.Split(block, "\n") {
