@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -303,6 +304,7 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 		{[]string{"ps", "-n", "2", "--format", "{{.Names}}"}, "done\nfailed\n"},
 		{[]string{"network", "ls", "--filter", "name=spa", "--format", "{{.Name}}"}, "spare\n"},
 		{[]string{"network", "ls", "--filter", "type=builtin", "--format", "{{.Name}}"}, "bridge\n"},
+		{[]string{"network", "ls", "--filter", "dangling=true", "--format", "{{.Name}}"}, "spare\n"}, // what network prune removes
 	}
 	for _, c := range cases {
 		if got := e.must(c.args...); got != c.want {
@@ -314,6 +316,17 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 	}
 	if ids := strings.Fields(e.must("network", "ls", "-q")); len(ids) != 3 || len(ids[0]) != 12 {
 		t.Errorf("ctnet network ls -q: %v, want the three networks' short IDs", ids)
+	}
+	if got := strings.Fields(e.must("network", "ls", "--filter", "dangling=false", "--format", "{{.Name}}")); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"bridge", "demo"}) {
+		t.Errorf("ctnet network ls --filter dangling=false: %q, want bridge and demo, which running containers use", got)
+	}
+	if ids := strings.Fields(e.must("network", "ls", "--filter", "scope=local", "-q")); len(ids) != 3 {
+		t.Errorf("ctnet network ls --filter scope=local -q: %v, want the three networks", ids)
+	}
+	for _, bad := range []string{"dangling=maybe", "scope=galaxy"} {
+		if r := e.ctnet("network", "ls", "--filter", bad); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter '"+bad+"'") {
+			t.Errorf("ctnet network ls --filter %s: %s", bad, r)
+		}
 	}
 	if r := e.ctnet("ps", "--filter", "color=red"); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter") {
 		t.Errorf("ctnet ps --filter color=red: %s", r)

@@ -100,15 +100,38 @@ func onNetwork(c *network.Container, ref string) bool {
 	})
 }
 
-var networkFilterKeys = []string{"id", "name", "label", "driver", "type"}
+var networkFilterKeys = []string{"id", "name", "label", "driver", "type", "scope", "dangling"}
 
-func filterNetworks(ns []*network.Network, f filters) []*network.Network {
+// checkNetworkFilters refuses values that could never be meant, as Docker does.
+func checkNetworkFilters(f filters) error {
+	for _, s := range f["scope"] {
+		if !slices.Contains([]string{"local", "global", "swarm"}, s) {
+			return usage("invalid filter 'scope=%s': use local, global or swarm", s)
+		}
+	}
+	for _, d := range f["dangling"] {
+		if _, err := strconv.ParseBool(d); err != nil {
+			return usage("invalid filter 'dangling=%s': use true or false", d)
+		}
+	}
+	return nil
+}
+
+// filterNetworks keeps the networks f matches; used are the IDs of those a running
+// container is on, which dangling=true leaves out with the default network, as
+// Docker's (what network prune removes).
+func filterNetworks(ns []*network.Network, f filters, used map[string]bool) []*network.Network {
 	var out []*network.Network
 	for _, n := range ns {
 		if f.match("id", func(v string) bool { return v != "" && strings.HasPrefix(n.ID, v) }) &&
 			f.match("name", func(v string) bool { return nameMatches(v, n.Name) }) &&
 			f.match("driver", func(v string) bool { return v == n.Driver }) &&
 			f.match("type", func(v string) bool { return v == networkType(n) }) &&
+			f.match("scope", func(v string) bool { return v == "local" }) &&
+			f.match("dangling", func(v string) bool {
+				dangling, _ := strconv.ParseBool(v)
+				return dangling == (networkType(n) == "custom" && !used[n.ID])
+			}) &&
 			f.hasLabels(n.Labels) {
 			out = append(out, n)
 		}
