@@ -609,6 +609,25 @@ func TestDockerDebugLog(t *testing.T) {
 	if r := e.ctnet("network", "create", "quiet", "--subnet", "172.30.10.0/24"); r.Code != 0 || r.Stderr != "" {
 		t.Errorf("ctnet network create without --debug: %s; want nothing on stderr", r)
 	}
+	// run -d's supervisor makes the container: its log comes to run's stderr.
+	r = e.ctnet("--debug", "run", "-d", "--name", "web", "--network", "demo", "--", "sleep", "600")
+	for _, want := range []string{
+		`level=DEBUG msg="store transaction began"`,
+		`level=DEBUG msg="kernel change" step="create veth vc` + r.Stdout[:8],
+		`level=DEBUG msg="store transaction committed" elapsed=`,
+	} {
+		if r.Code != 0 || !strings.Contains(r.Stderr, want) {
+			t.Errorf("ctnet --debug run -d: %s; want stderr holding %q", r, want)
+		}
+	}
+	if r := e.ctnet("--debug", "run", "-d", "--network", "nosuch", "--", "true"); r.Code != 125 ||
+		!strings.Contains(r.Stderr, `level=DEBUG msg="store transaction rolled back`) || !strings.HasSuffix(r.Stderr, "ctnet: no network called nosuch\n") {
+		t.Errorf("ctnet --debug run -d --network nosuch: %s; want the rollback logged, then the error, exit 125", r)
+	}
+	if r := e.ctnet("run", "-d", "--name", "quiet", "--network", "demo", "--", "sleep", "600"); r.Code != 0 || r.Stderr != "" {
+		t.Errorf("ctnet run -d without --debug: %s; want nothing on stderr", r)
+	}
+	e.must("rm", "-f", "web", "quiet")
 	e.must("network", "rm", "demo", "quiet")
 }
 

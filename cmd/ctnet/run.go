@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -236,12 +238,29 @@ func (a *app) runDetached(spec network.ContainerSpec, opts network.RunOptions, i
 	cmd.Stdin = strings.NewReader(string(input))
 	cmd.ExtraFiles = []*os.File{statusW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// With --debug, the supervisor's log of making the container comes here through
+	// a pipe of its own (descriptor 4), which it closes once the container runs:
+	// its stderr outlives this command.
+	startLog := func() {}
+	if a.debug {
+		logR, logW, err := os.Pipe()
+		if err != nil {
+			return &exitError{code: exitRunFailure, err: err}
+		}
+		defer logR.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, logW)
+		defer logW.Close()
+		copied := make(chan struct{})
+		go func() { io.Copy(a.stderr, logR); close(copied) }()
+		startLog = func() { logW.Close(); <-copied }
+	}
 	if err := cmd.Start(); err != nil {
 		statusW.Close()
 		return &exitError{code: exitRunFailure, err: fmt.Errorf("start supervisor: %w", err)}
 	}
 	statusW.Close()
 	line, _ := bufio.NewReader(statusR).ReadString('\n')
+	startLog()
 	word, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
 	switch word {
 	case "ok":
@@ -275,11 +294,18 @@ func runMonitor() int {
 	// container to end.
 	syscall.CloseOnExec(3)
 	status := os.NewFile(3, "status")
+	debugging := os.Getenv("CTNET_DEBUG") == "true"
+	log := &handoff{w: os.Stderr}
+	if debugging {
+		syscall.CloseOnExec(4) // as the status pipe: run -d waits for its end
+		log.w = os.NewFile(4, "start log")
+	}
 	report := func(format string, args ...any) {
 		if status != nil {
 			fmt.Fprintf(status, format+"\n", args...)
 			status.Close()
 			status = nil
+			log.to(os.Stderr)
 		}
 	}
 	var in monitorInput
@@ -300,7 +326,7 @@ func runMonitor() int {
 		opts.Stdin = r
 	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-	a := &app{root: os.Getenv("CTNET_ROOT"), debug: os.Getenv("CTNET_DEBUG") == "true", stderr: os.Stderr}
+	a := &app{root: os.Getenv("CTNET_ROOT"), debug: debugging, stderr: log}
 	m, err := a.manager()
 	if err != nil {
 		report("error %d %s", exitRunFailure, oneLine(err))
@@ -324,6 +350,29 @@ func runMonitor() int {
 	code, _ := waitForwarding(p, sigs, true)
 	stopWatching()
 	return code
+}
+
+// handoff is a writer whose destination changes: the supervisor's log goes to run -d's
+// stderr while it makes the container, then where its own stderr goes.
+type handoff struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (h *handoff) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.w.Write(p)
+}
+
+// to sends what follows to w, closing the writer it replaces unless it is stderr.
+func (h *handoff) to(w io.Writer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c, ok := h.w.(io.Closer); ok && h.w != os.Stderr {
+		c.Close()
+	}
+	h.w = w
 }
 
 func (a *app) execCommand() *cobra.Command {
