@@ -291,6 +291,7 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 		{[]string{"ps", "--filter", "exited=3", "--format", "{{.Names}}"}, "failed\n"},
 		{[]string{"ps", "--filter", "status=running", "--filter", "network=demo", "--format", "{{.Names}}"}, "web\n"},
 		{[]string{"ps", "--filter", "name=^d", "--format", "{{.Names}}"}, "db\n"},
+		{[]string{"ps", "--filter", "name=^/web$", "--format", "{{.Names}}"}, "web\n"},
 		{[]string{"ps", "-a", "--filter", "name=web", "--filter", "name=db", "--format", "{{.Names}}"}, "db\nweb\n"},
 		{[]string{"ps", "--filter", "label=env", "--format", "{{.Names}}"}, "db\nweb\n"},
 		{[]string{"ps", "--filter", "label=env=prod", "--format", "{{.Names}}"}, "web\n"},

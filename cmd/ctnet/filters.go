@@ -78,7 +78,8 @@ func filterContainers(cs []*network.Container, f filters) []*network.Container {
 	var out []*network.Container
 	for _, c := range cs {
 		if f.match("id", func(v string) bool { return v != "" && strings.HasPrefix(c.ID, v) }) &&
-			f.match("name", func(v string) bool { return nameMatches(v, c.Name) }) &&
+			// Docker's names begin with a slash, which its filter may name: ^/web$.
+			f.match("name", func(v string) bool { return nameMatches(v, c.Name) || nameMatches(v, "/"+c.Name) }) &&
 			f.hasLabels(c.Labels) &&
 			f.match("status", func(v string) bool { return v == c.State }) &&
 			f.match("exited", func(v string) bool { return c.State == network.StateExited && v == strconv.Itoa(c.ExitCode) }) &&
