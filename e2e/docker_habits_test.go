@@ -640,3 +640,47 @@ func parseStamp(t *testing.T, s string) time.Time {
 	}
 	return ts
 }
+
+// Templates on a dual-stack and an IPv6-only network give Docker's IPv6 fields, and
+// no IPv4 address where there is none (Docker's "", not Go's "invalid IP"); the
+// addresses are the kernel's.
+func TestDockerFormatIPv6(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "dual", "--ipv6", "--subnet", "172.30.11.0/24", "--subnet", "fd63:746e:7400:11::/64")
+	e.must("network", "create", "six", "--ipv6", "--ipv4=false", "--subnet", "fd63:746e:7400:12::/64")
+	e.runDetached("--name", "d", "--network", "dual", "--", "sleep", "600")
+	e.runDetached("--name", "s", "--network", "six", "--", "sleep", "600")
+	kernel6 := func(name string) string {
+		out, err := e.inContainer(name, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global")
+		fields := strings.Fields(out)
+		if err != nil || len(fields) < 4 {
+			t.Fatalf("%s's IPv6 address: %v: %s", name, err, out)
+		}
+		return fields[3] // ADDRESS/64
+	}
+	d4, d6, s6 := e.kernelAddr("d", "eth0"), kernel6("d"), kernel6("s")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"inspect", "-f", "{{.NetworkSettings.IPAddress}}|{{.NetworkSettings.GlobalIPv6Address}}/{{.NetworkSettings.GlobalIPv6PrefixLen}}", "d", "s"},
+			d4 + "|" + d6 + "\n|" + s6 + "\n"},
+		{[]string{"inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}|{{.IPv6Gateway}}{{end}}", "d", "s"},
+			d4 + "|fd63:746e:7400:11::1\n|fd63:746e:7400:12::1\n"},
+		{[]string{"network", "inspect", "-f", "{{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}} {{end}}", "dual", "six"},
+			"true 172.30.11.0/24 172.30.11.1 fd63:746e:7400:11::/64 fd63:746e:7400:11::1 \ntrue fd63:746e:7400:12::/64 fd63:746e:7400:12::1 \n"},
+		{[]string{"network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}|{{.IPv6Address}}{{end}}", "dual", "six"},
+			"d " + d4 + "/24|" + d6 + "\ns |" + s6 + "\n"},
+		{[]string{"network", "ls", "--filter", "name=^(dual|six)$", "--format", "{{.Name}} {{.IPv6}} {{.Subnet}}"},
+			"dual true 172.30.11.0/24,fd63:746e:7400:11::/64\nsix true fd63:746e:7400:12::/64\n"},
+		{[]string{"network", "ls", "--filter", "name=^bridge$", "--format", "{{.Name}} {{.IPv6}}"}, "bridge false\n"},
+	}
+	e.runDetached("--name", "b", "--", "sleep", "600") // the default network, IPv4 only
+	for _, c := range cases {
+		if r := e.ctnet(c.args...); r.Code != 0 || r.Stdout != c.want {
+			t.Errorf("ctnet %s: %s\nwant stdout\n%q", strings.Join(c.args, " "), r, c.want)
+		}
+	}
+	e.must("rm", "-f", "d", "s", "b")
+	e.must("network", "rm", "dual", "six", "bridge")
+}

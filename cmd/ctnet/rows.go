@@ -67,9 +67,9 @@ func (networkRow) headers() map[string]string {
 
 func newNetworkRow(n *network.Network, noTrunc bool) networkRow {
 	return networkRow{
-		ID: shortID(n.ID, noTrunc), Name: printable(n.Name, ""), Driver: n.Driver, Scope: "local", IPv6: "false",
+		ID: shortID(n.ID, noTrunc), Name: printable(n.Name, ""), Driver: n.Driver, Scope: "local", IPv6: strconv.FormatBool(n.Subnet6.IsValid()),
 		Internal: strconv.FormatBool(n.Internal), Labels: printable(labelsString(n.Labels), ""), CreatedAt: createdAt(n.Created),
-		Bridge: printable(n.Bridge, ""), Subnet: n.Subnet.String(), Gateway: n.Gateway.String(), MTU: strconv.Itoa(n.MTU),
+		Bridge: printable(n.Bridge, ""), Subnet: joinValid(n.Subnet, n.Subnet6), Gateway: joinValid(n.Gateway, n.Gateway6), MTU: strconv.Itoa(n.MTU),
 		labels: n.Labels,
 	}
 }
