@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,6 +41,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	e.before = e.host.Snapshot(t, e.root)
 
 	shell := fmt.Sprintf(`ctnet() { %s --root %s "$@"; }; `, lab.Binary(t), e.root)
+	shown := readmeShown(t) // the header of a table it shows is checked
 	for _, cmd := range commands {
 		var out string
 		var err error
@@ -54,6 +56,9 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Fatalf("README: %s: %v\n%s", cmd, err, out)
 		}
 		t.Logf("README: %s\n%s", cmd, out)
+		if shown, ok := shown[cmd]; ok && !slices.Equal(strings.Fields(strings.SplitN(out, "\n", 2)[0]), strings.Fields(shown[0])) {
+			t.Errorf("README: %s: first line %q, the README shows %q", cmd, strings.SplitN(out, "\n", 2)[0], shown[0])
+		}
 		for want, on := range map[string]string{
 			"ctnet ps":                      `(?m)^[0-9a-f]{12}\s+client\s.*Up .*172\.18\.0\.3`,
 			"ping -c1 172.18.0.2":           `1 received`,
@@ -93,6 +98,33 @@ func readmeWalkthrough(t *testing.T) []string {
 		t.Fatalf("the README's walkthrough has %d commands: %q", len(commands), commands)
 	}
 	return commands
+}
+
+// readmeShown is the output the walkthrough's console block shows under each of its
+// commands that has some.
+func readmeShown(t *testing.T) map[string][]string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Walkthrough")
+	_, block, _ := strings.Cut(section, "```console\n")
+	block, _, _ = strings.Cut(block, "```")
+	comment := regexp.MustCompile(`\s{2,}#.*$`)
+	shown := map[string][]string{}
+	var cmd string
+	for _, line := range strings.Split(block, "\n") {
+		if c, ok := strings.CutPrefix(line, "# "); ok {
+			cmd = strings.TrimSpace(comment.ReplaceAllString(c, ""))
+		} else if line != "" {
+			shown[cmd] = append(shown[cmd], line)
+		}
+	}
+	if len(shown["ctnet ps"]) == 0 {
+		t.Fatalf("the README's walkthrough shows no output of ctnet ps")
+	}
+	return shown
 }
 
 // The README's "Why can't my container reach X?" runs as written, in a sandbox host
