@@ -684,3 +684,18 @@ func TestDockerFormatIPv6(t *testing.T) {
 	e.must("rm", "-f", "d", "s", "b")
 	e.must("network", "rm", "dual", "six", "bridge")
 }
+
+// An unprivileged user's run -d logs its making with --debug too, and still ends
+// once the container runs: nothing the supervisor starts (the user-mode network,
+// the rootless sandbox) holds the log's pipe.
+func TestDockerDebugLogRootless(t *testing.T) {
+	u := newUserEnv(t)
+	r := u.ctnet("--debug", "run", "-d", "--name", "web", "--", "sleep", "600")
+	if r.Code != 0 || !strings.Contains(r.Stderr, `level=DEBUG msg="store transaction committed" elapsed=`) {
+		t.Errorf("ctnet --debug run -d as a user: %s; want the store's commit logged", r)
+	}
+	if r := u.ctnet("run", "-d", "--name", "quiet", "--", "sleep", "600"); r.Code != 0 || r.Stderr != "" {
+		t.Errorf("ctnet run -d as a user without --debug: %s; want nothing on stderr", r)
+	}
+	u.must("rm", "-f", "web", "quiet")
+}
