@@ -7,12 +7,15 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ctnet/ctnet/internal/lab"
+	"github.com/ctnet/ctnet/store"
 )
 
 // Each test here is a command as a Docker user types it, which ctnet answers as
@@ -36,6 +39,12 @@ func TestDockerUsageErrors(t *testing.T) {
 		{[]string{"run", "--bogus", "true"}, 125, []string{"ctnet: unknown flag: --bogus", "See 'ctnet run --help'."}, ""},
 		{[]string{"exec", "web"}, 125, []string{`ctnet: "ctnet exec" requires at least 2 arguments.`, "See 'ctnet exec --help'."}, ""},
 		{[]string{"exec", "nosuch", "true"}, 125, []string{"ctnet: "}, "See "},
+		// ctnet's own failures on run are 125, the command's 126 and 127 as Docker's.
+		{[]string{"run", "--rm", "--network", "nosuch", "--", "true"}, 125, []string{"ctnet: no network called nosuch"}, "See "},
+		{[]string{"run", "-d", "--network", "nosuch", "--", "true"}, 125, []string{"ctnet: no network called nosuch"}, "See "},
+		{[]string{"run", "--rm", "--", "/etc"}, 126, []string{"ctnet: "}, "See "},
+		{[]string{"run", "--rm", "--", "/nonexistent/command"}, 127, []string{"ctnet: "}, "See "},
+		{[]string{"run", "--rm", "--", "sh", "-c", "exit 125"}, 125, nil, "ctnet: "},
 		{[]string{"ps", "--bogus"}, 125, []string{"ctnet: unknown flag: --bogus", "See 'ctnet ps --help'."}, ""},
 		{[]string{"ps", "extra"}, 1, []string{`ctnet: "ctnet ps" accepts no arguments.`, "See 'ctnet ps --help'."}, ""},
 		{[]string{"network", "create"}, 1, []string{`ctnet: "ctnet network create" requires exactly 1 argument.`, "See 'ctnet network create --help'."}, ""},
@@ -66,6 +75,7 @@ func TestDockerUsageErrors(t *testing.T) {
 	if r := e.ctnet("network"); !strings.Contains(r.Stdout, "Available Commands:") {
 		t.Errorf("ctnet network: want its help, got %s", r)
 	}
+	e.must("network", "rm", "bridge") // the runs' default network
 }
 
 // `ctnet ps` words a young container's age as Docker does, singular included.
@@ -82,7 +92,32 @@ func TestDockerStatusWording(t *testing.T) {
 	if !up.MatchString(ps) || strings.Contains(ps, " 1 seconds") || strings.Contains(ps, " 1 minutes") {
 		t.Errorf("ctnet ps: want Docker's wording of web's age:\n%s", ps)
 	}
-	e.must("rm", "-f", "web", "done")
+	// Older containers, their records' times moved back: a minute and a half leaves ps
+	// half a minute to say "About a minute", an hour half an hour for "About an hour".
+	e.runDetached("--name", "old", "--", "sleep", "600")
+	now := time.Now()
+	editStore(t, e.root, func(tx *store.Tx) error {
+		for name, edit := range map[string]func(c *store.Container){
+			"web":  func(c *store.Container) { c.Created = now.Add(-90 * time.Second) },
+			"old":  func(c *store.Container) { c.Created = now.Add(-time.Hour) },
+			"done": func(c *store.Container) { c.Created, c.Finished = now.Add(-75*time.Hour), now.Add(-73*time.Hour) },
+		} {
+			c, err := tx.Container(name)
+			if err != nil {
+				return err
+			}
+			edit(c)
+			if err := tx.PutContainer(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	want := "web About a minute ago|Up About a minute\nold About an hour ago|Up About an hour\ndone 3 days ago|Exited (0) 3 days ago\n"
+	if got := e.must("ps", "-a", "--format", "{{.Names}} {{.RunningFor}}|{{.Status}}", "--filter", "name=^(web|old|done)$"); got != want {
+		t.Errorf("ctnet ps -a --format '{{.Names}} {{.RunningFor}}|{{.Status}}':\n%s\nwant\n%s", got, want)
+	}
+	e.must("rm", "-f", "web", "done", "old")
 	e.must("network", "rm", "bridge")
 }
 
@@ -102,6 +137,8 @@ func TestDockerVersionAndCompletion(t *testing.T) {
 	}{
 		{[]string{"version"}, 0, "Version:     " + want + "\n"},
 		{[]string{"version", "--format", "{{.Version}}"}, 0, want + "\n"},
+		{[]string{"version", "--format", "{{.Client.Version}} {{.Client.Os}}/{{.Client.Arch}}"}, 0, want + " linux/" + runtime.GOARCH + "\n"},
+		{[]string{"version", "-f", "{{json .}}"}, 0, `"Client":{"Version":"` + want + `","GoVersion":"go`},
 		{[]string{"--version"}, 0, "ctnet " + want + " (go"},
 		{[]string{"completion", "bash"}, 0, "bash completion V2 for ctnet"},
 		{[]string{"completion", "zsh"}, 0, "#compdef ctnet"},
@@ -172,7 +209,7 @@ func TestDockerInspectAndPort(t *testing.T) {
 func TestDockerFormatTemplates(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "demo", "--subnet", "172.30.9.0/24", "--label", "env=test")
-	e.runDetached("--name", "web", "--network", "demo", "-p", "8080:80", "--", "sleep", "600")
+	e.runDetached("--name", "web", "--network", "demo", "-p", "8080:80", "-l", "com.example.app-tier=front", "--label", "env=test", "--", "sleep", "600")
 	e.runDetached("--name", "client", "--network", "demo", "--", "sleep", "600")
 	webIP := e.kernelAddr("web", "eth0")
 	pid := e.must("inspect", "-f", "{{.State.Pid}}", "web")
@@ -186,6 +223,10 @@ func TestDockerFormatTemplates(t *testing.T) {
 		{[]string{"ps", "--format", "{{.Names}}"}, "client\nweb\n"},
 		{[]string{"ps", "--format", `table {{.Names}}\t{{.Networks}}\t{{.Ports}}`}, "NAMES    NETWORKS   PORTS\nclient   demo       \nweb      demo       0.0.0.0:8080->80/tcp\n"},
 		{[]string{"ps", "--format", "{{.Names}} {{.State}}", "--filter", "name=web"}, "web running\n"},
+		{[]string{"ps", "--format", `table {{.Names}}\t{{.Label "com.example.app-tier"}}\t{{.Labels}}`}, "NAMES    app tier   LABELS\nclient              \nweb      front      com.example.app-tier=front,env=test\n"},
+		{[]string{"inspect", "-f", "{{json .Config.Labels}}", "web", "client"}, `{"com.example.app-tier":"front","env":"test"}` + "\n{}\n"},
+		{[]string{"network", "ls", "--format", `{{.Name}} {{.Label "env"}}`, "--filter", "label=env"}, "demo test\n"},
+		{[]string{"network", "ls", "--format", "{{.Name}}", "--filter", "label=env=test", "--filter", "label=other"}, ""},
 		{[]string{"inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"}, webIP + "\n"},
 		{[]string{"inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}/{{.IPPrefixLen}}{{end}}", "web"}, webIP + "/24\n"},
 		{[]string{"inspect", "-f", "{{.Name}} {{.State.Status}} {{.State.Running}}", "web", "client"}, "web running true\nclient running true\n"},
@@ -202,7 +243,8 @@ func TestDockerFormatTemplates(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(e.must("ps", "--format", "{{json .}}")), "\n") {
 		var row map[string]string
 		e.decode(line, &row)
-		if row["Names"] == "" || row["ID"] == "" || !strings.HasPrefix(row["Status"], "Up ") || row["Networks"] != "demo" {
+		if row["Names"] == "" || row["ID"] == "" || !strings.HasPrefix(row["Status"], "Up ") || row["Networks"] != "demo" ||
+			row["Names"] == "web" && row["Labels"] != "com.example.app-tier=front,env=test" {
 			t.Errorf("ctnet ps --format '{{json .}}': %s lacks Docker's fields", line)
 		}
 	}
@@ -229,8 +271,8 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "demo", "--subnet", "172.30.9.0/24")
 	e.must("network", "create", "spare", "--subnet", "172.30.10.0/24", "--bridge", "br-spare")
-	e.runDetached("--name", "web", "--network", "demo", "--", "sleep", "600")
-	e.runDetached("--name", "db", "--", "sleep", "600")
+	e.runDetached("--name", "web", "--network", "demo", "--label", "env=prod", "-l", "tier=front", "--", "sleep", "600")
+	e.runDetached("--name", "db", "-l", "env=test", "--", "sleep", "600")
 	e.runDetached("--name", "failed", "--", "sh", "-c", "exit 3")
 	e.runDetached("--name", "done", "--", "true")
 	if !eventually(func() bool {
@@ -249,13 +291,21 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 		{[]string{"ps", "--filter", "exited=3", "--format", "{{.Names}}"}, "failed\n"},
 		{[]string{"ps", "--filter", "status=running", "--filter", "network=demo", "--format", "{{.Names}}"}, "web\n"},
 		{[]string{"ps", "--filter", "name=^d", "--format", "{{.Names}}"}, "db\n"},
+		{[]string{"ps", "--filter", "name=^/web$", "--format", "{{.Names}}"}, "web\n"},
 		{[]string{"ps", "-a", "--filter", "name=web", "--filter", "name=db", "--format", "{{.Names}}"}, "db\nweb\n"},
+		{[]string{"ps", "--filter", "label=env", "--format", "{{.Names}}"}, "db\nweb\n"},
+		{[]string{"ps", "--filter", "label=env=prod", "--format", "{{.Names}}"}, "web\n"},
+		{[]string{"ps", "--filter", "label=env=prod", "--filter", "label=tier=front", "--format", "{{.Names}}"}, "web\n"},
+		{[]string{"ps", "--filter", "label=env=test", "--filter", "label=tier", "--format", "{{.Names}}"}, ""}, // each label must hold
+		{[]string{"ps", "--filter", "label=tier", "--filter", "name=db", "--format", "{{.Names}}"}, ""},
+		{[]string{"ps", "-a", "--filter", "label=none", "-q"}, ""},
 		{[]string{"ps", "--filter", "id=" + webID[:6], "-q"}, webID[:12] + "\n"},
 		{[]string{"ps", "--filter", "id=" + webID[:6], "-q", "--no-trunc"}, webID + "\n"},
 		{[]string{"ps", "-l", "--format", "{{.Names}}"}, "done\n"},
 		{[]string{"ps", "-n", "2", "--format", "{{.Names}}"}, "done\nfailed\n"},
 		{[]string{"network", "ls", "--filter", "name=spa", "--format", "{{.Name}}"}, "spare\n"},
 		{[]string{"network", "ls", "--filter", "type=builtin", "--format", "{{.Name}}"}, "bridge\n"},
+		{[]string{"network", "ls", "--filter", "dangling=true", "--format", "{{.Name}}"}, "spare\n"}, // what network prune removes
 	}
 	for _, c := range cases {
 		if got := e.must(c.args...); got != c.want {
@@ -268,15 +318,32 @@ func TestDockerFiltersAndPrune(t *testing.T) {
 	if ids := strings.Fields(e.must("network", "ls", "-q")); len(ids) != 3 || len(ids[0]) != 12 {
 		t.Errorf("ctnet network ls -q: %v, want the three networks' short IDs", ids)
 	}
+	if got := strings.Fields(e.must("network", "ls", "--filter", "dangling=false", "--format", "{{.Name}}")); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"bridge", "demo"}) {
+		t.Errorf("ctnet network ls --filter dangling=false: %q, want bridge and demo, which running containers use", got)
+	}
+	if ids := strings.Fields(e.must("network", "ls", "--filter", "scope=local", "-q")); len(ids) != 3 {
+		t.Errorf("ctnet network ls --filter scope=local -q: %v, want the three networks", ids)
+	}
+	for _, bad := range []string{"dangling=maybe", "scope=galaxy"} {
+		if r := e.ctnet("network", "ls", "--filter", bad); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter '"+bad+"'") {
+			t.Errorf("ctnet network ls --filter %s: %s", bad, r)
+		}
+	}
 	if r := e.ctnet("ps", "--filter", "color=red"); r.Code != 1 || !strings.Contains(r.Stderr, "invalid filter") {
 		t.Errorf("ctnet ps --filter color=red: %s", r)
 	}
+	if r := e.ctnet("run", "-d", "-l", "novalue", "--", "true"); r.Code != 125 || !strings.Contains(r.Stderr, "use key=value") {
+		t.Errorf("ctnet run -l novalue: %s; want exit 125 and how to write a label", r)
+	}
 
-	// Answering no keeps everything; -f does not ask.
-	for _, prune := range [][]string{{"container", "prune"}, {"network", "prune"}} {
-		r := e.ctnetInput("n\n", prune...)
-		if r.Code != 1 || !strings.Contains(r.Stdout, "Are you sure you want to continue? [y/N]") {
-			t.Errorf("ctnet %s, answered n: %s", strings.Join(prune, " "), r)
+	// Answering no (or nothing) keeps everything, and is no failure, as Docker's;
+	// -f does not ask.
+	for prune, removes := range map[string]string{"container": "stopped containers", "network": "custom networks not used by at least one container"} {
+		for _, answer := range []string{"n\n", ""} {
+			r := e.ctnetInput(answer, prune, "prune")
+			if r.Code != 0 || r.Stdout != "WARNING! This will remove all "+removes+".\nAre you sure you want to continue? [y/N] " || r.Stderr != "" {
+				t.Errorf("ctnet %s prune, answered %q: %s", prune, answer, r)
+			}
 		}
 	}
 	if got := e.must("ps", "-a", "-q"); len(strings.Fields(got)) != 4 {
@@ -543,6 +610,25 @@ func TestDockerDebugLog(t *testing.T) {
 	if r := e.ctnet("network", "create", "quiet", "--subnet", "172.30.10.0/24"); r.Code != 0 || r.Stderr != "" {
 		t.Errorf("ctnet network create without --debug: %s; want nothing on stderr", r)
 	}
+	// run -d's supervisor makes the container: its log comes to run's stderr.
+	r = e.ctnet("--debug", "run", "-d", "--name", "web", "--network", "demo", "--", "sleep", "600")
+	for _, want := range []string{
+		`level=DEBUG msg="store transaction began"`,
+		`level=DEBUG msg="kernel change" step="create veth vc` + r.Stdout[:8],
+		`level=DEBUG msg="store transaction committed" elapsed=`,
+	} {
+		if r.Code != 0 || !strings.Contains(r.Stderr, want) {
+			t.Errorf("ctnet --debug run -d: %s; want stderr holding %q", r, want)
+		}
+	}
+	if r := e.ctnet("--debug", "run", "-d", "--network", "nosuch", "--", "true"); r.Code != 125 ||
+		!strings.Contains(r.Stderr, `level=DEBUG msg="store transaction rolled back`) || !strings.HasSuffix(r.Stderr, "ctnet: no network called nosuch\n") {
+		t.Errorf("ctnet --debug run -d --network nosuch: %s; want the rollback logged, then the error, exit 125", r)
+	}
+	if r := e.ctnet("run", "-d", "--name", "quiet", "--network", "demo", "--", "sleep", "600"); r.Code != 0 || r.Stderr != "" {
+		t.Errorf("ctnet run -d without --debug: %s; want nothing on stderr", r)
+	}
+	e.must("rm", "-f", "web", "quiet")
 	e.must("network", "rm", "demo", "quiet")
 }
 
@@ -553,4 +639,63 @@ func parseStamp(t *testing.T, s string) time.Time {
 		t.Fatalf("log time %q: %v", s, err)
 	}
 	return ts
+}
+
+// Templates on a dual-stack and an IPv6-only network give Docker's IPv6 fields, and
+// no IPv4 address where there is none (Docker's "", not Go's "invalid IP"); the
+// addresses are the kernel's.
+func TestDockerFormatIPv6(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "dual", "--ipv6", "--subnet", "172.30.11.0/24", "--subnet", "fd63:746e:7400:11::/64")
+	e.must("network", "create", "six", "--ipv6", "--ipv4=false", "--subnet", "fd63:746e:7400:12::/64")
+	e.runDetached("--name", "d", "--network", "dual", "--", "sleep", "600")
+	e.runDetached("--name", "s", "--network", "six", "--", "sleep", "600")
+	kernel6 := func(name string) string {
+		out, err := e.inContainer(name, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global")
+		fields := strings.Fields(out)
+		if err != nil || len(fields) < 4 {
+			t.Fatalf("%s's IPv6 address: %v: %s", name, err, out)
+		}
+		return fields[3] // ADDRESS/64
+	}
+	d4, d6, s6 := e.kernelAddr("d", "eth0"), kernel6("d"), kernel6("s")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"inspect", "-f", "{{.NetworkSettings.IPAddress}}|{{.NetworkSettings.GlobalIPv6Address}}/{{.NetworkSettings.GlobalIPv6PrefixLen}}", "d", "s"},
+			d4 + "|" + d6 + "\n|" + s6 + "\n"},
+		{[]string{"inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}|{{.IPv6Gateway}}{{end}}", "d", "s"},
+			d4 + "|fd63:746e:7400:11::1\n|fd63:746e:7400:12::1\n"},
+		{[]string{"network", "inspect", "-f", "{{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}} {{end}}", "dual", "six"},
+			"true 172.30.11.0/24 172.30.11.1 fd63:746e:7400:11::/64 fd63:746e:7400:11::1 \ntrue fd63:746e:7400:12::/64 fd63:746e:7400:12::1 \n"},
+		{[]string{"network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}|{{.IPv6Address}}{{end}}", "dual", "six"},
+			"d " + d4 + "/24|" + d6 + "\ns |" + s6 + "\n"},
+		{[]string{"network", "ls", "--filter", "name=^(dual|six)$", "--format", "{{.Name}} {{.IPv6}} {{.Subnet}}"},
+			"dual true 172.30.11.0/24,fd63:746e:7400:11::/64\nsix true fd63:746e:7400:12::/64\n"},
+		{[]string{"network", "ls", "--filter", "name=^bridge$", "--format", "{{.Name}} {{.IPv6}}"}, "bridge false\n"},
+	}
+	e.runDetached("--name", "b", "--", "sleep", "600") // the default network, IPv4 only
+	for _, c := range cases {
+		if r := e.ctnet(c.args...); r.Code != 0 || r.Stdout != c.want {
+			t.Errorf("ctnet %s: %s\nwant stdout\n%q", strings.Join(c.args, " "), r, c.want)
+		}
+	}
+	e.must("rm", "-f", "d", "s", "b")
+	e.must("network", "rm", "dual", "six", "bridge")
+}
+
+// An unprivileged user's run -d logs its making with --debug too, and still ends
+// once the container runs: nothing the supervisor starts (the user-mode network,
+// the rootless sandbox) holds the log's pipe.
+func TestDockerDebugLogRootless(t *testing.T) {
+	u := newUserEnv(t)
+	r := u.ctnet("--debug", "run", "-d", "--name", "web", "--", "sleep", "600")
+	if r.Code != 0 || !strings.Contains(r.Stderr, `level=DEBUG msg="store transaction committed" elapsed=`) {
+		t.Errorf("ctnet --debug run -d as a user: %s; want the store's commit logged", r)
+	}
+	if r := u.ctnet("run", "-d", "--name", "quiet", "--", "sleep", "600"); r.Code != 0 || r.Stderr != "" {
+		t.Errorf("ctnet run -d as a user without --debug: %s; want nothing on stderr", r)
+	}
+	u.must("rm", "-f", "web", "quiet")
 }

@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,6 +41,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	e.before = e.host.Snapshot(t, e.root)
 
 	shell := fmt.Sprintf(`ctnet() { %s --root %s "$@"; }; `, lab.Binary(t), e.root)
+	shown := readmeShown(t) // the header of a table it shows is checked
 	for _, cmd := range commands {
 		var out string
 		var err error
@@ -51,6 +56,9 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Fatalf("README: %s: %v\n%s", cmd, err, out)
 		}
 		t.Logf("README: %s\n%s", cmd, out)
+		if shown, ok := shown[cmd]; ok && !slices.Equal(strings.Fields(strings.SplitN(out, "\n", 2)[0]), strings.Fields(shown[0])) {
+			t.Errorf("README: %s: first line %q, the README shows %q", cmd, strings.SplitN(out, "\n", 2)[0], shown[0])
+		}
 		for want, on := range map[string]string{
 			"ctnet ps":                      `(?m)^[0-9a-f]{12}\s+client\s.*Up .*172\.18\.0\.3`,
 			"ping -c1 172.18.0.2":           `1 received`,
@@ -90,6 +98,33 @@ func readmeWalkthrough(t *testing.T) []string {
 		t.Fatalf("the README's walkthrough has %d commands: %q", len(commands), commands)
 	}
 	return commands
+}
+
+// readmeShown is the output the walkthrough's console block shows under each of its
+// commands that has some.
+func readmeShown(t *testing.T) map[string][]string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Walkthrough")
+	_, block, _ := strings.Cut(section, "```console\n")
+	block, _, _ = strings.Cut(block, "```")
+	comment := regexp.MustCompile(`\s{2,}#.*$`)
+	shown := map[string][]string{}
+	var cmd string
+	for _, line := range strings.Split(block, "\n") {
+		if c, ok := strings.CutPrefix(line, "# "); ok {
+			cmd = strings.TrimSpace(comment.ReplaceAllString(c, ""))
+		} else if line != "" {
+			shown[cmd] = append(shown[cmd], line)
+		}
+	}
+	if len(shown["ctnet ps"]) == 0 {
+		t.Fatalf("the README's walkthrough shows no output of ctnet ps")
+	}
+	return shown
 }
 
 // The README's "Why can't my container reach X?" runs as written, in a sandbox host
@@ -211,4 +246,112 @@ func TestREADMEDryRun(t *testing.T) {
 	if ids := strings.Fields(e.must("ps", "-a", "-q")); len(ids) > 0 || len(e.networks()) > 0 {
 		t.Errorf("the section's last command left containers %v or networks %v", ids, e.networks())
 	}
+}
+
+// The walkthrough's "More:" block runs as written too, line by line, in a lab holding
+// what its lines name: the walkthrough's demo, web and client (made by its first
+// commands, as the README has them), and a network backend, a container db on it,
+// a namespace /run/netns/other and a host interface eth0. Its one placeholder, CMD,
+// is sleep infinity. logs -f runs until web is removed, and the shell with a
+// terminal under script.
+func TestREADMEMore(t *testing.T) {
+	e := newEnv(t)
+	e.host.Boot = lab.NewBoot(t) // ip netns add makes its pin in the boot's /run/netns
+	e.before = e.host.Snapshot(t, e.root)
+	bin := t.TempDir()
+	if err := os.WriteFile(bin+"/ctnet", []byte("#!/bin/sh\nexec "+lab.Binary(t)+" --root "+e.root+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	environ := append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "TERM=xterm")
+	shell := func(line string) *exec.Cmd {
+		cmd := e.host.Command(context.Background(), "sh", "-c", line)
+		cmd.Env = environ
+		return cmd
+	}
+	setup := func(line string) {
+		t.Helper()
+		if out, err := shell(line).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, out)
+		}
+	}
+	for _, cmd := range readmeWalkthrough(t)[:3] {
+		setup(cmd)
+	}
+	e.host.MustRun(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+	defer e.host.MustRun(t, "ip", "link", "del", "eth0")
+	e.host.MustRun(t, "ip", "link", "set", "eth0", "up")
+	setup("ip netns add other && ctnet network create backend && ctnet run -d --name db --network backend -- sleep infinity")
+	if !eventually(func() bool { _, err := e.hostRun("curl", "-sf", "http://127.0.0.1:8080/"); return err == nil }) {
+		t.Fatalf("web never answered on 127.0.0.1:8080")
+	}
+
+	want := map[string]string{ // what a line's output holds
+		"ctnet port web; ctnet port web 8000; ctnet network inspect demo; ctnet ps -a --format json": "8000/tcp -> 0.0.0.0:8080\n0.0.0.0:8080\nNetwork demo (",
+		`ctnet inspect -f '{{.NetworkSettings.IPAddress}}' web client`:                               "172.18.0.2\n172.18.0.3\n",
+		"ctnet container prune -f; ctnet network prune -f":                                           "Deleted Networks:\napart\nlan\n",
+		"ctnet run -it --rm --network demo -e TERM -w /tmp -- sh":                                    "term=xterm\r\n/tmp\r\n",
+		"ctnet trace web db --port 5432":                                                             "\ndelivered to db:5432",
+		"ctnet graph":                                                                                "network backend",
+	}
+	var follow *exec.Cmd
+	var followed bytes.Buffer
+	ran := 0
+	for _, line := range readmeMore(t) {
+		ran++
+		line = strings.ReplaceAll(line, "-- CMD", "-- sleep infinity")
+		cmd := shell(line)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		switch {
+		case strings.HasPrefix(line, "ctnet logs -f "):
+			follow, cmd.Stdout, cmd.Stderr = cmd, &followed, &followed
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		case strings.HasPrefix(line, "ctnet run -it "):
+			cmd = e.host.Command(context.Background(), "script", "-qec", line, "/dev/null")
+			cmd.Env, cmd.Stdout, cmd.Stderr = environ, &out, &out
+			cmd.Stdin = strings.NewReader("echo term=$TERM; pwd; exit\n")
+		}
+		if err := cmd.Run(); err != nil || !strings.Contains(out.String(), want[line]) {
+			t.Errorf("README: %s: %v, output\n%s\nwant it to hold %q", line, err, out.String(), want[line])
+		}
+		t.Logf("README: %s\n%s", line, out.String())
+	}
+	if ran != 16 {
+		t.Errorf("ran %d lines of the README's \"More:\", want its 16", ran)
+	}
+	setup("ctnet rm -f web client db dl ext && ip netns del other && ctnet network rm demo backend bridge")
+	if follow == nil {
+		t.Fatalf("the README's \"More:\" has no logs -f")
+	}
+	if err := follow.Wait(); err != nil || !strings.Contains(followed.String(), `"GET / HTTP/1.1" 200`) {
+		t.Errorf("README: ctnet logs -f web, until web was removed: %v, output\n%s", err, followed.String())
+	}
+}
+
+// readmeMore is the command lines of the walkthrough's "More:" block, without their
+// comments.
+func readmeMore(t *testing.T) []string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Walkthrough")
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "More:\n\n```sh\n")
+	if !ok {
+		t.Fatalf("the README's walkthrough has no \"More:\" block")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	comment := regexp.MustCompile(`\s{2,}#.*$`)
+	var lines []string
+	for _, line := range strings.Split(block, "\n") {
+		if line = strings.TrimSpace(comment.ReplaceAllString(line, "")); line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
+	return lines
 }

@@ -54,6 +54,8 @@ type ContainerSpec struct {
 	// Bandwidth limits the container's interface on its network (the zero value:
 	// unlimited).
 	Bandwidth Bandwidth
+	// Labels are KEY=VALUE metadata kept with the container (Docker's --label).
+	Labels map[string]string
 }
 
 // Create makes a container's network: a namespace (or the one given), its interface
@@ -90,6 +92,7 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Hostname: spec.Hostname, Aliases: spec.Aliases,
 		Command: spec.Command, Detach: spec.Detach, AutoRemove: spec.AutoRemove,
 		Supervisor: proc.ID(spec.Supervisor), State: store.StateCreated, Ports: []store.Port{}, Attachments: []store.Attachment{},
+		Labels: spec.Labels,
 	}
 	// Host veths are named by the ID's first 8 hex digits: an ID that shares them with
 	// another container's would make a clash that is nobody's conflict. Draw again.

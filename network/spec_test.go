@@ -88,6 +88,10 @@ func TestCheckSpecFromJSON(t *testing.T) {
 		{"extra host without an address", `{"ExtraHosts":["db.internal"]}`, "ExtraHosts"},
 		{"extra host with a bad name", `{"ExtraHosts":["-db:192.0.2.5"]}`, "ExtraHosts"},
 		{"user-mode MTU", `{"UserNet":{"MTU":100}}`, "UserNet.MTU"},
+		{"labels", `{"Labels":{"com.example.tier":"front","env":""}}`, ""},
+		// ps prints labels in its table: a key with an escape would clear the terminal.
+		{"label key with a terminal escape", `{"Labels":{"\u001b[2J":"v"}}`, "label key"},
+		{"label value with a NUL", `{"Labels":{"k":"a\u0000b"}}`, "label"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

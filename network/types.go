@@ -112,7 +112,7 @@ func (p ProcessID) Alive() bool { return proc.ID(p).Alive() }
 // empty), networks (the attachments, always a list), ports (always a list),
 // attached, detach, auto_remove, state, process, supervisor, exit_code, finished
 // (omitted when zero), runtime_dir, usernet (omitted when absent), embedded_dns and
-// resolvers (omitted when empty).
+// resolvers (omitted when empty), labels (omitted when empty).
 type Container struct {
 	ID      string    `json:"id"`
 	Name    string    `json:"name"`
@@ -153,6 +153,8 @@ type Container struct {
 	// containers'.
 	EmbeddedDNS bool             `json:"embedded_dns,omitempty"`
 	Resolvers   []netip.AddrPort `json:"resolvers,omitempty"`
+	// Labels are the caller's KEY=VALUE metadata (Docker's --label).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // HostnameOrID is the container's hostname: the one it was given, else its short ID,
@@ -247,7 +249,7 @@ func containerView(c *store.Container) *Container {
 		Ports:    portViews(c.Ports),
 		Attached: c.Attached, Detach: c.Detach, AutoRemove: c.AutoRemove, State: c.State,
 		Process: ProcessID(c.Process), Supervisor: ProcessID(c.Supervisor), ExitCode: c.ExitCode, Finished: c.Finished,
-		RuntimeDir: c.RuntimeDir, EmbeddedDNS: c.EmbeddedDNS, Resolvers: c.Resolvers,
+		RuntimeDir: c.RuntimeDir, EmbeddedDNS: c.EmbeddedDNS, Resolvers: c.Resolvers, Labels: c.Labels,
 	}
 	if c.Attachments != nil {
 		v.Attachments = make([]Attachment, len(c.Attachments))

@@ -132,6 +132,9 @@ func checkSpec(spec ContainerSpec) error {
 			return err
 		}
 	}
+	if err := checkLabels(spec.Labels); err != nil {
+		return err
+	}
 	switch mode := spec.Network; mode.Kind {
 	case "", ModeHost, ModeNone, ModeUserNet:
 	case ModeContainer:

@@ -90,6 +90,8 @@ type Container struct {
 	// container is on a network that is not internal.
 	EmbeddedDNS bool             `json:"embedded_dns,omitempty"`
 	Resolvers   []netip.AddrPort `json:"resolvers,omitempty"`
+	// Labels are the user's KEY=VALUE metadata (Docker's --label), which ps filters on.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // UserNet is the configuration of a rootless container's user-mode network.

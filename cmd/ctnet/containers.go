@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +24,7 @@ func (a *app) psCommand() *cobra.Command {
 		Use:   "ps [-a] [-q]",
 		Short: "List containers",
 		Example: `  ctnet ps -a --filter status=exited --filter name=web
+  ctnet ps --filter label=env=test --format '{{.Names}} {{.Label "env"}}'
   ctnet ps --format 'table {{.Names}}\t{{.Status}}\t{{.Networks}}'
   ctnet ps -l -q`,
 		Args: cobra.NoArgs,
@@ -55,7 +58,7 @@ func (a *app) psCommand() *cobra.Command {
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show exited containers too")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only container IDs")
 	addFormatFlag(cmd, &format)
-	cmd.Flags().StringArrayVarP(&filterArgs, "filter", "f", nil, "filter: id=PREFIX, name=REGEXP, status=running|exited|created, network=NAME|ID, exited=CODE (repeatable)")
+	cmd.Flags().StringArrayVarP(&filterArgs, "filter", "f", nil, "filter: id=PREFIX, name=REGEXP, label=KEY[=VALUE], status=running|exited|created, network=NAME|ID, exited=CODE (repeatable)")
 	cmd.Flags().IntVarP(&last, "last", "n", -1, "show the n last created containers (all states)")
 	cmd.Flags().BoolVarP(&latest, "latest", "l", false, "show the last created container (all states)")
 	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate IDs and commands")
@@ -314,6 +317,9 @@ func printContainer(a *app, info *network.ContainerInspect) error {
 	}
 	if len(c.Command) > 0 {
 		fmt.Fprintf(w, "  command:  %s\n", strings.Join(c.Command, " "))
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+		fmt.Fprintf(w, "  label:    %s=%s\n", k, c.Labels[k])
 	}
 	if len(c.Attachments) > 0 {
 		fmt.Fprintln(w, "\nNetworks")

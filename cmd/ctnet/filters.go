@@ -11,7 +11,7 @@ import (
 )
 
 // filters are Docker's --filter KEY=VALUE: the values given for one key are
-// alternatives, and every key given must match.
+// alternatives, but for label, where each must hold, and every key given must match.
 type filters map[string][]string
 
 func parseFilters(args []string, keys ...string) (filters, error) {
@@ -37,6 +37,12 @@ func (f filters) match(key string, matches func(value string) bool) bool {
 	return slices.ContainsFunc(values, matches)
 }
 
+// hasLabels is Docker's label filter: labels hold every label=KEY and label=KEY=VALUE
+// given.
+func (f filters) hasLabels(labels map[string]string) bool {
+	return !slices.ContainsFunc(f["label"], func(v string) bool { return !hasLabel(labels, v) })
+}
+
 // nameMatches is Docker's name filter: a regular expression that matches anywhere in
 // the name (so a plain word matches names containing it).
 func nameMatches(pattern, name string) bool {
@@ -51,7 +57,7 @@ func nameMatches(pattern, name string) bool {
 // only ever created, running or exited.
 var dockerStates = []string{"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 
-var containerFilterKeys = []string{"id", "name", "status", "network", "exited"}
+var containerFilterKeys = []string{"id", "name", "label", "status", "network", "exited"}
 
 // checkContainerFilters refuses values that could never be meant, as Docker does.
 func checkContainerFilters(f filters) error {
@@ -72,7 +78,9 @@ func filterContainers(cs []*network.Container, f filters) []*network.Container {
 	var out []*network.Container
 	for _, c := range cs {
 		if f.match("id", func(v string) bool { return v != "" && strings.HasPrefix(c.ID, v) }) &&
-			f.match("name", func(v string) bool { return nameMatches(v, c.Name) }) &&
+			// Docker's names begin with a slash, which its filter may name: ^/web$.
+			f.match("name", func(v string) bool { return nameMatches(v, c.Name) || nameMatches(v, "/"+c.Name) }) &&
+			f.hasLabels(c.Labels) &&
 			f.match("status", func(v string) bool { return v == c.State }) &&
 			f.match("exited", func(v string) bool { return c.State == network.StateExited && v == strconv.Itoa(c.ExitCode) }) &&
 			f.match("network", func(v string) bool { return onNetwork(c, v) }) {
@@ -93,16 +101,39 @@ func onNetwork(c *network.Container, ref string) bool {
 	})
 }
 
-var networkFilterKeys = []string{"id", "name", "label", "driver", "type"}
+var networkFilterKeys = []string{"id", "name", "label", "driver", "type", "scope", "dangling"}
 
-func filterNetworks(ns []*network.Network, f filters) []*network.Network {
+// checkNetworkFilters refuses values that could never be meant, as Docker does.
+func checkNetworkFilters(f filters) error {
+	for _, s := range f["scope"] {
+		if !slices.Contains([]string{"local", "global", "swarm"}, s) {
+			return usage("invalid filter 'scope=%s': use local, global or swarm", s)
+		}
+	}
+	for _, d := range f["dangling"] {
+		if _, err := strconv.ParseBool(d); err != nil {
+			return usage("invalid filter 'dangling=%s': use true or false", d)
+		}
+	}
+	return nil
+}
+
+// filterNetworks keeps the networks f matches; used are the IDs of those a running
+// container is on, which dangling=true leaves out with the default network, as
+// Docker's (what network prune removes).
+func filterNetworks(ns []*network.Network, f filters, used map[string]bool) []*network.Network {
 	var out []*network.Network
 	for _, n := range ns {
 		if f.match("id", func(v string) bool { return v != "" && strings.HasPrefix(n.ID, v) }) &&
 			f.match("name", func(v string) bool { return nameMatches(v, n.Name) }) &&
 			f.match("driver", func(v string) bool { return v == n.Driver }) &&
 			f.match("type", func(v string) bool { return v == networkType(n) }) &&
-			f.match("label", func(v string) bool { return hasLabel(n.Labels, v) }) {
+			f.match("scope", func(v string) bool { return v == "local" }) &&
+			f.match("dangling", func(v string) bool {
+				dangling, _ := strconv.ParseBool(v)
+				return dangling == (networkType(n) == "custom" && !used[n.ID])
+			}) &&
+			f.hasLabels(n.Labels) {
 			out = append(out, n)
 		}
 	}

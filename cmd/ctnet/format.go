@@ -102,11 +102,20 @@ func writeTemplate[T any](w io.Writer, format string, items []T) error {
 // headered is a row type that names some of its columns other than by their field.
 type headered interface{ headers() map[string]string }
 
+// headerRow is a table template's header row: each field's column header, and
+// Label "KEY"'s, which is Docker's: the key's last dot-separated part, '-' and '_'
+// as spaces.
+type headerRow map[string]string
+
+func (headerRow) Label(key string) string {
+	return strings.NewReplacer("-", " ", "_", " ").Replace(key[strings.LastIndex(key, ".")+1:])
+}
+
 // headersOf maps each of T's fields to its column header: the field's words in
 // upper case ("RunningFor" is "RUNNING FOR"), unless T says otherwise.
-func headersOf[T any]() map[string]string {
+func headersOf[T any]() headerRow {
 	var zero T
-	h := map[string]string{}
+	h := headerRow{}
 	rt := reflect.TypeOf(zero)
 	for rt != nil && rt.Kind() == reflect.Pointer {
 		rt = rt.Elem()

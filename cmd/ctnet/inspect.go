@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ type containerDoc struct {
 	Config                      struct {
 		Hostname string
 		Cmd      []string
+		Labels   map[string]string
 	}
 	HostConfig      struct{ NetworkMode string }
 	NetworkSettings networkSettingsDoc
@@ -41,6 +43,8 @@ type stateDoc struct {
 type networkSettingsDoc struct {
 	SandboxKey, IPAddress, Gateway, MacAddress string
 	IPPrefixLen                                int
+	GlobalIPv6Address, IPv6Gateway             string
+	GlobalIPv6PrefixLen                        int
 	Ports                                      map[string][]portBindingDoc
 	Networks                                   map[string]endpointDoc
 }
@@ -50,6 +54,8 @@ type portBindingDoc struct{ HostIp, HostPort string }
 type endpointDoc struct {
 	NetworkID, IPAddress, Gateway, MacAddress string
 	IPPrefixLen                               int
+	GlobalIPv6Address, IPv6Gateway            string
+	GlobalIPv6PrefixLen                       int
 	Aliases                                   []string
 	// ctnet's own: the interface's names inside and on the host.
 	Interface, HostVeth string
@@ -70,7 +76,10 @@ func newContainerDoc(info *network.ContainerInspect) containerDoc {
 	if !c.Finished.IsZero() {
 		d.State.FinishedAt = c.Finished.Format(time.RFC3339Nano)
 	}
-	d.Config.Hostname, d.Config.Cmd = c.HostnameOrID(), c.Command
+	d.Config.Hostname, d.Config.Cmd, d.Config.Labels = c.HostnameOrID(), c.Command, c.Labels
+	if d.Config.Labels == nil {
+		d.Config.Labels = map[string]string{} // Docker's is {} when there are none
+	}
 	d.HostConfig.NetworkMode = networksOf(c)
 	if c.Mode == network.ModeBridge && len(c.Attachments) > 0 {
 		d.HostConfig.NetworkMode = c.Attachments[0].Network
@@ -85,10 +94,13 @@ func newContainerDoc(info *network.ContainerInspect) containerDoc {
 	ns.Networks = map[string]endpointDoc{}
 	if c.State != network.StateExited {
 		for i, at := range c.Attachments {
-			ns.Networks[at.Network] = endpointDoc{NetworkID: at.NetworkID, IPAddress: at.IP.String(), Gateway: at.Gateway.String(),
-				MacAddress: at.MAC, IPPrefixLen: at.PrefixLen, Aliases: c.Aliases, Interface: at.IfName, HostVeth: at.HostVeth}
+			ep := endpointDoc{NetworkID: at.NetworkID, IPAddress: addrText(at.IP), Gateway: addrText(at.Gateway),
+				MacAddress: at.MAC, IPPrefixLen: at.PrefixLen, GlobalIPv6Address: addrText(at.IP6), IPv6Gateway: addrText(at.Gateway6),
+				GlobalIPv6PrefixLen: at.PrefixLen6, Aliases: c.Aliases, Interface: at.IfName, HostVeth: at.HostVeth}
+			ns.Networks[at.Network] = ep
 			if i == 0 {
-				ns.IPAddress, ns.Gateway, ns.MacAddress, ns.IPPrefixLen = at.IP.String(), at.Gateway.String(), at.MAC, at.PrefixLen
+				ns.IPAddress, ns.Gateway, ns.MacAddress, ns.IPPrefixLen = ep.IPAddress, ep.Gateway, ep.MacAddress, ep.IPPrefixLen
+				ns.GlobalIPv6Address, ns.IPv6Gateway, ns.GlobalIPv6PrefixLen = ep.GlobalIPv6Address, ep.IPv6Gateway, ep.GlobalIPv6PrefixLen
 			}
 		}
 		if c.UserNet != nil {
@@ -102,6 +114,15 @@ func newContainerDoc(info *network.ContainerInspect) containerDoc {
 		d.Firewall = append(d.Firewall, fmt.Sprint(e))
 	}
 	return d
+}
+
+// addrText is an address as Docker's inspect writes it: "" when there is none (an
+// IPv4 field of an IPv6-only network's container).
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func hostIP(p network.Port) string {
@@ -131,23 +152,38 @@ type networkDoc struct {
 }
 
 type networkEndpointDoc struct {
-	Name, MacAddress, IPv4Address string
+	Name, MacAddress, IPv4Address, IPv6Address string
 	// ctnet's own.
 	Interface, HostVeth string
 }
 
 func newNetworkDoc(info *network.NetworkInspect) networkDoc {
 	d := networkDoc{Name: info.Name, Id: info.ID, ID: info.ID, Created: info.Created.Format(time.RFC3339Nano), Scope: "local",
-		Driver: info.Driver, Internal: info.Internal, Labels: info.Labels, Bridge: info.Bridge, MTU: info.MTU, Masquerade: info.Masquerade}
+		Driver: info.Driver, EnableIPv6: info.Subnet6.IsValid(), Internal: info.Internal, Labels: info.Labels, Bridge: info.Bridge,
+		MTU: info.MTU, Masquerade: info.Masquerade}
 	if d.Labels == nil {
 		d.Labels = map[string]string{}
 	}
 	d.IPAM.Driver = "default"
-	d.IPAM.Config = append(d.IPAM.Config, struct{ Subnet, Gateway string }{info.Subnet.String(), info.Gateway.String()})
+	d.IPAM.Config = []struct{ Subnet, Gateway string }{}
+	for _, family := range []struct {
+		subnet  netip.Prefix
+		gateway netip.Addr
+	}{{info.Subnet, info.Gateway}, {info.Subnet6, info.Gateway6}} {
+		if family.subnet.IsValid() {
+			d.IPAM.Config = append(d.IPAM.Config, struct{ Subnet, Gateway string }{family.subnet.String(), addrText(family.gateway)})
+		}
+	}
 	d.Containers = map[string]networkEndpointDoc{}
+	withPrefix := func(ip string, subnet netip.Prefix) string {
+		if ip == "" {
+			return ""
+		}
+		return fmt.Sprintf("%s/%d", ip, subnet.Bits())
+	}
 	for _, m := range info.Containers {
-		d.Containers[m.ID] = networkEndpointDoc{Name: m.Name, MacAddress: m.MAC, IPv4Address: fmt.Sprintf("%s/%d", m.IP, info.Subnet.Bits()),
-			Interface: m.Interface, HostVeth: m.HostVeth}
+		d.Containers[m.ID] = networkEndpointDoc{Name: m.Name, MacAddress: m.MAC, IPv4Address: withPrefix(m.IP, info.Subnet),
+			IPv6Address: withPrefix(m.IP6, info.Subnet6), Interface: m.Interface, HostVeth: m.HostVeth}
 	}
 	for _, e := range info.Firewall {
 		d.Firewall = append(d.Firewall, fmt.Sprint(e))

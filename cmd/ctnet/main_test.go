@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func TestVersion(t *testing.T) {
@@ -49,4 +50,97 @@ func TestLazyCommandsNamedAsBuilt(t *testing.T) {
 	if len(a.stubs) != 0 {
 		t.Errorf("%d stubs left after building every command", len(a.stubs))
 	}
+}
+
+// TestCompletionListsEveryCommandAndFlag: the shells' completion scripts ask
+// `ctnet __complete ARGS... PREFIX` of a fresh process, whose tree is built only as
+// far as the arguments reach. What it offers after every command must be that
+// command's subcommands and flags, as the whole tree has them.
+func TestCompletionListsEveryCommandAndFlag(t *testing.T) {
+	a := &app{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	root := a.rootCommand()
+	a.buildAll(root)
+	root.InitDefaultHelpCmd() // what cobra adds as it executes
+	root.InitDefaultVersionFlag()
+	complete := func(args ...string) []string {
+		var stdout, stderr bytes.Buffer
+		if code := execute(append([]string{"__complete"}, args...), strings.NewReader(""), &stdout, &stderr); code != 0 {
+			t.Fatalf("ctnet __complete %q: status %d, stderr %q", args, code, stderr.String())
+		}
+		var offered []string
+		for line := range strings.Lines(stdout.String()) {
+			if word, _, _ := strings.Cut(strings.TrimSuffix(line, "\n"), "\t"); !strings.HasPrefix(word, ":") {
+				offered = append(offered, word)
+			}
+		}
+		slices.Sort(offered)
+		return offered
+	}
+	commands := 0
+	var check func(cmd *cobra.Command, path []string)
+	check = func(cmd *cobra.Command, path []string) {
+		commands++
+		var subcommands, flags []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() || sub.Name() == "help" {
+				subcommands = append(subcommands, sub.Name())
+			}
+		}
+		slices.Sort(subcommands)
+		if got := complete(append(path, "")...); len(subcommands) > 0 && !slices.Equal(got, subcommands) {
+			t.Errorf("ctnet __complete %s '': %q, want the subcommands %q", strings.Join(path, " "), got, subcommands)
+		}
+		cmd.InheritedFlags().VisitAll(func(f *pflag.Flag) { flags = append(flags, "--"+f.Name) })
+		cmd.LocalFlags().VisitAll(func(f *pflag.Flag) { flags = append(flags, "--"+f.Name) })
+		flags = append(flags, "--help")
+		slices.Sort(flags)
+		flags = slices.Compact(flags)
+		if got := complete(append(path, "--")...); !slices.Equal(got, flags) {
+			t.Errorf("ctnet __complete %s --: %q, want the flags %q", strings.Join(path, " "), got, flags)
+		}
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				check(sub, append(slices.Clone(path), sub.Name()))
+			}
+		}
+	}
+	check(root, nil)
+	if commands < 25 {
+		t.Errorf("checked %d commands: the tree was not built whole", commands)
+	}
+}
+
+// TestHelpOfEveryCommand: `ctnet PATH... --help` and `ctnet help PATH...`, each in a
+// fresh process whose tree is built only as far as they reach, print the command's
+// usage and list each of its subcommands, as the whole tree has them.
+func TestHelpOfEveryCommand(t *testing.T) {
+	a := &app{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	root := a.rootCommand()
+	a.buildAll(root)
+	var check func(cmd *cobra.Command, path []string)
+	check = func(cmd *cobra.Command, path []string) {
+		for _, args := range [][]string{append(slices.Clone(path), "--help"), append([]string{"help"}, path...)} {
+			var stdout, stderr bytes.Buffer
+			code := execute(args, strings.NewReader(""), &stdout, &stderr)
+			out := stdout.String()
+			if code != 0 || stderr.Len() != 0 || !strings.Contains(out, "Usage:\n  "+cmd.UseLine()) {
+				t.Errorf("ctnet %s: status %d, stderr %q, stdout %q; want its usage %q", strings.Join(args, " "), code, stderr.String(), out, cmd.UseLine())
+				continue
+			}
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() && !strings.Contains(out, "\n  "+sub.Name()+" ") {
+					t.Errorf("ctnet %s does not list %s:\n%s", strings.Join(args, " "), sub.Name(), out)
+				}
+			}
+			if cmd.Example != "" && !strings.Contains(out, "Examples:\n"+cmd.Example) {
+				t.Errorf("ctnet %s does not show its examples:\n%s", strings.Join(args, " "), out)
+			}
+		}
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				check(sub, append(slices.Clone(path), sub.Name()))
+			}
+		}
+	}
+	check(root, nil)
 }

@@ -133,6 +133,9 @@ func (a *app) networkLsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := checkNetworkFilters(filter); err != nil {
+				return err
+			}
 			if isTemplate(format) {
 				if _, _, err := parseTemplate[networkRow](format); err != nil {
 					return err
@@ -143,7 +146,19 @@ func (a *app) networkLsCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				ns = filterNetworks(ns, filter)
+				used := map[string]bool{}
+				if filter.has("dangling") {
+					cs, err := m.Containers(false)
+					if err != nil {
+						return err
+					}
+					for _, c := range cs {
+						for _, at := range c.Attachments {
+							used[at.NetworkID] = true
+						}
+					}
+				}
+				ns = filterNetworks(ns, filter, used)
 				switch {
 				case quiet:
 					for _, n := range ns {
@@ -183,7 +198,7 @@ func (a *app) networkLsCommand() *cobra.Command {
 	}
 	addFormatFlag(cmd, &format)
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only network IDs")
-	cmd.Flags().StringArrayVarP(&filterArgs, "filter", "f", nil, "filter: id=PREFIX, name=REGEXP, label=KEY[=VALUE], driver=bridge, type=custom|builtin (repeatable)")
+	cmd.Flags().StringArrayVarP(&filterArgs, "filter", "f", nil, "filter: id=PREFIX, name=REGEXP, label=KEY[=VALUE], driver=bridge|macvlan, type=custom|builtin, scope=local, dangling=true|false (repeatable)")
 	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate IDs")
 	return cmd
 }

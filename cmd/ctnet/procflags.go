@@ -25,7 +25,7 @@ type processFlags struct {
 
 func (p *processFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVarP(&p.interactive, "interactive", "i", false, "keep stdin open (without -i the command's stdin is /dev/null)")
-	fl.BoolVarP(&p.tty, "tty", "t", false, "give the command a terminal of its own (a pty) when stdin is a terminal")
+	fl.BoolVarP(&p.tty, "tty", "t", false, "give the command a terminal of its own (a pty); with -i, stdin must be a terminal")
 	fl.StringArrayVarP(&p.env, "env", "e", nil, "set KEY=VALUE (or KEY, taken from ctnet's environment) in the command's environment, which is then not inherited (repeatable)")
 	fl.StringArrayVar(&p.envFiles, "env-file", nil, "read KEY=VALUE lines for the environment from a file, as -e (repeatable)")
 	fl.StringVarP(&p.workdir, "workdir", "w", "", "working directory, an absolute path (default: ctnet's)")

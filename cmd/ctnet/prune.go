@@ -26,7 +26,7 @@ func (a *app) containerPruneCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !force && !a.confirm("WARNING! This will remove all stopped containers.") {
-				return errors.New("container prune has been cancelled")
+				return nil // as Docker's: answering no is not a failure
 			}
 			return a.withManager(func(m *network.Manager) error {
 				cs, err := m.Containers(true)
@@ -66,7 +66,7 @@ func (a *app) networkPruneCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !force && !a.confirm("WARNING! This will remove all custom networks not used by at least one container.") {
-				return errors.New("network prune has been cancelled")
+				return nil // as Docker's: answering no is not a failure
 			}
 			return a.withRootManager("network prune", func(m *network.Manager) error {
 				ns, err := m.Networks()

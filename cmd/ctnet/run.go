@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -31,7 +33,7 @@ type runFlags struct {
 	name, network, ip, hostname string
 	ip6                         string
 	publish, dns, addHosts      []string
-	aliases                     []string
+	aliases, labels             []string
 	ingressRate, egressRate     string
 	detach, autoRemove          bool
 	userNet                     network.UserNetSpec
@@ -58,7 +60,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 ` + processHelp + ` With -d, the output goes to the container's log
 (ctnet logs) and -t gives no terminal, as ctnet has no attach; -i keeps stdin open.`,
 		Example: `  ctnet run --name web -p 8080:80 -- python3 -m http.server 80
-  ctnet run -d --name db --network backend --ip 172.30.0.10 -- redis-server
+  ctnet run -d --name db --network backend --ip 172.30.0.10 -l env=test -- redis-server
   ctnet run --network none -- ip addr
   ctnet run -it --rm -e TERM -w /tmp -- sh`,
 		Args: cobra.MinimumNArgs(1),
@@ -95,6 +97,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 	fl.StringArrayVar(&f.dns, "dns", nil, "nameserver of the container's resolv.conf (default: the host's it can reach; on a network you created, where its embedded DNS server at 127.0.0.11 forwards; for unprivileged users, where 10.0.2.3 forwards; repeatable)")
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "NAME:IP line for the container's /etc/hosts (repeatable)")
 	fl.StringArrayVar(&f.aliases, "network-alias", nil, "another name other containers on its network resolve it by (a network you created; repeatable)")
+	fl.StringArrayVarP(&f.labels, "label", "l", nil, "set a KEY=VALUE label on the container, which ps --filter label= finds (repeatable)")
 	fl.BoolVar(&f.userNet.AllowHostLoopback, "allow-host-loopback", false, "let the container reach the host's 127.0.0.1 at 10.0.2.2 (unprivileged users)")
 	f.proc.register(fl)
 	addBandwidthFlags(fl, &f)
@@ -105,6 +108,11 @@ func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
 	spec := network.ContainerSpec{Name: f.name, Network: network.ParseMode(f.network), IP: f.ip, IP6: f.ip6, Hostname: f.hostname,
 		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet, DNS: f.dns, ExtraHosts: f.addHosts,
 		Aliases: f.aliases}
+	labels, err := network.ParseLabels(f.labels)
+	if err != nil {
+		return spec, err
+	}
+	spec.Labels = labels
 	for _, p := range f.publish {
 		ps, err := network.ParsePort(p)
 		if err != nil {
@@ -230,12 +238,29 @@ func (a *app) runDetached(spec network.ContainerSpec, opts network.RunOptions, i
 	cmd.Stdin = strings.NewReader(string(input))
 	cmd.ExtraFiles = []*os.File{statusW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// With --debug, the supervisor's log of making the container comes here through
+	// a pipe of its own (descriptor 4), which it closes once the container runs:
+	// its stderr outlives this command.
+	startLog := func() {}
+	if a.debug {
+		logR, logW, err := os.Pipe()
+		if err != nil {
+			return &exitError{code: exitRunFailure, err: err}
+		}
+		defer logR.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, logW)
+		defer logW.Close()
+		copied := make(chan struct{})
+		go func() { io.Copy(a.stderr, logR); close(copied) }()
+		startLog = func() { logW.Close(); <-copied }
+	}
 	if err := cmd.Start(); err != nil {
 		statusW.Close()
 		return &exitError{code: exitRunFailure, err: fmt.Errorf("start supervisor: %w", err)}
 	}
 	statusW.Close()
 	line, _ := bufio.NewReader(statusR).ReadString('\n')
+	startLog()
 	word, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
 	switch word {
 	case "ok":
@@ -269,11 +294,18 @@ func runMonitor() int {
 	// container to end.
 	syscall.CloseOnExec(3)
 	status := os.NewFile(3, "status")
+	debugging := os.Getenv("CTNET_DEBUG") == "true"
+	log := &handoff{w: os.Stderr}
+	if debugging {
+		syscall.CloseOnExec(4) // as the status pipe: run -d waits for its end
+		log.w = os.NewFile(4, "start log")
+	}
 	report := func(format string, args ...any) {
 		if status != nil {
 			fmt.Fprintf(status, format+"\n", args...)
 			status.Close()
 			status = nil
+			log.to(os.Stderr)
 		}
 	}
 	var in monitorInput
@@ -294,7 +326,7 @@ func runMonitor() int {
 		opts.Stdin = r
 	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-	a := &app{root: os.Getenv("CTNET_ROOT"), debug: os.Getenv("CTNET_DEBUG") == "true", stderr: os.Stderr}
+	a := &app{root: os.Getenv("CTNET_ROOT"), debug: debugging, stderr: log}
 	m, err := a.manager()
 	if err != nil {
 		report("error %d %s", exitRunFailure, oneLine(err))
@@ -318,6 +350,29 @@ func runMonitor() int {
 	code, _ := waitForwarding(p, sigs, true)
 	stopWatching()
 	return code
+}
+
+// handoff is a writer whose destination changes: the supervisor's log goes to run -d's
+// stderr while it makes the container, then where its own stderr goes.
+type handoff struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (h *handoff) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.w.Write(p)
+}
+
+// to sends what follows to w, closing the writer it replaces unless it is stderr.
+func (h *handoff) to(w io.Writer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c, ok := h.w.(io.Closer); ok && h.w != os.Stderr {
+		c.Close()
+	}
+	h.w = w
 }
 
 func (a *app) execCommand() *cobra.Command {
