@@ -113,7 +113,7 @@ func TestBandwidthLimits(t *testing.T) {
 			} `json:"bandwidth"`
 		} `json:"networks"`
 	}
-	e.decode(e.must("inspect", "--format", "json", "limited"), &limited)
+	e.decodeInspected(e.must("inspect", "--format", "json", "limited"), &limited)
 	att := limited.Networks[0]
 	if att.Bandwidth.IngressRate != ingressLimit || att.Bandwidth.EgressRate != egressLimit || att.IFB == "" {
 		t.Errorf("inspect shows the limits %+v on ifb %q, want %d and %d bit/s on an ifb", att.Bandwidth, att.IFB, int(ingressLimit), int(egressLimit))
@@ -181,7 +181,7 @@ func (e *env) inspectIFB(name string) string {
 			IFB string `json:"ifb"`
 		} `json:"networks"`
 	}
-	e.decode(e.must("inspect", "--format", "json", name), &c)
+	e.decodeInspected(e.must("inspect", "--format", "json", name), &c)
 	if len(c.Networks) == 0 || c.Networks[0].IFB == "" {
 		e.t.Fatalf("container %s has no ifb", name)
 	}
@@ -279,7 +279,7 @@ func TestCNIBandwidth(t *testing.T) {
 			IFB      string `json:"ifb"`
 		} `json:"networks"`
 	}
-	e.decode(e.must("inspect", "--format", "json", "cni-pod-a"), &c)
+	e.decodeInspected(e.must("inspect", "--format", "json", "cni-pod-a"), &c)
 	veth, ifb := c.Networks[0].HostVeth, c.Networks[0].IFB
 	if out := e.output("tc", "qdisc", "show", "dev", veth); !strings.Contains(out, "rate 20Mbit burst 50000b") {
 		t.Errorf("tc on host veth %s: %s; want a 20Mbit tbf with the 400000-bit burst", veth, out)

@@ -171,6 +171,11 @@ func TestDockerInspectAndPort(t *testing.T) {
 	if len(many) != 2 || many[0].Name != "web" || many[1].Name != "client" {
 		t.Errorf("ctnet inspect --format json web client: %+v, want web and client in an array", many)
 	}
+	var one []container
+	e.decode(e.must("inspect", "--format", "json", "web"), &one)
+	if len(one) != 1 || one[0].Name != "web" {
+		t.Errorf("ctnet inspect --format json web: %+v, want web alone in an array, as Docker's inspect prints", one)
+	}
 	if r := e.ctnet("inspect", "web", "nosuch"); r.Code != 1 || !strings.Contains(r.Stdout, "Container web (") || !strings.Contains(r.Stderr, "nosuch") {
 		t.Errorf("ctnet inspect web nosuch: %s; want web shown, then exit 1 naming nosuch", r)
 	}
@@ -447,7 +452,7 @@ func TestDockerLogs(t *testing.T) {
 	var dirs struct {
 		RuntimeDir string `json:"runtime_dir"`
 	}
-	e.decode(e.must("inspect", "--format", "json", "talker"), &dirs)
+	e.decodeInspected(e.must("inspect", "--format", "json", "talker"), &dirs)
 	if err := os.Remove(dirs.RuntimeDir + "/log.json"); err != nil {
 		t.Fatal(err)
 	}

@@ -133,6 +133,18 @@ func (e *env) decode(s string, v any) {
 	}
 }
 
+// decodeInspected decodes what inspect --format json printed for one name: an array
+// holding exactly one object.
+func (e *env) decodeInspected(s string, v any) {
+	e.t.Helper()
+	var all []json.RawMessage
+	e.decode(s, &all)
+	if len(all) != 1 {
+		e.t.Fatalf("inspect printed %d objects for one name, want one: %s", len(all), s)
+	}
+	e.decode(string(all[0]), v)
+}
+
 // container is the part of `ctnet inspect --format json` the tests read.
 type container struct {
 	ID       string `json:"id"`
@@ -158,7 +170,7 @@ type container struct {
 func (e *env) inspect(name string) container {
 	e.t.Helper()
 	var c container
-	e.decode(e.must("inspect", "--format", "json", name), &c)
+	e.decodeInspected(e.must("inspect", "--format", "json", name), &c)
 	return c
 }
 

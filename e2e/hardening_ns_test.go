@@ -133,7 +133,7 @@ func TestRootlessGCLeavesRootfulObjects(t *testing.T) {
 	// ctnet's back.
 	u.must("run", "-d", "--rm", "--name", "left", "--", "sleep", "600")
 	var c container
-	e.decode(u.must("inspect", "--format", "json", "left"), &c)
+	e.decodeInspected(u.must("inspect", "--format", "json", "left"), &c)
 	for _, pid := range []int{c.Supervisor.PID, c.Process.PID} {
 		syscall.Kill(pid, syscall.SIGKILL)
 		waitGone(t, pid)

@@ -47,7 +47,7 @@ func TestTerminalInjection(t *testing.T) {
 			Links []struct{ Name string } `json:"links"`
 		} `json:"stack"`
 	}
-	e.decode(e.must("inspect", "--format", "json", "evil"), &info)
+	e.decodeInspected(e.must("inspect", "--format", "json", "evil"), &info)
 	found := false
 	for _, l := range info.Stack.Links {
 		found = found || l.Name == title

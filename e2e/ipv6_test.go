@@ -19,7 +19,7 @@ func (e *env) ip6(name string) string {
 			Gateway6 string `json:"gateway6"`
 		} `json:"networks"`
 	}
-	e.decode(e.must("inspect", "--format", "json", name), &c)
+	e.decodeInspected(e.must("inspect", "--format", "json", name), &c)
 	if len(c.Networks) == 0 || c.Networks[0].IP6 == "" {
 		e.t.Fatalf("container %s has no IPv6 address", name)
 	}
@@ -231,7 +231,7 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	var c struct {
 		Networks []struct{ IP, IP6 string } `json:"networks"`
 	}
-	e.decode(e.must("inspect", "--format", "json", "a"), &c)
+	e.decodeInspected(e.must("inspect", "--format", "json", "a"), &c)
 	if c.Networks[0].IP != "" || c.Networks[0].IP6 == "" {
 		t.Errorf("a's record: ip %q, ip6 %q; want none and one", c.Networks[0].IP, c.Networks[0].IP6)
 	}

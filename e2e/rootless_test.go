@@ -221,7 +221,7 @@ func (u *userEnv) inspectPID(name string) int {
 	u.t.Helper()
 	var c container
 	e := &env{t: u.t}
-	e.decode(u.must("inspect", "--format", "json", name), &c)
+	e.decodeInspected(u.must("inspect", "--format", "json", name), &c)
 	return c.Process.PID
 }
 

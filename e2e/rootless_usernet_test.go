@@ -28,7 +28,7 @@ func TestRootlessUserNetEndsWithSupervisor(t *testing.T) {
 		t.Fatal("the published port does not answer")
 	}
 	var c container
-	(&env{t: t}).decode(u.must("inspect", "--format", "json", "srv"), &c)
+	(&env{t: t}).decodeInspected(u.must("inspect", "--format", "json", "srv"), &c)
 	network := childrenOf(c.Supervisor.PID, helper)
 	if len(network) != 1 {
 		t.Fatalf("want one %s process started by the supervisor %d, got %v", helper, c.Supervisor.PID, network)

@@ -88,7 +88,7 @@ func TestOneRootPerHostNamespace(t *testing.T) {
 		t.Fatalf("run in the second root after the takeover: %s", r)
 	}
 	var c container
-	e.decode(second("inspect", "--format", "json", "second").Stdout, &c)
+	e.decodeInspected(second("inspect", "--format", "json", "second").Stdout, &c)
 	if out, err := e.hostRun("ping", "-c", "1", "-W", "2", c.Networks[0].IP); err != nil {
 		t.Errorf("the second root's container is unreachable: %v\n%s", err, out)
 	}

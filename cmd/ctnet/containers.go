@@ -272,7 +272,7 @@ func (a *app) inspectCommand() *cobra.Command {
 		Use:   "inspect NAME...",
 		Short: "Show containers' networks (links, addresses, routes, neighbours, ports, firewall entries), or networks",
 		Long: `Show containers, or networks, by name or ID: as text, as ctnet's JSON (--format json:
-an object for one name, an array for several), or through a Go template executed for
+an array, as Docker's inspect prints), or through a Go template executed for
 each, with Docker's field names where Docker has the field:
 
   ctnet inspect -f '{{.NetworkSettings.IPAddress}}' web

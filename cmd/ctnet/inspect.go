@@ -241,14 +241,11 @@ func inspectObjects(m *network.Manager, kind string, names []string) ([]inspecte
 	return found, errors.Join(failed...)
 }
 
-// printInspected prints what inspect found: as text, as ctnet's JSON (an object for
-// one name, an array for several), or through a template, once per object.
+// printInspected prints what inspect found: as text, as ctnet's JSON (an array, even
+// for one name, as Docker's inspect prints), or through a template, once per object.
 func (a *app) printInspected(found []inspected, format string) error {
 	switch {
 	case format == "json":
-		if len(found) == 1 {
-			return writeJSON(a.stdout, found[0].json())
-		}
 		all := make([]any, len(found))
 		for i, o := range found {
 			all[i] = o.json()

@@ -222,17 +222,6 @@ template executed for each, with Docker's field names where Docker has the field
 			}
 			return a.withManager(func(m *network.Manager) error {
 				found, err := inspectObjects(m, "network", args)
-				if format == "json" {
-					// An array even for one network, as it has always been.
-					all := make([]*network.NetworkInspect, len(found))
-					for i, o := range found {
-						all[i] = o.network
-					}
-					if perr := writeJSON(a.stdout, all); perr != nil {
-						return perr
-					}
-					return err
-				}
 				if perr := a.printInspected(found, format); perr != nil {
 					return perr
 				}
