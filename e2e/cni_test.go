@@ -261,8 +261,9 @@ func TestCNIPlugin(t *testing.T) {
 		{"VERSION", podnet, `"1.1.0"`},
 		{"ADD", confOf("podnet", "10.88.0.0/33", ""), `"code"`},
 		{"ADD", confOf("podnet", "10.99.0.0/24", ""), "exists with subnet 10.88.0.0/24"},
-		// The real reason, not "it exists and cannot be found" (issue 12).
-		{"ADD", confOf("uplinked", "203.0.113.0/24", ""), "overlaps the host's"},
+		// The real reason, not "it exists and cannot be found" (issue 12), in the
+		// configuration's words, not the command line's (--subnet).
+		{"ADD", confOf("uplinked", "203.0.113.0/24", ""), `bad subnet \"203.0.113.0/24\": it overlaps the host's`},
 		{"ADD", fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "podnet", "type": "ctnet", "root": %q}`, otherRoot), "managed by the ctnet root " + e.root},
 		{"ADD", `{"cniVersion": "1.1.0", "type": "ctnet"}`, "missing network name"},
 	} {

@@ -98,7 +98,7 @@ func (m *Manager) allocateIP(o *op, n *store.Network, want string) (netip.Addr, 
 	if ip == n.Gateway {
 		return netip.Addr{}, badField("IP", want, "it is the gateway of network %s", n.Name)
 	}
-	if err := m.checkLeaseFree(o, n, ip, "--ip"); err != nil {
+	if err := m.checkLeaseFree(o, n, ip, "IP"); err != nil {
 		return netip.Addr{}, err
 	}
 	return ip, nil
@@ -343,15 +343,15 @@ func (m *Manager) allocateIP6(o *op, n *store.Network, want string) (netip.Addr,
 	if ip == n.Gateway6 {
 		return netip.Addr{}, badField("IP6", want, "it is the gateway of network %s", n.Name)
 	}
-	if err := m.checkLeaseFree(o, n, ip, "--ip6"); err != nil {
+	if err := m.checkLeaseFree(o, n, ip, "IP6"); err != nil {
 		return netip.Addr{}, err
 	}
 	return ip, nil
 }
 
-// checkLeaseFree refuses an address a live container holds, releasing it from a
-// dead one.
-func (m *Manager) checkLeaseFree(o *op, n *store.Network, ip netip.Addr, flag string) error {
+// checkLeaseFree refuses an address of the spec's field that a live container holds,
+// releasing it from a dead one.
+func (m *Manager) checkLeaseFree(o *op, n *store.Network, ip netip.Addr, field string) error {
 	owner := o.tx.LeaseOwner(n.ID, ip)
 	if owner == "" {
 		return nil
@@ -364,5 +364,5 @@ func (m *Manager) checkLeaseFree(o *op, n *store.Network, ip netip.Addr, flag st
 	if err == nil {
 		name = holder.Name
 	}
-	return tagged(ErrConflict, "address %s on network %s is already used by container %s: choose another %s, or leave it out", ip, n.Name, name, flag)
+	return &FieldError{Field: field, Value: ip.String(), Err: tagged(ErrConflict, "it is already used by container %s on network %s: choose another, or leave it out", name, n.Name)}
 }

@@ -12,8 +12,9 @@ import (
 // and the other limits; "Subnet", "Gateway", "Bridge", "MTU", "Driver", "Parent",
 // "IPRange" of a NetworkSpec), Value is what was given (empty when the field
 // as a whole is wrong), and Err says why: another FieldError when the value broke
-// the rules of another field, as an alias those of a hostname. It matches ErrInvalid
-// with errors.Is, and whatever Err matches.
+// the rules of another field, as an alias those of a hostname. It matches whatever
+// Err matches, and ErrInvalid unless Err is a conflict with what exists (ErrConflict:
+// an address another container holds, a subnet that overlaps), which is no bad input.
 //
 // Front ends name the fields as their users know them (a command line's flags, a
 // CNI configuration's keys) with Render.
@@ -40,7 +41,9 @@ func (e *FieldError) Render(name func(field string) string) string {
 
 func (e *FieldError) Unwrap() error { return e.Err }
 
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+func (e *FieldError) Is(target error) bool {
+	return target == ErrInvalid && !errors.Is(e.Err, ErrConflict)
+}
 
 // badField is a FieldError whose reason is the formatted text.
 func badField(field, value, format string, args ...any) error {

@@ -99,8 +99,8 @@ func TestAddresses(t *testing.T) {
 		}
 		var fe *FieldError
 		switch {
-		case tc.conflict && (!errors.Is(err, ErrConflict) || errors.Is(err, ErrInvalid) || !strings.Contains(fmtErr(err), "asked")):
-			t.Errorf("--ip %s, taken: got %v, want ErrConflict naming the holder", tc.ip, err)
+		case tc.conflict && (!errors.As(err, &fe) || fe.Field != "IP" || !errors.Is(err, ErrConflict) || errors.Is(err, ErrInvalid) || !strings.Contains(fmtErr(err), "asked")):
+			t.Errorf("--ip %s, taken: got %v, want a FieldError on IP matching ErrConflict, naming the holder", tc.ip, err)
 		case !tc.conflict && (!errors.As(err, &fe) || fe.Field != "IP" || fe.Value != tc.ip || !errors.Is(err, ErrInvalid) || errors.Is(err, ErrConflict)):
 			t.Errorf("--ip %s: got %v (%T), want a FieldError on IP with the value, matching ErrInvalid", tc.ip, err, err)
 		}

@@ -137,7 +137,7 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	}
 	if l, err := link.ByName(m.host, n.Bridge); err == nil {
 		if _, _, ours := link.Owner(l); !ours || l.Type() != "bridge" {
-			return nil, tagged(ErrConflict, "an interface called %s already exists on the host: choose another --bridge", n.Bridge)
+			return nil, &FieldError{Field: "Bridge", Value: n.Bridge, Err: tagged(ErrConflict, "an interface of that name already exists on the host: choose another")}
 		}
 	} else if !errors.Is(err, link.ErrNotFound) {
 		return nil, err
@@ -185,17 +185,20 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	return n, nil
 }
 
-// refuseOverlap refuses a subnet the user chose that overlaps another network's
-// subnet of its family (subnetOf) or a prefix the host uses.
-func refuseOverlap(subnet netip.Prefix, networks []*store.Network, subnetOf func(*store.Network) netip.Prefix, hostUses []link.Use) error {
+// refuseOverlap refuses a subnet the user chose (the spec's field) that overlaps
+// another network's subnet of its family (subnetOf) or a prefix the host uses.
+func refuseOverlap(field string, subnet netip.Prefix, networks []*store.Network, subnetOf func(*store.Network) netip.Prefix, hostUses []link.Use) error {
+	clash := func(format string, args ...any) error {
+		return &FieldError{Field: field, Value: subnet.String(), Err: tagged(ErrConflict, format+": choose another, or leave it out to get a free one", args...)}
+	}
 	for _, other := range networks {
 		if o := subnetOf(other); o.IsValid() && o.Overlaps(subnet) {
-			return tagged(ErrConflict, "subnet %s overlaps %s of network %s: choose another --subnet, or leave it out to get a free one", subnet, o, other.Name)
+			return clash("it overlaps %s of network %s", o, other.Name)
 		}
 	}
 	for _, u := range hostUses {
 		if u.Prefix.Overlaps(subnet) {
-			return tagged(ErrConflict, "subnet %s overlaps the host's %s: choose another --subnet, or leave it out to get a free one", subnet, u)
+			return clash("it overlaps the host's %s", u)
 		}
 	}
 	return nil
@@ -240,7 +243,7 @@ func (m *Manager) pickSubnet(n *store.Network, spec NetworkSpec, networks []*sto
 	if err != nil {
 		return invalid("%v", err)
 	}
-	if err := refuseOverlap(n.Subnet, networks, func(o *store.Network) netip.Prefix { return o.Subnet }, hostUses); err != nil {
+	if err := refuseOverlap("Subnet", n.Subnet, networks, func(o *store.Network) netip.Prefix { return o.Subnet }, hostUses); err != nil {
 		return err
 	}
 	n.Gateway = ipam.FirstHost(n.Subnet)

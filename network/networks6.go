@@ -45,7 +45,7 @@ func (m *Manager) pickSubnet6(n *store.Network, spec NetworkSpec, networks []*st
 	if n.Subnet6, err = ipam.ParseSubnet6(spec.Subnet6); err != nil {
 		return &FieldError{Field: "Subnet6", Value: spec.Subnet6, Err: err}
 	}
-	if err := refuseOverlap(n.Subnet6, networks, func(o *store.Network) netip.Prefix { return o.Subnet6 }, hostUses); err != nil {
+	if err := refuseOverlap("Subnet6", n.Subnet6, networks, func(o *store.Network) netip.Prefix { return o.Subnet6 }, hostUses); err != nil {
 		return err
 	}
 	n.Gateway6 = ipam.FirstHost(n.Subnet6)

@@ -227,7 +227,7 @@ func ensureNetwork(m *network.Manager, conf *netConf) (*network.Network, error) 
 	if errors.Is(err, network.ErrConflict) {
 		// It differs, its subnet overlaps another's or a host route, or another root
 		// owns this host: each says so.
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, confText(err), "")
 	}
 	return n, err
 }
