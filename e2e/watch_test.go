@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -279,4 +280,42 @@ func TestSupervisorsTakeTurnsWatching(t *testing.T) {
 	}
 	e.must("rm", "-f", names[0])
 	e.must("network", "rm", "red")
+}
+
+// The systemd unit in contrib/ starts `ctnet watch` from where the README installs
+// ctnet, and systemd-analyze verifies it (with the test's binary in that place).
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("../contrib/systemd/ctnet-watch.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const installed = "/usr/local/bin/ctnet"
+	if !strings.Contains(string(readme), "-o "+path.Dir(installed)+"/ ./cmd/ctnet ") {
+		t.Errorf("the README does not install ctnet into %s", path.Dir(installed))
+	}
+	if !strings.Contains(string(unit), "\nExecStart="+installed+" watch\n") {
+		t.Errorf("the unit does not run %s watch:\n%s", installed, unit)
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		lab.Missing(t, "needs systemd-analyze")
+	}
+	verify := func(unit string) (string, error) {
+		file := t.TempDir() + "/ctnet-watch.service"
+		if err := os.WriteFile(file, []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("systemd-analyze", "verify", file).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := verify(strings.ReplaceAll(string(unit), installed, lab.Binary(t))); err != nil || out != "" {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	// The control: a unit whose program is not there is refused.
+	if _, err := verify(strings.ReplaceAll(string(unit), installed, t.TempDir()+"/ctnet")); err == nil {
+		t.Errorf("systemd-analyze verify took a unit whose program does not exist")
+	}
 }
