@@ -125,12 +125,17 @@ func TestICCFalse(t *testing.T) {
 			}
 		}
 		// Without br_netfilter, a published port of the container's own network
-		// reached through the host's address is routed, not bridged, and passes.
+		// reached through the host's address is routed, not bridged, and passes (with
+		// it, bridged, it does not: ARCHITECTURE's "The firewall").
 		e.host.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "0")
-		if got := askPeer(e.containerRun(net.name+"-b"), lab.HostUplinkIP, net.port); got == "" {
-			t.Errorf("%s: the other container does not reach the published port through the host's address", net.name)
+		e.host.Sysctl(t, "net.bridge.bridge-nf-call-ip6tables", "0")
+		for _, host := range []string{lab.HostUplinkIP, lab.HostUplinkIP6} {
+			if got := askPeer6(e.containerRun(net.name+"-b"), host, net.port); got == "" {
+				t.Errorf("%s: the other container does not reach the published port through the host's address %s", net.name, host)
+			}
 		}
 		e.host.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "1")
+		e.host.Sysctl(t, "net.bridge.bridge-nf-call-ip6tables", "1")
 	}
 	e.must("rm", "-f", "apart-a", "apart-b", "together-a", "together-b")
 	e.must("network", "rm", "apart", "together")
