@@ -77,15 +77,18 @@ func throughputFrom(t *testing.T, run func(args ...string) (string, error), into
 	return report.End.SumReceived.BitsPerSecond
 }
 
-// TestBandwidthLimits limits a container both ways and measures each with iperf3:
-// within 20% of its limit, while an unlimited container on the same network goes
-// faster than either. tc shows the host veth's and the ifb's token buckets, inspect
-// the limits, and rm and gc leave no ifb behind.
+// TestBandwidthLimits limits a container (run) and an attached namespace (attach)
+// both ways and measures each with iperf3: within 20% of its limit, while an
+// unlimited container on the same network goes faster than either. tc shows the host
+// veth's and the ifb's token buckets, inspect the limits, and rm and gc leave no ifb
+// behind.
 func TestBandwidthLimits(t *testing.T) {
 	e := newEnv(t)
 	iperf3Server(t, e)
 	e.runDetached("--name", "free", "--", "sleep", "600")
 	e.runDetached("--name", "limited", "--ingress-rate", "20M", "--egress-rate", "10mbit", "--", "sleep", "600")
+	pod := lab.NewSandbox(t)
+	e.must("attach", "--netns", pod.Path, "--name", "pod", "--ingress-rate", "20mbit", "--egress-rate", "10M")
 	for _, c := range []struct {
 		into  bool
 		limit float64
@@ -93,9 +96,13 @@ func TestBandwidthLimits(t *testing.T) {
 	}{{true, ingressLimit, "ingress"}, {false, egressLimit, "egress"}} {
 		free := e.throughput("free", c.into)
 		limited := e.throughput("limited", c.into)
-		t.Logf("%s: limited to %.0f bit/s: %.2f Mbit/s; unlimited: %.2f Mbit/s", c.what, c.limit, limited/1e6, free/1e6)
+		attached := throughputFrom(t, pod.Try, c.into)
+		t.Logf("%s: limited to %.0f bit/s: %.2f Mbit/s, attached %.2f Mbit/s; unlimited: %.2f Mbit/s", c.what, c.limit, limited/1e6, attached/1e6, free/1e6)
 		if limited < 0.8*c.limit || limited > 1.2*c.limit {
 			t.Errorf("%s of the limited container: %.2f Mbit/s, want %.0f Mbit/s ±20%%", c.what, limited/1e6, c.limit/1e6)
+		}
+		if attached < 0.8*c.limit || attached > 1.2*c.limit {
+			t.Errorf("%s of the attached namespace: %.2f Mbit/s, want %.0f Mbit/s ±20%%", c.what, attached/1e6, c.limit/1e6)
 		}
 		if free < 2*c.limit {
 			t.Errorf("%s of the unlimited container: %.2f Mbit/s, want more than twice the limit, %.0f Mbit/s", c.what, free/1e6, 2*c.limit/1e6)
@@ -158,6 +165,9 @@ func TestBandwidthLimits(t *testing.T) {
 
 	e.must("rm", "-f", "limited")
 	checkIFBRetired(t, e, att.IFB, "rm")
+	podIFB := e.inspectIFB("pod")
+	e.must("rm", "pod")
+	checkIFBRetired(t, e, podIFB, "rm of an attached namespace")
 
 	// A killed container's ifb, in the host's namespace, does not go with its own: gc
 	// removes it.

@@ -73,6 +73,10 @@ func TestMacvlanNetwork(t *testing.T) {
 	if seen := askPeer(e.containerRun("mv1"), segmentRouter, 7000); seen != ip1 {
 		t.Errorf("the wan sees mv1 as %q, want its own address %s", seen, ip1)
 	}
+	// Beyond the segment, through its router: the wan's address on the uplink.
+	if seen := askPeer(e.containerRun("mv1"), lab.WANIP, 7000); seen != ip1 {
+		t.Errorf("the wan's %s sees mv1 as %q, want its own address %s", lab.WANIP, seen, ip1)
+	}
 	if !pingOK(e.containerRun("mv1"), ip2) {
 		t.Errorf("mv1 does not reach mv2 (%s) on the segment", ip2)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,10 +17,13 @@ import (
 
 // After `nft flush ruleset` ctnet's tables come back without any ctnet command: a
 // detached container's supervisor restores them, and where only attached containers
-// run (no supervisor), `ctnet watch` does; twice in a row each. Real traffic shows
-// the published port answering the wan, the way out masqueraded and the networks
-// isolated again, and the bridge table (anti-spoofing) is back with its elements; so
-// are its rules when only they are flushed.
+// run (no supervisor), `ctnet watch` does; twice in a row each, and once more after
+// nftables.service's reload (`nft -f` of a file that begins with `flush ruleset`),
+// whose own table stays. Real traffic shows the published port answering the wan, the
+// way out masqueraded and the networks isolated again, and the bridge table
+// (anti-spoofing) is back with its elements; so are its rules when only they are
+// flushed. iptables-restore (iptables-nft) leaves ctnet's tables alone: nothing
+// repairs them.
 // With the supervisors, a `ctnet watch` runs too: each flush is repaired once, by the
 // supervisor whose turn it is or by watch, and the other finds nothing to do (that
 // the supervisors repair alone is TestSupervisorsTakeTurnsWatching's). `ctnet watch`
@@ -93,8 +97,16 @@ func TestFirewallRepairedAfterFlush(t *testing.T) {
 			}
 			bridgeTable := func() string { out, _ := e.hostRun("nft", "list", "table", "bridge", "ctnet"); return out }
 			veths := []string{e.inspect("web").Networks[0].HostVeth, e.inspect("other").Networks[0].HostVeth}
-			for round := 1; round <= 2; round++ {
-				e.host.MustRun(t, "nft", "flush", "ruleset")
+			// nftables.service's reload: its configuration's first line flushes the
+			// ruleset, in the batch that loads its own table, which stays.
+			reload := t.TempDir() + "/nftables.conf"
+			if err := os.WriteFile(reload, []byte("flush ruleset\ntable inet filter {\n\tchain forward { type filter hook forward priority 0; policy accept; }\n}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			flushes := [][]string{{"nft", "flush", "ruleset"}, {"nft", "flush", "ruleset"}, {"nft", "-f", reload}}
+			for i, flush := range flushes {
+				round := i + 1
+				e.host.MustRun(t, flush...)
 				flushed := time.Now()
 				if !eventually(func() bool { return published() && strings.Contains(bridgeTable(), "port_macs") }) {
 					t.Fatalf("flush %d: ctnet's tables were not restored:\n%s", round, e.host.MustRun(t, "nft", "list", "ruleset"))
@@ -123,6 +135,22 @@ func TestFirewallRepairedAfterFlush(t *testing.T) {
 					t.Errorf("flush %d: the watchers reported %d repairs of table inet ctnet in all, want %d:\n%s", round, n, round, repairs())
 				}
 			}
+			if out := e.host.MustRun(t, "nft", "list", "tables"); !strings.Contains(out, "table inet filter") {
+				t.Errorf("the repair took the reload's own table away:\n%s", out)
+			}
+			e.host.MustRun(t, "nft", "delete", "table", "inet", "filter")
+			// iptables-restore (iptables-nft) flushes the tables it names, ip filter and
+			// ip nat, and no other: ctnet's stay and need no repair (the final count).
+			restore := e.host.Command(t.Context(), "iptables-restore")
+			restore.Stdin = strings.NewReader("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n")
+			if out, err := restore.CombinedOutput(); err != nil {
+				t.Fatalf("iptables-restore: %v: %s", err, out)
+			}
+			if !published() {
+				t.Errorf("after iptables-restore the published port does not answer the wan:\n%s", e.host.MustRun(t, "nft", "list", "ruleset"))
+			}
+			e.host.MustRun(t, "nft", "delete", "table", "ip", "filter")
+			e.host.MustRun(t, "nft", "delete", "table", "ip", "nat")
 			// Rules alone, the anti-spoofing chain's, with every element left in place.
 			e.host.MustRun(t, "nft", "flush", "chain", "bridge", "ctnet", "prerouting")
 			if !eventually(func() bool { return strings.Contains(bridgeTable(), "anything else from a container port") }) {
@@ -145,8 +173,8 @@ func TestFirewallRepairedAfterFlush(t *testing.T) {
 			if n := strings.Count(said, "restored firewall rules of chain prerouting"); n != 1 {
 				t.Errorf("the anti-spoofing rules were restored %d times, want once:\n%s", n, said)
 			}
-			if n := strings.Count(said, "restored firewall"); n != 2*2+1 {
-				t.Errorf("the watchers reported %d repairs, want the two flushes' two tables and the flushed chain:\n%s", n, said)
+			if n := strings.Count(said, "restored firewall"); n != len(flushes)*2+1 {
+				t.Errorf("the watchers reported %d repairs, want the %d flushes' two tables each and the flushed chain:\n%s", n, len(flushes), said)
 			}
 			e.must("rm", "-f", "web", "other")
 			e.must("network", "rm", "red", "blue")
@@ -252,4 +280,42 @@ func TestSupervisorsTakeTurnsWatching(t *testing.T) {
 	}
 	e.must("rm", "-f", names[0])
 	e.must("network", "rm", "red")
+}
+
+// The systemd unit in contrib/ starts `ctnet watch` from where the README installs
+// ctnet, and systemd-analyze verifies it (with the test's binary in that place).
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("../contrib/systemd/ctnet-watch.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const installed = "/usr/local/bin/ctnet"
+	if !strings.Contains(string(readme), "-o "+path.Dir(installed)+"/ ./cmd/ctnet ") {
+		t.Errorf("the README does not install ctnet into %s", path.Dir(installed))
+	}
+	if !strings.Contains(string(unit), "\nExecStart="+installed+" watch\n") {
+		t.Errorf("the unit does not run %s watch:\n%s", installed, unit)
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		lab.Missing(t, "needs systemd-analyze")
+	}
+	verify := func(unit string) (string, error) {
+		file := t.TempDir() + "/ctnet-watch.service"
+		if err := os.WriteFile(file, []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("systemd-analyze", "verify", file).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := verify(strings.ReplaceAll(string(unit), installed, lab.Binary(t))); err != nil || out != "" {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	// The control: a unit whose program is not there is refused.
+	if _, err := verify(strings.ReplaceAll(string(unit), installed, t.TempDir()+"/ctnet")); err == nil {
+		t.Errorf("systemd-analyze verify took a unit whose program does not exist")
+	}
 }

@@ -14,7 +14,7 @@ import (
 
 // Removals reads nftables' change notifications (a socket subscribed to
 // NFNLGRP_NFTABLES) for the removal of any part of ctnet's tables: what `nft flush
-// ruleset`, a firewalld reload or a flushing iptables-restore does to them.
+// ruleset` (on its own or in a reloaded nftables.conf) does to them.
 type Removals struct {
 	conn  *netlink.Conn
 	quiet time.Duration

@@ -135,14 +135,18 @@ func addIFB(host *netns.NS, name string, mtu int) (netlink.Link, error) {
 
 // tbf is a root token bucket on a link: rate in bits per second, burst in bits (0:
 // the default for the rate). The kernel takes the bucket's depth in clock ticks and
-// its queue in bytes, each in 32 bits: a larger burst is cut to what they hold.
+// its queue in bytes, each in 32 bits: a larger burst is cut to what they hold. The
+// queue is the depth the ticks hold and latencyUsec at the rate: sized from the
+// burst as given, a cut one (containerd's 2^32-1 bits at 10 Mbit/s) would leave its
+// excess as a queue that keeps packets minutes.
 func tbf(index int, rate, burst uint64) *netlink.Tbf {
 	if burst == 0 {
 		burst = bandwidth.DefaultBurst(rate)
 	}
 	rateBytes, burstBytes := float64(rate/8), float64(burst/8)
 	bufferTicks := min(burstBytes*netlink.TIME_UNITS_PER_SEC/rateBytes*netlink.TickInUsec(), math.MaxUint32)
-	limit := min(rateBytes*latencyUsec/netlink.TIME_UNITS_PER_SEC+burstBytes, math.MaxUint32)
+	depth := bufferTicks / netlink.TickInUsec() / netlink.TIME_UNITS_PER_SEC * rateBytes
+	limit := min(rateBytes*latencyUsec/netlink.TIME_UNITS_PER_SEC+depth, math.MaxUint32)
 	return &netlink.Tbf{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
 		Rate:       rate / 8, Buffer: uint32(bufferTicks), Limit: uint32(limit),

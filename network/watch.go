@@ -17,7 +17,7 @@ import (
 
 // WatchFirewall keeps ctnet's tables as the store describes them until ctx ends:
 // whenever nftables reports that a batch removed part of them (`nft flush ruleset`,
-// a firewalld reload, a flushing iptables-restore), it repairs them at once with
+// on its own or in a reloaded nftables.conf), it repairs them at once with
 // RepairFirewall, and report gets a line for each thing restored. It waits on
 // nftables' notifications, never polls. `ctnet watch` runs it, and the supervisors
 // of detached containers take turns at it (WatchFirewallInTurn).

@@ -16,8 +16,9 @@ func (a *app) watchCommand() *cobra.Command {
 		Use:   "watch",
 		Short: "Restore ctnet's firewall tables whenever something removes them",
 		Long: `Run until SIGTERM or SIGINT, restoring ctnet's nftables tables as soon as a change
-removes any part of them (nft flush ruleset, a firewalld reload, an iptables-restore
-that flushes), with a line for each thing restored. It waits on nftables'
+removes any part of them (nft flush ruleset, also as the first line of a reloaded
+/etc/nftables.conf; iptables-restore and firewalld flush only their own tables), with
+a line for each thing restored. It waits on nftables'
 notifications and costs nothing in between. A detached container's supervisor does
 the same while it runs; watch is for hosts whose containers are attached (ctnet
 attach, the CNI plugin). Watchers may run side by side: one repairs, the others find
