@@ -80,18 +80,10 @@ func TestREADMEWalkthrough(t *testing.T) {
 // without their prompts and comments.
 func readmeWalkthrough(t *testing.T) []string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, _ := strings.Cut(string(readme), "## Walkthrough")
-	_, block, _ := strings.Cut(section, "```console\n")
-	block, _, _ = strings.Cut(block, "```")
-	comment := regexp.MustCompile(`\s{2,}#.*$`)
 	var commands []string
-	for _, line := range strings.Split(block, "\n") {
+	for _, line := range strings.Split(walkthroughBlock(t, "```console\n"), "\n") {
 		if cmd, ok := strings.CutPrefix(line, "# "); ok {
-			commands = append(commands, strings.TrimSpace(comment.ReplaceAllString(cmd, "")))
+			commands = append(commands, strings.TrimSpace(trailingComment.ReplaceAllString(cmd, "")))
 		}
 	}
 	if len(commands) < 8 {
@@ -335,23 +327,32 @@ func TestREADMEMore(t *testing.T) {
 // comments.
 func readmeMore(t *testing.T) []string {
 	t.Helper()
+	var lines []string
+	for _, line := range strings.Split(walkthroughBlock(t, "More:\n\n```sh\n"), "\n") {
+		if line = strings.TrimSpace(trailingComment.ReplaceAllString(line, "")); line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// trailingComment is a shell comment after a command line's text.
+var trailingComment = regexp.MustCompile(`\s{2,}#.*$`)
+
+// walkthroughBlock is the text of the README walkthrough's first code block that
+// begins with opening, up to its closing fence.
+func walkthroughBlock(t *testing.T, opening string) string {
+	t.Helper()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, section, _ := strings.Cut(string(readme), "## Walkthrough")
 	section, _, _ = strings.Cut(section, "\n## ")
-	_, block, ok := strings.Cut(section, "More:\n\n```sh\n")
+	_, block, ok := strings.Cut(section, opening)
 	if !ok {
-		t.Fatalf("the README's walkthrough has no \"More:\" block")
+		t.Fatalf("the README's walkthrough has no block beginning %q", opening)
 	}
 	block, _, _ = strings.Cut(block, "```")
-	comment := regexp.MustCompile(`\s{2,}#.*$`)
-	var lines []string
-	for _, line := range strings.Split(block, "\n") {
-		if line = strings.TrimSpace(comment.ReplaceAllString(line, "")); line != "" && !strings.HasPrefix(line, "#") {
-			lines = append(lines, line)
-		}
-	}
-	return lines
+	return block
 }
