@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,8 @@ type stateDoc struct {
 type networkSettingsDoc struct {
 	SandboxKey, IPAddress, Gateway, MacAddress string
 	IPPrefixLen                                int
+	GlobalIPv6Address, IPv6Gateway             string
+	GlobalIPv6PrefixLen                        int
 	Ports                                      map[string][]portBindingDoc
 	Networks                                   map[string]endpointDoc
 }
@@ -50,6 +53,8 @@ type portBindingDoc struct{ HostIp, HostPort string }
 type endpointDoc struct {
 	NetworkID, IPAddress, Gateway, MacAddress string
 	IPPrefixLen                               int
+	GlobalIPv6Address, IPv6Gateway            string
+	GlobalIPv6PrefixLen                       int
 	Aliases                                   []string
 	// ctnet's own: the interface's names inside and on the host.
 	Interface, HostVeth string
@@ -85,14 +90,17 @@ func newContainerDoc(info *network.ContainerInspect) containerDoc {
 	ns.Networks = map[string]endpointDoc{}
 	if c.State != network.StateExited {
 		for i, at := range c.Attachments {
-			ns.Networks[at.Network] = endpointDoc{NetworkID: at.NetworkID, IPAddress: at.IP.String(), Gateway: at.Gateway.String(),
-				MacAddress: at.MAC, IPPrefixLen: at.PrefixLen, Aliases: c.Aliases, Interface: at.IfName, HostVeth: at.HostVeth}
+			ep := endpointDoc{NetworkID: at.NetworkID, IPAddress: addrText(at.IP), Gateway: addrText(at.Gateway),
+				MacAddress: at.MAC, IPPrefixLen: at.PrefixLen, GlobalIPv6Address: addrText(at.IP6), IPv6Gateway: addrText(at.Gateway6),
+				GlobalIPv6PrefixLen: at.PrefixLen6, Aliases: c.Aliases, Interface: at.IfName, HostVeth: at.HostVeth}
+			ns.Networks[at.Network] = ep
 			if i == 0 {
-				ns.IPAddress, ns.Gateway, ns.MacAddress, ns.IPPrefixLen = at.IP.String(), at.Gateway.String(), at.MAC, at.PrefixLen
+				ns.IPAddress, ns.Gateway, ns.MacAddress, ns.IPPrefixLen = ep.IPAddress, ep.Gateway, ep.MacAddress, ep.IPPrefixLen
+				ns.GlobalIPv6Address, ns.IPv6Gateway, ns.GlobalIPv6PrefixLen = ep.GlobalIPv6Address, ep.IPv6Gateway, ep.GlobalIPv6PrefixLen
 			}
 		}
-		if c.UserNet != nil {
-			ns.IPAddress = network.UserNetGuest(c.UserNet.Subnet).String()
+		if u := c.UserNet; u != nil {
+			ns.IPAddress, ns.Gateway, ns.GlobalIPv6Address, ns.IPv6Gateway = u.IP.String(), u.Gateway.String(), u.IP6.String(), u.Gateway6.String()
 		}
 	}
 	if info.Stack != nil {
@@ -102,6 +110,14 @@ func newContainerDoc(info *network.ContainerInspect) containerDoc {
 		d.Firewall = append(d.Firewall, fmt.Sprint(e))
 	}
 	return d
+}
+
+// addrText is an address as Docker's inspect writes it: "" for none.
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func hostIP(p network.Port) string {
