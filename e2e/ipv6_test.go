@@ -299,16 +299,21 @@ func TestIPv6PublishedPorts(t *testing.T) {
 
 // forgeScript sends one kind of IPv6 frame from eth0 (from its own MAC): "udp" SRC
 // DST DSTMAC, "na" SRC TARGET LLADDR (an unsolicited, overriding neighbour
-// advertisement to all nodes), "ra" (a router advertisement from its link-local
-// address, offering a default route and a prefix).
+// advertisement to all nodes), "redirect" DST DSTMAC (from its link-local address,
+// sending DST's traffic for 2001:db8:ff::2 to itself), "rs" SRC (a router
+// solicitation to all routers), "dhcp6" SRC (a DHCPv6 solicit to all DHCP agents),
+// "ra" (a router advertisement from its link-local address, offering a default
+// route and a prefix).
 const forgeScript = `
 import sys
-from scapy.all import Ether, IPv6, UDP, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptPrefixInfo, conf, get_if_hwaddr, sendp
+from scapy.all import Ether, IPv6, UDP, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptPrefixInfo, \
+    ICMPv6ND_Redirect, ICMPv6ND_RS, DHCP6_Solicit, conf, get_if_hwaddr, sendp
 from scapy.utils6 import in6_mactoifaceid
 conf.verb = 0
 iface = sys.argv[1]
 kind = sys.argv[2]
 mac = get_if_hwaddr(iface)
+me = "fe80::" + in6_mactoifaceid(mac)
 allnodes = "33:33:00:00:00:01"
 if kind == "udp":
     src, dst, dstmac = sys.argv[3:6]
@@ -317,6 +322,16 @@ elif kind == "na":
     src, target, lladdr = sys.argv[3:6]
     p = Ether(src=mac, dst=allnodes) / IPv6(src=src, dst="ff02::1", hlim=255) / \
         ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=lladdr)
+elif kind == "redirect":
+    dst, dstmac = sys.argv[3:5]
+    p = Ether(src=mac, dst=dstmac) / IPv6(src=me, dst=dst, hlim=255) / \
+        ICMPv6ND_Redirect(tgt=me, dst="2001:db8:ff::2") / ICMPv6NDOptDstLLAddr(lladdr=mac)
+elif kind == "rs":
+    p = Ether(src=mac, dst="33:33:00:00:00:02") / IPv6(src=sys.argv[3], dst="ff02::2", hlim=255) / \
+        ICMPv6ND_RS() / ICMPv6NDOptSrcLLAddr(lladdr=mac)
+elif kind == "dhcp6":
+    p = Ether(src=mac, dst="33:33:00:01:00:02") / IPv6(src=sys.argv[3], dst="ff02::1:2") / \
+        UDP(sport=546, dport=547) / DHCP6_Solicit()
 else:
     p = Ether(src=mac, dst=allnodes) / IPv6(src="fe80::" + in6_mactoifaceid(mac), dst="ff02::1", hlim=255) / \
         ICMPv6ND_RA(routerlifetime=1800) / ICMPv6NDOptSrcLLAddr(lladdr=mac) / \
@@ -326,11 +341,14 @@ sendp(p, iface=iface, count=3)
 
 // On a dual-stack network a container sends IPv6 only from its own addresses, its
 // neighbour advertisements claim only its own addresses with its own link-layer
-// address, and its router advertisements reach nobody. Each forged frame is counted
-// arriving at the bridge before ctnet's chains, and the same kind of frame done
-// right (its own source, its own target) reaches the victim, so silence is ctnet's
-// doing; a forged advertisement sent into the bridge by the host does rewrite the
-// victim's neighbour entry, so the check of that entry can fail.
+// address, and its router advertisements and redirects reach nobody, though sent
+// from its own link-local address; router solicitations and DHCPv6 from any
+// link-local address pass, where any other datagram from that address does not.
+// Each forged frame is counted arriving at the bridge before ctnet's chains, and
+// the same kind of frame done right (its own source, its own target) reaches the
+// victim, so silence is ctnet's doing; a forged advertisement sent into the bridge
+// by the host does rewrite the victim's neighbour entry, so the check of that entry
+// can fail.
 func TestIPv6AntiSpoofing(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "dual", "--ipv6")
@@ -343,6 +361,7 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 	mallory6 := e.ip6("mallory")
 	malloryMAC, victimMAC := macOf(t, e.containerRun("mallory"), "eth0"), macOf(t, e.containerRun("victim"), "eth0")
 	bridgeMAC := macOf(t, e.hostRun, bridge)
+	const otherLL = "fe80::dead:beef"
 	forge := func(args ...string) {
 		t.Helper()
 		if err := scapy(e.containerRun("mallory"), forgeScript, append([]string{"eth0"}, args...)...); err != nil {
@@ -361,21 +380,35 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 	sent := newCounters(t, e.hostRun, "bridge", "type filter hook prerouting priority -300;", map[string]string{
 		"spoofed":         "iifname " + mallory.HostVeth + " ip6 saddr " + lab.WANIP6 + " udp dport 5000",
 		"advertisements":  "iifname " + mallory.HostVeth + " icmpv6 type nd-router-advert",
+		"redirects":       "iifname " + mallory.HostVeth + " icmpv6 type nd-redirect",
 		"neighbour_claim": "iifname " + mallory.HostVeth + " icmpv6 type nd-neighbor-advert",
+		"other_ll":        "iifname " + mallory.HostVeth + " ip6 saddr " + otherLL + " udp dport 5000",
 	})
 	got := newCounters(t, e.namespaceOf("victim"), "inet", "type filter hook prerouting priority -400;", map[string]string{
 		"spoofed":         "ip6 saddr " + lab.WANIP6 + " udp dport 5000",
 		"own":             "ip6 saddr " + mallory6 + " udp dport 5000",
 		"advertisements":  "icmpv6 type nd-router-advert",
+		"redirects":       "icmpv6 type nd-redirect",
 		"neighbour_claim": "icmpv6 type nd-neighbor-advert ip6 saddr " + mallory6,
+		"solicitations":   "ip6 saddr " + otherLL + " icmpv6 type nd-router-solicit",
+		"dhcp6":           "ip6 saddr " + otherLL + " udp dport 547",
+		"other_ll":        "ip6 saddr " + otherLL + " udp dport 5000",
 	})
 
-	// The controls: mallory's own address and its own advertisement pass.
+	// The controls: mallory's own address and its own advertisement pass, and so do
+	// a router solicitation and a DHCPv6 solicit from a link-local address not its
+	// own (a stack that made its own), which the bridge floods to the victim too.
 	forge("udp", mallory6, victim, victimMAC)
 	forge("na", mallory6, mallory6, malloryMAC)
+	forge("rs", otherLL)
+	forge("dhcp6", otherLL)
 	if got.packets("own") == 0 || got.packets("neighbour_claim") == 0 {
 		t.Fatalf("mallory's own datagram (%d) or advertisement (%d) did not reach the victim: the test proves nothing",
 			got.packets("own"), got.packets("neighbour_claim"))
+	}
+	if got.packets("solicitations") == 0 || got.packets("dhcp6") == 0 {
+		t.Errorf("a router solicitation (%d) or DHCPv6 solicit (%d) from %s did not pass the bridge",
+			got.packets("solicitations"), got.packets("dhcp6"), otherLL)
 	}
 	// A forged advertisement rewrites the victim's entry when ctnet is not in the way.
 	if err := scapy(e.hostRun, forgeScript, bridge, "na", gateway6, gateway6, malloryMAC); err != nil {
@@ -388,20 +421,28 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 
 	claims := got.packets("neighbour_claim")
 	forge("udp", lab.WANIP6, victim, victimMAC)
+	forge("udp", otherLL, victim, victimMAC)
 	forge("ra")
+	forge("redirect", victim, victimMAC)
 	forge("na", mallory6, gateway6, malloryMAC)                // the gateway's address
 	forge("na", mallory6, victim, malloryMAC)                  // the victim's
 	forge("na", mallory6, mallory6, "02:42:de:ad:be:ef")       // its own, with another MAC
 	forge("na", mallory6, linkLocal(t, bridgeMAC), malloryMAC) // the gateway's link-local address
-	if sent.packets("spoofed") == 0 || sent.packets("advertisements") == 0 || sent.packets("neighbour_claim") < 5 {
+	if sent.packets("spoofed") == 0 || sent.packets("other_ll") == 0 || sent.packets("advertisements") == 0 || sent.packets("redirects") == 0 || sent.packets("neighbour_claim") < 5 {
 		t.Fatalf("mallory's forged frames never reached its bridge port: the test proves nothing")
 	}
 	time.Sleep(500 * time.Millisecond) // for the victim's and host's stacks to act on what arrived
 	if n := got.packets("spoofed"); n > 0 {
 		t.Errorf("the victim received %d datagrams with a forged source", n)
 	}
+	if n := got.packets("other_ll"); n > 0 {
+		t.Errorf("the victim received %d datagrams from a link-local address not mallory's", n)
+	}
 	if n := got.packets("advertisements"); n > 0 {
 		t.Errorf("the victim received %d of mallory's router advertisements", n)
+	}
+	if n := got.packets("redirects"); n > 0 {
+		t.Errorf("the victim received %d of mallory's redirects", n)
 	}
 	if n := got.packets("neighbour_claim") - claims; n > 0 {
 		t.Errorf("the victim received %d of mallory's forged neighbour advertisements", n)
