@@ -555,7 +555,9 @@ func TestIPv6Isolation(t *testing.T) {
 // ctnet-cni on a network with "ipv6": ADD gives one address of each family (those
 // the ips capability names), both in the result with a default route each and both
 // in the kernel; the pod reaches the wan over IPv6; CHECK finds a missing IPv6
-// address; DEL leaves nothing.
+// address; DEL leaves nothing. With host-local's ranges for both families, the
+// network is made around both ranges and the pod gets host-local's address of each
+// family, which DEL gives back; without "ipv6" the IPv6 range is left unused.
 func TestIPv6CNIDualStack(t *testing.T) {
 	e := newEnv(t)
 	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
@@ -593,4 +595,51 @@ func TestIPv6CNIDualStack(t *testing.T) {
 		t.Errorf("DEL: %s", r)
 	}
 	e.must("network", "rm", "dual")
+
+	dataDir := t.TempDir()
+	for _, tt := range []struct {
+		name, ipv6 string
+		want       []string // the result's addresses and gateways
+	}{
+		{"ranges", `"ipv6": true,`, []string{"10.89.0.2/24 via 10.89.0.1", "fd00:89::2/64 via fd00:89::1"}},
+		{"ranges-v4", "", []string{"10.89.0.2/24 via 10.89.0.1"}},
+	} {
+		conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "ctnet", %s "root": %q, "ipam": {"type": "host-local", "dataDir": %q,
+			"ranges": [[{"subnet": "10.89.0.0/24"}], [{"subnet": "fd00:89::/64"}]], "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}}`, tt.name, tt.ipv6, e.root, dataDir)
+		pod := lab.NewSandbox(t)
+		res := p.add("pod", pod.Path, "eth0", conf)
+		var addrs []string
+		for _, ip := range res.IPs {
+			addrs = append(addrs, ip.Address+" via "+ip.Gateway)
+		}
+		if fmt.Sprint(addrs) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: ADD result addresses %q, want %q", tt.name, addrs, tt.want)
+		}
+		var ns []struct{ Subnet, Subnet6 string }
+		e.decode(e.must("network", "inspect", "--format", "json", tt.name), &ns)
+		out, _ := pod.Try("ip", "-6", "addr", "show", "dev", "eth0", "scope", "global")
+		if tt.ipv6 != "" {
+			if ns[0].Subnet != "10.89.0.0/24" || ns[0].Subnet6 != "fd00:89::/64" {
+				t.Errorf("%s: the network has subnets %q and %q, want host-local's 10.89.0.0/24 and fd00:89::/64", tt.name, ns[0].Subnet, ns[0].Subnet6)
+			}
+			if !strings.Contains(out, "fd00:89::2/64") || strings.Contains(out, "tentative") {
+				t.Errorf("%s: the pod's eth0 lacks host-local's fd00:89::2/64 or has it tentative:\n%s", tt.name, out)
+			}
+			if !ping6OK(pod.Try, lab.WANIP6) {
+				t.Errorf("%s: the pod does not reach the wan over IPv6", tt.name)
+			}
+		} else if ns[0].Subnet6 != "" || strings.Contains(out, "inet6") {
+			t.Errorf("%s: a network without \"ipv6\" took IPv6 from the ranges (subnet6 %q):\n%s", tt.name, ns[0].Subnet6, out)
+		}
+		if leases := hostLocalLeases(t, dataDir, tt.name); len(leases) != 2 {
+			t.Errorf("%s: host-local holds %v, want an address of each family", tt.name, leases)
+		}
+		if r := p.call("DEL", "pod", pod.Path, "eth0", conf); r.Code != 0 {
+			t.Errorf("%s: DEL: %s", tt.name, r)
+		}
+		if leases := hostLocalLeases(t, dataDir, tt.name); len(leases) != 0 {
+			t.Errorf("%s: host-local still holds %v after DEL", tt.name, leases)
+		}
+		e.must("network", "rm", tt.name)
+	}
 }
