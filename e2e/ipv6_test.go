@@ -302,12 +302,14 @@ func TestIPv6PublishedPorts(t *testing.T) {
 // advertisement to all nodes), "redirect" DST DSTMAC (from its link-local address,
 // sending DST's traffic for 2001:db8:ff::2 to itself), "rs" SRC (a router
 // solicitation to all routers), "dhcp6" SRC (a DHCPv6 solicit to all DHCP agents),
-// "ra" (a router advertisement from its link-local address, offering a default
-// route and a prefix).
+// "mld" (from its link-local address: a multicast listener query, an MLDv1 report
+// and done and an MLDv2 report for ff02::1234), "ra" (a router advertisement from
+// its link-local address, offering a default route and a prefix).
 const forgeScript = `
 import sys
 from scapy.all import Ether, IPv6, UDP, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptPrefixInfo, \
-    ICMPv6ND_Redirect, ICMPv6ND_RS, DHCP6_Solicit, conf, get_if_hwaddr, sendp
+    ICMPv6ND_Redirect, ICMPv6ND_RS, DHCP6_Solicit, ICMPv6MLQuery, ICMPv6MLReport, ICMPv6MLDone, ICMPv6MLReport2, \
+    ICMPv6MLDMultAddrRec, IPv6ExtHdrHopByHop, RouterAlert, conf, get_if_hwaddr, sendp
 from scapy.utils6 import in6_mactoifaceid
 conf.verb = 0
 iface = sys.argv[1]
@@ -332,6 +334,13 @@ elif kind == "rs":
 elif kind == "dhcp6":
     p = Ether(src=mac, dst="33:33:00:01:00:02") / IPv6(src=sys.argv[3], dst="ff02::1:2") / \
         UDP(sport=546, dport=547) / DHCP6_Solicit()
+elif kind == "mld":
+    hbh = IPv6ExtHdrHopByHop(options=[RouterAlert()])
+    p = [Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=me, dst="ff02::1", hlim=1) / hbh / ICMPv6MLQuery(),
+         Ether(src=mac, dst="33:33:00:00:12:34") / IPv6(src=me, dst="ff02::1234", hlim=1) / hbh / ICMPv6MLReport(mladdr="ff02::1234"),
+         Ether(src=mac, dst="33:33:00:00:00:02") / IPv6(src=me, dst="ff02::2", hlim=1) / hbh / ICMPv6MLDone(mladdr="ff02::1234"),
+         Ether(src=mac, dst="33:33:00:00:00:16") / IPv6(src=me, dst="ff02::16", hlim=1) / hbh / \
+         ICMPv6MLReport2(records=[ICMPv6MLDMultAddrRec(rtype=4, dst="ff02::1234")])]
 else:
     p = Ether(src=mac, dst=allnodes) / IPv6(src="fe80::" + in6_mactoifaceid(mac), dst="ff02::1", hlim=255) / \
         ICMPv6ND_RA(routerlifetime=1800) / ICMPv6NDOptSrcLLAddr(lladdr=mac) / \
@@ -460,6 +469,75 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 		t.Errorf("IPv6 from the victim does not flow after the attack")
 	}
 	e.must("rm", "-f", "mallory", "victim")
+	e.must("network", "rm", "dual")
+}
+
+// A container's multicast listener discovery reaches neither its neighbours nor the
+// host: not the reports a new container's kernel sends as its interface comes up,
+// which the bridge flooded to every port, nor queries, reports and dones forged from
+// a container's own link-local address (the host's own reports, from the bridge,
+// still reach them). Each is counted arriving at the bridge before ctnet's chains,
+// so silence is ctnet's doing; multicast itself still reaches the neighbours,
+// which never reported the group.
+func TestIPv6MulticastListenerReports(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "dual", "--ipv6")
+	e.runDetached("--name", "a", "--network", "dual", "--", "sleep", "600")
+	e.runDetached("--name", "b", "--network", "dual", "--", "sleep", "600")
+	bridge, aVeth := e.bridgeOf("dual"), e.inspect("a").Networks[0].HostVeth
+	kinds := map[string]string{
+		"queries":    "icmpv6 type mld-listener-query",
+		"reports":    "icmpv6 type mld-listener-report",
+		"dones":      "icmpv6 type mld-listener-done",
+		"reports2":   "icmpv6 type mld2-listener-report",
+		"multicast":  "ip6 daddr ff02::1234 udp dport 5000",
+		"any_report": "icmpv6 type mld2-listener-report",
+	}
+	// The host's own reports, from the bridge, go to every container as they should.
+	fromContainers := "ether saddr != " + macOf(t, e.hostRun, bridge) + " "
+	sentMatches, gotMatches := map[string]string{}, map[string]string{}
+	for k, m := range kinds {
+		sentMatches[k], gotMatches[k] = "iifname "+aVeth+" "+m, fromContainers+m
+	}
+	sentMatches["any_report"] = "iifname != " + aVeth + " " + kinds["any_report"]
+	sent := newCounters(t, e.hostRun, "bridge", "type filter hook prerouting priority -300;", sentMatches)
+	got := newCounters(t, e.namespaceOf("b"), "inet", "type filter hook prerouting priority -400;", gotMatches)
+	host := newCounters(t, e.hostRun, "inet", "type filter hook prerouting priority -400;", map[string]string{
+		"mld": "iifname " + bridge + " icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report }",
+	})
+
+	// The control: a's datagram to a group b never reported reaches b.
+	if err := scapy(e.containerRun("a"), forgeScript, "eth0", "udp", e.ip6("a"), "ff02::1234", "33:33:00:00:12:34"); err != nil {
+		t.Fatal(err)
+	}
+	if got.packets("multicast") == 0 {
+		t.Fatalf("a's datagram to ff02::1234 did not reach b: multicast does not flow")
+	}
+	e.runDetached("--name", "c", "--network", "dual", "--", "sleep", "600")
+	if err := scapy(e.containerRun("a"), forgeScript, "eth0", "mld"); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return sent.packets("any_report") > 0 }) {
+		t.Fatalf("c's kernel sent no MLDv2 report as its interface came up: the test proves nothing")
+	}
+	for _, k := range []string{"queries", "reports", "dones", "reports2"} {
+		if sent.packets(k) == 0 {
+			t.Fatalf("a's %s never reached its bridge port: the test proves nothing", k)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // for what the bridge flooded to arrive
+	for _, k := range []string{"queries", "reports", "dones", "reports2", "any_report"} {
+		if n := got.packets(k); n > 0 {
+			t.Errorf("b received %d multicast listener %s (%s)", n, k, kinds[k])
+		}
+	}
+	if n := host.packets("mld"); n > 0 {
+		t.Errorf("the host received %d multicast listener messages from the containers", n)
+	}
+	if !ping6OK(e.containerRun("a"), e.ip6("c")) || !ping6OK(e.containerRun("c"), e.ip6("b")) {
+		t.Errorf("IPv6 between the containers does not flow without their listener reports")
+	}
+	e.must("rm", "-f", "a", "b", "c")
 	e.must("network", "rm", "dual")
 }
 
