@@ -138,6 +138,12 @@ func TestIPv6DualStack(t *testing.T) {
 	if ps := e.must("ps"); !strings.Contains(ps, a6) || !strings.Contains(ps, e.ip("a")) {
 		t.Errorf("ps does not show both of a's addresses (%s, %s):\n%s", e.ip("a"), a6, ps)
 	}
+	if got, want := strings.TrimSpace(e.must("inspect", "--format", "{{.NetworkSettings.GlobalIPv6Address}}/{{.NetworkSettings.GlobalIPv6PrefixLen}} {{.NetworkSettings.IPv6Gateway}}", "a")), a6+"/64 "+n.Gateway6; got != want {
+		t.Errorf("inspect's Docker IPv6 fields: %q, want %q", got, want)
+	}
+	if out := e.must("inspect", "a"); !strings.Contains(out, a6+"/64") {
+		t.Errorf("inspect does not show a's IPv6 address:\n%s", out)
+	}
 	e.must("rm", "-f", "p")
 	e.must("network", "rm", "plain")
 	// The host's accept_ra: 2 now that forwarding is on, and effective: a router
@@ -186,18 +192,35 @@ ra = Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src="fe80::" + in6_mactoifac
 sendp(ra, iface="wan0", count=2)
 `
 
-// A routed dual-stack network (masquerade=false): the wan sees the container's own
-// addresses and reaches it directly, over both families.
+// A routed dual-stack network (masquerade=false) with a gateway of each family
+// named: the wan sees the container's own addresses and reaches it directly, over
+// both families; run and attach take --ip6.
 func TestIPv6Routed(t *testing.T) {
 	e := newEnv(t)
 	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
 	e.wan.MustRun(t, "ip", "route", "add", "10.93.0.0/24", "via", lab.HostUplinkIP)
 	e.wan.MustRun(t, "ip", "-6", "route", "add", "2001:db8:93::/64", "via", lab.HostUplinkIP6)
-	e.must("network", "create", "routed", "--ipv6", "--subnet", "10.93.0.0/24", "--subnet", "2001:db8:93::/64", "--opt", "masquerade=false")
+	e.must("network", "create", "routed", "--ipv6", "--subnet", "10.93.0.0/24", "--subnet", "2001:db8:93::/64",
+		"--gateway", "2001:db8:93::fe", "--gateway", "10.93.0.254", "--opt", "masquerade=false")
 	e.runDetached(append([]string{"--name", "r", "--network", "routed", "--ip6", "2001:db8:93::42", "--"}, peerServer6(7000)...)...)
 	if got := e.ip6("r"); got != "2001:db8:93::42" {
 		t.Fatalf("--ip6 2001:db8:93::42 gave %s", got)
 	}
+	if out, _ := e.inContainer("r", "ip", "-6", "route", "show", "default"); !strings.Contains(out, "via 2001:db8:93::fe") {
+		t.Errorf("r's IPv6 default route: want via the named gateway 2001:db8:93::fe, got %q", out)
+	}
+	if out, _ := e.inContainer("r", "ip", "-4", "route", "show", "default"); !strings.Contains(out, "via 10.93.0.254") {
+		t.Errorf("r's IPv4 default route: want via the named gateway 10.93.0.254, got %q", out)
+	}
+	pod := lab.NewSandbox(t)
+	e.must("attach", "--netns", pod.Path, "--name", "pod", "--network", "routed", "--ip6", "2001:db8:93::43")
+	if out, _ := pod.Try("ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"); !strings.Contains(out, "2001:db8:93::43/64") {
+		t.Errorf("attach --ip6 2001:db8:93::43: the namespace's eth0 has\n%s", out)
+	}
+	if !ping6OK(e.wanRun, "2001:db8:93::43") {
+		t.Errorf("the wan does not reach the attached namespace at 2001:db8:93::43")
+	}
+	e.must("rm", "pod")
 	if !eventually(func() bool { return askPeer6(e.containerRun("r"), lab.WANIP6, 9998) != "" }) {
 		t.Fatalf("a container on a routed network cannot reach the wan over IPv6")
 	}
@@ -217,11 +240,13 @@ func TestIPv6Routed(t *testing.T) {
 	e.must("network", "rm", "routed")
 }
 
-// An IPv6-only network: its containers have no IPv4 address, reach each other and
-// the wan over IPv6, and get no IPv4 resolver.
+// An IPv6-only network: its containers have no IPv4 address and reach each other
+// and the wan over IPv6. IPv6 forwarding, on before ctnet, is left on after the last
+// network, and the host's accept_ra as it was.
 func TestIPv6OnlyNetwork(t *testing.T) {
 	e := newEnv(t)
 	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
+	e.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
 	e.must("network", "create", "six", "--ipv6", "--ipv4=false")
 	e.runDetached("--name", "a", "--network", "six", "--", "sleep", "600")
 	e.runDetached(append([]string{"--name", "b", "--network", "six", "--"}, peerServer6(7000)...)...)
@@ -246,6 +271,13 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	}
 	e.must("rm", "-f", "a", "b")
 	e.must("network", "rm", "six")
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "1" {
+		t.Errorf("IPv6 forwarding, on before ctnet, is %s after the last network", got)
+	}
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.uplink0.accept_ra"); got != "1" {
+		t.Errorf("uplink0's accept_ra is %s: ctnet changed it though it did not turn forwarding on", got)
+	}
+	e.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "0")
 }
 
 // Ports published on a dual-stack network answer on both families, and the
