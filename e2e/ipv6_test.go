@@ -138,6 +138,12 @@ func TestIPv6DualStack(t *testing.T) {
 	if ps := e.must("ps"); !strings.Contains(ps, a6) || !strings.Contains(ps, e.ip("a")) {
 		t.Errorf("ps does not show both of a's addresses (%s, %s):\n%s", e.ip("a"), a6, ps)
 	}
+	if got, want := strings.TrimSpace(e.must("inspect", "--format", "{{.NetworkSettings.GlobalIPv6Address}}/{{.NetworkSettings.GlobalIPv6PrefixLen}} {{.NetworkSettings.IPv6Gateway}}", "a")), a6+"/64 "+n.Gateway6; got != want {
+		t.Errorf("inspect's Docker IPv6 fields: %q, want %q", got, want)
+	}
+	if out := e.must("inspect", "a"); !strings.Contains(out, a6+"/64") {
+		t.Errorf("inspect does not show a's IPv6 address:\n%s", out)
+	}
 	e.must("rm", "-f", "p")
 	e.must("network", "rm", "plain")
 	// The host's accept_ra: 2 now that forwarding is on, and effective: a router
@@ -186,18 +192,35 @@ ra = Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src="fe80::" + in6_mactoifac
 sendp(ra, iface="wan0", count=2)
 `
 
-// A routed dual-stack network (masquerade=false): the wan sees the container's own
-// addresses and reaches it directly, over both families.
+// A routed dual-stack network (masquerade=false) with a gateway of each family
+// named: the wan sees the container's own addresses and reaches it directly, over
+// both families; run and attach take --ip6.
 func TestIPv6Routed(t *testing.T) {
 	e := newEnv(t)
 	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
 	e.wan.MustRun(t, "ip", "route", "add", "10.93.0.0/24", "via", lab.HostUplinkIP)
 	e.wan.MustRun(t, "ip", "-6", "route", "add", "2001:db8:93::/64", "via", lab.HostUplinkIP6)
-	e.must("network", "create", "routed", "--ipv6", "--subnet", "10.93.0.0/24", "--subnet", "2001:db8:93::/64", "--opt", "masquerade=false")
+	e.must("network", "create", "routed", "--ipv6", "--subnet", "10.93.0.0/24", "--subnet", "2001:db8:93::/64",
+		"--gateway", "2001:db8:93::fe", "--gateway", "10.93.0.254", "--opt", "masquerade=false")
 	e.runDetached(append([]string{"--name", "r", "--network", "routed", "--ip6", "2001:db8:93::42", "--"}, peerServer6(7000)...)...)
 	if got := e.ip6("r"); got != "2001:db8:93::42" {
 		t.Fatalf("--ip6 2001:db8:93::42 gave %s", got)
 	}
+	if out, _ := e.inContainer("r", "ip", "-6", "route", "show", "default"); !strings.Contains(out, "via 2001:db8:93::fe") {
+		t.Errorf("r's IPv6 default route: want via the named gateway 2001:db8:93::fe, got %q", out)
+	}
+	if out, _ := e.inContainer("r", "ip", "-4", "route", "show", "default"); !strings.Contains(out, "via 10.93.0.254") {
+		t.Errorf("r's IPv4 default route: want via the named gateway 10.93.0.254, got %q", out)
+	}
+	pod := lab.NewSandbox(t)
+	e.must("attach", "--netns", pod.Path, "--name", "pod", "--network", "routed", "--ip6", "2001:db8:93::43")
+	if out, _ := pod.Try("ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"); !strings.Contains(out, "2001:db8:93::43/64") {
+		t.Errorf("attach --ip6 2001:db8:93::43: the namespace's eth0 has\n%s", out)
+	}
+	if !ping6OK(e.wanRun, "2001:db8:93::43") {
+		t.Errorf("the wan does not reach the attached namespace at 2001:db8:93::43")
+	}
+	e.must("rm", "pod")
 	if !eventually(func() bool { return askPeer6(e.containerRun("r"), lab.WANIP6, 9998) != "" }) {
 		t.Fatalf("a container on a routed network cannot reach the wan over IPv6")
 	}
@@ -217,11 +240,13 @@ func TestIPv6Routed(t *testing.T) {
 	e.must("network", "rm", "routed")
 }
 
-// An IPv6-only network: its containers have no IPv4 address, reach each other and
-// the wan over IPv6, and get no IPv4 resolver.
+// An IPv6-only network: its containers have no IPv4 address and reach each other
+// and the wan over IPv6. IPv6 forwarding, on before ctnet, is left on after the last
+// network, and the host's accept_ra as it was.
 func TestIPv6OnlyNetwork(t *testing.T) {
 	e := newEnv(t)
 	startIn(t, &e.wan.Sandbox, peerServer6(9998)...)
+	e.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
 	e.must("network", "create", "six", "--ipv6", "--ipv4=false")
 	e.runDetached("--name", "a", "--network", "six", "--", "sleep", "600")
 	e.runDetached(append([]string{"--name", "b", "--network", "six", "--"}, peerServer6(7000)...)...)
@@ -246,6 +271,13 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	}
 	e.must("rm", "-f", "a", "b")
 	e.must("network", "rm", "six")
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.all.forwarding"); got != "1" {
+		t.Errorf("IPv6 forwarding, on before ctnet, is %s after the last network", got)
+	}
+	if got := sysctlIn(e.hostRun, "net.ipv6.conf.uplink0.accept_ra"); got != "1" {
+		t.Errorf("uplink0's accept_ra is %s: ctnet changed it though it did not turn forwarding on", got)
+	}
+	e.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "0")
 }
 
 // Ports published on a dual-stack network answer on both families, and the
@@ -299,16 +331,23 @@ func TestIPv6PublishedPorts(t *testing.T) {
 
 // forgeScript sends one kind of IPv6 frame from eth0 (from its own MAC): "udp" SRC
 // DST DSTMAC, "na" SRC TARGET LLADDR (an unsolicited, overriding neighbour
-// advertisement to all nodes), "ra" (a router advertisement from its link-local
-// address, offering a default route and a prefix).
+// advertisement to all nodes), "redirect" DST DSTMAC (from its link-local address,
+// sending DST's traffic for 2001:db8:ff::2 to itself), "rs" SRC (a router
+// solicitation to all routers), "dhcp6" SRC (a DHCPv6 solicit to all DHCP agents),
+// "mld" (from its link-local address: a multicast listener query, an MLDv1 report
+// and done and an MLDv2 report for ff02::1234), "ra" (a router advertisement from
+// its link-local address, offering a default route and a prefix).
 const forgeScript = `
 import sys
-from scapy.all import Ether, IPv6, UDP, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptPrefixInfo, conf, get_if_hwaddr, sendp
+from scapy.all import Ether, IPv6, UDP, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, ICMPv6NDOptPrefixInfo, \
+    ICMPv6ND_Redirect, ICMPv6ND_RS, DHCP6_Solicit, ICMPv6MLQuery, ICMPv6MLReport, ICMPv6MLDone, ICMPv6MLReport2, \
+    ICMPv6MLDMultAddrRec, IPv6ExtHdrHopByHop, RouterAlert, conf, get_if_hwaddr, sendp
 from scapy.utils6 import in6_mactoifaceid
 conf.verb = 0
 iface = sys.argv[1]
 kind = sys.argv[2]
 mac = get_if_hwaddr(iface)
+me = "fe80::" + in6_mactoifaceid(mac)
 allnodes = "33:33:00:00:00:01"
 if kind == "udp":
     src, dst, dstmac = sys.argv[3:6]
@@ -317,6 +356,23 @@ elif kind == "na":
     src, target, lladdr = sys.argv[3:6]
     p = Ether(src=mac, dst=allnodes) / IPv6(src=src, dst="ff02::1", hlim=255) / \
         ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=lladdr)
+elif kind == "redirect":
+    dst, dstmac = sys.argv[3:5]
+    p = Ether(src=mac, dst=dstmac) / IPv6(src=me, dst=dst, hlim=255) / \
+        ICMPv6ND_Redirect(tgt=me, dst="2001:db8:ff::2") / ICMPv6NDOptDstLLAddr(lladdr=mac)
+elif kind == "rs":
+    p = Ether(src=mac, dst="33:33:00:00:00:02") / IPv6(src=sys.argv[3], dst="ff02::2", hlim=255) / \
+        ICMPv6ND_RS() / ICMPv6NDOptSrcLLAddr(lladdr=mac)
+elif kind == "dhcp6":
+    p = Ether(src=mac, dst="33:33:00:01:00:02") / IPv6(src=sys.argv[3], dst="ff02::1:2") / \
+        UDP(sport=546, dport=547) / DHCP6_Solicit()
+elif kind == "mld":
+    hbh = IPv6ExtHdrHopByHop(options=[RouterAlert()])
+    p = [Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=me, dst="ff02::1", hlim=1) / hbh / ICMPv6MLQuery(),
+         Ether(src=mac, dst="33:33:00:00:12:34") / IPv6(src=me, dst="ff02::1234", hlim=1) / hbh / ICMPv6MLReport(mladdr="ff02::1234"),
+         Ether(src=mac, dst="33:33:00:00:00:02") / IPv6(src=me, dst="ff02::2", hlim=1) / hbh / ICMPv6MLDone(mladdr="ff02::1234"),
+         Ether(src=mac, dst="33:33:00:00:00:16") / IPv6(src=me, dst="ff02::16", hlim=1) / hbh / \
+         ICMPv6MLReport2(records=[ICMPv6MLDMultAddrRec(rtype=4, dst="ff02::1234")])]
 else:
     p = Ether(src=mac, dst=allnodes) / IPv6(src="fe80::" + in6_mactoifaceid(mac), dst="ff02::1", hlim=255) / \
         ICMPv6ND_RA(routerlifetime=1800) / ICMPv6NDOptSrcLLAddr(lladdr=mac) / \
@@ -326,11 +382,14 @@ sendp(p, iface=iface, count=3)
 
 // On a dual-stack network a container sends IPv6 only from its own addresses, its
 // neighbour advertisements claim only its own addresses with its own link-layer
-// address, and its router advertisements reach nobody. Each forged frame is counted
-// arriving at the bridge before ctnet's chains, and the same kind of frame done
-// right (its own source, its own target) reaches the victim, so silence is ctnet's
-// doing; a forged advertisement sent into the bridge by the host does rewrite the
-// victim's neighbour entry, so the check of that entry can fail.
+// address, and its router advertisements and redirects reach nobody, though sent
+// from its own link-local address; router solicitations and DHCPv6 from any
+// link-local address pass, where any other datagram from that address does not.
+// Each forged frame is counted arriving at the bridge before ctnet's chains, and
+// the same kind of frame done right (its own source, its own target) reaches the
+// victim, so silence is ctnet's doing; a forged advertisement sent into the bridge
+// by the host does rewrite the victim's neighbour entry, so the check of that entry
+// can fail.
 func TestIPv6AntiSpoofing(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "dual", "--ipv6")
@@ -343,6 +402,7 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 	mallory6 := e.ip6("mallory")
 	malloryMAC, victimMAC := macOf(t, e.containerRun("mallory"), "eth0"), macOf(t, e.containerRun("victim"), "eth0")
 	bridgeMAC := macOf(t, e.hostRun, bridge)
+	const otherLL = "fe80::dead:beef"
 	forge := func(args ...string) {
 		t.Helper()
 		if err := scapy(e.containerRun("mallory"), forgeScript, append([]string{"eth0"}, args...)...); err != nil {
@@ -361,21 +421,35 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 	sent := newCounters(t, e.hostRun, "bridge", "type filter hook prerouting priority -300;", map[string]string{
 		"spoofed":         "iifname " + mallory.HostVeth + " ip6 saddr " + lab.WANIP6 + " udp dport 5000",
 		"advertisements":  "iifname " + mallory.HostVeth + " icmpv6 type nd-router-advert",
+		"redirects":       "iifname " + mallory.HostVeth + " icmpv6 type nd-redirect",
 		"neighbour_claim": "iifname " + mallory.HostVeth + " icmpv6 type nd-neighbor-advert",
+		"other_ll":        "iifname " + mallory.HostVeth + " ip6 saddr " + otherLL + " udp dport 5000",
 	})
 	got := newCounters(t, e.namespaceOf("victim"), "inet", "type filter hook prerouting priority -400;", map[string]string{
 		"spoofed":         "ip6 saddr " + lab.WANIP6 + " udp dport 5000",
 		"own":             "ip6 saddr " + mallory6 + " udp dport 5000",
 		"advertisements":  "icmpv6 type nd-router-advert",
+		"redirects":       "icmpv6 type nd-redirect",
 		"neighbour_claim": "icmpv6 type nd-neighbor-advert ip6 saddr " + mallory6,
+		"solicitations":   "ip6 saddr " + otherLL + " icmpv6 type nd-router-solicit",
+		"dhcp6":           "ip6 saddr " + otherLL + " udp dport 547",
+		"other_ll":        "ip6 saddr " + otherLL + " udp dport 5000",
 	})
 
-	// The controls: mallory's own address and its own advertisement pass.
+	// The controls: mallory's own address and its own advertisement pass, and so do
+	// a router solicitation and a DHCPv6 solicit from a link-local address not its
+	// own (a stack that made its own), which the bridge floods to the victim too.
 	forge("udp", mallory6, victim, victimMAC)
 	forge("na", mallory6, mallory6, malloryMAC)
+	forge("rs", otherLL)
+	forge("dhcp6", otherLL)
 	if got.packets("own") == 0 || got.packets("neighbour_claim") == 0 {
 		t.Fatalf("mallory's own datagram (%d) or advertisement (%d) did not reach the victim: the test proves nothing",
 			got.packets("own"), got.packets("neighbour_claim"))
+	}
+	if got.packets("solicitations") == 0 || got.packets("dhcp6") == 0 {
+		t.Errorf("a router solicitation (%d) or DHCPv6 solicit (%d) from %s did not pass the bridge",
+			got.packets("solicitations"), got.packets("dhcp6"), otherLL)
 	}
 	// A forged advertisement rewrites the victim's entry when ctnet is not in the way.
 	if err := scapy(e.hostRun, forgeScript, bridge, "na", gateway6, gateway6, malloryMAC); err != nil {
@@ -388,20 +462,28 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 
 	claims := got.packets("neighbour_claim")
 	forge("udp", lab.WANIP6, victim, victimMAC)
+	forge("udp", otherLL, victim, victimMAC)
 	forge("ra")
+	forge("redirect", victim, victimMAC)
 	forge("na", mallory6, gateway6, malloryMAC)                // the gateway's address
 	forge("na", mallory6, victim, malloryMAC)                  // the victim's
 	forge("na", mallory6, mallory6, "02:42:de:ad:be:ef")       // its own, with another MAC
 	forge("na", mallory6, linkLocal(t, bridgeMAC), malloryMAC) // the gateway's link-local address
-	if sent.packets("spoofed") == 0 || sent.packets("advertisements") == 0 || sent.packets("neighbour_claim") < 5 {
+	if sent.packets("spoofed") == 0 || sent.packets("other_ll") == 0 || sent.packets("advertisements") == 0 || sent.packets("redirects") == 0 || sent.packets("neighbour_claim") < 5 {
 		t.Fatalf("mallory's forged frames never reached its bridge port: the test proves nothing")
 	}
 	time.Sleep(500 * time.Millisecond) // for the victim's and host's stacks to act on what arrived
 	if n := got.packets("spoofed"); n > 0 {
 		t.Errorf("the victim received %d datagrams with a forged source", n)
 	}
+	if n := got.packets("other_ll"); n > 0 {
+		t.Errorf("the victim received %d datagrams from a link-local address not mallory's", n)
+	}
 	if n := got.packets("advertisements"); n > 0 {
 		t.Errorf("the victim received %d of mallory's router advertisements", n)
+	}
+	if n := got.packets("redirects"); n > 0 {
+		t.Errorf("the victim received %d of mallory's redirects", n)
 	}
 	if n := got.packets("neighbour_claim") - claims; n > 0 {
 		t.Errorf("the victim received %d of mallory's forged neighbour advertisements", n)
@@ -419,6 +501,75 @@ func TestIPv6AntiSpoofing(t *testing.T) {
 		t.Errorf("IPv6 from the victim does not flow after the attack")
 	}
 	e.must("rm", "-f", "mallory", "victim")
+	e.must("network", "rm", "dual")
+}
+
+// A container's multicast listener discovery reaches neither its neighbours nor the
+// host: not the reports a new container's kernel sends as its interface comes up,
+// which the bridge flooded to every port, nor queries, reports and dones forged from
+// a container's own link-local address (the host's own reports, from the bridge,
+// still reach them). Each is counted arriving at the bridge before ctnet's chains,
+// so silence is ctnet's doing; multicast itself still reaches the neighbours,
+// which never reported the group.
+func TestIPv6MulticastListenerReports(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "dual", "--ipv6")
+	e.runDetached("--name", "a", "--network", "dual", "--", "sleep", "600")
+	e.runDetached("--name", "b", "--network", "dual", "--", "sleep", "600")
+	bridge, aVeth := e.bridgeOf("dual"), e.inspect("a").Networks[0].HostVeth
+	kinds := map[string]string{
+		"queries":    "icmpv6 type mld-listener-query",
+		"reports":    "icmpv6 type mld-listener-report",
+		"dones":      "icmpv6 type mld-listener-done",
+		"reports2":   "icmpv6 type mld2-listener-report",
+		"multicast":  "ip6 daddr ff02::1234 udp dport 5000",
+		"any_report": "icmpv6 type mld2-listener-report",
+	}
+	// The host's own reports, from the bridge, go to every container as they should.
+	fromContainers := "ether saddr != " + macOf(t, e.hostRun, bridge) + " "
+	sentMatches, gotMatches := map[string]string{}, map[string]string{}
+	for k, m := range kinds {
+		sentMatches[k], gotMatches[k] = "iifname "+aVeth+" "+m, fromContainers+m
+	}
+	sentMatches["any_report"] = "iifname != " + aVeth + " " + kinds["any_report"]
+	sent := newCounters(t, e.hostRun, "bridge", "type filter hook prerouting priority -300;", sentMatches)
+	got := newCounters(t, e.namespaceOf("b"), "inet", "type filter hook prerouting priority -400;", gotMatches)
+	host := newCounters(t, e.hostRun, "inet", "type filter hook prerouting priority -400;", map[string]string{
+		"mld": "iifname " + bridge + " icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report }",
+	})
+
+	// The control: a's datagram to a group b never reported reaches b.
+	if err := scapy(e.containerRun("a"), forgeScript, "eth0", "udp", e.ip6("a"), "ff02::1234", "33:33:00:00:12:34"); err != nil {
+		t.Fatal(err)
+	}
+	if got.packets("multicast") == 0 {
+		t.Fatalf("a's datagram to ff02::1234 did not reach b: multicast does not flow")
+	}
+	e.runDetached("--name", "c", "--network", "dual", "--", "sleep", "600")
+	if err := scapy(e.containerRun("a"), forgeScript, "eth0", "mld"); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return sent.packets("any_report") > 0 }) {
+		t.Fatalf("c's kernel sent no MLDv2 report as its interface came up: the test proves nothing")
+	}
+	for _, k := range []string{"queries", "reports", "dones", "reports2"} {
+		if sent.packets(k) == 0 {
+			t.Fatalf("a's %s never reached its bridge port: the test proves nothing", k)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // for what the bridge flooded to arrive
+	for _, k := range []string{"queries", "reports", "dones", "reports2", "any_report"} {
+		if n := got.packets(k); n > 0 {
+			t.Errorf("b received %d multicast listener %s (%s)", n, k, kinds[k])
+		}
+	}
+	if n := host.packets("mld"); n > 0 {
+		t.Errorf("the host received %d multicast listener messages from the containers", n)
+	}
+	if !ping6OK(e.containerRun("a"), e.ip6("c")) || !ping6OK(e.containerRun("c"), e.ip6("b")) {
+		t.Errorf("IPv6 between the containers does not flow without their listener reports")
+	}
+	e.must("rm", "-f", "a", "b", "c")
 	e.must("network", "rm", "dual")
 }
 
@@ -514,7 +665,9 @@ func TestIPv6Isolation(t *testing.T) {
 // ctnet-cni on a network with "ipv6": ADD gives one address of each family (those
 // the ips capability names), both in the result with a default route each and both
 // in the kernel; the pod reaches the wan over IPv6; CHECK finds a missing IPv6
-// address; DEL leaves nothing.
+// address; DEL leaves nothing. With host-local's ranges for both families, the
+// network is made around both ranges and the pod gets host-local's address of each
+// family, which DEL gives back; without "ipv6" the IPv6 range is left unused.
 func TestIPv6CNIDualStack(t *testing.T) {
 	e := newEnv(t)
 	p := cniPlugin{t: t, e: e, path: lab.CNIPlugin(t)}
@@ -552,4 +705,51 @@ func TestIPv6CNIDualStack(t *testing.T) {
 		t.Errorf("DEL: %s", r)
 	}
 	e.must("network", "rm", "dual")
+
+	dataDir := t.TempDir()
+	for _, tt := range []struct {
+		name, ipv6 string
+		want       []string // the result's addresses and gateways
+	}{
+		{"ranges", `"ipv6": true,`, []string{"10.89.0.2/24 via 10.89.0.1", "fd00:89::2/64 via fd00:89::1"}},
+		{"ranges-v4", "", []string{"10.89.0.2/24 via 10.89.0.1"}},
+	} {
+		conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "ctnet", %s "root": %q, "ipam": {"type": "host-local", "dataDir": %q,
+			"ranges": [[{"subnet": "10.89.0.0/24"}], [{"subnet": "fd00:89::/64"}]], "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}}`, tt.name, tt.ipv6, e.root, dataDir)
+		pod := lab.NewSandbox(t)
+		res := p.add("pod", pod.Path, "eth0", conf)
+		var addrs []string
+		for _, ip := range res.IPs {
+			addrs = append(addrs, ip.Address+" via "+ip.Gateway)
+		}
+		if fmt.Sprint(addrs) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: ADD result addresses %q, want %q", tt.name, addrs, tt.want)
+		}
+		var ns []struct{ Subnet, Subnet6 string }
+		e.decode(e.must("network", "inspect", "--format", "json", tt.name), &ns)
+		out, _ := pod.Try("ip", "-6", "addr", "show", "dev", "eth0", "scope", "global")
+		if tt.ipv6 != "" {
+			if ns[0].Subnet != "10.89.0.0/24" || ns[0].Subnet6 != "fd00:89::/64" {
+				t.Errorf("%s: the network has subnets %q and %q, want host-local's 10.89.0.0/24 and fd00:89::/64", tt.name, ns[0].Subnet, ns[0].Subnet6)
+			}
+			if !strings.Contains(out, "fd00:89::2/64") || strings.Contains(out, "tentative") {
+				t.Errorf("%s: the pod's eth0 lacks host-local's fd00:89::2/64 or has it tentative:\n%s", tt.name, out)
+			}
+			if !ping6OK(pod.Try, lab.WANIP6) {
+				t.Errorf("%s: the pod does not reach the wan over IPv6", tt.name)
+			}
+		} else if ns[0].Subnet6 != "" || strings.Contains(out, "inet6") {
+			t.Errorf("%s: a network without \"ipv6\" took IPv6 from the ranges (subnet6 %q):\n%s", tt.name, ns[0].Subnet6, out)
+		}
+		if leases := hostLocalLeases(t, dataDir, tt.name); len(leases) != 2 {
+			t.Errorf("%s: host-local holds %v, want an address of each family", tt.name, leases)
+		}
+		if r := p.call("DEL", "pod", pod.Path, "eth0", conf); r.Code != 0 {
+			t.Errorf("%s: DEL: %s", tt.name, r)
+		}
+		if leases := hostLocalLeases(t, dataDir, tt.name); len(leases) != 0 {
+			t.Errorf("%s: host-local still holds %v after DEL", tt.name, leases)
+		}
+		e.must("network", "rm", tt.name)
+	}
 }

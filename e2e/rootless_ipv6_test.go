@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -190,8 +191,23 @@ func TestRootlessIPv6PublishedPorts(t *testing.T) {
 	if strings.Contains(listening, "[::]:8087") || strings.Contains(listening, "0.0.0.0:8087") {
 		t.Errorf("a port published on [::1] listens on more than ::1:\n%s", listening)
 	}
-	if out := u.must("ps"); !strings.Contains(out, "[::1]:8087->8000/tcp") {
-		t.Errorf("ps does not show the port published on [::1]:\n%s", out)
+	if out := u.must("ps"); !strings.Contains(out, "[::1]:8087->8000/tcp") || !strings.Contains(out, "10.0.2.100,fd00::100") {
+		t.Errorf("ps does not show the port published on [::1] and both of the container's addresses:\n%s", out)
+	}
+	var c struct {
+		UserNet struct{ IP, Gateway, IP6, Gateway6 string } `json:"usernet"`
+	}
+	if out := u.must("inspect", "--format", "json", "srv"); json.Unmarshal([]byte(out), &c) != nil {
+		t.Fatalf("inspect's JSON: %s", out)
+	}
+	if got := fmt.Sprint(c.UserNet); got != "{10.0.2.100 10.0.2.2 fd00::100 fd00::2}" {
+		t.Errorf("inspect's JSON gives the user-mode network's addresses and gateways as %s", got)
+	}
+	if got := u.must("inspect", "--format", "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.GlobalIPv6Address}} {{.NetworkSettings.IPv6Gateway}}", "srv"); strings.TrimSpace(got) != "10.0.2.100 fd00::100 fd00::2" {
+		t.Errorf("inspect's Docker fields give the user-mode addresses as %q", got)
+	}
+	if out := u.must("inspect", "srv"); !strings.Contains(out, "fd00::100") || !strings.Contains(out, "10.0.2.100") {
+		t.Errorf("inspect does not show the user-mode network's addresses:\n%s", out)
 	}
 	u.must("rm", "-f", "srv")
 	listening = u.host.MustRun(t, "ss", "-Hln")

@@ -221,6 +221,10 @@ const (
 	ndOptTargetLLAddr    = 2
 	ndRouterAdvert       = 134
 	ndRedirect           = 137
+	mldListenerQuery     = 130
+	mldListenerReport    = 131
+	mldListenerDone      = 132
+	mld2ListenerReport   = 143
 )
 
 // protocol matches the frame's ethertype as the kernel parsed it (meta protocol),
@@ -475,6 +479,21 @@ var bridgeRulesBeforeND = sync.OnceValue(func() []ruleSpec {
 			exprs:   join(protocol(etherTypeIPv6), icmpv6Type(ndRouterAdvert), one(verdict(expr.VerdictDrop)))},
 		{chain: "prerouting", text: "icmpv6 type nd-redirect drop",
 			exprs: join(protocol(etherTypeIPv6), icmpv6Type(ndRedirect), one(verdict(expr.VerdictDrop)))},
+		// Multicast listener discovery is between listeners and a multicast router, and
+		// the host routes no multicast for containers. A bridge without a querier floods
+		// listener reports to every port, so each new container made work in every
+		// other's namespace (BENCHMARKS.md), and floods multicast whether or not it
+		// learnt the group, so no delivery depends on the reports. A container's query
+		// would make it the bridge's querier, which every neighbour answers.
+		{chain: "prerouting", text: "icmpv6 type mld-listener-query drop",
+			comment: "nor multicast routers",
+			exprs:   join(protocol(etherTypeIPv6), icmpv6Type(mldListenerQuery), one(verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: "icmpv6 type mld-listener-report drop",
+			exprs: join(protocol(etherTypeIPv6), icmpv6Type(mldListenerReport), one(verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: "icmpv6 type mld-listener-done drop",
+			exprs: join(protocol(etherTypeIPv6), icmpv6Type(mldListenerDone), one(verdict(expr.VerdictDrop)))},
+		{chain: "prerouting", text: "icmpv6 type mld2-listener-report drop",
+			exprs: join(protocol(etherTypeIPv6), icmpv6Type(mld2ListenerReport), one(verdict(expr.VerdictDrop)))},
 		{chain: "prerouting", text: "iifname . ip saddr @" + setPortIPs + " accept",
 			comment: "and only from its own address",
 			exprs: join(protocol(etherTypeIPv4), one(

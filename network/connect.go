@@ -54,15 +54,17 @@ func (m *Manager) Connect(ctx context.Context, network, ref string, opts Connect
 			att.MAC = mac.String()
 		}
 		limitAttachment(att, opts.Bandwidth)
-		if err := m.plumbAttachment(o, c, n, att); err != nil {
-			return err
-		}
-		c.Attachments = append(c.Attachments, *att)
+		// The firewall before the interface, as in Create: a running container could
+		// otherwise send anything from the new interface until its elements came.
 		change := firewall.Change{Add: firewall.State{Endpoints: fwEndpoints(o.tx, att)}}
 		retargetPorts(c, n, att, &change)
 		if err := m.applyFirewall(o, change); err != nil {
 			return err
 		}
+		if err := m.plumbAttachment(o, c, n, att); err != nil {
+			return err
+		}
+		c.Attachments = append(c.Attachments, *att)
 		return o.tx.PutContainer(c)
 	})
 	if err != nil {

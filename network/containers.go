@@ -208,14 +208,17 @@ func (m *Manager) create(o *op, spec ContainerSpec) (*store.Container, error) {
 		if c.Ports, err = m.allocatePorts(o, spec.Ports, att.IP, att.IP6, c.ID); err != nil {
 			return nil, err
 		}
-		if err := m.plumbAttachment(o, c, n, att); err != nil {
-			return nil, err
-		}
-		c.Attachments = append(c.Attachments, *att)
+		// The firewall before the interface: from the moment the port is in the
+		// bridge, what it sends is held to its addresses (the bridge table lets
+		// through what comes from a port it does not know).
 		if err := m.applyFirewall(o, firewall.Change{Add: firewall.State{
 			Endpoints: fwEndpoints(o.tx, att), Ports: slices.Clone(c.Ports)}}); err != nil {
 			return nil, err
 		}
+		if err := m.plumbAttachment(o, c, n, att); err != nil {
+			return nil, err
+		}
+		c.Attachments = append(c.Attachments, *att)
 	}
 	if err := m.writeEtcFiles(o, c, servers, extra); err != nil {
 		return nil, err

@@ -162,12 +162,20 @@ type Container struct {
 func (c *Container) HostnameOrID() string { return hostname(c.Hostname, c.ID) }
 
 // UserNet is the user-mode network of an unprivileged user's container. JSON keys:
-// subnet, mtu, allow_host_loopback, resolvers (omitted when empty: the host's).
+// subnet, mtu, allow_host_loopback, resolvers (omitted when empty: the host's), then
+// the container's addresses and gateways the stack gives it: ip, gateway, ip6,
+// gateway6.
 type UserNet struct {
 	Subnet            netip.Prefix     `json:"subnet"`
 	MTU               int              `json:"mtu"`
 	AllowHostLoopback bool             `json:"allow_host_loopback"`
 	Resolvers         []netip.AddrPort `json:"resolvers,omitempty"`
+	// Derived from Subnet (IPv4) and fixed (IPv6, fd00::/64), as slirp4netns's; set
+	// in the views Manager returns, ignored by the stack.
+	IP       netip.Addr `json:"ip"`
+	Gateway  netip.Addr `json:"gateway"`
+	IP6      netip.Addr `json:"ip6"`
+	Gateway6 netip.Addr `json:"gateway6"`
 }
 
 // Attachment is a container's interface on one network. JSON keys: network,
@@ -257,9 +265,10 @@ func containerView(c *store.Container) *Container {
 			v.Attachments[i] = attachmentView(&c.Attachments[i])
 		}
 	}
-	if c.UserNet != nil {
-		un := UserNet(*c.UserNet)
-		v.UserNet = &un
+	if u := c.UserNet; u != nil {
+		layout := userNetAddrs(u.Subnet)
+		v.UserNet = &UserNet{Subnet: u.Subnet, MTU: u.MTU, AllowHostLoopback: u.AllowHostLoopback, Resolvers: u.Resolvers,
+			IP: layout.Guest, Gateway: layout.Gateway, IP6: userNetIPv6.Guest, Gateway6: userNetIPv6.Gateway}
 	}
 	return v
 }

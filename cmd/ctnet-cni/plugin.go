@@ -280,6 +280,9 @@ func add(args *skel.CmdArgs, conf *netConf, m *network.Manager) (err error) {
 		}()
 		lease.fillNetwork(conf)
 		ip = lease.addr.Addr().String()
+		if lease.addr6.IsValid() {
+			ip6 = lease.addr6.Addr().String()
+		}
 	}
 	n, err := ensureNetwork(m, conf)
 	if err != nil {

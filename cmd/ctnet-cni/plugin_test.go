@@ -214,30 +214,57 @@ func TestLeaseFrom(t *testing.T) {
 	}
 	_, defaultRoute, _ := net.ParseCIDR("0.0.0.0/0")
 	_, otherRoute, _ := net.ParseCIDR("192.168.0.0/16")
+	_, defaultRoute6, _ := net.ParseCIDR("::/0")
+	_, otherRoute6, _ := net.ParseCIDR("fd00:1::/64")
 	tests := []struct {
 		name, conf       string
 		res              *types100.Result
 		wantAddr, wantGW string
 		wantErr          string
+		// On a network with "ipv6": the IPv6 address and gateway, "" for none.
+		wantAddr6, wantGW6 string
 	}{
 		{"one IPv4 address", `{"name":"n","ipam":{"type":"host-local"}}`,
 			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}, Routes: []*types.Route{{Dst: *defaultRoute}}},
-			"10.244.1.5/24", "10.244.1.1", ""},
+			"10.244.1.5/24", "10.244.1.1", "", "", ""},
 		{"IPv6 left unused", `{"name":"n","ipam":{"type":"host-local"}}`,
 			&types100.Result{IPs: []*types100.IPConfig{ipConf("fd00::5/64", "fd00::1"), ipConf("10.244.1.5/24", "")}},
-			"10.244.1.5/24", "", ""},
+			"10.244.1.5/24", "", "", "", ""},
 		{"within the configuration's subnet", `{"name":"n","subnet":"10.244.0.0/16","gateway":"10.244.1.1","ipam":{"type":"host-local"}}`,
-			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}}, "10.244.1.5/24", "10.244.1.1", ""},
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}}, "10.244.1.5/24", "10.244.1.1", "", "", ""},
 		{"no IPv4 address", `{"name":"n","ipam":{"type":"host-local"}}`,
-			&types100.Result{IPs: []*types100.IPConfig{ipConf("fd00::5/64", "fd00::1")}}, "", "", "gave no IPv4 address"},
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("fd00::5/64", "fd00::1")}}, "", "", "gave no IPv4 address", "", ""},
 		{"two IPv4 addresses", `{"name":"n","ipam":{"type":"host-local"}}`,
-			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("10.245.1.5/24", "")}}, "", "", "gave 2 IPv4 addresses"},
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("10.245.1.5/24", "")}}, "", "", "gave 2 IPv4 addresses", "", ""},
 		{"outside the subnet", `{"name":"n","subnet":"10.244.0.0/16","ipam":{"type":"host-local"}}`,
-			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.245.1.5/24", "")}}, "", "", "outside subnet 10.244.0.0/16"},
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.245.1.5/24", "")}}, "", "", "outside subnet 10.244.0.0/16", "", ""},
 		{"another gateway", `{"name":"n","gateway":"10.244.1.254","ipam":{"type":"host-local"}}`,
-			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}}, "", "", "gateway 10.244.1.1"},
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "10.244.1.1")}}, "", "", "gateway 10.244.1.1", "", ""},
 		{"a route other than the default", `{"name":"n","ipam":{"type":"host-local"}}`,
-			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "")}, Routes: []*types.Route{{Dst: *otherRoute}}}, "", "", "192.168.0.0/16"},
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "")}, Routes: []*types.Route{{Dst: *otherRoute}}}, "", "", "192.168.0.0/16", "", ""},
+		{"an IPv6 route other than the default, unused", `{"name":"n","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "")}, Routes: []*types.Route{{Dst: *otherRoute6}}}, "10.244.1.5/24", "", "", "", ""},
+		{"dual stack", `{"name":"n","ipv6":true,"ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("fd00:244::5/64", "fd00:244::1"), ipConf("10.244.1.5/24", "10.244.1.1")},
+				Routes: []*types.Route{{Dst: *defaultRoute}, {Dst: *defaultRoute6}}},
+			"10.244.1.5/24", "10.244.1.1", "", "fd00:244::5/64", "fd00:244::1"},
+		{"dual stack, no IPv6 range", `{"name":"n","ipv6":true,"ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", "")}}, "10.244.1.5/24", "", "", "", ""},
+		{"dual stack within the configuration's subnet6", `{"name":"n","ipv6":true,"subnet6":"fd00:244::/56","gateway6":"fd00:244::1","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("fd00:244::5/64", "fd00:244::1")}},
+			"10.244.1.5/24", "", "", "fd00:244::5/64", "fd00:244::1"},
+		{"two IPv6 addresses", `{"name":"n","ipv6":true,"ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("fd00:244::5/64", ""), ipConf("fd00:245::5/64", "")}},
+			"", "", "gave 2 IPv6 addresses", "", ""},
+		{"IPv6 outside subnet6", `{"name":"n","ipv6":true,"subnet6":"fd00:245::/64","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("fd00:244::5/64", "")}},
+			"", "", "outside subnet6 fd00:245::/64", "", ""},
+		{"another IPv6 gateway", `{"name":"n","ipv6":true,"gateway6":"fd00:244::fe","ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("fd00:244::5/64", "fd00:244::1")}},
+			"", "", "gateway6 is fd00:244::fe", "", ""},
+		{"an IPv6 route other than the default", `{"name":"n","ipv6":true,"ipam":{"type":"host-local"}}`,
+			&types100.Result{IPs: []*types100.IPConfig{ipConf("10.244.1.5/24", ""), ipConf("fd00:244::5/64", "")}, Routes: []*types.Route{{Dst: *otherRoute6}}},
+			"", "", "fd00:1::/64", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -263,6 +290,16 @@ func TestLeaseFrom(t *testing.T) {
 			}
 			if lease.addr.String() != tt.wantAddr || gw != tt.wantGW {
 				t.Errorf("lease %s with gateway %q, want %s with %q", lease.addr, gw, tt.wantAddr, tt.wantGW)
+			}
+			addr6, gw6 := "", ""
+			if lease.addr6.IsValid() {
+				addr6 = lease.addr6.String()
+			}
+			if lease.gateway6.IsValid() {
+				gw6 = lease.gateway6.String()
+			}
+			if addr6 != tt.wantAddr6 || gw6 != tt.wantGW6 {
+				t.Errorf("IPv6 lease %q with gateway %q, want %q with %q", addr6, gw6, tt.wantAddr6, tt.wantGW6)
 			}
 		})
 	}

@@ -166,8 +166,8 @@ func ipsOf(c *network.Container) string {
 	if c.State == network.StateExited {
 		return ""
 	}
-	if c.UserNet != nil {
-		return network.UserNetGuest(c.UserNet.Subnet).String()
+	if u := c.UserNet; u != nil {
+		return u.IP.String() + "," + u.IP6.String()
 	}
 	var ips []string
 	for _, at := range c.Attachments {
@@ -334,6 +334,13 @@ func printContainer(a *app, info *network.ContainerInspect) error {
 		}
 		t.flush()
 		printBandwidth(w, c.Attachments)
+	}
+	if u := c.UserNet; u != nil {
+		fmt.Fprintln(w, "\nUser-mode network")
+		t := newTable(w, "  IP", "GATEWAY")
+		t.row("  "+u.IP.String(), u.Gateway.String())
+		t.row("  "+u.IP6.String(), u.Gateway6.String())
+		t.flush()
 	}
 	if len(c.Ports) > 0 {
 		fmt.Fprintln(w, "\nPorts")

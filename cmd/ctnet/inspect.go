@@ -103,8 +103,8 @@ func newContainerDoc(info *network.ContainerInspect) containerDoc {
 				ns.GlobalIPv6Address, ns.IPv6Gateway, ns.GlobalIPv6PrefixLen = ep.GlobalIPv6Address, ep.IPv6Gateway, ep.GlobalIPv6PrefixLen
 			}
 		}
-		if c.UserNet != nil {
-			ns.IPAddress = network.UserNetGuest(c.UserNet.Subnet).String()
+		if u := c.UserNet; u != nil {
+			ns.IPAddress, ns.Gateway, ns.GlobalIPv6Address, ns.IPv6Gateway = addrText(u.IP), addrText(u.Gateway), addrText(u.IP6), addrText(u.Gateway6)
 		}
 	}
 	if info.Stack != nil {

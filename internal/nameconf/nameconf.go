@@ -68,8 +68,10 @@ func ReadResolvConf(path string) (Resolver, error) {
 
 // ForContainer is the resolver configuration of a container with its own network
 // namespace: the given nameservers if any, else the host's that a container can
-// reach — loopback ones cannot be — falling back to what systemd-resolved forwards
-// to and then to Docker's public ones. Search domains and options are the host's.
+// reach — loopback ones cannot be, nor IPv6 link-local ones (fe80::1%uplink0, as a
+// router's advertisement gives them), which are on a link of the host's, not the
+// container's — falling back to what systemd-resolved forwards to and then to
+// Docker's public ones. Search domains and options are the host's.
 func ForContainer(dns []netip.Addr, hostPath, upstreamPath string) (Resolver, error) {
 	host, err := ReadResolvConf(hostPath)
 	if err != nil {
@@ -95,7 +97,9 @@ func ForContainer(dns []netip.Addr, hostPath, upstreamPath string) (Resolver, er
 func reachable(servers []netip.Addr) []netip.Addr {
 	var out []netip.Addr
 	for _, s := range servers {
-		if !s.IsLoopback() {
+		// The host forwards to 169.254.0.0/16 (a cloud's resolver, such as AWS's
+		// 169.254.169.253), never to fe80::/10.
+		if !s.IsLoopback() && !(s.Is6() && s.IsLinkLocalUnicast()) {
 			out = append(out, s)
 		}
 	}

@@ -52,6 +52,8 @@ func TestForContainer(t *testing.T) {
 		want           []netip.Addr
 	}{
 		{"the host's reachable resolvers", nil, "nameserver 192.0.2.1\nnameserver 127.0.0.1\nnameserver 192.0.2.2\n", "", addrs("192.0.2.1", "192.0.2.2")},
+		{"not the host's IPv6 link-local ones", nil, "nameserver fe80::1%uplink0\nnameserver 2001:db8::53\nnameserver 169.254.169.253\n", "", addrs("2001:db8::53", "169.254.169.253")},
+		{"a link-local resolver alone: what systemd-resolved forwards to", nil, "nameserver fe80::1%uplink0\n", "nameserver 192.0.2.7\n", addrs("192.0.2.7")},
 		{"--dns wins over the host's", addrs("198.51.100.9"), "nameserver 192.0.2.1\n", "", addrs("198.51.100.9")},
 		{"a loopback stub: what it forwards to", nil, "nameserver 127.0.0.53\n", "nameserver 192.0.2.7\n", addrs("192.0.2.7")},
 		{"a loopback stub and nothing known behind it", nil, "nameserver 127.0.0.53\n", "", FallbackNameservers},
