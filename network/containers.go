@@ -239,7 +239,7 @@ func (m *Manager) checkNewName(o *op, c *store.Container) error {
 	if c.Name == "" {
 		for range 100 {
 			c.Name = randomName()
-			if _, err := o.tx.Container(c.Name); errors.Is(err, store.ErrNotFound) {
+			if _, err := o.tx.ContainerNamed(c.Name); errors.Is(err, store.ErrNotFound) {
 				return nil
 			}
 		}
@@ -248,15 +248,12 @@ func (m *Manager) checkNewName(o *op, c *store.Container) error {
 	if err := checkName("container", c.Name); err != nil {
 		return err
 	}
-	existing, err := o.tx.Container(c.Name)
+	existing, err := o.tx.ContainerNamed(c.Name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
-	}
-	if existing.Name != c.Name {
-		return nil // c.Name matched another container's ID prefix, not its name
 	}
 	return fmt.Errorf("%w: the name %s is already used by container %s (%s): remove it or choose another name",
 		ErrConflict, c.Name, existing.ID[:12], m.stateOf(existing))

@@ -252,3 +252,20 @@ func TestIPv6LoopbackRefusedOnNetwork(t *testing.T) {
 		t.Errorf("positive control: 127.0.0.1:8080:80 gave ports %v", c.Ports)
 	}
 }
+
+// A name that is a prefix of another network's ID names a network of its own: making
+// one is no clash, and EnsureNetwork makes it instead of taking the other network,
+// whose ID lookups by prefix would find.
+func TestNetworkNamesThatArePrefixesOfIDs(t *testing.T) {
+	h := newTestHost(t)
+	first := h.createNetwork("first", "10.93.0.0/24")
+	named := h.createNetwork(first.ID[:8], "10.93.1.0/24")
+	ensured, err := h.m.EnsureNetwork(t.Context(), NetworkSpec{Name: first.ID[:8], Subnet: "10.93.1.0/24"})
+	if err != nil || ensured.ID != named.ID {
+		t.Errorf("EnsureNetwork(%s) = %v, %v; want network %s", first.ID[:8], ensured, err, named.ID)
+	}
+	made, err := h.m.EnsureNetwork(t.Context(), NetworkSpec{Name: first.ID[:10], Subnet: "10.93.2.0/24"})
+	if err != nil || made.ID == first.ID || made.Name != first.ID[:10] {
+		t.Errorf("EnsureNetwork(%s), a name no network has = %v, %v; want a new network of that name", first.ID[:10], made, err)
+	}
+}

@@ -99,7 +99,7 @@ func (m *Manager) planNetwork(tx *store.Tx, spec NetworkSpec) (*store.Network, e
 	if isModeName(spec.Name) {
 		return nil, invalid("network name %q is reserved for the --network mode of that name: choose another", spec.Name)
 	}
-	if _, err := tx.Network(spec.Name); err == nil {
+	if _, err := tx.NetworkNamed(spec.Name); err == nil {
 		return nil, tagged(ErrConflict, "network %s already exists", spec.Name)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
@@ -427,7 +427,7 @@ func (m *Manager) ensureDefaultNetwork(o *op) (*store.Network, error) {
 func (m *Manager) EnsureNetwork(ctx context.Context, spec NetworkSpec) (*Network, error) {
 	var n *store.Network
 	err := m.mutate(ctx, func(o *op) error {
-		existing, err := o.tx.Network(spec.Name)
+		existing, err := o.tx.NetworkNamed(spec.Name)
 		if err == nil {
 			n = existing
 			return checkSameNetwork(existing, spec)

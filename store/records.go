@@ -70,9 +70,15 @@ func put(b *bolt.Bucket, key string, rec any) error {
 	return b.Put([]byte(key), v)
 }
 
+// NetworkNamed returns the network with this name, and no other: a name that is a
+// prefix of another network's ID is still free.
+func (t *Tx) NetworkNamed(name string) (*Network, error) {
+	return get[Network](t.bucket(bNetworks), name)
+}
+
 // Network returns the network with this name or ID (or unique ID prefix).
 func (t *Tx) Network(ref string) (*Network, error) {
-	n, err := get[Network](t.bucket(bNetworks), ref)
+	n, err := t.NetworkNamed(ref)
 	if !errors.Is(err, ErrNotFound) {
 		return n, err
 	}
@@ -111,9 +117,15 @@ func (t *Tx) DeleteNetwork(n *Network) error {
 	return t.bucket(bCursors).Delete(cursorKey(n.ID, true))
 }
 
+// ContainerNamed returns the container with this name, and no other: a name that is
+// a prefix of other containers' IDs is still free.
+func (t *Tx) ContainerNamed(name string) (*Container, error) {
+	return get[Container](t.bucket(bContainers), name)
+}
+
 // Container returns the container with this name, ID or unique ID prefix.
 func (t *Tx) Container(ref string) (*Container, error) {
-	c, err := get[Container](t.bucket(bContainers), ref)
+	c, err := t.ContainerNamed(ref)
 	if !errors.Is(err, ErrNotFound) {
 		return c, err
 	}

@@ -197,6 +197,18 @@ func TestLookupByIDPrefix(t *testing.T) {
 		}
 		return nil
 	})
+	// A creation asks for the name alone: one that is an ID prefix is still free.
+	mustView(t, s, func(tx *Tx) error {
+		if n, err := tx.NetworkNamed("ffff"); err != nil || n.Name != "ffff" {
+			t.Errorf("NetworkNamed(ffff) = %v, %v; want the network named ffff", n, err)
+		}
+		for _, ref := range []string{"abcd", "abcd1", id64("abcd1234")} {
+			if n, err := tx.NetworkNamed(ref); !errors.Is(err, ErrNotFound) {
+				t.Errorf("NetworkNamed(%q) = %v, %v; want ErrNotFound: no network has that name", ref, n, err)
+			}
+		}
+		return nil
+	})
 	// Containers resolve the same way.
 	mustUpdate(t, s, func(tx *Tx) error {
 		for _, c := range []*Container{{ID: id64("beef01"), Name: "a"}, {ID: id64("beef02"), Name: "b"}} {
@@ -212,6 +224,12 @@ func TestLookupByIDPrefix(t *testing.T) {
 		}
 		if _, err := tx.Container("beef"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "more than one") {
 			t.Errorf("Container(beef) = %v, want ErrConflict naming the ambiguity", err)
+		}
+		if c, err := tx.ContainerNamed("beef"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("ContainerNamed(beef) = %v, %v; want ErrNotFound: a name no container has, however many IDs it begins", c, err)
+		}
+		if c, err := tx.ContainerNamed("a"); err != nil || c.Name != "a" {
+			t.Errorf("ContainerNamed(a) = %v, %v; want a", c, err)
 		}
 		return nil
 	})
