@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -126,7 +127,7 @@ func TestGCRepairs(t *testing.T) {
 					t.Errorf("the released container should stay listed as exited, got %+v (present %t)", c, ok)
 				}
 				if !eventually(func() bool { return len(proc.InNetNS(leftovers)) == 0 }) {
-					t.Errorf("processes left in the released container's namespace: %v", proc.InNetNS(leftovers))
+					t.Errorf("processes left in the released container's namespace: %s", describeProcesses(proc.InNetNS(leftovers)))
 				}
 				e.must("rm", "victim")
 			},
@@ -504,4 +505,24 @@ func TestGCReleasesEmptyPinDir(t *testing.T) {
 		t.Errorf("mounts left under the root after gc: %v", m)
 	}
 	e.must("network", "rm", "one")
+}
+
+// describeProcesses names each process by its command line, state and parent, so that
+// a failure says what was left, not only its PID.
+func describeProcesses(pids []int) string {
+	var out []string
+	for _, pid := range pids {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		var state, parent string
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "State:"); ok {
+				state = strings.TrimSpace(v)
+			} else if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+				parent = strings.TrimSpace(v)
+			}
+		}
+		out = append(out, fmt.Sprintf("%d %q (%s, parent %s)", pid, strings.ReplaceAll(string(cmdline), "\x00", " "), state, parent))
+	}
+	return strings.Join(out, "; ")
 }

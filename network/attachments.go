@@ -195,9 +195,9 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 			return err
 		}
 	}
-	if err := m.applyFirewall(o, firewall.Change{Remove: fwContainer(o.tx, c)}); err != nil {
-		return err
-	}
+	// The firewall's elements go last, once no port of the container is in a bridge:
+	// the bridge table lets through what comes from a port it does not know.
+	elements := fwContainer(o.tx, c)
 	if err := m.removeMacvlans(o, c); err != nil {
 		return err
 	}
@@ -231,6 +231,9 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 		if err := o.tx.DeleteVeth(a.HostVeth); err != nil {
 			return err
 		}
+	}
+	if err := m.applyFirewall(o, firewall.Change{Remove: elements}); err != nil {
+		return err
 	}
 	for _, p := range c.Ports {
 		if err := o.tx.DeletePort(p); err != nil {

@@ -156,10 +156,12 @@ func (m *Manager) disconnect(o *op, c *store.Container, n *store.Network) error 
 			kept = append(kept, p)
 		}
 	}
-	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: fwEndpoints(o.tx, &att), Ports: slices.Clone(ports)}}); err != nil {
+	// The links first, as in unplumb: a running container would send unchecked from
+	// a port still in the bridge once its elements were gone.
+	if err := m.removeLinks(o, c, &att); err != nil {
 		return err
 	}
-	if err := m.removeLinks(o, c, &att); err != nil {
+	if err := m.applyFirewall(o, firewall.Change{Remove: firewall.State{Endpoints: fwEndpoints(o.tx, &att), Ports: slices.Clone(ports)}}); err != nil {
 		return err
 	}
 	for _, p := range ports {
