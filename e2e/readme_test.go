@@ -250,11 +250,7 @@ func TestREADMEMore(t *testing.T) {
 	e := newEnv(t)
 	e.host.Boot = lab.NewBoot(t) // ip netns add makes its pin in the boot's /run/netns
 	e.before = e.host.Snapshot(t, e.root)
-	bin := t.TempDir()
-	if err := os.WriteFile(bin+"/ctnet", []byte("#!/bin/sh\nexec "+lab.Binary(t)+" --root "+e.root+" \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	environ := append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "TERM=xterm")
+	environ := append(e.ctnetOnPath(), "TERM=xterm")
 	shell := func(line string) *exec.Cmd {
 		cmd := e.host.Command(context.Background(), "sh", "-c", line)
 		cmd.Env = environ
@@ -343,16 +339,95 @@ var trailingComment = regexp.MustCompile(`\s{2,}#.*$`)
 // begins with opening, up to its closing fence.
 func walkthroughBlock(t *testing.T, opening string) string {
 	t.Helper()
+	return readmeBlock(t, "## Walkthrough", opening)
+}
+
+// readmeBlock is the text of the first code block in the README's section headed
+// heading that begins with opening, up to its closing fence.
+func readmeBlock(t *testing.T, heading, opening string) string {
+	t.Helper()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, _ := strings.Cut(string(readme), "## Walkthrough")
+	_, section, _ := strings.Cut(string(readme), "\n"+heading)
 	section, _, _ = strings.Cut(section, "\n## ")
 	_, block, ok := strings.Cut(section, opening)
 	if !ok {
-		t.Fatalf("the README's walkthrough has no block beginning %q", opening)
+		t.Fatalf("the README's section %q has no block beginning %q", heading, opening)
 	}
 	block, _, _ = strings.Cut(block, "```")
 	return block
+}
+
+// The README's IPv6 block runs as written, its placeholder CMD a server that answers
+// with the client's address, on a host that has the block's 2001:db8::5: the
+// networks have the families and subnets its comments promise, web has the address it
+// asks for and answers the wan over IPv6 with the wan's own address, and the port
+// published on 2001:db8::5 answers there.
+func TestREADMEIPv6(t *testing.T) {
+	e := newEnv(t)
+	e.host.AddLoopbackAddr(t, "2001:db8::5/128")
+	e.before = e.host.Snapshot(t, e.root) // the address is the test's, not ctnet's
+	environ := e.ctnetOnPath()
+	var lines []string
+	for _, line := range strings.Split(readmeBlock(t, "## IPv6", "```sh\n"), "\n") {
+		if line = strings.TrimSpace(trailingComment.ReplaceAllString(line, "")); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) != 5 {
+		t.Fatalf("the README's IPv6 block has %d lines, want its 5: %q", len(lines), lines)
+	}
+	for _, line := range lines {
+		port := "80"
+		if strings.Contains(line, ":443") {
+			port = "443"
+		}
+		line = strings.ReplaceAll(line, "-- CMD", "-- "+strings.Join(peerServer6Quoted(port), " "))
+		cmd := e.host.Command(context.Background(), "sh", "-c", line)
+		cmd.Env = environ
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("README: %s: %v\n%s", line, err, out)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"network", "inspect", "-f", "{{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}} {{end}}", "dual"}, `^true \d+\.\d+\.\d+\.\d+/\d+ fd63:746e:7400:\S+/64$`},
+		{[]string{"network", "inspect", "-f", "{{.EnableIPv6}} {{.Masquerade}} {{range .IPAM.Config}}{{.Subnet}} {{end}}", "pub"}, `^true false 172\.30\.0\.0/24 2001:db8:30::/64$`},
+		{[]string{"network", "inspect", "-f", "{{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}} {{end}}", "six"}, `^true fd63:746e:7400:\S+/64$`},
+		{[]string{"inspect", "-f", "{{.NetworkSettings.GlobalIPv6Address}}", "web"}, `^fd63:746e:7400::80$`},
+	} {
+		if out := strings.TrimSpace(e.must(c.args...)); !regexp.MustCompile(c.want).MatchString(out) {
+			t.Errorf("after the README's IPv6 block, ctnet %s: %q, want %s", strings.Join(c.args, " "), out, c.want)
+		}
+	}
+	if !eventually(func() bool { return askPeer6(e.wanRun, lab.HostUplinkIP6, 8080) == lab.WANIP6 }) {
+		t.Errorf("the wan reaching web at [%s]:8080: want the server to see the wan's %s, got %q", lab.HostUplinkIP6, lab.WANIP6, askPeer6(e.wanRun, lab.HostUplinkIP6, 8080))
+	}
+	if !eventually(func() bool { return askPeer6(e.hostRun, "2001:db8::5", 8443) != "" }) {
+		t.Errorf("the port published on [2001:db8::5]:8443 does not answer there")
+	}
+	for _, id := range strings.Fields(e.must("ps", "-q")) {
+		e.must("rm", "-f", id)
+	}
+	e.must("network", "rm", "dual", "pub", "six")
+}
+
+// peerServer6Quoted is peerServer6 as words of a shell command line.
+func peerServer6Quoted(port string) []string {
+	return []string{"socat", "TCP6-LISTEN:" + port + ",fork,reuseaddr,ipv6only=0", "'SYSTEM:echo $SOCAT_PEERADDR'"}
+}
+
+// ctnetOnPath is the environment of a shell in which ctnet is this test's binary with
+// its root, as the README's command lines call it.
+func (e *env) ctnetOnPath() []string {
+	e.t.Helper()
+	bin := e.t.TempDir()
+	if err := os.WriteFile(bin+"/ctnet", []byte("#!/bin/sh\nexec "+lab.Binary(e.t)+" --root "+e.root+" \"$@\"\n"), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	return append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 }
