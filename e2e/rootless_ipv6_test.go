@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -197,9 +196,7 @@ func TestRootlessIPv6PublishedPorts(t *testing.T) {
 	var c struct {
 		UserNet struct{ IP, Gateway, IP6, Gateway6 string } `json:"usernet"`
 	}
-	if out := u.must("inspect", "--format", "json", "srv"); json.Unmarshal([]byte(out), &c) != nil {
-		t.Fatalf("inspect's JSON: %s", out)
-	}
+	(&env{t: t}).decodeInspected(u.must("inspect", "--format", "json", "srv"), &c)
 	if got := fmt.Sprint(c.UserNet); got != "{10.0.2.100 10.0.2.2 fd00::100 fd00::2}" {
 		t.Errorf("inspect's JSON gives the user-mode network's addresses and gateways as %s", got)
 	}
