@@ -125,13 +125,7 @@ func readmeShown(t *testing.T) map[string][]string {
 // run to run (their namespace, hook and verdict must match).
 func TestREADMETrace(t *testing.T) {
 	e := newEnv(t)
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, _ := strings.Cut(string(readme), "## Why can't my container reach X?")
-	_, block, _ := strings.Cut(section, "```console\n")
-	block, _, _ = strings.Cut(block, "```")
+	block := readmeBlock(t, "## Why can't my container reach X?", "```console\n")
 	shell := fmt.Sprintf(`ctnet() { %s --root %s "$@"; }; `, lab.Binary(t), e.root)
 	var cmd string
 	var want []string
@@ -190,13 +184,7 @@ func TestREADMETrace(t *testing.T) {
 // (and the names made of them) and the root, which is the default one there.
 func TestREADMEDryRun(t *testing.T) {
 	e := newEnv(t)
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, _ := strings.Cut(string(readme), "## See what ctnet does")
-	_, block, _ := strings.Cut(section, "```console\n")
-	block, _, _ = strings.Cut(block, "```")
+	block := readmeBlock(t, "## See what ctnet does", "```console\n")
 	shell := fmt.Sprintf(`ctnet() { %s --root %s "$@"; }; `, lab.Binary(t), e.root)
 	ids := regexp.MustCompile(`[0-9a-f]{8,64}`)
 	normal := func(s string) string { return ids.ReplaceAllString(strings.TrimRight(s, "\n"), "ID") }

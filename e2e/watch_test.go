@@ -32,11 +32,7 @@ func TestFirewallRepairedAfterFlush(t *testing.T) {
 	for _, mode := range []string{"supervisors", "watch"} {
 		t.Run(mode, func(t *testing.T) {
 			e := newEnv(t)
-			wanServer := e.wan.Command(t.Context(), peerServer(9999)...)
-			if err := wanServer.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { wanServer.Process.Kill(); wanServer.Wait() }()
+			serveIn(t, &e.wan.Sandbox, peerServer(9999)...)
 			e.must("network", "create", "red", "--subnet", "10.91.0.0/24")
 			e.must("network", "create", "blue", "--subnet", "10.92.0.0/24")
 			var logs func() string // what the supervisors said
@@ -216,11 +212,7 @@ func (e *env) pauseSupervisors() (resume func()) {
 // (no `ctnet watch`). A container left running without its supervisor, rm removes.
 func TestSupervisorsTakeTurnsWatching(t *testing.T) {
 	e := newEnv(t)
-	wanServer := e.wan.Command(t.Context(), peerServer(9999)...)
-	if err := wanServer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { wanServer.Process.Kill(); wanServer.Wait() }()
+	serveIn(t, &e.wan.Sandbox, peerServer(9999)...)
 	e.must("network", "create", "red", "--subnet", "10.91.0.0/24")
 	names := []string{"first", "second", "third"}
 	supervisors := map[int]string{}
