@@ -635,30 +635,38 @@ func TestIPv6Reboot(t *testing.T) {
 	}
 }
 
-// Networks are isolated over IPv6 as over IPv4: a container does not reach another
-// network's container by its IPv6 address, though its packets reach the host, and
-// a container of that network does.
+// Networks are isolated over IPv6 as over IPv4, both ways between a routed network
+// and a masqueraded one: a container does not reach another network's container by
+// its IPv6 address, though its packets reach the host, and a container of that
+// network does.
 func TestIPv6Isolation(t *testing.T) {
 	e := newEnv(t)
 	e.must("network", "create", "left", "--ipv6", "--opt", "masquerade=false")
 	e.must("network", "create", "right", "--ipv6")
-	e.runDetached("--name", "l", "--network", "left", "--", "sleep", "600")
-	e.runDetached(append([]string{"--name", "r", "--network", "right", "--"}, peerServer6(7000)...)...)
-	e.runDetached("--name", "r2", "--network", "right", "--", "sleep", "600")
-	r6 := e.ip6("r")
-	if !eventually(func() bool { return askPeer6(e.containerRun("r2"), r6, 7000) == e.ip6("r2") }) {
-		t.Fatalf("a container of r's own network does not reach it over IPv6: the test proves nothing")
+	for _, name := range []string{"l", "r"} {
+		network := map[string]string{"l": "left", "r": "right"}[name]
+		e.runDetached(append([]string{"--name", name, "--network", network, "--"}, peerServer6(7000)...)...)
+		e.runDetached("--name", name+"2", "--network", network, "--", "sleep", "600")
 	}
-	arrived := newCounters(t, e.hostRun, "inet", "type filter hook prerouting priority -400;", map[string]string{
-		"probe": "ip6 saddr " + e.ip6("l") + " ip6 daddr " + r6 + " tcp dport 7000",
-	})
-	if got := askPeer6(e.containerRun("l"), r6, 7000); got != "" {
-		t.Errorf("l on another network reached r over IPv6 (r saw %s)", got)
+	probes := []struct{ from, to string }{{"l", "r"}, {"r", "l"}}
+	matches := map[string]string{}
+	for _, p := range probes {
+		to6 := e.ip6(p.to)
+		if !eventually(func() bool { return askPeer6(e.containerRun(p.to+"2"), to6, 7000) == e.ip6(p.to+"2") }) {
+			t.Fatalf("a container of %s's own network does not reach it over IPv6: the test proves nothing", p.to)
+		}
+		matches[p.from+"_to_"+p.to] = "ip6 saddr " + e.ip6(p.from) + " ip6 daddr " + to6 + " tcp dport 7000"
 	}
-	if arrived.packets("probe") == 0 {
-		t.Errorf("l's probe never reached the host: the test proves nothing")
+	arrived := newCounters(t, e.hostRun, "inet", "type filter hook prerouting priority -400;", matches)
+	for _, p := range probes {
+		if got := askPeer6(e.containerRun(p.from), e.ip6(p.to), 7000); got != "" {
+			t.Errorf("%s on another network reached %s over IPv6 (%s saw %s)", p.from, p.to, p.to, got)
+		}
+		if arrived.packets(p.from+"_to_"+p.to) == 0 {
+			t.Errorf("%s's probe to %s never reached the host: the test proves nothing", p.from, p.to)
+		}
 	}
-	e.must("rm", "-f", "l", "r", "r2")
+	e.must("rm", "-f", "l", "l2", "r", "r2")
 	e.must("network", "rm", "left", "right")
 }
 
