@@ -313,7 +313,7 @@ func Tables(c *nftables.Conn) ([]string, error) {
 			return nil, err
 		}
 		if ok {
-			out = append(out, familyName(t.Family)+" "+TableName)
+			out = append(out, FamilyName(t.Family)+" "+TableName)
 		}
 	}
 	return out, nil

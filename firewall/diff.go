@@ -27,7 +27,7 @@ func Diff(c *nftables.Conn, s State) (extra, missing []string, err error) {
 		specs []setSpec
 		want  map[string][]nftables.SetElement
 	}{{inetTable, inetSets, want.inet}, {bridgeTable, bridgeSets, want.bridge}} {
-		fam := familyName(tbl.t.Family)
+		fam := FamilyName(tbl.t.Family)
 		// GetSetElements does not wrap its errors: a missing table must be found
 		// before its sets are read.
 		if ok, err := tableExists(c, tbl.t); err != nil {

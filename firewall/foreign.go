@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/google/nftables"
 )
@@ -32,7 +33,7 @@ func ForeignDropChains(c *nftables.Conn) ([]ForeignChain, error) {
 		if ch.Table.Name == TableName && (ch.Table.Family == nftables.TableFamilyINet || ch.Table.Family == nftables.TableFamilyBridge) {
 			continue
 		}
-		fam := familyName(ch.Table.Family)
+		fam := FamilyName(ch.Table.Family)
 		var hook string
 		switch {
 		case *ch.Hooknum == *nftables.ChainHookForward && ch.Table.Family != nftables.TableFamilyNetdev:
@@ -47,9 +48,9 @@ func ForeignDropChains(c *nftables.Conn) ([]ForeignChain, error) {
 	return out, nil
 }
 
-// familyName is nft's name of a table family. (A switch, not a map: every command
-// would build the map at start.)
-func familyName(f nftables.TableFamily) string {
+// FamilyName is nft's name of a table family, or its number when nft has none. (A
+// switch, not a map: every command would build the map at start.)
+func FamilyName(f nftables.TableFamily) string {
 	switch f {
 	case nftables.TableFamilyINet:
 		return "inet"
@@ -64,5 +65,5 @@ func familyName(f nftables.TableFamily) string {
 	case nftables.TableFamilyNetdev:
 		return "netdev"
 	}
-	return ""
+	return strconv.Itoa(int(f))
 }

@@ -51,7 +51,7 @@ func List(c *nftables.Conn) ([]Entry, error) {
 				if e.IntervalEnd {
 					continue
 				}
-				out = append(out, Entry{Table: familyName(tbl.t.Family) + " " + TableName, Set: spec.name, Element: describe(spec, e)})
+				out = append(out, Entry{Table: FamilyName(tbl.t.Family) + " " + TableName, Set: spec.name, Element: describe(spec, e)})
 			}
 		}
 	}

@@ -33,7 +33,7 @@ func Structure(c *nftables.Conn) ([]string, error) {
 				have[ch.Name] = ch
 			}
 		}
-		fam := familyName(tbl.t.Family)
+		fam := FamilyName(tbl.t.Family)
 		for _, cs := range tbl.chains {
 			ch, ok := have[cs.name]
 			if !ok {

@@ -51,7 +51,7 @@ type TraceTable struct {
 	StartTime uint64
 }
 
-func (t TraceTable) String() string { return familyName(t.Family) + " " + t.Name }
+func (t TraceTable) String() string { return FamilyName(t.Family) + " " + t.Name }
 
 // TraceTableName is the name of the tables of the seq-th trace of the process with
 // pid and start time.

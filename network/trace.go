@@ -653,7 +653,7 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 		if key != hopKey {
 			res.Hops = append(res.Hops, TraceHop{Namespace: p.label, Hook: pk.hook, In: p.ifName(pk.iif), Out: p.ifName(pk.oif),
 				Packet: describePacket(pk.network, pk.tport, t), Conntrack: describeConntrack(pk.ctState, pk.ctStatus),
-				Table: familyName(ev.Family) + " " + ev.Table, Chain: ev.Chain})
+				Table: firewall.FamilyName(ev.Family) + " " + ev.Table, Chain: ev.Chain})
 			hop, hopKey = &res.Hops[len(res.Hops)-1], key
 			if own {
 				hop.Table, hop.Chain, hop.Verdict = "", "", "marked"
@@ -746,7 +746,7 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 // dropReason says which of ctnet's rules dropped the probe, in the words of its
 // comment, or whose chain did when the table is not ctnet's.
 func (m *Manager) dropReason(p *traceNS, ev firewall.TraceEvent, rules map[firewall.RuleKey]firewall.Rule, networks []*Network) string {
-	where := fmt.Sprintf("table %s %s chain %s in %s", familyName(ev.Family), ev.Table, ev.Chain, p.label)
+	where := fmt.Sprintf("table %s %s chain %s in %s", firewall.FamilyName(ev.Family), ev.Table, ev.Chain, p.label)
 	if ev.Table != firewall.TableName || p.ns != m.host {
 		return where + ", which is not ctnet's"
 	}
@@ -777,20 +777,6 @@ func isBridgeOf(name string, networks []*Network) bool {
 		}
 	}
 	return false
-}
-
-func familyName(f nftables.TableFamily) string {
-	switch f {
-	case nftables.TableFamilyINet:
-		return "inet"
-	case nftables.TableFamilyIPv4:
-		return "ip"
-	case nftables.TableFamilyBridge:
-		return "bridge"
-	case nftables.TableFamilyNetdev:
-		return "netdev"
-	}
-	return strconv.Itoa(int(f))
 }
 
 func verdictName(v int32, target string) string {
