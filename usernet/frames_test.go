@@ -22,27 +22,11 @@ var guestMAC = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x64")
 // lying IP and TCP lengths and nonsense in the virtio-net header. The stack
 // reads them all, and still answers ARP and TCP afterwards as before them.
 func TestMalformedFramesKeepTheStackServing(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
+	guestFD := stackOnSocketPair(t, Config{Resolvers: []netip.AddrPort{}})
+	if err := unix.SetNonblock(guestFD, true); err != nil {
 		t.Fatal(err)
 	}
-	link, err := newFrameEndpoint(fds[0], true, DefaultMTU, gatewayMAC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := Config{Resolvers: []netip.AddrPort{}}.WithDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := startOn(cfg, link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := unix.SetNonblock(fds[1], true); err != nil {
-		t.Fatal(err)
-	}
-	guest := os.NewFile(uintptr(fds[1]), "guest")
+	guest := os.NewFile(uintptr(guestFD), "guest")
 	defer guest.Close()
 
 	send := func(vnet, frame []byte) {
@@ -198,4 +182,28 @@ func ipv6Garbage() []byte {
 		ip[k], ip[k+1] = 60, 0xff // destination options, claiming 2 KiB each
 	}
 	return ethFrame(header.IPv6ProtocolNumber, ip)
+}
+
+// stackOnSocketPair starts a stack of cfg whose TAP is one end of a SOCK_SEQPACKET
+// pair, closed at cleanup, and returns the other end: the guest's side of the link,
+// as the container's kernel would have it.
+func stackOnSocketPair(t *testing.T, cfg Config) (guestFD int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := newFrameEndpoint(fds[0], true, DefaultMTU, gatewayMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = cfg.WithDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := startOn(cfg, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return fds[1]
 }

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"testing"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -24,24 +23,7 @@ import (
 // direction ended on its own (half close), byte for byte. The container is a
 // second gVisor stack on the other end of the frame socket.
 func TestRelayCarriesBothDirections(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, err := newFrameEndpoint(fds[0], true, DefaultMTU, gatewayMAC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := Config{AllowHostLoopback: true, Resolvers: []netip.AddrPort{}}.WithDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := startOn(cfg, link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	guest := guestStack(t, fds[1])
+	guest := guestStack(t, stackOnSocketPair(t, Config{AllowHostLoopback: true, Resolvers: []netip.AddrPort{}}))
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
