@@ -1,12 +1,14 @@
 package fastpath
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/internal/lab"
 	"github.com/ctnet/ctnet/netns"
@@ -28,8 +30,13 @@ func TestAttachFindDetach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ports []Port
-	for i, name := range []string{"fpa", "fpb"} {
+	// Two dual-stack ports of one bridge, and an IPv6-only port of another.
+	ports := []Port{
+		{MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 2}, IP: netip.MustParseAddr("10.0.0.2"), IP6: netip.MustParseAddr("fd00:7::2"), Bridge: 7},
+		{MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 3}, IP: netip.MustParseAddr("10.0.0.3"), IP6: netip.MustParseAddr("fd00:7::3"), Bridge: 7},
+		{MAC: net.HardwareAddr{2, 0x42, 10, 0, 1, 2}, IP6: netip.MustParseAddr("fd00:8::2"), Bridge: 8},
+	}
+	for i, name := range []string{"fpa", "fpb", "fpc"} {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}
 		if err := h.LinkAdd(veth); err != nil {
 			t.Fatal(err)
@@ -38,8 +45,7 @@ func TestAttachFindDetach(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ports = append(ports, Port{Index: l.Attrs().Index, MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, byte(2 + i)},
-			IP: netip.AddrFrom4([4]byte{10, 0, 0, byte(2 + i)}), Bridge: 7})
+		ports[i].Index = l.Attrs().Index
 	}
 	old, err := Load()
 	if err != nil {
@@ -66,8 +72,28 @@ func TestAttachFindDetach(t *testing.T) {
 		t.Errorf("Find found program %d, want %d", id, oldID)
 	}
 	found.Close()
-	if ok, err := Redirects(h, ports[0].Index, ports[1].Index); err != nil || !ok {
-		t.Errorf("Redirects a → b: %t, %v", ok, err)
+	for _, c := range []struct {
+		dst   netip.Addr
+		proto uint8
+		want  bool
+	}{
+		{ports[1].IP, unix.IPPROTO_ICMP, true},
+		{ports[1].IP6, unix.IPPROTO_TCP, true},
+		{ports[1].IP6, unix.IPPROTO_UDP, true},
+		{ports[1].IP6, unix.IPPROTO_ICMPV6, false}, // neighbour discovery is the bridge's
+		{ports[0].IP, unix.IPPROTO_UDP, false},     // not b's address
+	} {
+		if ok, err := Redirects(h, ports[0].Index, ports[1].Index, c.dst, c.proto); err != nil || ok != c.want {
+			t.Errorf("Redirects a → b at %s, protocol %d: %t, %v; want %t", c.dst, c.proto, ok, err, c.want)
+		}
+	}
+	if ok, err := Redirects(h, ports[0].Index, ports[2].Index, ports[2].IP6, unix.IPPROTO_TCP); err != nil || ok {
+		t.Errorf("Redirects a → c on another bridge: %t, %v; want false", ok, err)
+	}
+	for _, port := range ports {
+		if got := entry(t, old, port.Index); got.String() != port.String() {
+			t.Errorf("the ports map holds %s, want %s", got, port)
+		}
 	}
 
 	// A newer program takes a port over: its entries leave the old maps.
@@ -82,7 +108,7 @@ func TestAttachFindDetach(t *testing.T) {
 	if listed(t, old, ports[0].Index) || !listed(t, next, ports[0].Index) {
 		t.Errorf("after the move, a is in the old maps: %t, in the new: %t", listed(t, old, ports[0].Index), listed(t, next, ports[0].Index))
 	}
-	if ok, _ := Redirects(h, ports[0].Index, ports[1].Index); ok {
+	if ok, _ := Redirects(h, ports[0].Index, ports[1].Index, ports[1].IP, unix.IPPROTO_UDP); ok {
 		t.Errorf("a and b run different programs, yet Redirects says a's frames reach b")
 	}
 
@@ -104,14 +130,24 @@ func TestAttachFindDetach(t *testing.T) {
 
 func listed(t *testing.T, p *Path, index int) bool {
 	t.Helper()
+	return entry(t, p, index).Index == index
+}
+
+// entry is index's port as the maps list it, or the zero Port.
+func entry(t *testing.T, p *Path, index int) Port {
+	t.Helper()
 	ports, err := p.Ports()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, port := range ports {
 		if port.Index == index {
-			return true
+			return port
 		}
 	}
-	return false
+	return Port{}
+}
+
+func (port Port) String() string {
+	return fmt.Sprintf("link %d %s %s %s bridge %d", port.Index, port.MAC, port.IP, port.IP6, port.Bridge)
 }

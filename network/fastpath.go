@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/ctnet/ctnet/fastpath"
@@ -14,13 +15,13 @@ import (
 // other containers may skip the bridge (package fastpath). Not on an icc=false
 // network, whose containers must not reach each other at all; not with bandwidth
 // limits, whose token buckets are on the veth's egress and its ingress's redirect to
-// an ifb, both of which the shortcut would bypass; IPv4 only. Not for a CNI runtime's
+// an ifb, both of which the shortcut would bypass. Not for a CNI runtime's
 // container (cni-…): plugins chained after ctnet's (bandwidth, firewall) put their own
 // traffic control on the host veth, which the shortcut would bypass and whose
 // ingress qdisc cannot share the veth with the program's clsact.
 func (m *Manager) fastPathEligible(c *store.Container, n *store.Network, att *store.Attachment) bool {
 	return !m.noFastPath && !m.rootless && !strings.HasPrefix(c.Name, "cni-") &&
-		!isMacvlan(n) && !n.NoICC && att.Bandwidth == nil && att.IP.IsValid() && att.HostVeth != ""
+		!isMacvlan(n) && !n.NoICC && att.Bandwidth == nil && (att.IP.IsValid() || att.IP6.IsValid()) && att.HostVeth != ""
 }
 
 // fastPath is the host namespace's program for this change: the one a port of a
@@ -89,7 +90,7 @@ func (m *Manager) attachFastPath(o *op, c *store.Container, n *store.Network, at
 	if err != nil {
 		return err
 	}
-	port := fastpath.Port{Index: veth.Attrs().Index, MAC: mac, IP: att.IP, Bridge: bridge}
+	port := fastpath.Port{Index: veth.Attrs().Index, MAC: mac, IP: att.IP, IP6: att.IP6, Bridge: bridge}
 	changed, err := p.Attach(h, port)
 	if err != nil {
 		m.log.Debug("no fast path for a container: the bridge serves it", "veth", att.HostVeth, "err", err)
@@ -177,7 +178,13 @@ func (m *Manager) reconcileFastPath(o *op, networks map[string]*store.Network, l
 		if err := p.Forget(port.Index); err != nil {
 			return err
 		}
-		o.step("fast path forgets " + port.IP.String())
+		var addrs []string
+		for _, ip := range []netip.Addr{port.IP, port.IP6} {
+			if ip.IsValid() {
+				addrs = append(addrs, ip.String())
+			}
+		}
+		o.step("fast path forgets " + strings.Join(addrs, " "))
 	}
 	return nil
 }

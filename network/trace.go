@@ -288,7 +288,7 @@ collect:
 // fast path redirects past the bridge (package fastpath), where the host's chains
 // never see it; nil when the bridge carries it.
 func (m *Manager) fastPathHop(src *Container, t *traceTarget) (*TraceHop, error) {
-	if src == nil || t.container == nil || !t.addr.Is4() {
+	if src == nil || t.container == nil {
 		return nil, nil
 	}
 	for _, a := range src.Attachments {
@@ -308,7 +308,7 @@ func (m *Manager) fastPathHop(src *Container, t *traceTarget) (*TraceHop, error)
 			if err != nil {
 				return nil, err
 			}
-			if ok, err := fastpath.Redirects(h, from.Attrs().Index, to.Attrs().Index); err != nil || !ok {
+			if ok, err := fastpath.Redirects(h, from.Attrs().Index, to.Attrs().Index, t.addr, t.proto); err != nil || !ok {
 				return nil, err
 			}
 			return &TraceHop{Namespace: "host", Hook: "tc ingress", In: a.HostVeth, Out: b.HostVeth,
@@ -459,7 +459,7 @@ func resolveTraceTarget(spec TraceSpec, src *Container, containers []*Container)
 	}
 	if addr, err := netip.ParseAddr(ref); err == nil {
 		if !addr.Is4() {
-			return nil, badField("To", spec.To, "%s is not an IPv4 address: ctnet's networks are IPv4", ref)
+			return nil, badField("To", spec.To, "%s is not an IPv4 address: trace follows IPv4 probes only", ref)
 		}
 		t.addr = addr
 		for _, c := range containers {
