@@ -151,3 +151,16 @@ func entry(t *testing.T, p *Path, index int) Port {
 func (port Port) String() string {
 	return fmt.Sprintf("link %d %s %s %s bridge %d", port.Index, port.MAC, port.IP, port.IP6, port.Bridge)
 }
+
+// BenchmarkLoad is what the first container of a host namespace pays for the fast
+// path: three maps and the program through the verifier and the JIT.
+func BenchmarkLoad(b *testing.B) {
+	lab.RequireRoot(b)
+	for b.Loop() {
+		p, err := Load()
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Close()
+	}
+}
