@@ -40,11 +40,15 @@ import (
 // reads, is never mixed with the new one (gc moves ports over).
 const (
 	programName = "ctnet_peer_v2"
-	portsName   = "ctnet_ports"
-	peersName   = "ctnet_peers"
-	peers6Name  = "ctnet_peers6"
-	filterName  = "ctnet_peer"
-	maxPorts    = 65536
+	// The first program, IPv4 only: its ports entries are the first 16 bytes of
+	// today's, families unset, and it has no IPv6 peers map. Detach still takes its
+	// ports off, entries included, so that none is left to a later port.
+	olderProgramName = "ctnet_peer_v1"
+	portsName        = "ctnet_ports"
+	peersName        = "ctnet_peers"
+	peers6Name       = "ctnet_peers6"
+	filterName       = "ctnet_peer"
+	maxPorts         = 65536
 )
 
 // Port is one host veth as the program knows it.
@@ -334,8 +338,13 @@ func ingressFilter(index, progFD int) *netlink.BpfFilter {
 }
 
 // Find returns the Path whose program the filter on link index runs, or nil if it
-// has none of ctnet's (or the link is gone).
+// has none of ctnet's current one (or the link is gone).
 func Find(h *netlink.Handle, index int) (*Path, error) {
+	return find(h, index, false)
+}
+
+// find is Find, and with older the older program's Path too.
+func find(h *netlink.Handle, index int, older bool) (*Path, error) {
 	id, err := attachedID(h, index)
 	if err != nil || id == 0 {
 		return nil, err
@@ -347,12 +356,11 @@ func Find(h *netlink.Handle, index int) (*Path, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the fast path's program %d: %w", id, err)
 	}
-	p, err := pathOf(prog)
-	if err != nil {
+	p, err := pathOf(prog, older)
+	if p == nil {
 		prog.Close()
-		return nil, err
 	}
-	return p, nil
+	return p, err
 }
 
 // attachedID is the id of the program of ctnet's filter on link index's ingress, or 0.
@@ -373,14 +381,15 @@ func attachedID(h *netlink.Handle, index int) (int, error) {
 }
 
 // pathOf opens the maps prog uses; a program of another name is not ctnet's current
-// one.
-func pathOf(prog *ebpf.Program) (*Path, error) {
+// one, nor, with older, its older one.
+func pathOf(prog *ebpf.Program, older bool) (*Path, error) {
 	info, err := prog.Info()
 	if err != nil {
 		return nil, err
 	}
 	ids, _ := info.MapIDs()
-	if info.Name != programName || len(ids) != 3 {
+	current := info.Name == programName && len(ids) == 3
+	if !current && !(older && info.Name == olderProgramName && len(ids) == 2) {
 		return nil, nil
 	}
 	p := &Path{prog: prog}
@@ -406,7 +415,7 @@ func pathOf(prog *ebpf.Program) (*Path, error) {
 			m.Close()
 		}
 	}
-	if p.ports == nil || p.peers == nil || p.peers6 == nil {
+	if p.ports == nil || p.peers == nil || current && p.peers6 == nil {
 		p.closeMaps()
 		return nil, nil
 	}
@@ -525,14 +534,18 @@ func portValue(port Port) []byte {
 	return value[:]
 }
 
-// portOf reads a ports entry back.
+// portOf reads a ports entry back, the older program's too.
 func portOf(index uint32, value []byte) Port {
 	port := Port{Index: int(index), MAC: net.HardwareAddr(append([]byte(nil), value[portMAC:portMAC+6]...)),
 		Bridge: int(binary.NativeEndian.Uint32(value[portBridge:]))}
-	if value[portFamilies]&hasIPv4 != 0 {
+	families := value[portFamilies]
+	if len(value) <= portIP6 {
+		families = hasIPv4
+	}
+	if families&hasIPv4 != 0 {
 		port.IP = netip.AddrFrom4([4]byte(value[portIP : portIP+4]))
 	}
-	if value[portFamilies]&hasIPv6 != 0 {
+	if families&hasIPv6 != 0 {
 		port.IP6 = netip.AddrFrom16([16]byte(value[portIP6 : portIP6+16]))
 	}
 	return port
@@ -550,7 +563,7 @@ func peerValue(port Port) []byte {
 // first, so that a crash between leaves a filter that finds nothing. A link without
 // the filter, or gone, is done. It reports whether there was a filter to remove.
 func Detach(h *netlink.Handle, index int) (bool, error) {
-	p, err := Find(h, index)
+	p, err := find(h, index, true)
 	if err != nil || p == nil {
 		return false, err
 	}
@@ -571,15 +584,15 @@ func Detach(h *netlink.Handle, index int) (bool, error) {
 // remove deletes link index's entries: its ports entry, and the peers entries it
 // names if they still point at the link (a later port may have its address).
 func (p *Path) remove(index int) error {
-	var value [portValueSize]byte
-	err := p.ports.Lookup(uint32(index), value[:])
+	value := make([]byte, p.ports.ValueSize())
+	err := p.ports.Lookup(uint32(index), value)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	for _, e := range portOf(uint32(index), value[:]).peerEntries() {
+	for _, e := range portOf(uint32(index), value).peerEntries() {
 		var peer [peerValueSize]byte
 		m := e.m(p)
 		err = m.Lookup(e.key, peer[:])

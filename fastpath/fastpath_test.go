@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/internal/lab"
-	"github.com/ctnet/ctnet/netns"
 )
 
 // The program passes the kernel's verifier; a later process finds it, and its maps,
@@ -19,17 +20,7 @@ import (
 // one's (never in both); and Detach leaves neither entry nor filter. tc lists the
 // filters; the entries are read back through the maps.
 func TestAttachFindDetach(t *testing.T) {
-	lab.RequireRoot(t)
-	sb := lab.NewSandbox(t)
-	ns, err := netns.Open(sb.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := ns.Netlink()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb, h := sandboxHandle(t)
 	// Two dual-stack ports of one bridge, and an IPv6-only port of another.
 	ports := []Port{
 		{MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 2}, IP: netip.MustParseAddr("10.0.0.2"), IP6: netip.MustParseAddr("fd00:7::2"), Bridge: 7},
@@ -126,6 +117,122 @@ func TestAttachFindDetach(t *testing.T) {
 	if detached, err := Detach(h, ports[0].Index); err != nil || detached {
 		t.Errorf("detaching again: %t, %v; want nothing to do", detached, err)
 	}
+}
+
+// A port of the older, IPv4-only program (its maps' layout, its name) is moved to the
+// current one by Attach and taken off by Detach with its entries: a later port that
+// gets its address and MAC must not find its peers entry in a program that still runs.
+func TestOlderProgramTakenOff(t *testing.T) {
+	_, h := sandboxHandle(t)
+	older := loadOlder(t)
+	defer older.Close()
+	current, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer current.Close()
+	for _, c := range []struct {
+		name    string
+		takeOff func(Port) error
+	}{
+		{"detach", func(port Port) error { _, err := Detach(h, port.Index); return err }},
+		{"attach to the current program", func(port Port) error { _, err := current.Attach(h, port); return err }},
+	} {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fpold"}, PeerName: "fpoldp"}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName("fpold")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := Port{Index: l.Attrs().Index, MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 9}, IP: netip.MustParseAddr("10.0.0.9"), Bridge: 7}
+		older.enterOlder(t, h, port)
+		if err := c.takeOff(port); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if older.ports.Lookup(uint32(port.Index), make([]byte, 16)) == nil {
+			t.Errorf("%s: the older program's ports entry is left", c.name)
+		}
+		if older.peers.Lookup(port.peerEntries()[0].key, make([]byte, peerValueSize)) == nil {
+			t.Errorf("%s: the older program's peers entry is left", c.name)
+		}
+		if id, err := attachedID(h, port.Index); err != nil || id == mustID(t, older) {
+			t.Errorf("%s: the older program still runs on the port (%v)", c.name, err)
+		}
+		if err := h.LinkDel(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// loadOlder loads a program under the older name with the older maps, as the first
+// ctnet that had a fast path did (what it ran does not matter here: it passes all).
+func loadOlder(t *testing.T) *Path {
+	t.Helper()
+	ports, err := newMap(portsName, 4, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers, err := newMap(peersName, peerKeySize, peerValueSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: olderProgramName, Type: ebpf.SchedCLS, License: "Dual MIT/GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMapPtr(asm.R1, ports.FD()),
+			asm.LoadMapPtr(asm.R1, peers.FD()),
+			asm.Mov.Imm(asm.R0, actContinue),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Path{prog: prog, ports: ports, peers: peers}
+}
+
+// enterOlder puts port on the older program as it did: filter, then its 16-byte
+// ports entry and its peers entry.
+func (p *Path) enterOlder(t *testing.T, h *netlink.Handle, port Port) {
+	t.Helper()
+	clsact := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: port.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+	if err := h.QdiscReplace(clsact); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.FilterReplace(ingressFilter(port.Index, p.prog.FD())); err != nil {
+		t.Fatal(err)
+	}
+	value := portValue(port)[:16]
+	value[portFamilies] = 0
+	if err := p.ports.Put(uint32(port.Index), value); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.peers.Put(port.peerEntries()[0].key, peerValue(port)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustID(t *testing.T, p *Path) int {
+	t.Helper()
+	id, err := p.ID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// sandboxHandle is a netlink handle in a sandbox namespace of the test's own.
+func sandboxHandle(t *testing.T) (*lab.Sandbox, *netlink.Handle) {
+	t.Helper()
+	lab.RequireRoot(t)
+	sb := lab.NewSandbox(t)
+	h, err := sb.NS(t).Netlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb, h
 }
 
 func listed(t *testing.T, p *Path, index int) bool {

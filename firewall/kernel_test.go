@@ -9,7 +9,6 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/ctnet/ctnet/internal/lab"
-	"github.com/ctnet/ctnet/netns"
 )
 
 // Render and the netlink programming describe the same tables: the rendered text
@@ -127,12 +126,7 @@ func loadScript(t *testing.T, sb *lab.Sandbox, script string) {
 // nftConn is an nftables connection bound to the sandbox, closed with the test.
 func nftConn(t *testing.T, sb *lab.Sandbox) *nftables.Conn {
 	t.Helper()
-	ns, err := netns.Open(sb.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	conn, err := ns.NFT()
+	conn, err := sb.NS(t).NFT()
 	if err != nil {
 		t.Fatal(err)
 	}

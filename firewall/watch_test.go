@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctnet/ctnet/internal/lab"
-	"github.com/ctnet/ctnet/netns"
 )
 
 // A flush is one burst of removals of ctnet's tables and what they held; element
@@ -25,11 +24,7 @@ func TestRemovals(t *testing.T) {
 	if err := Rebuild(conn, representative()); err != nil {
 		t.Fatal(err)
 	}
-	ns, err := netns.Open(sb.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	ns := sb.NS(t)
 	events, err := ns.NFTEvents()
 	if err != nil {
 		t.Fatal(err)

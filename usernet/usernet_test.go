@@ -15,7 +15,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ctnet/ctnet/internal/lab"
-	"github.com/ctnet/ctnet/netns"
 	"github.com/ctnet/ctnet/usernet/addrs"
 )
 
@@ -169,11 +168,7 @@ func TestEncodeVnetHdr(t *testing.T) {
 // group, it succeeds. Both in a sandbox of the test's own: the sysctl is per namespace.
 func TestCheckPingExplainsSysctl(t *testing.T) {
 	sb := lab.NewSandbox(t)
-	ns, err := netns.Open(sb.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	ns := sb.NS(t)
 	for _, tc := range []struct {
 		groupRange string
 		denied     bool

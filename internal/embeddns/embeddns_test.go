@@ -21,12 +21,7 @@ func sandbox(t *testing.T) (*lab.Sandbox, *netns.NS) {
 	t.Helper()
 	lab.RequireRoot(t)
 	sb := lab.NewSandbox(t)
-	ns, err := netns.Open(sb.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return sb, ns
+	return sb, sb.NS(t)
 }
 
 // upstream is a resolver on the test's loopback, over UDP and TCP, that knows one

@@ -122,6 +122,17 @@ func (s *Sandbox) Sysctl(t testing.TB, key, value string) {
 	s.MustRun(t, "sysctl", "-q", "-w", key+"="+value)
 }
 
+// NS opens the sandbox's namespace for ctnet's packages, closed at cleanup.
+func (s *Sandbox) NS(t testing.TB) *netns.NS {
+	t.Helper()
+	ns, err := netns.Open(s.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
 // inNamespace runs fn on a thread switched into the sandbox (netns.Do).
 func (s *Sandbox) inNamespace(fn func() error) error {
 	ns, err := netns.Open(s.Path)
