@@ -172,6 +172,7 @@ between networks. Unprivileged users get a user-mode network instead.`,
 		lazyCommand{name: "graph", build: a.graphCommand}, lazyCommand{name: "doctor", build: a.doctorCommand},
 		lazyCommand{name: "watch", build: a.watchCommand}, lazyCommand{name: "version", build: a.versionCommand},
 		lazyCommand{name: "container", build: a.containerCommand})
+	a.dockerHelp(root)
 	return root
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -96,6 +97,30 @@ func (a *app) withLazyTree(root *cobra.Command) {
 		a.buildChildren(cmd)
 		help(cmd, args)
 	})
+}
+
+// dockerHelp makes `help` refuse a topic that is no command, as Docker's does
+// ("unknown help topic: nosuch", status 1), where cobra's prints the root's help.
+func (a *app) dockerHelp(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	for _, help := range root.Commands() {
+		if help.Name() != "help" {
+			continue
+		}
+		show := help.Run
+		help.Run = nil
+		help.RunE = func(cmd *cobra.Command, args []string) error {
+			a.buildReached(root, args)
+			if found, rest, err := root.Find(args); found == nil || err != nil || hasArguments(found, rest) {
+				if len(rest) == 0 {
+					rest = args
+				}
+				return fmt.Errorf("unknown help topic: %s", strings.Join(rest, " "))
+			}
+			show(cmd, args)
+			return nil
+		}
+	}
 }
 
 // hasArguments says whether args, what cobra's Find left at cmd, hold an argument
