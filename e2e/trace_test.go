@@ -234,8 +234,8 @@ func TestDoctorProbes(t *testing.T) {
 	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, okGateway) || !strings.Contains(r.Stdout, okPort) {
 		t.Errorf("doctor once the container's table is gone: %s", r)
 	}
-	// What trace does not follow (IPv6 with no IPv4 gateway, a dual-stack port's [::]
-	// side) is not probed, and so not a problem; the IPv4 side still is.
+	// What doctor does not probe (IPv6 with no IPv4 gateway, a dual-stack port's [::]
+	// side) is not a problem; the IPv4 side still is probed.
 	e.must("network", "create", "six", "--ipv6", "--ipv4=false")
 	e.must("network", "create", "dual", "--ipv6")
 	e.runDetached("--name", "v6", "--network", "six", "--", "sleep", "600")
