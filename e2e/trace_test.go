@@ -252,7 +252,8 @@ func TestDoctorProbes(t *testing.T) {
 // networks: a TCP or UDP probe between two containers of one network goes by the fast
 // path, an ICMPv6 echo by the bridge (which the fast path leaves every ICMPv6
 // message to); between two networks it is dropped by the isolation rule; to a port
-// published on [::] it is DNAT'd to the container's IPv6 address; to the wan it is
+// published on [::] it is DNAT'd to the container's IPv6 address (from the host,
+// another network and the container itself); to the wan it is
 // masqueraded to the host's uplink address (NAT66); to an address nobody has it waits
 // for a neighbour that does not answer. A container's name is its IPv4 address while
 // the sender has IPv4, else (or with -6) its IPv6 one. Asking for a family the
@@ -295,6 +296,9 @@ func TestTraceIPv6(t *testing.T) {
 		{"published port from another network", []string{"a", uplink6}, 0,
 			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"},
 			[]string{"a published port, reached from another network", " > [" + c6 + "]:8000"}, ""},
+		{"published port from its own container", []string{"c", uplink6}, 0,
+			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"},
+			[]string{"ct status dnat ip6 saddr . oifname @subnets6 masquerade", " > [" + c6 + "]:8000"}, ""},
 		{"the wan", []string{"a", "[" + lab.WANIP6 + "]:9999"}, 0,
 			[]string{"masqueraded to " + lab.HostUplinkIP6 + ", out of uplink0 toward [" + lab.WANIP6 + "]:9999"},
 			[]string{"the way out, IPv6 (NAT66)"}, ""},

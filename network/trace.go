@@ -772,12 +772,9 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 			break
 		}
 	}
-	port := ""
+	port, to := "", t.addr.String() // to: the address with the port, as the probe was sent
 	if t.port != 0 {
 		port = ":" + strconv.Itoa(int(t.port))
-	}
-	to := t.addr.String() // with the port, as the probe was sent
-	if t.port != 0 {
 		to = netip.AddrPortFrom(t.addr, t.port).String()
 	}
 	if dnat && t.published != nil {
