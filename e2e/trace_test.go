@@ -331,6 +331,15 @@ func TestTraceIPv6(t *testing.T) {
 		}
 		e.noTraceTables(c.name+": trace", "host", "a", "b", "c", "v6")
 	}
+	// With the fast path off the same network's IPv6 TCP takes the bridge, and trace
+	// says so.
+	e.host.CtnetEnv(t, e.root, []string{"CTNET_FASTPATH=off"}, "gc")
+	r := e.ctnet("trace", "-6", "a", "b", "--port", "8000")
+	t.Log(r.Stdout)
+	if r.Code != 0 || lastLine(r.Stdout) != "delivered to b:8000" || strings.Contains(r.Stdout, fastPathNote) || !strings.Contains(r.Stdout, "ip6 saddr @") {
+		t.Errorf("same network, tcp, fast path off: want delivered by the bridge, no fast path note, got %s", r)
+	}
+	e.noTraceTables("same network, tcp, fast path off", "host", "a", "b")
 	// Refusals, each after the same probe without the flag is followed.
 	for _, c := range []struct {
 		args []string
