@@ -120,9 +120,9 @@ func readmeShown(t *testing.T) map[string][]string {
 }
 
 // The README's "Why can't my container reach X?" runs as written, in a sandbox host
-// whose uplink is 203.0.113.1: each command's output is the lines the README shows
-// for it, but for the trace's hop lines, whose interface names and ports differ from
-// run to run (their namespace, hook and verdict must match).
+// whose uplink is 203.0.113.1 and 2001:db8:ff::1: each command's output is the lines
+// the README shows for it, but for the trace's hop lines, whose interface names and
+// ports differ from run to run (their namespace, hook and verdict must match).
 func TestREADMETrace(t *testing.T) {
 	e := newEnv(t)
 	block := readmeBlock(t, "## Why can't my container reach X?", "```console\n")

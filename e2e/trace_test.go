@@ -26,6 +26,21 @@ func traceTables(t *testing.T, run func(args ...string) (string, error)) []strin
 	return tables
 }
 
+// noTraceTables fails the test for every trace table nft lists in the host or one
+// of the containers named, after what.
+func (e *env) noTraceTables(what string, where ...string) {
+	e.t.Helper()
+	for _, w := range where {
+		run := e.hostRun
+		if w != "host" {
+			run = e.containerRun(w)
+		}
+		if left := traceTables(e.t, run); len(left) > 0 {
+			e.t.Errorf("%s: left %v in %s", what, left, w)
+		}
+	}
+}
+
 // lastLine is the last non-empty line of s.
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
@@ -105,15 +120,7 @@ func TestTrace(t *testing.T) {
 		if !strings.Contains(r.Stdout, c.hop) {
 			t.Errorf("%s: no hop shows %q:\n%s", c.name, c.hop, r.Stdout)
 		}
-		for _, where := range []string{"host", "a", "b", "c"} {
-			run := e.hostRun
-			if where != "host" {
-				run = e.containerRun(where)
-			}
-			if left := traceTables(t, run); len(left) > 0 {
-				t.Errorf("%s: trace left %v in %s", c.name, left, where)
-			}
-		}
+		e.noTraceTables(c.name+": trace", "host", "a", "b", "c")
 	}
 	e.must("rm", "-f", "a", "b", "c")
 	e.must("network", "rm", "n1", "n2")
@@ -227,8 +234,8 @@ func TestDoctorProbes(t *testing.T) {
 	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, okGateway) || !strings.Contains(r.Stdout, okPort) {
 		t.Errorf("doctor once the container's table is gone: %s", r)
 	}
-	// What trace does not follow (IPv6 with no IPv4 gateway, a dual-stack port's [::]
-	// side) is not probed, and so not a problem; the IPv4 side still is.
+	// What doctor does not probe (IPv6 with no IPv4 gateway, a dual-stack port's [::]
+	// side) is not a problem; the IPv4 side still is probed.
 	e.must("network", "create", "six", "--ipv6", "--ipv4=false")
 	e.must("network", "create", "dual", "--ipv6")
 	e.runDetached("--name", "v6", "--network", "six", "--", "sleep", "600")
@@ -239,4 +246,119 @@ func TestDoctorProbes(t *testing.T) {
 	}
 	e.must("rm", "-f", "d", "v6", "ds")
 	e.must("network", "rm", "bridge", "six", "dual")
+}
+
+// trace follows IPv6 probes as it does IPv4 ones, on dual-stack and IPv6-only
+// networks: a TCP or UDP probe between two containers of one network goes by the fast
+// path, an ICMPv6 echo by the bridge (which the fast path leaves every ICMPv6
+// message to); between two networks it is dropped by the isolation rule; to a port
+// published on [::] it is DNAT'd to the container's IPv6 address (from the host,
+// another network and the container itself); to the wan it is
+// masqueraded to the host's uplink address (NAT66); to an address nobody has it waits
+// for a neighbour that does not answer. A container's name is its IPv4 address while
+// the sender has IPv4, else (or with -6) its IPv6 one. Asking for a family the
+// container lacks, or for both, is refused in one line. No trace leaves a table.
+func TestTraceIPv6(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "d1", "--ipv6", "--subnet", "10.97.11.0/24", "--subnet", "fd00:97:11::/64")
+	e.must("network", "create", "d2", "--ipv6", "--subnet", "10.97.12.0/24", "--subnet", "fd00:97:12::/64")
+	e.must("network", "create", "six", "--ipv6", "--ipv4=false", "--subnet", "fd00:97:13::/64")
+	e.must("network", "create", "four", "--subnet", "10.97.14.0/24")
+	e.runDetached("--name", "a", "--network", "d1", "--", "sleep", "600")
+	e.runDetached("--name", "b", "--network", "d1", "--", "sleep", "600")
+	e.runDetached("--name", "c", "--network", "d2", "-p", "8080:8000", "--", "sleep", "600")
+	e.runDetached("--name", "v6", "--network", "six", "--", "sleep", "600")
+	e.runDetached("--name", "v4", "--network", "four", "--", "sleep", "600")
+	a6, b6, c6, v66 := e.ip6("a"), e.ip6("b"), e.ip6("c"), e.ip6("v6")
+	uplink6 := "[" + lab.HostUplinkIP6 + "]:8080"
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string // lines the output must hold; the first is the last line
+		hops     []string // texts the hops must show
+		not      string   // a text the output must not show
+	}{
+		{"same network, tcp", []string{"-6", "a", "b", "--port", "8000"}, 0,
+			[]string{"delivered to b:8000", fastPathNote},
+			[]string{"redirect past the bridge into b's eth0", "tcp [" + a6 + "]:", " > [" + b6 + "]:8000"}, ""},
+		{"same network, udp", []string{"a", "[" + b6 + "]:53", "--proto", "udp"}, 0,
+			[]string{"delivered to b:53", fastPathNote}, []string{"udp [" + a6 + "]:"}, ""},
+		{"same network, icmpv6", []string{"-6", "a", "b"}, 0, []string{"delivered to b"},
+			[]string{"icmpv6 " + a6 + " > " + b6, "bridge ctnet prerouting", "ip6 saddr @"}, fastPathNote},
+		{"a name is its IPv4 address to a sender with IPv4", []string{"a", "b", "--port", "8000"}, 0,
+			[]string{"delivered to b:8000"}, []string{"tcp 10.97.11."}, b6},
+		{"two networks", []string{"-6", "a", "c:8000"}, 1,
+			[]string{"dropped: isolation between networks d1 and d2"}, []string{"networks are isolated from each other", " > [" + c6 + "]:8000"}, ""},
+		{"published port from the host", []string{"host", uplink6}, 0,
+			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"},
+			[]string{"published ports, from the host itself", " > [" + c6 + "]:8000"}, ""},
+		{"published port from another network", []string{"a", uplink6}, 0,
+			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"},
+			[]string{"a published port, reached from another network", " > [" + c6 + "]:8000"}, ""},
+		{"published port from its own container", []string{"c", uplink6}, 0,
+			[]string{"delivered to c:8000", "DNAT by published port 8080 to c:8000"},
+			[]string{"ct status dnat ip6 saddr . oifname @subnets6 masquerade", " > [" + c6 + "]:8000"}, ""},
+		{"the wan", []string{"a", "[" + lab.WANIP6 + "]:9999"}, 0,
+			[]string{"masqueraded to " + lab.HostUplinkIP6 + ", out of uplink0 toward [" + lab.WANIP6 + "]:9999"},
+			[]string{"the way out, IPv6 (NAT66)"}, ""},
+		{"an address nobody has", []string{"a", "[fd00:97:11::250]:80"}, 1,
+			[]string{"lost: last seen in a at postrouting; nothing answers neighbour solicitations for fd00:97:11::250 on eth0 in a"},
+			[]string{" > [fd00:97:11::250]:80"}, ""},
+		{"an IPv6-only container by name", []string{"host", "v6", "--port", "8000"}, 0,
+			[]string{"delivered to v6:8000"}, []string{" > [" + v66 + "]:8000"}, ""},
+	}
+	for _, c := range cases {
+		r := e.ctnet(append([]string{"trace"}, c.args...)...)
+		t.Log(r.Stdout)
+		if r.Code != c.wantCode {
+			t.Errorf("%s: trace %v: want exit %d, got %s", c.name, c.args, c.wantCode, r)
+		} else if got := lastLine(r.Stdout); got != c.want[0] {
+			t.Errorf("%s: last line %q, want %q; output:\n%s", c.name, got, c.want[0], r.Stdout)
+		}
+		for _, w := range c.want[1:] {
+			if !strings.Contains(r.Stdout, w+"\n") {
+				t.Errorf("%s: output lacks %q:\n%s", c.name, w, r.Stdout)
+			}
+		}
+		for _, hop := range c.hops {
+			if !strings.Contains(r.Stdout, hop) {
+				t.Errorf("%s: no hop shows %q:\n%s", c.name, hop, r.Stdout)
+			}
+		}
+		if c.not != "" && strings.Contains(r.Stdout, c.not) {
+			t.Errorf("%s: output shows %q:\n%s", c.name, c.not, r.Stdout)
+		}
+		e.noTraceTables(c.name+": trace", "host", "a", "b", "c", "v6")
+	}
+	// With the fast path off the same network's IPv6 TCP takes the bridge, and trace
+	// says so.
+	e.host.CtnetEnv(t, e.root, []string{"CTNET_FASTPATH=off"}, "gc")
+	r := e.ctnet("trace", "-6", "a", "b", "--port", "8000")
+	t.Log(r.Stdout)
+	if r.Code != 0 || lastLine(r.Stdout) != "delivered to b:8000" || strings.Contains(r.Stdout, fastPathNote) || !strings.Contains(r.Stdout, "ip6 saddr @") {
+		t.Errorf("same network, tcp, fast path off: want delivered by the bridge, no fast path note, got %s", r)
+	}
+	e.noTraceTables("same network, tcp, fast path off", "host", "a", "b")
+	// Refusals, each after the same probe without the flag is followed.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-6", "a", "v4"}, "container v4 has no IPv6 address: trace it without -6, or connect it to a network made with --ipv6"},
+		{[]string{"-4", "host", "v6"}, "container v6 has no IPv4 address (its networks are IPv6-only): trace it without -4"},
+		{[]string{"-4", "-6", "a", "b"}, "-4 and -6 exclude each other: choose the probe's one IP version"},
+		{[]string{"-6", "a", e.ip("b")}, e.ip("b") + " is an IPv4 address, and -6 asks for IPv6: leave the flag out"},
+	} {
+		if r := e.ctnet(append([]string{"trace"}, c.args[1:]...)...); r.Stderr != "" || r.Code > 1 {
+			t.Errorf("trace %v: want no error, got %s", c.args[1:], r)
+		}
+		r := e.ctnet(append([]string{"trace"}, c.args...)...)
+		if first, _, _ := strings.Cut(r.Stderr, "\n"); r.Code == 0 || r.Stdout != "" || !strings.Contains(first, c.want) {
+			t.Errorf("trace %v: want a failure whose first line says %q, got %s", c.args, c.want, r)
+		}
+	}
+	e.noTraceTables("the refusals", "host", "a", "v4", "v6")
+	e.must("rm", "-f", "a", "b", "c", "v6", "v4")
+	e.must("network", "rm", "d1", "d2", "six", "four")
 }

@@ -21,10 +21,10 @@ const TraceTablePrefix = "ctnet_trace_"
 // Probe is the one packet a trace follows: its protocol and its unique source port,
 // or ICMP echo identifier.
 type Probe struct {
-	Proto byte // unix.IPPROTO_TCP, unix.IPPROTO_UDP or unix.IPPROTO_ICMP
+	Proto byte // unix.IPPROTO_TCP, _UDP, _ICMP (an IPv4 echo request) or _ICMPV6 (an IPv6 one)
 	ID    uint16
-	// To are the destinations the probe has on its way: the address it is sent to,
-	// and the container's that a published port DNATs it to.
+	// To are the destinations the probe has on its way, all of one family: the
+	// address it is sent to, and the container's that a published port DNATs it to.
 	To []netip.Addr
 }
 
@@ -72,20 +72,20 @@ func AddTraceTables(c *nftables.Conn, name string, p Probe) error {
 		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: nftables.ChainTypeFilter,
 			Hooknum: hook, Priority: &p, Policy: &accept})
 	}
-	mark := func(t *nftables.Table, ch *nftables.Chain, family []expr.Any) {
+	mark := func(t *nftables.Table, ch *nftables.Chain) {
 		for _, to := range p.To {
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: join(family, p.match(to), one(
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: join(ipFamilyOf(t.Family, to), p.match(to), one(
 				&expr.Immediate{Register: reg1, Data: []byte{1}},
 				&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: reg1}))})
 		}
 	}
-	mark(inet, chain(inet, TraceMarkPrerouting, nftables.ChainHookPrerouting, traceMarkPriority), ipv4Only())
-	mark(inet, chain(inet, TraceMarkOutput, nftables.ChainHookOutput, traceMarkPriority), ipv4Only())
+	mark(inet, chain(inet, TraceMarkPrerouting, nftables.ChainHookPrerouting, traceMarkPriority))
+	mark(inet, chain(inet, TraceMarkOutput, nftables.ChainHookOutput, traceMarkPriority))
 	chain(inet, TraceSeenInput, nftables.ChainHookInput, traceSeenPriority)
 	chain(inet, TraceSeenForward, nftables.ChainHookForward, traceSeenPriority)
 	chain(inet, TraceSeenPost, nftables.ChainHookPostrouting, traceSeenPriority)
-	mark(bridge, chain(bridge, TraceMarkPrerouting, nftables.ChainHookPrerouting, traceMarkPriority), protocol(etherTypeIPv4))
-	mark(bridge, chain(bridge, TraceMarkOutput, nftables.ChainHookOutput, traceMarkPriority), protocol(etherTypeIPv4))
+	mark(bridge, chain(bridge, TraceMarkPrerouting, nftables.ChainHookPrerouting, traceMarkPriority))
+	mark(bridge, chain(bridge, TraceMarkOutput, nftables.ChainHookOutput, traceMarkPriority))
 	chain(bridge, TraceSeenForward, nftables.ChainHookForward, traceSeenPriority)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("add trace tables: %w", err)
@@ -93,21 +93,42 @@ func AddTraceTables(c *nftables.Conn, name string, p Probe) error {
 	return nil
 }
 
+// ipFamilyOf matches the packets of addr's family in a table of family f: by the
+// netfilter protocol in an inet table, by the ethertype in a bridge one.
+func ipFamilyOf(f nftables.TableFamily, addr netip.Addr) []expr.Any {
+	switch {
+	case f == nftables.TableFamilyBridge && addr.Is4():
+		return protocol(etherTypeIPv4)
+	case f == nftables.TableFamilyBridge:
+		return protocol(etherTypeIPv6)
+	case addr.Is4():
+		return ipv4Only()
+	}
+	return ipv6Only()
+}
+
 // match matches the probe on its way to one of its destinations and nothing else:
-// that destination, its protocol and source port, or an ICMP echo request with its
-// identifier. (Its source address is not matched: masquerade may change it on the
-// way, and the host's own probe gets its address from the route.)
+// that destination, its protocol and source port, or an ICMP or ICMPv6 echo request
+// with its identifier. (Its source address is not matched: masquerade may change it
+// on the way, and the host's own probe gets its address from the route.)
 func (p Probe) match(to netip.Addr) []expr.Any {
+	daddr := uint32(ipv4DaddrOffset)
+	if to.Is6() {
+		daddr = ipv6DaddrOffset
+	}
 	l4 := one(
-		load(expr.PayloadBaseNetworkHeader, ipv4DaddrOffset, 4, reg1), cmp(expr.CmpOpEq, reg1, to.AsSlice()),
+		load(expr.PayloadBaseNetworkHeader, daddr, uint32(to.BitLen()/8), reg1), cmp(expr.CmpOpEq, reg1, to.AsSlice()),
 		meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{p.Proto}))
-	if p.Proto == unix.IPPROTO_ICMP {
+	if echo, ok := echoRequestType[p.Proto]; ok {
 		return join(l4, one(
-			load(expr.PayloadBaseTransportHeader, 0, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{8}),
+			load(expr.PayloadBaseTransportHeader, 0, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{echo}),
 			load(expr.PayloadBaseTransportHeader, 4, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(p.ID))))
 	}
 	return join(l4, one(load(expr.PayloadBaseTransportHeader, 0, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(p.ID))))
 }
+
+// echoRequestType is the type of an echo request in ICMP and in ICMPv6.
+var echoRequestType = map[byte]byte{unix.IPPROTO_ICMP: 8, unix.IPPROTO_ICMPV6: 128}
 
 // DeleteTraceTables removes the trace tables called name; missing ones are no error.
 func DeleteTraceTables(c *nftables.Conn, name string) error {

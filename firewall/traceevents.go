@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
@@ -27,7 +28,7 @@ type TraceEvent struct {
 	ID        uint32 // the same for one packet at one hook
 	IIF       uint32
 	OIF       uint32
-	Network   []byte // the IPv4 header as the rule saw it
+	Network   []byte // the IPv4 or IPv6 header as the rule saw it (HeaderAddrs reads it)
 	Transport []byte // the transport header's start
 	Policy    uint32
 	// CTState is the packet's conntrack state bits (CTStateNew and so on) and
@@ -172,4 +173,16 @@ func decodeTraceEvent(b []byte) (TraceEvent, error) {
 		return ev, fmt.Errorf("decode trace event: %w", err)
 	}
 	return ev, nil
+}
+
+// HeaderAddrs is the source and destination of an IPv4 or IPv6 header as a trace
+// event carries it; both invalid for anything shorter or of another version.
+func HeaderAddrs(header []byte) (src, dst netip.Addr) {
+	switch {
+	case len(header) >= 20 && header[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(header[ipv4SaddrOffset:])), netip.AddrFrom4([4]byte(header[ipv4DaddrOffset:]))
+	case len(header) >= 40 && header[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(header[ipv6SaddrOffset:])), netip.AddrFrom16([16]byte(header[ipv6DaddrOffset:]))
+	}
+	return netip.Addr{}, netip.Addr{}
 }

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -48,5 +49,31 @@ func TestDecodeTraceEvent(t *testing.T) {
 		Network: []byte{0x45, 0, 0, 60}, Transport: []byte{0x81, 0x07, 0x1f, 0x40}, CTState: CTStateNew, CTStatus: CTStatusDstNAT}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded %+v\nwant    %+v", got, want)
+	}
+}
+
+// A trace event's network header gives its addresses whichever the IP version;
+// anything cut short or of another version gives none.
+func TestHeaderAddrs(t *testing.T) {
+	ipv4 := []byte{0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 97, 1, 2, 10, 97, 1, 3}
+	ipv6 := make([]byte, 40)
+	ipv6[0], ipv6[6], ipv6[7] = 0x60, unix.IPPROTO_TCP, 64
+	copy(ipv6[8:], netip.MustParseAddr("fd00:97:11::2").AsSlice())
+	copy(ipv6[24:], netip.MustParseAddr("2001:db8:ff::2").AsSlice())
+	for _, c := range []struct {
+		name     string
+		header   []byte
+		src, dst string
+	}{
+		{"ipv4", ipv4, "10.97.1.2", "10.97.1.3"},
+		{"ipv6", ipv6, "fd00:97:11::2", "2001:db8:ff::2"},
+		{"ipv6 cut short", ipv6[:39], "invalid IP", "invalid IP"},
+		{"ipv4 cut short", ipv4[:19], "invalid IP", "invalid IP"},
+		{"version 5", append([]byte{0x55}, ipv6[1:]...), "invalid IP", "invalid IP"},
+	} {
+		src, dst := HeaderAddrs(c.header)
+		if src.String() != c.src || dst.String() != c.dst {
+			t.Errorf("%s: %s > %s, want %s > %s", c.name, src, dst, c.src, c.dst)
+		}
 	}
 }

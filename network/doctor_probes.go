@@ -43,8 +43,8 @@ func (m *Manager) ProbeFindings(ctx context.Context) ([]Finding, error) {
 			continue
 		}
 		for _, a := range c.Attachments {
-			// trace follows IPv4 through the host: an IPv6-only interface has no
-			// IPv4 gateway, and a macvlan one's gateway is the segment's router,
+			// One probe per interface, to its IPv4 gateway: an IPv6-only interface
+			// is not probed, and a macvlan one's gateway is the segment's router,
 			// which the host never sees it reach.
 			if !a.Gateway.IsValid() || a.HostVeth == "" {
 				continue
@@ -58,7 +58,7 @@ func (m *Manager) ProbeFindings(ctx context.Context) ([]Finding, error) {
 		}
 		for _, p := range c.Ports {
 			if p.Proto != "tcp" && p.Proto != "udp" || p.HostIP.Is6() {
-				continue // trace probes IPv4; a dual-stack port's [::] twin is probed on 127.0.0.1
+				continue // one probe per port: a dual-stack port's [::] twin is probed on 127.0.0.1
 			}
 			addr := p.HostIP
 			if !addr.IsValid() || addr.IsUnspecified() {

@@ -29,11 +29,14 @@ import (
 type TraceSpec struct {
 	// From is a container's name or ID, or "host".
 	From string
-	// To is a container's name or ID or an IPv4 address, either optionally with
-	// ":PORT".
+	// To is a container's name or ID or an IP address, optionally with ":PORT"
+	// ("[ADDR]:PORT" for an IPv6 address).
 	To    string
 	Port  uint16
-	Proto string // tcp, udp or icmp; empty: tcp with a port, icmp without
+	Proto string // tcp, udp or icmp (an ICMPv6 echo over IPv6); empty: tcp with a port, icmp without
+	// Family is the probe's IP version, 4 or 6. Zero: the address's, and for a
+	// container IPv4 when the sender shares it, else IPv6.
+	Family int
 	// Wait is how long the probe may take to be delivered or dropped; zero is
 	// DefaultTraceWait. A probe that leaves the host is followed for all of it.
 	Wait time.Duration
@@ -94,8 +97,8 @@ type tracedEvent struct {
 type traceTarget struct {
 	addr      netip.Addr
 	port      uint16
-	proto     byte
-	protoName string
+	proto     byte       // ICMP's is ICMPv6 to an IPv6 address
+	protoName string     // as the spec names it, but icmpv6 for ICMPv6
 	container *Container // the container the address is, if any
 	published *Port      // the published port the probe is for, if any
 	dnatTo    *Container // its container
@@ -206,7 +209,7 @@ func (m *Manager) Trace(ctx context.Context, spec TraceSpec) (res *TraceResult, 
 			}
 		}
 	}()
-	sock, err := openProbe(path[0].ns, &probe)
+	sock, err := openProbe(path[0].ns, &probe, target.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +296,7 @@ func (m *Manager) fastPathHop(src *Container, t *traceTarget) (*TraceHop, error)
 	}
 	for _, a := range src.Attachments {
 		for _, b := range t.container.Attachments {
-			if a.NetworkID != b.NetworkID || b.IP != t.addr || a.HostVeth == "" || b.HostVeth == "" {
+			if a.NetworkID != b.NetworkID || b.IP != t.addr && b.IP6 != t.addr || a.HostVeth == "" || b.HostVeth == "" {
 				continue
 			}
 			from, err := link.ByName(m.host, a.HostVeth)
@@ -422,8 +425,11 @@ func findContainer(containers []*Container, ref string) *Container {
 }
 
 func resolveTraceTarget(spec TraceSpec, src *Container, containers []*Container) (*traceTarget, error) {
+	if spec.Family != 0 && spec.Family != 4 && spec.Family != 6 {
+		return nil, badField("Family", strconv.Itoa(spec.Family), "the IP version is 4 or 6")
+	}
 	t := &traceTarget{port: spec.Port}
-	ref := spec.To
+	ref := strings.TrimSuffix(strings.TrimPrefix(spec.To, "["), "]")
 	if host, port, err := net.SplitHostPort(spec.To); err == nil {
 		p, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || p == 0 {
@@ -447,42 +453,55 @@ func resolveTraceTarget(spec TraceSpec, src *Container, containers []*Container)
 	case "udp":
 		t.proto = unix.IPPROTO_UDP
 	case "icmp":
-		t.proto = unix.IPPROTO_ICMP
 		if t.port != 0 {
 			return nil, badField("Port", strconv.Itoa(int(t.port)), "ICMP has no ports: leave the port out, or choose --proto tcp or udp")
 		}
 	default:
 		return nil, badField("Proto", spec.Proto, "unknown protocol %q: use tcp, udp or icmp", spec.Proto)
 	}
-	if t.proto != unix.IPPROTO_ICMP && t.port == 0 {
+	if t.protoName != "icmp" && t.port == 0 {
 		return nil, badField("Port", "", "a %s probe needs a port: --port N, or ADDR:PORT", t.protoName)
 	}
 	if addr, err := netip.ParseAddr(ref); err == nil {
-		if !addr.Is4() {
-			return nil, badField("To", spec.To, "%s is not an IPv4 address: trace follows IPv4 probes only", ref)
+		t.addr = addr.Unmap()
+		if spec.Family != 0 && ipVersion(t.addr) != spec.Family {
+			return nil, badField("To", spec.To, "%s is an IPv%d address, and -%d asks for IPv%[3]d: leave the flag out", ref, ipVersion(t.addr), spec.Family)
 		}
-		t.addr = addr
 		for _, c := range containers {
 			for _, a := range c.Attachments {
-				if a.IP == addr {
+				if a.IP == t.addr || a.IP6 == t.addr {
 					t.container = c
 				}
 			}
 		}
 	} else {
 		if t.container = findContainer(containers, ref); t.container == nil {
-			return nil, badField("To", spec.To, "no running container %s, and not an IPv4 address", ref)
+			return nil, badField("To", spec.To, "no running container %s, and not an IP address", ref)
 		}
-		t.addr = containerAddrFor(t.container, src)
-		if !t.addr.IsValid() {
+		t.addr = containerAddrFor(t.container, src, spec.Family)
+		switch {
+		case t.addr.IsValid():
+		case spec.Family == 6:
+			return nil, badField("To", spec.To, "container %s has no IPv6 address: trace it without -6, or connect it to a network made with --ipv6", ref)
+		case spec.Family == 4:
+			return nil, badField("To", spec.To, "container %s has no IPv4 address (its networks are IPv6-only): trace it without -4", ref)
+		default:
 			return nil, badField("To", spec.To, "container %s has no address on a ctnet network", ref)
 		}
 	}
-	if t.container == nil && t.proto != unix.IPPROTO_ICMP {
+	if t.protoName == "icmp" {
+		t.proto = unix.IPPROTO_ICMP
+		if t.addr.Is6() {
+			t.proto, t.protoName = unix.IPPROTO_ICMPV6, "icmpv6"
+		}
+		return t, nil
+	}
+	if t.container == nil {
 		for _, c := range containers {
 			for i, p := range c.Ports {
-				// The probe is IPv4: a dual-stack port's [::] side is not its way.
-				if p.Proto == t.protoName && p.HostPort == t.port && p.ContainerIP.Is4() && (!p.HostIP.IsValid() || p.HostIP.IsUnspecified() || p.HostIP == t.addr) {
+				// A dual-stack port is two: 0.0.0.0's to the container's IPv4
+				// address and [::]'s to its IPv6 one; the probe takes its family's.
+				if p.Proto == t.protoName && p.HostPort == t.port && p.ContainerIP.Is4() == t.addr.Is4() && (!p.HostIP.IsValid() || p.HostIP.IsUnspecified() || p.HostIP == t.addr) {
 					t.published, t.dnatTo = &c.Ports[i], c
 				}
 			}
@@ -491,36 +510,72 @@ func resolveTraceTarget(spec TraceSpec, src *Container, containers []*Container)
 	return t, nil
 }
 
-// containerAddrFor is c's address on a network it shares with src, else its first.
-func containerAddrFor(c, src *Container) netip.Addr {
-	if src != nil {
-		for _, a := range c.Attachments {
-			for _, b := range src.Attachments {
-				if a.NetworkID == b.NetworkID {
-					return a.IP
+func ipVersion(addr netip.Addr) int {
+	if addr.Is4() {
+		return 4
+	}
+	return 6
+}
+
+// containerAddrFor is c's address that src's probe goes to: of the IP version
+// family when it is not zero, else IPv4 when src (or the host, src nil) has it too,
+// else IPv6, else whatever c has; on a network they share first. Invalid when c has
+// no address of family.
+func containerAddrFor(c, src *Container, family int) netip.Addr {
+	families := []int{family}
+	if family == 0 {
+		families = []int{4, 6}
+	}
+	addrOf := func(a Attachment, family int) netip.Addr {
+		if family == 4 {
+			return a.IP
+		}
+		return a.IP6
+	}
+	sharedBy := func(a Attachment, family int) bool {
+		for _, b := range src.Attachments {
+			if b.NetworkID == a.NetworkID && addrOf(b, family).IsValid() {
+				return true
+			}
+		}
+		return false
+	}
+	hasFamily := func(family int) bool {
+		return src == nil || slices.ContainsFunc(src.Attachments, func(b Attachment) bool { return addrOf(b, family).IsValid() })
+	}
+	for _, pass := range []func(Attachment, int) bool{
+		func(a Attachment, f int) bool { return src != nil && sharedBy(a, f) },
+		func(_ Attachment, f int) bool { return hasFamily(f) },
+		func(Attachment, int) bool { return true },
+	} {
+		for _, f := range families {
+			for _, a := range c.Attachments {
+				if addrOf(a, f).IsValid() && pass(a, f) {
+					return addrOf(a, f)
 				}
 			}
 		}
 	}
-	if len(c.Attachments) > 0 {
-		return c.Attachments[0].IP
-	}
 	return netip.Addr{}
 }
 
-// openProbe makes the probe's socket inside ns and picks its identifier: a random
-// source port that no socket there holds (bound to it), or a random ICMP echo
+// openProbe makes the probe's socket to dst inside ns and picks its identifier: a
+// random source port that no socket there holds (bound to it), or a random ICMP echo
 // identifier (in the packet a raw socket writes).
-func openProbe(ns *netns.NS, p *firewall.Probe) (int, error) {
+func openProbe(ns *netns.NS, p *firewall.Probe, dst netip.Addr) (int, error) {
+	family := unix.AF_INET
+	if dst.Is6() {
+		family = unix.AF_INET6
+	}
 	var fd int
 	err := ns.Do(func() (err error) {
 		switch p.Proto {
 		case unix.IPPROTO_TCP:
-			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		case unix.IPPROTO_UDP:
-			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			fd, err = unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		default:
-			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+			fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(p.Proto))
 		}
 		return err
 	})
@@ -530,10 +585,14 @@ func openProbe(ns *netns.NS, p *firewall.Probe) (int, error) {
 	for tries := 0; ; tries++ {
 		// Above the usual ephemeral range's start, where few servers listen.
 		p.ID = uint16(33000 + rand.IntN(28000))
-		if p.Proto == unix.IPPROTO_ICMP {
+		if p.Proto != unix.IPPROTO_TCP && p.Proto != unix.IPPROTO_UDP {
 			return fd, nil
 		}
-		err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(p.ID)})
+		unspecified := netip.IPv4Unspecified()
+		if dst.Is6() {
+			unspecified = netip.IPv6Unspecified()
+		}
+		err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(unspecified, p.ID)))
 		if err == nil {
 			return fd, nil
 		}
@@ -545,7 +604,7 @@ func openProbe(ns *netns.NS, p *firewall.Probe) (int, error) {
 }
 
 func sendProbe(fd int, t *traceTarget, p firewall.Probe) error {
-	to := &unix.SockaddrInet4{Addr: t.addr.As4(), Port: int(t.port)}
+	to := sockaddr(netip.AddrPortFrom(t.addr, t.port))
 	var err error
 	switch t.proto {
 	case unix.IPPROTO_TCP:
@@ -555,7 +614,7 @@ func sendProbe(fd int, t *traceTarget, p firewall.Probe) error {
 	case unix.IPPROTO_UDP:
 		err = unix.Sendto(fd, []byte("ctnet trace\n"), 0, to)
 	default:
-		err = unix.Sendto(fd, echoRequest(p.ID), 0, &unix.SockaddrInet4{Addr: t.addr.As4()})
+		err = unix.Sendto(fd, echoRequest(t.proto, p.ID), 0, sockaddr(netip.AddrPortFrom(t.addr, 0)))
 	}
 	if err != nil {
 		return fmt.Errorf("send the probe to %s: %w", t.addr, err)
@@ -563,10 +622,15 @@ func sendProbe(fd int, t *traceTarget, p firewall.Probe) error {
 	return nil
 }
 
-// echoRequest is an ICMP echo request with identifier id.
-func echoRequest(id uint16) []byte {
+// echoRequest is an ICMP echo request, or with proto ICMPv6 an ICMPv6 one, with
+// identifier id.
+func echoRequest(proto byte, id uint16) []byte {
 	b := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'c', 't', 'n', 'e', 't'}
 	binary.BigEndian.PutUint16(b[4:], id)
+	if proto == unix.IPPROTO_ICMPV6 {
+		b[0] = 128
+		return b // a raw ICMPv6 socket sums it, the addresses' pseudo-header included
+	}
 	var sum uint32
 	for i := 0; i < len(b); i += 2 {
 		w := uint32(b[i]) << 8
@@ -633,8 +697,8 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 	for _, ev := range ordered {
 		p := path[ev.at]
 		lastNS = p
-		if len(ev.Network) >= 20 {
-			lastDst = netip.AddrFrom4([4]byte(ev.Network[16:20]))
+		if _, dst := firewall.HeaderAddrs(ev.Network); dst.IsValid() {
+			lastDst = dst
 		}
 		key := fmt.Sprintf("%d/%d/%s", ev.at, ev.ID, chainKey(ev.Family, ev.Table, ev.Chain))
 		pk := packets[ev.ID]
@@ -664,7 +728,7 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 				case ev.Chain == firewall.TraceSeenInput:
 					deliveredAt = p
 				case ev.Chain == firewall.TraceSeenPost && p.ns == m.host && ev.Family == nftables.TableFamilyINet:
-					outSource = sourceOf(pk.network)
+					outSource, _ = firewall.HeaderAddrs(pk.network)
 					if !isBridgeOf(hop.Out, networks) && hop.Out != "lo" {
 						leftBy = hop.Out
 					}
@@ -708,9 +772,10 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 			break
 		}
 	}
-	port := ""
+	port, to := "", t.addr.String() // to: the address with the port, as the probe was sent
 	if t.port != 0 {
 		port = ":" + strconv.Itoa(int(t.port))
+		to = netip.AddrPortFrom(t.addr, t.port).String()
 	}
 	if dnat && t.published != nil {
 		port = ":" + strconv.Itoa(int(t.published.ContainerPort))
@@ -724,15 +789,15 @@ func (m *Manager) explainTrace(path []*traceNS, events []tracedEvent, table stri
 		res.Outcome = "dropped: " + m.dropReason(path[dropEvent.at], dropEvent.TraceEvent, rules, networks)
 	case deliveredAt != nil && deliveredAt.label == "host":
 		res.Delivered = true
-		res.Outcome = fmt.Sprintf("delivered to the host at %s%s", t.addr, port)
+		res.Outcome = "delivered to the host at " + to
 	case deliveredAt != nil:
 		res.Delivered = true
 		res.Outcome = fmt.Sprintf("delivered to %s%s", deliveredAt.label, port)
 	case leftBy != "":
 		res.Delivered = true
-		res.Outcome = fmt.Sprintf("left the host by %s toward %s%s", leftBy, t.addr, port)
+		res.Outcome = fmt.Sprintf("left the host by %s toward %s", leftBy, to)
 		if masqueraded {
-			res.Outcome = fmt.Sprintf("masqueraded to %s, out of %s toward %s%s", outSource, leftBy, t.addr, port)
+			res.Outcome = fmt.Sprintf("masqueraded to %s, out of %s toward %s", outSource, leftBy, to)
 		}
 	case len(res.Hops) == 0:
 		res.Outcome = "lost: no namespace saw the probe (no route to " + t.addr.String() + "?)"
@@ -797,21 +862,14 @@ func verdictName(v int32, target string) string {
 	return "verdict " + strconv.Itoa(int(v))
 }
 
-func sourceOf(ip []byte) netip.Addr {
-	if len(ip) < 20 {
-		return netip.Addr{}
-	}
-	return netip.AddrFrom4([4]byte(ip[12:16]))
-}
-
 // describePacket writes the probe as a chain saw it: addresses, and ports for TCP
-// and UDP (from the IPv4 header and what follows it).
+// and UDP (from the IP header and what follows it).
 func describePacket(ip, transport []byte, t *traceTarget) string {
-	if len(ip) < 20 || ip[0]>>4 != 4 {
+	src, dst := firewall.HeaderAddrs(ip)
+	if !src.IsValid() {
 		return ""
 	}
-	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
-	if t.proto == unix.IPPROTO_ICMP || len(transport) < 4 {
+	if t.port == 0 || len(transport) < 4 {
 		return fmt.Sprintf("%s %s > %s", t.protoName, src, dst)
 	}
 	return fmt.Sprintf("%s %s > %s", t.protoName,
@@ -903,13 +961,17 @@ func whyLost(p *traceNS, dst netip.Addr) string {
 	if gw, ok := netip.AddrFromSlice(routes[0].Gw); ok && gw.Unmap().IsValid() && !gw.Unmap().IsUnspecified() {
 		next = gw.Unmap()
 	}
-	neighs, err := h.NeighList(routes[0].LinkIndex, unix.AF_INET)
+	family, resolution := unix.AF_INET, "ARP"
+	if next.Is6() {
+		family, resolution = unix.AF_INET6, "neighbour solicitations"
+	}
+	neighs, err := h.NeighList(routes[0].LinkIndex, family)
 	if err != nil {
 		return unknown
 	}
 	for _, n := range neighs {
 		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == next && n.State&(unix.NUD_INCOMPLETE|unix.NUD_FAILED) != 0 {
-			return fmt.Sprintf("nothing answers ARP for %s on %s in %s", next, dev, p.label)
+			return fmt.Sprintf("nothing answers %s for %s on %s in %s", resolution, next, dev, p.label)
 		}
 	}
 	return unknown

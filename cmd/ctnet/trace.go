@@ -15,15 +15,18 @@ import (
 func (a *app) traceCommand() *cobra.Command {
 	var spec network.TraceSpec
 	var format string
+	var ipv4, ipv6 bool
 	cmd := &cobra.Command{
-		Use:   "trace SRC DST [--port N] [--proto tcp|udp|icmp]",
+		Use:   "trace SRC DST [--port N] [--proto tcp|udp|icmp] [-4|-6]",
 		Short: "Send a real probe from a container (or the host) and show each firewall step on its way",
-		Long: `Send one real packet from SRC (a container, or "host") to DST (a container or an IPv4
-address, optionally NAME:PORT or ADDR:PORT) and follow it with the kernel's nftables tracing
-through every namespace on its way: each hop names the namespace, hook, interfaces, chain,
-rule and verdict, and the last line says what became of it in ctnet's terms (delivered,
-dropped and why, published port, masquerade). The probe's rules live in temporary tables
-(ctnet_trace_*) removed when trace ends; gc removes those of a trace that was killed.
+		Long: `Send one real packet from SRC (a container, or "host") to DST (a container or an IP
+address, optionally NAME:PORT, ADDR:PORT or [IPV6]:PORT) and follow it with the kernel's
+nftables tracing through every namespace on its way: each hop names the namespace, hook,
+interfaces, chain, rule and verdict, and the last line says what became of it in ctnet's
+terms (delivered, dropped and why, published port, masquerade). A container is probed at
+its IPv4 address when SRC has IPv4 too, else at its IPv6 one; -4 or -6 chooses. Over IPv6,
+icmp is an ICMPv6 echo request. The probe's rules live in temporary tables (ctnet_trace_*)
+removed when trace ends; gc removes those of a trace that was killed.
 Exit status 0 when the probe was delivered (or left the host), 1 when it was not.`,
 		Example: `  ctnet trace web db:5432
   ctnet trace host 127.0.0.1:8080
@@ -31,6 +34,14 @@ Exit status 0 when the probe was delivered (or left the host), 1 when it was not
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.From, spec.To = args[0], args[1]
+			switch {
+			case ipv4 && ipv6:
+				return usage("-4 and -6 exclude each other: choose the probe's one IP version")
+			case ipv4:
+				spec.Family = 4
+			case ipv6:
+				spec.Family = 6
+			}
 			return a.withRootManager("trace", func(m *network.Manager) error {
 				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 				defer stop()
@@ -54,6 +65,8 @@ Exit status 0 when the probe was delivered (or left the host), 1 when it was not
 	}
 	cmd.Flags().Uint16Var(&spec.Port, "port", 0, "destination port (tcp and udp)")
 	cmd.Flags().StringVar(&spec.Proto, "proto", "", "tcp, udp or icmp (default tcp with a port, icmp without)")
+	cmd.Flags().BoolVarP(&ipv4, "ipv4", "4", false, "probe over IPv4 (a container's IPv4 address)")
+	cmd.Flags().BoolVarP(&ipv6, "ipv6", "6", false, "probe over IPv6 (a container's IPv6 address)")
 	cmd.Flags().DurationVar(&spec.Wait, "timeout", network.DefaultTraceWait, "how long to wait for the probe to arrive or be dropped")
 	cmd.Flags().StringVar(&format, "format", "", "json for the hops and outcome as JSON")
 	return cmd
