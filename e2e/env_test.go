@@ -158,6 +158,7 @@ type container struct {
 		HostVeth  string `json:"host_veth"`
 		IP        string `json:"ip"`
 		Gateway   string `json:"gateway"`
+		Gateway6  string `json:"gateway6"`
 	} `json:"networks"`
 	Process struct {
 		PID int `json:"pid"`

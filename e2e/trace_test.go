@@ -234,15 +234,53 @@ func TestDoctorProbes(t *testing.T) {
 	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, okGateway) || !strings.Contains(r.Stdout, okPort) {
 		t.Errorf("doctor once the container's table is gone: %s", r)
 	}
-	// What doctor does not probe (IPv6 with no IPv4 gateway, a dual-stack port's [::]
-	// side) is not a problem; the IPv4 side still is probed.
+	// Over IPv6: the IPv6 gateway of an IPv6-only and of a dual-stack container, and
+	// a dual-stack port's [::] side at the host's address on its network (::1 cannot
+	// publish), beside its IPv4 side; a table dropping ICMPv6 echo requests and the
+	// port's SYNs over IPv6 alone turns the IPv6 findings into problems.
 	e.must("network", "create", "six", "--ipv6", "--ipv4=false")
 	e.must("network", "create", "dual", "--ipv6")
 	e.runDetached("--name", "v6", "--network", "six", "--", "sleep", "600")
 	e.runDetached("--name", "ds", "--network", "dual", "-p", "8081:8000", "--", "sleep", "600")
-	okDual := "ok: published port 127.0.0.1:8081/tcp reaches ds:8000 from the host\n"
-	if r := e.ctnet("doctor"); r.Code != 0 || !strings.Contains(r.Stdout, okDual) || strings.Contains(r.Stdout, "container v6") {
-		t.Errorf("doctor with an IPv6-only and a dual-stack container: want exit 0, %q and no probe of v6, got %s", okDual, r)
+	v6Gateway, dsGateway6 := e.inspect("v6").Networks[0].Gateway6, e.inspect("ds").Networks[0].Gateway6
+	okSix := []string{
+		"ok: container v6 reaches its gateway " + v6Gateway + " on network six\n",
+		"ok: container ds reaches its gateway " + dsGateway6 + " on network dual\n",
+		"ok: published port [" + dsGateway6 + "]:8081/tcp reaches ds:8000 from the host\n",
+	}
+	okDual := []string{
+		"ok: container ds reaches its gateway " + e.inspect("ds").Networks[0].Gateway + " on network dual\n",
+		"ok: published port 127.0.0.1:8081/tcp reaches ds:8000 from the host\n",
+	}
+	r = e.ctnet("doctor")
+	for _, want := range append(okSix, okDual...) {
+		if r.Code != 0 || !strings.Contains(r.Stdout, want) {
+			t.Errorf("doctor with an IPv6-only and a dual-stack container: want exit 0 and %q, got %s", want, r)
+		}
+	}
+	block6 := "add table ip6 block; " +
+		"add chain ip6 block out { type filter hook output priority 0; }; add rule ip6 block out icmpv6 type echo-request drop; " +
+		"add chain ip6 block in { type filter hook input priority 0; }; add rule ip6 block in tcp dport 8000 drop"
+	for _, name := range []string{"v6", "ds"} {
+		if out, err := e.inContainer(name, "nft", block6); err != nil {
+			t.Fatalf("nft %s in %s: %v: %s", block6, name, err, out)
+		}
+	}
+	r = e.ctnet("doctor")
+	for _, want := range []string{
+		"problem: container v6 does not reach its gateway " + v6Gateway + " on network six: dropped: table ip6 block chain out in v6, which is not ctnet's\n",
+		"problem: container ds does not reach its gateway " + dsGateway6 + " on network dual: dropped: table ip6 block chain out in ds, which is not ctnet's\n",
+		"problem: published port [" + dsGateway6 + "]:8081/tcp does not reach ds:8000 from the host: dropped: table ip6 block chain in in ds, which is not ctnet's\n",
+		"fix: `ctnet trace host [" + dsGateway6 + "]:8081 --proto tcp` shows each step",
+	} {
+		if r.Code != 1 || !strings.Contains(r.Stdout, want) {
+			t.Errorf("doctor with the containers dropping their IPv6 probes: want exit 1 and %q, got %s", want, r)
+		}
+	}
+	for _, want := range okDual {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("doctor with ds dropping only its IPv6 probes: want %q, got %s", want, r)
+		}
 	}
 	e.must("rm", "-f", "d", "v6", "ds")
 	e.must("network", "rm", "bridge", "six", "dual")

@@ -43,26 +43,31 @@ func (m *Manager) ProbeFindings(ctx context.Context) ([]Finding, error) {
 			continue
 		}
 		for _, a := range c.Attachments {
-			// One probe per interface, to its IPv4 gateway: an IPv6-only interface
-			// is not probed, and a macvlan one's gateway is the segment's router,
-			// which the host never sees it reach.
-			if !a.Gateway.IsValid() || a.HostVeth == "" {
+			// One probe per interface and family, to its gateway; a macvlan
+			// interface's gateway is the segment's router, which the host never
+			// sees it reach.
+			if a.HostVeth == "" {
 				continue
 			}
-			where := fmt.Sprintf("its gateway %s on network %s", a.Gateway, a.Network)
-			if err := check(TraceSpec{From: c.Name, To: a.Gateway.String()},
-				fmt.Sprintf("container %s reaches %s", c.Name, where),
-				fmt.Sprintf("container %s does not reach %s", c.Name, where)); err != nil {
-				return nil, err
+			for _, gateway := range []netip.Addr{a.Gateway, a.Gateway6} {
+				if !gateway.IsValid() {
+					continue
+				}
+				where := fmt.Sprintf("its gateway %s on network %s", gateway, a.Network)
+				if err := check(TraceSpec{From: c.Name, To: gateway.String()},
+					fmt.Sprintf("container %s reaches %s", c.Name, where),
+					fmt.Sprintf("container %s does not reach %s", c.Name, where)); err != nil {
+					return nil, err
+				}
 			}
 		}
 		for _, p := range c.Ports {
-			if p.Proto != "tcp" && p.Proto != "udp" || p.HostIP.Is6() {
-				continue // one probe per port: a dual-stack port's [::] twin is probed on 127.0.0.1
+			if p.Proto != "tcp" && p.Proto != "udp" {
+				continue
 			}
-			addr := p.HostIP
-			if !addr.IsValid() || addr.IsUnspecified() {
-				addr = netip.MustParseAddr("127.0.0.1")
+			addr, ok := probeAddr(c, p)
+			if !ok {
+				continue
 			}
 			to := netip.AddrPortFrom(addr, p.HostPort).String()
 			what := fmt.Sprintf("published port %s/%s", to, p.Proto)
@@ -75,4 +80,22 @@ func (m *Manager) ProbeFindings(ctx context.Context) ([]Finding, error) {
 		}
 	}
 	return out, nil
+}
+
+// probeAddr is the host address a probe of published port p reaches it at: its own
+// host address, else 127.0.0.1 over IPv4, and over IPv6 (which cannot publish on ::1)
+// the gateway of the container's network, an address of the host's own.
+func probeAddr(c *Container, p Port) (netip.Addr, bool) {
+	switch {
+	case p.HostIP.IsValid() && !p.HostIP.IsUnspecified():
+		return p.HostIP, true
+	case p.ContainerIP.Is4():
+		return netip.MustParseAddr("127.0.0.1"), true
+	}
+	for _, a := range c.Attachments {
+		if a.IP6 == p.ContainerIP && a.Gateway6.IsValid() {
+			return a.Gateway6, true
+		}
+	}
+	return netip.Addr{}, false
 }
