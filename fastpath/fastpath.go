@@ -166,10 +166,10 @@ const (
 )
 
 // EtherTypes as the program compares them: a 16-bit load of the big-endian field
-// reads it byte-swapped on this little-endian machine.
-const (
-	etherTypeIPv4 = 0x0008
-	etherTypeIPv6 = 0xdd86
+// reads it in the machine's own order.
+var (
+	etherTypeIPv4 = int32(binary.NativeEndian.Uint16([]byte{0x08, 0x00}))
+	etherTypeIPv6 = int32(binary.NativeEndian.Uint16([]byte{0x86, 0xdd}))
 )
 
 // Offsets in a ports entry, and in the stack frame where the peer keys are built.
@@ -349,6 +349,11 @@ func find(h *netlink.Handle, index int, older bool) (*Path, error) {
 	if err != nil || id == 0 {
 		return nil, err
 	}
+	return pathByID(id, older)
+}
+
+// pathByID is the Path of program id, if it is ctnet's (as pathOf says).
+func pathByID(id int, older bool) (*Path, error) {
 	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
@@ -436,7 +441,7 @@ func (p *Path) closeMaps() {
 // whose filter runs another Path's program is moved to this one. It reports whether
 // it changed anything: a port already on the path as it should be is left alone.
 func (p *Path) Attach(h *netlink.Handle, port Port) (bool, error) {
-	if !port.IP.Is4() && !port.IP6.Is6() || port.IP.IsValid() && !port.IP.Is4() || port.IP6.IsValid() && !port.IP6.Is6() || len(port.MAC) != 6 {
+	if !port.IP.Is4() && !port.IP6.Is6() || port.IP.IsValid() && !port.IP.Is4() || port.IP6.IsValid() && (!port.IP6.Is6() || port.IP6.Is4In6()) || len(port.MAC) != 6 {
 		return false, fmt.Errorf("fast path for link %d: needs an IPv4 or IPv6 address (or both) and a MAC", port.Index)
 	}
 	id, err := attachedID(h, port.Index)
@@ -561,15 +566,25 @@ func peerValue(port Port) []byte {
 // Detach takes link index's entries out of the maps its filter's program reads, then
 // the filter off the link: from then on its frames take the bridge. The entries go
 // first, so that a crash between leaves a filter that finds nothing. A link without
-// the filter, or gone, is done. It reports whether there was a filter to remove.
+// the filter, or gone, is done. A filter of ctnet's whose program this ctnet does not
+// know (a later one's) is removed all the same: a port that must take the bridge
+// (icc off, bandwidth limits) must not be redirected past it; its entries stay in
+// that program's maps, which hold them for no port. It reports whether there was a
+// filter to remove.
 func Detach(h *netlink.Handle, index int) (bool, error) {
-	p, err := find(h, index, true)
-	if err != nil || p == nil {
+	id, err := attachedID(h, index)
+	if err != nil || id == 0 {
 		return false, err
 	}
-	defer p.Close()
-	if err := p.remove(index); err != nil {
+	p, err := pathByID(id, true)
+	if err != nil {
 		return false, err
+	}
+	if p != nil {
+		defer p.Close()
+		if err := p.remove(index); err != nil {
+			return false, err
+		}
 	}
 	err = h.FilterDel(ingressFilter(index, 0))
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
@@ -635,7 +650,7 @@ func Redirects(h *netlink.Handle, from, to int, dst netip.Addr, proto uint8) (bo
 	if dst.Is6() && proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_UDP {
 		return false, nil
 	}
-	p, err := Find(h, from)
+	p, err := find(h, from, true) // the older program redirects IPv4 until gc moves its ports
 	if err != nil || p == nil {
 		return false, err
 	}
@@ -647,14 +662,14 @@ func Redirects(h *netlink.Handle, from, to int, dst netip.Addr, proto uint8) (bo
 	if id, err := attachedID(h, to); err != nil || id != own {
 		return false, err
 	}
-	var fromValue, toValue [portValueSize]byte
-	if err := p.ports.Lookup(uint32(from), fromValue[:]); err != nil {
+	fromValue, toValue := make([]byte, p.ports.ValueSize()), make([]byte, p.ports.ValueSize())
+	if err := p.ports.Lookup(uint32(from), fromValue); err != nil {
 		return false, nil
 	}
-	if err := p.ports.Lookup(uint32(to), toValue[:]); err != nil {
+	if err := p.ports.Lookup(uint32(to), toValue); err != nil {
 		return false, nil
 	}
-	source, dest := portOf(uint32(from), fromValue[:]), portOf(uint32(to), toValue[:])
+	source, dest := portOf(uint32(from), fromValue), portOf(uint32(to), toValue)
 	if dst.Is4() {
 		return source.Bridge == dest.Bridge && source.IP.IsValid() && dest.IP == dst, nil
 	}
