@@ -501,7 +501,7 @@ it again and leaves the namespace itself alone.`,
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
 	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on a network with IPv6 (default: the next free one)")
 	fl.StringVar(&ifName, "ifname", "", "name of the interface in the namespace (default eth0; only eth0 gets the default route)")
-	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp] (repeatable)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp], an IPv6 HOSTIP in brackets (repeatable)")
 	addBandwidthFlags(fl, &f)
 	return cmd
 }

@@ -88,7 +88,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 	fl.StringVar(&f.network, "network", "", "network name, or host, none, container:NAME (default: bridge)")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
 	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on a network with IPv6 (default: the next free one)")
-	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp], an IPv6 HOSTIP in brackets (unprivileged users) (repeatable)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp], an IPv6 HOSTIP in brackets ([::1] for unprivileged users only) (repeatable)")
 	fl.StringVar(&f.hostname, "hostname", "", "hostname inside the container (default: its short ID)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container ID")
 	fl.BoolVar(&f.autoRemove, "rm", false, "remove the container's record when it exits")
