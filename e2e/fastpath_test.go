@@ -36,14 +36,7 @@ type endpoint struct{ name, mac, ip, ip6, hostVeth string }
 
 func (e *env) endpoint(name string) endpoint {
 	e.t.Helper()
-	out, err := e.inContainer(name, "ip", "-j", "link", "show", "eth0")
-	var links []struct {
-		Address string `json:"address"`
-	}
-	if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 {
-		e.t.Fatalf("read the MAC of %s's eth0: %v: %s", name, err, out)
-	}
-	ep := endpoint{name: name, mac: links[0].Address, ip: e.kernelAddr(name, "eth0"), hostVeth: e.inspect(name).Networks[0].HostVeth}
+	ep := endpoint{name: name, mac: e.kernelMAC(lab.InNetNS(e.inspect(name).NetNS), "eth0"), ip: e.kernelAddr(name, "eth0"), hostVeth: e.inspect(name).Networks[0].HostVeth}
 	for _, a := range e.linksIn(lab.InNetNS(e.inspect(name).NetNS))["eth0"].Addrs {
 		if a.Family == "inet6" && !strings.HasPrefix(a.Local, "fe80:") {
 			ep.ip6 = a.Local
@@ -61,6 +54,20 @@ func (e *env) fastPathFilter(hostVeth string) bool {
 		e.t.Fatalf("tc filter show dev %s ingress: %v: %s", hostVeth, err, out)
 	}
 	return strings.Contains(out, "ctnet_peer") && strings.Contains(out, "direct-action")
+}
+
+// kernelMAC is the MAC of interface ifname as iproute2 run with the prefix in (a
+// namespace's) reads it.
+func (e *env) kernelMAC(in []string, ifname string) string {
+	e.t.Helper()
+	out, err := e.hostRun(append(in, "ip", "-j", "link", "show", ifname)...)
+	var links []struct {
+		Address string `json:"address"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 {
+		e.t.Fatalf("read the MAC of %s: %v: %s", ifname, err, out)
+	}
+	return links[0].Address
 }
 
 // addr is the endpoint's address of family "IPv4" or "IPv6".

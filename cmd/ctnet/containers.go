@@ -500,6 +500,7 @@ it again and leaves the namespace itself alone.`,
 	fl.StringVar(&f.network, "network", "", "network name (default: bridge)")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
 	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on a network with IPv6 (default: the next free one)")
+	fl.StringVar(&f.mac, "mac-address", "", "the interface's MAC address, unicast, such as 02:42:0a:58:00:05 (default: one derived from its address)")
 	fl.StringVar(&ifName, "ifname", "", "name of the interface in the namespace (default eth0; only eth0 gets the default route)")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp], an IPv6 HOSTIP in brackets (repeatable)")
 	addBandwidthFlags(fl, &f)

@@ -16,7 +16,7 @@ var flagOf = map[string]string{
 	"NonMasquerade":         "--opt non-masquerade",
 	"Bandwidth.IngressRate": "--ingress-rate", "Bandwidth.EgressRate": "--egress-rate",
 	"Driver": "--driver", "Parent": "--parent", "IPRange": "--ip-range",
-	"IP6": "--ip6", "Subnet6": "--subnet", "Gateway6": "--gateway",
+	"IP6": "--ip6", "Subnet6": "--subnet", "Gateway6": "--gateway", "MAC": "--mac-address",
 }
 
 func flagName(field string) string {

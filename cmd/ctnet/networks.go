@@ -322,6 +322,7 @@ func (a *app) networkConnectCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&opts.IP, "ip", "", "IPv4 address on the network (default: the next free one)")
 	cmd.Flags().StringVar(&opts.IP6, "ip6", "", "IPv6 address on a network with IPv6 (default: the next free one)")
+	cmd.Flags().StringVar(&opts.MAC, "mac-address", "", "the interface's MAC address, unicast, such as 02:42:0a:58:00:05 (default: one derived from its address)")
 	cmd.Flags().StringVar(&opts.IfName, "ifname", "", "name of the container's new interface (default: the next free ethN)")
 	return cmd
 }

@@ -31,7 +31,7 @@ const monitorArg = "__ctnet_monitor"
 
 type runFlags struct {
 	name, network, ip, hostname string
-	ip6                         string
+	ip6, mac                    string
 	publish, dns, addHosts      []string
 	aliases, labels             []string
 	ingressRate, egressRate     string
@@ -88,6 +88,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 	fl.StringVar(&f.network, "network", "", "network name, or host, none, container:NAME (default: bridge)")
 	fl.StringVar(&f.ip, "ip", "", "IPv4 address on the network (default: the next free one)")
 	fl.StringVar(&f.ip6, "ip6", "", "IPv6 address on a network with IPv6 (default: the next free one)")
+	fl.StringVar(&f.mac, "mac-address", "", "the interface's MAC address, unicast, such as 02:42:0a:58:00:05 (default: one derived from its address)")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|/udp|/sctp], an IPv6 HOSTIP in brackets ([::1] for unprivileged users only) (repeatable)")
 	fl.StringVar(&f.hostname, "hostname", "", "hostname inside the container (default: its short ID)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container ID")
@@ -105,7 +106,7 @@ can reach, and published ports (on IPv4 and IPv6) that keep the client's address
 }
 
 func (f *runFlags) spec(argv []string) (network.ContainerSpec, error) {
-	spec := network.ContainerSpec{Name: f.name, Network: network.ParseMode(f.network), IP: f.ip, IP6: f.ip6, Hostname: f.hostname,
+	spec := network.ContainerSpec{Name: f.name, Network: network.ParseMode(f.network), IP: f.ip, IP6: f.ip6, MAC: f.mac, Hostname: f.hostname,
 		Command: argv, Detach: f.detach, AutoRemove: f.autoRemove, UserNet: f.userNet, DNS: f.dns, ExtraHosts: f.addHosts,
 		Aliases: f.aliases}
 	labels, err := network.ParseLabels(f.labels)
