@@ -504,20 +504,13 @@ type peerEntry struct {
 
 // peerEntries are a port's keys in the peers maps, one for each of its families.
 func (port Port) peerEntries() []peerEntry {
+	bridge := binary.NativeEndian.AppendUint32(nil, uint32(port.Bridge))
 	var entries []peerEntry
 	if port.IP.Is4() {
-		var key [peerKeySize]byte
-		binary.NativeEndian.PutUint32(key[0:4], uint32(port.Bridge))
-		a := port.IP.As4()
-		copy(key[4:], a[:])
-		entries = append(entries, peerEntry{func(p *Path) *ebpf.Map { return p.peers }, key[:]})
+		entries = append(entries, peerEntry{func(p *Path) *ebpf.Map { return p.peers }, append(slices.Clip(bridge), port.IP.AsSlice()...)})
 	}
 	if port.IP6.Is6() {
-		var key [peer6KeySize]byte
-		binary.NativeEndian.PutUint32(key[0:4], uint32(port.Bridge))
-		a := port.IP6.As16()
-		copy(key[4:], a[:])
-		entries = append(entries, peerEntry{func(p *Path) *ebpf.Map { return p.peers6 }, key[:]})
+		entries = append(entries, peerEntry{func(p *Path) *ebpf.Map { return p.peers6 }, append(slices.Clip(bridge), port.IP6.AsSlice()...)})
 	}
 	return entries
 }
