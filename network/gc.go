@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -448,7 +449,7 @@ func (m *Manager) removeOrphanRecords(o *op, networks []*store.Network, live map
 		}
 		say("released host port %s/%d: no container publishes it", p.Proto, p.HostPort)
 	}
-	for name, id := range o.tx.Veths() {
+	for name, id := range maps.Collect(o.tx.Veths()) { // collected first: the loop deletes
 		if c := live[id]; c != nil && usesVeth(c, name) {
 			continue
 		}

@@ -105,7 +105,8 @@ func readEverything(s *Store) (networks []string, err error) {
 		for p := range tx.Ports() {
 			tx.PortHolders(p.Proto, p.HostPort)
 		}
-		tx.Veths()
+		for range tx.Veths() {
+		}
 		tx.Meta("x")
 		return nil
 	})
@@ -447,7 +448,8 @@ func FuzzBucketEntries(f *testing.F) {
 			if len(key) >= 3 {
 				tx.PortHolders(map[byte]string{6: "tcp", 17: "udp", 132: "sctp"}[key[0]], uint16(key[1])<<8|uint16(key[2]))
 			}
-			tx.Veths()
+			for range tx.Veths() {
+			}
 			if _, err := tx.Network(string(key)); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
 				return err
 			}
@@ -530,7 +532,7 @@ func checkBucketEntry(t *testing.T, tx *Tx, bucket, key, value []byte, netID str
 			t.Errorf("port %+v read from key %x is written as %x", p, key, k)
 		}
 	case bytes.Equal(bucket, bVeths):
-		if got := tx.Veths(); !maps.Equal(got, map[string]string{string(key): string(value)}) {
+		if got := maps.Collect(tx.Veths()); !maps.Equal(got, map[string]string{string(key): string(value)}) {
 			t.Errorf("veths read %v, want only %q: %q", got, key, value)
 		}
 		if got := tx.VethOwner(string(key)); got != string(value) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -355,7 +356,7 @@ func TestVethsAndMeta(t *testing.T) {
 			t.Errorf("VethOwner = %q, want c1", got)
 		}
 		want := map[string]string{"vc01234567": "c1", "vc89abcdef-1": "c2"}
-		if got := tx.Veths(); !reflect.DeepEqual(got, want) {
+		if got := maps.Collect(tx.Veths()); !reflect.DeepEqual(got, want) {
 			t.Errorf("Veths() = %v, want %v", got, want)
 		}
 		if got := tx.Meta("host"); got != "h1" {
