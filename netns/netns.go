@@ -21,6 +21,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -36,6 +37,8 @@ type NS struct {
 	link  *netlink.Handle
 	route *nl.SocketHandle
 	nft   *nftables.Conn
+	// nftSocket is nft's socket, for NFTSocket.
+	nftSocket *mdnetlink.Conn
 
 	journal *Journal // changes go through it; nil: made directly
 	// sysctlDirs are directories of /proc/sys as the namespace sees them, by path
@@ -438,6 +441,32 @@ func (n *NS) RouteSocket() (*nl.SocketHandle, error) {
 	return n.route, nil
 }
 
+// NFTSocket returns a duplicate of the descriptor of NFT's socket, or nil if NFT
+// has not been called. Whoever closes a socket's last descriptor after it committed
+// a change that deleted anything waits in the kernel until nf_tables has freed
+// what the change deleted, one RCU grace period later (3–15 ms here; the commit
+// itself does not wait): a command hands a duplicate to a process that outlives
+// it (package internal/linkreaper), so that its own exit does not wait.
+func (n *NS) NFTSocket() (*os.File, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nftSocket == nil {
+		return nil, nil
+	}
+	raw, err := n.nftSocket.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, dupErr := -1, error(nil)
+	if err := raw.Control(func(fd uintptr) { dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if err := dupErr; err != nil {
+		return nil, fmt.Errorf("duplicate the nftables socket of %s: %w", n.path, err)
+	}
+	return os.NewFile(uintptr(dup), "nftables socket"), nil
+}
+
 // NFT returns a lasting nftables connection whose socket lives in the namespace.
 func (n *NS) NFT() (*nftables.Conn, error) {
 	n.mu.Lock()
@@ -448,7 +477,10 @@ func (n *NS) NFT() (*nftables.Conn, error) {
 	if n.file == nil {
 		return nil, fmt.Errorf("open nftables in %s: %w", n.path, ErrDryRun)
 	}
-	opts := []nftables.ConnOption{nftables.AsLasting()}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *mdnetlink.Conn) error {
+		n.nftSocket = c
+		return nil
+	})}
 	if !n.isProcessNS() {
 		// Without the option the socket is made on the calling thread, which outside
 		// Do is in the process's own namespace: no thread switch needed.
@@ -577,7 +609,7 @@ func (n *NS) Close() error {
 	}
 	if n.nft != nil {
 		n.nft.CloseLasting()
-		n.nft = nil
+		n.nft, n.nftSocket = nil, nil
 	}
 	for dir, f := range n.sysctlDirs {
 		f.Close()

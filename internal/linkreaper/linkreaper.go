@@ -9,6 +9,13 @@
 // namespace and dies with the process, and a command that finds the name taken
 // starts none. The holder releases the name before its last look for retired links,
 // so a link retired before a command found the name taken is always seen.
+//
+// The process also takes the command's other wait on the kernel: the command's
+// nftables socket (netns.NS.NFTSocket), whose release after a commit that deleted
+// anything waits for an RCU grace period. The command sends it over the lock
+// socket, to the process it starts or the one running, and nobody receives it: it
+// stays in flight, queued on the lock, until the process releases the name. The
+// command's own close is then not the socket's last, and the process's is.
 package linkreaper
 
 import (
@@ -44,16 +51,26 @@ const lockName = "\x00ctnet-delete-retired"
 // command's process group does not stop it; were it stopped anyway, ctnet gc
 // deletes what it left.
 func Start(host *netns.NS) error {
+	nftSocket, err := host.NFTSocket()
+	if err != nil {
+		return err
+	}
+	if nftSocket != nil {
+		defer nftSocket.Close()
+	}
 	lock, err := takeLock(host)
 	if errors.Is(err, unix.EADDRINUSE) {
 		// The holder looks again after releasing it, if it is a deleting process:
 		// any user of the namespace can bind an abstract name.
-		return checkHolder(host)
+		return handToHolder(host, nftSocket)
 	}
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
+	if err := handToHolder(host, nftSocket); err != nil {
+		return err
+	}
 	fd, err := unix.Dup(host.Fd())
 	if err != nil {
 		return fmt.Errorf("pass the host namespace on: %w", err)
@@ -86,7 +103,7 @@ func takeLock(host *netns.NS) (*os.File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	// Listening lets checkHolder ask who holds it; nobody accepts.
+	// Listening lets handToHolder ask who holds it; nobody accepts.
 	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -94,10 +111,12 @@ func takeLock(host *netns.NS) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "lock of retired links' deletion"), nil
 }
 
-// checkHolder returns nil if the lock's holder runs as this process's user, as a
-// deleting process does; otherwise an error, on which the caller deletes the links
-// itself. A holder whose backlog is full has callers connecting: ctnet's.
-func checkHolder(host *netns.NS) error {
+// handToHolder returns nil if the lock's holder runs as this process's user, as a
+// deleting process (or this one, about to start it) does, after sending it
+// nftSocket when there is one; otherwise an error, on which the caller deletes the
+// links itself. A holder whose backlog is full has callers connecting: ctnet's.
+// The socket stays the caller's when it cannot be sent: that costs only the wait.
+func handToHolder(host *netns.NS, nftSocket *os.File) error {
 	var cred *unix.Ucred
 	err := host.Do(func() error {
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
@@ -113,7 +132,18 @@ func checkHolder(host *netns.NS) error {
 			return err
 		}
 		cred, err = unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-		return err
+		if err != nil || int(cred.Uid) != os.Geteuid() || nftSocket == nil {
+			return err
+		}
+		// Nobody accepts: the message waits in the connection the holder's
+		// backlog keeps until it releases the name, and the socket with it.
+		// (Fd would make the socket, shared with the nftables connection, blocking.)
+		raw, err := nftSocket.SyscallConn()
+		if err != nil {
+			return nil
+		}
+		raw.Control(func(nft uintptr) { unix.Sendmsg(fd, []byte{0}, unix.UnixRights(int(nft)), nil, 0) })
+		return nil
 	})
 	switch {
 	case err != nil:
