@@ -3,7 +3,6 @@ package link
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -69,21 +68,4 @@ func IsDying(l netlink.Link, byIndex func(int) netlink.Link) bool {
 	}
 	peer := byIndex(l.Attrs().ParentIndex)
 	return peer == nil || peer.Type() != "veth" || peer.Attrs().ParentIndex != l.Attrs().Index
-}
-
-// AwaitDying waits up to timeout for the veth's peer namespace to start being
-// destroyed, and reports whether it did. Something outside may hold the namespace
-// open, in which case the pair stays until deleted.
-func AwaitDying(ns *netns.NS, name string, timeout time.Duration) (bool, error) {
-	deadline := time.Now().Add(timeout)
-	for pause := 50 * time.Microsecond; ; pause = min(2*pause, time.Millisecond) {
-		dying, err := Dying(ns, name)
-		if err != nil || dying {
-			return dying, err
-		}
-		if time.Now().After(deadline) {
-			return false, nil
-		}
-		time.Sleep(pause)
-	}
 }

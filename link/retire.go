@@ -66,7 +66,11 @@ func Retire(host *netns.NS, r Retiring) (*Retired, error) {
 		return nil, err
 	}
 	index := l.Attrs().Index
-	if err := host.Change(setLink(r.Name, "down"), func() error { return setUp(host, index, false) }); err != nil {
+	err = host.Change(setLink(r.Name, "down"), func() error { return setUp(host, index, false) })
+	if isNotFound(err) {
+		return nil, nil // deleted meanwhile: with its namespace, by the kernel
+	}
+	if err != nil {
 		return nil, fmt.Errorf("take %s out of service: %w", r.Name, err)
 	}
 	return &Retired{r: r, host: host, index: l.Attrs().Index, veth: l.Type() == "veth", peerIndex: l.Attrs().ParentIndex}, nil

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/ctnet/ctnet/firewall"
 	"github.com/ctnet/ctnet/ipam"
@@ -207,9 +206,6 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 			return err
 		}
 	}
-	// All of a container's veths have their peers in the one namespace: once one
-	// shows that something still holds it, the others need not be waited for.
-	awaitCleanup := c.OwnsNetNS
 	for _, a := range c.Attachments {
 		if a.HostVeth == "" {
 			if err := o.tx.DeleteLease(a.NetworkID, a.IP); err != nil {
@@ -217,11 +213,9 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 			}
 			continue
 		}
-		dying, err := m.removeVeth(o, c, &a, awaitCleanup)
-		if err != nil {
+		if err := m.retireVeth(o, c, &a); err != nil {
 			return err
 		}
-		awaitCleanup = awaitCleanup && dying
 		if err := m.removeIFB(o, &a); err != nil {
 			return err
 		}
@@ -243,36 +237,15 @@ func (m *Manager) unplumb(o *op, c *store.Container) error {
 	return nil
 }
 
-// removeVeth takes a container's veth pair off the host. Deleting one costs the
-// kernel two RCU grace periods (tens of milliseconds); a container's own namespace,
-// once unmounted and empty, is destroyed by the kernel with its pairs in a batched
-// cleanup nobody waits for. So for such a container (awaitCleanup) ctnet waits only
-// until the kernel has begun (the pair's peer namespace is gone) and reports that.
-// Any other pair — an attached namespace's, or one something outside still holds —
-// is retired: out of service within the change, deleted after it without anyone
-// waiting (retire).
-func (m *Manager) removeVeth(o *op, c *store.Container, a *store.Attachment, awaitCleanup bool) (dying bool, err error) {
-	if awaitCleanup {
-		// A dry run has not removed the namespace: it takes the kernel's cleanup as
-		// the command would find it begun.
-		dying := o.dryRun()
-		if !dying {
-			var err error
-			if dying, err = link.AwaitDying(m.host, a.HostVeth, 100*time.Millisecond); err != nil {
-				return false, err
-			}
-		}
-		if dying {
-			o.journal.Comment("the kernel deletes " + a.HostVeth + " with the namespace")
-			return true, nil
-		}
-	}
-	return false, m.retireVeth(o, c, a)
-}
-
-// retireVeth retires a container's veth pair (retire), with its container end if
-// the container's namespace can still be opened (a runtime may have deleted it
-// before DEL, taking the end with it).
+// retireVeth takes a container's veth pair off the host: retired (retire), out of
+// service within the change and deleted after it, with its container end if the
+// container's namespace can still be opened (a runtime may have deleted it before
+// DEL, taking the end with it). A namespace of the container's own, once
+// unmounted, dies with its pairs in the kernel's batched cleanup, but only once its
+// last reference is gone (its processes reaped, a lazy unmount's references
+// dropped: 6–20 ms after the unmount here); the change does not wait for that, and
+// whichever deletes the pair first, the kernel or the process that deletes retired
+// links, leaves the other nothing to do.
 func (m *Manager) retireVeth(o *op, c *store.Container, a *store.Attachment) error {
 	r := link.Retiring{Name: a.HostVeth, Peer: a.IfName, PeerRetired: retiredName(a.HostVeth)}
 	if c.NetNS != "" {
