@@ -220,21 +220,7 @@ func TestSupervisorsTakeTurnsWatching(t *testing.T) {
 		e.runDetached("--name", name, "--network", "red", "--", "sleep", "600")
 		supervisors[e.inspect(name).Supervisor.PID] = name
 	}
-	// watcher is the supervisor holding the turn, as /proc/locks names it.
-	watcher := func() (pid int) {
-		lockFile, err := os.Stat(e.root + "/watch.lock")
-		if err != nil {
-			return 0
-		}
-		ino := ":" + strconv.FormatUint(lockFile.Sys().(*syscall.Stat_t).Ino, 10)
-		locks, _ := os.ReadFile("/proc/locks")
-		for _, line := range strings.Split(string(locks), "\n") {
-			if f := strings.Fields(line); len(f) >= 6 && f[1] == "POSIX" && strings.HasSuffix(f[5], ino) {
-				pid, _ = strconv.Atoi(f[4])
-			}
-		}
-		return pid
-	}
+	watcher := func() int { return watchTurnHolder(e.root) }
 	masqueraded := func(name string) bool { return askPeer(e.containerRun(name), lab.WANIP, 9999) == lab.HostUplinkIP }
 	for round := 1; round <= 2; round++ {
 		var holder int
@@ -310,4 +296,69 @@ func TestSystemdUnit(t *testing.T) {
 	if _, err := verify(strings.ReplaceAll(string(unit), installed, t.TempDir()+"/ctnet")); err == nil {
 		t.Errorf("systemd-analyze verify took a unit whose program does not exist")
 	}
+}
+
+// watchTurnHolder is the supervisor holding the root's turn at watching the
+// firewall, as /proc/locks names it, or 0.
+func watchTurnHolder(root string) (pid int) {
+	lockFile, err := os.Stat(root + "/watch.lock")
+	if err != nil {
+		return 0
+	}
+	ino := ":" + strconv.FormatUint(lockFile.Sys().(*syscall.Stat_t).Ino, 10)
+	locks, _ := os.ReadFile("/proc/locks")
+	for _, line := range strings.Split(string(locks), "\n") {
+		if f := strings.Fields(line); len(f) >= 6 && f[1] == "POSIX" && strings.HasSuffix(f[5], ino) {
+			pid, _ = strconv.Atoi(f[4])
+		}
+	}
+	return pid
+}
+
+// An idle supervisor holds no nftables socket: the last close of one waits for
+// nf_tables' release of any change that deleted something (an RCU grace period),
+// and rm -f waits for the supervisor's exit. The supervisor watching the firewall
+// holds its monitor's, which shows that the count sees such sockets.
+func TestIdleSupervisorsHoldNoNFTablesSocket(t *testing.T) {
+	e := newEnv(t)
+	e.must("network", "create", "idle", "--subnet", "10.93.0.0/24")
+	var supervisors []int
+	for _, name := range []string{"first", "second"} {
+		e.runDetached("--name", name, "--network", "idle", "--", "sleep", "600")
+		supervisors = append(supervisors, e.inspect(name).Supervisor.PID)
+	}
+	var holder int
+	if !eventually(func() bool { holder = watchTurnHolder(e.root); return slices.Contains(supervisors, holder) }) {
+		t.Fatalf("the watch turn is held by %d, not by one of the supervisors %v", holder, supervisors)
+	}
+	nftSockets := func(pid int) int {
+		// Sockets of the netfilter protocol (12) in the host namespace, by inode.
+		netfilter := map[string]bool{}
+		for _, line := range strings.Split(e.host.MustRun(t, "cat", "/proc/net/netlink"), "\n") {
+			if f := strings.Fields(line); len(f) >= 10 && f[1] == "12" {
+				netfilter["socket:["+f[len(f)-1]+"]"] = true
+			}
+		}
+		fds, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+		n := 0
+		for _, fd := range fds {
+			if target, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + fd.Name()); netfilter[target] {
+				n++
+			}
+		}
+		return n
+	}
+	if !eventually(func() bool { return nftSockets(holder) > 0 }) {
+		t.Fatalf("control: the watching supervisor %d holds no nftables socket", holder)
+	}
+	for _, pid := range supervisors {
+		if pid == holder {
+			continue
+		}
+		if !eventually(func() bool { return nftSockets(pid) == 0 }) {
+			t.Errorf("the idle supervisor %d holds %d nftables sockets", pid, nftSockets(pid))
+		}
+	}
+	e.must("rm", "-f", "first", "second")
+	e.must("network", "rm", "idle")
 }

@@ -599,6 +599,22 @@ func trimNewline(b []byte) []byte {
 func (n *NS) Close() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.closeHandles()
+	if n.file == nil {
+		return nil
+	}
+	return n.file.Close()
+}
+
+// CloseHandles closes the handles made on first use (netlink, nftables, /proc/sys
+// directories); the next use makes them again, and the namespace stays open.
+func (n *NS) CloseHandles() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closeHandles()
+}
+
+func (n *NS) closeHandles() {
 	if n.link != nil {
 		n.link.Close()
 		n.link = nil
@@ -615,8 +631,4 @@ func (n *NS) Close() error {
 		f.Close()
 		delete(n.sysctlDirs, dir)
 	}
-	if n.file == nil {
-		return nil
-	}
-	return n.file.Close()
 }

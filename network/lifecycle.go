@@ -28,6 +28,18 @@ func (m *Manager) recordStarted(ctx context.Context, ref string, process Process
 // exited releases the container's network after its process ended with exitCode;
 // with auto-remove the record goes too. It is idempotent.
 func (m *Manager) exited(ctx context.Context, ref string, exitCode int) error {
+	// A container rm -f removed is found gone by a read, without a change's look at
+	// the host's firewall, whose socket's close at the supervisor's exit, which rm
+	// waits for, would wait for the removal's release (CloseIdleSockets).
+	removed := false
+	err := m.view(func(tx *store.Tx) error {
+		_, err := tx.Container(ref)
+		removed = errors.Is(err, store.ErrNotFound)
+		return nil
+	})
+	if err == nil && removed {
+		return nil
+	}
 	return m.mutate(ctx, func(o *op) error {
 		c, err := o.tx.Container(ref)
 		if errors.Is(err, store.ErrNotFound) {

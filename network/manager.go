@@ -206,6 +206,14 @@ func (m *Manager) Close() error {
 	return m.host.Close()
 }
 
+// CloseIdleSockets closes the sockets the manager keeps in the host namespace between
+// changes (netlink, nftables); the next change opens them again. A program that
+// keeps a manager long without changing anything (a supervisor) calls it: the last
+// close of an nftables socket waits for nf_tables' release of any change that
+// deleted something, anyone's, one RCU grace period, and a supervisor's exit is
+// what rm waits for.
+func (m *Manager) CloseIdleSockets() { m.host.CloseHandles() }
+
 // deleteRetiredLinks has the links a change retired deleted without waiting for the
 // kernel to finish: by Options.DeleteRetired, else by a goroutine. Whoever deletes
 // them takes every retired link of the host namespace in one request, so the links

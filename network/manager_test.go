@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -267,5 +268,52 @@ func TestNetworkNamesThatArePrefixesOfIDs(t *testing.T) {
 	made, err := h.m.EnsureNetwork(t.Context(), NetworkSpec{Name: first.ID[:10], Subnet: "10.93.2.0/24"})
 	if err != nil || made.ID == first.ID || made.Name != first.ID[:10] {
 		t.Errorf("EnsureNetwork(%s), a name no network has = %v, %v; want a new network of that name", first.ID[:10], made, err)
+	}
+}
+
+// A supervisor whose container rm -f removed finds it gone by a read: it opens no
+// nftables socket, whose close at its exit (which rm waits for) would wait for the
+// removal's release in nf_tables, one RCU grace period. A container still recorded
+// is released, through the firewall.
+func TestExitedOpensTheFirewallOnlyToRelease(t *testing.T) {
+	h := newTestHost(t)
+	h.createNetwork("front", "10.93.4.0/24")
+	for _, tc := range []struct {
+		name        string
+		removeFirst bool
+	}{
+		{"removed by rm -f", true},
+		{"still recorded", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.attach("web", "front")
+			if tc.removeFirst {
+				if err := h.m.Remove(context.Background(), c.ID, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			supervisor := h.manager(h.root)
+			if err := supervisor.exited(context.Background(), c.ID, 137); err != nil {
+				t.Fatal(err)
+			}
+			socket, err := supervisor.host.NFTSocket()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if socket != nil {
+				socket.Close()
+			}
+			if opened := socket != nil; opened == tc.removeFirst {
+				t.Errorf("nftables socket opened: %v, want %v", opened, !tc.removeFirst)
+			}
+			if !tc.removeFirst {
+				if got := h.container(c.ID).State; got != StateExited {
+					t.Errorf("the container is %s after its release, want exited", got)
+				}
+				if err := h.m.Remove(context.Background(), c.ID, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

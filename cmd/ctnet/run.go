@@ -347,6 +347,7 @@ func runMonitor() int {
 	report("ok %s", p.Container.ID)
 	stopWatching := a.watchFirewall(p.Container)
 	// From here on the supervisor only waits: give back what starting took.
+	m.CloseIdleSockets()
 	debug.FreeOSMemory()
 	code, _ := waitForwarding(p, sigs, true)
 	stopWatching()
