@@ -342,6 +342,7 @@ func (e *env) crashOnce(t *testing.T, c crashCase, k int, repair string, base cr
 		// elements included. Between the snapshot and gc that would be a change the
 		// report names and the snapshots do not show.
 		resumeSupervisors := e.pauseSupervisors()
+		defer resumeSupervisors() // should gc fail the test: the env's cleanup needs them running
 		before := e.kernelObjects()
 		report = e.gc()
 		after := e.kernelObjects()
